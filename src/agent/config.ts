@@ -1,0 +1,56 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { StowageError } from '../errors.js';
+
+const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
+
+const listenSchema = z.object({
+  host: z.string().default('127.0.0.1'),
+  port: z.number().int().min(0).max(65535),
+});
+
+/** An agent's configuration file (JSON). Every field has an embedded default. */
+export const agentConfigSchema = z
+  .object({
+    /** Where the content store and image records live. */
+    dataDir: z.string().min(1),
+    /** The read-only OCI distribution endpoint (/v2/) that peers and standard tools pull from. */
+    peer: listenSchema.default({ host: '127.0.0.1', port: 0 }),
+    /** The Docker Engine API. The unix socket defaults to <dataDir>/docker.sock; TCP is off unless set. */
+    engine: z
+      .object({
+        socketPath: z.string().optional(),
+        tcp: listenSchema.optional(),
+      })
+      .default({}),
+    registries: z
+      .object({
+        insecureRegistries: z.array(hostPort).default([]),
+        credentials: z.record(hostPort, z.object({ username: z.string(), password: z.string() })).default({}),
+        searchRegistries: z.array(hostPort).default([]),
+      })
+      .default({}),
+  })
+  .strict();
+
+export type AgentConfig = z.infer<typeof agentConfigSchema>;
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+
+export function parseAgentConfig(input: unknown): AgentConfig {
+  const parsed = agentConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new StowageError('BAD_REQUEST', `invalid agent configuration: ${issues}`);
+  }
+  return parsed.data;
+}
+
+export async function loadAgentConfig(path: string, overrides: Partial<AgentConfigInput> = {}): Promise<AgentConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new StowageError('BAD_REQUEST', `cannot read agent configuration ${path}: ${(err as Error).message}`);
+  }
+  return parseAgentConfig({ ...(raw as object), ...overrides });
+}

@@ -1,0 +1,72 @@
+/**
+ * One error type for the whole system: a stable SCREAMING_SNAKE code that scripts branch on,
+ * a human message, and the HTTP status the edge maps it to.
+ */
+export type ErrorCode =
+  | 'INVALID_DIGEST'
+  | 'INVALID_REFERENCE'
+  | 'INVALID_PLATFORM'
+  | 'INVALID_MANIFEST'
+  | 'INVALID_ARCHIVE'
+  | 'UNSAFE_PATH'
+  | 'TOO_LARGE'
+  | 'DIGEST_MISMATCH'
+  | 'SIZE_MISMATCH'
+  | 'TRUNCATED'
+  | 'BLOB_NOT_FOUND'
+  | 'MANIFEST_NOT_FOUND'
+  | 'IMAGE_NOT_FOUND'
+  | 'PLATFORM_NOT_FOUND'
+  | 'CONFLICT'
+  | 'UNSUPPORTED'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'REGISTRY_ERROR'
+  | 'BAD_REQUEST'
+  | 'INTERNAL';
+
+const defaultStatus: Record<ErrorCode, number> = {
+  INVALID_DIGEST: 400,
+  INVALID_REFERENCE: 400,
+  INVALID_PLATFORM: 400,
+  INVALID_MANIFEST: 400,
+  INVALID_ARCHIVE: 400,
+  UNSAFE_PATH: 400,
+  TOO_LARGE: 413,
+  DIGEST_MISMATCH: 400,
+  SIZE_MISMATCH: 400,
+  TRUNCATED: 400,
+  BLOB_NOT_FOUND: 404,
+  MANIFEST_NOT_FOUND: 404,
+  IMAGE_NOT_FOUND: 404,
+  PLATFORM_NOT_FOUND: 404,
+  CONFLICT: 409,
+  UNSUPPORTED: 501,
+  UNAUTHORIZED: 401,
+  DENIED: 403,
+  REGISTRY_ERROR: 502,
+  BAD_REQUEST: 400,
+  INTERNAL: 500,
+};
+
+export class StowageError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, opts: { status?: number; details?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'StowageError';
+    this.code = code;
+    this.status = opts.status ?? defaultStatus[code];
+    this.details = opts.details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details ? { code: this.code, message: this.message, details: this.details } : { code: this.code, message: this.message };
+  }
+}
+
+export function isStowageError(err: unknown, code?: ErrorCode): err is StowageError {
+  return err instanceof StowageError && (code === undefined || err.code === code);
+}
