@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { isStowageError } from '../../errors.js';
+import { type Digest, isDigest } from '../../oci/digest.js';
+import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
+
+/**
+ * The build cache ledger: what builds left in the store that no user asked for by name. Two kinds:
+ * - `intermediate`: layers written by stages that are not the build result (multi-stage builds);
+ * - `base-image`: images pulled only because a FROM (or COPY --from) needed them.
+ * POST /build/prune reclaims them: intermediate blobs always (when no image uses them), base images with all=true.
+ * Kept as one JSON file under the engine work directory.
+ */
+
+const digestSchema = z.string().refine(isDigest);
+const entrySchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('intermediate'),
+    id: z.string(),
+    createdAt: z.string(),
+    blobs: z.array(z.object({ digest: digestSchema, size: z.number() })),
+  }),
+  z.object({
+    type: z.literal('base-image'),
+    id: z.string(),
+    createdAt: z.string(),
+    reference: z.string(),
+    manifestDigest: digestSchema,
+  }),
+]);
+export type CacheEntry = z.infer<typeof entrySchema>;
+
+export interface PruneResult {
+  CachesDeleted: string[];
+  SpaceReclaimed: number;
+}
+
+const ledgers = new Map<string, BuildCache>();
+
+export class BuildCache {
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly file: string;
+  /** Build directories of builds running in this process (never pruned). */
+  readonly active = new Set<string>();
+
+  private constructor(readonly workDir: string) {
+    this.file = join(workDir, 'build-cache.json');
+  }
+
+  /** One ledger per work directory, shared by every app over the same context. */
+  static for(workDir: string): BuildCache {
+    let c = ledgers.get(workDir);
+    if (!c) {
+      c = new BuildCache(workDir);
+      ledgers.set(workDir, c);
+    }
+    return c;
+  }
+
+  get buildsDir(): string {
+    return join(this.workDir, 'builds');
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async load(): Promise<CacheEntry[]> {
+    try {
+      const parsed = z.array(entrySchema).safeParse(JSON.parse(await readFile(this.file, 'utf8')));
+      return parsed.success ? parsed.data : [];
+    } catch {
+      return [];
+    }
+  }
+
+  private async save(entries: CacheEntry[]): Promise<void> {
+    await mkdir(this.workDir, { recursive: true });
+    const tmp = `${this.file}.${randomUUID()}.tmp`;
+    await writeFile(tmp, JSON.stringify(entries));
+    await rename(tmp, this.file);
+  }
+
+  async record(entry: Omit<CacheEntry, 'createdAt'> & { createdAt?: string }): Promise<void> {
+    await this.exclusive(async () => {
+      const entries = await this.load();
+      const full = { ...entry, createdAt: entry.createdAt ?? new Date().toISOString() } as CacheEntry;
+      const rest = entries.filter((e) => e.id !== full.id);
+      rest.push(full);
+      await this.save(rest);
+    });
+  }
+
+  async list(): Promise<CacheEntry[]> {
+    return this.exclusive(() => this.load());
+  }
+
+  /**
+   * Deletes cached content. `until` (ms): only entries older than that. Returns Docker's BuildPruneResponse.
+   */
+  async prune(store: ContentStoreApi, images: ImageIndexApi, opts: { all: boolean; olderThanMs?: number | undefined }): Promise<PruneResult> {
+    return this.exclusive(async () => {
+      const entries = await this.load();
+      const now = Date.now();
+      const deleted: string[] = [];
+      let reclaimed = 0;
+      const keep: CacheEntry[] = [];
+      const candidates = new Set<Digest>();
+      for (const e of entries) {
+        const oldEnough = opts.olderThanMs === undefined || now - Date.parse(e.createdAt) >= opts.olderThanMs;
+        if (!oldEnough || (e.type === 'base-image' && !opts.all)) {
+          keep.push(e);
+          continue;
+        }
+        if (e.type === 'intermediate') {
+          for (const b of e.blobs) candidates.add(b.digest);
+          deleted.push(e.id);
+          continue;
+        }
+        // A base image pulled for a build: drop it only while it is still exactly what the build pulled.
+        if (images.resolveTag(e.reference) === e.manifestDigest) {
+          const otherTags = images.tagsFor(e.manifestDigest).filter((t) => t.reference !== e.reference);
+          images.untag(e.reference);
+          const record = images.getImage(e.manifestDigest);
+          if (otherTags.length === 0 && record) {
+            images.removeRepoDigests(e.manifestDigest);
+            images.deleteImage(e.manifestDigest);
+            for (const d of [record.manifestDigest, record.configDigest, ...record.layers]) candidates.add(d);
+          }
+        } else if (images.getIndex(e.manifestDigest) && images.tagsFor(e.manifestDigest).length === 0) {
+          // an index pulled for a build and since untagged: its children go too
+          const idx = images.getIndex(e.manifestDigest)!;
+          images.deleteIndex(e.manifestDigest);
+          candidates.add(e.manifestDigest);
+          for (const child of idx.children) {
+            const rec = images.getImage(child.digest);
+            if (rec && images.tagsFor(child.digest).length === 0) {
+              images.deleteImage(child.digest);
+              for (const d of [rec.manifestDigest, rec.configDigest, ...rec.layers]) candidates.add(d);
+            }
+          }
+        }
+        deleted.push(e.id);
+      }
+      const referenced = images.referencedBlobs();
+      for (const d of candidates) {
+        if (referenced.has(d)) continue;
+        const info = await store.stat(d);
+        if (!info) continue;
+        try {
+          await store.delete(d);
+          reclaimed += info.size;
+        } catch (err) {
+          if (!isStowageError(err, 'BLOB_NOT_FOUND')) throw err;
+        }
+      }
+      // Leftovers of builds that died with the process.
+      try {
+        for (const name of await readdir(this.buildsDir)) {
+          const dir = join(this.buildsDir, name);
+          if (this.active.has(dir)) continue;
+          reclaimed += await duSize(dir);
+          await rm(dir, { recursive: true, force: true });
+          deleted.push(`build-dir:${name}`);
+        }
+      } catch {
+        /* no builds directory */
+      }
+      await this.save(keep);
+      return { CachesDeleted: deleted, SpaceReclaimed: reclaimed };
+    });
+  }
+}
+
+async function duSize(path: string): Promise<number> {
+  try {
+    const st = await stat(path);
+    if (!st.isDirectory()) return st.size;
+    let total = 0;
+    for (const name of await readdir(path)) total += await duSize(join(path, name));
+    return total;
+  } catch {
+    return 0;
+  }
+}

@@ -1,0 +1,119 @@
+import { posix } from 'node:path';
+import { StowageError } from '../../errors.js';
+
+/**
+ * Path helpers shared by the build context, layer and rootfs code. All paths here are relative,
+ * slash-separated, without a leading "/" and without "." or ".." components ("" is the root).
+ */
+
+/** Normalises a tar entry name; refuses anything that would leave its directory. */
+export function safeEntryPath(name: string): string {
+  const parts: string[] = [];
+  for (const part of name.replace(/\\/g, '/').split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') throw new StowageError('UNSAFE_PATH', `tar entry "${name.slice(0, 200)}" escapes its directory`);
+    if (part.includes('\0')) throw new StowageError('UNSAFE_PATH', 'tar entry name contains a NUL byte');
+    parts.push(part);
+  }
+  return parts.join('/');
+}
+
+/** Cleans a path like Go's filepath.Clean, clamping ".." at the root; result is relative. */
+export function cleanInRoot(p: string): string {
+  const out: string[] = [];
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') out.pop();
+    else out.push(part);
+  }
+  return out.join('/');
+}
+
+/** True when a (context-relative) source path climbs above the root at some point. */
+export function escapesRoot(p: string): boolean {
+  let depth = 0;
+  for (const part of p.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      depth--;
+      if (depth < 0) return true;
+    } else depth++;
+  }
+  return false;
+}
+
+export function parentOf(rel: string): string {
+  const i = rel.lastIndexOf('/');
+  return i < 0 ? '' : rel.slice(0, i);
+}
+
+export function baseName(rel: string): string {
+  return posix.basename(rel);
+}
+
+export function joinRel(a: string, b: string): string {
+  if (a === '') return b;
+  if (b === '') return a;
+  return `${a}/${b}`;
+}
+
+export type NodeKind = 'file' | 'directory' | 'symlink' | 'other';
+
+/**
+ * Resolves `rel` inside a tree, following symlinks but never leaving the root (like Docker's
+ * FollowSymlinkInScope). `lookup` tells what a (resolved-parent) path is. When `followLast` is
+ * false a final symlink is returned as is.
+ */
+export function resolveInScope(
+  rel: string,
+  lookup: (p: string) => { kind: NodeKind; linkname?: string | undefined } | undefined,
+  followLast = true,
+): string {
+  let todo = rel.split('/').filter((x) => x !== '' && x !== '.');
+  let resolved: string[] = [];
+  let hops = 0;
+  while (todo.length > 0) {
+    const part = todo.shift()!;
+    if (part === '..') {
+      resolved.pop();
+      continue;
+    }
+    const candidate = [...resolved, part].join('/');
+    const node = lookup(candidate);
+    if (node?.kind === 'symlink' && node.linkname !== undefined && (followLast || todo.length > 0)) {
+      if (++hops > 255) throw new StowageError('BAD_REQUEST', `too many levels of symbolic links resolving ${rel}`);
+      const target = node.linkname.split('/').filter((x) => x !== '' && x !== '.');
+      if (node.linkname.startsWith('/')) resolved = [];
+      todo = [...target, ...todo];
+      continue;
+    }
+    resolved.push(part);
+  }
+  return resolved.join('/');
+}
+
+/** Go's filepath.Match for one path segment: *, ?, [a-z], [^…], and the escape character. */
+export function matchSegment(pattern: string, name: string): boolean {
+  let re = '^';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i]!;
+    if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else if (c === '[') {
+      const end = pattern.indexOf(']', i + 2);
+      if (end < 0) throw new StowageError('BAD_REQUEST', `syntax error in pattern "${pattern}"`);
+      let body = pattern.slice(i + 1, end);
+      if (body.startsWith('^')) body = `^${body.slice(1)}`;
+      re += `[${body.replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else if (c === '\\' && i + 1 < pattern.length) {
+      i++;
+      re += pattern[i]!.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  }
+  return new RegExp(`${re}$`, 's').test(name);
+}
+
+export function hasWildcards(p: string): boolean {
+  return /[*?[]/.test(p);
+}

@@ -1,0 +1,213 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, opendir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { StowageError } from '../errors.js';
+import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
+import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
+import { checkExpected, openFileIngest } from './ingest.js';
+import type { BlobInfo, ByteSource, ContentStoreApi, ExpectedContent, Ingest } from './types.js';
+
+/** Default ceiling for readBytes: manifests and configs, never layers. */
+export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
+
+const HEX64 = /^[a-f0-9]{64}$/;
+
+/**
+ * Content-addressed blobs on the local disk: `<root>/blobs/sha256/<hex>`. Every write goes to its own
+ * file under `<root>/ingest/`, is hashed while streaming, verified, fsynced and renamed into place,
+ * so a blob path exists only for whole, correct content.
+ */
+export class ContentStore implements ContentStoreApi {
+  readonly root: string;
+  private readonly blobDir: string;
+  private readonly ingestDir: string;
+  /** Ingest directories with a put, write or commit in flight (guards two handles of one key, and GC). */
+  private readonly busyIngests = new Set<string>();
+
+  private constructor(root: string) {
+    this.root = root;
+    this.blobDir = join(root, 'blobs', 'sha256');
+    this.ingestDir = join(root, 'ingest');
+  }
+
+  static async open(root: string): Promise<ContentStore> {
+    const store = new ContentStore(resolve(root));
+    await mkdir(store.blobDir, { recursive: true });
+    await mkdir(store.ingestDir, { recursive: true });
+    return store;
+  }
+
+  async has(digest: Digest): Promise<boolean> {
+    return (await this.stat(digest)) !== undefined;
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const st = await stat(this.blobPath(digest));
+      return { digest, size: st.size };
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw err;
+    }
+  }
+
+  async createReadStream(digest: Digest, range?: { start: number; end?: number }): Promise<Readable> {
+    const fh = await this.openBlob(digest);
+    try {
+      const { size } = await fh.stat();
+      const start = range?.start ?? 0;
+      const end = range?.end;
+      const valid =
+        Number.isSafeInteger(start) && start >= 0 && start <= size && (end === undefined || (Number.isSafeInteger(end) && end >= start));
+      if (!valid) {
+        throw new StowageError('BAD_REQUEST', `range ${start}-${end ?? ''} not satisfiable for a blob of ${size} bytes`, {
+          status: 416,
+          details: { size, start, end },
+        });
+      }
+      const last = Math.min(end ?? size - 1, size - 1);
+      if (last < start) {
+        // start === size: nothing left to send (a resume that already has everything).
+        await fh.close();
+        return Readable.from([]);
+      }
+      return fh.createReadStream({ start, end: last });
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+  }
+
+  async readBytes(digest: Digest, limit: number = DEFAULT_READ_LIMIT): Promise<Buffer> {
+    const fh = await this.openBlob(digest);
+    try {
+      const { size } = await fh.stat();
+      if (size > limit) {
+        throw new StowageError('TOO_LARGE', `blob ${digest} is ${size} bytes, more than the ${limit} allowed here`, {
+          details: { size, limit },
+        });
+      }
+      return await fh.readFile();
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async put(source: ByteSource, expected: ExpectedContent = {}): Promise<BlobInfo> {
+    checkExpected(expected);
+    // A private temp per writer: concurrent puts of one digest never share a file.
+    const dir = join(this.ingestDir, `put-${randomUUID()}`);
+    await mkdir(dir);
+    const tmp = join(dir, 'data');
+    this.busyIngests.add(dir); // a slow source must not look stale to removeStaleIngests
+    try {
+      const digester = new Digester();
+      const fh = await open(tmp, 'wx');
+      try {
+        await pumpSource(source, fh, digester, expected.size);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
+      checkNotShort(actual.size, expected.size);
+      verifyContent(actual, expected);
+      await this.publish(tmp, actual);
+      return actual;
+    } finally {
+      this.busyIngests.delete(dir);
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  putBytes(data: Uint8Array, expected?: ExpectedContent): Promise<BlobInfo> {
+    return this.put(
+      (async function* () {
+        yield data;
+      })(),
+      expected,
+    );
+  }
+
+  openIngest(key: string): Promise<Ingest> {
+    return openFileIngest(this.ingestDir, key, (file, info) => this.publish(file, info), this.busyIngests);
+  }
+
+  async delete(digest: Digest): Promise<void> {
+    try {
+      await rm(this.blobPath(digest));
+    } catch (err) {
+      if (!isErrno(err, 'ENOENT')) throw err;
+    }
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    const dir = await opendir(this.blobDir);
+    for await (const entry of dir) {
+      if (!entry.isFile() || !HEX64.test(entry.name)) continue;
+      const digest: Digest = `sha256:${entry.name}`;
+      const info = await this.stat(digest); // may have been deleted since the directory was read
+      if (info) yield info;
+    }
+  }
+
+  /**
+   * Removes ingest directories (abandoned resumable ingests, temps of crashed puts) whose data was
+   * last written more than `maxAgeMs` ago. Returns the removed directory names.
+   */
+  async removeStaleIngests(maxAgeMs: number, opts: { dryRun?: boolean; now?: number } = {}): Promise<string[]> {
+    const cutoff = (opts.now ?? Date.now()) - maxAgeMs;
+    const removed: string[] = [];
+    for (const name of await readdir(this.ingestDir)) {
+      const dir = join(this.ingestDir, name);
+      if (this.busyIngests.has(dir)) continue;
+      const mtime = await lastWritten(dir);
+      if (mtime === undefined || mtime >= cutoff) continue;
+      if (!opts.dryRun) await rm(dir, { recursive: true, force: true });
+      removed.push(name);
+    }
+    return removed;
+  }
+
+  /** Renames a verified, fsynced file to its blob path, unless an identical blob is already there. */
+  private async publish(file: string, info: BlobInfo): Promise<void> {
+    const target = this.blobPath(info.digest);
+    const existing = await this.stat(info.digest);
+    // Same digest and size means same bytes; a wrong-sized file there is damage, so replace it.
+    if (existing?.size === info.size) return;
+    await rename(file, target);
+    await fsyncDir(this.blobDir);
+  }
+
+  private async openBlob(digest: Digest) {
+    const path = this.blobPath(digest);
+    try {
+      return await open(path, 'r');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) throw new StowageError('BLOB_NOT_FOUND', `blob ${digest} not found`, { details: { digest } });
+      throw err;
+    }
+  }
+
+  /** Digests can come straight from a URL: validate before they become a path. */
+  private blobPath(digest: Digest): string {
+    if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `invalid digest "${String(digest).slice(0, 80)}"`);
+    return join(this.blobDir, digestHex(digest));
+  }
+}
+
+async function lastWritten(dir: string): Promise<number | undefined> {
+  try {
+    const st = await stat(join(dir, 'data'));
+    return st.mtimeMs;
+  } catch (err) {
+    if (!isErrno(err, 'ENOENT')) throw err;
+  }
+  try {
+    return (await stat(dir)).mtimeMs;
+  } catch (err) {
+    if (isErrno(err, 'ENOENT')) return undefined;
+    throw err;
+  }
+}

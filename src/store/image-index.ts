@@ -1,0 +1,323 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { StowageError } from '../errors.js';
+import { isDigest, type Digest } from '../oci/digest.js';
+import type { Platform } from '../oci/platform.js';
+import type { ImageIndexApi, ImageRecord, IndexRecord, RepoDigestRecord, TagRecord } from './types.js';
+
+/** Bump together with a new entry in MIGRATIONS; PRAGMA user_version records what a file has. */
+export const SCHEMA_VERSION = 1;
+
+/** MIGRATIONS[n] takes a database from user_version n to n + 1. */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE images (
+    manifest_digest     TEXT PRIMARY KEY,
+    manifest_media_type TEXT NOT NULL,
+    config_digest       TEXT NOT NULL,
+    platform            TEXT NOT NULL, -- JSON Platform
+    layers              TEXT NOT NULL, -- JSON Digest[]
+    size                INTEGER NOT NULL,
+    created             TEXT,
+    labels              TEXT NOT NULL, -- JSON Record<string, string>
+    added_at            TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX images_by_config ON images (config_digest);
+
+  CREATE TABLE indexes (
+    index_digest TEXT PRIMARY KEY,
+    media_type   TEXT NOT NULL,
+    children     TEXT NOT NULL, -- JSON IndexRecord['children']
+    added_at     TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE tags (
+    reference  TEXT PRIMARY KEY,
+    target     TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+  ) STRICT;
+  CREATE INDEX tags_by_target ON tags (target);
+
+  CREATE TABLE repo_digests (
+    repository      TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL,
+    UNIQUE (repository, digest, manifest_digest)
+  ) STRICT;
+  CREATE INDEX repo_digests_by_manifest ON repo_digests (manifest_digest);
+  `,
+];
+
+interface ImageRow {
+  manifest_digest: string;
+  manifest_media_type: string;
+  config_digest: string;
+  platform: string;
+  layers: string;
+  size: number;
+  created: string | null;
+  labels: string;
+  added_at: string;
+}
+
+interface IndexRow {
+  index_digest: string;
+  media_type: string;
+  children: string;
+  added_at: string;
+}
+
+interface TagRow {
+  reference: string;
+  target: string;
+  updated_at: string;
+}
+
+interface RepoDigestRow {
+  repository: string;
+  digest: string;
+  manifest_digest: string;
+}
+
+function toImage(row: ImageRow): ImageRecord {
+  return {
+    manifestDigest: row.manifest_digest as Digest,
+    manifestMediaType: row.manifest_media_type,
+    configDigest: row.config_digest as Digest,
+    platform: JSON.parse(row.platform) as Platform,
+    layers: JSON.parse(row.layers) as Digest[],
+    size: row.size,
+    created: row.created ?? undefined,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    addedAt: row.added_at,
+  };
+}
+
+function toIndex(row: IndexRow): IndexRecord {
+  const children = JSON.parse(row.children) as Array<{ digest: Digest; platform?: Platform | null; present: boolean }>;
+  return {
+    indexDigest: row.index_digest as Digest,
+    mediaType: row.media_type,
+    // JSON has no undefined: an absent platform is stored as null.
+    children: children.map((c) => ({ digest: c.digest, platform: c.platform ?? undefined, present: c.present })),
+    addedAt: row.added_at,
+  };
+}
+
+function toTag(row: TagRow): TagRecord {
+  return { reference: row.reference, target: row.target as Digest, updatedAt: row.updated_at };
+}
+
+function toRepoDigest(row: RepoDigestRow): RepoDigestRecord {
+  return { repository: row.repository, digest: row.digest as Digest, manifestDigest: row.manifest_digest as Digest };
+}
+
+function requireDigest(value: unknown, what: string): Digest {
+  if (!isDigest(value)) throw new StowageError('INVALID_DIGEST', `invalid ${what} "${String(value).slice(0, 80)}"`);
+  return value;
+}
+
+function requireText(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value.length === 0) throw new StowageError('BAD_REQUEST', `${what} must be a non-empty string`);
+  return value;
+}
+
+/** The image records of one machine, in `<root>/images.db`. Every write is one transaction. */
+export class ImageIndex implements ImageIndexApi {
+  private readonly db: Database.Database;
+
+  private constructor(db: Database.Database) {
+    this.db = db;
+  }
+
+  static open(root: string): ImageIndex {
+    mkdirSync(root, { recursive: true });
+    const db = new Database(join(root, 'images.db'));
+    try {
+      db.pragma('journal_mode = WAL');
+      // Blobs are fsynced before they are recorded; the records deserve the same durability.
+      db.pragma('synchronous = FULL');
+      db.pragma('busy_timeout = 5000');
+      migrate(db);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new ImageIndex(db);
+  }
+
+  putImage(record: Omit<ImageRecord, 'addedAt'>): ImageRecord {
+    requireDigest(record.manifestDigest, 'manifest digest');
+    requireDigest(record.configDigest, 'config digest');
+    record.layers.forEach((l) => requireDigest(l, 'layer digest'));
+    if (!Number.isSafeInteger(record.size) || record.size < 0) throw new StowageError('BAD_REQUEST', `invalid image size ${record.size}`);
+    const now = new Date().toISOString();
+    // Re-recording an image updates it but keeps when it first arrived.
+    this.db
+      .prepare(
+        `INSERT INTO images (manifest_digest, manifest_media_type, config_digest, platform, layers, size, created, labels, added_at)
+         VALUES (@manifestDigest, @manifestMediaType, @configDigest, @platform, @layers, @size, @created, @labels, @addedAt)
+         ON CONFLICT (manifest_digest) DO UPDATE SET
+           manifest_media_type = excluded.manifest_media_type, config_digest = excluded.config_digest,
+           platform = excluded.platform, layers = excluded.layers, size = excluded.size,
+           created = excluded.created, labels = excluded.labels`,
+      )
+      .run({
+        manifestDigest: record.manifestDigest,
+        manifestMediaType: requireText(record.manifestMediaType, 'manifest media type'),
+        configDigest: record.configDigest,
+        platform: JSON.stringify(record.platform),
+        layers: JSON.stringify(record.layers),
+        size: record.size,
+        created: record.created ?? null,
+        labels: JSON.stringify(record.labels ?? {}),
+        addedAt: now,
+      });
+    return this.getImage(record.manifestDigest)!;
+  }
+
+  getImage(manifestDigest: Digest): ImageRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM images WHERE manifest_digest = ?').get(manifestDigest) as ImageRow | undefined;
+    return row && toImage(row);
+  }
+
+  imagesByConfig(configDigest: Digest): ImageRecord[] {
+    const rows = this.db.prepare('SELECT * FROM images WHERE config_digest = ? ORDER BY added_at, manifest_digest').all(configDigest) as ImageRow[];
+    return rows.map(toImage);
+  }
+
+  listImages(): ImageRecord[] {
+    return (this.db.prepare('SELECT * FROM images ORDER BY added_at, manifest_digest').all() as ImageRow[]).map(toImage);
+  }
+
+  /** Also drops the tags that point at the image and its repo digests: they would dangle otherwise. */
+  deleteImage(manifestDigest: Digest): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM images WHERE manifest_digest = ?').run(manifestDigest);
+      this.db.prepare('DELETE FROM tags WHERE target = ?').run(manifestDigest);
+      this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
+    })();
+  }
+
+  putIndex(record: Omit<IndexRecord, 'addedAt'>): IndexRecord {
+    requireDigest(record.indexDigest, 'index digest');
+    record.children.forEach((c) => requireDigest(c.digest, 'index child digest'));
+    const children = record.children.map((c) => ({ digest: c.digest, platform: c.platform ?? null, present: Boolean(c.present) }));
+    this.db
+      .prepare(
+        `INSERT INTO indexes (index_digest, media_type, children, added_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (index_digest) DO UPDATE SET media_type = excluded.media_type, children = excluded.children`,
+      )
+      .run(record.indexDigest, requireText(record.mediaType, 'index media type'), JSON.stringify(children), new Date().toISOString());
+    return this.getIndex(record.indexDigest)!;
+  }
+
+  getIndex(indexDigest: Digest): IndexRecord | undefined {
+    const row = this.db.prepare('SELECT * FROM indexes WHERE index_digest = ?').get(indexDigest) as IndexRow | undefined;
+    return row && toIndex(row);
+  }
+
+  listIndexes(): IndexRecord[] {
+    return (this.db.prepare('SELECT * FROM indexes ORDER BY added_at, index_digest').all() as IndexRow[]).map(toIndex);
+  }
+
+  /** Also drops the tags that point at the index. Child images are separate records and stay. */
+  deleteIndex(indexDigest: Digest): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM indexes WHERE index_digest = ?').run(indexDigest);
+      this.db.prepare('DELETE FROM tags WHERE target = ?').run(indexDigest);
+    })();
+  }
+
+  tag(reference: string, target: Digest): TagRecord {
+    requireText(reference, 'reference');
+    requireDigest(target, 'tag target');
+    const row: TagRow = { reference, target, updated_at: new Date().toISOString() };
+    this.db
+      .prepare(
+        `INSERT INTO tags (reference, target, updated_at) VALUES (@reference, @target, @updated_at)
+         ON CONFLICT (reference) DO UPDATE SET target = excluded.target, updated_at = excluded.updated_at`,
+      )
+      .run(row);
+    return toTag(row);
+  }
+
+  untag(reference: string): boolean {
+    return this.db.prepare('DELETE FROM tags WHERE reference = ?').run(reference).changes > 0;
+  }
+
+  resolveTag(reference: string): Digest | undefined {
+    const row = this.db.prepare('SELECT target FROM tags WHERE reference = ?').get(reference) as { target: string } | undefined;
+    return row?.target as Digest | undefined;
+  }
+
+  listTags(): TagRecord[] {
+    return (this.db.prepare('SELECT * FROM tags ORDER BY reference').all() as TagRow[]).map(toTag);
+  }
+
+  tagsFor(target: Digest): TagRecord[] {
+    return (this.db.prepare('SELECT * FROM tags WHERE target = ? ORDER BY reference').all(target) as TagRow[]).map(toTag);
+  }
+
+  addRepoDigest(record: RepoDigestRecord): void {
+    requireText(record.repository, 'repository');
+    requireDigest(record.digest, 'repo digest');
+    requireDigest(record.manifestDigest, 'manifest digest');
+    this.db
+      .prepare('INSERT OR IGNORE INTO repo_digests (repository, digest, manifest_digest) VALUES (?, ?, ?)')
+      .run(record.repository, record.digest, record.manifestDigest);
+  }
+
+  repoDigestsFor(manifestDigest: Digest): RepoDigestRecord[] {
+    const rows = this.db
+      .prepare('SELECT * FROM repo_digests WHERE manifest_digest = ? ORDER BY repository, digest')
+      .all(manifestDigest) as RepoDigestRow[];
+    return rows.map(toRepoDigest);
+  }
+
+  removeRepoDigests(manifestDigest: Digest): void {
+    this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
+  }
+
+  /**
+   * Manifests, configs and layers of every image; every index and the children it lists; every tag
+   * target. Listing more than strictly needed only keeps a blob longer; listing less loses data.
+   */
+  referencedBlobs(): Set<Digest> {
+    const refs = new Set<Digest>();
+    // One read transaction: a consistent snapshot even while another connection writes.
+    this.db.transaction(() => {
+      for (const row of this.db.prepare('SELECT manifest_digest, config_digest, layers FROM images').iterate() as Iterable<ImageRow>) {
+        refs.add(row.manifest_digest as Digest);
+        refs.add(row.config_digest as Digest);
+        for (const layer of JSON.parse(row.layers) as Digest[]) refs.add(layer);
+      }
+      for (const row of this.db.prepare('SELECT index_digest, children FROM indexes').iterate() as Iterable<IndexRow>) {
+        refs.add(row.index_digest as Digest);
+        for (const child of JSON.parse(row.children) as Array<{ digest: Digest }>) refs.add(child.digest);
+      }
+      for (const row of this.db.prepare('SELECT target FROM tags').iterate() as Iterable<{ target: string }>) {
+        refs.add(row.target as Digest);
+      }
+    })();
+    return refs;
+  }
+
+  close(): void {
+    if (this.db.open) this.db.close();
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = db.pragma('user_version', { simple: true }) as number;
+  if (current > SCHEMA_VERSION) {
+    throw new StowageError('UNSUPPORTED', `images.db has schema version ${current}; this Stowage understands up to ${SCHEMA_VERSION}`);
+  }
+  for (let v = current; v < SCHEMA_VERSION; v++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[v]!);
+      db.pragma(`user_version = ${v + 1}`);
+    })();
+  }
+}

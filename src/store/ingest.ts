@@ -1,0 +1,176 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StowageError } from '../errors.js';
+import { Digester, isDigest, verifyContent } from '../oci/digest.js';
+import { checkNotShort, isErrno, pumpSource } from './fs-util.js';
+import type { BlobInfo, ByteSource, ExpectedContent, Ingest } from './types.js';
+
+const MAX_KEY_LENGTH = 4096;
+
+/** Moves a verified, fsynced file into the blob directory. Provided by the ContentStore. */
+export type PublishBlob = (file: string, info: BlobInfo) => Promise<void>;
+
+/** Directory name for a key: a hash, so no key can name a path outside ingest/. */
+export function ingestDirName(key: string): string {
+  return createHash('sha256').update(key, 'utf8').digest('hex');
+}
+
+export function checkExpected(expected: ExpectedContent): void {
+  if (expected.digest !== undefined && !isDigest(expected.digest)) {
+    throw new StowageError('INVALID_DIGEST', `invalid expected digest "${String(expected.digest).slice(0, 80)}"`);
+  }
+  if (expected.size !== undefined && !(Number.isSafeInteger(expected.size) && expected.size >= 0)) {
+    throw new StowageError('BAD_REQUEST', `invalid expected size ${String(expected.size)}`);
+  }
+}
+
+/** Opens (creating if needed) the ingest directory for `key` and returns a handle at its current end. */
+export async function openFileIngest(ingestRoot: string, key: string, publish: PublishBlob, busy: Set<string>): Promise<Ingest> {
+  if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
+    throw new StowageError('BAD_REQUEST', `ingest key must be 1..${MAX_KEY_LENGTH} characters`);
+  }
+  const dir = join(ingestRoot, ingestDirName(key));
+  await mkdir(dir, { recursive: true });
+  // The key is kept only for people and tools inspecting the directory; nothing reads it back.
+  await writeFile(join(dir, 'meta.json'), JSON.stringify({ key }), { flag: 'wx' }).catch((err: unknown) => {
+    if (!isErrno(err, 'EEXIST')) throw err;
+  });
+  const data = join(dir, 'data');
+  await (await open(data, 'a')).close();
+  const { size } = await stat(data);
+  return new FileIngest(key, dir, size, publish, busy);
+}
+
+class FileIngest implements Ingest {
+  readonly key: string;
+  private readonly dir: string;
+  private readonly data: string;
+  private readonly publish: PublishBlob;
+  /** Directories with an operation in flight, shared by every handle of one store. */
+  private readonly busy: Set<string>;
+  private size: number;
+  /**
+   * Hash of the first `size` bytes. Undefined until first needed, and again after anything that may
+   * have left the file and the hash out of step: then it is rebuilt by re-reading the file, which is
+   * also how a resumed ingest (whose hash state died with the previous process) gets its prefix hashed.
+   */
+  private digester: Digester | undefined;
+  private closed = false;
+
+  constructor(key: string, dir: string, size: number, publish: PublishBlob, busy: Set<string>) {
+    this.key = key;
+    this.dir = dir;
+    this.data = join(dir, 'data');
+    this.size = size;
+    this.publish = publish;
+    this.busy = busy;
+  }
+
+  get offset(): number {
+    return this.size;
+  }
+
+  async write(source: ByteSource): Promise<void> {
+    await this.exclusive(async () => {
+      const digester = await this.syncHash();
+      const fh = await this.openData('a');
+      try {
+        await pumpSource(source, fh, digester);
+        this.size = digester.size;
+      } catch (err) {
+        // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
+        // and hash in step; a failed write may not, and then the hash is rebuilt from the file.
+        const onDisk = await fh.stat().then((s) => s.size, () => -1);
+        if (onDisk !== digester.size) this.digester = undefined;
+        this.size = onDisk === -1 ? digester.size : onDisk;
+        throw err;
+      } finally {
+        await fh.close();
+      }
+    });
+  }
+
+  async commit(expected: ExpectedContent = {}): Promise<BlobInfo> {
+    checkExpected(expected);
+    return this.exclusive(async () => {
+      const digester = await this.syncHash();
+      this.digester = undefined; // digest() finalises it
+      const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
+      // Short: the caller can still resume and append the rest, so keep the file.
+      checkNotShort(actual.size, expected.size);
+      try {
+        verifyContent(actual, expected);
+      } catch (err) {
+        // Bad bytes cannot be fixed by appending more: drop them so a retry starts clean.
+        await this.remove();
+        throw err;
+      }
+      const fh = await this.openData('r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await this.publish(this.data, actual);
+      await this.remove();
+      return actual;
+    });
+  }
+
+  async abort(): Promise<void> {
+    if (this.closed) return;
+    await this.exclusive(() => this.remove());
+  }
+
+  private async remove(): Promise<void> {
+    this.closed = true;
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) throw new StowageError('CONFLICT', `ingest "${this.key}" was already committed or aborted`);
+    if (this.busy.has(this.dir)) throw new StowageError('CONFLICT', `ingest "${this.key}" is busy with another write`);
+    this.busy.add(this.dir);
+    try {
+      return await fn();
+    } finally {
+      this.busy.delete(this.dir);
+    }
+  }
+
+  private async openData(flags: 'a' | 'r') {
+    try {
+      // Opening with 'a' would silently recreate a file that was aborted or collected meanwhile.
+      await stat(this.data);
+      return await open(this.data, flags);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        this.closed = true;
+        throw new StowageError('CONFLICT', `ingest "${this.key}" was removed`);
+      }
+      throw err;
+    }
+  }
+
+  /** Returns a digester covering exactly the bytes on disk, re-reading the file when unsure. */
+  private async syncHash(): Promise<Digester> {
+    let onDisk: number;
+    try {
+      onDisk = (await stat(this.data)).size;
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) {
+        this.closed = true;
+        throw new StowageError('CONFLICT', `ingest "${this.key}" was removed`);
+      }
+      throw err;
+    }
+    if (this.digester && this.digester.size === onDisk) return this.digester;
+    const digester = new Digester();
+    for await (const chunk of createReadStream(this.data)) digester.update(chunk as Buffer);
+    this.digester = digester;
+    this.size = digester.size;
+    return digester;
+  }
+}

@@ -1,0 +1,90 @@
+import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { digestOf } from '../../src/oci/digest.js';
+import { MediaType } from '../../src/oci/media-types.js';
+import type { Platform } from '../../src/oci/platform.js';
+import { ingestDirName } from '../../src/store/ingest.js';
+import { collectGarbage, openStore, type ContentStore, type ImageIndex } from '../../src/store/index.js';
+import { chunked, listBlobs, tempDir } from './helpers.js';
+
+let dir: string;
+let cleanup: () => Promise<void>;
+let store: ContentStore;
+let images: ImageIndex;
+
+beforeEach(async () => {
+  ({ dir, cleanup } = await tempDir('stowage-gc-'));
+  ({ store, images } = await openStore(dir));
+});
+afterEach(async () => {
+  images.close();
+  await cleanup();
+});
+
+const put = async (s: string) => (await store.putBytes(Buffer.from(s))).digest;
+
+describe('collectGarbage', () => {
+  it('removes only blobs that no image, index or tag needs', async () => {
+    const manifest = await put('manifest');
+    const config = await put('config');
+    const layer = await put('layer');
+    const shared = await put('shared layer');
+    const idx = await put('index');
+    const orphanA = await put('orphan a');
+    const orphanB = await put('orphan bb');
+    images.putImage({
+      manifestDigest: manifest,
+      manifestMediaType: MediaType.OciManifest,
+      configDigest: config,
+      platform: { os: 'linux', architecture: 'amd64' } as Platform,
+      layers: [layer, shared],
+      size: 100,
+      created: undefined,
+      labels: {},
+    });
+    images.putIndex({ indexDigest: idx, mediaType: MediaType.OciIndex, children: [{ digest: manifest, platform: undefined, present: true }] });
+
+    const dry = await collectGarbage(store, images, { dryRun: true });
+    expect(dry.removed.map((b) => b.digest).sort()).toEqual([orphanA, orphanB].sort());
+    expect(await listBlobs(store)).toHaveLength(7);
+
+    const result = await collectGarbage(store, images);
+    expect(result.removed.map((b) => b.digest).sort()).toEqual([orphanA, orphanB].sort());
+    expect(result.reclaimedBytes).toBe('orphan a'.length + 'orphan bb'.length);
+    expect((await listBlobs(store)).map((b) => b.digest).sort()).toEqual([manifest, config, layer, shared, idx].sort());
+
+    // Once the image and index go, everything they held goes too.
+    images.deleteIndex(idx);
+    images.deleteImage(manifest);
+    const rest = await collectGarbage(store, images);
+    expect(rest.removed).toHaveLength(5);
+    expect(await listBlobs(store)).toEqual([]);
+    expect(await store.has(digestOf('manifest'))).toBe(false);
+  });
+
+  it('removes stale ingests and keeps fresh ones', async () => {
+    const fresh = await store.openIngest('fresh');
+    await fresh.write(chunked(Buffer.from('in progress')));
+    const old = await store.openIngest('abandoned');
+    await old.write(chunked(Buffer.from('left behind')));
+    // A put temp left by a crashed process.
+    await mkdir(join(dir, 'ingest', 'put-crashed'));
+    await writeFile(join(dir, 'ingest', 'put-crashed', 'data'), 'partial');
+    const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+    for (const name of [ingestDirName('abandoned'), 'put-crashed']) {
+      await utimes(join(dir, 'ingest', name, 'data'), twoDaysAgo, twoDaysAgo);
+    }
+
+    const dry = await collectGarbage(store, images, { dryRun: true });
+    expect(dry.staleIngests).toHaveLength(2);
+    expect(await readdir(join(dir, 'ingest'))).toHaveLength(3);
+
+    const result = await collectGarbage(store, images);
+    expect(result.staleIngests).toHaveLength(2);
+    expect(result.staleIngests).toContain('put-crashed');
+    expect(await readdir(join(dir, 'ingest'))).toHaveLength(1);
+    expect((await store.openIngest('fresh')).offset).toBe('in progress'.length);
+    expect((await store.openIngest('abandoned')).offset).toBe(0);
+  });
+});
