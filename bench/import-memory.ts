@@ -44,11 +44,11 @@ function layerTar(size: number): Readable {
   });
   void (async () => {
     for (const chunk of generatedChunks(size)) {
-      if (!entry.write(chunk)) await new Promise((r) => entry.once('drain', r));
+      if (!entry.write(chunk)) await new Promise<void>((r) => entry.once('drain', () => r()));
     }
-    entry.end();
+    entry.end(undefined);
   })();
-  return pack;
+  return Readable.from(pack);
 }
 
 async function digestLayer(size: number): Promise<{ digest: `sha256:${string}`; size: number }> {
@@ -76,14 +76,14 @@ async function dockerSaveArchive(size: number): Promise<Readable> {
     pack.entry({ name: `${configHex}.json` }, config);
     const entry = pack.entry({ name: 'layer/layer.tar', size: layer.size });
     for await (const chunk of layerTar(size)) {
-      if (!entry.write(chunk)) await new Promise((r) => entry.once('drain', r));
+      if (!entry.write(chunk)) await new Promise<void>((r) => entry.once('drain', () => r()));
     }
-    entry.end();
+    entry.end(undefined);
     await new Promise((r) => setImmediate(r));
     pack.entry({ name: 'manifest.json' }, manifest);
     pack.finalize();
   })();
-  return pack;
+  return Readable.from(pack);
 }
 
 async function measure(mode: string, size: number): Promise<void> {

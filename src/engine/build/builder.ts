@@ -891,12 +891,13 @@ async function isArchive(path: string): Promise<boolean> {
     const buf = Buffer.alloc(512);
     const { bytesRead } = await fh.read(buf, 0, 512, 0);
     if (bytesRead >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
-      // gzip: only a gzip'd tar counts; peek inside.
+      // gzip: only a gzip'd tar counts; inflate the start and look inside.
       const zlib = await import('node:zlib');
-      const all = await readFile(path);
+      const head = Buffer.alloc(64 * 1024);
+      const r = await fh.read(head, 0, head.length, 0);
       try {
-        const head = zlib.gunzipSync(all.subarray(0, Math.min(all.length, 1 << 20)), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
-        return head.length >= 262 && head.subarray(257, 262).toString('latin1') === 'ustar';
+        const plain = zlib.gunzipSync(head.subarray(0, r.bytesRead), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+        return plain.length >= 262 && plain.subarray(257, 262).toString('latin1') === 'ustar';
       } catch {
         return false;
       }

@@ -31,6 +31,7 @@ const entrySchema = z.discriminatedUnion('type', [
   }),
 ]);
 export type CacheEntry = z.infer<typeof entrySchema>;
+export type NewCacheEntry = CacheEntry extends infer T ? (T extends unknown ? Omit<T, 'createdAt'> & { createdAt?: string } : never) : never;
 
 export interface PruneResult {
   CachesDeleted: string[];
@@ -85,7 +86,7 @@ export class BuildCache {
     await rename(tmp, this.file);
   }
 
-  async record(entry: Omit<CacheEntry, 'createdAt'> & { createdAt?: string }): Promise<void> {
+  async record(entry: NewCacheEntry): Promise<void> {
     await this.exclusive(async () => {
       const entries = await this.load();
       const full = { ...entry, createdAt: entry.createdAt ?? new Date().toISOString() } as CacheEntry;

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import dockerignoreModule from '@balena/dockerignore';
 import { StowageError } from '../../errors.js';
 import { type TarLimits, DEFAULT_LIMITS, FileTree, extractInto } from './tree.js';
@@ -13,6 +13,7 @@ const dockerignore: IgnoreFactory =
  * with `.dockerignore` applied (the docker CLI filters too, but raw API clients may not).
  */
 export async function loadContext(body: AsyncIterable<Uint8Array>, dir: string, limits: TarLimits = DEFAULT_LIMITS): Promise<FileTree> {
+  await mkdir(dir, { recursive: true });
   const tree = new FileTree(dir);
   try {
     await extractInto(tree, body, { whiteouts: false, limits });

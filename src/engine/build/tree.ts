@@ -134,6 +134,12 @@ export async function decompressed(source: AsyncIterable<Uint8Array>): Promise<R
   return out;
 }
 
+type EntryStream = AsyncIterable<unknown> & {
+  header: tar.Header;
+  resume(): unknown;
+  once(event: string, fn: (...args: unknown[]) => void): unknown;
+};
+
 export interface ExtractOptions {
   /** Apply overlay whiteouts (.wh.name, .wh..wh..opq): true for image layers, false for a build context. */
   whiteouts: boolean;
@@ -153,117 +159,132 @@ export async function extractInto(tree: FileTree, source: AsyncIterable<Uint8Arr
   const budget = opts.budget ?? { bytes: 0, entries: 0 };
   const thisLayer = new Set<string>();
   const extract = tar.extract();
-  const done = decompressed(source).then((plain) => pipeline(plain, extract));
-  done.catch(() => extract.destroy());
-  const consume = (async () => {
-    for await (const entry of extract) {
-      const h = entry.header;
-      budget.entries++;
-      if (budget.entries > limits.maxEntries) throw new StowageError('TOO_LARGE', `archive has more than ${limits.maxEntries} entries`);
-      const type = h.type ?? 'file';
-      const rel = safeEntryPath(h.name);
-      if (rel === '') {
-        if (type === 'directory') {
-          const root = tree.nodes.get('')!;
-          root.mode = (h.mode ?? 0o755) & 0o7777;
-          root.mtime = h.mtime ?? root.mtime;
-        }
-        entry.resume();
-        continue;
-      }
-      const base = rel.slice(rel.lastIndexOf('/') + 1);
-      const parent = parentOf(rel);
-      if (opts.whiteouts && base.startsWith('.wh.')) {
-        entry.resume();
-        if (base === '.wh..wh..opq') {
-          for (const child of tree.children(parent)) {
-            const p = parent === '' ? child : `${parent}/${child}`;
-            if (!thisLayer.has(p)) await tree.removeSubtree(p);
-          }
-        } else {
-          const victim = parent === '' ? base.slice(4) : `${parent}/${base.slice(4)}`;
-          await tree.removeSubtree(victim);
-        }
-        continue;
-      }
-      thisLayer.add(rel);
-      await tree.ensureParents(rel);
-      const existing = tree.nodes.get(rel);
-      const meta: NodeMeta = {
-        kind: 'other',
-        mode: (h.mode ?? 0o644) & 0o7777,
-        uid: h.uid ?? 0,
-        gid: h.gid ?? 0,
-        mtime: h.mtime ?? new Date(0),
-        size: 0,
-      };
+  const handle = async (entry: EntryStream): Promise<void> => {
+    const h = entry.header;
+    budget.entries++;
+    if (budget.entries > limits.maxEntries) throw new StowageError('TOO_LARGE', `archive has more than ${limits.maxEntries} entries`);
+    const type = h.type ?? 'file';
+    const rel = safeEntryPath(h.name);
+    if (rel === '') {
       if (type === 'directory') {
-        meta.kind = 'directory';
-        if (existing && existing.kind !== 'directory') await tree.removeSubtree(rel);
-        if (tree.root !== undefined) await mkdir(tree.abs(rel), { recursive: true });
-        tree.nodes.set(rel, meta);
-        entry.resume();
-        continue;
+        const root = tree.nodes.get('')!;
+        root.mode = (h.mode ?? 0o755) & 0o7777;
+        root.mtime = h.mtime ?? root.mtime;
       }
-      if (existing) await tree.removeSubtree(rel);
-      if (type === 'symlink') {
-        meta.kind = 'symlink';
-        meta.linkname = h.linkname ?? '';
-        if (tree.root !== undefined) await symlink(meta.linkname, tree.abs(rel));
-        tree.nodes.set(rel, meta);
-        entry.resume();
-        continue;
-      }
-      if (type === 'link') {
-        const target = safeEntryPath(h.linkname ?? '');
-        const tmeta = tree.nodes.get(target);
-        entry.resume();
-        if (!tmeta || tmeta.kind !== 'file') continue; // dangling hard link: nothing to copy
-        if (tree.root !== undefined) await link(tree.abs(target), tree.abs(rel));
-        tree.nodes.set(rel, { ...tmeta });
-        continue;
-      }
-      if (type === 'file' || type === 'contiguous-file') {
-        meta.kind = 'file';
-        meta.size = h.size ?? 0;
-        budget.bytes += meta.size;
-        if (budget.bytes > limits.maxBytes) throw new StowageError('TOO_LARGE', `archive is larger than ${limits.maxBytes} bytes`);
-        const capture = opts.capture?.has(rel) && meta.size <= 1024 * 1024;
-        const chunks: Buffer[] = [];
-        if (tree.root !== undefined) {
-          const ws = createWriteStream(tree.abs(rel), { mode: (meta.mode & 0o777) | 0o600, flags: 'wx' });
-          const tap = async function* (src: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
-            for await (const c of src) {
-              if (capture) chunks.push(c as Buffer);
-              yield c as Buffer;
-            }
-          };
-          await pipeline(Readable.from(tap(entry)), ws);
-        } else if (capture) {
-          for await (const c of entry) chunks.push(c as Buffer);
-        } else {
-          entry.resume();
-          await new Promise<void>((resolve, reject) => {
-            entry.once('end', resolve);
-            entry.once('error', reject);
-          });
+      entry.resume();
+      return;
+    }
+    const base = rel.slice(rel.lastIndexOf('/') + 1);
+    const parent = parentOf(rel);
+    if (opts.whiteouts && base.startsWith('.wh.')) {
+      entry.resume();
+      if (base === '.wh..wh..opq') {
+        for (const child of tree.children(parent)) {
+          const p = parent === '' ? child : `${parent}/${child}`;
+          if (!thisLayer.has(p)) await tree.removeSubtree(p);
         }
-        if (capture) tree.captured.set(rel, Buffer.concat(chunks));
-        tree.nodes.set(rel, meta);
-        continue;
+      } else {
+        const victim = parent === '' ? base.slice(4) : `${parent}/${base.slice(4)}`;
+        await tree.removeSubtree(victim);
       }
-      // devices and fifos: known, never created on disk
+      return;
+    }
+    thisLayer.add(rel);
+    await tree.ensureParents(rel);
+    const existing = tree.nodes.get(rel);
+    const meta: NodeMeta = {
+      kind: 'other',
+      mode: (h.mode ?? 0o644) & 0o7777,
+      uid: h.uid ?? 0,
+      gid: h.gid ?? 0,
+      mtime: h.mtime ?? new Date(0),
+      size: 0,
+    };
+    if (type === 'directory') {
+      meta.kind = 'directory';
+      if (existing && existing.kind !== 'directory') await tree.removeSubtree(rel);
+      if (tree.root !== undefined) await mkdir(tree.abs(rel), { recursive: true });
       tree.nodes.set(rel, meta);
       entry.resume();
+      return;
     }
-  })();
-  const results = await Promise.allSettled([done, consume]);
-  for (const r of results) {
-    if (r.status === 'rejected') {
-      const err = r.reason as Error;
-      if (err instanceof StowageError) throw err;
-      throw new StowageError('INVALID_ARCHIVE', `invalid tar archive: ${err.message}`, { cause: err });
+    if (existing) await tree.removeSubtree(rel);
+    if (type === 'symlink') {
+      meta.kind = 'symlink';
+      meta.linkname = h.linkname ?? '';
+      if (tree.root !== undefined) await symlink(meta.linkname, tree.abs(rel));
+      tree.nodes.set(rel, meta);
+      entry.resume();
+      return;
     }
+    if (type === 'link') {
+      const target = safeEntryPath(h.linkname ?? '');
+      const tmeta = tree.nodes.get(target);
+      entry.resume();
+      if (!tmeta || tmeta.kind !== 'file') return; // dangling hard link: nothing to copy
+      if (tree.root !== undefined) await link(tree.abs(target), tree.abs(rel));
+      tree.nodes.set(rel, { ...tmeta });
+      return;
+    }
+    if (type === 'file' || type === 'contiguous-file') {
+      meta.kind = 'file';
+      meta.size = h.size ?? 0;
+      budget.bytes += meta.size;
+      if (budget.bytes > limits.maxBytes) throw new StowageError('TOO_LARGE', `archive is larger than ${limits.maxBytes} bytes`);
+      const capture = opts.capture?.has(rel) && meta.size <= 1024 * 1024;
+      const chunks: Buffer[] = [];
+      if (tree.root !== undefined) {
+        const ws = createWriteStream(tree.abs(rel), { mode: (meta.mode & 0o777) | 0o600, flags: 'wx' });
+        const tap = async function* (src: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
+          for await (const c of src) {
+            if (capture) chunks.push(c as Buffer);
+            yield c as Buffer;
+          }
+        };
+        await pipeline(Readable.from(tap(entry)), ws);
+      } else if (capture) {
+        for await (const c of entry) chunks.push(c as Buffer);
+      } else {
+        for await (const _ of entry) {
+          /* drain */
+        }
+      }
+      if (capture) tree.captured.set(rel, Buffer.concat(chunks));
+      tree.nodes.set(rel, meta);
+      return;
+    }
+    // devices and fifos: known, never created on disk
+    tree.nodes.set(rel, meta);
+    entry.resume();
+  };
+  let failure: unknown;
+  extract.on('entry', (_header, stream, next) => {
+    handle(stream as unknown as EntryStream).then(
+      () => next(),
+      (err: unknown) => {
+        failure ??= err;
+        stream.resume();
+        next(err as Error);
+      },
+    );
+  });
+  const finished = new Promise<void>((resolve, reject) => {
+    extract.on('finish', () => resolve());
+    extract.on('error', (err: unknown) => reject(failure ?? err));
+    extract.on('close', () => reject(failure ?? new Error('archive ended early')));
+  });
+  try {
+    const plain = await decompressed(source);
+    plain.on('error', (err) => {
+      failure ??= err;
+      extract.destroy(err);
+    });
+    plain.pipe(extract as unknown as NodeJS.WritableStream);
+    await finished;
+  } catch (err) {
+    if (err instanceof StowageError) throw err;
+    if (typeof (err as NodeJS.ErrnoException).syscall === 'string') throw err;
+    throw new StowageError('INVALID_ARCHIVE', `invalid tar archive: ${(err as Error).message}`, { cause: err });
   }
 }
 

@@ -1,0 +1,310 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { StowageError } from '../../errors.js';
+import { type Digest, isDigest } from '../../oci/digest.js';
+import { type Descriptor, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
+import { type Platform, choosePlatform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
+import { familiarString, formatReference, parseReference, withDefaultTag, type ImageReference } from '../../oci/reference.js';
+import { type BaseImage, Builder } from '../build/builder.js';
+import { BuildCache } from '../build/cache.js';
+import { applyDockerignore, loadContext, readContextFile } from '../build/context.js';
+import { parseDockerfile } from '../build/dockerfile.js';
+import { parseDuration } from '../build/instructions.js';
+import type { EngineContext } from '../context.js';
+import { lazyJsonStream, sendJsonError } from './json-stream.js';
+import { pullForBuild } from './pull.js';
+
+/** Docker's httputils.BoolValue. */
+export function boolParam(v: unknown): boolean {
+  if (Array.isArray(v)) v = v[v.length - 1];
+  if (typeof v !== 'string') return false;
+  const s = v.trim().toLowerCase();
+  return !(s === '' || s === '0' || s === 'no' || s === 'false' || s === 'none');
+}
+
+function strParam(v: unknown): string | undefined {
+  if (Array.isArray(v)) v = v[v.length - 1];
+  return typeof v === 'string' ? v : undefined;
+}
+
+function listParam(v: unknown): string[] {
+  if (v === undefined) return [];
+  return (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === 'string' && x !== '');
+}
+
+function jsonMap(v: unknown, what: string): Record<string, string | null> {
+  const s = strParam(v);
+  if (s === undefined || s === '') return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(s);
+  } catch (err) {
+    throw new StowageError('BAD_REQUEST', `error reading ${what}: ${(err as Error).message}`);
+  }
+  if (parsed === null) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new StowageError('BAD_REQUEST', `error reading ${what}: expected a JSON object`);
+  const out: Record<string, string | null> = {};
+  for (const [k, val] of Object.entries(parsed as Record<string, unknown>)) {
+    if (val !== null && typeof val !== 'string') throw new StowageError('BAD_REQUEST', `error reading ${what}: value of ${k} is not a string`);
+    out[k] = val;
+  }
+  return out;
+}
+
+function sendError(reply: FastifyReply, err: unknown): FastifyReply {
+  return sendJsonError(reply, err);
+}
+
+/** Finds an image in the store by reference or ID, for one platform. */
+export async function findLocalImage(ctx: EngineContext, name: string, platform: Platform | undefined): Promise<BaseImage | undefined> {
+  const want = platform ?? defaultPlatform();
+  let target: Digest | undefined;
+  const idLike = /^(sha256:)?[a-f0-9]{12,64}$/.test(name);
+  let ref: ImageReference | undefined;
+  try {
+    ref = parseReference(name);
+  } catch (err) {
+    if (!idLike) throw err;
+  }
+  if (ref) {
+    if (ref.digest) {
+      target = ctx.images.getImage(ref.digest) || ctx.images.getIndex(ref.digest) ? ref.digest : undefined;
+    } else {
+      target = ctx.images.resolveTag(formatReference(withDefaultTag(ref)));
+    }
+  }
+  if (!target && idLike) {
+    const hex = name.replace(/^sha256:/, '');
+    const candidates = ctx.images.listImages().filter((r) => r.configDigest.slice(7).startsWith(hex));
+    const ids = new Set(candidates.map((c) => c.configDigest));
+    if (ids.size === 1) target = candidates[0]!.manifestDigest;
+  }
+  if (!target) return undefined;
+  let record = ctx.images.getImage(target);
+  if (!record) {
+    const index = ctx.images.getIndex(target);
+    if (!index) return undefined;
+    const present = index.children.filter((c) => c.present);
+    let child;
+    try {
+      child = choosePlatform(present, want);
+    } catch {
+      return undefined;
+    }
+    record = ctx.images.getImage(child.digest);
+    if (!record) return undefined;
+  }
+  return loadBaseImage(ctx, record.manifestDigest);
+}
+
+export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest): Promise<BaseImage | undefined> {
+  const record = ctx.images.getImage(manifestDigest);
+  if (!record) return undefined;
+  const parsed = parseManifestBytes(await ctx.store.readBytes(record.manifestDigest), record.manifestMediaType);
+  if (parsed.kind !== 'manifest') return undefined;
+  const config = parseImageConfig(await ctx.store.readBytes(record.configDigest));
+  const layers: Descriptor[] = parsed.manifest.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size }));
+  return { id: record.configDigest, manifestDigest: record.manifestDigest, manifestMediaType: parsed.mediaType, config, layers };
+}
+
+interface BuildQuery {
+  tags: ImageReference[];
+  dockerfile: string;
+  buildArgs: Record<string, string | null>;
+  labels: Record<string, string>;
+  target: string | undefined;
+  quiet: boolean;
+  pull: boolean;
+  platform: Platform | undefined;
+}
+
+function parseBuildQuery(q: Record<string, unknown>): BuildQuery {
+  if (strParam(q['remote'])) throw new StowageError('BAD_REQUEST', 'remote build contexts are not supported by this Stowage agent: send the context as a tar');
+  if (strParam(q['version']) === '2') throw new StowageError('BAD_REQUEST', 'BuildKit is not supported by this Stowage agent: use the classic builder (DOCKER_BUILDKIT=0)');
+  const tags: ImageReference[] = [];
+  for (const t of listParam(q['t'])) {
+    const ref = parseReference(t);
+    if (ref.digest) throw new StowageError('BAD_REQUEST', 'build tag cannot contain a digest');
+    tags.push(withDefaultTag(ref));
+  }
+  const labelsRaw = jsonMap(q['labels'], 'labels');
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labelsRaw)) labels[k] = v ?? '';
+  const platformRaw = strParam(q['platform']);
+  return {
+    tags,
+    dockerfile: strParam(q['dockerfile']) || 'Dockerfile',
+    buildArgs: jsonMap(q['buildargs'], 'build args'),
+    labels,
+    target: strParam(q['target']) || undefined,
+    quiet: boolParam(q['q']),
+    pull: boolParam(q['pull']),
+    platform: platformRaw ? parsePlatform(platformRaw) : undefined,
+  };
+}
+
+async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply | void> {
+  let query: BuildQuery;
+  try {
+    query = parseBuildQuery(request.query as Record<string, unknown>);
+  } catch (err) {
+    return sendError(reply, err);
+  }
+  const cache = BuildCache.for(ctx.workDir);
+  const dir = join(cache.buildsDir, randomUUID());
+  cache.active.add(dir);
+  const abort = new AbortController();
+  request.raw.once('close', () => {
+    if (!request.raw.complete) abort.abort();
+  });
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) abort.abort();
+  });
+  try {
+    await mkdir(dir, { recursive: true });
+    // Everything up to the first output byte answers with an HTTP status, like dockerd.
+    let dockerfileText: string;
+    let context;
+    let dockerfile;
+    try {
+      context = await loadContext(request.raw, join(dir, 'context'));
+      const df = await readContextFile(context, query.dockerfile.replace(/^\.?\//, ''));
+      if (!df) throw new StowageError('BAD_REQUEST', `Cannot locate specified Dockerfile: ${query.dockerfile}`);
+      dockerfileText = df.toString('utf8');
+      const ignore = await readContextFile(context, '.dockerignore');
+      if (ignore) await applyDockerignore(context, ignore.toString('utf8'));
+      dockerfile = parseDockerfile(dockerfileText);
+    } catch (err) {
+      return sendError(reply, err);
+    }
+
+    const stream = lazyJsonStream(reply);
+    const out = {
+      stream: (text: string) => stream.write({ stream: text }),
+      message: (obj: Record<string, unknown>) => stream.write(obj),
+    };
+    const pulledBases: Array<{ reference: string; manifestDigest: Digest }> = [];
+    try {
+      const builder = new Builder(
+        {
+          dockerfile,
+          dockerfileName: query.dockerfile,
+          context,
+          buildArgs: query.buildArgs,
+          labels: query.labels,
+          target: query.target,
+          quiet: query.quiet,
+          pull: query.pull,
+          platform: query.platform,
+        },
+        {
+          store: ctx.store,
+          images: ctx.images,
+          workDir: dir,
+          signal: abort.signal,
+          defaultPlatform: defaultPlatform(),
+          out,
+          resolveImage: async (name, opts) => {
+            if (!opts.pull) {
+              const local = await findLocalImage(ctx, name, opts.platform);
+              if (local) return local;
+            }
+            const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config']);
+            if (pulled.downloaded) pulledBases.push({ reference: pulled.reference, manifestDigest: pulled.target });
+            const base = await loadBaseImage(ctx, pulled.manifestDigest);
+            if (!base) throw new StowageError('IMAGE_NOT_FOUND', `pulled ${name} but cannot read it back`);
+            return base;
+          },
+        },
+      );
+      const result = await builder.run();
+      if (result.unusedBuildArgs.length > 0 && !query.quiet) {
+        stream.write({ stream: `[Warning] One or more build-args [${result.unusedBuildArgs.join(' ')}] were not consumed\n` });
+      }
+      ctx.images.putImage({
+        manifestDigest: result.manifestDigest,
+        manifestMediaType: result.manifestMediaType,
+        configDigest: result.imageId,
+        platform: result.platform,
+        layers: result.layers.map((l) => l.digest),
+        size: result.size,
+        created: result.config.created,
+        labels: (result.config.config?.Labels as Record<string, string> | null | undefined) ?? {},
+      });
+      for (const b of pulledBases) await cache.record({ type: 'base-image', id: `base:${b.manifestDigest}`, reference: b.reference, manifestDigest: b.manifestDigest });
+      if (result.intermediateBlobs.length > 0) {
+        await cache.record({ type: 'intermediate', id: `stage:${result.imageId.slice(7, 19)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
+      }
+      stream.write({ id: 'moby.image.id', aux: { ID: result.imageId } });
+      if (!query.quiet) stream.write({ stream: `Successfully built ${result.imageId.slice(7, 19)}\n` });
+      for (const tag of query.tags) {
+        ctx.images.tag(formatReference(tag), result.manifestDigest);
+        if (!query.quiet) stream.write({ stream: `Successfully tagged ${familiarString(tag)}\n` });
+      }
+      // With -q the image ID is the whole output, as a stream line.
+      if (query.quiet) stream.write({ stream: `${result.imageId}\n` });
+      stream.end();
+    } catch (err) {
+      stream.fail(err);
+    }
+  } finally {
+    cache.active.delete(dir);
+    await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
+async function handlePrune(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {
+  const q = request.query as Record<string, unknown>;
+  let olderThanMs: number | undefined;
+  const filtersRaw = strParam(q['filters']);
+  if (filtersRaw) {
+    let filters: unknown;
+    try {
+      filters = JSON.parse(filtersRaw);
+    } catch (err) {
+      return sendError(reply, new StowageError('BAD_REQUEST', `invalid filter: ${(err as Error).message}`));
+    }
+    if (typeof filters !== 'object' || filters === null || Array.isArray(filters)) {
+      return sendError(reply, new StowageError('BAD_REQUEST', 'invalid filter: expected a JSON object'));
+    }
+    for (const [key, value] of Object.entries(filters as Record<string, unknown>)) {
+      const values = Array.isArray(value) ? value : typeof value === 'object' && value !== null ? Object.keys(value) : [value];
+      if (key === 'until') {
+        const v = String(values[0] ?? '');
+        try {
+          olderThanMs = /^\d+$/.test(v) ? Date.now() - Number(v) * 1000 : parseDuration(v) / 1e6;
+        } catch {
+          return sendError(reply, new StowageError('BAD_REQUEST', `invalid filter 'until=${v}'`));
+        }
+      } else if (!['id', 'parent', 'type', 'description', 'inuse', 'shared', 'private'].includes(key)) {
+        return sendError(reply, new StowageError('BAD_REQUEST', `invalid filter '${key}'`));
+      }
+    }
+  }
+  const keep = strParam(q['keep-storage']);
+  if (keep !== undefined && keep !== '' && !/^\d+$/.test(keep)) {
+    return sendError(reply, new StowageError('BAD_REQUEST', `invalid keep-storage value: ${keep}`));
+  }
+  try {
+    const result = await BuildCache.for(ctx.workDir).prune(ctx.store, ctx.images, { all: boolParam(q['all']), olderThanMs });
+    return reply.code(200).send(result);
+  } catch (err) {
+    return sendError(reply, err);
+  }
+}
+
+/** POST /build (classic builder) and POST /build/prune. */
+export function registerBuildRoutes(app: FastifyInstance, ctx: EngineContext): void {
+  void app.register(async (child) => {
+    // The body is the raw build context: read it from the request stream, unparsed and unbounded here
+    // (the context loader bounds it).
+    child.removeAllContentTypeParsers();
+    child.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+    child.post('/build', (request, reply) => handleBuild(request, reply, ctx));
+    child.post('/build/prune', (request, reply) => handlePrune(request, reply, ctx));
+  });
+}
+
+export { isDigest };
