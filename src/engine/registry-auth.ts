@@ -1,5 +1,6 @@
 import { StowageError } from '../errors.js';
 import type { EngineContext } from './context.js';
+import { EngineRegistry } from './remote.js';
 
 /** What a client sends in X-Registry-Auth (Docker's AuthConfig). */
 export interface RegistryAuth {
@@ -155,4 +156,12 @@ export function registryConfigAuth(header: string | string[] | undefined, host: 
     }
   }
   return undefined;
+}
+
+/**
+ * A registry client for `host` (host[:port], "docker.io" for Docker Hub) with the request's
+ * credentials merged over the agent's, plain HTTP for loopback and insecure registries.
+ */
+export function registryClientFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): EngineRegistry {
+  return new EngineRegistry(host, isInsecureRegistry(ctx, host), credentialsFor(ctx, host, fromHeader));
 }

@@ -1,21 +1,27 @@
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FastifyInstance } from 'fastify';
-import { buildEngineApp } from '../../src/engine/server.js';
 import type { EngineContext } from '../../src/engine/context.js';
-import { parseManifestBytes } from '../../src/oci/manifest.js';
-import { openStore } from '../../src/store/index.js';
-import { startRegistry } from '../harness/registry.js';
-import { docker, makeOciLayout, skopeoCopy, tarEntries } from './remote-helpers.js';
+import { parseImageConfig, parseManifestBytes } from '../../src/oci/manifest.js';
+import { type TestEngine, type TestRegistry, startTestEngine, startTestRegistry } from './engine-harness.js';
+import { gzipSync } from 'node:zlib';
+import tar from 'tar-stream';
+import { docker, makeOciLayout, run, skopeoCopy, tarEntries } from './remote-helpers.js';
+
+async function tarOf(files: Record<string, string>): Promise<Buffer> {
+  const pack = tar.pack();
+  for (const [name, content] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, content);
+  pack.finalize();
+  const chunks: Buffer[] = [];
+  for await (const c of pack) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
 
 let root: string;
 let ctx: EngineContext;
-let app: FastifyInstance;
+let eng: TestEngine;
 let engine: string;
-let registry: { host: string; stop(): Promise<void> };
-let closeStore: () => void;
+let registry: TestRegistry;
 const cfgDir = () => join(root, 'docker-config');
 
 async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
@@ -29,29 +35,23 @@ async function writeContext(dir: string, files: Record<string, string>): Promise
 
 const build = (dir: string, args: string[] = []) => docker(engine, cfgDir(), ['build', ...args, dir], { DOCKER_BUILDKIT: '0' });
 
-async function inspect(name: string): Promise<Record<string, any>> {
-  const r = await docker(engine, cfgDir(), ['image', 'inspect', name]);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as Array<Record<string, any>>)[0]!;
+/** The image as `docker image inspect` reports it: the config blob of the tagged manifest. */
+async function imageOf(reference: string) {
+  const target = ctx.images.resolveTag(reference);
+  if (!target) throw new Error(`${reference} is not tagged`);
+  const parsed = parseManifestBytes(await ctx.store.readBytes(target));
+  if (parsed.kind !== 'manifest') throw new Error('expected a manifest');
+  const config = parseImageConfig(await ctx.store.readBytes(parsed.manifest.config.digest));
+  return { id: parsed.manifest.config.digest, manifest: parsed.manifest, config };
 }
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), 'stowage-build-'));
+  registry = await startTestRegistry();
+  eng = await startTestEngine({ insecureRegistries: [], credentials: {}, searchRegistries: [registry.host] });
+  ctx = eng.ctx;
+  root = eng.root;
+  engine = eng.url;
   await mkdir(cfgDir(), { recursive: true });
-  registry = await startRegistry();
-  const opened = await openStore(join(root, 'store'));
-  closeStore = () => opened.images.close();
-  ctx = {
-    store: opened.store,
-    images: opened.images,
-    registries: { insecureRegistries: [registry.host], credentials: {}, searchRegistries: [registry.host] },
-    workDir: join(root, 'work'),
-    version: 'test',
-  };
-  await mkdir(ctx.workDir, { recursive: true });
-  app = await buildEngineApp(ctx);
-  const address = await app.listen({ host: '127.0.0.1', port: 0 });
-  engine = address.replace(/^http:/, 'tcp:');
   // A base image in the registry: /etc/os-release and a user table for --chown by name.
   const layout = join(root, 'base-layout');
   await makeOciLayout(
@@ -67,10 +67,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await app?.close();
-  closeStore?.();
+  await eng?.close();
   await registry?.stop();
-  await rm(root, { recursive: true, force: true });
 });
 
 describe('docker build (classic builder) against a Stowage engine', () => {
@@ -111,8 +109,8 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(r.stdout).toContain('Successfully tagged app:1');
     expect(r.stdout).toContain('Successfully tagged app:latest');
 
-    const img = await inspect('app:1');
-    const c = img['Config'];
+    const img = await imageOf('docker.io/library/app:1');
+    const c = img.config.config as Record<string, any>;
     expect(c.Env).toEqual(['PATH=/usr/bin:/bin', 'BASE=1', 'APP_VERSION=2.5', 'GREETING=hello world']);
     expect(c.Entrypoint).toEqual(['/bin/app']);
     expect(c.Cmd).toEqual(['--serve']);
@@ -124,11 +122,9 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(c.StopSignal).toBe('SIGINT');
     expect(c.Healthcheck).toMatchObject({ Test: ['CMD', 'true'], Interval: 10e9, Retries: 2 });
 
+    expect(r.stdout).toContain(`Successfully built ${img.id.slice(7, 19)}`);
     // The layers: base (2) + WORKDIR + three COPYs.
-    const target = ctx.images.resolveTag('docker.io/library/app:1')!;
-    const manifest = parseManifestBytes(await ctx.store.readBytes(target));
-    if (manifest.kind !== 'manifest') throw new Error('expected a manifest');
-    const layers = manifest.manifest.layers;
+    const layers = img.manifest.layers;
     expect(layers).toHaveLength(6);
     const hello = await tarEntries(await ctx.store.createReadStream(layers[3]!.digest));
     expect(hello.get('srv/app/hello.txt')).toMatchObject({ content: 'hello from the context\n', uid: 1000, gid: 1000 });
@@ -138,7 +134,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     const last = await tarEntries(await ctx.store.createReadStream(layers[5]!.digest));
     expect(last.get('srv/app/static/logo.txt')?.content).toBe('LOGO\n');
 
-    const history = (await docker(engine, cfgDir(), ['image', 'history', '--no-trunc', '--format', '{{.CreatedBy}}', 'app:1'])).stdout;
+    const history = (img.config.history ?? []).map((h) => h.created_by).join('\n');
     expect(history).toMatch(/#\(nop\) COPY file:[0-9a-f]{64} in \/srv\/app\/ /);
     expect(history).toContain('#(nop)  ENV APP_VERSION=2.5 GREETING=hello world');
   });
@@ -180,8 +176,9 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     const r = await build(dir, ['--target', 'two', '-t', 'target:1', '-q']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toMatch(/^sha256:[0-9a-f]{64}$/);
-    const img = await inspect('target:1');
-    expect(img['RootFS'].Layers).toHaveLength(2);
+    const img = await imageOf('docker.io/library/target:1');
+    expect(img.config.rootfs.diff_ids).toHaveLength(2);
+    expect(r.stdout.trim()).toBe(img.id);
 
     const prune = await docker(engine, cfgDir(), ['builder', 'prune', '-f']);
     expect(prune.code, prune.stderr).toBe(0);
@@ -189,6 +186,88 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(m, prune.stdout).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThan(0);
     // The result image is untouched.
-    expect((await inspect('target:1'))['Id']).toBe(img['Id']);
+    expect((await imageOf('docker.io/library/target:1')).id).toBe(img.id);
+    expect(await ctx.store.has(img.manifest.layers[1]!.digest)).toBe(true);
+  });
+
+  it('unpacks local archives with ADD, refuses ADD of URLs, records metadata instructions', async () => {
+    const dir = await writeContext(join(root, 'ctx-add'), {
+      Dockerfile: [
+        'FROM scratch',
+        'MAINTAINER someone@example.com',
+        'SHELL ["/bin/bash", "-c"]',
+        'ADD bundle.tar.gz /opt/',
+        'ADD plain.txt /opt/plain.txt',
+        'ONBUILD COPY . /app',
+        'HEALTHCHECK NONE',
+      ].join('\n'),
+      'plain.txt': 'plain',
+    });
+    await writeFile(join(dir, 'bundle.tar.gz'), gzipSync(await tarOf({ 'inner/a.txt': 'A', 'b.txt': 'B' })));
+    const r = await build(dir, ['-t', 'add:1']);
+    expect(r.code, r.stderr).toBe(0);
+    const img = await imageOf('docker.io/library/add:1');
+    const entries = await tarEntries(await ctx.store.createReadStream(img.manifest.layers[0]!.digest));
+    expect(entries.get('opt/inner/a.txt')?.content).toBe('A');
+    expect(entries.get('opt/b.txt')?.content).toBe('B');
+    expect(entries.has('opt/bundle.tar.gz')).toBe(false);
+    const c = img.config.config as Record<string, any>;
+    expect(c.Shell).toEqual(['/bin/bash', '-c']);
+    expect(c.OnBuild).toEqual(['COPY . /app']);
+    expect(c.Healthcheck).toEqual({ Test: ['NONE'] });
+    expect(img.config.author).toBe('someone@example.com');
+    expect((img.config.history ?? []).at(-1)?.created_by).toBe('/bin/bash -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}');
+
+    const url = await writeContext(join(root, 'ctx-url'), { Dockerfile: 'FROM scratch\nADD https://example.com/x.tar /x\n' });
+    const r2 = await build(url);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toContain('ADD failed: downloading https://example.com/x.tar is not supported by this Stowage agent');
+  });
+
+  it('applies .dockerignore (with ! re-includes) to raw API contexts too', async () => {
+    const body = await tarOf({
+      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+      '.dockerignore': 'logs\n!logs/keep.log\n*.tmp\n',
+      'logs/a.log': 'a',
+      'logs/keep.log': 'keep',
+      'x.tmp': 't',
+      'y.txt': 'y',
+    });
+    const res = await fetch(`${engine.replace(/^tcp:/, 'http:')}/v1.41/build?t=ignore:1`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/x-tar' },
+      body: new Uint8Array(body),
+    });
+    expect(res.status).toBe(200);
+    const lines = (await res.text()).split(/\r?\n/).filter(Boolean).map((l) => JSON.parse(l) as Record<string, any>);
+    expect(lines.find((l) => l['aux'])).toMatchObject({ id: 'moby.image.id', aux: { ID: expect.stringMatching(/^sha256:/) } });
+    expect(lines.at(-1)).toEqual({ stream: 'Successfully tagged ignore:1\n' });
+    const img = await imageOf('docker.io/library/ignore:1');
+    const entries = await tarEntries(await ctx.store.createReadStream(img.manifest.layers[0]!.digest));
+    expect([...entries.keys()].filter((k) => !k.endsWith('/')).sort()).toEqual(['ctx/.dockerignore', 'ctx/Dockerfile', 'ctx/logs/keep.log', 'ctx/y.txt']);
+  });
+
+  it('answers bad build parameters with 400 before reading the context', async () => {
+    const base = `${engine.replace(/^tcp:/, 'http:')}/v1.41/build`;
+    const bad = await fetch(`${base}?t=${encodeURIComponent('Not Valid')}`, { method: 'POST', body: new Uint8Array(await tarOf({ Dockerfile: 'FROM scratch\n' })) });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { message: string }).message).toMatch(/^invalid reference format/);
+    const args = await fetch(`${base}?buildargs=notjson`, { method: 'POST', body: new Uint8Array(await tarOf({ Dockerfile: 'FROM scratch\n' })) });
+    expect(args.status).toBe(400);
+    const missing = await fetch(`${base}?dockerfile=nope/Dockerfile`, { method: 'POST', body: new Uint8Array(await tarOf({ Dockerfile: 'FROM scratch\n' })) });
+    expect(missing.status).toBe(400);
+    expect(((await missing.json()) as { message: string }).message).toBe('Cannot locate specified Dockerfile: nope/Dockerfile');
+  });
+
+  it('builds from a Dockerfile on stdin and from a bare Dockerfile body', async () => {
+    const r = await run('docker', ['build', '-t', 'stdin:1', '-'], {
+      env: { DOCKER_HOST: engine, DOCKER_CONFIG: cfgDir(), DOCKER_BUILDKIT: '0' },
+      input: 'FROM scratch\nLABEL from=stdin\n',
+    });
+    expect(r.code, r.stderr).toBe(0);
+    expect((await imageOf('docker.io/library/stdin:1')).config.config?.Labels).toEqual({ from: 'stdin' });
+    const res = await fetch(`${engine.replace(/^tcp:/, 'http:')}/v1.41/build?t=plain:1`, { method: 'POST', body: 'FROM scratch\nENV PLAIN=1\n' });
+    expect(res.status).toBe(200);
+    expect((await imageOf('docker.io/library/plain:1')).config.config?.Env).toContain('PLAIN=1');
   });
 });

@@ -185,7 +185,6 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       stream: (text: string) => stream.write({ stream: text }),
       message: (obj: Record<string, unknown>) => stream.write(obj),
     };
-    const pulledBases: Array<{ reference: string; manifestDigest: Digest }> = [];
     try {
       const builder = new Builder(
         {
@@ -211,8 +210,12 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
               const local = await findLocalImage(ctx, name, opts.platform);
               if (local) return local;
             }
+            const hadBefore = (await findLocalImage(ctx, name, opts.platform).catch(() => undefined)) !== undefined;
             const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config']);
-            if (pulled.downloaded) pulledBases.push({ reference: pulled.reference, manifestDigest: pulled.target });
+            // Pulled only for this build: build cache, reclaimable with `docker builder prune -a`.
+            if (pulled.downloaded && !hadBefore) {
+              await cache.record({ type: 'base-image', id: `base:${pulled.target}`, reference: pulled.reference, manifestDigest: pulled.target });
+            }
             const base = await loadBaseImage(ctx, pulled.manifestDigest);
             if (!base) throw new StowageError('IMAGE_NOT_FOUND', `pulled ${name} but cannot read it back`);
             return base;
@@ -233,7 +236,6 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
         created: result.config.created,
         labels: (result.config.config?.Labels as Record<string, string> | null | undefined) ?? {},
       });
-      for (const b of pulledBases) await cache.record({ type: 'base-image', id: `base:${b.manifestDigest}`, reference: b.reference, manifestDigest: b.manifestDigest });
       if (result.intermediateBlobs.length > 0) {
         await cache.record({ type: 'intermediate', id: `stage:${result.imageId.slice(7, 19)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
       }

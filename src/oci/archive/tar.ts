@@ -41,8 +41,10 @@ export async function readTar(
   const extract = tar.extract();
   let failure: StowageError | undefined;
   let entries = 0;
+  /** The handler of the current entry: waited for before failing, so no caller work outlives readTar. */
+  let inFlight: Promise<void> | undefined;
 
-  const handle = async (header: tar.Header, stream: tar.Source): Promise<void> => {
+  const handle = async (header: tar.Header, stream: AsyncIterable<Uint8Array>): Promise<void> => {
     entries++;
     if (entries > limits.maxEntries) {
       throw new StowageError('TOO_LARGE', `archive has more than ${limits.maxEntries} entries`, {
@@ -77,7 +79,7 @@ export async function readTar(
     }
     const body = (async function* (): AsyncGenerator<Uint8Array> {
       try {
-        for await (const chunk of stream as AsyncIterable<Uint8Array>) yield chunk;
+        for await (const chunk of stream) yield chunk;
       } catch (err) {
         throw asArchiveError(failure ?? err);
       }
@@ -87,7 +89,10 @@ export async function readTar(
 
   const done = new Promise<void>((resolve, reject) => {
     extract.on('entry', (header, stream, next) => {
-      handle(header, stream).then(
+      // Destroying the extract destroys the open entry with the same error: reported once, by the extract.
+      stream.on('error', () => undefined);
+      inFlight = handle(header, stream as unknown as AsyncIterable<Uint8Array>);
+      inFlight.then(
         () => {
           stream.resume(); // drains whatever the handler left unread
           next();
@@ -112,6 +117,7 @@ export async function readTar(
     await done;
   } catch (err) {
     source.destroy();
+    await inFlight?.catch(() => undefined);
     throw failure ?? asArchiveError(err);
   }
 }

@@ -1,0 +1,176 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EngineContext } from '../../src/engine/context.js';
+import { type TestEngine, type TestRegistry, startTestEngine, startTestRegistry } from './engine-harness.js';
+import { docker, makeOciLayout, skopeoCopy, skopeoInspect } from './remote-helpers.js';
+
+let eng: TestEngine;
+let ctx: EngineContext;
+let registry: TestRegistry;
+let reg: string;
+let xDigest: string;
+const cfg = () => join(eng.root, 'docker-config');
+const cli = (...args: string[]) => docker(eng.url, cfg(), args, { DOCKER_BUILDKIT: '0' });
+const api = (path: string, init?: RequestInit) => fetch(`${eng.url.replace(/^tcp:/, 'http:')}/v1.41${path}`, init);
+
+async function messages(res: Response): Promise<Array<Record<string, any>>> {
+  const text = await res.text();
+  return text
+    .split(/\r?\n/)
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as Record<string, any>);
+}
+
+beforeAll(async () => {
+  registry = await startTestRegistry();
+  reg = registry.host;
+  eng = await startTestEngine({ insecureRegistries: [], credentials: {}, searchRegistries: [reg] });
+  ctx = eng.ctx;
+  await mkdir(cfg(), { recursive: true });
+  const layout = join(eng.root, 'layout');
+  ({ manifestDigest: xDigest } = await makeOciLayout(layout, 'x', [
+    { 'etc/os-release': 'ID=stowage-test\n' },
+    { 'opt/data.bin': randomBytes(1_500_000).toString('base64') },
+  ]));
+  await skopeoCopy(`oci:${layout}:x`, `docker://${reg}/x:1`);
+  await skopeoCopy(`oci:${layout}:x`, `docker://${reg}/team/raw:2`);
+}, 120_000);
+
+afterAll(async () => {
+  await eng?.close();
+  await registry?.stop();
+});
+
+describe('docker pull', () => {
+  it('pulls from a plain-HTTP loopback registry with Docker progress output', async () => {
+    const r = await cli('pull', `${reg}/x:1`);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stdout.split('\n');
+    expect(lines[0]).toBe('1: Pulling from x');
+    expect(r.stdout).toMatch(/^[0-9a-f]{12}: Pull complete$/m);
+    expect(r.stdout).toContain(`Digest: ${xDigest}`);
+    expect(r.stdout).toContain(`Status: Downloaded newer image for ${reg}/x:1`);
+    expect(ctx.images.resolveTag(`${reg}/x:1`)).toBe(xDigest);
+
+    const again = await cli('pull', `${reg}/x:1`);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/^[0-9a-f]{12}: Already exists$/m);
+    expect(again.stdout).toContain(`Status: Image is up to date for ${reg}/x:1`);
+  });
+
+  it('streams dockerd-shaped JSON progress on the API', async () => {
+    const res = await api(`/images/create?fromImage=${encodeURIComponent(`${reg}/team/raw`)}&tag=2`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    const msgs = await messages(res);
+    expect(msgs[0]).toEqual({ status: 'Pulling from team/raw', id: '2' });
+    // The first layer is shared with x:1, the second one too: everything already exists.
+    expect(msgs.filter((m) => m['status'] === 'Already exists')).toHaveLength(2);
+    expect(msgs.at(-2)).toEqual({ status: `Digest: ${xDigest}` });
+    expect(msgs.at(-1)).toEqual({ status: `Status: Downloaded newer image for ${reg}/team/raw:2` });
+  });
+
+  it('shows Downloading progress for layers it fetches', async () => {
+    const layout = join(eng.root, 'layout-big');
+    await makeOciLayout(layout, 'big', [{ 'big.bin': randomBytes(3_000_000).toString('base64') }]);
+    await skopeoCopy(`oci:${layout}:big`, `docker://${reg}/big:1`);
+    const res = await api(`/images/create?fromImage=${encodeURIComponent(`${reg}/big:1`)}`, { method: 'POST' });
+    const msgs = await messages(res);
+    const id = msgs[1]!['id'] as string;
+    expect(msgs[1]).toEqual({ status: 'Pulling fs layer', progressDetail: {}, id });
+    const downloading = msgs.filter((m) => m['status'] === 'Downloading');
+    expect(downloading.length).toBeGreaterThan(0);
+    const last = downloading.at(-1)!;
+    expect(last['progressDetail'].current).toBe(last['progressDetail'].total);
+    expect(last['progress']).toMatch(/^\[=+>\s*\]\s+[\d.]+[kM]B\/[\d.]+[kM]B/);
+    const statuses = msgs.filter((m) => m['id'] === id).map((m) => m['status']);
+    expect(statuses.indexOf('Download complete')).toBeGreaterThan(statuses.indexOf('Downloading'));
+    expect(statuses.at(-1)).toBe('Pull complete');
+  });
+
+  it('reports a missing tag as Docker does and exits 1', async () => {
+    const r = await cli('pull', `${reg}/x:nope`);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`Error response from daemon: manifest for ${reg}/x:nope not found: manifest unknown: manifest unknown`);
+    expect(ctx.images.resolveTag(`${reg}/x:nope`)).toBeUndefined();
+  });
+
+  it('answers a bad reference or platform with 400', async () => {
+    const res = await api(`/images/create?fromImage=${encodeURIComponent('Bad Name')}&tag=1`, { method: 'POST' });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toMatch(/^invalid reference format/);
+    const res2 = await api(`/images/create?fromImage=${encodeURIComponent(`${reg}/x`)}&tag=1&platform=${encodeURIComponent('linux/!!')}`, { method: 'POST' });
+    expect(res2.status).toBe(400);
+  });
+});
+
+describe('docker push', () => {
+  it('pushes a built image and the registry has the same digest; pushing again finds the layers', async () => {
+    const dir = join(eng.root, 'push-ctx');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'Dockerfile'), `FROM ${reg}/x:1\nCOPY app.txt /app/\nCMD ["cat", "/app/app.txt"]\n`);
+    await writeFile(join(dir, 'app.txt'), 'pushed\n');
+    const b = await cli('build', '-q', '-t', `${reg}/pushed:1`, dir);
+    expect(b.code, b.stderr).toBe(0);
+
+    const r = await cli('push', `${reg}/pushed:1`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split('\n')[0]).toBe(`The push refers to repository [${reg}/pushed]`);
+    expect(r.stdout).toMatch(/^[0-9a-f]{12}: Preparing$/m);
+    expect(r.stdout).toMatch(/^[0-9a-f]{12}: Pushed$/m);
+    const m = /^1: digest: (sha256:[0-9a-f]{64}) size: (\d+)$/m.exec(r.stdout);
+    expect(m, r.stdout).not.toBeNull();
+    expect(m![1]).toBe(ctx.images.resolveTag(`${reg}/pushed:1`));
+    const remote = await skopeoInspect(`docker://${reg}/pushed:1`);
+    expect(remote.Digest).toBe(m![1]);
+
+    const again = await cli('push', `${reg}/pushed:1`);
+    expect(again.code).toBe(0);
+    expect(again.stdout).toMatch(/^[0-9a-f]{12}: Layer already exists$/m);
+    expect(again.stdout).not.toMatch(/: Pushed$/m);
+    expect(again.stdout).toContain(`1: digest: ${m![1]} size: ${m![2]}`);
+  });
+
+  it('ends with the aux record on the API', async () => {
+    const auth = Buffer.from(JSON.stringify({ username: '', password: '', serveraddress: reg })).toString('base64url');
+    const res = await api(`/images/${reg}/pushed/push?tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': auth } });
+    expect(res.status).toBe(200);
+    const msgs = await messages(res);
+    const last = msgs.at(-1)!;
+    expect(last['progressDetail']).toEqual({});
+    expect(last['aux']).toMatchObject({ Tag: '1', Digest: ctx.images.resolveTag(`${reg}/pushed:1`) });
+    expect(typeof last['aux'].Size).toBe('number');
+  });
+
+  it('refuses an image that is not there', async () => {
+    const r = await cli('push', `${reg}/nothere:1`);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`No such image: ${reg}/nothere:1`);
+    const res = await api(`/images/${reg}/nothere/push?tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': 'e30=' } });
+    expect(res.status).toBe(404);
+  });
+});
+
+describe('docker search', () => {
+  it('finds repositories in the search registries by substring', async () => {
+    const r = await cli('search', 'push');
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`${reg}/pushed`);
+    expect(r.stdout).not.toContain(`${reg}/x `);
+    const res = await api(`/images/search?term=raw`);
+    expect(await res.json()).toEqual([{ name: `${reg}/team/raw`, description: '', star_count: 0, is_official: false, is_automated: false }]);
+    const scoped = await api(`/images/search?term=${encodeURIComponent(`${reg}/x`)}&limit=1`);
+    expect(((await scoped.json()) as unknown[]).length).toBe(1);
+  });
+
+  it('validates limit and filters', async () => {
+    const res = await api('/images/search?term=x&limit=101');
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toBe('Limit 101 is outside the range of [1, 100]');
+    const bad = await api(`/images/search?term=x&filters=${encodeURIComponent('{"nope":["1"]}')}`);
+    expect(bad.status).toBe(400);
+    const official = await api(`/images/search?term=x&filters=${encodeURIComponent('{"is-official":["true"]}')}`);
+    expect(await official.json()).toEqual([]);
+  });
+});
