@@ -268,6 +268,20 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect((await imageOf('docker.io/library/stdin:1')).config.config?.Labels).toEqual({ from: 'stdin' });
     const res = await fetch(`${engine.replace(/^tcp:/, 'http:')}/v1.41/build?t=plain:1`, { method: 'POST', body: 'FROM scratch\nENV PLAIN=1\n' });
     expect(res.status).toBe(200);
+    expect(await res.text()).toContain('Successfully tagged plain:1');
     expect((await imageOf('docker.io/library/plain:1')).config.config?.Env).toContain('PLAIN=1');
+  });
+
+  it('prune --all also drops base images that were pulled only for a build', async () => {
+    const baseRef = `${registry.host}/base:1`;
+    expect(ctx.images.resolveTag(baseRef)).toBeDefined();
+    const app = await imageOf('docker.io/library/app:1');
+    const r = await docker(engine, cfgDir(), ['builder', 'prune', '--all', '-f']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('base:sha256:');
+    expect(ctx.images.resolveTag(baseRef)).toBeUndefined();
+    // app:1 shares the base layers and keeps every blob it needs.
+    for (const l of app.manifest.layers) expect(await ctx.store.has(l.digest)).toBe(true);
+    expect(await ctx.store.has(app.id)).toBe(true);
   });
 });

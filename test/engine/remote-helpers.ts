@@ -146,3 +146,44 @@ export async function tarEntries(data: AsyncIterable<Uint8Array>): Promise<Map<s
   await done;
   return out;
 }
+
+/** An OCI layout whose `tag` is a multi-platform index with one small image per platform ("linux/arm64"). */
+export async function makeOciIndexLayout(dir: string, tag: string, platforms: string[]): Promise<{ indexDigest: string; children: Record<string, string> }> {
+  const blobs = join(dir, 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const put = async (b: Buffer) => {
+    await writeFile(join(blobs, sha(b)), b);
+    return { digest: `sha256:${sha(b)}`, size: b.length };
+  };
+  const children: Record<string, string> = {};
+  const manifests = [];
+  for (const p of platforms) {
+    const [os, architecture, variant] = p.split('/') as [string, string, string | undefined];
+    const raw = await tarBytes({ 'platform.txt': p });
+    const layer = await put(gzipSync(raw));
+    const config = await put(
+      Buffer.from(JSON.stringify({ architecture, os, ...(variant ? { variant } : {}), config: { Cmd: ['/bin/sh'] }, rootfs: { type: 'layers', diff_ids: [`sha256:${sha(raw)}`] } })),
+    );
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }],
+      }),
+    );
+    const m = await put(manifest);
+    children[p] = m.digest;
+    manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, platform: { os, architecture, ...(variant ? { variant } : {}) } });
+  }
+  const index = await put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })));
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  await writeFile(
+    join(dir, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', ...index, annotations: { 'org.opencontainers.image.ref.name': tag } }],
+    }),
+  );
+  return { indexDigest: index.digest, children };
+}

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
 import { type TestEngine, type TestRegistry, startTestEngine, startTestRegistry } from './engine-harness.js';
-import { docker, makeOciLayout, skopeoCopy, skopeoInspect } from './remote-helpers.js';
+import { defaultPlatform, formatPlatform } from '../../src/oci/platform.js';
+import { docker, makeOciIndexLayout, makeOciLayout, run, skopeoCopy, skopeoInspect } from './remote-helpers.js';
 
 let eng: TestEngine;
 let ctx: EngineContext;
@@ -102,6 +103,32 @@ describe('docker pull', () => {
     expect(((await res.json()) as { message: string }).message).toMatch(/^invalid reference format/);
     const res2 = await api(`/images/create?fromImage=${encodeURIComponent(`${reg}/x`)}&tag=1&platform=${encodeURIComponent('linux/!!')}`, { method: 'POST' });
     expect(res2.status).toBe(400);
+  });
+});
+
+describe('docker pull of a multi-platform image', () => {
+  it('stores the index and the platform it needs; --platform picks another; a missing one is refused', async () => {
+    const host = formatPlatform(defaultPlatform());
+    const other = host === 'linux/arm64' ? 'linux/amd64' : 'linux/arm64';
+    const layout = join(eng.root, 'layout-multi');
+    const { indexDigest, children } = await makeOciIndexLayout(layout, 'multi', [host, other]);
+    const copied = await run('skopeo', ['copy', '--quiet', '--all', '--dest-tls-verify=false', `oci:${layout}:multi`, `docker://${reg}/multi:1`]);
+    expect(copied.code, copied.stderr).toBe(0);
+
+    const r = await cli('pull', `${reg}/multi:1`);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`Digest: ${indexDigest}`);
+    expect(ctx.images.resolveTag(`${reg}/multi:1`)).toBe(indexDigest);
+    const index = ctx.images.getIndex(indexDigest as `sha256:${string}`)!;
+    expect(index.children.filter((c) => c.present).map((c) => c.digest)).toEqual([children[host]]);
+
+    const r2 = await cli('pull', '--platform', other, `${reg}/multi:1`);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(ctx.images.getIndex(indexDigest as `sha256:${string}`)!.children.every((c) => c.present)).toBe(true);
+
+    const r3 = await cli('pull', '--platform', 'linux/s390x', `${reg}/multi:1`);
+    expect(r3.code).toBe(1);
+    expect(r3.stderr).toContain('no matching manifest for linux/s390x in the manifest list entries');
   });
 });
 

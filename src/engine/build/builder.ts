@@ -19,7 +19,7 @@ import {
   parsePorts,
 } from './instructions.js';
 import { type LayerEntry, writeLayer } from './layer.js';
-import { cleanInRoot, escapesRoot, hasWildcards, joinRel, matchSegment, parentOf } from './paths.js';
+import { cleanInRoot, escapesRoot, hasWildcards, joinRel, matchSegment } from './paths.js';
 import { expandWord, expandWords } from './shell-lex.js';
 import { FileTree, type NodeMeta, extractInto } from './tree.js';
 
@@ -312,7 +312,6 @@ export class Builder {
       case 'run':
         throw buildError(`RUN needs a container runtime: this Stowage agent has none (step: ${ins.original})`);
       case 'arg': {
-        const before = new Map(state.args);
         this.declareArgs(ins, state.args, this.metaArgs, this.env(state));
         const text = ins.args
           .map((a) => {
@@ -320,7 +319,6 @@ export class Builder {
             return a.includes('=') ? `${key}=${state.args.get(key) ?? ''}` : key;
           })
           .join(' ');
-        void before;
         this.nop(state, `ARG ${text}`);
         return;
       }
@@ -908,4 +906,3 @@ async function isArchive(path: string): Promise<boolean> {
   }
 }
 
-export { parentOf };

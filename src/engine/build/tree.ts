@@ -1,4 +1,4 @@
-import { link, lstat, mkdir, readdir, rm, symlink } from 'node:fs/promises';
+import { link, mkdir, rm, symlink } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
@@ -286,20 +286,4 @@ export async function extractInto(tree: FileTree, source: AsyncIterable<Uint8Arr
     if (typeof (err as NodeJS.ErrnoException).syscall === 'string') throw err;
     throw new StowageError('INVALID_ARCHIVE', `invalid tar archive: ${(err as Error).message}`, { cause: err });
   }
-}
-
-/** Lists a directory on disk recursively (used for sanity checks in tests and cleanup). */
-export async function listDisk(dir: string, prefix = ''): Promise<string[]> {
-  const out: string[] = [];
-  for (const name of await readdir(dir)) {
-    const rel = prefix === '' ? name : `${prefix}/${name}`;
-    out.push(rel);
-    const st = await lstat(join(dir, name));
-    if (st.isDirectory()) out.push(...(await listDisk(join(dir, name), rel)));
-  }
-  return out;
-}
-
-export function readableFrom(data: Buffer): Readable {
-  return Readable.from([data]);
 }

@@ -3,7 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
-import { type Digest, isDigest } from '../../oci/digest.js';
+import type { Digest } from '../../oci/digest.js';
 import { type Descriptor, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
 import { type Platform, choosePlatform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { familiarString, formatReference, parseReference, withDefaultTag, type ImageReference } from '../../oci/reference.js';
@@ -309,4 +309,3 @@ export function registerBuildRoutes(app: FastifyInstance, ctx: EngineContext): v
   });
 }
 
-export { isDigest };
