@@ -1,0 +1,251 @@
+import { randomUUID } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import tar from 'tar-stream';
+import { request as httpRequest } from 'undici';
+import { StowageError } from '../../errors.js';
+import { isDigest, type Digest, Digester } from '../../oci/digest.js';
+import { maybeGunzip } from '../../oci/archive/gzip.js';
+import { canonicalJson, buildManifest } from '../../oci/manifest.js';
+import { MediaType } from '../../oci/media-types.js';
+import { defaultPlatform } from '../../oci/platform.js';
+import { type ImageReference, formatReference, parseReference } from '../../oci/reference.js';
+import { applyChanges, type ImageContainerConfig } from '../changes.js';
+import type { EngineContext } from '../context.js';
+import { listParam, strParam } from '../params.js';
+import { openJsonStream } from '../stream.js';
+
+/**
+ * POST /images/create: `fromImage` is a pull (engine-remote's handlePull in ./pull.js), `fromSrc` an
+ * import of a root filesystem tarball (here).
+ */
+
+type PullHandler = (request: FastifyRequest, reply: FastifyReply, ctx: EngineContext) => Promise<unknown>;
+
+/** Most entries a rootfs tarball may have. */
+const MAX_IMPORT_ENTRIES = 5_000_000;
+
+/** The repo/tag of an import (or undefined when the image is left untagged). */
+export function importReference(repo: string | undefined, tag: string | undefined): ImageReference | undefined {
+  if (!repo) return undefined;
+  let ref: ImageReference;
+  try {
+    ref = parseReference(repo);
+    if (ref.digest !== undefined) throw new StowageError('BAD_REQUEST', 'cannot import digest reference');
+    if (tag) ref = parseReference(`${formatReference({ domain: ref.domain, path: ref.path })}:${tag}`);
+    else if (ref.tag === undefined) ref = { ...ref, tag: 'latest' };
+  } catch (err) {
+    if (err instanceof StowageError && err.code === 'BAD_REQUEST') throw err;
+    throw new StowageError('BAD_REQUEST', (err as Error).message);
+  }
+  return ref;
+}
+
+/** A pass-through that hashes the uncompressed tar (the diff_id) and checks it is a well-formed tar. */
+class TarCheck extends Transform {
+  readonly digester = new Digester();
+  private readonly extract = tar.extract();
+  private entries = 0;
+  private readonly done: Promise<void>;
+
+  constructor() {
+    super();
+    this.done = new Promise<void>((resolve, reject) => {
+      this.extract.on('entry', (_header, stream, next) => {
+        this.entries++;
+        if (this.entries > MAX_IMPORT_ENTRIES) {
+          this.extract.destroy(new StowageError('TOO_LARGE', `the archive has more than ${MAX_IMPORT_ENTRIES} entries`));
+          return;
+        }
+        stream.on('end', () => next());
+        stream.resume();
+      });
+      this.extract.on('finish', () => resolve());
+      this.extract.on('error', (err) => reject(err));
+    });
+    this.done.catch(() => undefined);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.digester.update(chunk);
+    if (this.extract.destroyed) {
+      cb(null, chunk);
+      return;
+    }
+    if (this.extract.write(chunk)) cb(null, chunk);
+    else this.extract.once('drain', () => cb(null, chunk));
+  }
+
+  override _flush(cb: TransformCallback): void {
+    this.extract.end(undefined);
+    this.done.then(
+      () => cb(),
+      (err: unknown) => cb(asTarError(err)),
+    );
+  }
+
+  get count(): number {
+    return this.entries;
+  }
+}
+
+function asTarError(err: unknown): StowageError {
+  if (err instanceof StowageError) return err;
+  return new StowageError('INVALID_ARCHIVE', `invalid tar archive (corrupt, truncated or not a tar): ${(err as Error)?.message ?? String(err)}`);
+}
+
+export interface ImportRootfsOptions {
+  reference?: ImageReference | undefined;
+  /** History comment; Docker's default is "Imported from <src>". */
+  message: string;
+  changes: string[];
+  platform?: { os: string; architecture: string; variant?: string | undefined };
+}
+
+/**
+ * Imports a root filesystem tarball (plain or gzip) as a one-layer image: the layer is stored gzip, the
+ * config carries the applied changes and one history entry. Nothing is recorded unless it all succeeds.
+ * Returns the image ID.
+ */
+export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uint8Array>, opts: ImportRootfsOptions): Promise<Digest> {
+  const config0 = applyChanges({}, opts.changes);
+  const { stream } = await maybeGunzip(source);
+  const check = new TarCheck();
+  const gzip = createGzip();
+  const ingest = await ctx.store.openIngest(`import-${randomUUID()}`);
+  let layer;
+  try {
+    const writing = ingest.write(gzip);
+    await Promise.all([pipeline(stream, check, gzip), writing]);
+    layer = await ingest.commit();
+  } catch (err) {
+    await ingest.abort().catch(() => undefined);
+    throw asTarError(err);
+  }
+  const diffId = check.digester.digest();
+  const platform = opts.platform ?? defaultPlatform();
+  const created = new Date().toISOString();
+  const imageConfig: Record<string, unknown> = {
+    architecture: platform.architecture,
+    ...(platform.variant ? { variant: platform.variant } : {}),
+    os: platform.os,
+    comment: opts.message,
+    config: normaliseConfig(config0),
+    created,
+    history: [{ created, comment: opts.message }],
+    rootfs: { type: 'layers', diff_ids: [diffId] },
+  };
+  const configBytes = Buffer.from(canonicalJson(imageConfig));
+  const cfg = await ctx.store.putBytes(configBytes);
+  const manifest = buildManifest({
+    mediaType: MediaType.DockerManifest,
+    config: { mediaType: MediaType.DockerConfig, digest: cfg.digest, size: cfg.size },
+    layers: [{ mediaType: MediaType.DockerLayerGzip, digest: layer.digest, size: layer.size }],
+  });
+  const manifestBytes = Buffer.from(canonicalJson(manifest));
+  const man = await ctx.store.putBytes(manifestBytes);
+  ctx.images.putImage({
+    manifestDigest: man.digest,
+    manifestMediaType: MediaType.DockerManifest,
+    configDigest: cfg.digest,
+    platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
+    layers: [layer.digest],
+    size: man.size + cfg.size + layer.size,
+    created,
+    labels: (config0.Labels as Record<string, string> | undefined) ?? {},
+  });
+  if (opts.reference) ctx.images.tag(formatReference(opts.reference), man.digest);
+  return cfg.digest;
+}
+
+/** Docker writes every container.Config field; keep the ones set plus Docker's nulls for lists. */
+function normaliseConfig(c: ImageContainerConfig): Record<string, unknown> {
+  return {
+    Hostname: '',
+    Domainname: '',
+    User: c.User ?? '',
+    AttachStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    ...(c.ExposedPorts ? { ExposedPorts: c.ExposedPorts } : {}),
+    Tty: false,
+    OpenStdin: false,
+    StdinOnce: false,
+    Env: c.Env ?? null,
+    Cmd: c.Cmd ?? null,
+    Image: '',
+    Volumes: c.Volumes ?? null,
+    WorkingDir: c.WorkingDir ?? '',
+    Entrypoint: c.Entrypoint ?? null,
+    OnBuild: c.OnBuild ?? null,
+    Labels: c.Labels ?? null,
+    ...(c.StopSignal ? { StopSignal: c.StopSignal } : {}),
+  };
+}
+
+/** fromSrc: "-" reads the request body; an http(s) URL is downloaded. */
+async function openSource(src: string, request: FastifyRequest): Promise<AsyncIterable<Uint8Array>> {
+  if (src === '-') return request.raw;
+  let url: URL;
+  try {
+    url = new URL(src);
+  } catch {
+    throw new StowageError('BAD_REQUEST', `invalid fromSrc: ${src} is neither "-" nor a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new StowageError('BAD_REQUEST', `invalid fromSrc: unsupported URL scheme ${url.protocol}`);
+  }
+  request.raw.resume();
+  const res = await httpRequest(url, { method: 'GET', maxRedirections: 5 } as Parameters<typeof httpRequest>[1]);
+  if (res.statusCode !== 200) {
+    res.body.resume();
+    throw new StowageError('BAD_REQUEST', `failed to download ${src}: HTTP ${res.statusCode}`);
+  }
+  return res.body as unknown as Readable;
+}
+
+async function handleImport(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {
+  const q = (request.query ?? {}) as Record<string, unknown>;
+  const src = strParam(q, 'fromSrc') ?? '-';
+  const out = openJsonStream(reply);
+  try {
+    const reference = importReference(strParam(q, 'repo'), strParam(q, 'tag'));
+    const message = strParam(q, 'message') || `Imported from ${src}`;
+    const changes = listParam(q, 'changes');
+    // Refuse bad changes before reading a byte of the body.
+    applyChanges({}, changes);
+    const platformParam = strParam(q, 'platform');
+    let platform: ImportRootfsOptions['platform'];
+    if (platformParam) {
+      const { parsePlatform } = await import('../../oci/platform.js');
+      const p = parsePlatform(platformParam);
+      platform = { os: p.os, architecture: p.architecture, variant: p.variant };
+    }
+    const source = await openSource(src, request);
+    const id = await importRootfs(ctx, source, { reference, message, changes, platform });
+    out.write({ status: id });
+    out.end();
+  } catch (err) {
+    if (!request.raw.readableEnded) request.raw.resume();
+    out.error(err);
+  }
+  return reply;
+}
+
+export function register(app: FastifyInstance, ctx: EngineContext): void {
+  app.post('/images/create', async (request, reply) => {
+    const q = (request.query ?? {}) as Record<string, unknown>;
+    if (strParam(q, 'fromImage')) {
+      const mod = (await import('./pull.js')) as { handlePull?: PullHandler };
+      if (!mod.handlePull) throw new StowageError('UNSUPPORTED', 'pulling images is not available');
+      await mod.handlePull(request, reply, ctx);
+      return reply;
+    }
+    if (strParam(q, 'fromSrc') !== undefined) return handleImport(request, reply, ctx);
+    throw new StowageError('BAD_REQUEST', 'either fromImage or fromSrc must be set');
+  });
+}
+
+export { isDigest };

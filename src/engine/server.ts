@@ -1,0 +1,208 @@
+import { chmod, lstat, rm } from 'node:fs/promises';
+import { type Server, createServer } from 'node:http';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { isStowageError } from '../errors.js';
+import type { EngineContext } from './context.js';
+import { register as registerCreate } from './routes/create.js';
+import { register as registerImages } from './routes/images.js';
+import { API_VERSION, MIN_API_VERSION, register as registerSystem } from './routes/system.js';
+import { registerBuildRoutes } from './routes/build.js';
+import { registerPullRoutes } from './routes/pull.js';
+import { registerPushRoutes } from './routes/push.js';
+import { registerSearchRoutes } from './routes/search.js';
+import { errorMessageOf } from './stream.js';
+
+/** The Docker Engine API version served, and the oldest one accepted. */
+export { API_VERSION, MIN_API_VERSION };
+
+const VERSION_PREFIX_RE = /^\/v(\d+)\.(\d+)(?=\/|$|\?)/;
+
+function compareVersions(a: [number, number], b: [number, number]): number {
+  return a[0] !== b[0] ? a[0] - b[0] : a[1] - b[1];
+}
+
+function parseVersion(v: string): [number, number] {
+  const [maj, min] = v.split('.').map(Number);
+  return [maj ?? 0, min ?? 0];
+}
+
+declare module 'node:http' {
+  interface IncomingMessage {
+    /** The `/v1.xx` prefix the client used, when it used one. */
+    stowageApiVersion?: string;
+  }
+}
+
+/** Headers dockerd puts on every answer (set on the raw response so hijacked streams carry them too). */
+function commonHeaders(ctx: EngineContext): Record<string, string> {
+  return {
+    'Api-Version': API_VERSION,
+    'Docker-Experimental': 'false',
+    Ostype: 'linux',
+    Server: `Stowage/${ctx.version}`,
+  };
+}
+
+/**
+ * The Docker Engine API v1.41 (image endpoints) over one machine's store. Every route answers both
+ * unversioned and under `/v1.xx/`; errors are `{"message": …}` with Docker's status codes; request bodies
+ * (tar archives, build contexts) are left unread for the handlers to stream.
+ */
+export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: false,
+    // Image names carry ':' and '/', digests '@': keep paths as sent.
+    routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 2048 },
+    rewriteUrl(req) {
+      const url = req.url ?? '/';
+      const m = VERSION_PREFIX_RE.exec(url);
+      if (!m) return url;
+      req.stowageApiVersion = `${m[1]}.${m[2]}`;
+      const rest = url.slice(m[0].length);
+      return rest === '' || rest.startsWith('?') ? `/${rest}` : rest;
+    },
+  });
+
+  const headers = commonHeaders(ctx);
+  app.addHook('onRequest', async (request, reply) => {
+    for (const [k, v] of Object.entries(headers)) reply.raw.setHeader(k, v);
+    const v = request.raw.stowageApiVersion;
+    if (v !== undefined) {
+      const have = parseVersion(v);
+      if (compareVersions(have, parseVersion(API_VERSION)) > 0) {
+        return reply
+          .code(400)
+          .header('content-type', 'application/json')
+          .send(Buffer.from(JSON.stringify({ message: `client version ${v} is too new. Maximum supported API version is ${API_VERSION}` })));
+      }
+      if (compareVersions(have, parseVersion(MIN_API_VERSION)) < 0) {
+        return reply
+          .code(400)
+          .header('content-type', 'application/json')
+          .send(
+            JSON.stringify({
+              message: `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
+            }),
+          );
+      }
+    }
+    return undefined;
+  });
+
+  // Bodies stay unread: handlers stream request.raw (docker load/import/build send tars, often without a type).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+
+  app.setErrorHandler((err: FastifyError | Error, _request, reply) => {
+    let status = 500;
+    if (isStowageError(err)) status = err.status;
+    else {
+      const s = (err as FastifyError).statusCode;
+      if (typeof s === 'number' && s >= 400 && s < 600) status = s;
+    }
+    if (reply.sent || reply.raw.headersSent) {
+      reply.raw.destroy();
+      return;
+    }
+    void reply.code(status).header('content-type', 'application/json').send(Buffer.from(JSON.stringify({ message: errorMessageOf(err) })));
+  });
+  app.setNotFoundHandler((_request, reply) => {
+    void reply.code(404).header('content-type', 'application/json').send(Buffer.from(JSON.stringify({ message: 'page not found' })));
+  });
+
+  registerSystem(app, ctx);
+  registerCreate(app, ctx);
+  registerImages(app, ctx);
+  registerPullRoutes(app, ctx);
+  registerPushRoutes(app, ctx);
+  registerSearchRoutes(app, ctx);
+  registerBuildRoutes(app, ctx);
+  await app.ready();
+  return app;
+}
+
+export interface EngineListenOptions {
+  /** A unix socket path (replaced when a stale socket is there). */
+  socketPath?: string;
+  tcp?: { host: string; port: number };
+}
+
+export interface EngineListener {
+  /** `unix:///path` and/or `tcp://host:port`, usable as DOCKER_HOST. */
+  addresses: string[];
+  close(): Promise<void>;
+}
+
+async function removeStaleSocket(path: string): Promise<void> {
+  try {
+    const st = await lstat(path);
+    if (st.isSocket()) await rm(path, { force: true });
+  } catch {
+    /* not there */
+  }
+}
+
+function listenServer(server: Server, opts: { path: string } | { host: string; port: number }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Serves the app on a unix socket and/or a TCP address. Each gets its own HTTP server routed into the app;
+ * close() stops them (and the app).
+ */
+export async function listenEngine(app: FastifyInstance, opts: EngineListenOptions): Promise<EngineListener> {
+  if (!opts.socketPath && !opts.tcp) throw new Error('listenEngine: give socketPath and/or tcp');
+  await app.ready();
+  const servers: Server[] = [];
+  const addresses: string[] = [];
+  const make = (): Server => {
+    const s = createServer((req, res) => app.routing(req, res));
+    s.keepAliveTimeout = 65_000;
+    servers.push(s);
+    return s;
+  };
+  try {
+    if (opts.socketPath) {
+      await removeStaleSocket(opts.socketPath);
+      const s = make();
+      await listenServer(s, { path: opts.socketPath });
+      await chmod(opts.socketPath, 0o660).catch(() => undefined);
+      addresses.push(`unix://${opts.socketPath}`);
+    }
+    if (opts.tcp) {
+      const s = make();
+      await listenServer(s, { host: opts.tcp.host, port: opts.tcp.port });
+      const a = s.address();
+      const port = a && typeof a === 'object' ? a.port : opts.tcp.port;
+      const host = opts.tcp.host.includes(':') ? `[${opts.tcp.host}]` : opts.tcp.host;
+      addresses.push(`tcp://${host}:${port}`);
+    }
+  } catch (err) {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r(undefined)))));
+    throw err;
+  }
+  return {
+    addresses,
+    async close() {
+      await Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.close(() => resolve());
+              s.closeAllConnections();
+            }),
+        ),
+      );
+      if (opts.socketPath) await removeStaleSocket(opts.socketPath);
+      await app.close();
+    },
+  };
+}
+
+export { errorMessageOf };

@@ -1,0 +1,303 @@
+import { StowageError, isStowageError } from '../errors.js';
+import { type Digest, digestHex } from '../oci/digest.js';
+import type { Descriptor, ImageIndex, ImageManifest } from '../oci/manifest.js';
+import { parseImageConfig } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES, isIndexMediaType } from '../oci/media-types.js';
+import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
+import { type ImageReference, formatReference, parseReference, repository } from '../oci/reference.js';
+import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
+import { type FetchedManifest, type RegistryClient, registryEndpoint } from './client.js';
+
+/**
+ * Pulls an image from a registry into the local store: manifest (or index + the wanted platform's
+ * manifest), config, and only the layers the store lacks. Every blob goes through an ingest keyed by
+ * its digest with the expected digest and size, so nothing is visible before it is verified and an
+ * interrupted pull resumes with a Range request from where the ingest stopped. Records (image, index,
+ * tag, repo digest) are written only after all blobs are in.
+ */
+
+export type PullStatus = 'Pulling fs layer' | 'Downloading' | 'Download complete' | 'Already exists' | 'Pull complete';
+
+export interface PullProgressEvent {
+  /** Short layer id: the first 12 hex digits of its digest (as Docker shows). */
+  id: string;
+  status: PullStatus;
+  current?: number;
+  total?: number;
+}
+
+export interface PullOptions {
+  /** Platform to pick from an index (default: linux + this machine's architecture). */
+  platform?: Platform | undefined;
+  /** Pull every platform of an index (attestation manifests excepted). */
+  pullAllPlatforms?: boolean;
+  onProgress?: ((event: PullProgressEvent) => void) | undefined;
+  /** Layers downloaded at once (default 3). */
+  concurrency?: number;
+  /** Range-resume attempts per layer after a dropped connection (default 3). */
+  retries?: number;
+}
+
+export interface PullResult {
+  /** The platform manifest pulled (for pullAllPlatforms: the one matching `platform`, else the first). */
+  manifestDigest: Digest;
+  configDigest: Digest;
+  indexDigest?: Digest;
+  platform: Platform;
+  /** The normalised reference that was tagged, when the pull was by tag. */
+  reference?: string;
+  /** Every image record written (one, or one per platform with pullAllPlatforms). */
+  images: ImageRecord[];
+}
+
+export interface StoreHandles {
+  store: ContentStoreApi;
+  images: ImageIndexApi;
+}
+
+const MAX_LAYERS = 1000;
+const PROGRESS_INTERVAL_MS = 100;
+
+export function shortId(digest: Digest): string {
+  return digestHex(digest).slice(0, 12);
+}
+
+/** Downloads in flight per store, so two pulls sharing a layer fetch it once. */
+const inFlight = new WeakMap<ContentStoreApi, Map<Digest, Promise<void>>>();
+
+export async function pullImage(client: RegistryClient, ref: string | ImageReference, handles: StoreHandles, opts: PullOptions = {}): Promise<PullResult> {
+  const parsed = typeof ref === 'string' ? parseReference(ref) : ref;
+  if (registryEndpoint(parsed.domain) !== registryEndpoint(client.host)) {
+    throw new StowageError('BAD_REQUEST', `reference ${formatReference(parsed)} is not on registry ${client.host}`);
+  }
+  const tag = parsed.tag ?? (parsed.digest === undefined ? 'latest' : undefined);
+  const path = client.repoPath(parsed.path);
+  const top = await client.getManifest(path, parsed.digest ?? (tag as string));
+  const want = opts.platform ?? defaultPlatform();
+  const { store, images } = handles;
+
+  let indexDigest: Digest | undefined;
+  const pulled: ImageRecord[] = [];
+  let primary: ImageRecord;
+
+  if (top.parsed.kind === 'index') {
+    const index: ImageIndex = top.parsed.index;
+    indexDigest = top.digest;
+    const runnable = index.manifests.filter((d) => !isAttestation(d));
+    let chosen: Descriptor[];
+    let preferred: Descriptor | undefined;
+    if (opts.pullAllPlatforms) {
+      chosen = runnable;
+      try {
+        preferred = choosePlatform(runnable, want);
+      } catch {
+        preferred = runnable[0];
+      }
+    } else {
+      preferred = choosePlatform(runnable, want);
+      chosen = [preferred];
+    }
+    for (const child of chosen) {
+      if (isIndexMediaType(child.mediaType)) throw new StowageError('UNSUPPORTED', `nested index ${child.digest} in ${path} is not supported`);
+      const m = await client.getManifest(path, child.digest);
+      pulled.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts));
+    }
+    primary = pulled.find((r) => r.manifestDigest === preferred?.digest) ?? (pulled[0] as ImageRecord);
+    if (!primary) throw new StowageError('PLATFORM_NOT_FOUND', `index ${top.digest} has no image manifests`);
+    // The index blob, then its record with which children are present now.
+    await store.putBytes(top.bytes, { digest: top.digest, size: top.bytes.length });
+    images.putIndex({
+      indexDigest: top.digest,
+      mediaType: top.mediaType,
+      children: index.manifests.map((d) => ({
+        digest: d.digest,
+        platform: d.platform ? cleanPlatform(d.platform) : undefined,
+        present: images.getImage(d.digest) !== undefined,
+      })),
+    });
+  } else {
+    primary = await pullPlatformManifest(client, path, top, undefined, handles, opts);
+    pulled.push(primary);
+  }
+
+  const target = indexDigest ?? primary.manifestDigest;
+  const repo = repository({ domain: parsed.domain, path: parsed.path });
+  let reference: string | undefined;
+  if (tag !== undefined) {
+    reference = formatReference({ domain: parsed.domain, path: parsed.path, tag });
+    images.tag(reference, target);
+  }
+  for (const rec of pulled) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+
+  const result: PullResult = {
+    manifestDigest: primary.manifestDigest,
+    configDigest: primary.configDigest,
+    platform: primary.platform,
+    images: pulled,
+  };
+  if (indexDigest !== undefined) result.indexDigest = indexDigest;
+  if (reference !== undefined) result.reference = reference;
+  return result;
+}
+
+/** Docker buildx attestation manifests sit in indexes as "unknown/unknown": not runnable images. */
+function isAttestation(d: Descriptor): boolean {
+  return d.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest' || (d.platform?.os === 'unknown' && d.platform.architecture === 'unknown');
+}
+
+function cleanPlatform(p: { os: string; architecture: string; variant?: string | undefined; 'os.version'?: string | undefined }): Platform {
+  const out: Platform = { os: p.os, architecture: p.architecture };
+  if (p.variant) out.variant = p.variant;
+  if (p['os.version']) out['os.version'] = p['os.version'];
+  return out;
+}
+
+async function pullPlatformManifest(
+  client: RegistryClient,
+  path: string,
+  fetched: FetchedManifest,
+  descriptorPlatform: Platform | undefined,
+  handles: StoreHandles,
+  opts: PullOptions,
+): Promise<ImageRecord> {
+  if (fetched.parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${fetched.digest} is an index where an image manifest was expected`);
+  const manifest: ImageManifest = fetched.parsed.manifest;
+  const { store, images } = handles;
+  if (manifest.layers.length > MAX_LAYERS) throw new StowageError('TOO_LARGE', `manifest ${fetched.digest} has ${manifest.layers.length} layers; the limit is ${MAX_LAYERS}`);
+  if (manifest.config.size > MAX_MANIFEST_BYTES) throw new StowageError('TOO_LARGE', `config ${manifest.config.digest} is ${manifest.config.size} bytes`);
+
+  // Config first: it tells whether this is an image at all.
+  await fetchBlob(client, path, manifest.config, store, opts, false);
+  const config = parseImageConfig(await store.readBytes(manifest.config.digest, MAX_MANIFEST_BYTES));
+  if (config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw new StowageError('INVALID_MANIFEST', `manifest ${fetched.digest} has ${manifest.layers.length} layers but its config lists ${config.rootfs.diff_ids.length}`);
+  }
+
+  // Decide what is missing before downloading anything, so the events read like Docker's.
+  const missing: Descriptor[] = [];
+  const seen = new Set<Digest>();
+  for (const layer of manifest.layers) {
+    if (seen.has(layer.digest)) continue;
+    seen.add(layer.digest);
+    if (await store.has(layer.digest)) opts.onProgress?.({ id: shortId(layer.digest), status: 'Already exists' });
+    else missing.push(layer);
+  }
+  for (const layer of missing) opts.onProgress?.({ id: shortId(layer.digest), status: 'Pulling fs layer' });
+
+  const concurrency = Math.max(1, opts.concurrency ?? 3);
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < missing.length) {
+      const layer = missing[next++] as Descriptor;
+      try {
+        await fetchBlob(client, path, layer, store, opts, true);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, worker));
+  if (failed !== undefined) throw failed;
+
+  // The manifest last: once it is stored and recorded, the image is whole.
+  await store.putBytes(fetched.bytes, { digest: fetched.digest, size: fetched.bytes.length });
+  const platform = descriptorPlatform
+    ? cleanPlatform(descriptorPlatform)
+    : cleanPlatform({ os: config.os, architecture: config.architecture, variant: config.variant, 'os.version': config['os.version'] });
+  return images.putImage({
+    manifestDigest: fetched.digest,
+    manifestMediaType: fetched.mediaType,
+    configDigest: manifest.config.digest,
+    platform,
+    layers: manifest.layers.map((l) => l.digest),
+    size: fetched.bytes.length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0),
+    created: config.created,
+    labels: config.config?.Labels ?? {},
+  });
+}
+
+/** Fetches one blob into the store unless it is there; shares a download already in flight. */
+async function fetchBlob(client: RegistryClient, path: string, desc: Descriptor, store: ContentStoreApi, opts: PullOptions, report: boolean): Promise<void> {
+  if (await store.has(desc.digest)) {
+    if (report) opts.onProgress?.({ id: shortId(desc.digest), status: 'Pull complete' });
+    return;
+  }
+  let perStore = inFlight.get(store);
+  if (!perStore) inFlight.set(store, (perStore = new Map()));
+  const running = perStore.get(desc.digest);
+  if (running) {
+    await running;
+    if (report) opts.onProgress?.({ id: shortId(desc.digest), status: 'Pull complete' });
+    return;
+  }
+  const task = downloadBlob(client, path, desc, store, opts, report);
+  perStore.set(desc.digest, task);
+  try {
+    await task;
+  } finally {
+    perStore.delete(desc.digest);
+  }
+}
+
+async function downloadBlob(client: RegistryClient, path: string, desc: Descriptor, store: ContentStoreApi, opts: PullOptions, report: boolean): Promise<void> {
+  const id = shortId(desc.digest);
+  const total = desc.size;
+  const retries = opts.retries ?? 3;
+  let ingest = await store.openIngest(desc.digest);
+  if (ingest.offset > total) {
+    // Leftovers longer than the blob cannot be a prefix of it.
+    await ingest.abort();
+    ingest = await store.openIngest(desc.digest);
+  }
+  let lastEmit = 0;
+  const emit = (current: number, force = false) => {
+    if (!report || !opts.onProgress) return;
+    const now = Date.now();
+    if (!force && now - lastEmit < PROGRESS_INTERVAL_MS) return;
+    lastEmit = now;
+    opts.onProgress({ id, status: 'Downloading', current, total });
+  };
+
+  for (let attempt = 0; ; attempt++) {
+    const start = ingest.offset;
+    try {
+      if (start < total) {
+        const body = await client.getBlob(path, desc.digest, { start });
+        let received = start;
+        const counted = async function* (): AsyncIterable<Uint8Array> {
+          for await (const chunk of body as AsyncIterable<Buffer>) {
+            received += chunk.length;
+            if (received > total) {
+              throw new StowageError('SIZE_MISMATCH', `registry ${client.host} sent more than the ${total} bytes of ${desc.digest}`, {
+                details: { expected: total },
+              });
+            }
+            yield chunk;
+            emit(received);
+          }
+        };
+        emit(start, true);
+        await ingest.write(counted());
+      }
+      if (report) {
+        emit(total, true);
+        opts.onProgress?.({ id, status: 'Download complete' });
+      }
+      await ingest.commit({ digest: desc.digest, size: total });
+      if (report) opts.onProgress?.({ id, status: 'Pull complete' });
+      return;
+    } catch (err) {
+      // A dropped connection (or a short body) is resumed from where the ingest got to.
+      const resumable = isStowageError(err, 'TRUNCATED') || (isStowageError(err, 'REGISTRY_ERROR') && err.details?.['status'] === undefined);
+      if (resumable && attempt < retries) continue;
+      if (!resumable) await ingest.abort().catch(() => undefined);
+      if (isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH')) {
+        throw new StowageError(err.code, `registry ${client.host} sent bad content for ${path}@${desc.digest}: ${err.message}`, {
+          details: { ...err.details, digest: desc.digest, stage: 'download' },
+        });
+      }
+      throw err;
+    }
+  }
+}

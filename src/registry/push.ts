@@ -1,0 +1,136 @@
+import { StowageError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { parseManifestBytes } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import type { PushBlobResult, RegistryClient } from './client.js';
+import { shortId } from './pull.js';
+
+/**
+ * Pushes a local image (a platform manifest, or an index with its present children) to a repository
+ * of a registry: blobs first (skipping what the registry has, mounting from `mountFrom` when given),
+ * then child manifests by digest, then the top manifest under `tag`.
+ */
+
+export type PushStatus = 'Preparing' | 'Layer already exists' | 'Mounted from' | 'Pushing' | 'Pushed';
+
+export interface PushProgressEvent {
+  /** Short layer id (12 hex digits). */
+  id: string;
+  status: PushStatus;
+  current?: number;
+  total?: number;
+  /** For 'Mounted from': the source repository. */
+  from?: string;
+}
+
+export interface PushOptions {
+  onProgress?: ((event: PushProgressEvent) => void) | undefined;
+  /** A repository on the same registry that already holds the blobs (cross-repository mount). */
+  mountFrom?: string | undefined;
+  /** Blobs uploaded at once (default 3). */
+  concurrency?: number;
+}
+
+export interface PushResult {
+  /** Digest of the top manifest or index as pushed (unchanged bytes, so equal to the local digest). */
+  digest: Digest;
+  size: number;
+  mediaType: string;
+  /** Platform manifests pushed (one for a single image). */
+  manifests: Digest[];
+}
+
+const PROGRESS_INTERVAL_MS = 100;
+
+export async function pushImage(
+  client: RegistryClient,
+  handles: { store: ContentStoreApi; images: ImageIndexApi },
+  localDigest: Digest,
+  targetRepo: string,
+  tag: string | undefined,
+  opts: PushOptions = {},
+): Promise<PushResult> {
+  const { store, images } = handles;
+  const repo = client.repoPath(targetRepo);
+  const index = images.getIndex(localDigest);
+  if (index) {
+    const pushed: Digest[] = [];
+    for (const child of index.children) {
+      if (images.getImage(child.digest)) {
+        await pushManifest(client, store, child.digest, repo, child.digest, opts);
+        pushed.push(child.digest);
+      } else if (!(await client.headManifest(repo, child.digest))) {
+        // A registry refuses an index whose children it lacks; say which platform is missing here.
+        const p = child.platform ? `${child.platform.os}/${child.platform.architecture}${child.platform.variant ? `/${child.platform.variant}` : ''}` : 'unknown platform';
+        throw new StowageError('PLATFORM_NOT_FOUND', `cannot push index ${localDigest}: its ${p} image ${child.digest} is not present locally nor on ${client.host}/${repo}`, {
+          details: { digest: child.digest, platform: child.platform },
+        });
+      }
+    }
+    const bytes = await store.readBytes(localDigest, MAX_MANIFEST_BYTES);
+    await client.putManifest(repo, tag ?? localDigest, bytes, index.mediaType);
+    return { digest: localDigest, size: bytes.length, mediaType: index.mediaType, manifests: pushed };
+  }
+  const image = images.getImage(localDigest);
+  if (!image) throw new StowageError('IMAGE_NOT_FOUND', `no local image or index ${localDigest}`);
+  const { size, mediaType } = await pushManifest(client, store, localDigest, repo, tag ?? localDigest, opts);
+  return { digest: localDigest, size, mediaType, manifests: [localDigest] };
+}
+
+async function pushManifest(
+  client: RegistryClient,
+  store: ContentStoreApi,
+  digest: Digest,
+  repo: string,
+  ref: string,
+  opts: PushOptions,
+): Promise<{ size: number; mediaType: string }> {
+  const bytes = await store.readBytes(digest, MAX_MANIFEST_BYTES);
+  const parsed = parseManifestBytes(bytes);
+  if (parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${digest} is an index where an image manifest was expected`);
+  const m = parsed.manifest;
+  const layers = [...new Map(m.layers.map((l) => [l.digest, l])).values()];
+  for (const l of layers) opts.onProgress?.({ id: shortId(l.digest), status: 'Preparing' });
+
+  const pushOne = async (d: { digest: Digest; size: number }, report: boolean): Promise<PushBlobResult> => {
+    const id = shortId(d.digest);
+    let last = 0;
+    const result = await client.pushBlob(repo, d.digest, d.size, () => store.createReadStream(d.digest), {
+      mountFrom: opts.mountFrom,
+      onProgress: report
+        ? (sent) => {
+            const now = Date.now();
+            if (now - last < PROGRESS_INTERVAL_MS && sent < d.size) return;
+            last = now;
+            opts.onProgress?.({ id, status: 'Pushing', current: sent, total: d.size });
+          }
+        : undefined,
+    });
+    if (report) {
+      if (result === 'exists') opts.onProgress?.({ id, status: 'Layer already exists' });
+      else if (result === 'mounted') opts.onProgress?.({ id, status: 'Mounted from', from: opts.mountFrom ?? '' });
+      else opts.onProgress?.({ id, status: 'Pushed' });
+    }
+    return result;
+  };
+
+  const concurrency = Math.max(1, opts.concurrency ?? 3);
+  let next = 0;
+  let failed: unknown;
+  const worker = async () => {
+    while (failed === undefined && next < layers.length) {
+      const l = layers[next++]!;
+      try {
+        await pushOne(l, true);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, layers.length) }, worker));
+  if (failed !== undefined) throw failed;
+  await pushOne(m.config, false);
+  await client.putManifest(repo, ref, bytes, parsed.mediaType);
+  return { size: bytes.length, mediaType: parsed.mediaType };
+}

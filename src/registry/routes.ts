@@ -1,0 +1,307 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isStowageError } from '../errors.js';
+import { type Digest, isDigest } from '../oci/digest.js';
+import { parseManifestBytes } from '../oci/manifest.js';
+import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { type ImageReference, formatReference, parseReference } from '../oci/reference.js';
+import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
+
+/**
+ * The read-only OCI distribution endpoint an agent serves to its peers (and to skopeo, crane, docker):
+ *
+ *   GET/HEAD /v2/                          API version check
+ *   GET/HEAD /v2/<name>/manifests/<ref>    by tag or digest
+ *   GET/HEAD /v2/<name>/blobs/<digest>     with Range (206 / 416), Accept-Ranges: bytes
+ *   GET      /v2/_catalog                  ?n=&last= with Link pagination
+ *   GET      /v2/<name>/tags/list          ?n=&last= with Link pagination
+ *   POST/PUT/PATCH/DELETE anything         405 UNSUPPORTED
+ *
+ * Name rule. Local tags are fully normalised references ("docker.io/library/alpine:3",
+ * "127.0.0.1:5000/x:1", "ghcr.io/org/app:2"); a request names a repository without a registry host. A tag
+ * `<name>:<tag>` is resolved by trying, in order:
+ *   1. the reference `<name>:<tag>` normalised as Docker does: "alpine" and "library/alpine" mean
+ *      docker.io/library/alpine, "ghcr.io/org/app" means that registry's repository;
+ *   2. any local tag `<tag>` whose repository path equals `<name>` on any registry, e.g. "x" finds
+ *      "127.0.0.1:5000/x:1" (the agent's own host or any other); among several, the latest-updated wins.
+ * The catalog lists each repository under the name that resolves back to it (rule 1 when the registry
+ * host can be written in a name, else the bare path). Manifests and blobs by digest are content-addressed
+ * and served whatever the name.
+ */
+
+export interface RegistryRoutesOptions {
+  store: ContentStoreApi;
+  images: ImageIndexApi;
+}
+
+type DistributionCode = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_INVALID' | 'NAME_UNKNOWN' | 'DIGEST_INVALID' | 'TAG_INVALID' | 'UNSUPPORTED' | 'RANGE_INVALID' | 'PAGINATION_NUMBER_INVALID' | 'UNKNOWN';
+
+const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$/;
+const TAG_RE = /^[\w][\w.-]{0,127}$/;
+const MAX_PAGE = 10_000;
+
+function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {
+  const err: Record<string, unknown> = { code, message };
+  if (detail !== undefined) err['detail'] = detail;
+  return reply.code(status).type('application/json; charset=utf-8').send({ errors: [err] });
+}
+
+/** Splits the wildcard part of /v2/<rest> into what it addresses. */
+type Target =
+  | { kind: 'catalog' }
+  | { kind: 'manifest'; name: string; ref: string }
+  | { kind: 'blob'; name: string; ref: string }
+  | { kind: 'tags'; name: string }
+  | { kind: 'unknown' };
+
+function parseTarget(rest: string): Target {
+  if (rest === '_catalog') return { kind: 'catalog' };
+  const tags = /^(.+)\/tags\/list$/.exec(rest);
+  if (tags) return { kind: 'tags', name: tags[1] as string };
+  const m = /^(.+)\/(manifests|blobs)\/([^/]+)$/.exec(rest);
+  if (m) return { kind: m[2] === 'manifests' ? 'manifest' : 'blob', name: m[1] as string, ref: m[3] as string };
+  return { kind: 'unknown' };
+}
+
+function validName(name: string): boolean {
+  return name.length <= 255 && REPO_RE.test(name);
+}
+
+/** The normalised reference `<name>` (rule 1), or undefined when the name does not parse. */
+function normalisedRepo(name: string): ImageReference | undefined {
+  try {
+    const ref = parseReference(name);
+    return ref.tag === undefined && ref.digest === undefined ? ref : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function parsedTag(t: TagRecord): ImageReference | undefined {
+  try {
+    return parseReference(t.reference);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The name under which a peer can ask for this repository (see the name rule above). */
+function publicName(ref: ImageReference): string {
+  if (ref.domain === 'docker.io') return ref.path;
+  const full = `${ref.domain}/${ref.path}`;
+  const back = REPO_RE.test(full) ? normalisedRepo(full) : undefined;
+  return back && back.domain === ref.domain && back.path === ref.path ? full : ref.path;
+}
+
+function matchesName(ref: ImageReference, name: string, normalised: ImageReference | undefined): boolean {
+  if (normalised && ref.domain === normalised.domain && ref.path === normalised.path) return true;
+  return ref.path === name;
+}
+
+/** Resolves `<name>:<tag>` to a local digest by the name rule. */
+export function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Digest | undefined {
+  const normalised = normalisedRepo(name);
+  if (normalised) {
+    const exact = images.resolveTag(formatReference({ ...normalised, tag }));
+    if (exact) return exact;
+  }
+  let best: TagRecord | undefined;
+  for (const t of images.listTags()) {
+    const ref = parsedTag(t);
+    if (!ref || ref.tag !== tag || ref.digest !== undefined || ref.path !== name) continue;
+    if (!best || t.updatedAt > best.updatedAt) best = t;
+  }
+  return best?.target;
+}
+
+/** Every tag name of `<name>` by the name rule, sorted. */
+export function tagsForName(images: ImageIndexApi, name: string): string[] {
+  const normalised = normalisedRepo(name);
+  const out = new Set<string>();
+  for (const t of images.listTags()) {
+    const ref = parsedTag(t);
+    if (ref?.tag !== undefined && ref.digest === undefined && matchesName(ref, name, normalised)) out.add(ref.tag);
+  }
+  return [...out].sort();
+}
+
+/** `n` and `last` of a paginated list; undefined n means everything. */
+function paginate(all: string[], query: Record<string, unknown>): { page: string[]; more: boolean; n: number | undefined } | 'invalid' {
+  const rawN = query['n'];
+  let n: number | undefined;
+  if (rawN !== undefined && rawN !== '') {
+    if (typeof rawN !== 'string' || !/^\d+$/.test(rawN)) return 'invalid';
+    n = Math.min(Number(rawN), MAX_PAGE);
+  }
+  const last = typeof query['last'] === 'string' ? query['last'] : undefined;
+  const after = last === undefined ? all : all.filter((x) => x > last);
+  if (n === undefined) return { page: after, more: false, n };
+  return { page: after.slice(0, n), more: after.length > n, n };
+}
+
+function linkFor(path: string, n: number, last: string): string {
+  return `<${path}?n=${n}&last=${encodeURIComponent(last)}>; rel="next"`;
+}
+
+/** Parses a single `bytes=` range against a size; undefined = serve the whole blob, 'unsatisfiable' = 416. */
+function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+  if (!header) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m) return undefined; // malformed or multi-range: ignored, as RFC 9110 allows
+  const [, a = '', b = ''] = m;
+  if (a === '' && b === '') return undefined;
+  if (a === '') {
+    // suffix range: the last N bytes
+    const n = Number(b);
+    if (n === 0) return 'unsatisfiable';
+    return { start: Math.max(0, size - n), end: size - 1 };
+  }
+  const start = Number(a);
+  const end = b === '' ? size - 1 : Math.min(Number(b), size - 1);
+  if (!Number.isSafeInteger(start) || start >= size || (b !== '' && Number(b) < start)) return 'unsatisfiable';
+  return { start, end };
+}
+
+export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): Promise<void> {
+  const { store, images } = opts;
+
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('docker-distribution-api-version', 'registry/2.0');
+    return payload;
+  });
+
+  app.setErrorHandler((err, _req, reply) => {
+    if (isStowageError(err, 'BLOB_NOT_FOUND')) return sendError(reply, 404, 'BLOB_UNKNOWN', err.message);
+    if (isStowageError(err, 'INVALID_DIGEST')) return sendError(reply, 400, 'DIGEST_INVALID', err.message);
+    const status = (err as { statusCode?: number }).statusCode;
+    if (status !== undefined && status >= 400 && status < 500) return sendError(reply, status, 'UNKNOWN', (err as Error).message);
+    reply.log.error({ err }, 'registry route failed');
+    return sendError(reply, 500, 'UNKNOWN', 'internal error');
+  });
+
+  const versionCheck = async (_req: FastifyRequest, reply: FastifyReply) => reply.code(200).type('application/json; charset=utf-8').send({});
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', exposeHeadRoute: false, handler: versionCheck });
+  app.route({ method: ['GET', 'HEAD'], url: '/v2', exposeHeadRoute: false, handler: versionCheck });
+
+  // Writes are refused before any body is read.
+  const refuse = async (req: FastifyRequest, reply: FastifyReply) => {
+    await sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported: this registry endpoint is read-only`);
+    return reply;
+  };
+  for (const url of ['/v2/', '/v2/*']) {
+    app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, onRequest: refuse, handler: refuse });
+  }
+
+  app.route({
+    method: ['GET', 'HEAD'],
+    url: '/v2/*',
+    exposeHeadRoute: false,
+    handler: async (req, reply) => {
+      const rest = (req.params as { '*': string })['*'];
+      const target = parseTarget(rest);
+      const head = req.method === 'HEAD';
+      switch (target.kind) {
+        case 'catalog':
+          return catalog(req, reply);
+        case 'tags':
+          return tagsList(req, reply, target.name);
+        case 'manifest':
+          return manifest(reply, target.name, target.ref, head);
+        case 'blob':
+          return blob(req, reply, target.name, target.ref, head);
+        default:
+          return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: /v2/${rest.slice(0, 200)}`);
+      }
+    },
+  });
+
+  async function catalog(req: FastifyRequest, reply: FastifyReply) {
+    const names = new Set<string>();
+    for (const t of images.listTags()) {
+      const ref = parsedTag(t);
+      if (ref) names.add(publicName(ref));
+    }
+    const all = [...names].sort();
+    const p = paginate(all, req.query as Record<string, unknown>);
+    if (p === 'invalid') return sendError(reply, 400, 'PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer');
+    if (p.more && p.n !== undefined) reply.header('link', linkFor('/v2/_catalog', p.n, p.page[p.page.length - 1] ?? ''));
+    return reply.type('application/json; charset=utf-8').send({ repositories: p.page });
+  }
+
+  async function tagsList(req: FastifyRequest, reply: FastifyReply, name: string) {
+    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    const all = tagsForName(images, name);
+    if (all.length === 0) return sendError(reply, 404, 'NAME_UNKNOWN', `repository name not known to registry: ${name}`, { name });
+    const p = paginate(all, req.query as Record<string, unknown>);
+    if (p === 'invalid') return sendError(reply, 400, 'PAGINATION_NUMBER_INVALID', 'n must be a non-negative integer');
+    if (p.more && p.n !== undefined) reply.header('link', linkFor(`/v2/${name}/tags/list`, p.n, p.page[p.page.length - 1] ?? ''));
+    return reply.type('application/json; charset=utf-8').send({ name, tags: p.page });
+  }
+
+  async function manifest(reply: FastifyReply, name: string, ref: string, head: boolean) {
+    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    let digest: Digest | undefined;
+    if (ref.includes(':')) {
+      if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
+      digest = ref;
+    } else {
+      if (!TAG_RE.test(ref)) return sendError(reply, 400, 'TAG_INVALID', `invalid tag "${ref.slice(0, 100)}"`);
+      digest = resolveNameTag(images, name, ref);
+      if (!digest) return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}:${ref}`, { name, tag: ref });
+    }
+    const mediaType = images.getImage(digest)?.manifestMediaType ?? images.getIndex(digest)?.mediaType;
+    let bytes: Buffer;
+    try {
+      bytes = await store.readBytes(digest, MAX_MANIFEST_BYTES);
+    } catch (err) {
+      if (isStowageError(err, 'BLOB_NOT_FOUND') || isStowageError(err, 'TOO_LARGE')) {
+        return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}@${digest}`, { name, digest });
+      }
+      throw err;
+    }
+    let type = mediaType;
+    if (type === undefined) {
+      // A stored manifest with no record of its own (e.g. a child of a partly held index).
+      try {
+        type = parseManifestBytes(bytes).mediaType;
+      } catch {
+        return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}@${digest}`, { name, digest });
+      }
+    }
+    reply
+      .code(200)
+      .header('content-type', type)
+      .header('docker-content-digest', digest)
+      .header('etag', `"${digest}"`)
+      .header('content-length', String(bytes.length));
+    return head ? reply.send() : reply.send(bytes);
+  }
+
+  async function blob(req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean) {
+    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
+    const info = await store.stat(ref);
+    if (!info) return sendError(reply, 404, 'BLOB_UNKNOWN', `blob unknown to registry: ${ref}`, { digest: ref });
+    const range = parseRange(req.headers.range, info.size);
+    reply
+      .header('content-type', 'application/octet-stream')
+      .header('docker-content-digest', ref)
+      .header('etag', `"${ref}"`)
+      .header('accept-ranges', 'bytes')
+      .header('cache-control', 'max-age=31536000');
+    if (range === 'unsatisfiable') {
+      reply.header('content-range', `bytes */${info.size}`);
+      return sendError(reply, 416, 'RANGE_INVALID', `range ${req.headers.range ?? ''} not satisfiable for ${info.size} bytes`);
+    }
+    if (range) {
+      reply
+        .code(206)
+        .header('content-range', `bytes ${range.start}-${range.end}/${info.size}`)
+        .header('content-length', String(range.end - range.start + 1));
+      if (head) return reply.send();
+      return reply.send(await store.createReadStream(ref, { start: range.start, end: range.end }));
+    }
+    reply.code(200).header('content-length', String(info.size));
+    if (head) return reply.send();
+    return reply.send(await store.createReadStream(ref));
+  }
+}
