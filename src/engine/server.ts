@@ -80,9 +80,11 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
           .code(400)
           .header('content-type', 'application/json')
           .send(
-            JSON.stringify({
-              message: `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
-            }),
+            Buffer.from(
+              JSON.stringify({
+                message: `client version ${v} is too old. Minimum supported API version is ${MIN_API_VERSION}, please upgrade your client to a newer version`,
+              }),
+            ),
           );
       }
     }

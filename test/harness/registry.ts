@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
+import { type TokenServer, startTokenServer } from './token-server.js';
 
 /**
  * A real distribution registry (Debian's /usr/bin/docker-registry, v2.8) on a free loopback port with
@@ -11,6 +12,7 @@ import bcrypt from 'bcryptjs';
  *
  *   const reg = await startRegistry();                                  // anonymous
  *   const reg = await startRegistry({ htpasswd: { user: 'u', password: 'p' } }); // basic auth
+ *   const reg = await startRegistry({ tokenAuth: { user: 'u', password: 'p' } }); // bearer tokens (reg.tokenServer)
  *   reg.host   // "127.0.0.1:41234" (use with --dest-tls-verify=false)
  *   reg.url    // "http://127.0.0.1:41234"
  *   reg.storageDir // the registry's filesystem root (docker/registry/v2/…), for tests of a misbehaving peer
@@ -24,11 +26,15 @@ export interface TestRegistry {
   url: string;
   /** storage.filesystem.rootdirectory. */
   storageDir: string;
+  /** With `tokenAuth`: the token server the registry sends clients to. */
+  tokenServer?: TokenServer;
   stop(): Promise<void>;
 }
 
 export interface StartRegistryOptions {
   htpasswd?: { user: string; password: string };
+  /** Bearer-token auth through a local token server (see token-server.ts) that knows this one user. */
+  tokenAuth?: { user: string; password: string };
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago. */
@@ -55,6 +61,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
     const line = `${opts.htpasswd.user}:${bcrypt.hashSync(opts.htpasswd.password, 5)}\n`;
     await writeFile(join(dir, 'htpasswd'), line);
     auth = `auth:\n  htpasswd:\n    realm: stowage-test\n    path: ${join(dir, 'htpasswd')}\n`;
+  }
+  let tokenServer: TokenServer | undefined;
+  if (opts.tokenAuth) {
+    tokenServer = await startTokenServer(dir, opts.tokenAuth);
+    auth =
+      `auth:\n  token:\n    realm: ${tokenServer.realm}\n    service: ${tokenServer.service}\n` +
+      `    issuer: ${tokenServer.issuer}\n    rootcertbundle: ${tokenServer.certPath}\n`;
   }
   // A port can be taken between freePort() and the registry's bind: try a few.
   let lastError: unknown;
@@ -86,12 +99,15 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
       host,
       url: `http://${host}`,
       storageDir,
+      ...(tokenServer ? { tokenServer } : {}),
       async stop() {
         await stopChild(child);
+        await tokenServer?.stop();
         await rm(dir, { recursive: true, force: true });
       },
     };
   }
+  await tokenServer?.stop();
   await rm(dir, { recursive: true, force: true });
   throw lastError;
 }

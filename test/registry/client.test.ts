@@ -299,6 +299,35 @@ describe('basic auth (htpasswd)', () => {
   });
 });
 
+describe('bearer token auth (token server + docker-registry)', () => {
+  it('fetches a token per scope, caches it, and says UNAUTHORIZED for wrong or missing credentials', async () => {
+    const secured = await startRegistry({ tokenAuth: { user: 'bob', password: 'pw' } });
+    try {
+      await skopeo(['copy', '--dest-creds', 'bob:pw', `oci:${layoutDir}:x`, `docker://${secured.host}/test/tok:1`]);
+      const tokens = secured.tokenServer!;
+      tokens.requests.length = 0;
+      const client = new RegistryClient({ host: secured.host, credentials: { username: 'bob', password: 'pw' } });
+      const { store, images } = await freshStore();
+      const res = await pullImage(client, `${secured.host}/test/tok:1`, { store, images });
+      expect(res.manifestDigest).toBe(img.manifestDigest);
+      // One token for the whole pull: cached by scope.
+      expect(tokens.requests).toEqual([{ scopes: ['repository:test/tok:pull'], user: 'bob' }]);
+
+      await pushImage(client, { store, images }, img.manifestDigest, 'test/tok2', '1', { mountFrom: 'test/tok' });
+      expect(JSON.parse(await skopeo(['inspect', '--creds', 'bob:pw', `docker://${secured.host}/test/tok2:1`])).Digest).toBe(img.manifestDigest);
+      expect(await collect(client.catalog())).toEqual(['test/tok', 'test/tok2']);
+
+      const wrong = new RegistryClient({ host: secured.host, credentials: { username: 'bob', password: 'nope' } });
+      expect(await rejection(wrong.getManifest('test/tok', '1'))).toMatchObject({ code: 'UNAUTHORIZED' });
+      // Anonymous: the token server hands out a token without access; the registry still says no.
+      const anonymous = new RegistryClient({ host: secured.host });
+      expect(await rejection(anonymous.getManifest('test/tok', '1'))).toMatchObject({ code: 'UNAUTHORIZED' });
+    } finally {
+      await secured.stop();
+    }
+  });
+});
+
 describe('auth helpers', () => {
   it('parses WWW-Authenticate challenges with quoted commas and several schemes', () => {
     expect(

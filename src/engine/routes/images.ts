@@ -145,9 +145,9 @@ async function sendArchive(ctx: EngineContext, reply: FastifyReply, names: strin
 // POST /images/load
 
 async function loadImages(ctx: EngineContext, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  // dockerd answers 200 and reports every failure in the stream; like it, nothing is sent before the
+  // archive was read (Go clients stop sending the body once an answer arrives).
   const out = openJsonStream(reply);
-  // dockerd answers 200 at once and reports every failure in the stream.
-  out.begin();
   try {
     const before = new Map(ctx.images.listTags().map((t) => [t.reference, t.target]));
     const result = await importArchive(request.raw, { store: ctx.store, images: ctx.images });
@@ -172,6 +172,7 @@ async function loadImages(ctx: EngineContext, request: FastifyRequest, reply: Fa
   } catch (err) {
     // Drain what the client still sends so it sees the answer rather than a reset.
     request.raw.resume();
+    out.begin();
     out.error(err);
   }
   return reply;
