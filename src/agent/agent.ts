@@ -1,7 +1,7 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import Fastify, { type FastifyInstance } from 'fastify';
-import { buildEngineApp } from '../engine/server.js';
+import Fastify from 'fastify';
+import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
 import { registryRoutes } from '../registry/routes.js';
 import { openStore } from '../store/index.js';
@@ -27,40 +27,31 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   await mkdir(workDir, { recursive: true });
   const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION };
 
-  const apps: FastifyInstance[] = [];
+  const closers: Array<() => Promise<unknown>> = [];
+  const closeAll = async (): Promise<void> => {
+    await Promise.allSettled(closers.map((close) => close()));
+    images.close();
+  };
   try {
     const peer = Fastify({ logger: false });
-    apps.push(peer);
+    closers.push(() => peer.close());
     await peer.register(registryRoutes, { store, images });
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
 
-    // A Fastify instance listens once, so the socket and the TCP listener each get their own app over one context.
     const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
-    await rm(engineSocket, { force: true });
-    const socketApp = await buildEngineApp(ctx);
-    apps.push(socketApp);
-    await socketApp.listen({ path: engineSocket });
-
-    let engineTcp: string | undefined;
-    if (config.engine.tcp) {
-      const tcpApp = await buildEngineApp(ctx);
-      apps.push(tcpApp);
-      const address = await tcpApp.listen({ host: config.engine.tcp.host, port: config.engine.tcp.port });
-      engineTcp = address.replace(/^http:/, 'tcp:');
-    }
+    const engineApp = await buildEngineApp(ctx);
+    const engine = await listenEngine(engineApp, { socketPath: engineSocket, tcp: config.engine.tcp });
+    closers.push(() => engine.close());
+    const engineTcp = engine.addresses.find((a) => a.startsWith('tcp://'));
 
     return {
       peerUrl: peerAddress,
       engineSocket,
       engineTcp,
-      async close() {
-        await Promise.allSettled(apps.map((app) => app.close()));
-        images.close();
-      },
+      close: closeAll,
     };
   } catch (err) {
-    await Promise.allSettled(apps.map((app) => app.close()));
-    images.close();
+    await closeAll();
     throw err;
   }
 }

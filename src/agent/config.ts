@@ -2,6 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { StowageError } from '../errors.js';
 
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
 const listenSchema = z.object({
@@ -20,7 +24,13 @@ export const agentConfigSchema = z
     engine: z
       .object({
         socketPath: z.string().optional(),
-        tcp: listenSchema.optional(),
+        // The Docker Engine API can write to the store and has no authentication of its own yet, so
+        // its TCP listener may only face this machine: no open door.
+        tcp: listenSchema
+          .refine((l) => isLoopbackHost(l.host), {
+            message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
+          })
+          .optional(),
       })
       .default({}),
     registries: z
