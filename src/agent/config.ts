@@ -1,10 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { StowageError } from '../errors.js';
-
-function isLoopbackHost(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
+import { isLoopbackHost } from '../registry/client.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
