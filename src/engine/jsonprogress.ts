@@ -57,18 +57,7 @@ export function progressMessage(status: string, id: string, current: number, tot
   return { status, progressDetail: detail, progress: progressBar(current, total, start), id };
 }
 
-/**
- * Throttles per-layer progress: Docker sends at most one update per layer every ~100 ms (and the
- * final one always).
- */
-export class ProgressThrottle {
-  private readonly last = new Map<string, number>();
-  constructor(private readonly intervalMs = 100) {}
-  shouldSend(id: string, done: boolean): boolean {
-    const now = Date.now();
-    const prev = this.last.get(id) ?? 0;
-    if (!done && now - prev < this.intervalMs) return false;
-    this.last.set(id, now);
-    return true;
-  }
+/** A Docker status message for one layer, without progress ("Pulling fs layer", "Pushed", …). */
+export function statusMessage(status: string, id: string): Record<string, unknown> {
+  return { status, progressDetail: {}, id };
 }

@@ -33,33 +33,70 @@ export function boolParamOr(q: Query, key: string, dflt: boolean): boolean {
   return boolParam(q, key);
 }
 
+/**
+ * Longest value of one query parameter (filters, buildargs, labels, cachefrom, …): JSON documents from the
+ * outside are bounded before anything parses them. The engine's HTTP servers accept request heads large
+ * enough for such a value to reach the app (see server.ts), which answers 400 with this message.
+ */
+export const MAX_QUERY_PARAM_BYTES = 64 * 1024;
+
+function paramTooLarge(key: string, bytes: number): StowageError {
+  return new StowageError('BAD_REQUEST', `query parameter "${key.slice(0, 64)}" is ${bytes} bytes, larger than ${MAX_QUERY_PARAM_BYTES} bytes`, {
+    details: { parameter: key.slice(0, 64), size: bytes, limit: MAX_QUERY_PARAM_BYTES },
+  });
+}
+
+/** Refuses any query parameter value (or name) longer than MAX_QUERY_PARAM_BYTES. */
+export function checkQueryBounds(q: Query): void {
+  for (const [key, value] of Object.entries(q)) {
+    if (Buffer.byteLength(key) > MAX_QUERY_PARAM_BYTES) throw paramTooLarge(key, Buffer.byteLength(key));
+    for (const v of Array.isArray(value) ? value : [value]) {
+      if (typeof v !== 'string') continue;
+      const n = Buffer.byteLength(v);
+      if (n > MAX_QUERY_PARAM_BYTES) throw paramTooLarge(key, n);
+    }
+  }
+}
+
 /** Docker's filters.Args: key -> set of values. */
 export type Filters = Map<string, string[]>;
 
+/** dockerd's invalidFilter error ("invalid filter", "invalid filter 'key'", "invalid filter 'key=value'"). */
+function invalidFilter(key?: string): StowageError {
+  return new StowageError('BAD_REQUEST', key === undefined ? 'invalid filter' : `invalid filter '${key}'`);
+}
+
 /**
- * Parses the `filters` parameter: `{"key":{"value":true}}` (current) or `{"key":["value"]}` (legacy).
- * Unknown keys are refused with Docker's message.
+ * Parses the `filters` parameter as dockerd's filters.FromJSON: `{"key":{"value":true}}` (current) or
+ * `{"key":["value"]}` (legacy); anything else is "invalid filter". Unknown keys are "invalid filter '<key>'".
  */
 export function parseFilters(raw: string | undefined, accepted: readonly string[]): Filters {
   const out: Filters = new Map();
   if (raw === undefined || raw === '') return out;
+  if (Buffer.byteLength(raw) > MAX_QUERY_PARAM_BYTES) throw paramTooLarge('filters', Buffer.byteLength(raw));
   let doc: unknown;
   try {
     doc = JSON.parse(raw);
-  } catch (err) {
-    throw new StowageError('BAD_REQUEST', `invalid filter: ${(err as Error).message}`);
+  } catch {
+    throw invalidFilter();
   }
   if (doc === null) return out;
-  if (typeof doc !== 'object' || Array.isArray(doc)) throw new StowageError('BAD_REQUEST', 'invalid filter: expected a JSON object');
-  for (const [key, value] of Object.entries(doc as Record<string, unknown>)) {
-    let values: string[];
-    if (Array.isArray(value)) values = value.map((v) => String(v));
-    else if (value && typeof value === 'object') {
-      values = Object.entries(value as Record<string, unknown>)
-        .filter(([, on]) => on === true)
-        .map(([k]) => k);
-    } else throw new StowageError('BAD_REQUEST', `invalid filter '${key}'`);
-    if (!accepted.includes(key)) throw new StowageError('BAD_REQUEST', `invalid filter '${key}'`);
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw invalidFilter();
+  const entries = Object.entries(doc as Record<string, unknown>);
+  for (const [, value] of entries) {
+    if (Array.isArray(value)) {
+      if (!value.every((v) => typeof v === 'string')) throw invalidFilter();
+    } else if (value === null || typeof value !== 'object' || !Object.values(value).every((on) => typeof on === 'boolean')) {
+      throw invalidFilter();
+    }
+  }
+  for (const [key, value] of entries) {
+    const values = Array.isArray(value)
+      ? (value as string[])
+      : Object.entries(value as Record<string, boolean>)
+          .filter(([, on]) => on)
+          .map(([k]) => k);
+    if (!accepted.includes(key)) throw invalidFilter(key);
     out.set(key, values);
   }
   return out;

@@ -1,6 +1,7 @@
 import { StowageError } from '../errors.js';
+import type { Credentials } from '../registry/auth.js';
+import { RegistryClient, type RegistryErrorDetails, isLoopbackHost } from '../registry/client.js';
 import type { EngineContext } from './context.js';
-import { EngineRegistry } from './remote.js';
 
 /** What a client sends in X-Registry-Auth (Docker's AuthConfig). */
 export interface RegistryAuth {
@@ -10,16 +11,6 @@ export interface RegistryAuth {
   serveraddress?: string | undefined;
   identitytoken?: string | undefined;
   registrytoken?: string | undefined;
-}
-
-/** Credentials to use against one registry. */
-export interface ResolvedCredentials {
-  username?: string | undefined;
-  password?: string | undefined;
-  /** OAuth2 refresh token (Docker's identitytoken). */
-  identityToken?: string | undefined;
-  /** A bearer token to send as is (Docker's registrytoken). */
-  registryToken?: string | undefined;
 }
 
 const MAX_HEADER = 64 * 1024;
@@ -90,11 +81,11 @@ export function registryHostOf(address: string): string {
  * The credentials for `host`: the request's X-Registry-Auth when it carries any, otherwise the agent's
  * configured credentials for that registry.
  */
-export function credentialsFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): ResolvedCredentials | undefined {
+export function credentialsFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): Credentials | undefined {
   if (fromHeader && (fromHeader.username || fromHeader.identitytoken || fromHeader.registrytoken)) {
     return {
-      username: fromHeader.username,
-      password: fromHeader.password,
+      username: fromHeader.username ?? '',
+      password: fromHeader.password ?? '',
       identityToken: fromHeader.identitytoken,
       registryToken: fromHeader.registrytoken,
     };
@@ -109,26 +100,15 @@ export function credentialsFor(ctx: EngineContext, host: string, fromHeader: Reg
   return undefined;
 }
 
-/** Loopback hosts are always spoken to over plain HTTP. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h) || h.endsWith('.localhost');
-}
-
 /** Plain HTTP for loopback and for hosts listed in insecureRegistries (host[:port] or host alone). */
 export function isInsecureRegistry(ctx: EngineContext, host: string): boolean {
-  if (isLoopbackHost(host)) return true;
+  if (isLoopbackHost(host.toLowerCase())) return true;
   const h = host.toLowerCase();
   const bare = h.replace(/:\d+$/, '');
   return ctx.registries.insecureRegistries.some((entry) => {
     const e = registryHostOf(entry);
     return e === h || e === bare;
   });
-}
-
-/** The registry host requests for `domain` go to (Docker Hub's API lives elsewhere than its name). */
-export function registryEndpointHost(domain: string): string {
-  return domain === 'docker.io' ? 'registry-1.docker.io' : domain;
 }
 
 /**
@@ -158,10 +138,18 @@ export function registryConfigAuth(header: string | string[] | undefined, host: 
   return undefined;
 }
 
+/** A registry's refusal as dockerd words it (errcode.Error): "manifest unknown: manifest unknown". */
+export function registryErrorText(d: RegistryErrorDetails): string {
+  const code = d.registryCode ?? (d.status === 401 ? 'UNAUTHORIZED' : d.status === 403 ? 'DENIED' : `status ${d.status}`);
+  const codeText = code.toLowerCase().replace(/_/g, ' ');
+  return d.registryMessage ? `${codeText}: ${d.registryMessage}` : codeText;
+}
+
 /**
  * A registry client for `host` (host[:port], "docker.io" for Docker Hub) with the request's
  * credentials merged over the agent's, plain HTTP for loopback and insecure registries.
  */
-export function registryClientFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): EngineRegistry {
-  return new EngineRegistry(host, isInsecureRegistry(ctx, host), credentialsFor(ctx, host, fromHeader));
+export function registryClientFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): RegistryClient {
+  const credentials = credentialsFor(ctx, host, fromHeader);
+  return new RegistryClient({ host, insecure: isInsecureRegistry(ctx, host), ...(credentials ? { credentials } : {}) });
 }

@@ -1,7 +1,7 @@
 import { StowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
-import { type ImageReference, formatReference, isImageIdLike, parseReference, repository, withDefaultTag } from '../oci/reference.js';
+import { type ImageReference, familiarString, formatReference, isImageIdLike, parseReference, repository, withDefaultTag } from '../oci/reference.js';
 import type { ImageIndexApi, ImageRecord, IndexRecord } from '../store/types.js';
 
 /**
@@ -129,8 +129,21 @@ export interface ResolvedImage {
   inventory: Inventory;
 }
 
+/**
+ * dockerd's ErrImageDoesNotExist: "No such image: <ref>", the reference shown familiar and with ":latest" when
+ * it has neither tag nor digest ("nosuch" -> "nosuch:latest"); a bare 64-hex ID as "sha256:<hex>".
+ */
 export function noSuchImage(name: string): StowageError {
-  return new StowageError('IMAGE_NOT_FOUND', `No such image: ${name}`, { details: { name } });
+  let shown = name;
+  if (/^[a-f0-9]{64}$/.test(name)) shown = `sha256:${name}`;
+  else {
+    try {
+      shown = familiarString(withDefaultTag(parseReference(name)));
+    } catch {
+      /* not a reference: shown as given */
+    }
+  }
+  return new StowageError('IMAGE_NOT_FOUND', `No such image: ${shown}`, { details: { name } });
 }
 
 const FULL_ID_RE = /^(?:sha256:)?([a-f0-9]{64})$/;

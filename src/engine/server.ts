@@ -1,30 +1,43 @@
 import { chmod, lstat, rm } from 'node:fs/promises';
 import { type Server, createServer } from 'node:http';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { isStowageError } from '../errors.js';
 import type { EngineContext } from './context.js';
 import { register as registerCreate } from './routes/create.js';
 import { register as registerImages } from './routes/images.js';
 import { API_VERSION, MIN_API_VERSION, register as registerSystem } from './routes/system.js';
+import { registerAuthRoutes } from './routes/auth.js';
 import { registerBuildRoutes } from './routes/build.js';
 import { registerPullRoutes } from './routes/pull.js';
 import { registerPushRoutes } from './routes/push.js';
 import { registerSearchRoutes } from './routes/search.js';
+import { checkQueryBounds, MAX_QUERY_PARAM_BYTES } from './params.js';
 import { errorMessageOf } from './stream.js';
 
 /** The Docker Engine API version served, and the oldest one accepted. */
 export { API_VERSION, MIN_API_VERSION };
 
-const VERSION_PREFIX_RE = /^\/v(\d+)\.(\d+)(?=\/|$|\?)/;
+/** dockerd's route prefix `/v{version:[0-9.]+}`. */
+const VERSION_PREFIX_RE = /^\/v([0-9.]+)(?=\/|$|\?)/;
 
-function compareVersions(a: [number, number], b: [number, number]): number {
-  return a[0] !== b[0] ? a[0] - b[0] : a[1] - b[1];
+/** Docker's versions.compare: dot-separated numbers compared in turn, a missing or non-numeric part is 0. */
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.');
+  const pb = b.split('.');
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = Number.parseInt(pa[i] ?? '0', 10) || 0;
+    const y = Number.parseInt(pb[i] ?? '0', 10) || 0;
+    if (x !== y) return x < y ? -1 : 1;
+  }
+  return 0;
 }
 
-function parseVersion(v: string): [number, number] {
-  const [maj, min] = v.split('.').map(Number);
-  return [maj ?? 0, min ?? 0];
-}
+/**
+ * Largest request head (request line and headers) the engine's servers accept: room for a query parameter
+ * of MAX_QUERY_PARAM_BYTES (which the app refuses with a 400 of its own) plus X-Registry-Auth and friends.
+ * Node's default (16 KiB) would cut a long filters or buildargs off with a bare 431.
+ */
+export const MAX_REQUEST_HEAD_BYTES = 4 * MAX_QUERY_PARAM_BYTES;
 
 declare module 'node:http' {
   interface IncomingMessage {
@@ -53,11 +66,21 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
     logger: false,
     // Image names carry ':' and '/', digests '@': keep paths as sent.
     routerOptions: { ignoreDuplicateSlashes: false, maxParamLength: 2048 },
+    // Errors the router raises before any hook (a malformed percent-escape, a bad Content-Type header)
+    // answer in Docker's shape too, not fastify's {error, code, message, statusCode}.
+    frameworkErrors(err, _request, rawReply) {
+      const s = (err as FastifyError).statusCode;
+      const reply = rawReply as unknown as FastifyReply;
+      void reply
+        .code(typeof s === 'number' && s >= 400 && s < 600 ? s : 400)
+        .header('content-type', 'application/json')
+        .send(Buffer.from(JSON.stringify({ message: errorMessageOf(err) })));
+    },
     rewriteUrl(req) {
       const url = req.url ?? '/';
       const m = VERSION_PREFIX_RE.exec(url);
       if (!m) return url;
-      req.stowageApiVersion = `${m[1]}.${m[2]}`;
+      req.stowageApiVersion = m[1];
       const rest = url.slice(m[0].length);
       return rest === '' || rest.startsWith('?') ? `/${rest}` : rest;
     },
@@ -68,14 +91,13 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
     for (const [k, v] of Object.entries(headers)) reply.raw.setHeader(k, v);
     const v = request.raw.stowageApiVersion;
     if (v !== undefined) {
-      const have = parseVersion(v);
-      if (compareVersions(have, parseVersion(API_VERSION)) > 0) {
+      if (compareVersions(v, API_VERSION) > 0) {
         return reply
           .code(400)
           .header('content-type', 'application/json')
           .send(Buffer.from(JSON.stringify({ message: `client version ${v} is too new. Maximum supported API version is ${API_VERSION}` })));
       }
-      if (compareVersions(have, parseVersion(MIN_API_VERSION)) < 0) {
+      if (compareVersions(v, MIN_API_VERSION) < 0) {
         return reply
           .code(400)
           .header('content-type', 'application/json')
@@ -89,6 +111,11 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
       }
     }
     return undefined;
+  });
+
+  // Query values are bounded before any handler parses them (a body, if any, is left unread).
+  app.addHook('preValidation', async (request) => {
+    checkQueryBounds((request.query ?? {}) as Record<string, unknown>);
   });
 
   // Bodies stay unread: handlers stream request.raw (docker load/import/build send tars, often without a type).
@@ -118,6 +145,7 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
   registerPullRoutes(app, ctx);
   registerPushRoutes(app, ctx);
   registerSearchRoutes(app, ctx);
+  registerAuthRoutes(app, ctx);
   registerBuildRoutes(app, ctx);
   await app.ready();
   return app;
@@ -164,7 +192,7 @@ export async function listenEngine(app: FastifyInstance, opts: EngineListenOptio
   const servers: Server[] = [];
   const addresses: string[] = [];
   const make = (): Server => {
-    const s = createServer((req, res) => app.routing(req, res));
+    const s = createServer({ maxHeaderSize: MAX_REQUEST_HEAD_BYTES }, (req, res) => app.routing(req, res));
     s.keepAliveTimeout = 65_000;
     servers.push(s);
     return s;

@@ -163,6 +163,15 @@ export function familiarString(ref: ImageReference): string {
   return out;
 }
 
+/**
+ * distribution's WithTag: the repository of `ref` with `tag` (any tag or digest of `ref` dropped). A tag that
+ * is not `[\w][\w.-]{0,127}` is INVALID_REFERENCE "invalid tag format", as Docker words it.
+ */
+export function withTag(ref: ImageReference, tag: string): ImageReference {
+  if (!TAG_RE.test(tag)) throw new StowageError('INVALID_REFERENCE', 'invalid tag format');
+  return { domain: ref.domain, path: ref.path, tag };
+}
+
 /** Docker's TagNameOnly: adds "latest" when the reference has neither tag nor digest. */
 export function withDefaultTag(ref: ImageReference): ImageReference {
   if (ref.tag !== undefined || ref.digest !== undefined) return ref;

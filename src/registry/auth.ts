@@ -13,6 +13,14 @@ export interface Challenge {
 export interface Credentials {
   username: string;
   password: string;
+  /**
+   * An OAuth2 refresh token (Docker's `identitytoken`): exchanged at the bearer realm with a POST
+   * grant_type=refresh_token, falling back to a GET with Basic credentials where the token service
+   * does not speak OAuth (404), as dockerd does.
+   */
+  identityToken?: string | undefined;
+  /** A bearer token sent as is on every request (Docker's `registrytoken`). */
+  registryToken?: string | undefined;
 }
 
 const TOKEN = /[!#$%&'*+\-.^_`|~0-9A-Za-z]+/y;

@@ -1,6 +1,6 @@
 import { Readable, Transform } from 'node:stream';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
-import { type ErrorCode, StowageError } from '../errors.js';
+import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
 import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types.js';
@@ -92,7 +92,25 @@ export function isLoopbackHost(host: string): boolean {
   let name = host;
   if (name.startsWith('[')) name = name.slice(1, name.indexOf(']'));
   else if (name.split(':').length === 2) name = name.split(':')[0] ?? '';
-  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+  return name === 'localhost' || name.endsWith('.localhost') || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
+}
+
+/** What a registry said when it refused a request: the `details` of the StowageErrors this client throws. */
+export interface RegistryErrorDetails {
+  /** The HTTP status of the refusal. */
+  status: number;
+  /** The first `errors[].code` of the body, e.g. MANIFEST_UNKNOWN, NAME_UNKNOWN, DENIED, UNAUTHORIZED. */
+  registryCode: string | undefined;
+  registryMessage: string | undefined;
+}
+
+/** The registry's refusal behind an error this client threw; undefined for other errors (network, digest, …). */
+export function registryErrorDetails(err: unknown): RegistryErrorDetails | undefined {
+  if (!isStowageError(err)) return undefined;
+  const d = err.details;
+  if (typeof d?.['status'] !== 'number') return undefined;
+  const str = (v: unknown) => (typeof v === 'string' ? v : undefined);
+  return { status: d['status'], registryCode: str(d['registryCode']), registryMessage: str(d['registryMessage']) };
 }
 
 /** docker.io's API lives at registry-1.docker.io. */
@@ -521,6 +539,7 @@ export class RegistryClient {
   }
 
   private cachedAuthorization(scopes: string[]): string | undefined {
+    if (this.credentials?.registryToken) return `Bearer ${this.credentials.registryToken}`;
     if (!this.challenge) return undefined;
     if (this.challenge.scheme === 'basic') return this.credentials ? basicAuthorization(this.credentials) : undefined;
     if (this.challenge.scheme === 'bearer') {
@@ -547,10 +566,9 @@ export class RegistryClient {
     if (challenge.params['scope']) for (const s of challenge.params['scope'].split(' ')) if (s) wanted.add(s);
     for (const s of wanted) tokenUrl.searchParams.append('scope', s);
     const headers: Record<string, string> = { 'user-agent': this.userAgent, accept: 'application/json' };
-    if (this.credentials) headers['authorization'] = basicAuthorization(this.credentials);
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(tokenUrl, { method: 'GET', headers, dispatcher: this.dispatcher });
+      res = await this.requestToken(tokenUrl, challenge.params['service'], [...wanted], headers);
     } catch (err) {
       throw new StowageError('REGISTRY_ERROR', `cannot reach the token service of ${this.host} at ${tokenUrl.origin}: ${(err as Error).message}`, { cause: err });
     }
@@ -572,6 +590,29 @@ export class RegistryClient {
     }
     if (!parsed) throw new StowageError('UNAUTHORIZED', `the token service of ${this.host} sent no token`);
     this.tokens.set(scopes, parsed.token, parsed.expiresIn);
+  }
+
+  /**
+   * The token request: with an identity token an OAuth2 POST (grant_type=refresh_token), and where the
+   * token service does not do OAuth (404) — or without one — a GET with Basic credentials.
+   */
+  private async requestToken(tokenUrl: URL, service: string | undefined, scopes: string[], headers: Record<string, string>): Promise<Dispatcher.ResponseData> {
+    const refreshToken = this.credentials?.identityToken;
+    if (refreshToken) {
+      const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, service: service ?? '', client_id: 'stowage' });
+      if (scopes.length > 0) form.set('scope', scopes.join(' '));
+      const url = new URL(tokenUrl.origin + tokenUrl.pathname);
+      const res = await request(url, {
+        method: 'POST',
+        headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+        body: form.toString(),
+        dispatcher: this.dispatcher,
+      });
+      if (res.statusCode !== 404) return res;
+      await discard(res.body);
+    }
+    const basic = this.credentials && (this.credentials.username !== '' || this.credentials.password !== '') ? { authorization: basicAuthorization(this.credentials) } : {};
+    return request(tokenUrl, { method: 'GET', headers: { ...headers, ...basic }, dispatcher: this.dispatcher });
   }
 
   /** Reads the registry's error body and throws the mapped StowageError. */

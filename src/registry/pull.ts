@@ -16,13 +16,14 @@ import { type FetchedManifest, type RegistryClient, registryEndpoint } from './c
  * tag, repo digest) are written only after all blobs are in.
  */
 
-export type PullStatus = 'Pulling fs layer' | 'Downloading' | 'Download complete' | 'Already exists' | 'Pull complete';
+export type PullStatus = 'Pulling fs layer' | 'Waiting' | 'Downloading' | 'Download complete' | 'Already exists' | 'Pull complete';
 
 export interface PullProgressEvent {
   /** Short layer id: the first 12 hex digits of its digest (as Docker shows). */
   id: string;
   status: PullStatus;
   current?: number;
+  /** The layer's size ('Pulling fs layer', 'Downloading'). */
   total?: number;
 }
 
@@ -36,6 +37,10 @@ export interface PullOptions {
   concurrency?: number;
   /** Range-resume attempts per layer after a dropped connection (default 3). */
   retries?: number;
+  /** Called once the top manifest (or index) is fetched and verified, before any blob is. */
+  onManifest?: ((top: FetchedManifest) => void) | undefined;
+  /** Stops the downloads (the ingests stay, for a later pull to resume); the pull rejects with the reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface PullResult {
@@ -48,11 +53,18 @@ export interface PullResult {
   reference?: string;
   /** Every image record written (one, or one per platform with pullAllPlatforms). */
   images: ImageRecord[];
+  /** True when any blob (manifest, index, config or layer) was not in the store before. */
+  downloaded: boolean;
 }
 
 export interface StoreHandles {
   store: ContentStoreApi;
   images: ImageIndexApi;
+}
+
+/** What one pull did, gathered across its platforms. */
+interface PullStats {
+  downloaded: boolean;
 }
 
 const MAX_LAYERS = 1000;
@@ -73,10 +85,12 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   const tag = parsed.tag ?? (parsed.digest === undefined ? 'latest' : undefined);
   const path = client.repoPath(parsed.path);
   const top = await client.getManifest(path, parsed.digest ?? (tag as string));
+  opts.onManifest?.(top);
   const want = opts.platform ?? defaultPlatform();
   const { store, images } = handles;
 
   let indexDigest: Digest | undefined;
+  const stats: PullStats = { downloaded: false };
   const pulled: ImageRecord[] = [];
   let primary: ImageRecord;
 
@@ -100,8 +114,9 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
     for (const child of chosen) {
       if (isIndexMediaType(child.mediaType)) throw new StowageError('UNSUPPORTED', `nested index ${child.digest} in ${path} is not supported`);
       const m = await client.getManifest(path, child.digest);
-      pulled.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts));
+      pulled.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts, stats));
     }
+    if (!(await store.has(top.digest))) stats.downloaded = true;
     primary = pulled.find((r) => r.manifestDigest === preferred?.digest) ?? (pulled[0] as ImageRecord);
     if (!primary) throw new StowageError('PLATFORM_NOT_FOUND', `index ${top.digest} has no image manifests`);
     // The index blob, then its record with which children are present now.
@@ -116,7 +131,7 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
       })),
     });
   } else {
-    primary = await pullPlatformManifest(client, path, top, undefined, handles, opts);
+    primary = await pullPlatformManifest(client, path, top, undefined, handles, opts, stats);
     pulled.push(primary);
   }
 
@@ -134,6 +149,7 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
     configDigest: primary.configDigest,
     platform: primary.platform,
     images: pulled,
+    downloaded: stats.downloaded,
   };
   if (indexDigest !== undefined) result.indexDigest = indexDigest;
   if (reference !== undefined) result.reference = reference;
@@ -159,6 +175,7 @@ async function pullPlatformManifest(
   descriptorPlatform: Platform | undefined,
   handles: StoreHandles,
   opts: PullOptions,
+  stats: PullStats,
 ): Promise<ImageRecord> {
   if (fetched.parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${fetched.digest} is an index where an image manifest was expected`);
   const manifest: ImageManifest = fetched.parsed.manifest;
@@ -167,7 +184,7 @@ async function pullPlatformManifest(
   if (manifest.config.size > MAX_MANIFEST_BYTES) throw new StowageError('TOO_LARGE', `config ${manifest.config.digest} is ${manifest.config.size} bytes`);
 
   // Config first: it tells whether this is an image at all.
-  await fetchBlob(client, path, manifest.config, store, opts, false);
+  await fetchBlob(client, path, manifest.config, store, opts, false, stats);
   const config = parseImageConfig(await store.readBytes(manifest.config.digest, MAX_MANIFEST_BYTES));
   if (config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new StowageError('INVALID_MANIFEST', `manifest ${fetched.digest} has ${manifest.layers.length} layers but its config lists ${config.rootfs.diff_ids.length}`);
@@ -179,19 +196,23 @@ async function pullPlatformManifest(
   for (const layer of manifest.layers) {
     if (seen.has(layer.digest)) continue;
     seen.add(layer.digest);
-    if (await store.has(layer.digest)) opts.onProgress?.({ id: shortId(layer.digest), status: 'Already exists' });
-    else missing.push(layer);
+    if (await store.has(layer.digest)) {
+      opts.onProgress?.({ id: shortId(layer.digest), status: 'Already exists' });
+    } else {
+      missing.push(layer);
+      opts.onProgress?.({ id: shortId(layer.digest), status: 'Pulling fs layer', total: layer.size });
+    }
   }
-  for (const layer of missing) opts.onProgress?.({ id: shortId(layer.digest), status: 'Pulling fs layer' });
-
   const concurrency = Math.max(1, opts.concurrency ?? 3);
+  for (const layer of missing.slice(concurrency)) opts.onProgress?.({ id: shortId(layer.digest), status: 'Waiting' });
+
   let next = 0;
   let failed: unknown;
   const worker = async () => {
     while (failed === undefined && next < missing.length) {
       const layer = missing[next++] as Descriptor;
       try {
-        await fetchBlob(client, path, layer, store, opts, true);
+        await fetchBlob(client, path, layer, store, opts, true, stats);
       } catch (err) {
         failed ??= err;
       }
@@ -201,6 +222,7 @@ async function pullPlatformManifest(
   if (failed !== undefined) throw failed;
 
   // The manifest last: once it is stored and recorded, the image is whole.
+  if (!(await store.has(fetched.digest))) stats.downloaded = true;
   await store.putBytes(fetched.bytes, { digest: fetched.digest, size: fetched.bytes.length });
   const platform = descriptorPlatform
     ? cleanPlatform(descriptorPlatform)
@@ -218,7 +240,15 @@ async function pullPlatformManifest(
 }
 
 /** Fetches one blob into the store unless it is there; shares a download already in flight. */
-async function fetchBlob(client: RegistryClient, path: string, desc: Descriptor, store: ContentStoreApi, opts: PullOptions, report: boolean): Promise<void> {
+async function fetchBlob(
+  client: RegistryClient,
+  path: string,
+  desc: Descriptor,
+  store: ContentStoreApi,
+  opts: PullOptions,
+  report: boolean,
+  stats: PullStats,
+): Promise<void> {
   if (await store.has(desc.digest)) {
     if (report) opts.onProgress?.({ id: shortId(desc.digest), status: 'Pull complete' });
     return;
@@ -231,6 +261,7 @@ async function fetchBlob(client: RegistryClient, path: string, desc: Descriptor,
     if (report) opts.onProgress?.({ id: shortId(desc.digest), status: 'Pull complete' });
     return;
   }
+  stats.downloaded = true;
   const task = downloadBlob(client, path, desc, store, opts, report);
   perStore.set(desc.digest, task);
   try {
@@ -267,6 +298,7 @@ async function downloadBlob(client: RegistryClient, path: string, desc: Descript
         let received = start;
         const counted = async function* (): AsyncIterable<Uint8Array> {
           for await (const chunk of body as AsyncIterable<Buffer>) {
+            opts.signal?.throwIfAborted();
             received += chunk.length;
             if (received > total) {
               throw new StowageError('SIZE_MISMATCH', `registry ${client.host} sent more than the ${total} bytes of ${desc.digest}`, {
@@ -289,6 +321,7 @@ async function downloadBlob(client: RegistryClient, path: string, desc: Descript
       return;
     } catch (err) {
       // A dropped connection (or a short body) is resumed from where the ingest got to.
+      if (opts.signal?.aborted) throw err; // the ingest stays for a later pull to resume
       const resumable = isStowageError(err, 'TRUNCATED') || (isStowageError(err, 'REGISTRY_ERROR') && err.details?.['status'] === undefined);
       if (resumable && attempt < retries) continue;
       if (!resumable) await ingest.abort().catch(() => undefined);

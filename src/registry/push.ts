@@ -12,7 +12,7 @@ import { shortId } from './pull.js';
  * then child manifests by digest, then the top manifest under `tag`.
  */
 
-export type PushStatus = 'Preparing' | 'Layer already exists' | 'Mounted from' | 'Pushing' | 'Pushed';
+export type PushStatus = 'Preparing' | 'Waiting' | 'Layer already exists' | 'Mounted from' | 'Pushing' | 'Pushed';
 
 export interface PushProgressEvent {
   /** Short layer id (12 hex digits). */
@@ -30,6 +30,8 @@ export interface PushOptions {
   mountFrom?: string | undefined;
   /** Blobs uploaded at once (default 3). */
   concurrency?: number;
+  /** Stops the uploads; the push rejects with the signal's reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface PushResult {
@@ -90,13 +92,16 @@ async function pushManifest(
   const parsed = parseManifestBytes(bytes);
   if (parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${digest} is an index where an image manifest was expected`);
   const m = parsed.manifest;
-  const layers = [...new Map(m.layers.map((l) => [l.digest, l])).values()];
+  // Top layer first, as dockerd lists and uploads them.
+  const layers = [...new Map(m.layers.map((l) => [l.digest, l])).values()].reverse();
+  const concurrency = Math.max(1, opts.concurrency ?? 3);
   for (const l of layers) opts.onProgress?.({ id: shortId(l.digest), status: 'Preparing' });
+  for (const l of layers.slice(concurrency)) opts.onProgress?.({ id: shortId(l.digest), status: 'Waiting' });
 
   const pushOne = async (d: { digest: Digest; size: number }, report: boolean): Promise<PushBlobResult> => {
     const id = shortId(d.digest);
     let last = 0;
-    const result = await client.pushBlob(repo, d.digest, d.size, () => store.createReadStream(d.digest), {
+    const result = await client.pushBlob(repo, d.digest, d.size, async () => abortable(await store.createReadStream(d.digest), opts.signal), {
       mountFrom: opts.mountFrom,
       onProgress: report
         ? (sent) => {
@@ -115,12 +120,12 @@ async function pushManifest(
     return result;
   };
 
-  const concurrency = Math.max(1, opts.concurrency ?? 3);
   let next = 0;
   let failed: unknown;
   const worker = async () => {
     while (failed === undefined && next < layers.length) {
       const l = layers[next++]!;
+      opts.signal?.throwIfAborted();
       try {
         await pushOne(l, true);
       } catch (err) {
@@ -133,4 +138,12 @@ async function pushManifest(
   await pushOne(m.config, false);
   await client.putManifest(repo, ref, bytes, parsed.mediaType);
   return { size: bytes.length, mediaType: parsed.mediaType };
+}
+
+/** The bytes of `source`, failing with the signal's reason once it is aborted. */
+async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): AsyncIterable<Uint8Array> {
+  for await (const chunk of source) {
+    signal?.throwIfAborted();
+    yield chunk;
+  }
 }

@@ -1,28 +1,20 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
-import { parseImageConfig, parseManifestBytes } from '../../src/oci/manifest.js';
-import { type TestEngine, type TestRegistry, startTestEngine, startTestRegistry } from './engine-harness.js';
-import { gzipSync } from 'node:zlib';
-import tar from 'tar-stream';
-import { docker, makeOciLayout, run, skopeoCopy, tarEntries } from './remote-helpers.js';
+import type { Digest } from '../../src/oci/digest.js';
+import { parseManifestBytes } from '../../src/oci/manifest.js';
+import { skopeo } from '../harness/images.js';
+import type { TestRegistry } from '../harness/registry.js';
+import { type CoreEngine, type DockerRunner, apiUrl, makeOciLayout, startEngineWithRegistry, tarBytes as tarOf, tarEntries } from './core-helpers.js';
 
-async function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const pack = tar.pack();
-  for (const [name, content] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, content);
-  pack.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of pack) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
+let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
 let root: string;
 let ctx: EngineContext;
-let eng: TestEngine;
-let engine: string;
+let eng: CoreEngine;
 let registry: TestRegistry;
-const cfgDir = () => join(root, 'docker-config');
+let docker: DockerRunner;
 
 async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
   await mkdir(dir, { recursive: true });
@@ -33,25 +25,41 @@ async function writeContext(dir: string, files: Record<string, string>): Promise
   return dir;
 }
 
-const build = (dir: string, args: string[] = []) => docker(engine, cfgDir(), ['build', ...args, dir], { DOCKER_BUILDKIT: '0' });
+const build = (dir: string, args: string[] = []) => docker(['build', ...args, dir]);
 
-/** The image as `docker image inspect` reports it: the config blob of the tagged manifest. */
+async function cliJson(args: string[]): Promise<any> {
+  const r = await docker(args);
+  if (r.code !== 0) throw new Error(`docker ${args.join(' ')}: ${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/**
+ * The image as the docker CLI shows it (`docker image inspect`, `docker history`), plus its layer
+ * blobs from the store, for checking what the layers hold.
+ */
 async function imageOf(reference: string) {
+  const [inspect] = (await cliJson(['image', 'inspect', reference])) as Array<Record<string, any>>;
+  const lines = await docker(['history', '--no-trunc', '--format', '{{json .CreatedBy}}', reference]);
+  const createdBy = lines.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string).reverse();
   const target = ctx.images.resolveTag(reference);
   if (!target) throw new Error(`${reference} is not tagged`);
   const parsed = parseManifestBytes(await ctx.store.readBytes(target));
   if (parsed.kind !== 'manifest') throw new Error('expected a manifest');
-  const config = parseImageConfig(await ctx.store.readBytes(parsed.manifest.config.digest));
-  return { id: parsed.manifest.config.digest, manifest: parsed.manifest, config };
+  return {
+    id: inspect!['Id'] as Digest,
+    config: inspect!['Config'] as Record<string, any>,
+    author: inspect!['Author'] as string,
+    diffIds: inspect!['RootFS']['Layers'] as string[],
+    createdBy,
+    layers: parsed.manifest.layers,
+  };
 }
 
 beforeAll(async () => {
-  registry = await startTestRegistry();
-  eng = await startTestEngine({ insecureRegistries: [], credentials: {}, searchRegistries: [registry.host] });
+  setup = await startEngineWithRegistry();
+  ({ registry, engine: eng, docker } = setup);
   ctx = eng.ctx;
   root = eng.root;
-  engine = eng.url;
-  await mkdir(cfgDir(), { recursive: true });
   // A base image in the registry: /etc/os-release and a user table for --chown by name.
   const layout = join(root, 'base-layout');
   await makeOciLayout(
@@ -63,12 +71,11 @@ beforeAll(async () => {
     ],
     { Env: ['PATH=/usr/bin:/bin', 'BASE=1'], Cmd: ['/bin/sh'], Labels: { 'org.base': 'yes' } },
   );
-  await skopeoCopy(`oci:${layout}:base`, `docker://${registry.host}/base:1`);
+  await skopeo(['copy', '--quiet', `oci:${layout}:base`, `docker://${registry.host}/base:1`]);
 }, 120_000);
 
 afterAll(async () => {
-  await eng?.close();
-  await registry?.stop();
+  await setup?.close();
 });
 
 describe('docker build (classic builder) against a Stowage engine', () => {
@@ -110,7 +117,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(r.stdout).toContain('Successfully tagged app:latest');
 
     const img = await imageOf('docker.io/library/app:1');
-    const c = img.config.config as Record<string, any>;
+    const c = img.config;
     expect(c.Env).toEqual(['PATH=/usr/bin:/bin', 'BASE=1', 'APP_VERSION=2.5', 'GREETING=hello world']);
     expect(c.Entrypoint).toEqual(['/bin/app']);
     expect(c.Cmd).toEqual(['--serve']);
@@ -124,7 +131,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
 
     expect(r.stdout).toContain(`Successfully built ${img.id.slice(7, 19)}`);
     // The layers: base (2) + WORKDIR + three COPYs.
-    const layers = img.manifest.layers;
+    const layers = img.layers;
     expect(layers).toHaveLength(6);
     const hello = await tarEntries(await ctx.store.createReadStream(layers[3]!.digest));
     expect(hello.get('srv/app/hello.txt')).toMatchObject({ content: 'hello from the context\n', uid: 1000, gid: 1000 });
@@ -134,7 +141,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     const last = await tarEntries(await ctx.store.createReadStream(layers[5]!.digest));
     expect(last.get('srv/app/static/logo.txt')?.content).toBe('LOGO\n');
 
-    const history = (img.config.history ?? []).map((h) => h.created_by).join('\n');
+    const history = img.createdBy.join('\n');
     expect(history).toMatch(/#\(nop\) COPY file:[0-9a-f]{64} in \/srv\/app\/ /);
     expect(history).toContain('#(nop)  ENV APP_VERSION=2.5 GREETING=hello world');
   });
@@ -177,17 +184,17 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout.trim()).toMatch(/^sha256:[0-9a-f]{64}$/);
     const img = await imageOf('docker.io/library/target:1');
-    expect(img.config.rootfs.diff_ids).toHaveLength(2);
+    expect(img.diffIds).toHaveLength(2);
     expect(r.stdout.trim()).toBe(img.id);
 
-    const prune = await docker(engine, cfgDir(), ['builder', 'prune', '-f']);
+    const prune = await docker(['builder', 'prune', '-f']);
     expect(prune.code, prune.stderr).toBe(0);
     const m = /Total:?\s*(?:reclaimed space:)?\s*([\d.]+)\s*([kMG]?B)/i.exec(prune.stdout);
     expect(m, prune.stdout).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThan(0);
     // The result image is untouched.
     expect((await imageOf('docker.io/library/target:1')).id).toBe(img.id);
-    expect(await ctx.store.has(img.manifest.layers[1]!.digest)).toBe(true);
+    expect(await ctx.store.has(img.layers[1]!.digest)).toBe(true);
   });
 
   it('unpacks local archives with ADD, refuses ADD of URLs, records metadata instructions', async () => {
@@ -207,16 +214,16 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     const r = await build(dir, ['-t', 'add:1']);
     expect(r.code, r.stderr).toBe(0);
     const img = await imageOf('docker.io/library/add:1');
-    const entries = await tarEntries(await ctx.store.createReadStream(img.manifest.layers[0]!.digest));
+    const entries = await tarEntries(await ctx.store.createReadStream(img.layers[0]!.digest));
     expect(entries.get('opt/inner/a.txt')?.content).toBe('A');
     expect(entries.get('opt/b.txt')?.content).toBe('B');
     expect(entries.has('opt/bundle.tar.gz')).toBe(false);
-    const c = img.config.config as Record<string, any>;
+    const c = img.config;
     expect(c.Shell).toEqual(['/bin/bash', '-c']);
     expect(c.OnBuild).toEqual(['COPY . /app']);
     expect(c.Healthcheck).toEqual({ Test: ['NONE'] });
-    expect(img.config.author).toBe('someone@example.com');
-    expect((img.config.history ?? []).at(-1)?.created_by).toBe('/bin/bash -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}');
+    expect(img.author).toBe('someone@example.com');
+    expect(img.createdBy.at(-1)).toBe('/bin/bash -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}');
 
     const url = await writeContext(join(root, 'ctx-url'), { Dockerfile: 'FROM scratch\nADD https://example.com/x.tar /x\n' });
     const r2 = await build(url);
@@ -233,7 +240,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
       'x.tmp': 't',
       'y.txt': 'y',
     });
-    const res = await fetch(`${engine.replace(/^tcp:/, 'http:')}/v1.41/build?t=ignore:1`, {
+    const res = await fetch(`${apiUrl(eng)}/build?t=ignore:1`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/x-tar' },
       body: new Uint8Array(body),
@@ -243,12 +250,12 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(lines.find((l) => l['aux'])).toMatchObject({ id: 'moby.image.id', aux: { ID: expect.stringMatching(/^sha256:/) } });
     expect(lines.at(-1)).toEqual({ stream: 'Successfully tagged ignore:1\n' });
     const img = await imageOf('docker.io/library/ignore:1');
-    const entries = await tarEntries(await ctx.store.createReadStream(img.manifest.layers[0]!.digest));
+    const entries = await tarEntries(await ctx.store.createReadStream(img.layers[0]!.digest));
     expect([...entries.keys()].filter((k) => !k.endsWith('/')).sort()).toEqual(['ctx/.dockerignore', 'ctx/Dockerfile', 'ctx/logs/keep.log', 'ctx/y.txt']);
   });
 
   it('answers bad build parameters with 400 before reading the context', async () => {
-    const base = `${engine.replace(/^tcp:/, 'http:')}/v1.41/build`;
+    const base = `${apiUrl(eng)}/build`;
     const bad = await fetch(`${base}?t=${encodeURIComponent('Not Valid')}`, { method: 'POST', body: new Uint8Array(await tarOf({ Dockerfile: 'FROM scratch\n' })) });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toMatch(/^invalid reference format/);
@@ -260,28 +267,25 @@ describe('docker build (classic builder) against a Stowage engine', () => {
   });
 
   it('builds from a Dockerfile on stdin and from a bare Dockerfile body', async () => {
-    const r = await run('docker', ['build', '-t', 'stdin:1', '-'], {
-      env: { DOCKER_HOST: engine, DOCKER_CONFIG: cfgDir(), DOCKER_BUILDKIT: '0' },
-      input: 'FROM scratch\nLABEL from=stdin\n',
-    });
+    const r = await docker(['build', '-t', 'stdin:1', '-'], 'FROM scratch\nLABEL from=stdin\n');
     expect(r.code, r.stderr).toBe(0);
-    expect((await imageOf('docker.io/library/stdin:1')).config.config?.Labels).toEqual({ from: 'stdin' });
-    const res = await fetch(`${engine.replace(/^tcp:/, 'http:')}/v1.41/build?t=plain:1`, { method: 'POST', body: 'FROM scratch\nENV PLAIN=1\n' });
+    expect((await imageOf('docker.io/library/stdin:1')).config.Labels).toEqual({ from: 'stdin' });
+    const res = await fetch(`${apiUrl(eng)}/build?t=plain:1`, { method: 'POST', body: 'FROM scratch\nENV PLAIN=1\n' });
     expect(res.status).toBe(200);
     expect(await res.text()).toContain('Successfully tagged plain:1');
-    expect((await imageOf('docker.io/library/plain:1')).config.config?.Env).toContain('PLAIN=1');
+    expect((await imageOf('docker.io/library/plain:1')).config.Env).toContain('PLAIN=1');
   });
 
   it('prune --all also drops base images that were pulled only for a build', async () => {
     const baseRef = `${registry.host}/base:1`;
     expect(ctx.images.resolveTag(baseRef)).toBeDefined();
     const app = await imageOf('docker.io/library/app:1');
-    const r = await docker(engine, cfgDir(), ['builder', 'prune', '--all', '-f']);
+    const r = await docker(['builder', 'prune', '--all', '-f']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('base:sha256:');
     expect(ctx.images.resolveTag(baseRef)).toBeUndefined();
     // app:1 shares the base layers and keeps every blob it needs.
-    for (const l of app.manifest.layers) expect(await ctx.store.has(l.digest)).toBe(true);
+    for (const l of app.layers) expect(await ctx.store.has(l.digest)).toBe(true);
     expect(await ctx.store.has(app.id)).toBe(true);
   });
 });

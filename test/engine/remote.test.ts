@@ -3,33 +3,27 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
-import { type TestEngine, type TestRegistry, startTestEngine, startTestRegistry } from './engine-harness.js';
 import { defaultPlatform, formatPlatform } from '../../src/oci/platform.js';
-import { docker, makeOciIndexLayout, makeOciLayout, run, skopeoCopy, skopeoInspect } from './remote-helpers.js';
+import { makeMultiPlatformLayout, skopeo } from '../harness/images.js';
+import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { type CoreEngine, type DockerRunner, apiUrl, dockerFor, jsonMessages as messages, makeOciLayout, startEngineWithRegistry } from './core-helpers.js';
 
-let eng: TestEngine;
+let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
+let eng: CoreEngine;
 let ctx: EngineContext;
 let registry: TestRegistry;
 let reg: string;
 let xDigest: string;
-const cfg = () => join(eng.root, 'docker-config');
-const cli = (...args: string[]) => docker(eng.url, cfg(), args, { DOCKER_BUILDKIT: '0' });
-const api = (path: string, init?: RequestInit) => fetch(`${eng.url.replace(/^tcp:/, 'http:')}/v1.41${path}`, init);
-
-async function messages(res: Response): Promise<Array<Record<string, any>>> {
-  const text = await res.text();
-  return text
-    .split(/\r?\n/)
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as Record<string, any>);
-}
+let docker: DockerRunner;
+const cli = (...args: string[]) => docker(args);
+const api = (path: string, init?: RequestInit) => fetch(`${apiUrl(eng)}${path}`, init);
+const skopeoCopy = (src: string, dest: string) => skopeo(['copy', '--quiet', src, dest]);
 
 beforeAll(async () => {
-  registry = await startTestRegistry();
+  setup = await startEngineWithRegistry();
+  ({ registry, engine: eng, docker } = setup);
   reg = registry.host;
-  eng = await startTestEngine({ insecureRegistries: [], credentials: {}, searchRegistries: [reg] });
   ctx = eng.ctx;
-  await mkdir(cfg(), { recursive: true });
   const layout = join(eng.root, 'layout');
   ({ manifestDigest: xDigest } = await makeOciLayout(layout, 'x', [
     { 'etc/os-release': 'ID=stowage-test\n' },
@@ -40,8 +34,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await eng?.close();
-  await registry?.stop();
+  await setup?.close();
 });
 
 describe('docker pull', () => {
@@ -111,9 +104,10 @@ describe('docker pull of a multi-platform image', () => {
     const host = formatPlatform(defaultPlatform());
     const other = host === 'linux/arm64' ? 'linux/amd64' : 'linux/arm64';
     const layout = join(eng.root, 'layout-multi');
-    const { indexDigest, children } = await makeOciIndexLayout(layout, 'multi', [host, other]);
-    const copied = await run('skopeo', ['copy', '--quiet', '--all', '--dest-tls-verify=false', `oci:${layout}:multi`, `docker://${reg}/multi:1`]);
-    expect(copied.code, copied.stderr).toBe(0);
+    const multi = await makeMultiPlatformLayout(layout, [host, other], { tag: 'multi' });
+    const indexDigest = multi.indexDigest;
+    const children = { [host]: multi.children[0]!.manifestDigest };
+    await skopeo(['copy', '--quiet', '--all', `oci:${layout}:multi`, `docker://${reg}/multi:1`]);
 
     const r = await cli('pull', `${reg}/multi:1`);
     expect(r.code, r.stderr).toBe(0);
@@ -149,7 +143,7 @@ describe('docker push', () => {
     const m = /^1: digest: (sha256:[0-9a-f]{64}) size: (\d+)$/m.exec(r.stdout);
     expect(m, r.stdout).not.toBeNull();
     expect(m![1]).toBe(ctx.images.resolveTag(`${reg}/pushed:1`));
-    const remote = await skopeoInspect(`docker://${reg}/pushed:1`);
+    const remote = JSON.parse(await skopeo(['inspect', `docker://${reg}/pushed:1`])) as { Digest: string };
     expect(remote.Digest).toBe(m![1]);
 
     const again = await cli('push', `${reg}/pushed:1`);
@@ -199,5 +193,63 @@ describe('docker search', () => {
     expect(bad.status).toBe(400);
     const official = await api(`/images/search?term=x&filters=${encodeURIComponent('{"is-official":["true"]}')}`);
     expect(await official.json()).toEqual([]);
+  });
+});
+
+describe('registry credentials', () => {
+  it('pulls and pushes through an htpasswd registry with the credentials docker login stores; POST /auth checks them', async () => {
+    const secured = await startRegistry({ htpasswd: { user: 'u', password: 'p' } });
+    try {
+      const layout = join(eng.root, 'layout');
+      await skopeo(['copy', '--quiet', '--dest-creds', 'u:p', `oci:${layout}:x`, `docker://${secured.host}/private:1`]);
+
+      const anonymous = await cli('pull', `${secured.host}/private:1`);
+      expect(anonymous.code).toBe(1);
+      expect(anonymous.stderr).toContain(`pull access denied for ${secured.host}/private, repository does not exist or may require 'docker login': unauthorized`);
+
+      // The real `docker login` checks the credentials through POST /auth and stores them; pull and push send them.
+      const loggedIn = await dockerFor(eng, { DOCKER_BUILDKIT: '0' });
+      const refused = await loggedIn(['login', secured.host, '-u', 'u', '--password-stdin'], Buffer.from('wrong\n'));
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('unauthorized');
+      const login = await loggedIn(['login', secured.host, '-u', 'u', '--password-stdin'], Buffer.from('p\n'));
+      expect(login.code, login.stderr).toBe(0);
+      expect(login.stdout).toContain('Login Succeeded');
+      const pulled = await loggedIn(['pull', `${secured.host}/private:1`]);
+      expect(pulled.code, pulled.stderr).toBe(0);
+      expect(pulled.stdout).toContain(`Status: Downloaded newer image for ${secured.host}/private:1`);
+      expect(ctx.images.resolveTag(`${secured.host}/private:1`)).toBe(xDigest);
+      expect((await loggedIn(['tag', `${secured.host}/private:1`, `${secured.host}/private:2`])).code).toBe(0);
+      const pushed = await loggedIn(['push', `${secured.host}/private:2`]);
+      expect(pushed.code, pushed.stderr).toBe(0);
+      expect(pushed.stdout).toContain(`2: digest: ${xDigest}`);
+
+      // POST /auth's exact answers, which the CLI only paraphrases.
+      const auth = (username: string, password: string) =>
+        api('/auth', { method: 'POST', body: JSON.stringify({ username, password, serveraddress: secured.host }), headers: { 'content-type': 'application/json' } });
+      const good = await auth('u', 'p');
+      expect(good.status).toBe(200);
+      expect(await good.json()).toEqual({ Status: 'Login Succeeded', IdentityToken: '' });
+      const bad = await auth('u', 'wrong');
+      expect(bad.status).toBe(401);
+      expect(bad.headers.get('content-type')).toBe('application/json');
+      expect(((await bad.json()) as { message: string }).message).toBe(`Get "http://${secured.host}/v2/": unauthorized: authentication required`);
+    } finally {
+      await secured.stop();
+    }
+  });
+
+  it('passes an identity token from X-Registry-Auth to a bearer-token registry', async () => {
+    const secured = await startRegistry({ tokenAuth: { user: 'bob', password: 'pw', refreshToken: 'refresh-me' } });
+    try {
+      await skopeo(['copy', '--quiet', '--dest-creds', 'bob:pw', `oci:${join(eng.root, 'layout')}:x`, `docker://${secured.host}/tok:1`]);
+      const auth = Buffer.from(JSON.stringify({ identitytoken: 'refresh-me', serveraddress: secured.host })).toString('base64url');
+      const res = await api(`/images/create?fromImage=${encodeURIComponent(`${secured.host}/tok`)}&tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': auth } });
+      expect(res.status).toBe(200);
+      expect((await messages(res)).at(-2)).toEqual({ status: `Digest: ${xDigest}` });
+      expect(secured.tokenServer!.requests.filter((r) => r.oauth)).toEqual([{ scopes: [`repository:tok:pull`], user: 'bob', oauth: true }]);
+    } finally {
+      await secured.stop();
+    }
   });
 });

@@ -34,7 +34,7 @@ export interface TestRegistry {
 export interface StartRegistryOptions {
   htpasswd?: { user: string; password: string };
   /** Bearer-token auth through a local token server (see token-server.ts) that knows this one user. */
-  tokenAuth?: { user: string; password: string };
+  tokenAuth?: { user: string; password: string; refreshToken?: string };
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago. */

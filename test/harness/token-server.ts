@@ -10,6 +10,9 @@ import { promisify } from 'node:util';
  * `auth.token`: GET /token?service=&scope=… with Basic credentials answers an ES256 JWT whose x5c
  * header carries a self-signed certificate (made with the openssl CLI) that the registry trusts.
  * Known user: every requested action is granted; anonymous: a token with no access; wrong password: 401.
+ * With `refreshToken`, it also speaks OAuth2: POST /token with grant_type=refresh_token and that token
+ * is the known user (any other POST: 401); without it, a POST gets 404 (no OAuth), as Docker Hub's
+ * older token services answer.
  */
 
 export interface TokenServer {
@@ -19,8 +22,8 @@ export interface TokenServer {
   issuer: string;
   /** PEM file for the registry's rootcertbundle. */
   certPath: string;
-  /** Every token request seen: its scopes and whether it carried valid credentials. */
-  requests: Array<{ scopes: string[]; user: string | undefined }>;
+  /** Every token request seen: its scopes and whether it carried valid credentials (`oauth` for a refresh-token POST). */
+  requests: Array<{ scopes: string[]; user: string | undefined; oauth?: true }>;
   stop(): Promise<void>;
 }
 
@@ -30,7 +33,7 @@ function b64url(data: Buffer | string): string {
   return Buffer.from(data).toString('base64url');
 }
 
-export async function startTokenServer(dir: string, user: { user: string; password: string }): Promise<TokenServer> {
+export async function startTokenServer(dir: string, user: { user: string; password: string; refreshToken?: string }): Promise<TokenServer> {
   const keyPath = join(dir, 'token-key.pem');
   const certPath = join(dir, 'token-cert.pem');
   await run('openssl', [
@@ -55,16 +58,30 @@ export async function startTokenServer(dir: string, user: { user: string; passwo
     return u === user.user && rest.join(':') === user.password ? u : 'bad';
   };
 
-  const server: Server = createServer((req, res) => {
+  const server: Server = createServer(async (req, res) => {
     const url = new URL(req.url ?? '/', 'http://x');
-    const who = whoIs(req);
+    let who = whoIs(req);
+    let scopes = url.searchParams.getAll('scope');
+    if (req.method === 'POST') {
+      let body = '';
+      for await (const chunk of req) body += String(chunk);
+      const form = new URLSearchParams(body);
+      if (user.refreshToken === undefined) {
+        res.writeHead(404).end();
+        return;
+      }
+      const granted = form.get('grant_type') === 'refresh_token' && form.get('refresh_token') === user.refreshToken;
+      who = granted ? user.user : 'bad';
+      scopes = (form.get('scope') ?? '').split(' ').filter(Boolean);
+      if (granted) requests.push({ scopes, user: who, oauth: true });
+    } else if (who !== 'bad') {
+      requests.push({ scopes, user: who });
+    }
     if (url.pathname !== '/token' || who === 'bad') {
       res.writeHead(url.pathname !== '/token' ? 404 : 401, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ details: 'incorrect username or password' }));
       return;
     }
-    const scopes = url.searchParams.getAll('scope');
-    requests.push({ scopes, user: who });
     const access = who
       ? scopes.map((s) => {
           const [type, ...restParts] = s.split(':');

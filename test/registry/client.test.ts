@@ -328,6 +328,45 @@ describe('bearer token auth (token server + docker-registry)', () => {
   });
 });
 
+describe('identity and registry tokens (Docker\'s identitytoken / registrytoken)', () => {
+  it('exchanges an identity token with an OAuth2 POST, falls back to Basic without OAuth, and sends a registry token as is', async () => {
+    const oauth = await startRegistry({ tokenAuth: { user: 'bob', password: 'pw', refreshToken: 'refresh-me' } });
+    try {
+      await skopeo(['copy', '--dest-creds', 'bob:pw', `oci:${layoutDir}:x`, `docker://${oauth.host}/test/oauth:1`]);
+      const tokens = oauth.tokenServer!;
+      tokens.requests.length = 0;
+      const client = new RegistryClient({ host: oauth.host, credentials: { username: '', password: '', identityToken: 'refresh-me' } });
+      expect((await client.getManifest('test/oauth', '1')).digest).toBe(img.manifestDigest);
+      expect(tokens.requests).toEqual([{ scopes: ['repository:test/oauth:pull'], user: 'bob', oauth: true }]);
+      const stale = new RegistryClient({ host: oauth.host, credentials: { username: '', password: '', identityToken: 'stale' } });
+      expect(await rejection(stale.getManifest('test/oauth', '1'))).toMatchObject({ code: 'UNAUTHORIZED' });
+
+      // A token obtained elsewhere goes out as is: no token request at all.
+      const got = await request(`${tokens.realm}?service=${tokens.service}&scope=repository:test/oauth:pull`, {
+        headers: { authorization: `Basic ${Buffer.from('bob:pw').toString('base64')}` },
+      });
+      const { token } = (await got.body.json()) as { token: string };
+      tokens.requests.length = 0;
+      const passThrough = new RegistryClient({ host: oauth.host, credentials: { username: '', password: '', registryToken: token } });
+      expect((await passThrough.getManifest('test/oauth', '1')).digest).toBe(img.manifestDigest);
+      expect(tokens.requests).toEqual([]);
+    } finally {
+      await oauth.stop();
+    }
+
+    const noOauth = await startRegistry({ tokenAuth: { user: 'bob', password: 'pw' } });
+    try {
+      await skopeo(['copy', '--dest-creds', 'bob:pw', `oci:${layoutDir}:x`, `docker://${noOauth.host}/test/basic:1`]);
+      noOauth.tokenServer!.requests.length = 0;
+      const client = new RegistryClient({ host: noOauth.host, credentials: { username: 'bob', password: 'pw', identityToken: 'unknown-here' } });
+      expect((await client.getManifest('test/basic', '1')).digest).toBe(img.manifestDigest);
+      expect(noOauth.tokenServer!.requests).toEqual([{ scopes: ['repository:test/basic:pull'], user: 'bob' }]);
+    } finally {
+      await noOauth.stop();
+    }
+  });
+});
+
 describe('auth helpers', () => {
   it('parses WWW-Authenticate challenges with quoted commas and several schemes', () => {
     expect(

@@ -7,35 +7,18 @@ import type { Digest } from '../../oci/digest.js';
 import { type Descriptor, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
 import { type Platform, choosePlatform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { familiarString, formatReference, parseReference, withDefaultTag, type ImageReference } from '../../oci/reference.js';
-import { type BaseImage, Builder } from '../build/builder.js';
+import { type BaseImage, type BuildRequest, Builder } from '../build/builder.js';
 import { BuildCache } from '../build/cache.js';
 import { applyDockerignore, loadContext, readContextFile } from '../build/context.js';
 import { parseDockerfile } from '../build/dockerfile.js';
 import { parseDuration } from '../build/instructions.js';
 import type { EngineContext } from '../context.js';
-import { lazyJsonStream, sendJsonError } from './json-stream.js';
+import { boolParam, listParam, strParam } from '../params.js';
+import { openJsonStream, sendError } from '../stream.js';
 import { pullForBuild } from './pull.js';
 
-/** Docker's httputils.BoolValue. */
-export function boolParam(v: unknown): boolean {
-  if (Array.isArray(v)) v = v[v.length - 1];
-  if (typeof v !== 'string') return false;
-  const s = v.trim().toLowerCase();
-  return !(s === '' || s === '0' || s === 'no' || s === 'false' || s === 'none');
-}
-
-function strParam(v: unknown): string | undefined {
-  if (Array.isArray(v)) v = v[v.length - 1];
-  return typeof v === 'string' ? v : undefined;
-}
-
-function listParam(v: unknown): string[] {
-  if (v === undefined) return [];
-  return (Array.isArray(v) ? v : [v]).filter((x): x is string => typeof x === 'string' && x !== '');
-}
-
-function jsonMap(v: unknown, what: string): Record<string, string | null> {
-  const s = strParam(v);
+function jsonMap(q: Record<string, unknown>, key: string, what: string): Record<string, string | null> {
+  const s = strParam(q, key);
   if (s === undefined || s === '') return {};
   let parsed: unknown;
   try {
@@ -51,10 +34,6 @@ function jsonMap(v: unknown, what: string): Record<string, string | null> {
     out[k] = val;
   }
   return out;
-}
-
-function sendError(reply: FastifyReply, err: unknown): FastifyReply {
-  return sendJsonError(reply, err);
 }
 
 /** Finds an image in the store by reference or ID, for one platform. */
@@ -109,38 +88,32 @@ export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest):
   return { id: record.configDigest, manifestDigest: record.manifestDigest, manifestMediaType: parsed.mediaType, config, layers };
 }
 
-interface BuildQuery {
+/** What the query string says: the build request but for the Dockerfile and context (read from the body), plus the tags. */
+interface BuildQuery extends Omit<BuildRequest, 'dockerfile' | 'context'> {
   tags: ImageReference[];
-  dockerfile: string;
-  buildArgs: Record<string, string | null>;
-  labels: Record<string, string>;
-  target: string | undefined;
-  quiet: boolean;
-  pull: boolean;
-  platform: Platform | undefined;
 }
 
 function parseBuildQuery(q: Record<string, unknown>): BuildQuery {
-  if (strParam(q['remote'])) throw new StowageError('BAD_REQUEST', 'remote build contexts are not supported by this Stowage agent: send the context as a tar');
-  if (strParam(q['version']) === '2') throw new StowageError('BAD_REQUEST', 'BuildKit is not supported by this Stowage agent: use the classic builder (DOCKER_BUILDKIT=0)');
+  if (strParam(q, 'remote')) throw new StowageError('BAD_REQUEST', 'remote build contexts are not supported by this Stowage agent: send the context as a tar');
+  if (strParam(q, 'version') === '2') throw new StowageError('BAD_REQUEST', 'BuildKit is not supported by this Stowage agent: use the classic builder (DOCKER_BUILDKIT=0)');
   const tags: ImageReference[] = [];
-  for (const t of listParam(q['t'])) {
+  for (const t of listParam(q, 't').filter((t) => t !== '')) {
     const ref = parseReference(t);
     if (ref.digest) throw new StowageError('BAD_REQUEST', 'build tag cannot contain a digest');
     tags.push(withDefaultTag(ref));
   }
-  const labelsRaw = jsonMap(q['labels'], 'labels');
+  const labelsRaw = jsonMap(q, 'labels', 'labels');
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries(labelsRaw)) labels[k] = v ?? '';
-  const platformRaw = strParam(q['platform']);
+  const platformRaw = strParam(q, 'platform');
   return {
     tags,
-    dockerfile: strParam(q['dockerfile']) || 'Dockerfile',
-    buildArgs: jsonMap(q['buildargs'], 'build args'),
+    dockerfileName: strParam(q, 'dockerfile') || 'Dockerfile',
+    buildArgs: jsonMap(q, 'buildargs', 'build args'),
     labels,
-    target: strParam(q['target']) || undefined,
-    quiet: boolParam(q['q']),
-    pull: boolParam(q['pull']),
+    target: strParam(q, 'target') || undefined,
+    quiet: boolParam(q, 'q'),
+    pull: boolParam(q, 'pull'),
     platform: platformRaw ? parsePlatform(platformRaw) : undefined,
   };
 }
@@ -170,8 +143,8 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
     let dockerfile;
     try {
       context = await loadContext(request.raw, join(dir, 'context'));
-      const df = await readContextFile(context, query.dockerfile.replace(/^\.?\//, ''));
-      if (!df) throw new StowageError('BAD_REQUEST', `Cannot locate specified Dockerfile: ${query.dockerfile}`);
+      const df = await readContextFile(context, query.dockerfileName.replace(/^\.?\//, ''));
+      if (!df) throw new StowageError('BAD_REQUEST', `Cannot locate specified Dockerfile: ${query.dockerfileName}`);
       dockerfileText = df.toString('utf8');
       const ignore = await readContextFile(context, '.dockerignore');
       if (ignore) await applyDockerignore(context, ignore.toString('utf8'));
@@ -180,24 +153,14 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       return sendError(reply, err);
     }
 
-    const stream = lazyJsonStream(reply);
+    const stream = openJsonStream(reply);
     const out = {
       stream: (text: string) => stream.write({ stream: text }),
       message: (obj: Record<string, unknown>) => stream.write(obj),
     };
     try {
       const builder = new Builder(
-        {
-          dockerfile,
-          dockerfileName: query.dockerfile,
-          context,
-          buildArgs: query.buildArgs,
-          labels: query.labels,
-          target: query.target,
-          quiet: query.quiet,
-          pull: query.pull,
-          platform: query.platform,
-        },
+        { ...query, dockerfile, context },
         {
           store: ctx.store,
           images: ctx.images,
@@ -249,7 +212,7 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       if (query.quiet) stream.write({ stream: `${result.imageId}\n` });
       stream.end();
     } catch (err) {
-      stream.fail(err);
+      stream.error(err);
     }
   } finally {
     cache.active.delete(dir);
@@ -260,7 +223,7 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
 async function handlePrune(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {
   const q = request.query as Record<string, unknown>;
   let olderThanMs: number | undefined;
-  const filtersRaw = strParam(q['filters']);
+  const filtersRaw = strParam(q, 'filters');
   if (filtersRaw) {
     let filters: unknown;
     try {
@@ -285,12 +248,12 @@ async function handlePrune(request: FastifyRequest, reply: FastifyReply, ctx: En
       }
     }
   }
-  const keep = strParam(q['keep-storage']);
+  const keep = strParam(q, 'keep-storage');
   if (keep !== undefined && keep !== '' && !/^\d+$/.test(keep)) {
     return sendError(reply, new StowageError('BAD_REQUEST', `invalid keep-storage value: ${keep}`));
   }
   try {
-    const result = await BuildCache.for(ctx.workDir).prune(ctx.store, ctx.images, { all: boolParam(q['all']), olderThanMs });
+    const result = await BuildCache.for(ctx.workDir).prune(ctx.store, ctx.images, { all: boolParam(q, 'all'), olderThanMs });
     return reply.code(200).send(result);
   } catch (err) {
     return sendError(reply, err);

@@ -4,14 +4,15 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import tar from 'tar-stream';
-import { request as httpRequest } from 'undici';
+import { type Dispatcher, getGlobalDispatcher, interceptors, request as httpRequest } from 'undici';
 import { StowageError } from '../../errors.js';
 import { isDigest, type Digest, Digester } from '../../oci/digest.js';
 import { maybeGunzip } from '../../oci/archive/gzip.js';
+import { safeEntryPath } from '../../oci/archive/paths.js';
 import { canonicalJson, buildManifest } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
 import { defaultPlatform } from '../../oci/platform.js';
-import { type ImageReference, formatReference, parseReference } from '../../oci/reference.js';
+import { type ImageReference, formatReference, parseReference, withTag } from '../../oci/reference.js';
 import { applyChanges, type ImageContainerConfig } from '../changes.js';
 import type { EngineContext } from '../context.js';
 import { listParam, strParam } from '../params.js';
@@ -34,7 +35,7 @@ export function importReference(repo: string | undefined, tag: string | undefine
   try {
     ref = parseReference(repo);
     if (ref.digest !== undefined) throw new StowageError('BAD_REQUEST', 'cannot import digest reference');
-    if (tag) ref = parseReference(`${formatReference({ domain: ref.domain, path: ref.path })}:${tag}`);
+    if (tag) ref = withTag(ref, tag);
     else if (ref.tag === undefined) ref = { ...ref, tag: 'latest' };
   } catch (err) {
     if (err instanceof StowageError && err.code === 'BAD_REQUEST') throw err;
@@ -43,20 +44,37 @@ export function importReference(repo: string | undefined, tag: string | undefine
   return ref;
 }
 
+/**
+ * A root filesystem entry must stay inside the root, as dockerd's layer unpacking insists ("breakout"): no
+ * absolute name, no ".." climbing out, and no hard link to such a path. Symlink targets are left alone: they
+ * are resolved inside the container's root.
+ */
+function checkRootfsEntry(header: tar.Header): void {
+  safeEntryPath(header.name);
+  if (header.type === 'link') safeEntryPath(header.linkname ?? '');
+}
+
 /** A pass-through that hashes the uncompressed tar (the diff_id) and checks it is a well-formed tar. */
 class TarCheck extends Transform {
   readonly digester = new Digester();
   private readonly extract = tar.extract();
   private entries = 0;
+  private failure: Error | undefined;
   private readonly done: Promise<void>;
 
   constructor() {
     super();
     this.done = new Promise<void>((resolve, reject) => {
-      this.extract.on('entry', (_header, stream, next) => {
+      this.extract.on('entry', (header, stream, next) => {
+        // Destroying the extract destroys the open entry with the same error: reported once, by the extract.
+        stream.on('error', () => undefined);
         this.entries++;
-        if (this.entries > MAX_IMPORT_ENTRIES) {
-          this.extract.destroy(new StowageError('TOO_LARGE', `the archive has more than ${MAX_IMPORT_ENTRIES} entries`));
+        try {
+          if (this.entries > MAX_IMPORT_ENTRIES) throw new StowageError('TOO_LARGE', `the archive has more than ${MAX_IMPORT_ENTRIES} entries`);
+          checkRootfsEntry(header);
+        } catch (err) {
+          this.failure = err as Error;
+          this.extract.destroy(err as Error);
           return;
         }
         stream.on('end', () => next());
@@ -69,6 +87,11 @@ class TarCheck extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    // A refused entry stops the import at once rather than after the rest of the body.
+    if (this.failure) {
+      cb(asTarError(this.failure));
+      return;
+    }
     this.digester.update(chunk);
     if (this.extract.destroyed) {
       cb(null, chunk);
@@ -117,8 +140,9 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
   const ingest = await ctx.store.openIngest(`import-${randomUUID()}`);
   let layer;
   try {
-    const writing = ingest.write(gzip);
-    await Promise.all([pipeline(stream, check, gzip), writing]);
+    // Both settle before the ingest is touched again: a write still unwinding would refuse the abort.
+    const results = await Promise.allSettled([pipeline(stream, check, gzip), ingest.write(gzip)]);
+    for (const r of results) if (r.status === 'rejected') throw r.reason;
     layer = await ingest.commit();
   } catch (err) {
     await ingest.abort().catch(() => undefined);
@@ -185,6 +209,14 @@ function normaliseConfig(c: ImageContainerConfig): Record<string, unknown> {
   };
 }
 
+let downloader: Dispatcher | undefined;
+
+/** undici's global agent with redirects followed (undici 7 takes them as an interceptor, not an option). */
+function downloadDispatcher(): Dispatcher {
+  downloader ??= getGlobalDispatcher().compose(interceptors.redirect({ maxRedirections: 5 }));
+  return downloader;
+}
+
 /** fromSrc: "-" reads the request body; an http(s) URL is downloaded. */
 async function openSource(src: string, request: FastifyRequest): Promise<AsyncIterable<Uint8Array>> {
   if (src === '-') return request.raw;
@@ -198,7 +230,7 @@ async function openSource(src: string, request: FastifyRequest): Promise<AsyncIt
     throw new StowageError('BAD_REQUEST', `invalid fromSrc: unsupported URL scheme ${url.protocol}`);
   }
   request.raw.resume();
-  const res = await httpRequest(url, { method: 'GET', maxRedirections: 5 } as Parameters<typeof httpRequest>[1]);
+  const res = await httpRequest(url, { method: 'GET', dispatcher: downloadDispatcher() });
   if (res.statusCode !== 200) {
     res.body.resume();
     throw new StowageError('BAD_REQUEST', `failed to download ${src}: HTTP ${res.statusCode}`);

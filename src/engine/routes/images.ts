@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
-import { type ImageReference, familiarName, familiarString, formatReference, parseReference } from '../../oci/reference.js';
+import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withTag } from '../../oci/reference.js';
 import { exportArchive, type ExportTarget } from '../../store/export-archive.js';
 import { importArchive } from '../../store/import-archive.js';
 import type { EngineContext } from '../context.js';
@@ -89,7 +89,7 @@ export function tagImage(ctx: EngineContext, name: string, repo: string | undefi
   if (ref.digest !== undefined) throw new StowageError('BAD_REQUEST', 'refusing to create a tag with a digest reference');
   if (tag) {
     try {
-      ref = parseReference(`${formatReference({ domain: ref.domain, path: ref.path })}:${tag}`);
+      ref = withTag(ref, tag);
     } catch (err) {
       throw new StowageError('BAD_REQUEST', (err as Error).message);
     }

@@ -1,22 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import { type Digest, isDigest } from '../../oci/digest.js';
-import { type Descriptor, type ImageIndex, type ImageManifest, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
-import { type Platform, choosePlatform, defaultPlatform, formatPlatform, parsePlatform } from '../../oci/platform.js';
-import {
-  type ImageReference,
-  familiarName,
-  familiarString,
-  formatReference,
-  parseReference,
-  repository,
-  withDefaultTag,
-} from '../../oci/reference.js';
+import { type Platform, defaultPlatform, formatPlatform, parsePlatform } from '../../oci/platform.js';
+import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withDefaultTag } from '../../oci/reference.js';
+import { registryErrorDetails } from '../../registry/client.js';
+import { type PullProgressEvent, pullImage } from '../../registry/pull.js';
 import type { EngineContext } from '../context.js';
-import { ProgressThrottle, progressMessage } from '../jsonprogress.js';
-import { type RegistryAuth, decodeRegistryAuth, registryClientFor, registryConfigAuth } from '../registry-auth.js';
-import { type EngineRegistry, RegistryHttpError } from '../remote.js';
-import { lazyJsonStream } from './json-stream.js';
+import { strParam } from '../params.js';
+import { progressMessage, statusMessage } from '../jsonprogress.js';
+import { type RegistryAuth, decodeRegistryAuth, registryClientFor, registryConfigAuth, registryErrorText } from '../registry-auth.js';
+import { openJsonStream } from '../stream.js';
 
 export interface PullOutcome {
   /** The normalised reference that was pulled. */
@@ -31,48 +24,74 @@ export interface PullOutcome {
 
 type Emit = (msg: Record<string, unknown>) => void;
 
-const CONCURRENT_DOWNLOADS = 3;
-
-function shortId(d: string): string {
-  return d.replace(/^sha256:/, '').slice(0, 12);
-}
-
 /** Words a pull failure the way dockerd does (distribution.TranslatePullError). */
 export function translatePullError(err: unknown, ref: ImageReference, platform?: Platform): StowageError {
-  if (err instanceof RegistryHttpError) {
-    const rc = err.http.registryCode;
-    if (rc === 'MANIFEST_UNKNOWN' || (err.http.status === 404 && rc === undefined)) {
-      return new StowageError('MANIFEST_NOT_FOUND', `manifest for ${familiarString(ref)} not found: ${err.registryText}`, { status: 404 });
+  const refused = registryErrorDetails(err);
+  if (refused) {
+    const rc = refused.registryCode;
+    const text = registryErrorText(refused);
+    if (rc === 'MANIFEST_UNKNOWN' || (refused.status === 404 && rc === undefined)) {
+      return new StowageError('MANIFEST_NOT_FOUND', `manifest for ${familiarString(ref)} not found: ${text}`, { status: 404 });
     }
     if (rc === 'NAME_UNKNOWN') {
-      return new StowageError('IMAGE_NOT_FOUND', `repository ${familiarName(ref)} not found: ${err.registryText}`, { status: 404 });
+      return new StowageError('IMAGE_NOT_FOUND', `repository ${familiarName(ref)} not found: ${text}`, { status: 404 });
     }
-    if (rc === 'DENIED' || rc === 'UNAUTHORIZED' || err.http.status === 401 || err.http.status === 403) {
-      return new StowageError(
-        'DENIED',
-        `pull access denied for ${familiarName(ref)}, repository does not exist or may require 'docker login': ${err.registryText}`,
-        { status: 404 },
-      );
+    if (rc === 'DENIED' || rc === 'UNAUTHORIZED' || refused.status === 401 || refused.status === 403) {
+      return new StowageError('DENIED', `pull access denied for ${familiarName(ref)}, repository does not exist or may require 'docker login': ${text}`, {
+        status: 404,
+      });
     }
-    return new StowageError('REGISTRY_ERROR', err.message, { status: 500 });
+    return new StowageError('REGISTRY_ERROR', (err as Error).message, { status: 500 });
   }
   if (isStowageError(err, 'PLATFORM_NOT_FOUND')) {
     return new StowageError('PLATFORM_NOT_FOUND', `no matching manifest for ${formatPlatform(platform ?? defaultPlatform())} in the manifest list entries`, { status: 404 });
   }
   if (isStowageError(err)) return err;
-  const e = err as NodeJS.ErrnoException;
-  if (e && typeof e.code === 'string') {
-    return new StowageError('REGISTRY_ERROR', `Get "${ref.domain}/v2/": ${e.message}`, { status: 500 });
-  }
   return new StowageError('INTERNAL', (err as Error)?.message ?? String(err));
 }
 
-/** Counts bytes flowing from a registry into the store and reports Docker "Downloading" progress. */
-async function* counting(source: AsyncIterable<Uint8Array>, onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of source) {
-    onBytes(chunk.byteLength);
-    yield chunk;
-  }
+/**
+ * Maps pullImage's progress events to dockerd's messages: "Verifying Checksum" before "Download
+ * complete", a progress bar on "Downloading", and "Extracting" + "Pull complete" released in layer
+ * order, as Docker shows them.
+ */
+function dockerPullProgress(emit: Emit): (e: PullProgressEvent) => void {
+  const started = new Map<string, number>();
+  const sizes = new Map<string, number>();
+  const order: string[] = [];
+  const complete = new Set<string>();
+  let released = 0;
+  return (e) => {
+    switch (e.status) {
+      case 'Pulling fs layer':
+        order.push(e.id);
+        sizes.set(e.id, e.total ?? 0);
+        emit(statusMessage(e.status, e.id));
+        return;
+      case 'Downloading': {
+        if (!started.has(e.id)) started.set(e.id, Date.now() / 1000);
+        emit(progressMessage('Downloading', e.id, e.current ?? 0, e.total ?? 0, started.get(e.id)));
+        return;
+      }
+      case 'Download complete':
+        emit(statusMessage('Verifying Checksum', e.id));
+        emit(statusMessage(e.status, e.id));
+        return;
+      case 'Pull complete': {
+        if (!order.includes(e.id)) order.push(e.id);
+        complete.add(e.id);
+        while (released < order.length && complete.has(order[released]!)) {
+          const id = order[released++]!;
+          const size = sizes.get(id) ?? 0;
+          emit(progressMessage('Extracting', id, size, size));
+          emit(statusMessage('Pull complete', id));
+        }
+        return;
+      }
+      default:
+        emit(statusMessage(e.status, e.id));
+    }
+  };
 }
 
 /**
@@ -87,133 +106,22 @@ export async function pullWithProgress(
   emit: Emit,
   signal?: AbortSignal,
 ): Promise<PullOutcome> {
-  const client = registryClientFor(ctx, ref.domain, auth);
   const tagOrDigest = ref.digest ?? ref.tag ?? 'latest';
   const want = platform ?? defaultPlatform();
+  const previous = ref.tag !== undefined ? ctx.images.resolveTag(formatReference(ref)) : undefined;
   try {
-    const top = await client.getManifest(ref.path, tagOrDigest);
-    emit({ status: `Pulling from ${ref.path}`, id: tagOrDigest });
-    const parsedTop = parseManifestBytes(top.bytes, top.mediaType);
-    let manifestBytes = top.bytes;
-    let manifestDigest = top.digest;
-    let manifestMediaType: string = parsedTop.mediaType;
-    let manifest: ImageManifest;
-    let index: ImageIndex | undefined;
-    let childPlatform: Platform | undefined;
-    if (parsedTop.kind === 'index') {
-      index = parsedTop.index;
-      const chosen = choosePlatform(index.manifests, want);
-      childPlatform = chosen.platform as Platform | undefined;
-      const child = await client.getManifest(ref.path, chosen.digest);
-      const parsedChild = parseManifestBytes(child.bytes, child.mediaType);
-      if (parsedChild.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `index child ${chosen.digest} is not an image manifest`);
-      manifest = parsedChild.manifest;
-      manifestBytes = child.bytes;
-      manifestDigest = child.digest;
-      manifestMediaType = parsedChild.mediaType;
-    } else {
-      manifest = parsedTop.manifest;
-    }
-
-    const previous = ref.tag !== undefined ? ctx.images.resolveTag(formatReference(ref)) : undefined;
-    let downloaded = false;
-    const throttle = new ProgressThrottle();
-    const layers = manifest.layers;
-    const present = await Promise.all(layers.map((l) => ctx.store.has(l.digest)));
-    layers.forEach((l, i) => {
-      emit({ status: present[i] ? 'Already exists' : 'Pulling fs layer', progressDetail: {}, id: shortId(l.digest) });
+    const client = registryClientFor(ctx, ref.domain, auth);
+    const pulled = await pullImage(client, ref, ctx, {
+      platform: want,
+      onManifest: () => emit({ status: `Pulling from ${ref.path}`, id: tagOrDigest }),
+      onProgress: dockerPullProgress(emit),
+      signal,
     });
-    const missing = layers.map((l, i) => ({ l, i })).filter((x) => !present[x.i]);
-    if (missing.length > CONCURRENT_DOWNLOADS) {
-      for (const { l } of missing.slice(CONCURRENT_DOWNLOADS)) emit({ status: 'Waiting', progressDetail: {}, id: shortId(l.digest) });
-    }
-
-    const fetchBlob = async (d: Descriptor, progress: boolean): Promise<void> => {
-      const id = shortId(d.digest);
-      const start = Date.now() / 1000;
-      let current = 0;
-      const body = await client.getBlob(ref.path, d.digest);
-      await ctx.store.put(
-        counting(body, (n) => {
-          if (signal?.aborted) throw new StowageError('CONFLICT', 'pull cancelled: the client went away');
-          current += n;
-          if (progress && throttle.shouldSend(id, current >= d.size)) emit(progressMessage('Downloading', id, current, d.size, start));
-        }),
-        { digest: d.digest, size: d.size },
-      );
-      downloaded = true;
-      if (progress) {
-        emit({ status: 'Verifying Checksum', progressDetail: {}, id });
-        emit({ status: 'Download complete', progressDetail: {}, id });
-      }
-    };
-
-    // Up to three downloads at a time; layers "complete" in order, as Docker shows them.
-    const done = new Map<number, Promise<void>>();
-    let next = 0;
-    const workers = Array.from({ length: Math.min(CONCURRENT_DOWNLOADS, missing.length) }, async () => {
-      while (next < missing.length) {
-        const item = missing[next++]!;
-        const p = fetchBlob(item.l, true);
-        done.set(item.i, p);
-        p.catch(() => undefined);
-        await p;
-      }
-    });
-    const completion = (async () => {
-      for (const { l, i } of missing) {
-        while (!done.has(i)) await new Promise((r) => setTimeout(r, 5));
-        await done.get(i);
-        emit(progressMessage('Extracting', shortId(l.digest), l.size, l.size));
-        emit({ status: 'Pull complete', progressDetail: {}, id: shortId(l.digest) });
-      }
-    })();
-    const results = await Promise.allSettled([...workers, completion]);
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-
-    if (!(await ctx.store.has(manifest.config.digest))) await fetchBlob(manifest.config, false);
-    const configBytes = await ctx.store.readBytes(manifest.config.digest);
-    const config = parseImageConfig(configBytes);
-    if (!(await ctx.store.has(manifestDigest))) {
-      await ctx.store.putBytes(manifestBytes, { digest: manifestDigest });
-      downloaded = true;
-    }
-    const p: Platform = childPlatform ?? { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
-    ctx.images.putImage({
-      manifestDigest,
-      manifestMediaType,
-      configDigest: manifest.config.digest,
-      platform: { os: p.os, architecture: p.architecture, ...(p.variant ? { variant: p.variant } : {}) },
-      layers: layers.map((l) => l.digest),
-      size: manifestBytes.length + manifest.config.size + layers.reduce((n, l) => n + l.size, 0),
-      created: config.created,
-      labels: (config.config?.Labels as Record<string, string> | null | undefined) ?? {},
-    });
-    if (index) {
-      if (!(await ctx.store.has(top.digest))) {
-        await ctx.store.putBytes(top.bytes, { digest: top.digest });
-        downloaded = true;
-      }
-      const existing = ctx.images.getIndex(top.digest);
-      ctx.images.putIndex({
-        indexDigest: top.digest,
-        mediaType: parsedTop.mediaType,
-        children: index.manifests.map((c) => ({
-          digest: c.digest,
-          platform: c.platform as Platform | undefined,
-          present: c.digest === manifestDigest || ctx.images.getImage(c.digest) !== undefined || (existing?.children.find((x) => x.digest === c.digest)?.present ?? false),
-        })),
-      });
-    }
-    const target = top.digest;
-    if (ref.tag !== undefined) ctx.images.tag(formatReference(ref), target);
-    ctx.images.addRepoDigest({ repository: repository(ref), digest: target, manifestDigest });
-
+    const target = pulled.indexDigest ?? pulled.manifestDigest;
     emit({ status: `Digest: ${target}` });
-    const upToDate = !downloaded && (ref.tag === undefined || previous === target);
+    const upToDate = !pulled.downloaded && (ref.tag === undefined || previous === target);
     emit({ status: `Status: ${upToDate ? 'Image is up to date for' : 'Downloaded newer image for'} ${familiarString(ref)}` });
-    return { reference: formatReference(ref), target, manifestDigest, downloaded: !upToDate };
+    return { reference: formatReference(ref), target, manifestDigest: pulled.manifestDigest, downloaded: !upToDate };
   } catch (err) {
     throw translatePullError(err, ref, want);
   }
@@ -234,36 +142,36 @@ export function pullReference(fromImage: string, tag: string | undefined): Image
   return withDefaultTag(ref);
 }
 
-function one(v: unknown): string | undefined {
-  if (Array.isArray(v)) v = v[v.length - 1];
-  return typeof v === 'string' ? v : undefined;
+/** An AbortSignal that fires when the client goes away before the answer is complete. */
+export function clientGone(reply: FastifyReply, what: string): AbortSignal {
+  const abort = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) abort.abort(new StowageError('CONFLICT', `${what} cancelled: the client went away`));
+  });
+  return abort.signal;
 }
 
 /** POST /images/create?fromImage=…: called by create.ts. */
 export async function handlePull(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply | void> {
   const q = request.query as Record<string, unknown>;
-  const stream = lazyJsonStream(reply);
+  const stream = openJsonStream(reply);
   let ref: ImageReference;
   let platform: Platform | undefined;
   let auth: RegistryAuth | undefined;
   try {
-    ref = pullReference(one(q['fromImage']) ?? '', one(q['tag']));
-    const p = one(q['platform']);
+    ref = pullReference(strParam(q, 'fromImage') ?? '', strParam(q, 'tag'));
+    const p = strParam(q, 'platform');
     platform = p ? parsePlatform(p) : undefined;
     auth = decodeRegistryAuth(request.headers['x-registry-auth']);
   } catch (err) {
-    stream.fail(err);
+    stream.error(err);
     return reply;
   }
-  const abort = new AbortController();
-  reply.raw.once('close', () => {
-    if (!reply.raw.writableFinished) abort.abort();
-  });
   try {
-    await pullWithProgress(ctx, ref, platform, auth, (m) => stream.write(m), abort.signal);
+    await pullWithProgress(ctx, ref, platform, auth, (m) => stream.write(m), clientGone(reply, 'pull'));
     stream.end();
   } catch (err) {
-    stream.fail(err);
+    stream.error(err);
   }
   return reply;
 }
@@ -282,5 +190,3 @@ export async function pullForBuild(
 
 /** POST /images/create belongs to create.ts, which calls handlePull; nothing to register here. */
 export function registerPullRoutes(_app: FastifyInstance, _ctx: EngineContext): void {}
-
-export type { EngineRegistry };

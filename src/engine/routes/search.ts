@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
 import type { EngineContext } from '../context.js';
+import { strParam } from '../params.js';
 import { decodeRegistryAuth, registryClientFor } from '../registry-auth.js';
-import { sendJsonError } from './json-stream.js';
+import { sendError } from '../stream.js';
 
 export interface SearchResult {
   name: string;
@@ -15,11 +16,6 @@ export interface SearchResult {
 const DEFAULT_LIMIT = 25;
 /** Catalogs are paged; never read more than this many names from one registry for one search. */
 const MAX_CATALOG_NAMES = 100_000;
-
-function one(v: unknown): string | undefined {
-  if (Array.isArray(v)) v = v[v.length - 1];
-  return typeof v === 'string' ? v : undefined;
-}
 
 interface SearchFilters {
   isAutomated?: boolean;
@@ -85,7 +81,7 @@ async function searchOne(ctx: EngineContext, host: string, term: string, auth: R
   const needle = term.toLowerCase();
   const names: string[] = [];
   let seen = 0;
-  for await (const repo of client.catalogNames()) {
+  for await (const repo of client.catalog({ pageSize: 100 })) {
     if (++seen > MAX_CATALOG_NAMES) break;
     if (repo.toLowerCase().includes(needle)) names.push(`${host}/${repo}`);
   }
@@ -98,13 +94,13 @@ async function handleSearch(request: FastifyRequest, reply: FastifyReply, ctx: E
   let filters: SearchFilters;
   let auth;
   try {
-    limit = parseSearchLimit(one(q['limit']));
-    filters = parseSearchFilters(one(q['filters']));
+    limit = parseSearchLimit(strParam(q, 'limit'));
+    filters = parseSearchFilters(strParam(q, 'filters'));
     auth = decodeRegistryAuth(request.headers['x-registry-auth']);
   } catch (err) {
-    return sendJsonError(reply, err);
+    return sendError(reply, err);
   }
-  const term = one(q['term']) ?? '';
+  const term = strParam(q, 'term') ?? '';
   const { host, remote } = splitSearchTerm(term);
   const hosts = host ? [host] : [...new Set(ctx.registries.searchRegistries.map((h) => h.toLowerCase()))];
 
@@ -112,7 +108,7 @@ async function handleSearch(request: FastifyRequest, reply: FastifyReply, ctx: E
   const failures = settled.filter((s): s is PromiseRejectedResult => s.status === 'rejected');
   if (hosts.length > 0 && failures.length === hosts.length) {
     const first = failures[0]!.reason as Error;
-    return sendJsonError(reply, new StowageError('REGISTRY_ERROR', `Unexpected status from registry: ${first.message}`), 500);
+    return sendError(reply, new StowageError('REGISTRY_ERROR', `Unexpected status from registry: ${first.message}`), 500);
   }
   if (failures.length > 0) request.log.warn({ failures: failures.map((f) => String(f.reason)) }, 'some search registries failed');
 
