@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { StowageError, isStowageError } from '../errors.js';
 import { ArchiveLinks, archiveBasename, safeEntryPath } from '../oci/archive/paths.js';
-import { detectCompression, maybeGunzip } from '../oci/archive/gzip.js';
+import { decompress, detectCompression } from '../oci/archive/gzip.js';
 import { readTar } from '../oci/archive/tar.js';
 import {
   ANNOTATION_IMAGE_NAME,
@@ -919,7 +919,7 @@ export async function importArchive(source: Readable, target: ImportTarget, opts
     const meta = new Map<string, Buffer>();
     const links = new ArchiveLinks();
     const seen = new Set<string>();
-    const { stream } = await maybeGunzip(source);
+    const { stream } = await decompress(source);
     await readTar(stream, limits, async (entry) => {
       if (entry.type === 'directory') {
         if (files.has(entry.path) || links.has(entry.path)) throw invalid(`archive entry "${short(entry.path)}" appears twice`);

@@ -1,9 +1,9 @@
 import { link, mkdir, rm, symlink } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { Readable, type Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import * as zlib from 'node:zlib';
+import { decompress } from '../../oci/archive/gzip.js';
 import tar from 'tar-stream';
 import { StowageError } from '../../errors.js';
 import { type NodeKind, parentOf, resolveInScope, safeEntryPath } from './paths.js';
@@ -94,44 +94,9 @@ export interface TarLimits {
 
 export const DEFAULT_LIMITS: TarLimits = { maxBytes: 64 * 1024 ** 3, maxEntries: 2_000_000 };
 
-/** Unwraps a possibly compressed tar stream (gzip; zstd where Node has it) into a plain tar stream. */
+/** Unwraps a possibly compressed tar stream (gzip or zstd) into a plain tar stream. */
 export async function decompressed(source: AsyncIterable<Uint8Array>): Promise<Readable> {
-  const it = source[Symbol.asyncIterator]();
-  let head = Buffer.alloc(0);
-  let ended = false;
-  while (head.length < 4) {
-    const r = await it.next();
-    if (r.done) {
-      ended = true;
-      break;
-    }
-    head = Buffer.concat([head, Buffer.from(r.value)]);
-  }
-  async function* all(): AsyncGenerator<Buffer> {
-    if (head.length > 0) yield head;
-    while (!ended) {
-      const r = await it.next();
-      if (r.done) return;
-      yield Buffer.from(r.value);
-    }
-  }
-  const raw = Readable.from(all(), { objectMode: false });
-  let inner: Transform | undefined;
-  if (head[0] === 0x1f && head[1] === 0x8b) {
-    inner = zlib.createGunzip();
-  } else if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) {
-    const z = (zlib as unknown as { createZstdDecompress?: () => Transform }).createZstdDecompress;
-    if (!z) throw new StowageError('UNSUPPORTED', 'zstd-compressed layers need a Node.js with zstd support');
-    inner = z();
-  } else if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) {
-    throw new StowageError('UNSUPPORTED', 'bzip2-compressed archives are not supported; send a plain or gzip tar');
-  } else if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58) {
-    throw new StowageError('UNSUPPORTED', 'xz-compressed archives are not supported; send a plain or gzip tar');
-  }
-  if (!inner) return raw;
-  const out = inner;
-  pipeline(raw, out).catch((err: unknown) => out.destroy(err as Error));
-  return out;
+  return (await decompress(source)).stream;
 }
 
 type EntryStream = AsyncIterable<unknown> & {

@@ -7,7 +7,7 @@ import tar from 'tar-stream';
 import { type Dispatcher, getGlobalDispatcher, interceptors, request as httpRequest } from 'undici';
 import { StowageError } from '../../errors.js';
 import { isDigest, type Digest, Digester } from '../../oci/digest.js';
-import { maybeGunzip } from '../../oci/archive/gzip.js';
+import { decompress } from '../../oci/archive/gzip.js';
 import { safeEntryPath } from '../../oci/archive/paths.js';
 import { canonicalJson, buildManifest } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
@@ -134,7 +134,7 @@ export interface ImportRootfsOptions {
  */
 export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uint8Array>, opts: ImportRootfsOptions): Promise<Digest> {
   const config0 = applyChanges({}, opts.changes);
-  const { stream } = await maybeGunzip(source);
+  const { stream } = await decompress(source);
   const check = new TarCheck();
   const gzip = createGzip();
   const ingest = await ctx.store.openIngest(`import-${randomUUID()}`);

@@ -1,6 +1,7 @@
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { Decompress } from 'fzstd';
 import { StowageError } from '../../errors.js';
 import type { LayerCompression } from '../media-types.js';
 
@@ -63,31 +64,69 @@ export async function peekStream(
   return { head, stream: Readable.from(replay(), { objectMode: false }) };
 }
 
-/**
- * Transparently gunzips a whole stream when it starts with the gzip magic; otherwise returns it as is.
- * Corrupt gzip data makes the returned stream fail with INVALID_ARCHIVE.
- */
-export async function maybeGunzip(source: AsyncIterable<Uint8Array>): Promise<{ stream: Readable; gzip: boolean }> {
-  const { head, stream } = await peekStream(source, 3);
-  if (!isGzipMagic(head)) return { stream, gzip: false };
-  const gunzip = createGunzip();
-  // pipeline carries backpressure both ways and destroys gunzip with the source's error.
-  pipeline(stream, gunzip).catch(() => {
-    /* reported on gunzip */
-  });
-  gunzip.on('error', () => {
-    /* the consumer sees it through iteration or its own listener */
-  });
-  const out = new PassThrough();
-  gunzip.on('error', (err) => out.destroy(asInvalidGzip(err)));
-  gunzip.pipe(out);
-  out.on('close', () => {
-    if (!gunzip.readableEnded) gunzip.destroy();
-  });
-  return { stream: out, gzip: true };
+/** bzip2 ("BZh") and xz (fd 37 7a 58 5a 00): recognised only to refuse them by name. */
+function unsupportedCompression(head: Uint8Array): string | undefined {
+  if (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) return 'bzip2';
+  if (head[0] === 0xfd && head[1] === 0x37 && head[2] === 0x7a && head[3] === 0x58) return 'xz';
+  return undefined;
 }
 
-function asInvalidGzip(err: unknown): Error {
+/** A zstd decompressor as a Node stream; fzstd is pure JS, since Node 20's zlib has no zstd. */
+function createZstdDecompress(): Transform {
+  let decoder: Decompress;
+  const transform = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      try {
+        decoder.push(chunk);
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+    flush(cb) {
+      try {
+        decoder.push(new Uint8Array(0), true);
+        cb();
+      } catch (err) {
+        cb(err as Error);
+      }
+    },
+  });
+  decoder = new Decompress((data) => {
+    transform.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  });
+  return transform;
+}
+
+/**
+ * Unwraps a whole stream that may be gzip or zstd compressed (told by its first bytes, as Docker does);
+ * anything else passes through as is. bzip2 and xz are refused with UNSUPPORTED. Corrupt compressed
+ * data makes the returned stream fail with INVALID_ARCHIVE.
+ */
+export async function decompress(source: AsyncIterable<Uint8Array>): Promise<{ stream: Readable; compression: LayerCompression }> {
+  const { head, stream } = await peekStream(source, 6);
+  const refused = unsupportedCompression(head);
+  if (refused) {
+    stream.destroy();
+    throw new StowageError('UNSUPPORTED', `${refused}-compressed archives are not supported; send a plain, gzip or zstd tar`);
+  }
+  const compression = detectCompression(head);
+  if (compression === 'none') return { stream, compression };
+  const decoder = compression === 'gzip' ? createGunzip() : createZstdDecompress();
+  // pipeline carries backpressure both ways and destroys the decoder with the source's error.
+  pipeline(stream, decoder).catch(() => {
+    /* reported on the decoder */
+  });
+  const out = new PassThrough();
+  decoder.on('error', (err) => out.destroy(asInvalidCompressed(compression, err)));
+  decoder.pipe(out);
+  out.on('close', () => {
+    if (!decoder.readableEnded) decoder.destroy();
+  });
+  return { stream: out, compression };
+}
+
+function asInvalidCompressed(compression: LayerCompression, err: unknown): Error {
   if (err instanceof StowageError) return err;
-  return new StowageError('INVALID_ARCHIVE', `invalid gzip stream: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+  return new StowageError('INVALID_ARCHIVE', `invalid ${compression} stream: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
