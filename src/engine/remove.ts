@@ -2,7 +2,8 @@ import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { type ImageReference, familiarString, formatReference, repository } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
-import { type LocalImage, inventory, isDangling, resolveImage, shortId } from './resolve.js';
+import { shortId } from '../oci/digest.js';
+import { type LocalImage, inventory, isDangling, resolveImage } from './resolve.js';
 
 /** Docker's ImageDelete and ImagePrune over the image records, with Docker's conflict rules and answers. */
 

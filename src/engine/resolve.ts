@@ -1,5 +1,5 @@
 import { StowageError } from '../errors.js';
-import { type Digest, isDigest } from '../oci/digest.js';
+import { type Digest, isDigest, shortId } from '../oci/digest.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, familiarString, formatReference, isImageIdLike, parseReference, repository, withDefaultTag } from '../oci/reference.js';
 import type { ImageIndexApi, ImageRecord, IndexRecord } from '../store/types.js';
@@ -233,10 +233,5 @@ export function resolveImage(images: ImageIndexApi, name: string, opts: { platfo
   return hit;
 }
 
-/** Docker's TruncateID: the first 12 hex characters of an ID. */
-export function shortId(id: string): string {
-  const hex = id.startsWith('sha256:') ? id.slice(7) : id;
-  return hex.slice(0, 12);
-}
 
 export { isDigest };

@@ -85,3 +85,8 @@ export function verifyContent(
     });
   }
 }
+
+/** The 12-hex short form Docker shows for image IDs and layers; takes a digest or bare hex. */
+export function shortId(id: string): string {
+  return (id.startsWith('sha256:') ? id.slice('sha256:'.length) : id).slice(0, 12);
+}

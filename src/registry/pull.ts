@@ -1,5 +1,5 @@
 import { StowageError, isStowageError } from '../errors.js';
-import { type Digest, digestHex } from '../oci/digest.js';
+import { type Digest, shortId } from '../oci/digest.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/manifest.js';
 import { parseImageConfig } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES, isIndexMediaType } from '../oci/media-types.js';
@@ -70,9 +70,6 @@ interface PullStats {
 const MAX_LAYERS = 1000;
 const PROGRESS_INTERVAL_MS = 100;
 
-export function shortId(digest: Digest): string {
-  return digestHex(digest).slice(0, 12);
-}
 
 /** Downloads in flight per store, so two pulls sharing a layer fetch it once. */
 const inFlight = new WeakMap<ContentStoreApi, Map<Digest, Promise<void>>>();

@@ -4,7 +4,7 @@ import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import type { PushBlobResult, RegistryClient } from './client.js';
-import { shortId } from './pull.js';
+import { shortId } from '../oci/digest.js';
 
 /**
  * Pushes a local image (a platform manifest, or an index with its present children) to a repository

@@ -1,21 +1,18 @@
 import { posix } from 'node:path';
 import { StowageError } from '../../errors.js';
+import { safeEntryPath as safeArchivePath } from '../../oci/archive/paths.js';
 
 /**
  * Path helpers shared by the build context, layer and rootfs code. All paths here are relative,
  * slash-separated, without a leading "/" and without "." or ".." components ("" is the root).
  */
 
-/** Normalises a tar entry name; refuses anything that would leave its directory. */
+/**
+ * Normalises a layer or context tar entry name with the archive rules (oci/archive/paths.ts), except that
+ * a leading "/" means the root, as Docker's untar reads layer entries; ".." above the root stays refused.
+ */
 export function safeEntryPath(name: string): string {
-  const parts: string[] = [];
-  for (const part of name.replace(/\\/g, '/').split('/')) {
-    if (part === '' || part === '.') continue;
-    if (part === '..') throw new StowageError('UNSAFE_PATH', `tar entry "${name.slice(0, 200)}" escapes its directory`);
-    if (part.includes('\0')) throw new StowageError('UNSAFE_PATH', 'tar entry name contains a NUL byte');
-    parts.push(part);
-  }
-  return parts.join('/');
+  return safeArchivePath(name.replace(/^\/+/, ''));
 }
 
 /** Cleans a path like Go's filepath.Clean, clamping ".." at the root; result is relative. */

@@ -3,7 +3,7 @@ import { StowageError, isStowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
 import { type ImageReference, familiarName, familiarString, parseReference, repository } from '../../oci/reference.js';
 import { registryErrorDetails } from '../../registry/client.js';
-import { shortId } from '../../registry/pull.js';
+import { shortId } from '../../oci/digest.js';
 import { type PushProgressEvent, pushImage } from '../../registry/push.js';
 import type { EngineContext } from '../context.js';
 import { strParam } from '../params.js';
