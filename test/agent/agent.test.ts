@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -80,6 +81,15 @@ describe('agent configuration', () => {
     }
     expect(isStowageError(caught, 'BAD_REQUEST')).toBe(true);
     expect((caught as Error).message).toMatch(/engine\.tcp.*loopback/);
+  });
+
+  it('accepts the example configuration the README shows', async () => {
+    const readme = await readFile(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const example = /## Agent configuration[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(example).toBeDefined();
+    const config = parseAgentConfig(JSON.parse(example!.replace('"…"', '"secret"')));
+    expect(config.engine.tcp).toEqual({ host: '127.0.0.1', port: 2375 });
+    expect(config.registries.insecureRegistries).toEqual(['registry.internal:5000']);
   });
 
   it('names the unknown field in a configuration file', () => {
