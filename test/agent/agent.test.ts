@@ -7,8 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAgent, type RunningAgent } from '../../src/agent/agent.js';
 import { parseAgentConfig } from '../../src/agent/config.js';
 import { isStowageError } from '../../src/errors.js';
-import { makeImageTar, run } from '../engine/core-helpers.js';
-import { skopeo } from '../harness/images.js';
+import { makeImageTar, skopeo } from '../harness/images.js';
+import { run } from '../harness/run.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /** Two whole agents, as `stowd agent` runs them: the docker CLI on one, the other pulling from its /v2/. */

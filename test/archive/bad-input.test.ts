@@ -6,25 +6,13 @@ import type { ErrorCode } from '../../src/errors.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../../src/oci/media-types.js';
 import { importArchive, importOciLayoutDir, type ImportOptions } from '../../src/store/import-archive.js';
-import type { ContentStoreApi, ImageIndexApi } from '../../src/store/types.js';
-import {
-  docker25Archive,
-  dockerManifestFor,
-  freshStore,
-  legacyArchive,
-  makeImage,
-  makeLayer,
-  snapshot,
-  streamOf,
-  tarOf,
-  tempDir,
-  type TarEntrySpec,
-  type TestImage,
-  type TestLayer,
-} from './helpers.js';
+import { type FreshStore, freshStore, storeSnapshot } from '../harness/store.js';
+import { chunked } from '../harness/streams.js';
+import { type TarEntrySpec, tarOf } from '../harness/tar.js';
+import { tmpDir } from '../harness/tmp.js';
+import { docker25Archive, dockerManifestFor, legacyArchive, makeImage, makeLayer, type TestImage, type TestLayer } from './helpers.js';
 
-let target: { store: ContentStoreApi; images: ImageIndexApi };
-let cleanup: () => Promise<void>;
+let target: FreshStore;
 let plain: TestLayer;
 let gz: TestLayer;
 let img: TestImage;
@@ -32,32 +20,30 @@ let other: TestImage;
 const hex = (d: string): string => d.slice(7);
 
 beforeAll(async () => {
-  const s = await freshStore();
-  target = s;
-  cleanup = s.cleanup;
+  target = await freshStore('stowage-archive-store-');
   plain = await makeLayer({ 'etc/hostname': 'box\n' });
   gz = await makeLayer({ 'opt/data.bin': 'd'.repeat(30_000) }, true);
   img = makeImage([plain, gz], ['victim:1']);
   // The store is not empty: a failed import must leave this image, its blobs and tags alone.
   const pre = makeImage([await makeLayer({ 'pre/file': 'already here' })], ['pre:1'], { label: 'pre' });
-  await importArchive(streamOf(await legacyArchive([pre])), target);
+  await importArchive(chunked(await legacyArchive([pre])), target);
   other = makeImage([await makeLayer({ 'other/file': 'x' })], ['other:1']);
 });
 
-afterAll(async () => {
-  await cleanup();
+afterAll(() => {
+  target.close();
 });
 
 async function expectRejected(archive: Buffer, code: ErrorCode, opts?: ImportOptions, message?: RegExp): Promise<void> {
-  const before = await snapshot(target);
-  const err = await importArchive(streamOf(archive), target, opts).then(
+  const before = await storeSnapshot(target);
+  const err = await importArchive(chunked(archive), target, opts).then(
     () => undefined,
     (e: unknown) => e,
   );
   expect(err, 'import should fail').toBeDefined();
   expect(err).toMatchObject({ name: 'StowageError', code });
   if (message) expect((err as Error).message).toMatch(message);
-  expect(await snapshot(target)).toEqual(before);
+  expect(await storeSnapshot(target)).toEqual(before);
 }
 
 /** The entries of a valid legacy archive for `img`, to be broken in one place. */
@@ -71,13 +57,13 @@ function legacyEntries(i: TestImage, layerNames = i.layers.map((_, n) => `l${n}/
 
 describe('importArchive refuses bad input and changes nothing', () => {
   it('accepts the untouched fixtures (so the failures below are about what was broken)', async () => {
-    const s = await freshStore();
+    const s = await freshStore('stowage-archive-store-');
     try {
-      await importArchive(streamOf(await tarOf(legacyEntries(img))), s);
-      await importArchive(streamOf(await docker25Archive([img])), s);
+      await importArchive(chunked(await tarOf(legacyEntries(img))), s);
+      await importArchive(chunked(await docker25Archive([img])), s);
       expect(s.images.listImages()).toHaveLength(2);
     } finally {
-      await s.cleanup();
+      s.close();
     }
   });
 
@@ -230,24 +216,20 @@ describe('importArchive refuses bad input and changes nothing', () => {
   });
 
   it('importOciLayoutDir refuses a corrupt blob and changes nothing', async () => {
-    const t = await tempDir();
-    try {
-      const m = dockerManifestFor(img, MediaType.OciManifest);
-      await mkdir(join(t.dir, 'blobs', 'sha256'), { recursive: true });
-      await writeFile(join(t.dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-      await writeFile(join(t.dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.OciManifest, digest: digestOf(m), size: m.length }] }));
-      await writeFile(join(t.dir, 'blobs', 'sha256', hex(digestOf(m))), m);
-      await writeFile(join(t.dir, 'blobs', 'sha256', hex(img.configDigest)), img.config);
-      await writeFile(join(t.dir, 'blobs', 'sha256', hex(plain.digest)), plain.blob);
-      await writeFile(join(t.dir, 'blobs', 'sha256', hex(gz.digest)), Buffer.from(gz.blob).fill(0, 30));
-      const before = await snapshot(target);
-      await expect(importOciLayoutDir(t.dir, target)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
-      expect(await snapshot(target)).toEqual(before);
-      await writeFile(join(t.dir, 'blobs', 'sha256', hex(gz.digest)), gz.blob);
-      const r = await importOciLayoutDir(t.dir, target);
-      expect(r.images[0]!.configDigest).toBe(img.configDigest);
-    } finally {
-      await t.cleanup();
-    }
+    const dir = await tmpDir('stowage-archive-');
+    const m = dockerManifestFor(img, MediaType.OciManifest);
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    await writeFile(join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.OciManifest, digest: digestOf(m), size: m.length }] }));
+    await writeFile(join(dir, 'blobs', 'sha256', hex(digestOf(m))), m);
+    await writeFile(join(dir, 'blobs', 'sha256', hex(img.configDigest)), img.config);
+    await writeFile(join(dir, 'blobs', 'sha256', hex(plain.digest)), plain.blob);
+    await writeFile(join(dir, 'blobs', 'sha256', hex(gz.digest)), Buffer.from(gz.blob).fill(0, 30));
+    const before = await storeSnapshot(target);
+    await expect(importOciLayoutDir(dir, target)).rejects.toMatchObject({ code: 'DIGEST_MISMATCH' });
+    expect(await storeSnapshot(target)).toEqual(before);
+    await writeFile(join(dir, 'blobs', 'sha256', hex(gz.digest)), gz.blob);
+    const r = await importOciLayoutDir(dir, target);
+    expect(r.images[0]!.configDigest).toBe(img.configDigest);
   });
 });

@@ -12,7 +12,8 @@ import {
   resolveLinkTarget,
   safeEntryPath,
 } from '../../src/oci/archive/index.js';
-import { readAll, streamOf, tarOf } from './helpers.js';
+import { chunked, readAll } from '../harness/streams.js';
+import { tarOf } from '../harness/tar.js';
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -78,37 +79,37 @@ describe('gzip helpers', () => {
 
   it('gunzips a gzip stream and passes anything else through, byte for byte', async () => {
     const data = Buffer.from('x'.repeat(100_000) + 'tail');
-    const gz = await decompress(streamOf(gzipSync(data), 3));
+    const gz = await decompress(chunked(gzipSync(data), 3));
     expect(gz.compression).toBe('gzip');
     expect((await readAll(gz.stream)).equals(data)).toBe(true);
-    const plain = await decompress(streamOf(data, 1));
+    const plain = await decompress(chunked(data, 1));
     expect(plain.compression).toBe('none');
     expect((await readAll(plain.stream)).equals(data)).toBe(true);
-    const empty = await decompress(streamOf(Buffer.alloc(0)));
+    const empty = await decompress(chunked(Buffer.alloc(0)));
     expect((await readAll(empty.stream)).length).toBe(0);
   });
 
   it('reads what the real zstd tool writes, in small chunks, byte for byte', async () => {
     const data = Buffer.concat([randomBytes(300_000), Buffer.from('z'.repeat(200_000))]);
     const zst = execFileSync('zstd', ['-q', '-c', '-3'], { input: data });
-    const out = await decompress(streamOf(zst, 4096));
+    const out = await decompress(chunked(zst, 4096));
     expect(out.compression).toBe('zstd');
     expect((await readAll(out.stream)).equals(data)).toBe(true);
   });
 
   it('reports corrupt gzip and zstd as INVALID_ARCHIVE', async () => {
     const gz = gzipSync(Buffer.from('y'.repeat(50_000)));
-    const { stream } = await decompress(streamOf(gz.subarray(0, gz.length - 20)));
+    const { stream } = await decompress(chunked(gz.subarray(0, gz.length - 20)));
     await expect(readAll(stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
     // fzstd does not check zstd's optional content checksum (layer digests do that job), so cut the frame short.
     const zst = execFileSync('zstd', ['-q', '-c'], { input: Buffer.from('abc'.repeat(100_000)) });
-    const broken = await decompress(streamOf(zst.subarray(0, zst.length - 8)));
+    const broken = await decompress(chunked(zst.subarray(0, zst.length - 8)));
     await expect(readAll(broken.stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
   });
 
   it('refuses bzip2 and xz by name', async () => {
-    await expect(decompress(streamOf(Buffer.from('BZh91AY&SY')))).rejects.toMatchObject({ code: 'UNSUPPORTED', message: /bzip2/ });
-    await expect(decompress(streamOf(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2])))).rejects.toMatchObject({ code: 'UNSUPPORTED', message: /xz/ });
+    await expect(decompress(chunked(Buffer.from('BZh91AY&SY')))).rejects.toMatchObject({ code: 'UNSUPPORTED', message: /bzip2/ });
+    await expect(decompress(chunked(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 1, 2])))).rejects.toMatchObject({ code: 'UNSUPPORTED', message: /xz/ });
   });
 });
 
@@ -122,7 +123,7 @@ describe('readTar', () => {
       { name: 'a/link', type: 'symlink', linkname: 'file' },
     ]);
     const seen: string[] = [];
-    await readTar(streamOf(t), limits, async (e) => {
+    await readTar(chunked(t), limits, async (e) => {
       const body = e.type === 'file' ? (await readAll(e.body)).toString() : '';
       seen.push(`${e.type}:${e.path}:${e.linkname}:${body}`);
     });
@@ -135,12 +136,12 @@ describe('readTar', () => {
     const drain = async (e: { body: AsyncIterable<Uint8Array> }): Promise<void> => {
       await readAll(e.body);
     };
-    await expect(readTar(streamOf(Buffer.alloc(2048, 7)), limits, noop)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
-    await expect(readTar(streamOf(t.subarray(0, 1500)), limits, drain)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
-    await expect(readTar(streamOf(await tarOf([{ name: '../x', data: 'x' }])), limits, noop)).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
-    await expect(readTar(streamOf(await tarOf([{ name: 'dev', type: 'fifo' }])), limits, noop)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
-    await expect(readTar(streamOf(t), { maxEntries: 100, maxEntryBytes: 100 }, noop)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    await expect(readTar(chunked(Buffer.alloc(2048, 7)), limits, noop)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
+    await expect(readTar(chunked(t.subarray(0, 1500)), limits, drain)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
+    await expect(readTar(chunked(await tarOf([{ name: '../x', data: 'x' }])), limits, noop)).rejects.toMatchObject({ code: 'UNSAFE_PATH' });
+    await expect(readTar(chunked(await tarOf([{ name: 'dev', type: 'fifo' }])), limits, noop)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
+    await expect(readTar(chunked(t), { maxEntries: 100, maxEntryBytes: 100 }, noop)).rejects.toMatchObject({ code: 'TOO_LARGE' });
     const many = await tarOf(Array.from({ length: 5 }, (_, i) => ({ name: `f${i}`, data: 'x' })));
-    await expect(readTar(streamOf(many), { maxEntries: 4, maxEntryBytes: 100 }, noop)).rejects.toMatchObject({ code: 'TOO_LARGE' });
+    await expect(readTar(chunked(many), { maxEntries: 4, maxEntryBytes: 100 }, noop)).rejects.toMatchObject({ code: 'TOO_LARGE' });
   });
 });

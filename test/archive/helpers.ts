@@ -1,47 +1,13 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import tar from 'tar-stream';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
-import { openStore } from '../../src/store/index.js';
-import type { ContentStoreApi, ImageIndexApi } from '../../src/store/types.js';
+import { type TarEntrySpec, tarOf } from '../harness/tar.js';
 
-export const run = promisify(execFile);
-
-export interface TarEntrySpec {
-  name: string;
-  data?: Buffer | string;
-  type?: 'file' | 'directory' | 'symlink' | 'link' | 'fifo' | 'character-device';
-  linkname?: string;
-}
-
-/** A whole tar in memory (test archives are small). */
-export async function tarOf(entries: TarEntrySpec[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const done = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
-    return Buffer.concat(chunks);
-  })();
-  for (const e of entries) {
-    const type = e.type ?? 'file';
-    if (type === 'file') {
-      const data = typeof e.data === 'string' ? Buffer.from(e.data) : (e.data ?? Buffer.alloc(0));
-      await new Promise<void>((res, rej) => pack.entry({ name: e.name, mode: 0o644, mtime: new Date(0) }, data, (err) => (err ? rej(err) : res())));
-    } else {
-      await new Promise<void>((res, rej) =>
-        pack.entry({ name: e.name, type, linkname: e.linkname, mode: 0o755, mtime: new Date(0) }, (err) => (err ? rej(err) : res())).end(undefined),
-      );
-    }
-  }
-  pack.finalize();
-  return done;
-}
+/**
+ * Archive fixtures: layers and images built in memory, written as a legacy `docker save` archive or
+ * as Docker 25+ writes it (an OCI layout with manifest.json). Tars, streams and stores come from
+ * test/harness/.
+ */
 
 export interface TestLayer {
   /** The uncompressed layer tar. */
@@ -158,70 +124,4 @@ export async function docker25Archive(images: TestImage[], opts: { skipBlob?: Di
   entries.push({ name: 'oci-layout', data: '{"imageLayoutVersion":"1.0.0"}' });
   entries.push(...(opts.extra ?? []));
   return tarOf(entries);
-}
-
-export async function tempDir(prefix = 'stowage-archive-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
-}
-
-export async function freshStore(): Promise<{ store: ContentStoreApi; images: ImageIndexApi; dir: string; cleanup: () => Promise<void> }> {
-  const t = await tempDir('stowage-archive-store-');
-  const { store, images } = await openStore(t.dir);
-  return {
-    store,
-    images,
-    dir: t.dir,
-    cleanup: async () => {
-      images.close();
-      await t.cleanup();
-    },
-  };
-}
-
-/** Everything a user can see of a store: blobs, image records, indexes, tags, and leftover ingests. */
-export async function snapshot(target: { store: ContentStoreApi; images: ImageIndexApi }): Promise<unknown> {
-  const blobs: string[] = [];
-  for await (const b of target.store.list()) blobs.push(`${b.digest}:${b.size}`);
-  blobs.sort();
-  const ingests = await readdir(join(target.store.root, 'ingest')).catch(() => []);
-  return {
-    blobs,
-    images: target.images.listImages(),
-    indexes: target.images.listIndexes(),
-    tags: target.images.listTags(),
-    ingests,
-  };
-}
-
-export function streamOf(buf: Buffer, chunk = 7919): Readable {
-  return Readable.from(
-    (async function* () {
-      for (let i = 0; i < buf.length; i += chunk) {
-        await new Promise((r) => setImmediate(r));
-        yield buf.subarray(i, i + chunk);
-      }
-    })(),
-  );
-}
-
-export async function readAll(stream: AsyncIterable<Uint8Array>): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const c of stream) chunks.push(Buffer.from(c));
-  return Buffer.concat(chunks);
-}
-
-/** Lists a tar's entries: name, type, size, linkname. */
-export async function tarListing(buf: Buffer): Promise<Array<{ name: string; type: string; size: number; data: Buffer }>> {
-  const extract = tar.extract();
-  const out: Array<{ name: string; type: string; size: number; data: Buffer }> = [];
-  const done = (async () => {
-    for await (const entry of extract) {
-      const data = await readAll(entry as unknown as AsyncIterable<Uint8Array>);
-      out.push({ name: entry.header.name, type: entry.header.type, size: entry.header.size ?? 0, data });
-    }
-  })();
-  extract.end(buf);
-  await done;
-  return out;
 }

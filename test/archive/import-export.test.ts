@@ -8,38 +8,29 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { exportArchive } from '../../src/store/export-archive.js';
 import { importArchive, importOciLayoutDir } from '../../src/store/import-archive.js';
 import type { ContentStoreApi, ImageIndexApi } from '../../src/store/types.js';
-import {
-  docker25Archive,
-  freshStore,
-  legacyArchive,
-  makeImage,
-  makeLayer,
-  readAll,
-  run,
-  streamOf,
-  tarListing,
-  tarOf,
-  tempDir,
-  type TestImage,
-} from './helpers.js';
+import { skopeo } from '../harness/images.js';
+import { runOk } from '../harness/run.js';
+import { type FreshStore, freshStore, listBlobs } from '../harness/store.js';
+import { chunked, readAll } from '../harness/streams.js';
+import { tarListing, tarOf } from '../harness/tar.js';
+import { tmpDir } from '../harness/tmp.js';
+import { docker25Archive, legacyArchive, makeImage, makeLayer, type TestImage } from './helpers.js';
 
 type Target = { store: ContentStoreApi; images: ImageIndexApi };
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
+const opened: FreshStore[] = [];
+afterEach(() => {
+  while (opened.length) opened.pop()!.close();
 });
 
 async function store(): Promise<Target> {
-  const s = await freshStore();
-  cleanups.push(s.cleanup);
+  const s = await freshStore('stowage-archive-store-');
+  opened.push(s);
   return s;
 }
 
-async function dir(): Promise<string> {
-  const t = await tempDir();
-  cleanups.push(t.cleanup);
-  return t.dir;
+function dir(): Promise<string> {
+  return tmpDir('stowage-archive-');
 }
 
 async function manifestOf(t: Target, digest: Digest): Promise<ImageManifest> {
@@ -73,7 +64,7 @@ describe('legacy docker save archives', () => {
     // The second image's shared layer is a symlink to the first image's file.
     expect((await tarListing(archive)).filter((e) => e.type === 'symlink')).toHaveLength(1);
 
-    const result = await importArchive(streamOf(archive), t);
+    const result = await importArchive(chunked(archive), t);
     expect(result.format).toBe('docker-legacy');
     expect(result.images).toHaveLength(2);
     const [a, b] = result.images;
@@ -98,8 +89,7 @@ describe('legacy docker save archives', () => {
     expect((await t.store.readBytes(base.layers[1]!.digest)).equals(base.layers[1]!.blob)).toBe(true);
 
     // Exactly the blobs the images need: 2 manifests, 2 configs, 3 distinct layers.
-    const blobs: string[] = [];
-    for await (const blob of t.store.list()) blobs.push(blob.digest);
+    const blobs = (await listBlobs(t.store)).map((blob) => blob.digest);
     expect(blobs.sort()).toEqual(
       [a!.manifestDigest, b!.manifestDigest, base.configDigest, app.configDigest, shared.digest, base.layers[1]!.digest, app.layers[1]!.digest].sort(),
     );
@@ -121,26 +111,26 @@ describe('legacy docker save archives', () => {
         data: JSON.stringify([{ Config: `${hexOf(app.configDigest)}.json`, RepoTags: ['linked:1'], Layers: ['three/layer.tar', 'two/layer.tar'] }]),
       },
     ]);
-    const r = await importArchive(streamOf(archive), t);
+    const r = await importArchive(chunked(archive), t);
     expect(r.images[0]!.configDigest).toBe(app.configDigest);
     expect(t.images.getImage(r.images[0]!.manifestDigest)!.layers).toEqual(app.layers.map((l) => l.digest));
   });
 
   it('accepts the whole archive gzip-compressed', async () => {
     const t = await store();
-    const result = await importArchive(streamOf(gzipSync(await legacyArchive([base]))), t);
+    const result = await importArchive(chunked(gzipSync(await legacyArchive([base]))), t);
     expect(result.images.map((i) => i.configDigest)).toEqual([base.configDigest]);
   });
 
   it('applies extra tags to a single image', async () => {
     const t = await store();
-    const r = await importArchive(streamOf(await legacyArchive([app])), t, { tag: ['registry.example:5000/team/app:v9', 'plain'] });
+    const r = await importArchive(chunked(await legacyArchive([app])), t, { tag: ['registry.example:5000/team/app:v9', 'plain'] });
     expect(r.images[0]!.references.sort()).toEqual(['docker.io/library/app:2', 'docker.io/library/plain:latest', 'registry.example:5000/team/app:v9']);
   });
 
   it('exports as Docker 25+ writes it, readable by skopeo, and re-imports to the same image', async () => {
     const t = await store();
-    const [img] = (await importArchive(streamOf(await legacyArchive([base]), 65536), t)).images;
+    const [img] = (await importArchive(chunked(await legacyArchive([base]), 65536), t)).images;
     const file = await exportToFile(t, [{ manifestDigest: img!.manifestDigest, references: img!.references }]);
 
     const listing = await tarListing(await readFile(file));
@@ -166,19 +156,19 @@ describe('legacy docker save archives', () => {
     });
 
     // skopeo reads it as a docker-archive: the config is the same.
-    const { stdout } = await run('skopeo', ['inspect', '--raw', `docker-archive:${file}`]);
+    const stdout = await skopeo(['inspect', '--raw', `docker-archive:${file}`]);
     expect(JSON.parse(stdout).config.digest).toBe(base.configDigest);
-    const { stdout: cfg } = await run('skopeo', ['inspect', '--config', '--raw', `docker-archive:${file}`]);
+    const cfg = await skopeo(['inspect', '--config', '--raw', `docker-archive:${file}`]);
     expect(digestOf(cfg)).toBe(base.configDigest);
     const oci = join(await dir(), 'oci');
-    await run('skopeo', ['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci:${oci}:copied`]);
+    await skopeo(['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci:${oci}:copied`]);
     const ociIndex = JSON.parse(await readFile(join(oci, 'index.json'), 'utf8'));
     const ociManifest = JSON.parse(await readFile(join(oci, 'blobs', 'sha256', ociIndex.manifests[0].digest.slice(7)), 'utf8'));
     expect(ociManifest.config.digest).toBe(base.configDigest);
 
     // Re-import into a fresh store: same manifest, config, tags.
     const t2 = await store();
-    const again = await importArchive(streamOf(await readFile(file)), t2);
+    const again = await importArchive(chunked(await readFile(file)), t2);
     expect(again.format).toBe('docker-oci');
     expect(again.images).toHaveLength(1);
     expect(again.images[0]!.manifestDigest).toBe(img!.manifestDigest);
@@ -189,7 +179,7 @@ describe('legacy docker save archives', () => {
 
   it('exports several images with shared blobs written once', async () => {
     const t = await store();
-    const r = await importArchive(streamOf(await legacyArchive([base, app])), t);
+    const r = await importArchive(chunked(await legacyArchive([base, app])), t);
     const file = await exportToFile(
       t,
       r.images.map((i) => ({ manifestDigest: i.manifestDigest, references: i.references })),
@@ -197,11 +187,11 @@ describe('legacy docker save archives', () => {
     const blobs = (await tarListing(await readFile(file))).filter((e) => e.name.startsWith('blobs/sha256/') && e.type === 'file');
     expect(blobs).toHaveLength(7);
     for (const b of blobs) expect(digestOf(b.data)).toBe(`sha256:${b.name.slice('blobs/sha256/'.length)}`);
-    const { stdout } = await run('skopeo', ['inspect', '--raw', `docker-archive:${file}:app:2`]);
+    const stdout = await skopeo(['inspect', '--raw', `docker-archive:${file}:app:2`]);
     expect(JSON.parse(stdout).config.digest).toBe(app.configDigest);
 
     const t2 = await store();
-    const again = await importArchive(streamOf(await readFile(file)), t2);
+    const again = await importArchive(chunked(await readFile(file)), t2);
     expect(again.images.map((i) => i.manifestDigest).sort()).toEqual(r.images.map((i) => i.manifestDigest).sort());
     expect(t2.images.listTags().map((x) => x.reference)).toEqual(t.images.listTags().map((x) => x.reference));
   });
@@ -216,7 +206,7 @@ describe('legacy docker save archives', () => {
 describe('Docker 25+ archives', () => {
   it('imports blobs, index.json names and manifest.json RepoTags', async () => {
     const t = await store();
-    const r = await importArchive(streamOf(await docker25Archive([base, app])), t);
+    const r = await importArchive(chunked(await docker25Archive([base, app])), t);
     expect(r.format).toBe('docker-oci');
     expect(r.images.map((i) => i.configDigest)).toEqual([base.configDigest, app.configDigest]);
     expect(r.images[0]!.references.sort()).toEqual(['docker.io/library/base:latest', 'example.com/base:1.0']);
@@ -270,7 +260,7 @@ describe('Docker 25+ archives', () => {
         }),
       },
     ]);
-    const r = await importArchive(streamOf(archive), t, { tag: ['registry.example/team/multi'] });
+    const r = await importArchive(chunked(archive), t, { tag: ['registry.example/team/multi'] });
     expect(r.format).toBe('oci-layout');
     expect(r.indexes).toEqual([digestOf(list)]);
     expect(r.images).toHaveLength(1);
@@ -280,7 +270,7 @@ describe('Docker 25+ archives', () => {
 
     // Without a repository the bare ref name leaves the image untagged.
     const t2 = await store();
-    const r2 = await importArchive(streamOf(archive), t2);
+    const r2 = await importArchive(chunked(archive), t2);
     expect(r2.images[0]!.references).toEqual([]);
     expect(t2.images.listTags()).toEqual([]);
     expect(t2.images.getImage(digestOf(amdManifest))).toBeDefined();
@@ -290,12 +280,12 @@ describe('Docker 25+ archives', () => {
 describe('OCI layouts made by skopeo', () => {
   it('imports an oci: directory and its tar', async () => {
     const t = await store();
-    const [img] = (await importArchive(streamOf(await legacyArchive([base])), t)).images;
+    const [img] = (await importArchive(chunked(await legacyArchive([base])), t)).images;
     const file = await exportToFile(t, [{ manifestDigest: img!.manifestDigest, references: [] }]);
     const oci = join(await dir(), 'layout');
-    await run('skopeo', ['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci:${oci}:1.0`]);
+    await skopeo(['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci:${oci}:1.0`]);
     // The export is an OCI layout tar too.
-    const { stdout: viaOci } = await run('skopeo', ['inspect', '--raw', `oci-archive:${file}`]);
+    const viaOci = await skopeo(['inspect', '--raw', `oci-archive:${file}`]);
     expect(JSON.parse(viaOci).config.digest).toBe(base.configDigest);
 
     const t2 = await store();
@@ -305,9 +295,9 @@ describe('OCI layouts made by skopeo', () => {
     expect(r.images[0]!.references).toEqual(['example.com/copied:1.0']);
 
     const layoutTar = join(await dir(), 'layout.tar');
-    await run('tar', ['-C', oci, '-cf', layoutTar, '.']);
+    await runOk('tar', ['-C', oci, '-cf', layoutTar, '.']);
     const t3 = await store();
-    const r3 = await importArchive(streamOf(await readFile(layoutTar)), t3);
+    const r3 = await importArchive(chunked(await readFile(layoutTar)), t3);
     expect(r3.format).toBe('oci-layout');
     expect(r3.images[0]!.configDigest).toBe(base.configDigest);
     expect(r3.images[0]!.manifestDigest).toBe(r.images[0]!.manifestDigest);
@@ -315,9 +305,9 @@ describe('OCI layouts made by skopeo', () => {
 
     // skopeo's oci-archive: tars the layout itself.
     const ociArchive = join(await dir(), 'skopeo-oci.tar');
-    await run('skopeo', ['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci-archive:${ociArchive}:example.com/full/name:7`]);
+    await skopeo(['copy', '--quiet', '--preserve-digests', `docker-archive:${file}`, `oci-archive:${ociArchive}:example.com/full/name:7`]);
     const t4 = await store();
-    const r4 = await importArchive(streamOf(await readFile(ociArchive)), t4);
+    const r4 = await importArchive(chunked(await readFile(ociArchive)), t4);
     expect(r4.images[0]!.configDigest).toBe(base.configDigest);
     expect(r4.images[0]!.references).toEqual(['example.com/full/name:7']);
   });

@@ -1,14 +1,17 @@
 import { createServer, type Server } from 'node:http';
-import { readdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import Fastify, { type FastifyInstance } from 'fastify';
-import tar from 'tar-stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { registryRoutes } from '../../src/registry/routes.js';
+import { makeImageTar } from '../harness/images.js';
+import type { RunResult } from '../harness/run.js';
+import { type StoreSnapshot, storeSnapshot } from '../harness/store.js';
+import { tarOf } from '../harness/tar.js';
 import { tmpDir } from '../harness/tmp.js';
-import { type CoreEngine, type RunResult, dockerFor, makeImageTar, startCoreEngine } from './core-helpers.js';
+import { type CoreEngine, dockerFor, startCoreEngine } from './core-helpers.js';
 
 /**
  * Bad input to the Docker Engine image API and the agent's /v2/ routes: every case gets Docker's status and
@@ -21,26 +24,12 @@ let docker: (args: string[], input?: Buffer) => Promise<RunResult>;
 let alpine: Awaited<ReturnType<typeof makeImageTar>>;
 let work: string;
 
-interface Snapshot {
-  list: unknown;
-  tags: string[];
-  blobs: string[];
-  ingest: string[];
-}
+/** The store as a user sees it (blobs, ingest dirs, image records, tags) plus the engine's /images/json view. */
+type Snapshot = StoreSnapshot & { list: unknown };
 
 async function snapshot(): Promise<Snapshot> {
   const res = await request(`${base}/images/json?all=1`);
-  const list = await res.body.json();
-  const root = engine.ctx.store.root;
-  return {
-    list,
-    tags: engine.ctx.images
-      .listTags()
-      .map((t) => `${t.reference}=${t.target}`)
-      .sort(),
-    blobs: (await readdir(join(root, 'blobs', 'sha256'))).sort(),
-    ingest: (await readdir(join(root, 'ingest'))).sort(),
-  };
+  return { list: await res.body.json(), ...(await storeSnapshot(engine.ctx)) };
 }
 
 let before: Snapshot;
@@ -85,31 +74,6 @@ function streamError(r: Answer): string {
   expect(last?.error, r.text).toBeTypeOf('string');
   expect(last?.errorDetail?.message).toBe(last?.error);
   return last!.error!;
-}
-
-interface Entry {
-  name: string;
-  type?: 'file' | 'symlink' | 'link' | 'directory';
-  body?: string | Buffer;
-  linkname?: string;
-}
-
-async function makeTar(entries: Entry[]): Promise<Buffer> {
-  const pack = tar.pack();
-  const chunks: Buffer[] = [];
-  pack.on('data', (c: unknown) => chunks.push(c as Buffer));
-  const done = new Promise<void>((resolve, reject) => {
-    pack.on('end', () => resolve());
-    pack.on('error', reject);
-  });
-  for (const e of entries) {
-    const type = e.type ?? 'file';
-    if (type === 'file') pack.entry({ name: e.name, type }, e.body ?? '');
-    else pack.entry({ name: e.name, type, linkname: e.linkname });
-  }
-  pack.finalize();
-  await done;
-  return Buffer.concat(chunks);
 }
 
 const CONFIG = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [`sha256:${'2'.repeat(64)}`] }, config: {} });
@@ -218,7 +182,7 @@ describe('GET /images/json filters', () => {
 
   it('refuses an oversized buildargs parameter before reading the context', async () => {
     const big = JSON.stringify(Object.fromEntries(Array.from({ length: 5000 }, (_, i) => [`A${i}`, 'v'.repeat(10)])));
-    await expectError(call('POST', `/build?buildargs=${encodeURIComponent(big)}`, await makeTar([{ name: 'Dockerfile', body: 'FROM scratch\n' }])), 400, /buildargs.*larger than 65536 bytes/);
+    await expectError(call('POST', `/build?buildargs=${encodeURIComponent(big)}`, await tarOf([{ name: 'Dockerfile', data: 'FROM scratch\n' }])), 400, /buildargs.*larger than 65536 bytes/);
     await expectUnchanged();
   });
 });
@@ -227,24 +191,24 @@ describe('POST /images/load with bad archives', () => {
   const cases: Array<[string, () => Promise<Buffer>, RegExp]> = [
     ['not a tar', async () => Buffer.from('hello, this is not a tar archive at all\n'.repeat(40)), /invalid tar archive|not an image archive/],
     ['a truncated tar', async () => (await readFileBuf(alpine.tar)).subarray(0, 3000), /invalid tar archive|ended early|truncated/],
-    ['a tar with a ../evil entry', async () => makeTar([{ name: '../evil', body: 'x' }, { name: 'manifest.json', body: '[]' }]), /unsafe archive path "\.\.\/evil"/],
-    ['a tar with an absolute entry', async () => makeTar([{ name: '/etc/evil', body: 'x' }]), /unsafe archive path "\/etc\/evil": absolute paths are not allowed/],
+    ['a tar with a ../evil entry', async () => tarOf([{ name: '../evil', data: 'x' }, { name: 'manifest.json', data: '[]' }]), /unsafe archive path "\.\.\/evil"/],
+    ['a tar with an absolute entry', async () => tarOf([{ name: '/etc/evil', data: 'x' }]), /unsafe archive path "\/etc\/evil": absolute paths are not allowed/],
     [
       'a symlink escaping the archive',
       async () =>
-        makeTar([
-          { name: 'config.json', body: CONFIG },
+        tarOf([
+          { name: 'config.json', data: CONFIG },
           { name: 'layer.tar', type: 'symlink', linkname: '../../../etc/passwd' },
-          { name: 'manifest.json', body: dockerManifest(['layer.tar']) },
+          { name: 'manifest.json', data: dockerManifest(['layer.tar']) },
         ]),
       /points outside the archive/,
     ],
     [
       'a manifest.json naming a missing layer',
       async () =>
-        makeTar([
-          { name: 'config.json', body: CONFIG },
-          { name: 'manifest.json', body: dockerManifest(['nothere/layer.tar']) },
+        tarOf([
+          { name: 'config.json', data: CONFIG },
+          { name: 'manifest.json', data: dockerManifest(['nothere/layer.tar']) },
         ]),
       /layer "nothere\/layer.tar" is missing from the archive/,
     ],
@@ -261,7 +225,7 @@ describe('POST /images/load with bad archives', () => {
 
   it('docker load -i of a bad archive exits 1 and prints the message', async () => {
     const bad = join(work, 'evil.tar');
-    await writeFile(bad, await makeTar([{ name: '../evil', body: 'x' }]));
+    await writeFile(bad, await tarOf([{ name: '../evil', data: 'x' }]));
     const r = await docker(['load', '-i', bad]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/unsafe archive path "\.\.\/evil"/);
@@ -269,12 +233,12 @@ describe('POST /images/load with bad archives', () => {
   });
 
   it('an archive whose blob lies about its digest is refused (digest checked before visible)', async () => {
-    const layer = await makeTar([{ name: 'hello', body: 'hi' }]);
+    const layer = await tarOf([{ name: 'hello', data: 'hi' }]);
     const wrong = `blobs/sha256/${'1'.repeat(64)}`;
-    const t = await makeTar([
-      { name: 'oci-layout', body: '{"imageLayoutVersion":"1.0.0"}' },
-      { name: 'index.json', body: JSON.stringify({ schemaVersion: 2, manifests: [] }) },
-      { name: wrong, body: layer },
+    const t = await tarOf([
+      { name: 'oci-layout', data: '{"imageLayoutVersion":"1.0.0"}' },
+      { name: 'index.json', data: JSON.stringify({ schemaVersion: 2, manifests: [] }) },
+      { name: wrong, data: layer },
     ]);
     const r = await call('POST', '/images/load', t);
     expect(streamError(r)).toMatch(/holds content with digest/);
@@ -290,9 +254,9 @@ describe('POST /images/create?fromSrc', () => {
   });
 
   it('refuses a tar with a .. entry', async () => {
-    const t = await makeTar([
-      { name: 'ok', body: 'fine' },
-      { name: 'a/../../evil', body: 'x' },
+    const t = await tarOf([
+      { name: 'ok', data: 'fine' },
+      { name: 'a/../../evil', data: 'x' },
     ]);
     const r = await call('POST', '/images/create?fromSrc=-&repo=imp&tag=2', t);
     expect(r.status === 200 ? streamError(r) : JSON.parse(r.text).message).toMatch(/unsafe archive path "a\/\.\.\/\.\.\/evil"/);
@@ -300,15 +264,15 @@ describe('POST /images/create?fromSrc', () => {
   });
 
   it('refuses a hard link pointing outside the root', async () => {
-    const t = await makeTar([{ name: 'h', type: 'link', linkname: '../../etc/shadow' }]);
+    const t = await tarOf([{ name: 'h', type: 'link', linkname: '../../etc/shadow' }]);
     const r = await call('POST', '/images/create?fromSrc=-&repo=imp&tag=3', t);
     expect(r.status === 200 ? streamError(r) : JSON.parse(r.text).message).toMatch(/unsafe archive path/);
     await expectUnchanged();
   });
 
   it('refuses an invalid repo or tag before reading the body', async () => {
-    await expectError(call('POST', '/images/create?fromSrc=-&repo=UPPER', await makeTar([{ name: 'a', body: 'x' }])), 400, /must be lowercase/);
-    await expectError(call('POST', '/images/create?fromSrc=-&repo=ok&tag=-x', await makeTar([{ name: 'a', body: 'x' }])), 400, 'invalid tag format');
+    await expectError(call('POST', '/images/create?fromSrc=-&repo=UPPER', await tarOf([{ name: 'a', data: 'x' }])), 400, /must be lowercase/);
+    await expectError(call('POST', '/images/create?fromSrc=-&repo=ok&tag=-x', await tarOf([{ name: 'a', data: 'x' }])), 400, 'invalid tag format');
     await expectUnchanged();
   });
 
@@ -322,8 +286,8 @@ describe('POST /images/create?fromSrc', () => {
     let server: Server;
     let url: string;
     beforeAll(async () => {
-      const good = await makeTar([{ name: 'etc/hostname', body: 'x\n' }]);
-      const evil = await makeTar([{ name: '../evil', body: 'x' }]);
+      const good = await tarOf([{ name: 'etc/hostname', data: 'x\n' }]);
+      const evil = await tarOf([{ name: '../evil', data: 'x' }]);
       server = createServer((req, res) => {
         if (req.url === '/good.tar') res.end(good);
         else if (req.url === '/evil.tar') res.end(evil);

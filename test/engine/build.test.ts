@@ -5,9 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
 import type { Digest } from '../../src/oci/digest.js';
 import { parseManifestBytes } from '../../src/oci/manifest.js';
-import { skopeo } from '../harness/images.js';
+import { makeOciLayout, skopeo } from '../harness/images.js';
 import type { TestRegistry } from '../harness/registry.js';
-import { type CoreEngine, type DockerRunner, apiUrl, makeOciLayout, startEngineWithRegistry, tarBytes as tarOf, tarEntries } from './core-helpers.js';
+import { tarOfFiles as tarOf } from '../harness/tar.js';
+import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries } from './core-helpers.js';
 
 let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
 let root: string;

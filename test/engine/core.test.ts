@@ -2,8 +2,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeImageTar } from '../harness/images.js';
+import { type RunResult, run } from '../harness/run.js';
 import { tmpDir } from '../harness/tmp.js';
-import { type CoreEngine, type RunResult, dockerFor, makeImageTar, run, startCoreEngine } from './core-helpers.js';
+import { type CoreEngine, dockerFor, startCoreEngine } from './core-helpers.js';
 
 /** The Docker Engine image API driven by the real docker CLI (and skopeo's docker-daemon: transport). */
 

@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
 import { defaultPlatform, formatPlatform } from '../../src/oci/platform.js';
-import { makeMultiPlatformLayout, skopeo } from '../harness/images.js';
+import { makeMultiPlatformLayout, makeOciLayout, skopeo } from '../harness/images.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
-import { type CoreEngine, type DockerRunner, apiUrl, dockerFor, jsonMessages as messages, makeOciLayout, startEngineWithRegistry } from './core-helpers.js';
+import { type CoreEngine, type DockerRunner, apiUrl, dockerFor, jsonMessages as messages, startEngineWithRegistry } from './core-helpers.js';
 
 let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
 let eng: CoreEngine;

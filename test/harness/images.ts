@@ -1,17 +1,17 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import tar from 'tar-stream';
 import { digestHex, digestOf, type Digest } from '../../src/oci/digest.js';
 import { MediaType } from '../../src/oci/media-types.js';
+import { runOk } from './run.js';
+import { tarOf, tarOfFiles } from './tar.js';
+import { tmpDir } from './tmp.js';
 
 export { freePort } from './registry.js';
 
 /**
- * Real OCI image layouts for tests, and a skopeo runner.
+ * Real OCI image layouts for tests, docker-archive tars made from them, and a skopeo runner.
  *
  *   const img = await makeTestImage(dir, { layers: 3, layerBytes: 4096, tag: 'x' });
  *   await skopeo(['copy', `oci:${dir}:x`, `docker://${reg.host}/test/app:1`]);
@@ -53,20 +53,6 @@ export interface TestImageOptions {
   labels?: Record<string, string>;
 }
 
-async function tarWithFile(name: string, data: Buffer): Promise<Buffer> {
-  const pack = tar.pack();
-  const done = (async () => {
-    const chunks: Buffer[] = [];
-    for await (const c of pack as unknown as AsyncIterable<Buffer>) chunks.push(c);
-    return Buffer.concat(chunks);
-  })();
-  await new Promise<void>((res, rej) =>
-    pack.entry({ name, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, data, (err) => (err ? rej(err) : res())),
-  );
-  pack.finalize();
-  return done;
-}
-
 async function writeBlob(dir: string, data: Buffer): Promise<TestBlob> {
   const digest = digestOf(data);
   await writeFile(join(dir, 'blobs', 'sha256', digestHex(digest)), data);
@@ -82,7 +68,7 @@ async function initLayout(dir: string): Promise<void> {
 async function writeImageBlobs(dir: string, opts: TestImageOptions): Promise<TestImageInfo> {
   const layers: TestLayerInfo[] = [];
   for (let i = 0; i < opts.layers; i++) {
-    const t = await tarWithFile(`layer-${i}.bin`, randomBytes(opts.layerBytes ?? 1024));
+    const t = await tarOf([{ name: `layer-${i}.bin`, data: randomBytes(opts.layerBytes ?? 1024) }]);
     const blob = await writeBlob(dir, gzipSync(t));
     layers.push({ ...blob, diffId: digestOf(t) });
   }
@@ -172,7 +158,53 @@ export async function makeMultiPlatformLayout(
   return { indexDigest: idx.digest, indexSize: idx.size, indexBytes, children };
 }
 
-const execFileP = promisify(execFile);
+/**
+ * Writes an OCI image layout with one gzip layer per entry of `layers` (file name -> content), tagged
+ * `tag`, for `skopeo copy oci:<dir>:<tag> docker://…`. makeTestImage makes random-byte layers; this one
+ * is for tests that need particular files (/etc/passwd for --chown by name, …). `config` is merged
+ * into the image config's `config` object.
+ */
+export async function makeOciLayout(
+  dir: string,
+  tag: string,
+  layers: Array<Record<string, string>>,
+  config: Record<string, unknown> = {},
+): Promise<{ manifestDigest: Digest }> {
+  await initLayout(dir);
+  const layerDescs: Array<{ mediaType: string } & TestBlob> = [];
+  const diffIds: Digest[] = [];
+  for (const files of layers) {
+    const raw = await tarOfFiles(files);
+    layerDescs.push({ mediaType: MediaType.OciLayerGzip, ...(await writeBlob(dir, gzipSync(raw))) });
+    diffIds.push(digestOf(raw));
+  }
+  const cfg = await writeBlob(
+    dir,
+    Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        created: '2024-01-01T00:00:00Z',
+        config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'], Cmd: ['/bin/sh'], ...config },
+        rootfs: { type: 'layers', diff_ids: diffIds },
+        history: layers.map((_, i) => ({ created: '2024-01-01T00:00:00Z', created_by: `layer ${i}` })),
+      }),
+    ),
+  );
+  const manifest = await writeBlob(
+    dir,
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, ...cfg },
+        layers: layerDescs,
+      }),
+    ),
+  );
+  await writeIndexJson(dir, { mediaType: MediaType.OciManifest, ...manifest }, tag);
+  return { manifestDigest: manifest.digest };
+}
 
 /**
  * Runs skopeo with `--insecure-policy`; returns stdout. Loopback registries speak plain HTTP, so for
@@ -192,11 +224,35 @@ export async function skopeo(args: string[], opts: { timeoutMs?: number } = {}):
     extra.push('--tls-verify=false');
   }
   const full = ['--insecure-policy', ...(cmd ? [cmd] : []), ...extra, ...rest];
-  try {
-    const { stdout } = await execFileP('skopeo', full, { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as Error & { stderr?: string };
-    throw new Error(`skopeo ${full.join(' ')} failed: ${e.stderr ?? e.message}`, { cause: err });
-  }
+  return runOk('skopeo', full, { timeoutMs: opts.timeoutMs ?? 120_000 });
+}
+
+export interface PushedTestImages {
+  /** The OCI layout `img` was copied from (tag `x`), for reading its blobs or copying it again. */
+  layoutDir: string;
+  img: TestImageInfo;
+  multi: TestIndexInfo;
+}
+
+/**
+ * Fills a registry at `host` with `test/app:1` (one image of three layers of `layerBytes` random bytes)
+ * and `test/multi:1` (an index with one two-layer image per platform), what the registry tests pull.
+ */
+export async function pushTestImages(host: string, opts: { layerBytes: number; platforms: string[] }): Promise<PushedTestImages> {
+  const layoutDir = await tmpDir();
+  const img = await makeTestImage(layoutDir, { layers: 3, layerBytes: opts.layerBytes, tag: 'x' });
+  await skopeo(['copy', `oci:${layoutDir}:x`, `docker://${host}/test/app:1`]);
+  const multiDir = await tmpDir();
+  const multi = await makeMultiPlatformLayout(multiDir, opts.platforms, { tag: 'x', layers: 2 });
+  await skopeo(['copy', '--all', `oci:${multiDir}:x`, `docker://${host}/test/multi:1`]);
+  return { layoutDir, img, multi };
+}
+
+/** A `docker save`-style archive (docker-archive) holding one test image named `name`. */
+export async function makeImageTar(name: string, opts: Partial<TestImageOptions> = {}): Promise<{ tar: string; image: TestImageInfo }> {
+  const dir = await tmpDir('stowage-img-');
+  const image = await makeTestImage(join(dir, 'layout'), { layers: 2, layerBytes: 2048, tag: 'x', ...opts });
+  const tar = join(dir, 'image.tar');
+  await skopeo(['copy', `oci:${join(dir, 'layout')}:x`, `docker-archive:${tar}:${name}`]);
+  return { tar, image };
 }

@@ -1,9 +1,8 @@
-import { execFile } from 'node:child_process';
 import { createPrivateKey, randomUUID, sign } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, createServer } from 'node:http';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { runOk } from './run.js';
 
 /**
  * A minimal Docker token server (the bearer flow Docker Hub, GHCR, Harbor use) for docker-registry's
@@ -27,8 +26,6 @@ export interface TokenServer {
   stop(): Promise<void>;
 }
 
-const run = promisify(execFile);
-
 function b64url(data: Buffer | string): string {
   return Buffer.from(data).toString('base64url');
 }
@@ -36,7 +33,7 @@ function b64url(data: Buffer | string): string {
 export async function startTokenServer(dir: string, user: { user: string; password: string; refreshToken?: string }): Promise<TokenServer> {
   const keyPath = join(dir, 'token-key.pem');
   const certPath = join(dir, 'token-cert.pem');
-  await run('openssl', [
+  await runOk('openssl', [
     'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
     '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', '/CN=stowage-test-token',
   ]);

@@ -10,20 +10,11 @@ import { RegistryClient, parseNextLink } from '../../src/registry/client.js';
 import { shortId } from '../../src/oci/digest.js';
 import { type PullProgressEvent, pullImage } from '../../src/registry/pull.js';
 import { type PushProgressEvent, pushImage } from '../../src/registry/push.js';
-import { openStore } from '../../src/store/index.js';
-import { type TestImageInfo, type TestIndexInfo, makeMultiPlatformLayout, makeTestImage, skopeo } from '../harness/images.js';
+import { type TestImageInfo, type TestIndexInfo, makeTestImage, pushTestImages, skopeo } from '../harness/images.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { freshStore } from '../harness/store.js';
+import { collect } from '../harness/streams.js';
 import { tmpDir } from '../harness/tmp.js';
-
-async function freshStore() {
-  return openStore(await tmpDir('stowage-store-'));
-}
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -43,17 +34,11 @@ function registryBlobPath(reg: TestRegistry, digest: Digest): string {
 let reg: TestRegistry;
 let layoutDir: string;
 let img: TestImageInfo;
-let multiDir: string;
 let multi: TestIndexInfo;
 
 beforeAll(async () => {
   reg = await startRegistry();
-  layoutDir = await tmpDir();
-  img = await makeTestImage(layoutDir, { layers: 3, layerBytes: 64 * 1024, tag: 'x' });
-  await skopeo(['copy', `oci:${layoutDir}:x`, `docker://${reg.host}/test/app:1`]);
-  multiDir = await tmpDir();
-  multi = await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 2 });
-  await skopeo(['copy', '--all', `oci:${multiDir}:x`, `docker://${reg.host}/test/multi:1`]);
+  ({ layoutDir, img, multi } = await pushTestImages(reg.host, { layerBytes: 64 * 1024, platforms: ['linux/amd64', 'linux/arm64/v8'] }));
 });
 
 afterAll(async () => {

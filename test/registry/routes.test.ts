@@ -7,10 +7,11 @@ import { digestHex } from '../../src/oci/digest.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { pullImage } from '../../src/registry/pull.js';
 import { registryRoutes } from '../../src/registry/routes.js';
-import { openStore } from '../../src/store/index.js';
 import type { ContentStoreApi, ImageIndexApi } from '../../src/store/types.js';
-import { type TestImageInfo, type TestIndexInfo, makeMultiPlatformLayout, makeTestImage, skopeo } from '../harness/images.js';
+import { type TestImageInfo, type TestIndexInfo, pushTestImages, skopeo } from '../harness/images.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { freshStore } from '../harness/store.js';
+import { collect, readAll } from '../harness/streams.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -30,14 +31,9 @@ let base: string;
 
 beforeAll(async () => {
   reg = await startRegistry();
-  layoutDir = await tmpDir();
-  img = await makeTestImage(layoutDir, { layers: 3, layerBytes: 32 * 1024, tag: 'x' });
-  await skopeo(['copy', `oci:${layoutDir}:x`, `docker://${reg.host}/test/app:1`]);
-  const multiDir = await tmpDir();
-  multi = await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64'], { tag: 'x' });
-  await skopeo(['copy', '--all', `oci:${multiDir}:x`, `docker://${reg.host}/test/multi:1`]);
+  ({ layoutDir, img, multi } = await pushTestImages(reg.host, { layerBytes: 32 * 1024, platforms: ['linux/amd64', 'linux/arm64'] }));
 
-  ({ store, images } = await openStore(await tmpDir()));
+  ({ store, images } = await freshStore());
   const client = new RegistryClient({ host: reg.host });
   await pullImage(client, `${reg.host}/test/app:1`, { store, images });
   await pullImage(client, `${reg.host}/test/multi:1`, { store, images }, { pullAllPlatforms: true });
@@ -90,7 +86,7 @@ describe('registry routes (read-only /v2/)', () => {
   });
 
   it('lets a peer pull from it with RegistryClient (agent to agent)', async () => {
-    const peer = await openStore(await tmpDir());
+    const peer = await freshStore();
     const res = await pullImage(new RegistryClient({ host: agent }), `${agent}/test/app:1`, peer);
     expect(res.manifestDigest).toBe(img.manifestDigest);
     for (const l of img.layers) expect(await peer.store.has(l.digest)).toBe(true);
@@ -147,9 +143,8 @@ describe('registry routes (read-only /v2/)', () => {
 
     // The client resumes through it too.
     const client = new RegistryClient({ host: agent });
-    const chunks: Buffer[] = [];
-    for await (const c of (await client.getBlob('test/app', layer.digest, { start: 5 })) as AsyncIterable<Buffer>) chunks.push(c);
-    expect(Buffer.concat(chunks).equals(whole.subarray(5))).toBe(true);
+    const resumed = await readAll((await client.getBlob('test/app', layer.digest, { start: 5 })) as AsyncIterable<Buffer>);
+    expect(resumed.equals(whole.subarray(5))).toBe(true);
   });
 
   it('answers unknown things and bad input with distribution error codes', async () => {
@@ -220,9 +215,3 @@ describe('registry routes (read-only /v2/)', () => {
     await bad.body.dump();
   });
 });
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = [];
-  for await (const x of it) out.push(x);
-  return out;
-}

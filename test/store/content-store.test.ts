@@ -1,20 +1,20 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { StowageError } from '../../src/errors.js';
 import { digestOf, type Digest } from '../../src/oci/digest.js';
 import { ContentStore } from '../../src/store/content-store.js';
-import { chunked, failingStream, ingestEntries, listBlobs, pseudoRandom, readAll, tempDir } from './helpers.js';
+import { ingestEntries, listBlobs } from '../harness/store.js';
+import { chunked, failingStream, pseudoRandom, readAll } from '../harness/streams.js';
+import { tmpDir } from '../harness/tmp.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let store: ContentStore;
 
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir());
+  dir = await tmpDir('stowage-store-');
   store = await ContentStore.open(dir);
 });
-afterEach(() => cleanup());
 
 async function expectCode(p: Promise<unknown>, code: string): Promise<StowageError> {
   const err = await p.then(

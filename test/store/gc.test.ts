@@ -1,4 +1,4 @@
-import { mkdir, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { digestOf } from '../../src/oci/digest.js';
@@ -6,20 +6,20 @@ import { MediaType } from '../../src/oci/media-types.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { ingestDirName } from '../../src/store/ingest.js';
 import { collectGarbage, openStore, type ContentStore, type ImageIndex } from '../../src/store/index.js';
-import { chunked, listBlobs, tempDir } from './helpers.js';
+import { ingestEntries, listBlobs } from '../harness/store.js';
+import { chunked } from '../harness/streams.js';
+import { tmpDir } from '../harness/tmp.js';
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let store: ContentStore;
 let images: ImageIndex;
 
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir('stowage-gc-'));
+  dir = await tmpDir('stowage-gc-');
   ({ store, images } = await openStore(dir));
 });
-afterEach(async () => {
+afterEach(() => {
   images.close();
-  await cleanup();
 });
 
 const put = async (s: string) => (await store.putBytes(Buffer.from(s))).digest;
@@ -78,12 +78,12 @@ describe('collectGarbage', () => {
 
     const dry = await collectGarbage(store, images, { dryRun: true });
     expect(dry.staleIngests).toHaveLength(2);
-    expect(await readdir(join(dir, 'ingest'))).toHaveLength(3);
+    expect(await ingestEntries(dir)).toHaveLength(3);
 
     const result = await collectGarbage(store, images);
     expect(result.staleIngests).toHaveLength(2);
     expect(result.staleIngests).toContain('put-crashed');
-    expect(await readdir(join(dir, 'ingest'))).toHaveLength(1);
+    expect(await ingestEntries(dir)).toHaveLength(1);
     expect((await store.openIngest('fresh')).offset).toBe('in progress'.length);
     expect((await store.openIngest('abandoned')).offset).toBe(0);
   });

@@ -7,7 +7,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import type { Platform } from '../../src/oci/platform.js';
 import { ImageIndex, SCHEMA_VERSION } from '../../src/store/image-index.js';
 import type { ImageRecord } from '../../src/store/types.js';
-import { tempDir } from './helpers.js';
+import { tmpDir } from '../harness/tmp.js';
 
 const amd64 = { os: 'linux', architecture: 'amd64' } as Platform;
 const arm64 = { os: 'linux', architecture: 'arm64', variant: 'v8' } as Platform;
@@ -27,16 +27,14 @@ function image(name: string, platform: Platform = amd64): Omit<ImageRecord, 'add
 }
 
 let dir: string;
-let cleanup: () => Promise<void>;
 let index: ImageIndex;
 
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir('stowage-index-'));
+  dir = await tmpDir('stowage-index-');
   index = ImageIndex.open(dir);
 });
-afterEach(async () => {
+afterEach(() => {
   index.close();
-  await cleanup();
 });
 
 function codeOf(fn: () => unknown): string | undefined {

@@ -1,24 +1,24 @@
 import { spawn } from 'node:child_process';
-import { open, readdir, writeFile } from 'node:fs/promises';
+import { open, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { StowageError } from '../../src/errors.js';
 import { digestOf } from '../../src/oci/digest.js';
 import { ContentStore } from '../../src/store/content-store.js';
-import { chunked, listBlobs, pseudoRandom, tempDir } from './helpers.js';
+import { ingestEntries, listBlobs } from '../harness/store.js';
+import { chunked, pseudoRandom } from '../harness/streams.js';
+import { tmpDir } from '../harness/tmp.js';
 
 const repoRoot = resolve(import.meta.dirname, '../..');
 const KEY = 'transfer/op-1/sha256:layer';
 const CHUNK = 32 * 1024;
 
 let dir: string;
-let cleanup: () => Promise<void>;
 
 beforeEach(async () => {
-  ({ dir, cleanup } = await tempDir('stowage-crash-'));
+  dir = await tmpDir('stowage-crash-');
 });
-afterEach(() => cleanup());
 
 /**
  * Runs a separate node process that streams `contentFile` into an ingest slowly, and SIGKILLs it once
@@ -97,7 +97,7 @@ describe('ingest interrupted by SIGKILL', () => {
 
   it('bytes damaged on disk before the resume are caught at commit and nothing is stored', async () => {
     const { root, data, store } = await setUp(2 * 1024 * 1024);
-    const [ingestDir] = await readdir(join(root, 'ingest'));
+    const [ingestDir] = await ingestEntries(root);
     const fh = await open(join(root, 'ingest', ingestDir!, 'data'), 'r+');
     await fh.write(Buffer.from([0xff ^ data[100]!]), 0, 1, 100);
     await fh.close();
@@ -108,6 +108,6 @@ describe('ingest interrupted by SIGKILL', () => {
     expect(err).toBeInstanceOf(StowageError);
     expect((err as StowageError).code).toBe('DIGEST_MISMATCH');
     expect(await listBlobs(store)).toEqual([]);
-    expect(await readdir(join(root, 'ingest'))).toEqual([]);
+    expect(await ingestEntries(root)).toEqual([]);
   });
 });
