@@ -57,6 +57,8 @@ export interface PullResult {
   downloaded: boolean;
 }
 
+type NewImageRecord = Omit<ImageRecord, 'addedAt'>;
+
 export interface StoreHandles {
   store: ContentStoreApi;
   images: ImageIndexApi;
@@ -69,7 +71,6 @@ interface PullStats {
 
 const MAX_LAYERS = 1000;
 const PROGRESS_INTERVAL_MS = 100;
-
 
 /** Downloads in flight per store, so two pulls sharing a layer fetch it once. */
 const inFlight = new WeakMap<ContentStoreApi, Map<Digest, Promise<void>>>();
@@ -88,8 +89,9 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
 
   let indexDigest: Digest | undefined;
   const stats: PullStats = { downloaded: false };
-  const pulled: ImageRecord[] = [];
-  let primary: ImageRecord;
+  const fetchedImages: NewImageRecord[] = [];
+  let primary: NewImageRecord;
+  let indexBlob: { digest: Digest; mediaType: string; manifests: Descriptor[] } | undefined;
 
   if (top.parsed.kind === 'index') {
     const index: ImageIndex = top.parsed.index;
@@ -111,35 +113,40 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
     for (const child of chosen) {
       if (isIndexMediaType(child.mediaType)) throw new StowageError('UNSUPPORTED', `nested index ${child.digest} in ${path} is not supported`);
       const m = await client.getManifest(path, child.digest);
-      pulled.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts, stats));
+      fetchedImages.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts, stats));
     }
     if (!(await store.has(top.digest))) stats.downloaded = true;
-    primary = pulled.find((r) => r.manifestDigest === preferred?.digest) ?? (pulled[0] as ImageRecord);
-    if (!primary) throw new StowageError('PLATFORM_NOT_FOUND', `index ${top.digest} has no image manifests`);
-    // The index blob, then its record with which children are present now.
+    const found = fetchedImages.find((r) => r.manifestDigest === preferred?.digest) ?? fetchedImages[0];
+    if (!found) throw new StowageError('PLATFORM_NOT_FOUND', `index ${top.digest} has no image manifests`);
+    primary = found;
     await store.putBytes(top.bytes, { digest: top.digest, size: top.bytes.length });
-    images.putIndex({
-      indexDigest: top.digest,
-      mediaType: top.mediaType,
-      children: index.manifests.map((d) => ({
-        digest: d.digest,
-        platform: d.platform ? cleanPlatform(d.platform) : undefined,
-        present: images.getImage(d.digest) !== undefined,
-      })),
-    });
+    indexBlob = { digest: top.digest, mediaType: top.mediaType, manifests: index.manifests };
   } else {
     primary = await pullPlatformManifest(client, path, top, undefined, handles, opts, stats);
-    pulled.push(primary);
+    fetchedImages.push(primary);
   }
 
   const target = indexDigest ?? primary.manifestDigest;
   const repo = repository({ domain: parsed.domain, path: parsed.path });
-  let reference: string | undefined;
-  if (tag !== undefined) {
-    reference = formatReference({ domain: parsed.domain, path: parsed.path, tag });
-    images.tag(reference, target);
-  }
-  for (const rec of pulled) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+  const reference = tag === undefined ? undefined : formatReference({ domain: parsed.domain, path: parsed.path, tag });
+  // Every blob is in; the records (images, index, tag, repo digests) appear together or not at all.
+  const pulled = images.transaction(() => {
+    const recorded = fetchedImages.map((rec) => images.putImage(rec));
+    if (indexBlob) {
+      images.putIndex({
+        indexDigest: indexBlob.digest,
+        mediaType: indexBlob.mediaType,
+        children: indexBlob.manifests.map((d) => ({
+          digest: d.digest,
+          platform: d.platform ? cleanPlatform(d.platform) : undefined,
+          present: images.getImage(d.digest) !== undefined,
+        })),
+      });
+    }
+    if (reference !== undefined) images.tag(reference, target);
+    for (const rec of recorded) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+    return recorded;
+  });
 
   const result: PullResult = {
     manifestDigest: primary.manifestDigest,
@@ -173,10 +180,10 @@ async function pullPlatformManifest(
   handles: StoreHandles,
   opts: PullOptions,
   stats: PullStats,
-): Promise<ImageRecord> {
+): Promise<NewImageRecord> {
   if (fetched.parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${fetched.digest} is an index where an image manifest was expected`);
   const manifest: ImageManifest = fetched.parsed.manifest;
-  const { store, images } = handles;
+  const { store } = handles;
   if (manifest.layers.length > MAX_LAYERS) throw new StowageError('TOO_LARGE', `manifest ${fetched.digest} has ${manifest.layers.length} layers; the limit is ${MAX_LAYERS}`);
   if (manifest.config.size > MAX_MANIFEST_BYTES) throw new StowageError('TOO_LARGE', `config ${manifest.config.digest} is ${manifest.config.size} bytes`);
 
@@ -218,13 +225,13 @@ async function pullPlatformManifest(
   await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, worker));
   if (failed !== undefined) throw failed;
 
-  // The manifest last: once it is stored and recorded, the image is whole.
+  // The manifest last: once it is stored (and, by the caller, recorded), the image is whole.
   if (!(await store.has(fetched.digest))) stats.downloaded = true;
   await store.putBytes(fetched.bytes, { digest: fetched.digest, size: fetched.bytes.length });
   const platform = descriptorPlatform
     ? cleanPlatform(descriptorPlatform)
     : cleanPlatform({ os: config.os, architecture: config.architecture, variant: config.variant, 'os.version': config['os.version'] });
-  return images.putImage({
+  return {
     manifestDigest: fetched.digest,
     manifestMediaType: fetched.mediaType,
     configDigest: manifest.config.digest,
@@ -233,7 +240,7 @@ async function pullPlatformManifest(
     size: fetched.bytes.length + manifest.config.size + manifest.layers.reduce((n, l) => n + l.size, 0),
     created: config.created,
     labels: config.config?.Labels ?? {},
-  });
+  };
 }
 
 /** Fetches one blob into the store unless it is there; shares a download already in flight. */

@@ -304,6 +304,11 @@ export class ImageIndex implements ImageIndexApi {
     return refs;
   }
 
+  transaction<T>(fn: () => T): T {
+    // Each write method is a transaction of its own; better-sqlite3 nests those as savepoints.
+    return this.db.transaction(fn)();
+  }
+
   close(): void {
     if (this.db.open) this.db.close();
   }

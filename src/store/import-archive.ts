@@ -820,10 +820,8 @@ async function apply(plan: Plan, target: ImportTarget, stager: Stager, extra: Ex
   }
   for (const ix of plan.indexes.values()) toCommit.set(ix.digest, ix.staged);
 
+  // Blobs first (invisible until a record names them), then every record in one transaction.
   const created: Digest[] = [];
-  const newImages: Digest[] = [];
-  const newIndexes: Digest[] = [];
-  const previousTags = new Map<string, Digest | undefined>();
   try {
     for (const [digest, staged] of toCommit) {
       const existed = await store.has(digest);
@@ -835,39 +833,29 @@ async function apply(plan: Plan, target: ImportTarget, stager: Stager, extra: Ex
       await store.putBytes(bytes, { digest, size: bytes.length });
       if (!existed) created.push(digest);
     }
-    for (const img of plan.images.values()) {
-      if (!images.getImage(img.manifestDigest)) newImages.push(img.manifestDigest);
-      const record: Omit<ImageRecord, 'addedAt'> = {
-        manifestDigest: img.manifestDigest,
-        manifestMediaType: img.manifestMediaType,
-        configDigest: img.config.digest,
-        platform: img.platform,
-        layers: img.layers.map((l) => l.digest),
-        size: img.manifestSize + img.config.size + img.layers.reduce((n, l) => n + l.size, 0),
-        created: img.created,
-        labels: img.labels,
-      };
-      images.putImage(record);
-    }
-    for (const ix of plan.indexes.values()) {
-      if (!images.getIndex(ix.digest)) newIndexes.push(ix.digest);
-      images.putIndex({ indexDigest: ix.digest, mediaType: ix.mediaType, children: ix.children });
-    }
-    for (const top of plan.tops.values()) {
-      for (const ref of top.references) {
-        if (!previousTags.has(ref)) previousTags.set(ref, images.resolveTag(ref));
-        images.tag(ref, top.digest);
+    images.transaction(() => {
+      for (const img of plan.images.values()) {
+        images.putImage({
+          manifestDigest: img.manifestDigest,
+          manifestMediaType: img.manifestMediaType,
+          configDigest: img.config.digest,
+          platform: img.platform,
+          layers: img.layers.map((l) => l.digest),
+          size: img.manifestSize + img.config.size + img.layers.reduce((n, l) => n + l.size, 0),
+          created: img.created,
+          labels: img.labels,
+        });
       }
-    }
+      for (const ix of plan.indexes.values()) {
+        images.putIndex({ indexDigest: ix.digest, mediaType: ix.mediaType, children: ix.children });
+      }
+      for (const top of plan.tops.values()) {
+        for (const ref of top.references) images.tag(ref, top.digest);
+      }
+    });
   } catch (err) {
-    // Put back what was there: tags, records, then blobs nothing else refers to.
+    // The records rolled back; drop the blobs this import added that nothing else refers to.
     try {
-      for (const [ref, prev] of previousTags) {
-        if (prev) images.tag(ref, prev);
-        else images.untag(ref);
-      }
-      for (const d of newIndexes) images.deleteIndex(d);
-      for (const d of newImages) images.deleteImage(d);
       const referenced = images.referencedBlobs();
       for (const d of created) if (!referenced.has(d)) await store.delete(d);
     } catch {

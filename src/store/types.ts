@@ -120,5 +120,10 @@ export interface ImageIndexApi {
 
   /** Every blob digest some image or index still needs (manifests, configs, layers, index blobs). */
   referencedBlobs(): Set<Digest>;
+  /**
+   * Runs `fn` as one transaction: the records it writes appear together or, if it throws, not at all.
+   * Writers that record several things at once (an image, its index, its tags) go through here.
+   */
+  transaction<T>(fn: () => T): T;
   close(): void;
 }

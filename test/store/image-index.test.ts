@@ -47,6 +47,31 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 describe('ImageIndex', () => {
+  it('writes what a transaction records together, and nothing of it when it throws', () => {
+    index.putImage(image('a'));
+    index.tag('docker.io/library/a:1', d('a-manifest'));
+    const before = { images: index.listImages(), tags: index.listTags() };
+    expect(() =>
+      index.transaction(() => {
+        index.putImage(image('b'));
+        index.tag('docker.io/library/a:1', d('b-manifest'));
+        index.tag('docker.io/library/b:1', d('b-manifest'));
+        throw new Error('the disk is full');
+      }),
+    ).toThrow('the disk is full');
+    expect({ images: index.listImages(), tags: index.listTags() }).toEqual(before);
+
+    const recorded = index.transaction(() => {
+      index.putImage(image('b'));
+      index.tag('docker.io/library/b:1', d('b-manifest'));
+      return index.resolveTag('docker.io/library/b:1');
+    });
+    expect(recorded).toBe(d('b-manifest'));
+    index.close();
+    index = ImageIndex.open(dir);
+    expect(index.resolveTag('docker.io/library/b:1')).toBe(d('b-manifest'));
+  });
+
   it('puts, gets and lists images', () => {
     const a = index.putImage(image('a'));
     expect(a).toMatchObject(image('a'));
