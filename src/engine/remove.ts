@@ -60,8 +60,10 @@ function removeRef(images: ImageIndexApi, img: LocalImage, r: Ref): void {
     const all = images.repoDigestsFor(rec.manifestDigest);
     const keep = all.filter((d) => !(d.repository === repo && d.digest === r.ref.digest));
     if (keep.length === all.length) continue;
-    images.removeRepoDigests(rec.manifestDigest);
-    for (const k of keep) images.addRepoDigest(k);
+    images.transaction(() => {
+      images.removeRepoDigests(rec.manifestDigest);
+      for (const k of keep) images.addRepoDigest(k);
+    });
   }
 }
 

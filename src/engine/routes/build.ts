@@ -189,25 +189,26 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       if (result.unusedBuildArgs.length > 0 && !query.quiet) {
         stream.write({ stream: `[Warning] One or more build-args [${result.unusedBuildArgs.join(' ')}] were not consumed\n` });
       }
-      ctx.images.putImage({
-        manifestDigest: result.manifestDigest,
-        manifestMediaType: result.manifestMediaType,
-        configDigest: result.imageId,
-        platform: result.platform,
-        layers: result.layers.map((l) => l.digest),
-        size: result.size,
-        created: result.config.created,
-        labels: (result.config.config?.Labels as Record<string, string> | null | undefined) ?? {},
+      // The image and its tags appear together.
+      ctx.images.transaction(() => {
+        ctx.images.putImage({
+          manifestDigest: result.manifestDigest,
+          manifestMediaType: result.manifestMediaType,
+          configDigest: result.imageId,
+          platform: result.platform,
+          layers: result.layers.map((l) => l.digest),
+          size: result.size,
+          created: result.config.created,
+          labels: (result.config.config?.Labels as Record<string, string> | null | undefined) ?? {},
+        });
+        for (const tag of query.tags) ctx.images.tag(formatReference(tag), result.manifestDigest);
       });
       if (result.intermediateBlobs.length > 0) {
         await cache.record({ type: 'intermediate', id: `stage:${result.imageId.slice(7, 19)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
       }
       stream.write({ id: 'moby.image.id', aux: { ID: result.imageId } });
       if (!query.quiet) stream.write({ stream: `Successfully built ${result.imageId.slice(7, 19)}\n` });
-      for (const tag of query.tags) {
-        ctx.images.tag(formatReference(tag), result.manifestDigest);
-        if (!query.quiet) stream.write({ stream: `Successfully tagged ${familiarString(tag)}\n` });
-      }
+      if (!query.quiet) for (const tag of query.tags) stream.write({ stream: `Successfully tagged ${familiarString(tag)}\n` });
       // With -q the image ID is the whole output, as a stream line.
       if (query.quiet) stream.write({ stream: `${result.imageId}\n` });
       stream.end();

@@ -170,17 +170,19 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
   });
   const manifestBytes = Buffer.from(canonicalJson(manifest));
   const man = await ctx.store.putBytes(manifestBytes);
-  ctx.images.putImage({
-    manifestDigest: man.digest,
-    manifestMediaType: MediaType.DockerManifest,
-    configDigest: cfg.digest,
-    platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
-    layers: [layer.digest],
-    size: man.size + cfg.size + layer.size,
-    created,
-    labels: (config0.Labels as Record<string, string> | undefined) ?? {},
+  ctx.images.transaction(() => {
+    ctx.images.putImage({
+      manifestDigest: man.digest,
+      manifestMediaType: MediaType.DockerManifest,
+      configDigest: cfg.digest,
+      platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
+      layers: [layer.digest],
+      size: man.size + cfg.size + layer.size,
+      created,
+      labels: (config0.Labels as Record<string, string> | undefined) ?? {},
+    });
+    if (opts.reference) ctx.images.tag(formatReference(opts.reference), man.digest);
   });
-  if (opts.reference) ctx.images.tag(formatReference(opts.reference), man.digest);
   return cfg.digest;
 }
 
