@@ -6,6 +6,7 @@ import type { EngineContext } from '../engine/context.js';
 import { registryRoutes } from '../registry/routes.js';
 import { openStore } from '../store/index.js';
 import type { AgentConfig } from './config.js';
+import { STOWAGE_VERSION } from './version.js';
 
 export interface RunningAgent {
   /** Base URL of the read-only /v2/ endpoint. */
@@ -17,7 +18,7 @@ export interface RunningAgent {
   close(): Promise<void>;
 }
 
-export const STOWAGE_VERSION = '0.1.0';
+export { STOWAGE_VERSION };
 
 /** Starts one machine's agent: its store, the /v2/ peer endpoint and the Docker Engine API. */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {

@@ -52,12 +52,12 @@ export function parseAgentConfig(input: unknown): AgentConfig {
   return parsed.data;
 }
 
-export async function loadAgentConfig(path: string, overrides: Partial<AgentConfigInput> = {}): Promise<AgentConfig> {
+export async function loadAgentConfig(path: string): Promise<AgentConfig> {
   let raw: unknown;
   try {
     raw = JSON.parse(await readFile(path, 'utf8'));
   } catch (err) {
     throw new StowageError('BAD_REQUEST', `cannot read agent configuration ${path}: ${(err as Error).message}`);
   }
-  return parseAgentConfig({ ...(raw as object), ...overrides });
+  return parseAgentConfig(raw);
 }

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { STOWAGE_VERSION } from '../agent/agent.js';
+import { STOWAGE_VERSION } from '../agent/version.js';
 
 // The image commands (status, push, distribute, inspect, operation list/get) talk to the control
 // plane's REST API and arrive with it; until then stowctl only answers --version and --help.

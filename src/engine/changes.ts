@@ -87,11 +87,11 @@ function keyValues(cmd: string, rest: string): Array<[string, string]> {
   });
 }
 
-function setEnv(env: string[], key: string, value: string): string[] {
-  const out = env.filter((e) => e.split('=')[0] !== key);
-  const i = env.findIndex((e) => e.split('=')[0] === key);
+/** Sets `key=value` in an environment list: an existing key keeps its position (as Docker does), a new one goes last. */
+export function setEnv(env: readonly string[], key: string, value: string): string[] {
   const entry = `${key}=${value}`;
-  if (i === -1) return [...out, entry];
+  const i = env.findIndex((e) => e.split('=', 1)[0] === key);
+  if (i === -1) return [...env, entry];
   const copy = [...env];
   copy[i] = entry;
   return copy;

@@ -143,8 +143,9 @@ export async function deleteImage(deps: RemoveDeps, name: string, opts: { force:
     removeRef(images, img, mine);
     items.push({ Untagged: familiarString(parsed) });
     candidates.push(...dropOrphanIndexes(images, id));
-    img = current(images, id) ?? img;
-    refs = current(images, id) ? refsOf(img) : [];
+    const now = current(images, id);
+    img = now ?? img;
+    refs = now ? refsOf(now) : [];
     if (!canonical) {
       const repo = repository(parsed);
       const tagLeft = refs.some((r) => !r.canonical && repository(r.ref) === repo);

@@ -1,5 +1,5 @@
 import { StowageError } from '../errors.js';
-import { type Digest, isDigest, shortId } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, familiarString, formatReference, isImageIdLike, parseReference, repository, withDefaultTag } from '../oci/reference.js';
 import type { ImageIndexApi, ImageRecord, IndexRecord } from '../store/types.js';
@@ -232,6 +232,3 @@ export function resolveImage(images: ImageIndexApi, name: string, opts: { platfo
   if (!hit) throw noSuchImage(name);
   return hit;
 }
-
-
-export { isDigest };

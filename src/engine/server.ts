@@ -8,8 +8,6 @@ import { register as registerImages } from './routes/images.js';
 import { API_VERSION, MIN_API_VERSION, register as registerSystem } from './routes/system.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerBuildRoutes } from './routes/build.js';
-import { registerPullRoutes } from './routes/pull.js';
-import { registerPushRoutes } from './routes/push.js';
 import { registerSearchRoutes } from './routes/search.js';
 import { checkQueryBounds, MAX_QUERY_PARAM_BYTES } from './params.js';
 import { errorMessageOf } from './stream.js';
@@ -142,8 +140,6 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
   registerSystem(app, ctx);
   registerCreate(app, ctx);
   registerImages(app, ctx);
-  registerPullRoutes(app, ctx);
-  registerPushRoutes(app, ctx);
   registerSearchRoutes(app, ctx);
   registerAuthRoutes(app, ctx);
   registerBuildRoutes(app, ctx);

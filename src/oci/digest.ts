@@ -42,6 +42,11 @@ export class Digester {
     return this.count;
   }
 
+  /** The digest of what was hashed so far, leaving the hash open for more. */
+  peek(): Digest {
+    return `sha256:${this.hash.copy().digest('hex')}`;
+  }
+
   /** Finalises the hash; call once. */
   digest(): Digest {
     return `sha256:${this.hash.digest('hex')}`;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StowageError, type ErrorCode } from '../errors.js';
 import { isDigest } from './digest.js';
-import { MAX_MANIFEST_BYTES, MediaType } from './media-types.js';
+import { MediaType, checkManifestSize } from './media-types.js';
 
 /*
  * Schemas for the four manifest kinds and the image config. Every object is passthrough: unknown fields are
@@ -170,13 +170,9 @@ function bareMediaType(contentType: string | undefined): string | undefined {
   return bare ? bare : undefined;
 }
 
-/** Bounded, strict UTF-8 JSON decoding for manifests and configs. */
-function decodeJson(bytes: Uint8Array, what: string, code: ErrorCode): unknown {
-  if (bytes.byteLength > MAX_MANIFEST_BYTES) {
-    throw new StowageError('TOO_LARGE', `${what} is ${bytes.byteLength} bytes; the limit is ${MAX_MANIFEST_BYTES}`, {
-      details: { size: bytes.byteLength, limit: MAX_MANIFEST_BYTES },
-    });
-  }
+/** Bounded, strict UTF-8 JSON decoding for manifests, configs and archive metadata; `code` for bad bytes. */
+export function decodeJson(bytes: Uint8Array, what: string, code: ErrorCode): unknown {
+  checkManifestSize(bytes.byteLength, what);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);

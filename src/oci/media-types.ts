@@ -1,3 +1,5 @@
+import { StowageError } from '../errors.js';
+
 /** Media types of the four manifest kinds, configs and layers. */
 export const MediaType = {
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
@@ -39,3 +41,12 @@ export function layerCompression(mediaType: string): LayerCompression {
 
 /** Manifests, indexes and configs above this size are refused: they are metadata, not data. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+/** TOO_LARGE when `what` (a manifest, config or archive metadata file) is more than MAX_MANIFEST_BYTES. */
+export function checkManifestSize(size: number, what: string): void {
+  if (size > MAX_MANIFEST_BYTES) {
+    throw new StowageError('TOO_LARGE', `${what} is ${size} bytes; the limit is ${MAX_MANIFEST_BYTES}`, {
+      details: { size, limit: MAX_MANIFEST_BYTES },
+    });
+  }
+}

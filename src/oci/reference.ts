@@ -60,9 +60,9 @@ function splitDockerDomain(name: string): { domain: string; remainder: string } 
 }
 
 /** Validates a normalised domain + path; messages follow Docker's. */
-function checkName(domain: string, path: string, shownPath: string): void {
+function checkName(domain: string, path: string): void {
   if (path === '') throw invalid();
-  if (path.toLowerCase() !== path) throw invalid(`repository name (${shownPath}) must be lowercase`);
+  if (path.toLowerCase() !== path) throw invalid(`repository name (${path}) must be lowercase`);
   if (!DOMAIN_RE.test(domain) || !PATH_RE.test(path)) throw invalid();
   if (domain.length + 1 + path.length > NAME_TOTAL_LENGTH_MAX) {
     throw invalid(`repository name must not be more than ${NAME_TOTAL_LENGTH_MAX} characters`);
@@ -101,7 +101,7 @@ export function parseReference(input: string): ImageReference {
     if (!TAG_RE.test(tag)) throw invalid(`invalid tag "${tag}"`);
   }
 
-  checkName(domain, path, path);
+  checkName(domain, path);
 
   const ref: ImageReference = { domain, path };
   if (tag !== undefined) ref.tag = tag;
@@ -121,6 +121,11 @@ export function parseRepositoryName(name: string): ImageReference {
   return ref;
 }
 
+/** Is `tag` a valid tag, `[\w][\w.-]{0,127}`? */
+export function isValidTag(tag: string): boolean {
+  return TAG_RE.test(tag);
+}
+
 /** Non-throwing check. */
 export function isValidReference(input: string): boolean {
   try {
@@ -138,7 +143,12 @@ export function repository(ref: ImageReference): string {
 
 /** The fully normalised string: "docker.io/library/alpine:latest", "host:5000/a/b@sha256:…", "x:1@sha256:…". */
 export function formatReference(ref: ImageReference): string {
-  let out = repository(ref);
+  return withTagAndDigest(repository(ref), ref);
+}
+
+/** `name` followed by the reference's ":tag" and "@digest", when it has them. */
+function withTagAndDigest(name: string, ref: ImageReference): string {
+  let out = name;
   if (ref.tag !== undefined) out += `:${ref.tag}`;
   if (ref.digest !== undefined) out += `@${ref.digest}`;
   return out;
@@ -157,10 +167,7 @@ export function familiarName(ref: ImageReference): string {
 
 /** Docker's FamiliarString: "alpine:latest", "user/app:1", "localhost:5000/x:1@sha256:…". */
 export function familiarString(ref: ImageReference): string {
-  let out = familiarName(ref);
-  if (ref.tag !== undefined) out += `:${ref.tag}`;
-  if (ref.digest !== undefined) out += `@${ref.digest}`;
-  return out;
+  return withTagAndDigest(familiarName(ref), ref);
 }
 
 /**
@@ -168,7 +175,7 @@ export function familiarString(ref: ImageReference): string {
  * is not `[\w][\w.-]{0,127}` is INVALID_REFERENCE "invalid tag format", as Docker words it.
  */
 export function withTag(ref: ImageReference, tag: string): ImageReference {
-  if (!TAG_RE.test(tag)) throw new StowageError('INVALID_REFERENCE', 'invalid tag format');
+  if (!isValidTag(tag)) throw new StowageError('INVALID_REFERENCE', 'invalid tag format');
   return { domain: ref.domain, path: ref.path, tag };
 }
 

@@ -155,10 +155,6 @@ export class TokenCache {
     const seconds = expiresInSeconds !== undefined && Number.isFinite(expiresInSeconds) && expiresInSeconds > 0 ? expiresInSeconds : DEFAULT_TOKEN_SECONDS;
     this.tokens.set(TokenCache.key(scopes), { token, expiresAt: now + Math.max(seconds * 1000 - EXPIRY_MARGIN_MS, 1000) });
   }
-
-  delete(scopes: readonly string[]): void {
-    this.tokens.delete(TokenCache.key(scopes));
-  }
 }
 
 /** The token endpoint's answer: `token` or `access_token` (OAuth2 style), optional expires_in seconds. */

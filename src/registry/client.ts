@@ -3,7 +3,8 @@ import { Agent, type Dispatcher, interceptors, request } from 'undici';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, checkManifestSize } from '../oci/media-types.js';
+import { isValidTag } from '../oci/reference.js';
 import type { ByteSource } from '../store/types.js';
 import {
   type Challenge,
@@ -15,6 +16,7 @@ import {
   parseWwwAuthenticate,
   repositoryScope,
 } from './auth.js';
+import { isRepositoryPath } from './names.js';
 
 /**
  * A client for the OCI distribution API (registry v2): anonymous, Basic and bearer-token auth, the four
@@ -66,8 +68,6 @@ export interface PushBlobOptions {
   mountFrom?: string | undefined;
   /** Called with the number of bytes sent so far. */
   onProgress?: ((sent: number) => void) | undefined;
-  /** Skip the HEAD check (the caller already knows the blob is missing). */
-  skipExistsCheck?: boolean;
 }
 
 export const DEFAULT_CHUNK_THRESHOLD = 32 * 1024 * 1024;
@@ -75,9 +75,6 @@ export const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024;
 /** Error bodies, token responses and list pages are small; refuse anything bigger. */
 const MAX_SMALL_BODY = 8 * 1024 * 1024;
 const MAX_PAGES = 100_000;
-
-const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$/;
-const TAG_RE = /^[\w][\w.-]{0,127}$/;
 
 let sharedDispatcher: Dispatcher | undefined;
 function defaultDispatcher(): Dispatcher {
@@ -176,12 +173,16 @@ export class RegistryClient {
   readonly host: string;
   /** "http://host" or "https://host" (docker.io mapped to registry-1.docker.io). */
   readonly baseUrl: string;
+  /** The origin of baseUrl: requests (and Links) elsewhere never carry our credentials. */
+  private readonly origin: string;
   private readonly credentials: Credentials | undefined;
   private readonly dispatcher: Dispatcher;
   private readonly chunkThreshold: number;
   private readonly chunkSize: number;
   private readonly userAgent: string;
   private readonly tokens = new TokenCache();
+  /** Token requests under way, by scope set: concurrent 401s for one scope set share one. */
+  private readonly tokenRequests = new Map<string, Promise<void>>();
   /** The challenge learned from the last 401 (bearer realm/service, or basic). */
   private challenge: Challenge | undefined;
 
@@ -191,6 +192,7 @@ export class RegistryClient {
     const insecure = typeof opts.insecure === 'function' ? opts.insecure(opts.host) : opts.insecure === true;
     const scheme = insecure || isLoopbackHost(opts.host) ? 'http' : 'https';
     this.baseUrl = `${scheme}://${registryEndpoint(opts.host)}`;
+    this.origin = new URL(this.baseUrl).origin;
     this.credentials = opts.credentials;
     this.dispatcher = opts.dispatcher ?? defaultDispatcher();
     this.chunkThreshold = opts.chunkThreshold ?? DEFAULT_CHUNK_THRESHOLD;
@@ -219,10 +221,8 @@ export class RegistryClient {
     });
     if (res.statusCode !== 200) await this.fail(res, 'MANIFEST_NOT_FOUND', `manifest ${path}:${ref}`);
     const length = Number(header(res.headers, 'content-length') ?? NaN);
-    if (length > MAX_MANIFEST_BYTES) {
-      await discard(res.body);
-      throw new StowageError('TOO_LARGE', `manifest ${path}:${ref} is ${length} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
-    }
+    if (length > MAX_MANIFEST_BYTES) await discard(res.body);
+    checkManifestSize(length, `manifest ${path}:${ref}`);
     const bytes = await readBounded(res.body, MAX_MANIFEST_BYTES, `manifest ${path}:${ref}`);
     const digest = digestOf(bytes);
     const claimed = header(res.headers, 'docker-content-digest');
@@ -297,20 +297,15 @@ export class RegistryClient {
     return start > 0 ? res.body.pipe(skipBytes(start)) : res.body;
   }
 
-  /** HEAD of a blob: its size, or undefined when the registry lacks it. */
-  async statBlob(repo: string, digest: Digest): Promise<{ size: number | undefined } | undefined> {
+  /** HEAD of a blob: does the registry have it? */
+  async blobExists(repo: string, digest: Digest): Promise<boolean> {
     const path = this.repoPath(repo);
     parseDigest(digest);
     const res = await this.send({ method: 'HEAD', url: `/v2/${path}/blobs/${digest}`, scopes: [repositoryScope(path, ['pull'])] });
     await discard(res.body);
-    if (res.statusCode === 404) return undefined;
+    if (res.statusCode === 404) return false;
     if (res.statusCode !== 200) await this.fail(res, 'BLOB_NOT_FOUND', `blob ${path}@${digest}`);
-    const len = header(res.headers, 'content-length');
-    return { size: len !== undefined && /^\d+$/.test(len) ? Number(len) : undefined };
-  }
-
-  async blobExists(repo: string, digest: Digest): Promise<boolean> {
-    return (await this.statBlob(repo, digest)) !== undefined;
+    return true;
   }
 
   /**
@@ -329,7 +324,7 @@ export class RegistryClient {
     parseDigest(digest);
     if (!Number.isSafeInteger(size) || size < 0) throw new StowageError('BAD_REQUEST', `invalid blob size ${size}`);
     const scopes = [repositoryScope(path, ['pull', 'push'])];
-    if (!opts.skipExistsCheck && (await this.blobExists(path, digest))) return 'exists';
+    if (await this.blobExists(path, digest)) return 'exists';
 
     let startUrl = `/v2/${path}/blobs/uploads/`;
     if (opts.mountFrom !== undefined) {
@@ -449,7 +444,7 @@ export class RegistryClient {
   repoPath(repo: string): string {
     let path = repo;
     if (registryEndpoint(this.host) === 'registry-1.docker.io' && !path.includes('/')) path = `library/${path}`;
-    if (!REPO_RE.test(path) || path.length > 255) throw new StowageError('INVALID_REFERENCE', `invalid repository name "${repo.slice(0, 100)}"`);
+    if (!isRepositoryPath(path)) throw new StowageError('INVALID_REFERENCE', `invalid repository name "${repo.slice(0, 100)}"`);
     return path;
   }
 
@@ -459,7 +454,7 @@ export class RegistryClient {
   private checkRef(ref: string): Digest | undefined {
     if (isDigest(ref)) return ref;
     if (ref.startsWith('sha256:') || ref.includes(':')) parseDigest(ref);
-    if (!TAG_RE.test(ref)) throw new StowageError('INVALID_REFERENCE', `invalid tag "${ref.slice(0, 100)}"`);
+    if (!isValidTag(ref)) throw new StowageError('INVALID_REFERENCE', `invalid tag "${ref.slice(0, 100)}"`);
     return undefined;
   }
 
@@ -487,7 +482,7 @@ export class RegistryClient {
       if (next === undefined) break;
       const resolved = new URL(next, this.baseUrl);
       // Never follow a Link (with our credentials) off the registry.
-      if (resolved.origin !== new URL(this.baseUrl).origin) break;
+      if (resolved.origin !== this.origin) break;
       url = resolved.pathname + resolved.search;
     }
   }
@@ -504,7 +499,7 @@ export class RegistryClient {
   /** One request with auth: cached credentials first, and on a 401 one retry after answering the challenge. */
   private async send(opts: SendOptions): Promise<Dispatcher.ResponseData> {
     const url = new URL(opts.url, this.baseUrl);
-    const sameOrigin = url.origin === new URL(this.baseUrl).origin;
+    const sameOrigin = url.origin === this.origin;
     const replayable = opts.body === undefined || opts.body === null || typeof opts.body === 'string' || Buffer.isBuffer(opts.body);
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = { 'user-agent': this.userAgent, ...opts.headers };
@@ -512,6 +507,7 @@ export class RegistryClient {
         const auth = this.cachedAuthorization(opts.scopes);
         if (auth) headers['authorization'] = auth;
       }
+      const sentAuth = headers['authorization'];
       let res: Dispatcher.ResponseData;
       try {
         res = await request(url, {
@@ -531,7 +527,8 @@ export class RegistryClient {
       if (challenge.scheme === 'basic' && !this.credentials) return res;
       await discard(res.body);
       this.challenge = challenge;
-      if (challenge.scheme === 'bearer') await this.fetchToken(challenge, opts.scopes);
+      // Another request may have fetched this scope's token while this one was out: use that one.
+      if (challenge.scheme === 'bearer' && this.cachedAuthorization(opts.scopes) === sentAuth) await this.fetchTokenShared(challenge, opts.scopes);
       if (!replayable) {
         throw new StowageError('UNAUTHORIZED', `registry ${this.host} asked for authentication in the middle of an upload`);
       }
@@ -547,6 +544,16 @@ export class RegistryClient {
       return token ? `Bearer ${token}` : undefined;
     }
     return undefined;
+  }
+
+  private fetchTokenShared(challenge: Challenge, scopes: string[]): Promise<void> {
+    const key = TokenCache.key(scopes);
+    let pending = this.tokenRequests.get(key);
+    if (!pending) {
+      pending = this.fetchToken(challenge, scopes).finally(() => this.tokenRequests.delete(key));
+      this.tokenRequests.set(key, pending);
+    }
+    return pending;
   }
 
   private async fetchToken(challenge: Challenge, scopes: string[]): Promise<void> {

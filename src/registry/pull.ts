@@ -2,11 +2,12 @@ import { StowageError, isStowageError } from '../errors.js';
 import { type Digest, shortId } from '../oci/digest.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/manifest.js';
 import { parseImageConfig } from '../oci/manifest.js';
-import { MAX_MANIFEST_BYTES, isIndexMediaType } from '../oci/media-types.js';
+import { MAX_MANIFEST_BYTES, checkManifestSize, isIndexMediaType } from '../oci/media-types.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, formatReference, parseReference, repository } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
 import { type FetchedManifest, type RegistryClient, registryEndpoint } from './client.js';
+import { forEachLimited } from './pool.js';
 
 /**
  * Pulls an image from a registry into the local store: manifest (or index + the wanted platform's
@@ -87,15 +88,13 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   const want = opts.platform ?? defaultPlatform();
   const { store, images } = handles;
 
-  let indexDigest: Digest | undefined;
+  const index: ImageIndex | undefined = top.parsed.kind === 'index' ? top.parsed.index : undefined;
+  const indexDigest = index ? top.digest : undefined;
   const stats: PullStats = { downloaded: false };
   const fetchedImages: NewImageRecord[] = [];
   let primary: NewImageRecord;
-  let indexBlob: { digest: Digest; mediaType: string; manifests: Descriptor[] } | undefined;
 
-  if (top.parsed.kind === 'index') {
-    const index: ImageIndex = top.parsed.index;
-    indexDigest = top.digest;
+  if (index) {
     const runnable = index.manifests.filter((d) => !isAttestation(d));
     let chosen: Descriptor[];
     let preferred: Descriptor | undefined;
@@ -115,12 +114,10 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
       const m = await client.getManifest(path, child.digest);
       fetchedImages.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts, stats));
     }
-    if (!(await store.has(top.digest))) stats.downloaded = true;
     const found = fetchedImages.find((r) => r.manifestDigest === preferred?.digest) ?? fetchedImages[0];
     if (!found) throw new StowageError('PLATFORM_NOT_FOUND', `index ${top.digest} has no image manifests`);
     primary = found;
-    await store.putBytes(top.bytes, { digest: top.digest, size: top.bytes.length });
-    indexBlob = { digest: top.digest, mediaType: top.mediaType, manifests: index.manifests };
+    await storeManifest(store, top, stats);
   } else {
     primary = await pullPlatformManifest(client, path, top, undefined, handles, opts, stats);
     fetchedImages.push(primary);
@@ -132,11 +129,11 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   // Every blob is in; the records (images, index, tag, repo digests) appear together or not at all.
   const pulled = images.transaction(() => {
     const recorded = fetchedImages.map((rec) => images.putImage(rec));
-    if (indexBlob) {
+    if (index) {
       images.putIndex({
-        indexDigest: indexBlob.digest,
-        mediaType: indexBlob.mediaType,
-        children: indexBlob.manifests.map((d) => ({
+        indexDigest: top.digest,
+        mediaType: top.mediaType,
+        children: index.manifests.map((d) => ({
           digest: d.digest,
           platform: d.platform ? cleanPlatform(d.platform) : undefined,
           present: images.getImage(d.digest) !== undefined,
@@ -185,7 +182,7 @@ async function pullPlatformManifest(
   const manifest: ImageManifest = fetched.parsed.manifest;
   const { store } = handles;
   if (manifest.layers.length > MAX_LAYERS) throw new StowageError('TOO_LARGE', `manifest ${fetched.digest} has ${manifest.layers.length} layers; the limit is ${MAX_LAYERS}`);
-  if (manifest.config.size > MAX_MANIFEST_BYTES) throw new StowageError('TOO_LARGE', `config ${manifest.config.digest} is ${manifest.config.size} bytes`);
+  checkManifestSize(manifest.config.size, `config ${manifest.config.digest}`);
 
   // Config first: it tells whether this is an image at all.
   await fetchBlob(client, path, manifest.config, store, opts, false, stats);
@@ -210,24 +207,10 @@ async function pullPlatformManifest(
   const concurrency = Math.max(1, opts.concurrency ?? 3);
   for (const layer of missing.slice(concurrency)) opts.onProgress?.({ id: shortId(layer.digest), status: 'Waiting' });
 
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < missing.length) {
-      const layer = missing[next++] as Descriptor;
-      try {
-        await fetchBlob(client, path, layer, store, opts, true, stats);
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, missing.length) }, worker));
-  if (failed !== undefined) throw failed;
+  await forEachLimited(missing, concurrency, (layer) => fetchBlob(client, path, layer, store, opts, true, stats));
 
   // The manifest last: once it is stored (and, by the caller, recorded), the image is whole.
-  if (!(await store.has(fetched.digest))) stats.downloaded = true;
-  await store.putBytes(fetched.bytes, { digest: fetched.digest, size: fetched.bytes.length });
+  await storeManifest(store, fetched, stats);
   const platform = descriptorPlatform
     ? cleanPlatform(descriptorPlatform)
     : cleanPlatform({ os: config.os, architecture: config.architecture, variant: config.variant, 'os.version': config['os.version'] });
@@ -241,6 +224,12 @@ async function pullPlatformManifest(
     created: config.created,
     labels: config.config?.Labels ?? {},
   };
+}
+
+/** Stores a fetched manifest or index (already verified by the client), noting whether it is new. */
+async function storeManifest(store: ContentStoreApi, m: FetchedManifest, stats: PullStats): Promise<void> {
+  if (!(await store.has(m.digest))) stats.downloaded = true;
+  await store.putBytes(m.bytes, { digest: m.digest, size: m.bytes.length });
 }
 
 /** Fetches one blob into the store unless it is there; shares a download already in flight. */

@@ -1,10 +1,11 @@
 import { StowageError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { type Digest, shortId } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { formatPlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import type { PushBlobResult, RegistryClient } from './client.js';
-import { shortId } from '../oci/digest.js';
+import { forEachLimited } from './pool.js';
 
 /**
  * Pushes a local image (a platform manifest, or an index with its present children) to a repository
@@ -64,7 +65,7 @@ export async function pushImage(
         pushed.push(child.digest);
       } else if (!(await client.headManifest(repo, child.digest))) {
         // A registry refuses an index whose children it lacks; say which platform is missing here.
-        const p = child.platform ? `${child.platform.os}/${child.platform.architecture}${child.platform.variant ? `/${child.platform.variant}` : ''}` : 'unknown platform';
+        const p = child.platform ? formatPlatform(child.platform) : 'unknown platform';
         throw new StowageError('PLATFORM_NOT_FOUND', `cannot push index ${localDigest}: its ${p} image ${child.digest} is not present locally nor on ${client.host}/${repo}`, {
           details: { digest: child.digest, platform: child.platform },
         });
@@ -120,21 +121,10 @@ async function pushManifest(
     return result;
   };
 
-  let next = 0;
-  let failed: unknown;
-  const worker = async () => {
-    while (failed === undefined && next < layers.length) {
-      const l = layers[next++]!;
-      opts.signal?.throwIfAborted();
-      try {
-        await pushOne(l, true);
-      } catch (err) {
-        failed ??= err;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, layers.length) }, worker));
-  if (failed !== undefined) throw failed;
+  await forEachLimited(layers, concurrency, async (l) => {
+    opts.signal?.throwIfAborted();
+    await pushOne(l, true);
+  });
   await pushOne(m.config, false);
   await client.putManifest(repo, ref, bytes, parsed.mediaType);
   return { size: bytes.length, mediaType: parsed.mediaType };

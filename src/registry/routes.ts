@@ -3,8 +3,9 @@ import { isStowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
-import { type ImageReference, formatReference, parseReference } from '../oci/reference.js';
+import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
+import { REPOSITORY_PATH_RE, isRepositoryPath } from './names.js';
 
 /**
  * The read-only OCI distribution endpoint an agent serves to its peers (and to skopeo, crane, docker):
@@ -35,8 +36,6 @@ export interface RegistryRoutesOptions {
 
 type DistributionCode = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_INVALID' | 'NAME_UNKNOWN' | 'DIGEST_INVALID' | 'TAG_INVALID' | 'UNSUPPORTED' | 'RANGE_INVALID' | 'PAGINATION_NUMBER_INVALID' | 'UNKNOWN';
 
-const REPO_RE = /^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*)*$/;
-const TAG_RE = /^[\w][\w.-]{0,127}$/;
 const MAX_PAGE = 10_000;
 
 function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {
@@ -62,10 +61,6 @@ function parseTarget(rest: string): Target {
   return { kind: 'unknown' };
 }
 
-function validName(name: string): boolean {
-  return name.length <= 255 && REPO_RE.test(name);
-}
-
 /** The normalised reference `<name>` (rule 1), or undefined when the name does not parse. */
 function normalisedRepo(name: string): ImageReference | undefined {
   try {
@@ -88,7 +83,7 @@ function parsedTag(t: TagRecord): ImageReference | undefined {
 function publicName(ref: ImageReference): string {
   if (ref.domain === 'docker.io') return ref.path;
   const full = `${ref.domain}/${ref.path}`;
-  const back = REPO_RE.test(full) ? normalisedRepo(full) : undefined;
+  const back = REPOSITORY_PATH_RE.test(full) ? normalisedRepo(full) : undefined;
   return back && back.domain === ref.domain && back.path === ref.path ? full : ref.path;
 }
 
@@ -98,7 +93,7 @@ function matchesName(ref: ImageReference, name: string, normalised: ImageReferen
 }
 
 /** Resolves `<name>:<tag>` to a local digest by the name rule. */
-export function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Digest | undefined {
+function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Digest | undefined {
   const normalised = normalisedRepo(name);
   if (normalised) {
     const exact = images.resolveTag(formatReference({ ...normalised, tag }));
@@ -114,7 +109,7 @@ export function resolveNameTag(images: ImageIndexApi, name: string, tag: string)
 }
 
 /** Every tag name of `<name>` by the name rule, sorted. */
-export function tagsForName(images: ImageIndexApi, name: string): string[] {
+function tagsForName(images: ImageIndexApi, name: string): string[] {
   const normalised = normalisedRepo(name);
   const out = new Set<string>();
   for (const t of images.listTags()) {
@@ -228,7 +223,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   }
 
   async function tagsList(req: FastifyRequest, reply: FastifyReply, name: string) {
-    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    if (!isRepositoryPath(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
     const all = tagsForName(images, name);
     if (all.length === 0) return sendError(reply, 404, 'NAME_UNKNOWN', `repository name not known to registry: ${name}`, { name });
     const p = paginate(all, req.query as Record<string, unknown>);
@@ -238,13 +233,13 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   }
 
   async function manifest(reply: FastifyReply, name: string, ref: string, head: boolean) {
-    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    if (!isRepositoryPath(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
     let digest: Digest | undefined;
     if (ref.includes(':')) {
       if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
       digest = ref;
     } else {
-      if (!TAG_RE.test(ref)) return sendError(reply, 400, 'TAG_INVALID', `invalid tag "${ref.slice(0, 100)}"`);
+      if (!isValidTag(ref)) return sendError(reply, 400, 'TAG_INVALID', `invalid tag "${ref.slice(0, 100)}"`);
       digest = resolveNameTag(images, name, ref);
       if (!digest) return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}:${ref}`, { name, tag: ref });
     }
@@ -277,31 +272,35 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   }
 
   async function blob(req: FastifyRequest, reply: FastifyReply, name: string, ref: string, head: boolean) {
-    if (!validName(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    if (!isRepositoryPath(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
     if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
     const info = await store.stat(ref);
     if (!info) return sendError(reply, 404, 'BLOB_UNKNOWN', `blob unknown to registry: ${ref}`, { digest: ref });
     const range = parseRange(req.headers.range, info.size);
-    reply
-      .header('content-type', 'application/octet-stream')
-      .header('docker-content-digest', ref)
-      .header('etag', `"${ref}"`)
-      .header('accept-ranges', 'bytes')
-      .header('cache-control', 'max-age=31536000');
+    const blobHeaders = () =>
+      reply
+        .header('content-type', 'application/octet-stream')
+        .header('docker-content-digest', ref)
+        .header('etag', `"${ref}"`)
+        .header('accept-ranges', 'bytes')
+        .header('cache-control', 'max-age=31536000');
     if (range === 'unsatisfiable') {
-      reply.header('content-range', `bytes */${info.size}`);
+      blobHeaders().header('content-range', `bytes */${info.size}`);
       return sendError(reply, 416, 'RANGE_INVALID', `range ${req.headers.range ?? ''} not satisfiable for ${info.size} bytes`);
     }
+    // Open the blob before any of its headers is set: should it vanish (GC) after the stat, the answer
+    // is a plain 404, not one carrying its length, digest and a year of cache lifetime. Once open, the
+    // file stays readable whole even if it is unlinked.
+    const body = head ? undefined : await store.createReadStream(ref, range);
+    blobHeaders();
     if (range) {
       reply
         .code(206)
         .header('content-range', `bytes ${range.start}-${range.end}/${info.size}`)
         .header('content-length', String(range.end - range.start + 1));
-      if (head) return reply.send();
-      return reply.send(await store.createReadStream(ref, { start: range.start, end: range.end }));
+    } else {
+      reply.code(200).header('content-length', String(info.size));
     }
-    reply.code(200).header('content-length', String(info.size));
-    if (head) return reply.send();
-    return reply.send(await store.createReadStream(ref));
+    return reply.send(body);
   }
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, opendir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, opendir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { StowageError } from '../errors.js';
@@ -12,6 +12,11 @@ import type { BlobInfo, ByteSource, ContentStoreApi, ExpectedContent, Ingest } f
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
 
 const HEX64 = /^[a-f0-9]{64}$/;
+
+/** A stored blob and when it was last committed (put, or put again), in ms since the epoch. */
+export interface CommittedBlob extends BlobInfo {
+  committedAt: number;
+}
 
 /**
  * Content-addressed blobs on the local disk: `<root>/blobs/sha256/<hex>`. Every write goes to its own
@@ -43,13 +48,8 @@ export class ContentStore implements ContentStoreApi {
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
-    try {
-      const st = await stat(this.blobPath(digest));
-      return { digest, size: st.size };
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) return undefined;
-      throw err;
-    }
+    const info = await this.statCommitted(digest);
+    return info && { digest, size: info.size };
   }
 
   async createReadStream(digest: Digest, range?: { start: number; end?: number }): Promise<Readable> {
@@ -143,11 +143,15 @@ export class ContentStore implements ContentStoreApi {
   }
 
   async *list(): AsyncIterable<BlobInfo> {
+    for await (const { digest, size } of this.listCommitted()) yield { digest, size };
+  }
+
+  /** Like list(), with each blob's commit time: what GC's grace period goes by (see gc.ts). */
+  async *listCommitted(): AsyncIterable<CommittedBlob> {
     const dir = await opendir(this.blobDir);
     for await (const entry of dir) {
       if (!entry.isFile() || !HEX64.test(entry.name)) continue;
-      const digest: Digest = `sha256:${entry.name}`;
-      const info = await this.stat(digest); // may have been deleted since the directory was read
+      const info = await this.statCommitted(`sha256:${entry.name}`); // may have been deleted since the directory was read
       if (info) yield info;
     }
   }
@@ -170,14 +174,38 @@ export class ContentStore implements ContentStoreApi {
     return removed;
   }
 
-  /** Renames a verified, fsynced file to its blob path, unless an identical blob is already there. */
+  /**
+   * Renames a verified, fsynced file to its blob path, unless an identical blob is already there. Either
+   * way the blob's mtime becomes now: it is the commit time GC's grace period counts from, so a blob
+   * committed (or committed again) by a pull or import that has yet to write its records is not collected.
+   */
   private async publish(file: string, info: BlobInfo): Promise<void> {
     const target = this.blobPath(info.digest);
+    const now = new Date();
     const existing = await this.stat(info.digest);
     // Same digest and size means same bytes; a wrong-sized file there is damage, so replace it.
-    if (existing?.size === info.size) return;
+    if (existing?.size === info.size) {
+      try {
+        await utimes(target, now, now);
+        return;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err; // collected meanwhile: publish ours instead
+      }
+    }
+    // rename keeps the file's mtime, which is its last write, not this commit; date it before it is visible.
+    await utimes(file, now, now);
     await rename(file, target);
     await fsyncDir(this.blobDir);
+  }
+
+  private async statCommitted(digest: Digest): Promise<CommittedBlob | undefined> {
+    try {
+      const st = await stat(this.blobPath(digest));
+      return { digest, size: st.size, committedAt: st.mtimeMs };
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw err;
+    }
   }
 
   private async openBlob(digest: Digest) {

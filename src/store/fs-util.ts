@@ -17,15 +17,6 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-export async function fsyncFile(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
 async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   let done = 0;
   while (done < chunk.byteLength) {

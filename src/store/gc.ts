@@ -1,10 +1,17 @@
-import type { BlobInfo, ContentStoreApi, ImageIndexApi } from './types.js';
+import type { ContentStore } from './content-store.js';
+import type { BlobInfo, ImageIndexApi } from './types.js';
 
 export interface GcOptions {
   /** Report what would be removed without removing anything. */
   dryRun?: boolean;
   /** Ingests (resumable or crashed temps) untouched for longer than this are removed. Default 24 h. */
   staleIngestMs?: number;
+  /**
+   * Unreferenced blobs committed (or committed again) less than this long ago are kept: they may belong to a
+   * pull or import that has stored its blobs but not yet written its records. Default DEFAULT_GC_GRACE_MS;
+   * 0 is an explicit full sweep, for when nothing is writing to the store.
+   */
+  graceMs?: number;
 }
 
 export interface GcResult {
@@ -15,35 +22,35 @@ export interface GcResult {
 }
 
 export const DEFAULT_STALE_INGEST_MS = 24 * 60 * 60 * 1000;
-
-/** The part of ContentStore that knows about ingest directories; other ContentStoreApi implementations may lack it. */
-interface IngestCleaner {
-  removeStaleIngests(maxAgeMs: number, opts?: { dryRun?: boolean }): Promise<string[]>;
-}
-
-function hasIngestCleaner(store: ContentStoreApi): store is ContentStoreApi & IngestCleaner {
-  return typeof (store as Partial<IngestCleaner>).removeStaleIngests === 'function';
-}
+export const DEFAULT_GC_GRACE_MS = 15 * 60 * 1000;
 
 /**
- * Deletes every blob no image, index or tag refers to.
+ * Deletes every blob no image, index or tag refers to and that was committed more than `graceMs` ago, and
+ * the stale ingests.
  *
- * The referenced set is a snapshot taken before the blobs are listed: a pull that has stored blobs but
- * not yet recorded its image will lose them. Callers run this from rmi/prune, not concurrently with
- * pulls or imports into the same store.
+ * The referenced set is a snapshot taken before the blobs are listed, and pulls and imports commit all
+ * their blobs before they write their records (in one transaction). The grace period is what keeps a
+ * running pull's or import's blobs: ContentStore dates every blob by its last commit (a commit of a blob
+ * that is already there refreshes it), and GC leaves younger blobs alone. So the grace period must outlast
+ * the time from a writer's first blob commit to its records; a blob that a writer finds already present
+ * and does not commit again is not protected.
  */
-export async function collectGarbage(store: ContentStoreApi, images: ImageIndexApi, opts: GcOptions = {}): Promise<GcResult> {
+export async function collectGarbage(
+  store: Pick<ContentStore, 'listCommitted' | 'delete' | 'removeStaleIngests'>,
+  images: ImageIndexApi,
+  opts: GcOptions = {},
+): Promise<GcResult> {
+  const now = Date.now();
+  const committedBefore = now - (opts.graceMs ?? DEFAULT_GC_GRACE_MS);
   const referenced = images.referencedBlobs();
   const removed: BlobInfo[] = [];
   let reclaimedBytes = 0;
-  for await (const blob of store.list()) {
-    if (referenced.has(blob.digest)) continue;
-    if (!opts.dryRun) await store.delete(blob.digest);
-    removed.push(blob);
-    reclaimedBytes += blob.size;
+  for await (const { digest, size, committedAt } of store.listCommitted()) {
+    if (referenced.has(digest) || committedAt > committedBefore) continue;
+    if (!opts.dryRun) await store.delete(digest);
+    removed.push({ digest, size });
+    reclaimedBytes += size;
   }
-  const staleIngests = hasIngestCleaner(store)
-    ? await store.removeStaleIngests(opts.staleIngestMs ?? DEFAULT_STALE_INGEST_MS, { dryRun: opts.dryRun ?? false })
-    : [];
+  const staleIngests = await store.removeStaleIngests(opts.staleIngestMs ?? DEFAULT_STALE_INGEST_MS, { dryRun: opts.dryRun ?? false, now });
   return { removed, reclaimedBytes, staleIngests };
 }

@@ -153,17 +153,18 @@ export class ImageIndex implements ImageIndexApi {
     record.layers.forEach((l) => requireDigest(l, 'layer digest'));
     if (!Number.isSafeInteger(record.size) || record.size < 0) throw new StowageError('BAD_REQUEST', `invalid image size ${record.size}`);
     const now = new Date().toISOString();
-    // Re-recording an image updates it but keeps when it first arrived.
-    this.db
+    // Re-recording an image updates it but keeps when it first arrived (RETURNING gives the row as stored).
+    const row = this.db
       .prepare(
         `INSERT INTO images (manifest_digest, manifest_media_type, config_digest, platform, layers, size, created, labels, added_at)
          VALUES (@manifestDigest, @manifestMediaType, @configDigest, @platform, @layers, @size, @created, @labels, @addedAt)
          ON CONFLICT (manifest_digest) DO UPDATE SET
            manifest_media_type = excluded.manifest_media_type, config_digest = excluded.config_digest,
            platform = excluded.platform, layers = excluded.layers, size = excluded.size,
-           created = excluded.created, labels = excluded.labels`,
+           created = excluded.created, labels = excluded.labels
+         RETURNING *`,
       )
-      .run({
+      .get({
         manifestDigest: record.manifestDigest,
         manifestMediaType: requireText(record.manifestMediaType, 'manifest media type'),
         configDigest: record.configDigest,
@@ -173,8 +174,8 @@ export class ImageIndex implements ImageIndexApi {
         created: record.created ?? null,
         labels: JSON.stringify(record.labels ?? {}),
         addedAt: now,
-      });
-    return this.getImage(record.manifestDigest)!;
+      }) as ImageRow;
+    return toImage(row);
   }
 
   getImage(manifestDigest: Digest): ImageRecord | undefined {
@@ -204,13 +205,14 @@ export class ImageIndex implements ImageIndexApi {
     requireDigest(record.indexDigest, 'index digest');
     record.children.forEach((c) => requireDigest(c.digest, 'index child digest'));
     const children = record.children.map((c) => ({ digest: c.digest, platform: c.platform ?? null, present: Boolean(c.present) }));
-    this.db
+    const row = this.db
       .prepare(
         `INSERT INTO indexes (index_digest, media_type, children, added_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (index_digest) DO UPDATE SET media_type = excluded.media_type, children = excluded.children`,
+         ON CONFLICT (index_digest) DO UPDATE SET media_type = excluded.media_type, children = excluded.children
+         RETURNING *`,
       )
-      .run(record.indexDigest, requireText(record.mediaType, 'index media type'), JSON.stringify(children), new Date().toISOString());
-    return this.getIndex(record.indexDigest)!;
+      .get(record.indexDigest, requireText(record.mediaType, 'index media type'), JSON.stringify(children), new Date().toISOString()) as IndexRow;
+    return toIndex(row);
   }
 
   getIndex(indexDigest: Digest): IndexRecord | undefined {

@@ -31,9 +31,9 @@ import {
   type ImageConfig,
   type ImageManifest,
 } from '../oci/manifest.js';
-import { MAX_MANIFEST_BYTES, MediaType, isIndexMediaType, isManifestMediaType, type LayerCompression } from '../oci/media-types.js';
+import { MAX_MANIFEST_BYTES, MediaType, checkManifestSize, isIndexMediaType, isManifestMediaType, type LayerCompression } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
-import { formatReference, parseReference, withDefaultTag, type ImageReference } from '../oci/reference.js';
+import { formatReference, isValidTag, parseReference, withDefaultTag, type ImageReference } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord, IndexRecord, Ingest } from './types.js';
 
 /*
@@ -178,16 +178,15 @@ class Stager {
 
   constructor(private readonly store: ContentStoreApi) {}
 
-  /** Writes `body` to a fresh ingest, hashing it; `size` (when known) decides whether it may be captured. */
-  async stage(body: AsyncIterable<Uint8Array>, size: number | undefined): Promise<Staged> {
+  /** Writes `body` to a fresh ingest, hashing it; `expectedSize` (when known) decides whether it may be captured. */
+  async stage(body: AsyncIterable<Uint8Array>, expectedSize: number | undefined): Promise<Staged> {
     const ingest = await this.store.openIngest(`${this.prefix}-${this.seq++}`);
     this.open.add(ingest);
-    const digester = new Digester();
     let compression: LayerCompression = 'none';
     let gunzip: GunzipDigest | undefined;
     let capture: Buffer[] | undefined;
     let capturedHere = 0;
-    const mayCapture = size === undefined || size <= MAX_MANIFEST_BYTES;
+    const mayCapture = expectedSize === undefined || expectedSize <= MAX_MANIFEST_BYTES;
     const self = this;
 
     const feed = async (chunk: Uint8Array): Promise<void> => {
@@ -221,7 +220,6 @@ class Stager {
     };
     async function* tap(): AsyncGenerator<Uint8Array> {
       for await (const chunk of body) {
-        digester.update(chunk);
         if (head) {
           head.push(Buffer.from(chunk));
           headLen += chunk.byteLength;
@@ -234,13 +232,15 @@ class Stager {
       if (head) await decide();
     }
 
+    let digest: Digest;
+    let size: number;
     try {
-      await ingest.write(tap());
+      // The ingest hashes what it writes; the digest of this fresh ingest is the file's.
+      ({ digest, size } = await ingest.write(tap()));
     } catch (err) {
       gunzip?.destroy();
       throw err;
     }
-    const digest = digester.digest();
     let diffId: Digest | undefined = compression === 'none' ? digest : undefined;
     let gzipError: string | undefined;
     if (gunzip) {
@@ -251,7 +251,7 @@ class Stager {
     return {
       ingest,
       digest,
-      size: digester.size,
+      size,
       compression,
       diffId,
       gzipError,
@@ -447,6 +447,12 @@ class Plan {
 
   constructor(readonly format: ArchiveFormat) {}
 
+  /** The planned index that lists `digest` as a child, if any. */
+  parentOf(digest: Digest): Digest | undefined {
+    for (const ix of this.indexes.values()) if (ix.children.some((c) => c.digest === digest)) return ix.digest;
+    return undefined;
+  }
+
   top(digest: Digest): TopTarget {
     let t = this.tops.get(digest);
     if (!t) {
@@ -478,11 +484,7 @@ function rewrap(err: unknown, what: string): never {
 
 function requireBytes(staged: Staged, what: string): Buffer {
   if (staged.bytes === undefined) {
-    if (staged.size > MAX_MANIFEST_BYTES) {
-      throw new StowageError('TOO_LARGE', `${what} is ${staged.size} bytes; the limit is ${MAX_MANIFEST_BYTES}`, {
-        details: { size: staged.size, limit: MAX_MANIFEST_BYTES },
-      });
-    }
+    checkManifestSize(staged.size, what);
     throw invalid(`${what} is not JSON`);
   }
   return staged.bytes;
@@ -496,18 +498,11 @@ function parseConfig(staged: Staged, what: string): ImageConfig {
   }
 }
 
-function configPlatform(cfg: ImageConfig): Platform {
-  const p: Platform = { os: cfg.os, architecture: cfg.architecture };
-  if (cfg.variant) p.variant = cfg.variant;
-  if (cfg['os.version']) p['os.version'] = cfg['os.version'];
-  return p;
-}
-
-function descriptorPlatform(d: Descriptor): Platform | undefined {
-  if (!d.platform) return undefined;
-  const p: Platform = { os: d.platform.os, architecture: d.platform.architecture };
-  if (d.platform.variant) p.variant = d.platform.variant;
-  if (d.platform['os.version']) p['os.version'] = d.platform['os.version'];
+/** The Platform fields of an image config or a descriptor's platform, without anything else they carry. */
+function platformOf(src: Platform): Platform {
+  const p: Platform = { os: src.os, architecture: src.architecture };
+  if (src.variant) p.variant = src.variant;
+  if (src['os.version']) p['os.version'] = src['os.version'];
   return p;
 }
 
@@ -581,7 +576,7 @@ function planLegacy(view: TarView, entries: DockerSaveEntry[]): Plan {
       manifestSize: bytes.length,
       config,
       layers,
-      platform: configPlatform(cfg),
+      platform: platformOf(cfg),
       created: cfg.created,
       labels: configLabels(cfg),
       indexDigest: undefined,
@@ -635,7 +630,7 @@ async function planOci(src: LayoutSource, indexBytes: Buffer, plan: Plan): Promi
         const ref = tagReference(refName, `${OCI_INDEX_FILE} annotation ${ANNOTATION_REF_NAME}`);
         if (ref) top.references.add(ref);
       } else if (!name) {
-        if (!/^[\w][\w.-]{0,127}$/.test(refName)) throw invalid(`${OCI_INDEX_FILE}: invalid ref name "${short(refName)}"`);
+        if (!isValidTag(refName)) throw invalid(`${OCI_INDEX_FILE}: invalid ref name "${short(refName)}"`);
         top.bareTags.add(refName);
       }
     }
@@ -677,7 +672,7 @@ async function visit(src: LayoutSource, plan: Plan, desc: Descriptor, depth: num
     const children: IndexRecord['children'] = [];
     for (const child of parsed.index.manifests) {
       const presence = await visit(src, plan, child, depth + 1, desc.digest);
-      children.push({ digest: child.digest, platform: descriptorPlatform(child), present: presence === 'present' });
+      children.push({ digest: child.digest, platform: child.platform && platformOf(child.platform), present: presence === 'present' });
     }
     if (!children.some((c) => c.present)) {
       if (top) throw invalid(`${what}: none of the images of index ${desc.digest} is complete in the archive`);
@@ -724,7 +719,7 @@ async function visit(src: LayoutSource, plan: Plan, desc: Descriptor, depth: num
     manifestSize: staged.size,
     config,
     layers,
-    platform: configPlatform(cfg),
+    platform: platformOf(cfg),
     created: cfg.created,
     labels: configLabels(cfg),
     indexDigest: parentIndex,
@@ -762,9 +757,9 @@ function applyDockerManifest(src: LayoutSource, plan: Plan, entries: DockerSaveE
     let target = topOf(match);
     // The image may sit in a nested index: tag what index.json lists.
     while (!plan.tops.has(target)) {
-      const parent = [...plan.indexes.values()].find((ix) => ix.children.some((c) => c.digest === target));
-      if (!parent) break;
-      target = parent.digest;
+      const up = plan.parentOf(target);
+      if (!up) break;
+      target = up;
     }
     const top = plan.top(target);
     for (const tag of entry.RepoTags ?? []) {
@@ -865,13 +860,12 @@ async function apply(plan: Plan, target: ImportTarget, stager: Stager, extra: Ex
   }
 
   const refsOf = (digest: Digest | undefined): string[] => (digest ? [...(plan.tops.get(digest)?.references ?? [])] : []);
-  const parentOf = (digest: Digest): Digest | undefined => [...plan.indexes.values()].find((ix) => ix.children.some((c) => c.digest === digest))?.digest;
   const result: ImportResult = { format: plan.format, images: [], indexes: [...plan.indexes.keys()] };
   for (const img of plan.images.values()) {
     const refs = new Set(refsOf(img.manifestDigest));
     // References of every index on the way up.
     const seen = new Set<Digest>();
-    for (let up = parentOf(img.manifestDigest); up && !seen.has(up); up = parentOf(up)) {
+    for (let up = plan.parentOf(img.manifestDigest); up && !seen.has(up); up = plan.parentOf(up)) {
       seen.add(up);
       for (const r of refsOf(up)) refs.add(r);
     }
@@ -921,11 +915,7 @@ export async function importArchive(source: Readable, target: ImportTarget, opts
         return;
       }
       if (METADATA_FILES.has(entry.path)) {
-        if (entry.size > MAX_MANIFEST_BYTES) {
-          throw new StowageError('TOO_LARGE', `${entry.path} is ${entry.size} bytes; the limit is ${MAX_MANIFEST_BYTES}`, {
-            details: { size: entry.size, limit: MAX_MANIFEST_BYTES },
-          });
-        }
+        checkManifestSize(entry.size, entry.path);
         meta.set(entry.path, await collect(entry.body, MAX_MANIFEST_BYTES, entry.path));
         return;
       }
@@ -962,9 +952,7 @@ function metadataOf(view: TarView, name: string): Buffer {
   const bytes = view.metadata(name);
   if (bytes === undefined) {
     const staged = view.file(name);
-    if (staged && staged.size > MAX_MANIFEST_BYTES) {
-      throw new StowageError('TOO_LARGE', `${name} is ${staged.size} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
-    }
+    if (staged) checkManifestSize(staged.size, name);
     throw invalid(`${name} is missing or not JSON`);
   }
   return bytes;
@@ -984,9 +972,7 @@ export async function importOciLayoutDir(dir: string, target: ImportTarget, opts
       try {
         const st = await stat(file);
         if (!st.isFile()) throw invalid(`${name} in ${dir} is not a file`);
-        if (st.size > MAX_MANIFEST_BYTES) {
-          throw new StowageError('TOO_LARGE', `${name} is ${st.size} bytes; the limit is ${MAX_MANIFEST_BYTES}`);
-        }
+        checkManifestSize(st.size, name);
         return await readFile(file);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
+import { constants, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StowageError } from '../errors.js';
 import { Digester, isDigest, verifyContent } from '../oci/digest.js';
@@ -37,10 +37,12 @@ export async function openFileIngest(ingestRoot: string, key: string, publish: P
   await writeFile(join(dir, 'meta.json'), JSON.stringify({ key }), { flag: 'wx' }).catch((err: unknown) => {
     if (!isErrno(err, 'EEXIST')) throw err;
   });
-  const data = join(dir, 'data');
-  await (await open(data, 'a')).close();
-  const { size } = await stat(data);
-  return new FileIngest(key, dir, size, publish, busy);
+  const fh = await open(join(dir, 'data'), 'a');
+  try {
+    return new FileIngest(key, dir, (await fh.stat()).size, publish, busy);
+  } finally {
+    await fh.close();
+  }
 }
 
 class FileIngest implements Ingest {
@@ -72,13 +74,14 @@ class FileIngest implements Ingest {
     return this.size;
   }
 
-  async write(source: ByteSource): Promise<void> {
-    await this.exclusive(async () => {
+  write(source: ByteSource): Promise<BlobInfo> {
+    return this.exclusive(async () => {
       const digester = await this.syncHash();
-      const fh = await this.openData('a');
+      const fh = await this.openData(constants.O_WRONLY | constants.O_APPEND);
       try {
         await pumpSource(source, fh, digester);
         this.size = digester.size;
+        return { digest: digester.peek(), size: digester.size };
       } catch (err) {
         // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
         // and hash in step; a failed write may not, and then the hash is rebuilt from the file.
@@ -107,7 +110,7 @@ class FileIngest implements Ingest {
         await this.remove();
         throw err;
       }
-      const fh = await this.openData('r');
+      const fh = await this.openData(constants.O_RDONLY);
       try {
         await fh.sync();
       } finally {
@@ -140,11 +143,15 @@ class FileIngest implements Ingest {
     }
   }
 
-  private async openData(flags: 'a' | 'r') {
+  /** Opens the data file without O_CREAT: appending must not recreate a file aborted or collected meanwhile. */
+  private openData(flags: number) {
+    return this.onDataFile(() => open(this.data, flags));
+  }
+
+  /** Runs a file operation on the data file; ENOENT means the ingest was removed under this handle. */
+  private async onDataFile<T>(op: () => Promise<T>): Promise<T> {
     try {
-      // Opening with 'a' would silently recreate a file that was aborted or collected meanwhile.
-      await stat(this.data);
-      return await open(this.data, flags);
+      return await op();
     } catch (err) {
       if (isErrno(err, 'ENOENT')) {
         this.closed = true;
@@ -156,16 +163,7 @@ class FileIngest implements Ingest {
 
   /** Returns a digester covering exactly the bytes on disk, re-reading the file when unsure. */
   private async syncHash(): Promise<Digester> {
-    let onDisk: number;
-    try {
-      onDisk = (await stat(this.data)).size;
-    } catch (err) {
-      if (isErrno(err, 'ENOENT')) {
-        this.closed = true;
-        throw new StowageError('CONFLICT', `ingest "${this.key}" was removed`);
-      }
-      throw err;
-    }
+    const onDisk = (await this.onDataFile(() => stat(this.data))).size;
     if (this.digester && this.digester.size === onDisk) return this.digester;
     const digester = new Digester();
     for await (const chunk of createReadStream(this.data)) digester.update(chunk as Buffer);

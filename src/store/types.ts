@@ -25,8 +25,11 @@ export interface Ingest {
   readonly key: string;
   /** Bytes already on disk (for `Range: bytes=<offset>-` resume). */
   readonly offset: number;
-  /** Appends the source at the current offset. */
-  write(source: ByteSource): Promise<void>;
+  /**
+   * Appends the source at the current offset; resolves with the digest and size of everything written so
+   * far (a resumed prefix included), so a writer that needs them before committing need not hash again.
+   */
+  write(source: ByteSource): Promise<BlobInfo>;
   /** Verifies digest/size of everything written, fsyncs, renames into blobs/sha256/<hex>. */
   commit(expected?: ExpectedContent): Promise<BlobInfo>;
   /** Drops the partial file. */

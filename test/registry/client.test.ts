@@ -299,7 +299,16 @@ describe('bearer token auth (token server + docker-registry)', () => {
       // One token for the whole pull: cached by scope.
       expect(tokens.requests).toEqual([{ scopes: ['repository:test/tok:pull'], user: 'bob' }]);
 
+      tokens.requests.length = 0;
       await pushImage(client, { store, images }, img.manifestDigest, 'test/tok2', '1', { mountFrom: 'test/tok' });
+      // Layers go up three at once; their concurrent 401s share one token request per scope set.
+      // (The registry's challenge may name the actions in either order: "pull,push" or "push,pull".)
+      const scopeSet = (scopes: string[]) => [...new Set(scopes.map((sc) => sc.replace(/[^:]+$/, (a) => a.split(',').sort().join(','))))].sort().join(' ');
+      expect(tokens.requests.map((r) => scopeSet(r.scopes)).sort()).toEqual([
+        'repository:test/tok2:pull',
+        'repository:test/tok2:pull,push',
+        'repository:test/tok2:pull,push repository:test/tok:pull',
+      ]);
       expect(JSON.parse(await skopeo(['inspect', '--creds', 'bob:pw', `docker://${secured.host}/test/tok2:1`])).Digest).toBe(img.manifestDigest);
       expect(await collect(client.catalog())).toEqual(['test/tok', 'test/tok2']);
 

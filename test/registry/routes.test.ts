@@ -1,5 +1,7 @@
+import { once } from 'node:events';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -213,5 +215,111 @@ describe('registry routes (read-only /v2/)', () => {
     const bad = await request(`${base}/v2/_catalog?n=x`);
     expect(bad.statusCode).toBe(400);
     await bad.body.dump();
+  });
+});
+
+describe('registry routes: blob reads under trouble', () => {
+  /** A /v2/ app over a fresh store holding one blob, with the store's blob reads wrapped by `wrap`. */
+  async function serveOne(size: number, wrap: (s: ContentStoreApi) => Partial<ContentStoreApi>) {
+    const fresh = await freshStore();
+    const { digest } = await fresh.store.putBytes(Buffer.alloc(size, 0x5a));
+    const overrides = wrap(fresh.store);
+    const wrapped = new Proxy(fresh.store, {
+      get(target, prop, receiver) {
+        if (prop in overrides) return overrides[prop as keyof ContentStoreApi];
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const server = Fastify({ logger: false });
+    await server.register(registryRoutes, { store: wrapped, images: fresh.images });
+    const url = `${await server.listen({ host: '127.0.0.1', port: 0 })}/v2/any/blobs/${digest}`;
+    return {
+      url,
+      digest,
+      store: fresh.store,
+      async close() {
+        await server.close();
+        fresh.close();
+      },
+    };
+  }
+
+  /** Resolves once `stream` has closed (its file handle released); rejects after `ms`. */
+  async function closedWithin(stream: Readable, ms: number): Promise<void> {
+    if (stream.closed) return;
+    await Promise.race([once(stream, 'close'), new Promise((_, reject) => setTimeout(() => reject(new Error('the blob stream was never closed')), ms))]);
+  }
+
+  it('answers a plain 404 when the blob goes away between its stat and its read', async () => {
+    const one = await serveOne(4096, (s) => ({
+      // A collection (GC) right after the stat.
+      stat: async (d) => {
+        const info = await s.stat(d);
+        await s.delete(d);
+        return info;
+      },
+    }));
+    try {
+      const res = await request(one.url);
+      expect(res.statusCode).toBe(404);
+      expect(await errorCode(res)).toBe('BLOB_UNKNOWN');
+      expect(res.headers['cache-control']).toBeUndefined();
+      expect(res.headers['docker-content-digest']).toBeUndefined();
+      expect(res.headers['content-type']).toMatch(/^application\/json/);
+    } finally {
+      await one.close();
+    }
+  });
+
+  it('closes the blob file when the client goes away mid-download', async () => {
+    const opened: Readable[] = [];
+    const one = await serveOne(32 * 1024 * 1024, (s) => ({
+      createReadStream: async (d, range) => {
+        const stream = await s.createReadStream(d, range);
+        opened.push(stream);
+        return stream;
+      },
+    }));
+    try {
+      const res = await request(one.url);
+      expect(res.statusCode).toBe(200);
+      for await (const _chunk of res.body) break; // one chunk, then hang up
+      expect(opened).toHaveLength(1);
+      await closedWithin(opened[0]!, 5000);
+    } finally {
+      await one.close();
+    }
+  });
+
+  it('closes the blob file when the client went away before it was opened', async () => {
+    const opened: Readable[] = [];
+    let entered!: () => void;
+    const inRead = new Promise<void>((resolve) => (entered = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const one = await serveOne(32 * 1024 * 1024, (s) => ({
+      createReadStream: async (d, range) => {
+        entered();
+        await gate;
+        const stream = await s.createReadStream(d, range);
+        opened.push(stream);
+        return stream;
+      },
+    }));
+    try {
+      const abort = new AbortController();
+      const pending = request(one.url, { signal: abort.signal }).catch((err: unknown) => err);
+      await inRead;
+      abort.abort();
+      await pending;
+      await new Promise((resolve) => setTimeout(resolve, 50)); // the server sees the socket close
+      release();
+      for (let i = 0; i < 100 && opened.length === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(opened).toHaveLength(1);
+      await closedWithin(opened[0]!, 5000);
+    } finally {
+      await one.close();
+    }
   });
 });

@@ -170,7 +170,8 @@ describe('ingest (same process)', () => {
     const data = pseudoRandom(150_000);
     const ingest = await store.openIngest('pull/docker.io/library/alpine/layer1');
     expect(ingest.offset).toBe(0);
-    await ingest.write(chunked(data.subarray(0, 60_000)));
+    // Each write reports the digest and size of everything written so far.
+    expect(await ingest.write(chunked(data.subarray(0, 60_000)))).toEqual({ digest: digestOf(data.subarray(0, 60_000)), size: 60_000 });
     expect(ingest.offset).toBe(60_000);
     expect(await listBlobs(store)).toEqual([]);
     await ingest.write(chunked(data.subarray(60_000)));
@@ -187,7 +188,8 @@ describe('ingest (same process)', () => {
     expect(ingest.offset).toBe(30_000);
     const again = await store.openIngest('k');
     expect(again.offset).toBe(30_000);
-    await again.write(chunked(data.subarray(again.offset)));
+    // A resumed write reports the whole content, the prefix from the previous handle included.
+    expect(await again.write(chunked(data.subarray(again.offset)))).toEqual({ digest: digestOf(data), size: data.length });
     await again.commit({ digest: digestOf(data) });
     expect(await store.readBytes(digestOf(data))).toEqual(data);
   });
@@ -215,6 +217,16 @@ describe('ingest (same process)', () => {
     const ingest = await store.openIngest('gone');
     await ingest.write(chunked(Buffer.from('partial')));
     await ingest.abort();
+    await expectEmpty();
+  });
+
+  it('a handle whose ingest was removed through another handle is CONFLICT and recreates nothing', async () => {
+    const a = await store.openIngest('shared');
+    const b = await store.openIngest('shared');
+    await a.write(chunked(Buffer.from('partial')));
+    await b.abort();
+    await expectCode(a.write(chunked(Buffer.from('more'))), 'CONFLICT');
+    await expectCode(a.commit(), 'CONFLICT');
     await expectEmpty();
   });
 

@@ -45,11 +45,12 @@ describe('collectGarbage', () => {
     });
     images.putIndex({ indexDigest: idx, mediaType: MediaType.OciIndex, children: [{ digest: manifest, platform: undefined, present: true }] });
 
-    const dry = await collectGarbage(store, images, { dryRun: true });
+    // graceMs: 0 — an explicit full sweep: these blobs were all committed just now.
+    const dry = await collectGarbage(store, images, { dryRun: true, graceMs: 0 });
     expect(dry.removed.map((b) => b.digest).sort()).toEqual([orphanA, orphanB].sort());
     expect(await listBlobs(store)).toHaveLength(7);
 
-    const result = await collectGarbage(store, images);
+    const result = await collectGarbage(store, images, { graceMs: 0 });
     expect(result.removed.map((b) => b.digest).sort()).toEqual([orphanA, orphanB].sort());
     expect(result.reclaimedBytes).toBe('orphan a'.length + 'orphan bb'.length);
     expect((await listBlobs(store)).map((b) => b.digest).sort()).toEqual([manifest, config, layer, shared, idx].sort());
@@ -57,7 +58,7 @@ describe('collectGarbage', () => {
     // Once the image and index go, everything they held goes too.
     images.deleteIndex(idx);
     images.deleteImage(manifest);
-    const rest = await collectGarbage(store, images);
+    const rest = await collectGarbage(store, images, { graceMs: 0 });
     expect(rest.removed).toHaveLength(5);
     expect(await listBlobs(store)).toEqual([]);
     expect(await store.has(digestOf('manifest'))).toBe(false);
@@ -86,5 +87,52 @@ describe('collectGarbage', () => {
     expect(await ingestEntries(dir)).toHaveLength(1);
     expect((await store.openIngest('fresh')).offset).toBe('in progress'.length);
     expect((await store.openIngest('abandoned')).offset).toBe(0);
+  });
+
+  describe('grace period (a pull or import that has committed blobs but not yet written its records)', () => {
+    const blobFile = (digest: string) => join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length));
+    const anHourAgo = () => new Date(Date.now() - 3600 * 1000);
+
+    it('keeps an unreferenced blob just put with the default grace, and removes it with graceMs: 0', async () => {
+      const d = await put('committed, not yet recorded');
+      const dry = await collectGarbage(store, images, { dryRun: true });
+      expect(dry.removed).toEqual([]);
+      expect((await collectGarbage(store, images)).removed).toEqual([]);
+      expect(await store.has(d)).toBe(true);
+
+      const swept = await collectGarbage(store, images, { graceMs: 0 });
+      expect(swept.removed).toEqual([{ digest: d, size: 'committed, not yet recorded'.length }]);
+      expect(await store.has(d)).toBe(false);
+    });
+
+    it('removes an unreferenced blob committed longer ago than the grace period', async () => {
+      const d = await put('old orphan');
+      await utimes(blobFile(d), anHourAgo(), anHourAgo());
+      expect((await collectGarbage(store, images)).removed.map((b) => b.digest)).toEqual([d]);
+      expect(await store.has(d)).toBe(false);
+    });
+
+    it('refreshes an existing blob that is put again', async () => {
+      const d = await put('put twice');
+      await utimes(blobFile(d), anHourAgo(), anHourAgo());
+      expect(await put('put twice')).toBe(d);
+      expect((await collectGarbage(store, images)).removed).toEqual([]);
+      expect(await store.has(d)).toBe(true);
+    });
+
+    it('dates a blob committed through an ingest by its commit, not its last write', async () => {
+      const ingest = await store.openIngest('slow');
+      await ingest.write(chunked(Buffer.from('written long ago')));
+      await utimes(join(dir, 'ingest', ingestDirName('slow'), 'data'), anHourAgo(), anHourAgo());
+      const { digest } = await ingest.commit();
+      expect((await collectGarbage(store, images)).removed).toEqual([]);
+      expect(await store.has(digest)).toBe(true);
+      // And committing it again through another ingest refreshes it too.
+      await utimes(blobFile(digest), anHourAgo(), anHourAgo());
+      const again = await store.openIngest('again');
+      await again.write(chunked(Buffer.from('written long ago')));
+      await again.commit({ digest });
+      expect((await collectGarbage(store, images)).removed).toEqual([]);
+    });
   });
 });

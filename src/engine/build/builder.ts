@@ -1,13 +1,16 @@
 import { createHash } from 'node:crypto';
-import { open, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
+import { gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { StowageError } from '../../errors.js';
-import { type Digest, digestOf } from '../../oci/digest.js';
-import { type Descriptor, type ImageConfig, buildManifest, canonicalJson } from '../../oci/manifest.js';
+import { type Digest, digestOf, shortId } from '../../oci/digest.js';
+import { setEnv } from '../changes.js';
+import { type NewImageRecord, writeImage } from '../store-image.js';
+import { type Descriptor, type ImageConfig, canonicalJson } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
-import type { Platform } from '../../oci/platform.js';
+import { type Platform, parsePlatform } from '../../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
-import { type Dockerfile, type Instruction, type Stage, splitStages } from './dockerfile.js';
+import { type Dockerfile, type Instruction, type Stage, parseDockerfile, splitStages } from './dockerfile.js';
 import {
   type Identity,
   buildError,
@@ -64,13 +67,8 @@ export interface BuildDeps {
 }
 
 export interface BuildResult {
-  imageId: Digest;
-  manifestDigest: Digest;
-  manifestMediaType: string;
-  config: ImageConfig;
-  layers: Descriptor[];
-  platform: Platform;
-  size: number;
+  /** The built image, its config and manifest stored, not yet recorded (the image ID is its configDigest). */
+  record: NewImageRecord;
   /** Layers written by stages that are not the result (build cache). */
   intermediateBlobs: Array<{ digest: Digest; size: number }>;
   unusedBuildArgs: string[];
@@ -112,23 +110,6 @@ function envMap(list: readonly string[] | null | undefined): Map<string, string>
     else m.set(kv.slice(0, eq), kv.slice(eq + 1));
   }
   return m;
-}
-
-function setEnv(list: string[], key: string, value: string): string[] {
-  const out = list.filter((kv) => kv.split('=', 1)[0] !== key);
-  // Keep the position of an existing key, like Docker.
-  const idx = list.findIndex((kv) => kv.split('=', 1)[0] === key);
-  if (idx >= 0) {
-    const copy = [...list];
-    copy[idx] = `${key}=${value}`;
-    return copy;
-  }
-  out.push(`${key}=${value}`);
-  return out;
-}
-
-function short(d: string): string {
-  return d.replace(/^sha256:/, '').slice(0, 12);
 }
 
 export class Builder {
@@ -175,14 +156,14 @@ export class Builder {
         this.checkAborted();
         this.beginStep(ins);
         await this.dispatch(state, ins);
-        this.say(` ---> ${short(this.currentId(state))}\n`);
+        this.say(` ---> ${shortId(this.currentId(state))}\n`);
       }
     }
     const last = this.states[this.states.length - 1]!;
-    const result = await this.commit(last);
+    const record = await this.commit(last);
     const intermediateBlobs = this.states.slice(0, -1).flatMap((s) => s.newBlobs);
     const unused = Object.keys(this.req.buildArgs).filter((k) => !this.usedArgs.has(k) && !BUILTIN_ARGS.has(k)).sort();
-    return { ...result, intermediateBlobs, unusedBuildArgs: unused };
+    return { record, intermediateBlobs, unusedBuildArgs: unused };
   }
 
   private beginStep(ins: Instruction): void {
@@ -207,7 +188,6 @@ export class Builder {
     for (const f of ins.flags) if (f.name !== 'platform') throw buildError(`Unknown flag: ${f.name}`);
     let platform = this.req.platform;
     if (platformFlag?.value) {
-      const { parsePlatform } = await import('../../oci/platform.js');
       platform = parsePlatform(expandWord(platformFlag.value, this.metaArgs));
     }
 
@@ -230,19 +210,18 @@ export class Builder {
       const config = this.finalConfig(byStage);
       state = this.newState(stage, config, [...byStage.layers], byStage.manifestMediaType, byStage.platform);
       state.shell = [...byStage.shell];
-      this.say(` ---> ${short(digestOf(canonicalJson(config)))}\n`);
+      this.say(` ---> ${shortId(digestOf(canonicalJson(config)))}\n`);
     } else {
       const base = await this.deps.resolveImage(name, { pull: this.req.pull, platform });
       const config = cloneJson(base.config);
       const p: Platform = { os: config.os, architecture: config.architecture, ...(config.variant ? { variant: config.variant } : {}) };
       state = this.newState(stage, config, base.layers.map((l) => ({ ...l })), base.manifestMediaType, p);
       state.shell = base.config.config?.Shell && base.config.config.Shell.length > 0 ? [...base.config.config.Shell] : [...DEFAULT_SHELL];
-      this.say(` ---> ${short(base.id)}\n`);
+      this.say(` ---> ${shortId(base.id)}\n`);
       const triggers = base.config.config?.OnBuild ?? [];
       if (triggers.length > 0) {
         state.container['OnBuild'] = null;
         this.say(`# Executing ${triggers.length} build trigger${triggers.length === 1 ? '' : 's'}\n`);
-        const { parseDockerfile } = await import('./dockerfile.js');
         for (const trigger of triggers) {
           const parsed = parseDockerfile(trigger).instructions;
           for (const t of parsed) await this.dispatch(state, t);
@@ -534,7 +513,6 @@ export class Builder {
       p = (async () => {
         const dir = join(this.deps.workDir, `rootfs-${this.materialized.size}`);
         const tree = new FileTree(dir);
-        const { mkdir } = await import('node:fs/promises');
         await mkdir(dir, { recursive: true });
         const budget = { bytes: 0, entries: 0 };
         for (const layer of layers) {
@@ -774,10 +752,9 @@ export class Builder {
     hashes: string[],
   ): Promise<void> {
     const dir = join(this.deps.workDir, `add-${entries.size}-${Date.now()}`);
-    const { mkdir, open: openFile } = await import('node:fs/promises');
     await mkdir(dir, { recursive: true });
     const tree = new FileTree(dir);
-    const fh = await openFile(file, 'r');
+    const fh = await open(file, 'r');
     try {
       await extractInto(tree, fh.createReadStream(), { whiteouts: false });
     } finally {
@@ -841,33 +818,19 @@ export class Builder {
     return out;
   }
 
-  private async commit(state: StageState): Promise<Omit<BuildResult, 'intermediateBlobs' | 'unusedBuildArgs'>> {
+  private async commit(state: StageState): Promise<NewImageRecord> {
     const labels = this.req.labels;
     if (Object.keys(labels).length > 0) {
       state.container['Labels'] = { ...((state.container['Labels'] as Record<string, string> | null | undefined) ?? {}), ...labels };
     }
     const config = this.finalConfig(state);
     config.created = new Date().toISOString();
-    const configBytes = Buffer.from(canonicalJson(config));
-    const oci = state.manifestMediaType === MediaType.OciManifest;
-    const configBlob = await this.deps.store.putBytes(configBytes);
-    const manifest = buildManifest({
-      mediaType: oci ? MediaType.OciManifest : MediaType.DockerManifest,
-      config: { mediaType: oci ? MediaType.OciConfig : MediaType.DockerConfig, digest: configBlob.digest, size: configBlob.size },
-      layers: state.layers,
-    });
-    const manifestBytes = Buffer.from(canonicalJson(manifest));
-    const manifestBlob = await this.deps.store.putBytes(manifestBytes);
-    const size = manifestBlob.size + configBlob.size + state.layers.reduce((n, l) => n + l.size, 0);
-    return {
-      imageId: configBlob.digest,
-      manifestDigest: manifestBlob.digest,
-      manifestMediaType: oci ? MediaType.OciManifest : MediaType.DockerManifest,
+    return writeImage(this.deps.store, {
       config,
       layers: state.layers,
+      manifestMediaType: state.manifestMediaType === MediaType.OciManifest ? MediaType.OciManifest : MediaType.DockerManifest,
       platform: state.platform,
-      size,
-    };
+    });
   }
 }
 
@@ -890,11 +853,10 @@ async function isArchive(path: string): Promise<boolean> {
     const { bytesRead } = await fh.read(buf, 0, 512, 0);
     if (bytesRead >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
       // gzip: only a gzip'd tar counts; inflate the start and look inside.
-      const zlib = await import('node:zlib');
       const head = Buffer.alloc(64 * 1024);
       const r = await fh.read(head, 0, head.length, 0);
       try {
-        const plain = zlib.gunzipSync(head.subarray(0, r.bytesRead), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+        const plain = gunzipSync(head.subarray(0, r.bytesRead), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
         return plain.length >= 262 && plain.subarray(257, 262).toString('latin1') === 'ustar';
       } catch {
         return false;

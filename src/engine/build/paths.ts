@@ -1,4 +1,3 @@
-import { posix } from 'node:path';
 import { StowageError } from '../../errors.js';
 import { safeEntryPath as safeArchivePath } from '../../oci/archive/paths.js';
 
@@ -42,10 +41,6 @@ export function escapesRoot(p: string): boolean {
 export function parentOf(rel: string): string {
   const i = rel.lastIndexOf('/');
   return i < 0 ? '' : rel.slice(0, i);
-}
-
-export function baseName(rel: string): string {
-  return posix.basename(rel);
 }
 
 export function joinRel(a: string, b: string): string {

@@ -3,9 +3,9 @@ import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
-import type { Digest } from '../../oci/digest.js';
+import { type Digest, shortId } from '../../oci/digest.js';
 import { type Descriptor, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
-import { type Platform, choosePlatform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
+import { type Platform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { familiarString, formatReference, parseReference, withDefaultTag, type ImageReference } from '../../oci/reference.js';
 import { type BaseImage, type BuildRequest, Builder } from '../build/builder.js';
 import { BuildCache } from '../build/cache.js';
@@ -14,7 +14,9 @@ import { parseDockerfile } from '../build/dockerfile.js';
 import { parseDuration } from '../build/instructions.js';
 import type { EngineContext } from '../context.js';
 import { boolParam, listParam, strParam } from '../params.js';
+import { platformRecord } from '../resolve.js';
 import { openJsonStream, sendError } from '../stream.js';
+import { recordImage } from '../store-image.js';
 import { pullForBuild } from './pull.js';
 
 function jsonMap(q: Record<string, unknown>, key: string, what: string): Record<string, string | null> {
@@ -61,21 +63,8 @@ export async function findLocalImage(ctx: EngineContext, name: string, platform:
     if (ids.size === 1) target = candidates[0]!.manifestDigest;
   }
   if (!target) return undefined;
-  let record = ctx.images.getImage(target);
-  if (!record) {
-    const index = ctx.images.getIndex(target);
-    if (!index) return undefined;
-    const present = index.children.filter((c) => c.present);
-    let child;
-    try {
-      child = choosePlatform(present, want);
-    } catch {
-      return undefined;
-    }
-    record = ctx.images.getImage(child.digest);
-    if (!record) return undefined;
-  }
-  return loadBaseImage(ctx, record.manifestDigest);
+  const record = platformRecord(ctx.images, target, want);
+  return record ? loadBaseImage(ctx, record.manifestDigest) : undefined;
 }
 
 export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest): Promise<BaseImage | undefined> {
@@ -169,11 +158,10 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
           defaultPlatform: defaultPlatform(),
           out,
           resolveImage: async (name, opts) => {
-            if (!opts.pull) {
-              const local = await findLocalImage(ctx, name, opts.platform);
-              if (local) return local;
-            }
-            const hadBefore = (await findLocalImage(ctx, name, opts.platform).catch(() => undefined)) !== undefined;
+            // With pull, a bad name is left for the pull to report.
+            const local = opts.pull ? await findLocalImage(ctx, name, opts.platform).catch(() => undefined) : await findLocalImage(ctx, name, opts.platform);
+            if (local && !opts.pull) return local;
+            const hadBefore = local !== undefined;
             const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config']);
             // Pulled only for this build: build cache, reclaimable with `docker builder prune -a`.
             if (pulled.downloaded && !hadBefore) {
@@ -190,27 +178,16 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
         stream.write({ stream: `[Warning] One or more build-args [${result.unusedBuildArgs.join(' ')}] were not consumed\n` });
       }
       // The image and its tags appear together.
-      ctx.images.transaction(() => {
-        ctx.images.putImage({
-          manifestDigest: result.manifestDigest,
-          manifestMediaType: result.manifestMediaType,
-          configDigest: result.imageId,
-          platform: result.platform,
-          layers: result.layers.map((l) => l.digest),
-          size: result.size,
-          created: result.config.created,
-          labels: (result.config.config?.Labels as Record<string, string> | null | undefined) ?? {},
-        });
-        for (const tag of query.tags) ctx.images.tag(formatReference(tag), result.manifestDigest);
-      });
+      recordImage(ctx.images, result.record, query.tags);
+      const imageId = result.record.configDigest;
       if (result.intermediateBlobs.length > 0) {
-        await cache.record({ type: 'intermediate', id: `stage:${result.imageId.slice(7, 19)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
+        await cache.record({ type: 'intermediate', id: `stage:${shortId(imageId)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
       }
-      stream.write({ id: 'moby.image.id', aux: { ID: result.imageId } });
-      if (!query.quiet) stream.write({ stream: `Successfully built ${result.imageId.slice(7, 19)}\n` });
+      stream.write({ id: 'moby.image.id', aux: { ID: imageId } });
+      if (!query.quiet) stream.write({ stream: `Successfully built ${shortId(imageId)}\n` });
       if (!query.quiet) for (const tag of query.tags) stream.write({ stream: `Successfully tagged ${familiarString(tag)}\n` });
       // With -q the image ID is the whole output, as a stream line.
-      if (query.quiet) stream.write({ stream: `${result.imageId}\n` });
+      if (query.quiet) stream.write({ stream: `${imageId}\n` });
       stream.end();
     } catch (err) {
       stream.error(err);

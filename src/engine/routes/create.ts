@@ -6,24 +6,23 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import tar from 'tar-stream';
 import { type Dispatcher, getGlobalDispatcher, interceptors, request as httpRequest } from 'undici';
 import { StowageError } from '../../errors.js';
-import { isDigest, type Digest, Digester } from '../../oci/digest.js';
+import { type Digest, Digester } from '../../oci/digest.js';
 import { decompress } from '../../oci/archive/gzip.js';
 import { safeEntryPath } from '../../oci/archive/paths.js';
-import { canonicalJson, buildManifest } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
-import { defaultPlatform } from '../../oci/platform.js';
-import { type ImageReference, formatReference, parseReference, withTag } from '../../oci/reference.js';
+import { defaultPlatform, parsePlatform } from '../../oci/platform.js';
+import { type ImageReference, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
 import { applyChanges, type ImageContainerConfig } from '../changes.js';
 import type { EngineContext } from '../context.js';
 import { listParam, strParam } from '../params.js';
 import { openJsonStream } from '../stream.js';
+import { recordImage, writeImage } from '../store-image.js';
+import { handlePull } from './pull.js';
 
 /**
- * POST /images/create: `fromImage` is a pull (engine-remote's handlePull in ./pull.js), `fromSrc` an
+ * POST /images/create: `fromImage` is a pull (handlePull in ./pull.js), `fromSrc` an
  * import of a root filesystem tarball (here).
  */
-
-type PullHandler = (request: FastifyRequest, reply: FastifyReply, ctx: EngineContext) => Promise<unknown>;
 
 /** Most entries a rootfs tarball may have. */
 const MAX_IMPORT_ENTRIES = 5_000_000;
@@ -36,7 +35,7 @@ export function importReference(repo: string | undefined, tag: string | undefine
     ref = parseReference(repo);
     if (ref.digest !== undefined) throw new StowageError('BAD_REQUEST', 'cannot import digest reference');
     if (tag) ref = withTag(ref, tag);
-    else if (ref.tag === undefined) ref = { ...ref, tag: 'latest' };
+    else ref = withDefaultTag(ref);
   } catch (err) {
     if (err instanceof StowageError && err.code === 'BAD_REQUEST') throw err;
     throw new StowageError('BAD_REQUEST', (err as Error).message);
@@ -151,7 +150,7 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
   const diffId = check.digester.digest();
   const platform = opts.platform ?? defaultPlatform();
   const created = new Date().toISOString();
-  const imageConfig: Record<string, unknown> = {
+  const imageConfig = {
     architecture: platform.architecture,
     ...(platform.variant ? { variant: platform.variant } : {}),
     os: platform.os,
@@ -161,29 +160,14 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
     history: [{ created, comment: opts.message }],
     rootfs: { type: 'layers', diff_ids: [diffId] },
   };
-  const configBytes = Buffer.from(canonicalJson(imageConfig));
-  const cfg = await ctx.store.putBytes(configBytes);
-  const manifest = buildManifest({
-    mediaType: MediaType.DockerManifest,
-    config: { mediaType: MediaType.DockerConfig, digest: cfg.digest, size: cfg.size },
+  const record = await writeImage(ctx.store, {
+    config: imageConfig,
     layers: [{ mediaType: MediaType.DockerLayerGzip, digest: layer.digest, size: layer.size }],
+    manifestMediaType: MediaType.DockerManifest,
+    platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
   });
-  const manifestBytes = Buffer.from(canonicalJson(manifest));
-  const man = await ctx.store.putBytes(manifestBytes);
-  ctx.images.transaction(() => {
-    ctx.images.putImage({
-      manifestDigest: man.digest,
-      manifestMediaType: MediaType.DockerManifest,
-      configDigest: cfg.digest,
-      platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
-      layers: [layer.digest],
-      size: man.size + cfg.size + layer.size,
-      created,
-      labels: (config0.Labels as Record<string, string> | undefined) ?? {},
-    });
-    if (opts.reference) ctx.images.tag(formatReference(opts.reference), man.digest);
-  });
-  return cfg.digest;
+  recordImage(ctx.images, record, opts.reference ? [opts.reference] : []);
+  return record.configDigest;
 }
 
 /** Docker writes every container.Config field; keep the ones set plus Docker's nulls for lists. */
@@ -253,7 +237,6 @@ async function handleImport(request: FastifyRequest, reply: FastifyReply, ctx: E
     const platformParam = strParam(q, 'platform');
     let platform: ImportRootfsOptions['platform'];
     if (platformParam) {
-      const { parsePlatform } = await import('../../oci/platform.js');
       const p = parsePlatform(platformParam);
       platform = { os: p.os, architecture: p.architecture, variant: p.variant };
     }
@@ -272,14 +255,10 @@ export function register(app: FastifyInstance, ctx: EngineContext): void {
   app.post('/images/create', async (request, reply) => {
     const q = (request.query ?? {}) as Record<string, unknown>;
     if (strParam(q, 'fromImage')) {
-      const mod = (await import('./pull.js')) as { handlePull?: PullHandler };
-      if (!mod.handlePull) throw new StowageError('UNSUPPORTED', 'pulling images is not available');
-      await mod.handlePull(request, reply, ctx);
+      await handlePull(request, reply, ctx);
       return reply;
     }
     if (strParam(q, 'fromSrc') !== undefined) return handleImport(request, reply, ctx);
     throw new StowageError('BAD_REQUEST', 'either fromImage or fromSrc must be set');
   });
 }
-
-export { isDigest };

@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
-import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withTag } from '../../oci/reference.js';
+import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
 import { exportArchive, type ExportTarget } from '../../store/export-archive.js';
 import { importArchive } from '../../store/import-archive.js';
 import type { EngineContext } from '../context.js';
@@ -11,6 +11,7 @@ import { boolParam, boolParamOr, filterBool, listParam, matchLabels, parseFilter
 import { deleteImage, pruneImages } from '../remove.js';
 import { type LocalImage, inventory, isDangling, resolveImage } from '../resolve.js';
 import { openJsonStream, sendError } from '../stream.js';
+import { handlePush } from './push.js';
 
 type Q = Record<string, unknown>;
 
@@ -93,7 +94,7 @@ export function tagImage(ctx: EngineContext, name: string, repo: string | undefi
     } catch (err) {
       throw new StowageError('BAD_REQUEST', (err as Error).message);
     }
-  } else if (ref.tag === undefined) ref = { ...ref, tag: 'latest' };
+  } else ref = withDefaultTag(ref);
   if (familiarName(ref) === 'sha256') throw new StowageError('BAD_REQUEST', 'refusing to create an ambiguous tag using digest algorithm as name');
   const hit = resolveImage(ctx.images, name);
   // A tag keeps pointing at what the source name meant: a multi-platform index stays an index.
@@ -225,14 +226,7 @@ export function register(app: FastifyInstance, ctx: EngineContext): void {
   app.post('/images/*', async (request, reply) => {
     const hit = splitAction(wildcard(request), ['tag', 'push']);
     if (!hit || hit.name === '') return json(reply, { message: 'page not found' }, 404);
-    if (hit.action === 'push') {
-      // Names deeper than push.ts's parametric routes land here.
-      const push = (await import('./push.js')) as { handlePush?: (r: FastifyRequest, p: FastifyReply, c: EngineContext) => unknown };
-      if (!push.handlePush) return json(reply, { message: 'page not found' }, 404);
-      (request.params as Record<string, string>)['name'] = hit.name;
-      await push.handlePush(request, reply, ctx);
-      return reply;
-    }
+    if (hit.action === 'push') return handlePush(request, reply, ctx, hit.name);
     const q = query(request);
     tagImage(ctx, hit.name, strParam(q, 'repo'), strParam(q, 'tag'));
     return reply.code(201).send();

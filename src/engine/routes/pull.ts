@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import { type Digest, isDigest } from '../../oci/digest.js';
 import { type Platform, defaultPlatform, formatPlatform, parsePlatform } from '../../oci/platform.js';
@@ -187,6 +187,3 @@ export async function pullForBuild(
   const ref = withDefaultTag(parseReference(name));
   return pullWithProgress(ctx, ref, platform, registryConfigAuth(registryConfig, ref.domain), emit);
 }
-
-/** POST /images/create belongs to create.ts, which calls handlePull; nothing to register here. */
-export function registerPullRoutes(_app: FastifyInstance, _ctx: EngineContext): void {}

@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
 import { type ImageReference, familiarName, familiarString, parseReference, repository } from '../../oci/reference.js';
@@ -62,9 +62,9 @@ function dockerPushProgress(emit: Emit, names: Map<string, string>): (e: PushPro
   };
 }
 
-async function handlePush(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {
+/** POST /images/{name}/push (routed by images.ts, whose wildcard route takes names of any depth). */
+export async function handlePush(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext, name: string): Promise<FastifyReply> {
   const stream = openJsonStream(reply);
-  const name = (request.params as { name: string }).name;
   const tagParam = strParam(request.query as Record<string, unknown>, 'tag');
   let ref: ImageReference;
   let auth: RegistryAuth | undefined;
@@ -118,25 +118,3 @@ async function handlePush(request: FastifyRequest, reply: FastifyReply, ctx: Eng
   }
   return reply;
 }
-
-/** Repository names have at most this many path components after the registry host. */
-const MAX_NAME_SEGMENTS = 8;
-
-/**
- * POST /images/{name}/push. The name may contain slashes (host:port/team/app), so one parametric
- * route per depth is registered; they never collide with other /images/… routes, and parametric
- * routes win over any wildcard route another module may register.
- */
-export function registerPushRoutes(app: FastifyInstance, ctx: EngineContext): void {
-  for (let depth = 1; depth <= MAX_NAME_SEGMENTS; depth++) {
-    const params = Array.from({ length: depth }, (_, i) => `:n${i}`);
-    app.post(`/images/${params.join('/')}/push`, (request, reply) => {
-      const p = request.params as Record<string, string>;
-      const name = Array.from({ length: depth }, (_, i) => p[`n${i}`] ?? '').join('/');
-      (request.params as Record<string, string>)['name'] = name;
-      return handlePush(request, reply, ctx);
-    });
-  }
-}
-
-export { handlePush };

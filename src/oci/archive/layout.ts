@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { StowageError } from '../../errors.js';
-import { digestHex, isDigest, type Digest } from '../digest.js';
-import { MAX_MANIFEST_BYTES } from '../media-types.js';
+import { digestHex, type Digest } from '../digest.js';
+import { decodeJson } from '../manifest.js';
 
 /*
  * The metadata files of the two archive formats: `docker save`'s manifest.json (legacy and Docker 25+), and
@@ -33,22 +33,9 @@ export const DockerSaveEntrySchema = z
 export type DockerSaveEntry = z.infer<typeof DockerSaveEntrySchema>;
 export const DockerSaveManifestSchema = z.array(DockerSaveEntrySchema);
 
-function decode(bytes: Uint8Array, what: string): unknown {
-  if (bytes.byteLength > MAX_MANIFEST_BYTES) {
-    throw new StowageError('TOO_LARGE', `${what} is ${bytes.byteLength} bytes; the limit is ${MAX_MANIFEST_BYTES}`, {
-      details: { size: bytes.byteLength, limit: MAX_MANIFEST_BYTES },
-    });
-  }
-  try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)) as unknown;
-  } catch (err) {
-    throw new StowageError('INVALID_ARCHIVE', `${what} is not valid JSON: ${(err as Error).message}`);
-  }
-}
-
 /** Parses `docker save`'s manifest.json. INVALID_ARCHIVE when malformed or empty; TOO_LARGE above MAX_MANIFEST_BYTES. */
 export function parseDockerSaveManifest(bytes: Uint8Array): DockerSaveEntry[] {
-  const doc = decode(bytes, DOCKER_MANIFEST_FILE);
+  const doc = decodeJson(bytes, DOCKER_MANIFEST_FILE, 'INVALID_ARCHIVE');
   const result = DockerSaveManifestSchema.safeParse(doc);
   if (!result.success) {
     const issue = result.error.issues[0];
@@ -60,7 +47,7 @@ export function parseDockerSaveManifest(bytes: Uint8Array): DockerSaveEntry[] {
 
 /** Checks the oci-layout marker file. */
 export function parseOciLayoutFile(bytes: Uint8Array): { imageLayoutVersion: string } {
-  const doc = decode(bytes, OCI_LAYOUT_FILE);
+  const doc = decodeJson(bytes, OCI_LAYOUT_FILE, 'INVALID_ARCHIVE');
   const version = (doc as { imageLayoutVersion?: unknown } | null)?.imageLayoutVersion;
   if (typeof version !== 'string') throw new StowageError('INVALID_ARCHIVE', `${OCI_LAYOUT_FILE} has no imageLayoutVersion`);
   if (!version.startsWith('1.')) {
@@ -81,7 +68,5 @@ export function blobPath(digest: Digest): string {
 /** The digest a blob path names ("blobs/sha256/<hex>"), or undefined when the path is not a blob path. */
 export function digestFromBlobPath(path: string): Digest | undefined {
   const m = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(path);
-  if (!m) return undefined;
-  const d = `sha256:${m[1]}`;
-  return isDigest(d) ? d : undefined;
+  return m ? `sha256:${m[1]}` : undefined;
 }
