@@ -32,7 +32,15 @@ program
   .option('--peer-port <port>', 'port of the /v2/ endpoint', integer, 5080)
   .option('--docker-port <port>', 'also serve the Docker Engine API on this loopback TCP port', integer)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
-  .action(async (opts: { config?: string; dataDir: string; peerPort: number; dockerPort?: number; insecureRegistry: string[] }) => {
+  .action(async (opts: { config?: string; dataDir: string; peerPort: number; dockerPort?: number; insecureRegistry: string[] }, command: Command) => {
+    if (opts.config) {
+      // One source of truth: flags given beside a configuration file would be silently ignored.
+      const clashing = ['dataDir', 'peerPort', 'dockerPort', 'insecureRegistry'].filter((name) => command.getOptionValueSource(name) === 'cli');
+      if (clashing.length > 0) {
+        const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
+        command.error(`stowd agent: ${flags} cannot be combined with --config; set them in the configuration file`, { exitCode: 2 });
+      }
+    }
     const base = {
       dataDir: opts.dataDir,
       peer: { host: '127.0.0.1', port: opts.peerPort },

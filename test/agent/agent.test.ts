@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -94,6 +94,26 @@ describe('agent configuration', () => {
 
   it('names the unknown field in a configuration file', () => {
     expect(() => parseAgentConfig({ dataDir: '/tmp/x', insecure: true })).toThrow(/invalid agent configuration: .*insecure/);
+  });
+});
+
+describe('stowd agent command line', () => {
+  const stowd = fileURLToPath(new URL('../../bin/stowd.js', import.meta.url));
+
+  it('refuses flags beside --config instead of ignoring them, and names a broken configuration file', async () => {
+    const dir = await tmpDir('stowage-agent-cli-');
+    const file = join(dir, 'agent.json');
+    await writeFile(file, JSON.stringify({ dataDir: join(dir, 'data') }));
+    const clash = await run(process.execPath, [stowd, 'agent', '--config', file, '--peer-port', '6000', '--data-dir', dir], {});
+    expect(clash.code).toBe(2);
+    expect(clash.stderr).toContain('--data-dir, --peer-port cannot be combined with --config');
+    expect(existsSync(join(dir, 'data'))).toBe(false);
+
+    await writeFile(file, JSON.stringify({ dataDir: join(dir, 'data'), engine: { tcp: { host: '0.0.0.0', port: 2375 } } }));
+    const open = await run(process.execPath, [stowd, 'agent', '--config', file], {});
+    expect(open.code).toBe(2);
+    expect(open.stderr).toMatch(/BAD_REQUEST: invalid agent configuration: engine\.tcp.*loopback/);
+    expect(existsSync(join(dir, 'data'))).toBe(false);
   });
 });
 
