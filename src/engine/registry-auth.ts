@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { StowageError } from '../errors.js';
 import type { Credentials } from '../registry/auth.js';
 import { RegistryClient, type RegistryErrorDetails, isLoopbackHost } from '../registry/client.js';
@@ -149,7 +150,27 @@ export function registryErrorText(d: RegistryErrorDetails): string {
  * A registry client for `host` (host[:port], "docker.io" for Docker Hub) with the request's
  * credentials merged over the agent's, plain HTTP for loopback and insecure registries.
  */
-export function registryClientFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined): RegistryClient {
+/** Clients kept per engine, so bearer tokens (cached per scope inside a client) outlive one request. */
+const clientCache = new WeakMap<EngineContext, Map<string, RegistryClient>>();
+const MAX_CACHED_CLIENTS = 64;
+
+/**
+ * A registry client for `host` with the request's credentials (X-Registry-Auth) or the agent's. Clients
+ * are reused per (host, credentials) — the key is a hash, so no password sits in a map key — and the
+ * least recently used is dropped past MAX_CACHED_CLIENTS. `fresh` gives a new one (docker login must
+ * check the credentials against the registry, not a token obtained earlier).
+ */
+export function registryClientFor(ctx: EngineContext, host: string, fromHeader: RegistryAuth | undefined, opts: { fresh?: boolean } = {}): RegistryClient {
   const credentials = credentialsFor(ctx, host, fromHeader);
-  return new RegistryClient({ host, insecure: isInsecureRegistry(ctx, host), ...(credentials ? { credentials } : {}) });
+  const make = (): RegistryClient => new RegistryClient({ host, insecure: isInsecureRegistry(ctx, host), ...(credentials ? { credentials } : {}) });
+  if (opts.fresh) return make();
+  let cache = clientCache.get(ctx);
+  if (!cache) clientCache.set(ctx, (cache = new Map()));
+  const key = createHash('sha256').update(JSON.stringify([host, credentials ?? null])).digest('hex');
+  let client = cache.get(key);
+  if (client) cache.delete(key);
+  else client = make();
+  cache.set(key, client); // most recently used last
+  if (cache.size > MAX_CACHED_CLIENTS) cache.delete(cache.keys().next().value as string);
+  return client;
 }

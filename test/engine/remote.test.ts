@@ -248,6 +248,17 @@ describe('registry credentials', () => {
       expect(res.status).toBe(200);
       expect((await messages(res)).at(-2)).toEqual({ status: `Digest: ${xDigest}` });
       expect(secured.tokenServer!.requests.filter((r) => r.oauth)).toEqual([{ scopes: [`repository:tok:pull`], user: 'bob', oauth: true }]);
+
+      // The next pull with the same credentials reuses the token; other credentials get their own.
+      const tokensSoFar = secured.tokenServer!.requests.length;
+      const again = await api(`/images/create?fromImage=${encodeURIComponent(`${secured.host}/tok`)}&tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': auth } });
+      expect((await messages(again)).at(-1)).toEqual({ status: `Status: Image is up to date for ${secured.host}/tok:1` });
+      expect(secured.tokenServer!.requests).toHaveLength(tokensSoFar);
+      const basic = Buffer.from(JSON.stringify({ username: 'bob', password: 'pw', serveraddress: secured.host })).toString('base64url');
+      const other = await api(`/images/create?fromImage=${encodeURIComponent(`${secured.host}/tok`)}&tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': basic } });
+      expect(other.status).toBe(200);
+      await messages(other);
+      expect(secured.tokenServer!.requests).toHaveLength(tokensSoFar + 1);
     } finally {
       await secured.stop();
     }

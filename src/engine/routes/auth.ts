@@ -31,7 +31,7 @@ async function handleAuth(request: FastifyRequest, reply: FastifyReply, ctx: Eng
     const auth = decodeRegistryAuth((await readBody(request)).trim() || '{}');
     host = registryHostOf(auth?.serveraddress ?? '') || 'docker.io';
     if (!auth?.username && !auth?.identitytoken) throw new StowageError('BAD_REQUEST', 'username is required');
-    client = registryClientFor(ctx, host === 'index.docker.io' ? 'docker.io' : host, auth);
+    client = registryClientFor(ctx, host === 'index.docker.io' ? 'docker.io' : host, auth, { fresh: true });
   } catch (err) {
     return sendError(reply, err);
   }
