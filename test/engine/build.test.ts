@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -265,6 +266,16 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     const missing = await fetch(`${base}?dockerfile=nope/Dockerfile`, { method: 'POST', body: new Uint8Array(await tarOf({ Dockerfile: 'FROM scratch\n' })) });
     expect(missing.status).toBe(400);
     expect(((await missing.json()) as { message: string }).message).toBe('Cannot locate specified Dockerfile: nope/Dockerfile');
+  });
+
+  it('reads a zstd-compressed context, as dockerd does', async () => {
+    const context = await tarOf({ Dockerfile: 'FROM scratch\nCOPY hello.txt /\n', 'hello.txt': 'zstd context' });
+    const res = await fetch(`${apiUrl(eng)}/build?t=zstdctx:1`, { method: 'POST', body: new Uint8Array(execFileSync('zstd', ['-q', '-c'], { input: context })) });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain('Successfully tagged zstdctx:1');
+    const img = await imageOf('docker.io/library/zstdctx:1');
+    const entries = await tarEntries(await ctx.store.createReadStream(img.layers[0]!.digest));
+    expect(entries.get('hello.txt')?.content).toBe('zstd context');
   });
 
   it('builds from a Dockerfile on stdin and from a bare Dockerfile body', async () => {

@@ -2,6 +2,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import dockerignoreModule from '@balena/dockerignore';
 import { StowageError } from '../../errors.js';
+import { looksCompressed, peekStream } from '../../oci/archive/gzip.js';
 import { type TarLimits, DEFAULT_LIMITS, FileTree, extractInto } from './tree.js';
 
 type IgnoreFactory = typeof dockerignoreModule.default;
@@ -10,38 +11,20 @@ const dockerignore: IgnoreFactory =
   (dockerignoreModule as unknown as { default?: IgnoreFactory }).default ?? (dockerignoreModule as unknown as IgnoreFactory);
 
 /**
- * The build context: the request body (a tar, maybe gzip) unpacked under the build's work directory,
+ * The build context: the request body (a tar, maybe gzip or zstd) unpacked under the build's work directory,
  * with `.dockerignore` applied (the docker CLI filters too, but raw API clients may not).
  */
 export async function loadContext(body: AsyncIterable<Uint8Array>, dir: string, limits: TarLimits = DEFAULT_LIMITS): Promise<FileTree> {
   await mkdir(dir, { recursive: true });
   const tree = new FileTree(dir);
   // `docker build - < Dockerfile` sends the Dockerfile itself, not a tar: sniff the first block.
-  const it = body[Symbol.asyncIterator]();
-  let head = Buffer.alloc(0);
-  let ended = false;
-  while (head.length < 512) {
-    const r = await it.next();
-    if (r.done) {
-      ended = true;
-      break;
-    }
-    head = Buffer.concat([head, Buffer.from(r.value)]);
-  }
-  async function* all(): AsyncGenerator<Uint8Array> {
-    if (head.length > 0) yield head;
-    while (!ended) {
-      const r = await it.next();
-      if (r.done) return;
-      yield r.value;
-    }
-  }
-  const compressed = (head[0] === 0x1f && head[1] === 0x8b) || (head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68) || (head[0] === 0xfd && head[1] === 0x37);
+  const { head, stream } = await peekStream(body, 512);
+  const compressed = looksCompressed(head);
   const isTar = head.length >= 262 && head.subarray(257, 262).toString('latin1') === 'ustar';
   if (!compressed && !isTar && head.length > 0) {
     const chunks: Buffer[] = [];
     let size = 0;
-    for await (const c of all()) {
+    for await (const c of stream) {
       size += c.byteLength;
       if (size > MAX_PLAIN_DOCKERFILE) throw new StowageError('TOO_LARGE', `the Dockerfile sent as the request body is larger than ${MAX_PLAIN_DOCKERFILE} bytes`);
       chunks.push(Buffer.from(c));
@@ -52,7 +35,7 @@ export async function loadContext(body: AsyncIterable<Uint8Array>, dir: string, 
     return tree;
   }
   try {
-    await extractInto(tree, all(), { whiteouts: false, limits });
+    await extractInto(tree, stream, { whiteouts: false, limits });
   } catch (err) {
     if (err instanceof StowageError && (err.code === 'INVALID_ARCHIVE' || err.code === 'UNSAFE_PATH' || err.code === 'TOO_LARGE' || err.code === 'UNSUPPORTED')) {
       throw new StowageError('BAD_REQUEST', `failed to read the build context: ${err.message}`, { status: err.code === 'TOO_LARGE' ? 413 : 400, cause: err });

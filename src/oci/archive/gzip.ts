@@ -71,6 +71,11 @@ function unsupportedCompression(head: Uint8Array): string | undefined {
   return undefined;
 }
 
+/** Whether the first bytes are any compression Docker knows (gzip, zstd, bzip2, xz), readable here or not. */
+export function looksCompressed(head: Uint8Array): boolean {
+  return detectCompression(head) !== 'none' || unsupportedCompression(head) !== undefined;
+}
+
 /** A zstd decompressor as a Node stream; fzstd is pure JS, since Node 20's zlib has no zstd. */
 function createZstdDecompress(): Transform {
   let decoder: Decompress;
