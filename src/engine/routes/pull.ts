@@ -2,7 +2,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import { type Digest, isDigest } from '../../oci/digest.js';
 import { type Platform, defaultPlatform, formatPlatform, parsePlatform } from '../../oci/platform.js';
-import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withDefaultTag } from '../../oci/reference.js';
+import { type ImageReference, familiarName, familiarString, formatReference, isValidTag, parseReference, withDefaultTag } from '../../oci/reference.js';
 import { registryErrorDetails } from '../../registry/client.js';
 import { type PullProgressEvent, pullImage } from '../../registry/pull.js';
 import type { EngineContext } from '../context.js';
@@ -133,7 +133,7 @@ export function pullReference(fromImage: string, tag: string | undefined): Image
   if (tag !== undefined && tag !== '') {
     if (isDigest(tag)) {
       ref = { domain: ref.domain, path: ref.path, digest: tag };
-    } else if (/^[\w][\w.-]{0,127}$/.test(tag)) {
+    } else if (isValidTag(tag)) {
       ref = { domain: ref.domain, path: ref.path, tag };
     } else {
       throw new StowageError('INVALID_REFERENCE', 'invalid reference format');

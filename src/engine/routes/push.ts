@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
-import { type ImageReference, familiarName, familiarString, parseReference, repository } from '../../oci/reference.js';
+import { type ImageReference, familiarName, familiarString, isValidTag, parseReference, repository } from '../../oci/reference.js';
 import { registryErrorDetails } from '../../registry/client.js';
 import { shortId } from '../../oci/digest.js';
 import { type PushProgressEvent, pushImage } from '../../registry/push.js';
@@ -71,7 +71,7 @@ export async function handlePush(request: FastifyRequest, reply: FastifyReply, c
   try {
     ref = parseReference(name);
     if (tagParam) {
-      if (!/^[\w][\w.-]{0,127}$/.test(tagParam)) throw new StowageError('INVALID_REFERENCE', 'invalid reference format');
+      if (!isValidTag(tagParam)) throw new StowageError('INVALID_REFERENCE', 'invalid reference format');
       ref = { domain: ref.domain, path: ref.path, tag: tagParam };
     }
     auth = decodeRegistryAuth(request.headers['x-registry-auth']);
