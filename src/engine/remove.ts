@@ -1,6 +1,7 @@
 import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { type ImageReference, familiarString, formatReference, repository } from '../oci/reference.js';
+import { deleteUnreferenced } from '../store/gc.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import { shortId } from '../oci/digest.js';
 import { type LocalImage, inventory, isDangling, resolveImage } from './resolve.js';
@@ -97,20 +98,19 @@ function dropOrphanIndexes(images: ImageIndexApi, keepImage: Digest | undefined)
   return candidates;
 }
 
-/** Deletes the blobs among `candidates` that nothing references any more; returns them and their bytes. */
+/**
+ * Deletes the blobs among `candidates` that nothing references any more and no writer holds a lease on (a
+ * pull, import or build that is about to record an image using them); returns those actually deleted and
+ * their bytes.
+ */
 export async function collectBlobs(deps: RemoveDeps, candidates: Iterable<Digest>): Promise<{ removed: Digest[]; bytes: number }> {
-  const referenced = deps.images.referencedBlobs();
-  const removed: Digest[] = [];
-  let bytes = 0;
+  const present = [];
   for (const d of new Set(candidates)) {
-    if (referenced.has(d)) continue;
     const info = await deps.store.stat(d);
-    if (!info) continue;
-    await deps.store.delete(d);
-    removed.push(d);
-    bytes += info.size;
+    if (info) present.push(info);
   }
-  return { removed, bytes };
+  const deleted = await deleteUnreferenced(deps.store, deps.images, present);
+  return { removed: deleted.map((b) => b.digest), bytes: deleted.reduce((n, b) => n + b.size, 0) };
 }
 
 export interface DeleteOutcome {

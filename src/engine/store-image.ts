@@ -2,7 +2,7 @@ import { type Descriptor, type ManifestMediaType, buildManifest, canonicalJson }
 import { MediaType } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import { type ImageReference, formatReference } from '../oci/reference.js';
-import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
+import type { ContentStoreApi, ImageIndexApi, ImageRecord, Lease } from '../store/types.js';
 
 /**
  * Images the engine makes itself (import, build): a config and already stored layers become a config blob,
@@ -14,23 +14,26 @@ export type NewImageRecord = Omit<ImageRecord, 'addedAt'>;
 export interface NewImage {
   /** The image config; its `created` and `config.Labels` go into the record. */
   config: { created?: string | undefined; config?: { Labels?: Record<string, string> | null } | null } & Record<string, unknown>;
-  /** The layers, already in the store. */
+  /** The layers, already in the store (and held by the lease given to writeImage). */
   layers: readonly Descriptor[];
   /** Docker schema2 (config media type Docker's) or OCI. */
   manifestMediaType: ManifestMediaType;
   platform: Platform;
 }
 
-/** Stores the config and the manifest; returns the record that names them (not yet recorded: see recordImage). */
-export async function writeImage(store: ContentStoreApi, image: NewImage): Promise<NewImageRecord> {
+/**
+ * Stores the config and the manifest; returns the record that names them (not yet recorded: see recordImage).
+ * Both are added to `lease`, which the caller holds, with the layers, until the record is written.
+ */
+export async function writeImage(store: ContentStoreApi, image: NewImage, lease: Lease): Promise<NewImageRecord> {
   const oci = image.manifestMediaType === MediaType.OciManifest;
-  const cfg = await store.putBytes(Buffer.from(canonicalJson(image.config)));
+  const cfg = await store.putBytes(Buffer.from(canonicalJson(image.config)), undefined, { lease });
   const manifest = buildManifest({
     mediaType: image.manifestMediaType,
     config: { mediaType: oci ? MediaType.OciConfig : MediaType.DockerConfig, digest: cfg.digest, size: cfg.size },
     layers: image.layers,
   });
-  const man = await store.putBytes(Buffer.from(canonicalJson(manifest)));
+  const man = await store.putBytes(Buffer.from(canonicalJson(manifest)), undefined, { lease });
   return {
     manifestDigest: man.digest,
     manifestMediaType: image.manifestMediaType,

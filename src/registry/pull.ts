@@ -5,7 +5,7 @@ import { parseImageConfig } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES, checkManifestSize, isIndexMediaType } from '../oci/media-types.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, formatReference, parseReference, repository } from '../oci/reference.js';
-import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
+import type { ContentStoreApi, ImageIndexApi, ImageRecord, Lease } from '../store/types.js';
 import { type FetchedManifest, type RegistryClient, registryEndpoint } from './client.js';
 import { forEachLimited } from './pool.js';
 
@@ -15,6 +15,10 @@ import { forEachLimited } from './pool.js';
  * its digest with the expected digest and size, so nothing is visible before it is verified and an
  * interrupted pull resumes with a Range request from where the ingest stopped. Records (image, index,
  * tag, repo digest) are written only after all blobs are in.
+ *
+ * Every blob the records will name is leased (see Lease in store/types.ts) before the pull asks whether the
+ * store has it, until the records are written: a layer that "Already exists" because another image holds it
+ * cannot be deleted with that image (docker rmi, prune, GC) while this pull is still running.
  */
 
 export type PullStatus = 'Pulling fs layer' | 'Waiting' | 'Downloading' | 'Download complete' | 'Already exists' | 'Pull complete';
@@ -42,6 +46,11 @@ export interface PullOptions {
   onManifest?: ((top: FetchedManifest) => void) | undefined;
   /** Stops the downloads (the ingests stay, for a later pull to resume); the pull rejects with the reason. */
   signal?: AbortSignal | undefined;
+  /**
+   * The caller's lease, to lease the pulled blobs in (instead of a lease of the pull's own, released once
+   * the records are written): for a caller that goes on using the image, such as a build's FROM.
+   */
+  lease?: Lease | undefined;
 }
 
 export interface PullResult {
@@ -65,9 +74,10 @@ export interface StoreHandles {
   images: ImageIndexApi;
 }
 
-/** What one pull did, gathered across its platforms. */
+/** What one pull did, gathered across its platforms, and the lease on every blob it will record. */
 interface PullStats {
   downloaded: boolean;
+  lease: Lease;
 }
 
 const MAX_LAYERS = 1000;
@@ -86,11 +96,29 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   const top = await client.getManifest(path, parsed.digest ?? (tag as string));
   opts.onManifest?.(top);
   const want = opts.platform ?? defaultPlatform();
-  const { store, images } = handles;
+  const lease = opts.lease ?? handles.store.lease();
+  try {
+    return await pullLeased(client, parsed, tag, path, top, want, handles, opts, { downloaded: false, lease });
+  } finally {
+    // The records are written (or the pull failed): what they name is theirs now.
+    if (lease !== opts.lease) lease.release();
+  }
+}
 
+async function pullLeased(
+  client: RegistryClient,
+  parsed: ImageReference,
+  tag: string | undefined,
+  path: string,
+  top: FetchedManifest,
+  want: Platform,
+  handles: StoreHandles,
+  opts: PullOptions,
+  stats: PullStats,
+): Promise<PullResult> {
+  const { store, images } = handles;
   const index: ImageIndex | undefined = top.parsed.kind === 'index' ? top.parsed.index : undefined;
   const indexDigest = index ? top.digest : undefined;
-  const stats: PullStats = { downloaded: false };
   const fetchedImages: NewImageRecord[] = [];
   let primary: NewImageRecord;
 
@@ -197,6 +225,7 @@ async function pullPlatformManifest(
   for (const layer of manifest.layers) {
     if (seen.has(layer.digest)) continue;
     seen.add(layer.digest);
+    stats.lease.add(layer.digest); // before has(): a layer that exists now stays until the records are in
     if (await store.has(layer.digest)) {
       opts.onProgress?.({ id: shortId(layer.digest), status: 'Already exists' });
     } else {
@@ -228,8 +257,9 @@ async function pullPlatformManifest(
 
 /** Stores a fetched manifest or index (already verified by the client), noting whether it is new. */
 async function storeManifest(store: ContentStoreApi, m: FetchedManifest, stats: PullStats): Promise<void> {
+  stats.lease.add(m.digest);
   if (!(await store.has(m.digest))) stats.downloaded = true;
-  await store.putBytes(m.bytes, { digest: m.digest, size: m.bytes.length });
+  await store.putBytes(m.bytes, { digest: m.digest, size: m.bytes.length }, { lease: stats.lease });
 }
 
 /** Fetches one blob into the store unless it is there; shares a download already in flight. */
@@ -242,6 +272,7 @@ async function fetchBlob(
   report: boolean,
   stats: PullStats,
 ): Promise<void> {
+  stats.lease.add(desc.digest); // before has(), see pullImage
   if (await store.has(desc.digest)) {
     if (report) opts.onProgress?.({ id: shortId(desc.digest), status: 'Pull complete' });
     return;
@@ -255,7 +286,7 @@ async function fetchBlob(
     return;
   }
   stats.downloaded = true;
-  const task = downloadBlob(client, path, desc, store, opts, report);
+  const task = downloadBlob(client, path, desc, store, opts, report, stats.lease);
   perStore.set(desc.digest, task);
   try {
     await task;
@@ -264,7 +295,15 @@ async function fetchBlob(
   }
 }
 
-async function downloadBlob(client: RegistryClient, path: string, desc: Descriptor, store: ContentStoreApi, opts: PullOptions, report: boolean): Promise<void> {
+async function downloadBlob(
+  client: RegistryClient,
+  path: string,
+  desc: Descriptor,
+  store: ContentStoreApi,
+  opts: PullOptions,
+  report: boolean,
+  lease: Lease,
+): Promise<void> {
   const id = shortId(desc.digest);
   const total = desc.size;
   const retries = opts.retries ?? 3;
@@ -309,7 +348,7 @@ async function downloadBlob(client: RegistryClient, path: string, desc: Descript
         emit(total, true);
         opts.onProgress?.({ id, status: 'Download complete' });
       }
-      await ingest.commit({ digest: desc.digest, size: total });
+      await ingest.commit({ digest: desc.digest, size: total }, { lease });
       if (report) opts.onProgress?.({ id, status: 'Pull complete' });
       return;
     } catch (err) {

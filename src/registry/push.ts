@@ -1,4 +1,4 @@
-import { StowageError } from '../errors.js';
+import { StowageError, isStowageError } from '../errors.js';
 import { type Digest, shortId } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
@@ -71,7 +71,7 @@ export async function pushImage(
         });
       }
     }
-    const bytes = await store.readBytes(localDigest, MAX_MANIFEST_BYTES);
+    const bytes = await readLocal(localDigest, 'index', localDigest, () => store.readBytes(localDigest, MAX_MANIFEST_BYTES));
     await client.putManifest(repo, tag ?? localDigest, bytes, index.mediaType);
     return { digest: localDigest, size: bytes.length, mediaType: index.mediaType, manifests: pushed };
   }
@@ -89,7 +89,7 @@ async function pushManifest(
   ref: string,
   opts: PushOptions,
 ): Promise<{ size: number; mediaType: string }> {
-  const bytes = await store.readBytes(digest, MAX_MANIFEST_BYTES);
+  const bytes = await readLocal(digest, 'manifest', digest, () => store.readBytes(digest, MAX_MANIFEST_BYTES));
   const parsed = parseManifestBytes(bytes);
   if (parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${digest} is an index where an image manifest was expected`);
   const m = parsed.manifest;
@@ -102,7 +102,8 @@ async function pushManifest(
   const pushOne = async (d: { digest: Digest; size: number }, report: boolean): Promise<PushBlobResult> => {
     const id = shortId(d.digest);
     let last = 0;
-    const result = await client.pushBlob(repo, d.digest, d.size, async () => abortable(await store.createReadStream(d.digest), opts.signal), {
+    const open = () => readLocal(digest, report ? 'layer' : 'config', d.digest, () => store.createReadStream(d.digest));
+    const result = await client.pushBlob(repo, d.digest, d.size, async () => abortable(await open(), opts.signal), {
       mountFrom: opts.mountFrom,
       onProgress: report
         ? (sent) => {
@@ -128,6 +129,22 @@ async function pushManifest(
   await pushOne(m.config, false);
   await client.putManifest(repo, ref, bytes, parsed.mediaType);
   return { size: bytes.length, mediaType: parsed.mediaType };
+}
+
+/**
+ * Reads a blob of the image being pushed. A push holds no lease: deleting the image meanwhile (docker rmi)
+ * wins, and the push fails saying which blob went, rather than with a bare "blob not found".
+ */
+async function readLocal<T>(image: Digest, what: string, blob: Digest, read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (err) {
+    if (!isStowageError(err, 'BLOB_NOT_FOUND')) throw err;
+    throw new StowageError('BLOB_NOT_FOUND', `cannot push ${image}: its ${what} ${blob} is no longer in the local store (was the image deleted during the push?)`, {
+      details: { image, digest: blob },
+      cause: err,
+    });
+  }
 }
 
 /** The bytes of `source`, failing with the signal's reason once it is aborted. */

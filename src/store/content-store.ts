@@ -6,7 +6,7 @@ import { StowageError } from '../errors.js';
 import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
 import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
 import { checkExpected, openFileIngest } from './ingest.js';
-import type { BlobInfo, ByteSource, ContentStoreApi, ExpectedContent, Ingest } from './types.js';
+import type { BlobInfo, ByteSource, CommitOptions, ContentStoreApi, ExpectedContent, Ingest, Lease } from './types.js';
 
 /** Default ceiling for readBytes: manifests and configs, never layers. */
 export const DEFAULT_READ_LIMIT = 16 * 1024 * 1024;
@@ -29,6 +29,10 @@ export class ContentStore implements ContentStoreApi {
   private readonly ingestDir: string;
   /** Ingest directories with a put, write or commit in flight (guards two handles of one key, and GC). */
   private readonly busyIngests = new Set<string>();
+  /** How many live leases hold each digest; delete() leaves these blobs alone. */
+  private readonly leaseCounts = new Map<Digest, number>();
+  /** Deletes in flight: has/stat/publish of the digest wait for them (see delete). */
+  private readonly deleting = new Map<Digest, Promise<boolean>>();
 
   private constructor(root: string) {
     this.root = root;
@@ -94,8 +98,9 @@ export class ContentStore implements ContentStoreApi {
     }
   }
 
-  async put(source: ByteSource, expected: ExpectedContent = {}): Promise<BlobInfo> {
+  async put(source: ByteSource, expected: ExpectedContent = {}, opts: CommitOptions = {}): Promise<BlobInfo> {
     checkExpected(expected);
+    this.checkLease(opts.lease);
     // A private temp per writer: concurrent puts of one digest never share a file.
     const dir = join(this.ingestDir, `put-${randomUUID()}`);
     await mkdir(dir);
@@ -113,7 +118,7 @@ export class ContentStore implements ContentStoreApi {
       const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
       checkNotShort(actual.size, expected.size);
       verifyContent(actual, expected);
-      await this.publish(tmp, actual);
+      await this.publish(tmp, actual, opts.lease);
       return actual;
     } finally {
       this.busyIngests.delete(dir);
@@ -121,24 +126,67 @@ export class ContentStore implements ContentStoreApi {
     }
   }
 
-  putBytes(data: Uint8Array, expected?: ExpectedContent): Promise<BlobInfo> {
+  putBytes(data: Uint8Array, expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo> {
     return this.put(
       (async function* () {
         yield data;
       })(),
       expected,
+      opts,
     );
   }
 
   openIngest(key: string): Promise<Ingest> {
-    return openFileIngest(this.ingestDir, key, (file, info) => this.publish(file, info), this.busyIngests);
+    return openFileIngest(
+      this.ingestDir,
+      key,
+      (file, info, lease) => this.publish(file, info, lease),
+      this.busyIngests,
+      (lease) => this.checkLease(lease),
+    );
   }
 
-  async delete(digest: Digest): Promise<void> {
+  lease(digests: Iterable<Digest> = []): Lease {
+    const lease = new StoreLease(this.leaseCounts);
     try {
-      await rm(this.blobPath(digest));
+      for (const d of digests) lease.add(d);
     } catch (err) {
-      if (!isErrno(err, 'ENOENT')) throw err;
+      lease.release();
+      throw err;
+    }
+    return lease;
+  }
+
+  isLeased(digest: Digest): boolean {
+    return this.leaseCounts.has(digest);
+  }
+
+  /**
+   * Removes the blob unless a lease holds it; true only when this call removed it. The lease check and the
+   * registration of the delete happen in one synchronous step, and has/stat/publish of the digest wait for a
+   * registered delete to finish: so a writer that leases a digest and then asks has() either made the
+   * delete back off or sees the blob already gone, never a blob that vanishes afterwards.
+   */
+  async delete(digest: Digest): Promise<boolean> {
+    const path = this.blobPath(digest);
+    const pending = this.deleting.get(digest);
+    if (pending) {
+      await pending.catch(() => undefined);
+      return false; // the delete in flight removed it (or failed, and reports that itself)
+    }
+    if (this.isLeased(digest)) return false;
+    const removal = rm(path).then(
+      () => true,
+      (err: unknown) => {
+        if (isErrno(err, 'ENOENT')) return false;
+        throw err;
+      },
+    );
+    this.deleting.set(digest, removal);
+    try {
+      return await removal;
+    } finally {
+      this.deleting.delete(digest);
     }
   }
 
@@ -179,8 +227,10 @@ export class ContentStore implements ContentStoreApi {
    * way the blob's mtime becomes now: it is the commit time GC's grace period counts from, so a blob
    * committed (or committed again) by a pull or import that has yet to write its records is not collected.
    */
-  private async publish(file: string, info: BlobInfo): Promise<void> {
+  private async publish(file: string, info: BlobInfo, lease: Lease | undefined): Promise<void> {
     const target = this.blobPath(info.digest);
+    // Leased before looking: a delete from here on backs off, one in flight is waited for by stat().
+    lease?.add(info.digest);
     const now = new Date();
     const existing = await this.stat(info.digest);
     // Same digest and size means same bytes; a wrong-sized file there is damage, so replace it.
@@ -199,8 +249,11 @@ export class ContentStore implements ContentStoreApi {
   }
 
   private async statCommitted(digest: Digest): Promise<CommittedBlob | undefined> {
+    const path = this.blobPath(digest);
+    const pending = this.deleting.get(digest);
+    if (pending) await pending.catch(() => undefined);
     try {
-      const st = await stat(this.blobPath(digest));
+      const st = await stat(path);
       return { digest, size: st.size, committedAt: st.mtimeMs };
     } catch (err) {
       if (isErrno(err, 'ENOENT')) return undefined;
@@ -218,10 +271,53 @@ export class ContentStore implements ContentStoreApi {
     }
   }
 
+  /** A lease passed to a write must be one of this store's (checked before any byte is written). */
+  private checkLease(lease: Lease | undefined): void {
+    if (lease === undefined) return;
+    if (!(lease instanceof StoreLease) || !lease.belongsTo(this.leaseCounts)) {
+      throw new StowageError('INTERNAL', 'a write was given a lease of another content store');
+    }
+  }
+
   /** Digests can come straight from a URL: validate before they become a path. */
   private blobPath(digest: Digest): string {
     if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `invalid digest "${String(digest).slice(0, 80)}"`);
     return join(this.blobDir, digestHex(digest));
+  }
+}
+
+/** A lease of one ContentStore: the digests it holds, counted in the store's table while it lives. */
+class StoreLease implements Lease {
+  private readonly held = new Set<Digest>();
+  private released = false;
+
+  constructor(private readonly counts: Map<Digest, number>) {}
+
+  belongsTo(counts: Map<Digest, number>): boolean {
+    return this.counts === counts;
+  }
+
+  add(digest: Digest): void {
+    if (this.released) throw new StowageError('INTERNAL', `cannot lease ${digest}: the lease was already released`);
+    if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `invalid digest "${String(digest).slice(0, 80)}"`);
+    if (this.held.has(digest)) return;
+    this.held.add(digest);
+    this.counts.set(digest, (this.counts.get(digest) ?? 0) + 1);
+  }
+
+  has(digest: Digest): boolean {
+    return this.held.has(digest);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const d of this.held) {
+      const n = (this.counts.get(d) ?? 1) - 1;
+      if (n > 0) this.counts.set(d, n);
+      else this.counts.delete(d);
+    }
+    this.held.clear();
   }
 }
 

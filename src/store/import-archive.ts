@@ -34,7 +34,8 @@ import {
 import { MAX_MANIFEST_BYTES, MediaType, checkManifestSize, isIndexMediaType, isManifestMediaType, type LayerCompression } from '../oci/media-types.js';
 import type { Platform } from '../oci/platform.js';
 import { formatReference, isValidTag, parseReference, withDefaultTag, type ImageReference } from '../oci/reference.js';
-import type { ContentStoreApi, ImageIndexApi, ImageRecord, IndexRecord, Ingest } from './types.js';
+import { deleteUnreferenced } from './gc.js';
+import type { ContentStoreApi, ImageIndexApi, ImageRecord, IndexRecord, Ingest, Lease } from './types.js';
 
 /*
  * Loads `docker save` archives (legacy and Docker 25+) and OCI image layouts (tar or directory) into a store.
@@ -259,8 +260,8 @@ class Stager {
     };
   }
 
-  async commit(staged: Staged): Promise<void> {
-    await staged.ingest.commit({ digest: staged.digest, size: staged.size });
+  async commit(staged: Staged, lease: Lease): Promise<void> {
+    await staged.ingest.commit({ digest: staged.digest, size: staged.size }, { lease });
     this.open.delete(staged.ingest);
   }
 
@@ -815,17 +816,19 @@ async function apply(plan: Plan, target: ImportTarget, stager: Stager, extra: Ex
   }
   for (const ix of plan.indexes.values()) toCommit.set(ix.digest, ix.staged);
 
-  // Blobs first (invisible until a record names them), then every record in one transaction.
+  // Blobs first (invisible until a record names them), then every record in one transaction. The lease keeps
+  // every blob the records will name (those already in the store too) from being deleted until they are written.
+  const lease = store.lease([...toCommit.keys(), ...toPut.keys()]);
   const created: Digest[] = [];
   try {
     for (const [digest, staged] of toCommit) {
       const existed = await store.has(digest);
-      await stager.commit(staged);
+      await stager.commit(staged, lease);
       if (!existed) created.push(digest);
     }
     for (const [digest, bytes] of toPut) {
       const existed = await store.has(digest);
-      await store.putBytes(bytes, { digest, size: bytes.length });
+      await store.putBytes(bytes, { digest, size: bytes.length }, { lease });
       if (!existed) created.push(digest);
     }
     images.transaction(() => {
@@ -849,14 +852,16 @@ async function apply(plan: Plan, target: ImportTarget, stager: Stager, extra: Ex
       }
     });
   } catch (err) {
-    // The records rolled back; drop the blobs this import added that nothing else refers to.
+    // The records rolled back; drop the blobs this import added that nothing else refers to (or leases).
+    lease.release();
     try {
-      const referenced = images.referencedBlobs();
-      for (const d of created) if (!referenced.has(d)) await store.delete(d);
+      await deleteUnreferenced(store, images, created.map((digest) => ({ digest })));
     } catch {
       /* the original error matters more */
     }
     throw err;
+  } finally {
+    lease.release();
   }
 
   const refsOf = (digest: Digest | undefined): string[] => (digest ? [...(plan.tops.get(digest)?.references ?? [])] : []);

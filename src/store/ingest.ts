@@ -5,12 +5,14 @@ import { join } from 'node:path';
 import { StowageError } from '../errors.js';
 import { Digester, isDigest, verifyContent } from '../oci/digest.js';
 import { checkNotShort, isErrno, pumpSource } from './fs-util.js';
-import type { BlobInfo, ByteSource, ExpectedContent, Ingest } from './types.js';
+import type { BlobInfo, ByteSource, CommitOptions, ExpectedContent, Ingest, Lease } from './types.js';
 
 const MAX_KEY_LENGTH = 4096;
 
-/** Moves a verified, fsynced file into the blob directory. Provided by the ContentStore. */
-export type PublishBlob = (file: string, info: BlobInfo) => Promise<void>;
+/** Moves a verified, fsynced file into the blob directory (adding the digest to `lease` first). Provided by the ContentStore. */
+export type PublishBlob = (file: string, info: BlobInfo, lease: Lease | undefined) => Promise<void>;
+/** Throws unless the lease belongs to the store. Provided by the ContentStore. */
+export type CheckLease = (lease: Lease | undefined) => void;
 
 /** Directory name for a key: a hash, so no key can name a path outside ingest/. */
 export function ingestDirName(key: string): string {
@@ -27,7 +29,7 @@ export function checkExpected(expected: ExpectedContent): void {
 }
 
 /** Opens (creating if needed) the ingest directory for `key` and returns a handle at its current end. */
-export async function openFileIngest(ingestRoot: string, key: string, publish: PublishBlob, busy: Set<string>): Promise<Ingest> {
+export async function openFileIngest(ingestRoot: string, key: string, publish: PublishBlob, busy: Set<string>, checkLease: CheckLease): Promise<Ingest> {
   if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
     throw new StowageError('BAD_REQUEST', `ingest key must be 1..${MAX_KEY_LENGTH} characters`);
   }
@@ -39,7 +41,7 @@ export async function openFileIngest(ingestRoot: string, key: string, publish: P
   });
   const fh = await open(join(dir, 'data'), 'a');
   try {
-    return new FileIngest(key, dir, (await fh.stat()).size, publish, busy);
+    return new FileIngest(key, dir, (await fh.stat()).size, publish, busy, checkLease);
   } finally {
     await fh.close();
   }
@@ -52,6 +54,7 @@ class FileIngest implements Ingest {
   private readonly publish: PublishBlob;
   /** Directories with an operation in flight, shared by every handle of one store. */
   private readonly busy: Set<string>;
+  private readonly checkLease: CheckLease;
   private size: number;
   /**
    * Hash of the first `size` bytes. Undefined until first needed, and again after anything that may
@@ -61,13 +64,14 @@ class FileIngest implements Ingest {
   private digester: Digester | undefined;
   private closed = false;
 
-  constructor(key: string, dir: string, size: number, publish: PublishBlob, busy: Set<string>) {
+  constructor(key: string, dir: string, size: number, publish: PublishBlob, busy: Set<string>, checkLease: CheckLease) {
     this.key = key;
     this.dir = dir;
     this.data = join(dir, 'data');
     this.size = size;
     this.publish = publish;
     this.busy = busy;
+    this.checkLease = checkLease;
   }
 
   get offset(): number {
@@ -95,8 +99,9 @@ class FileIngest implements Ingest {
     });
   }
 
-  async commit(expected: ExpectedContent = {}): Promise<BlobInfo> {
+  async commit(expected: ExpectedContent = {}, opts: CommitOptions = {}): Promise<BlobInfo> {
     checkExpected(expected);
+    this.checkLease(opts.lease);
     return this.exclusive(async () => {
       const digester = await this.syncHash();
       this.digester = undefined; // digest() finalises it
@@ -116,7 +121,7 @@ class FileIngest implements Ingest {
       } finally {
         await fh.close();
       }
-      await this.publish(this.data, actual);
+      await this.publish(this.data, actual, opts.lease);
       await this.remove();
       return actual;
     });

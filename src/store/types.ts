@@ -19,6 +19,31 @@ export interface ExpectedContent {
 
 export type ByteSource = Readable | AsyncIterable<Uint8Array>;
 
+/**
+ * Blobs a writer is about to record (or is reading from): while a digest is leased, delete() leaves its blob
+ * alone. In-process only: one agent process shares one store between pulls, imports, builds and deletes.
+ * Refcounted per digest across leases, so two writers sharing a layer each keep it until they release.
+ *
+ * A writer takes its lease BEFORE it asks has() (or reads a record naming the blob), adds to it as it learns
+ * more digests, and releases it in `finally` once its records are written (or it failed).
+ */
+export interface Lease {
+  /** Protects one more digest (adding one twice is harmless: the lease holds each digest once). */
+  add(digest: Digest): void;
+  has(digest: Digest): boolean;
+  /** Drops every digest of this lease; idempotent. A released lease refuses add(). */
+  release(): void;
+}
+
+/** Options of the writes that make a blob visible. */
+export interface CommitOptions {
+  /**
+   * Adds the committed digest to this lease before the blob is published (or found already there), so no
+   * delete can slip in between the commit and the caller's records. Must be a lease of the same store.
+   */
+  lease?: Lease | undefined;
+}
+
 /** An open, possibly resumed, write of one blob. Nothing is visible until commit() succeeds. */
 export interface Ingest {
   /** The key the ingest was opened with; reopening the same key resumes it. */
@@ -31,7 +56,7 @@ export interface Ingest {
    */
   write(source: ByteSource): Promise<BlobInfo>;
   /** Verifies digest/size of everything written, fsyncs, renames into blobs/sha256/<hex>. */
-  commit(expected?: ExpectedContent): Promise<BlobInfo>;
+  commit(expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo>;
   /** Drops the partial file. */
   abort(): Promise<void>;
 }
@@ -45,11 +70,20 @@ export interface ContentStoreApi {
   /** Reads a small blob (manifest, config) whole; throws TOO_LARGE above `limit`. */
   readBytes(digest: Digest, limit?: number): Promise<Buffer>;
   /** Streams a blob in; verifies `expected` when given; atomic and safe under concurrent writers. */
-  put(source: ByteSource, expected?: ExpectedContent): Promise<BlobInfo>;
-  putBytes(data: Uint8Array, expected?: ExpectedContent): Promise<BlobInfo>;
+  put(source: ByteSource, expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo>;
+  putBytes(data: Uint8Array, expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo>;
   /** Opens or resumes a named ingest. */
   openIngest(key: string): Promise<Ingest>;
-  delete(digest: Digest): Promise<void>;
+  /** A new lease holding `digests` (see Lease); the caller releases it in `finally`. */
+  lease(digests?: Iterable<Digest>): Lease;
+  /** Whether any lease holds the digest. */
+  isLeased(digest: Digest): boolean;
+  /**
+   * Removes the blob unless a lease holds it. True only when this call removed it: false for a leased blob
+   * and for one that is not there. While a delete is in flight, has/stat/commits of that digest wait for it,
+   * so a writer that leased the digest never sees a blob that is about to vanish.
+   */
+  delete(digest: Digest): Promise<boolean>;
   list(): AsyncIterable<BlobInfo>;
 }
 

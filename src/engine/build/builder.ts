@@ -9,7 +9,7 @@ import { type NewImageRecord, writeImage } from '../store-image.js';
 import { type Descriptor, type ImageConfig, canonicalJson } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
 import { type Platform, parsePlatform } from '../../oci/platform.js';
-import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
+import type { ContentStoreApi, ImageIndexApi, Lease } from '../../store/types.js';
 import { type Dockerfile, type Instruction, type Stage, parseDockerfile, splitStages } from './dockerfile.js';
 import {
   type Identity,
@@ -56,9 +56,14 @@ export interface BuildRequest {
 export interface BuildDeps {
   store: ContentStoreApi;
   images: ImageIndexApi;
+  /**
+   * Held by the caller until the built image is recorded: resolveImage adds the blobs of the images it hands
+   * out (when it reads their records), the builder adds every layer, config and manifest it writes.
+   */
+  lease: Lease;
   /** A directory private to this build (stage file systems are unpacked here). */
   workDir: string;
-  /** Finds an image locally, pulling it when missing (or always with pull). */
+  /** Finds an image locally, pulling it when missing (or always with pull); adds its blobs to `lease`. */
   resolveImage(name: string, opts: { pull: boolean; platform: Platform | undefined }): Promise<BaseImage>;
   out: BuildOutput;
   signal?: AbortSignal | undefined;
@@ -550,7 +555,7 @@ export class Builder {
 
   private async commitLayer(state: StageState, entries: Map<string, LayerEntry>, createdBy: string): Promise<void> {
     const sorted = [...entries.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    const blob = await writeLayer(this.deps.store, sorted);
+    const blob = await writeLayer(this.deps.store, sorted, this.deps.lease);
     state.layers.push({ mediaType: state.layerMediaType, digest: blob.digest, size: blob.size });
     state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, blob.digest] };
     state.newBlobs.push(blob);
@@ -825,12 +830,16 @@ export class Builder {
     }
     const config = this.finalConfig(state);
     config.created = new Date().toISOString();
-    return writeImage(this.deps.store, {
-      config,
-      layers: state.layers,
-      manifestMediaType: state.manifestMediaType === MediaType.OciManifest ? MediaType.OciManifest : MediaType.DockerManifest,
-      platform: state.platform,
-    });
+    return writeImage(
+      this.deps.store,
+      {
+        config,
+        layers: state.layers,
+        manifestMediaType: state.manifestMediaType === MediaType.OciManifest ? MediaType.OciManifest : MediaType.DockerManifest,
+        platform: state.platform,
+      },
+      this.deps.lease,
+    );
   }
 }
 

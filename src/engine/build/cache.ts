@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { isStowageError } from '../../errors.js';
 import { type Digest, isDigest } from '../../oci/digest.js';
+import { deleteUnreferenced } from '../../store/gc.js';
 import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
 
 /**
@@ -147,18 +147,13 @@ export class BuildCache {
         }
         deleted.push(e.id);
       }
-      const referenced = images.referencedBlobs();
+      // Only what is actually deleted counts: a blob a running pull, import or build has leased stays.
+      const present = [];
       for (const d of candidates) {
-        if (referenced.has(d)) continue;
         const info = await store.stat(d);
-        if (!info) continue;
-        try {
-          await store.delete(d);
-          reclaimed += info.size;
-        } catch (err) {
-          if (!isStowageError(err, 'BLOB_NOT_FOUND')) throw err;
-        }
+        if (info) present.push(info);
       }
+      for (const b of await deleteUnreferenced(store, images, present)) reclaimed += b.size;
       // Leftovers of builds that died with the process.
       try {
         for (const name of await readdir(this.buildsDir)) {

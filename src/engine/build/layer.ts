@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
 import tar from 'tar-stream';
-import type { BlobInfo, ContentStoreApi } from '../../store/types.js';
+import type { BlobInfo, ContentStoreApi, Lease } from '../../store/types.js';
 import type { NodeMeta } from './tree.js';
 
 /** One entry of a layer being built. Directories are written without a trailing slash in `path`. */
@@ -39,11 +39,11 @@ function header(e: LayerEntry): tar.Header {
 
 /**
  * Streams a layer tar straight into the content store. The layer is stored uncompressed, so its
- * blob digest is also its diff_id.
+ * blob digest is also its diff_id. The layer is added to `lease` as it is committed.
  */
-export async function writeLayer(store: ContentStoreApi, entries: LayerEntry[]): Promise<BlobInfo> {
+export async function writeLayer(store: ContentStoreApi, entries: LayerEntry[], lease: Lease): Promise<BlobInfo> {
   const pack = tar.pack();
-  const put = store.put(pack as unknown as AsyncIterable<Uint8Array>);
+  const put = store.put(pack as unknown as AsyncIterable<Uint8Array>, undefined, { lease });
   put.catch(() => undefined); // observed below
   try {
     for (const e of entries) {

@@ -17,6 +17,7 @@ import { boolParam, listParam, strParam } from '../params.js';
 import { platformRecord } from '../resolve.js';
 import { openJsonStream, sendError } from '../stream.js';
 import { recordImage } from '../store-image.js';
+import type { Lease } from '../../store/types.js';
 import { pullForBuild } from './pull.js';
 
 function jsonMap(q: Record<string, unknown>, key: string, what: string): Record<string, string | null> {
@@ -38,8 +39,8 @@ function jsonMap(q: Record<string, unknown>, key: string, what: string): Record<
   return out;
 }
 
-/** Finds an image in the store by reference or ID, for one platform. */
-export async function findLocalImage(ctx: EngineContext, name: string, platform: Platform | undefined): Promise<BaseImage | undefined> {
+/** Finds an image in the store by reference or ID, for one platform; its blobs go into `lease` (see loadBaseImage). */
+export async function findLocalImage(ctx: EngineContext, name: string, platform: Platform | undefined, lease?: Lease): Promise<BaseImage | undefined> {
   const want = platform ?? defaultPlatform();
   let target: Digest | undefined;
   const idLike = /^(sha256:)?[a-f0-9]{12,64}$/.test(name);
@@ -64,12 +65,17 @@ export async function findLocalImage(ctx: EngineContext, name: string, platform:
   }
   if (!target) return undefined;
   const record = platformRecord(ctx.images, target, want);
-  return record ? loadBaseImage(ctx, record.manifestDigest) : undefined;
+  return record ? loadBaseImage(ctx, record.manifestDigest, lease) : undefined;
 }
 
-export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest): Promise<BaseImage | undefined> {
+/**
+ * Reads an image's manifest and config. With `lease`, the image's blobs are leased in the same step as its
+ * record is read, so deleting the image meanwhile (docker rmi, prune) leaves them for the caller.
+ */
+export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest, lease?: Lease): Promise<BaseImage | undefined> {
   const record = ctx.images.getImage(manifestDigest);
   if (!record) return undefined;
+  if (lease) for (const d of [record.manifestDigest, record.configDigest, ...record.layers]) lease.add(d);
   const parsed = parseManifestBytes(await ctx.store.readBytes(record.manifestDigest), record.manifestMediaType);
   if (parsed.kind !== 'manifest') return undefined;
   const config = parseImageConfig(await ctx.store.readBytes(record.configDigest));
@@ -147,27 +153,32 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       stream: (text: string) => stream.write({ stream: text }),
       message: (obj: Record<string, unknown>) => stream.write(obj),
     };
+    // Base images' blobs and the layers, config and manifest the build writes, until the image is recorded.
+    const lease = ctx.store.lease();
     try {
       const builder = new Builder(
         { ...query, dockerfile, context },
         {
           store: ctx.store,
           images: ctx.images,
+          lease,
           workDir: dir,
           signal: abort.signal,
           defaultPlatform: defaultPlatform(),
           out,
           resolveImage: async (name, opts) => {
             // With pull, a bad name is left for the pull to report.
-            const local = opts.pull ? await findLocalImage(ctx, name, opts.platform).catch(() => undefined) : await findLocalImage(ctx, name, opts.platform);
+            const local = opts.pull
+              ? await findLocalImage(ctx, name, opts.platform, lease).catch(() => undefined)
+              : await findLocalImage(ctx, name, opts.platform, lease);
             if (local && !opts.pull) return local;
             const hadBefore = local !== undefined;
-            const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config']);
+            const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config'], lease);
             // Pulled only for this build: build cache, reclaimable with `docker builder prune -a`.
             if (pulled.downloaded && !hadBefore) {
               await cache.record({ type: 'base-image', id: `base:${pulled.target}`, reference: pulled.reference, manifestDigest: pulled.target });
             }
-            const base = await loadBaseImage(ctx, pulled.manifestDigest);
+            const base = await loadBaseImage(ctx, pulled.manifestDigest, lease);
             if (!base) throw new StowageError('IMAGE_NOT_FOUND', `pulled ${name} but cannot read it back`);
             return base;
           },
@@ -191,6 +202,8 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       stream.end();
     } catch (err) {
       stream.error(err);
+    } finally {
+      lease.release();
     }
   } finally {
     cache.active.delete(dir);

@@ -13,6 +13,7 @@ import { MediaType } from '../../oci/media-types.js';
 import { defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { type ImageReference, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
 import { applyChanges, type ImageContainerConfig } from '../changes.js';
+import type { Lease } from '../../store/types.js';
 import type { EngineContext } from '../context.js';
 import { listParam, strParam } from '../params.js';
 import { openJsonStream } from '../stream.js';
@@ -134,6 +135,22 @@ export interface ImportRootfsOptions {
 export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uint8Array>, opts: ImportRootfsOptions): Promise<Digest> {
   const config0 = applyChanges({}, opts.changes);
   const { stream } = await decompress(source);
+  // Holds the layer, config and manifest from their commits until the record is written.
+  const lease = ctx.store.lease();
+  try {
+    return await importLeased(ctx, stream, opts, config0, lease);
+  } finally {
+    lease.release();
+  }
+}
+
+async function importLeased(
+  ctx: EngineContext,
+  stream: AsyncIterable<Uint8Array>,
+  opts: ImportRootfsOptions,
+  config0: ImageContainerConfig,
+  lease: Lease,
+): Promise<Digest> {
   const check = new TarCheck();
   const gzip = createGzip();
   const ingest = await ctx.store.openIngest(`import-${randomUUID()}`);
@@ -142,7 +159,7 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
     // Both settle before the ingest is touched again: a write still unwinding would refuse the abort.
     const results = await Promise.allSettled([pipeline(stream, check, gzip), ingest.write(gzip)]);
     for (const r of results) if (r.status === 'rejected') throw r.reason;
-    layer = await ingest.commit();
+    layer = await ingest.commit({}, { lease });
   } catch (err) {
     await ingest.abort().catch(() => undefined);
     throw asTarError(err);
@@ -165,7 +182,7 @@ export async function importRootfs(ctx: EngineContext, source: AsyncIterable<Uin
     layers: [{ mediaType: MediaType.DockerLayerGzip, digest: layer.digest, size: layer.size }],
     manifestMediaType: MediaType.DockerManifest,
     platform: { os: platform.os, architecture: platform.architecture, ...(platform.variant ? { variant: platform.variant } : {}) },
-  });
+  }, lease);
   recordImage(ctx.images, record, opts.reference ? [opts.reference] : []);
   return record.configDigest;
 }

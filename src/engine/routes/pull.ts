@@ -5,6 +5,7 @@ import { type Platform, defaultPlatform, formatPlatform, parsePlatform } from '.
 import { type ImageReference, familiarName, familiarString, formatReference, isValidTag, parseReference, withDefaultTag } from '../../oci/reference.js';
 import { registryErrorDetails } from '../../registry/client.js';
 import { type PullProgressEvent, pullImage } from '../../registry/pull.js';
+import type { Lease } from '../../store/types.js';
 import type { EngineContext } from '../context.js';
 import { strParam } from '../params.js';
 import { progressMessage, statusMessage } from '../jsonprogress.js';
@@ -105,6 +106,7 @@ export async function pullWithProgress(
   auth: RegistryAuth | undefined,
   emit: Emit,
   signal?: AbortSignal,
+  lease?: Lease,
 ): Promise<PullOutcome> {
   const tagOrDigest = ref.digest ?? ref.tag ?? 'latest';
   const want = platform ?? defaultPlatform();
@@ -116,6 +118,7 @@ export async function pullWithProgress(
       onManifest: () => emit({ status: `Pulling from ${ref.path}`, id: tagOrDigest }),
       onProgress: dockerPullProgress(emit),
       signal,
+      lease,
     });
     const target = pulled.indexDigest ?? pulled.manifestDigest;
     emit({ status: `Digest: ${target}` });
@@ -176,14 +179,15 @@ export async function handlePull(request: FastifyRequest, reply: FastifyReply, c
   return reply;
 }
 
-/** Pull for a build step (FROM, COPY --from): progress goes into the build output. */
+/** Pull for a build step (FROM, COPY --from): progress goes into the build output; the blobs go into the build's lease. */
 export async function pullForBuild(
   ctx: EngineContext,
   name: string,
   platform: Platform | undefined,
   emit: Emit,
   registryConfig: string | string[] | undefined,
+  lease: Lease,
 ): Promise<PullOutcome> {
   const ref = withDefaultTag(parseReference(name));
-  return pullWithProgress(ctx, ref, platform, registryConfigAuth(registryConfig, ref.domain), emit);
+  return pullWithProgress(ctx, ref, platform, registryConfigAuth(registryConfig, ref.domain), emit, undefined, lease);
 }
