@@ -133,10 +133,11 @@ export function matchLabels(labels: Record<string, string>, filters: readonly st
 }
 
 /**
- * Go's path.Match: `*` any run of non-'/' characters, `?` one non-'/' character, `[...]` classes with `^`
- * negation and ranges, `\` escapes. Returns false for a malformed pattern (Go returns ErrBadPattern).
+ * Go's path.Match compiled to a RegExp: `*` any run of non-'/' characters, `?` one non-'/' character,
+ * `[...]` classes with `^` negation and ranges, `\` escapes. Undefined for a malformed pattern (where Go
+ * returns ErrBadPattern): each caller decides what that means for it.
  */
-export function pathMatch(pattern: string, name: string): boolean {
+export function goPatternRegExp(pattern: string): RegExp | undefined {
   let re = '^';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i]!;
@@ -144,11 +145,11 @@ export function pathMatch(pattern: string, name: string): boolean {
     else if (c === '?') re += '[^/]';
     else if (c === '\\') {
       i++;
-      if (i >= pattern.length) return false;
+      if (i >= pattern.length) return undefined;
       re += escapeRe(pattern[i]!);
     } else if (c === '[') {
       const end = pattern.indexOf(']', i + 2);
-      if (end === -1) return false;
+      if (end === -1) return undefined;
       let body = pattern.slice(i + 1, end);
       let neg = false;
       if (body.startsWith('^')) {
@@ -159,12 +160,16 @@ export function pathMatch(pattern: string, name: string): boolean {
       i = end;
     } else re += escapeRe(c);
   }
-  re += '$';
   try {
-    return new RegExp(re, 's').test(name);
+    return new RegExp(`${re}$`, 's');
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+/** Go's path.Match; false for a malformed pattern. */
+export function pathMatch(pattern: string, name: string): boolean {
+  return goPatternRegExp(pattern)?.test(name) ?? false;
 }
 
 function escapeRe(c: string): string {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseDockerfile, splitStages } from '../../src/engine/build/dockerfile.js';
 import { parseChown, parseDuration, parsePorts } from '../../src/engine/build/instructions.js';
 import { matchSegment } from '../../src/engine/build/paths.js';
+import { pathMatch } from '../../src/engine/params.js';
 import { expandWord, expandWords } from '../../src/engine/build/shell-lex.js';
 import { humanSize, progressBar } from '../../src/engine/jsonprogress.js';
 import { decodeRegistryAuth, isInsecureRegistry } from '../../src/engine/registry-auth.js';
@@ -93,6 +94,16 @@ describe('instruction helpers', () => {
     expect(matchSegment('*.txt', 'a.txt')).toBe(true);
     expect(matchSegment('[ab]?', 'bz')).toBe(true);
     expect(matchSegment('*.txt', 'a.md')).toBe(false);
+    expect(matchSegment('[^a]*', 'b.txt')).toBe(true);
+    expect(matchSegment('[^a]*', 'a.txt')).toBe(false);
+    expect(matchSegment('\\*x', '*x')).toBe(true);
+    expect(matchSegment('\\*x', 'ax')).toBe(false);
+    // Malformed, as Go's ErrBadPattern: the build fails, while the image-list filter just matches nothing.
+    expect(() => matchSegment('[ab', 'a')).toThrow(/syntax error in pattern/);
+    expect(() => matchSegment('a\\', 'a')).toThrow(/syntax error in pattern/);
+    expect(pathMatch('[ab', 'a')).toBe(false);
+    expect(pathMatch('team/*', 'team/app')).toBe(true);
+    expect(pathMatch('team/*', 'team/app/x')).toBe(false);
   });
 });
 

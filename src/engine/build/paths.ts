@@ -1,5 +1,6 @@
 import { StowageError } from '../../errors.js';
 import { safeEntryPath as safeArchivePath } from '../../oci/archive/paths.js';
+import { goPatternRegExp } from '../params.js';
 
 /**
  * Path helpers shared by the build context, layer and rootfs code. All paths here are relative,
@@ -84,26 +85,11 @@ export function resolveInScope(
   return resolved.join('/');
 }
 
-/** Go's filepath.Match for one path segment: *, ?, [a-z], [^…], and the escape character. */
+/** Go's filepath.Match for one path segment; a malformed pattern fails the build, as with Docker. */
 export function matchSegment(pattern: string, name: string): boolean {
-  let re = '^';
-  for (let i = 0; i < pattern.length; i++) {
-    const c = pattern[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '[') {
-      const end = pattern.indexOf(']', i + 2);
-      if (end < 0) throw new StowageError('BAD_REQUEST', `syntax error in pattern "${pattern}"`);
-      let body = pattern.slice(i + 1, end);
-      if (body.startsWith('^')) body = `^${body.slice(1)}`;
-      re += `[${body.replace(/\\/g, '\\\\')}]`;
-      i = end;
-    } else if (c === '\\' && i + 1 < pattern.length) {
-      i++;
-      re += pattern[i]!.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-    } else re += c.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
-  }
-  return new RegExp(`${re}$`, 's').test(name);
+  const re = goPatternRegExp(pattern);
+  if (!re) throw new StowageError('BAD_REQUEST', `syntax error in pattern "${pattern}"`);
+  return re.test(name);
 }
 
 export function hasWildcards(p: string): boolean {
