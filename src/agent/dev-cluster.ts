@@ -1,25 +1,42 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { startAgent, type RunningAgent } from './agent.js';
+import { parseControlConfig } from '../control/config.js';
+import { type RunningControl, startControl } from '../control/control.js';
+import { type RunningAgent, startAgent } from './agent.js';
 import { parseAgentConfig } from './config.js';
 
 export interface DevClusterOptions {
   dataDir: string;
   agents: number;
-  /** First TCP port; agent i uses basePort+2i for /v2/ and basePort+2i+1 for the Docker API. 0 = any free port. */
+  /** Port of the control plane's API. 0 = any free port. */
+  controlPort: number;
+  /** First agent port; agent i uses basePort+2i for /v2/ + /agent/v1 and basePort+2i+1 for the Docker API. 0 = any. */
   basePort: number;
   insecureRegistries: string[];
+  /** Shorter heartbeats for tests. */
+  heartbeatIntervalMs?: number;
 }
 
 export interface DevCluster {
+  control: RunningControl;
   agents: Array<{ name: string } & RunningAgent>;
   close(): Promise<void>;
 }
 
-/** Everything on one machine for trying Stowage out: N agents on loopback with data under one directory. */
+/**
+ * Everything on one machine for trying Stowage out: a control plane and N agents on loopback, with data
+ * under one directory (control/, agent-1/, …). The agents join with the control plane's join token.
+ */
 export async function startDevCluster(opts: DevClusterOptions): Promise<DevCluster> {
   const root = resolve(opts.dataDir);
   await mkdir(root, { recursive: true });
+  const control = await startControl(
+    parseControlConfig({
+      dataDir: join(root, 'control'),
+      listen: { host: '127.0.0.1', port: opts.controlPort },
+      ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs, offlineAfterMs: opts.heartbeatIntervalMs * 4 } : {}),
+    }),
+  );
   const agents: DevCluster['agents'] = [];
   try {
     for (let i = 0; i < opts.agents; i++) {
@@ -30,20 +47,27 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
         peer: { host: '127.0.0.1', port: port(0) },
         engine: { tcp: { host: '127.0.0.1', port: port(1) } },
         registries: { insecureRegistries: opts.insecureRegistries, searchRegistries: opts.insecureRegistries },
+        control: { url: control.url, joinToken: control.joinToken, name, labels: { dev: 'true' }, scalingGroup: 'default' },
       });
       const agent = await startAgent(config);
       agents.push({ name, ...agent });
     }
   } catch (err) {
     await Promise.allSettled(agents.map((a) => a.close()));
+    await control.close();
     throw err;
   }
-  const summary = agents.map((a) => ({ name: a.name, peer: a.peerUrl, dockerHost: a.engineTcp, socket: a.engineSocket }));
+  const summary = {
+    control: control.url,
+    agents: agents.map((a) => ({ name: a.name, peer: a.peerUrl, dockerHost: a.engineTcp, socket: a.engineSocket })),
+  };
   await writeFile(join(root, 'cluster.json'), JSON.stringify(summary, null, 2));
   return {
+    control,
     agents,
     async close() {
       await Promise.allSettled(agents.map((a) => a.close()));
+      await control.close();
     },
   };
 }

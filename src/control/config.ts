@@ -1,0 +1,45 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { StowageError } from '../errors.js';
+
+/** The control plane's configuration file (JSON). Every field has an embedded default. */
+export const controlConfigSchema = z
+  .object({
+    /** Where the SQLite state and the bootstrap tokens live. */
+    dataDir: z.string().min(1),
+    listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(5070) }).default({}),
+    /** The token agents join with; generated into <dataDir>/join.token when absent. */
+    joinToken: z.string().min(16).optional(),
+    /** How often agents send a heartbeat, and after how long without one a machine is offline. */
+    heartbeatIntervalMs: z.number().int().min(100).default(5_000),
+    offlineAfterMs: z.number().int().min(200).default(20_000),
+    /** Targets of one operation worked on at once. */
+    targetConcurrency: z.number().int().min(1).max(256).default(16),
+    /** How long stowctl has to finish a push upload before the operation fails. */
+    uploadTimeoutMs: z.number().int().min(1_000).default(60 * 60 * 1000),
+    /** Peer tokens minted for transfers live this long. */
+    peerTokenTtlSeconds: z.number().int().min(10).default(3_600),
+  })
+  .strict();
+
+export type ControlConfig = z.infer<typeof controlConfigSchema>;
+export type ControlConfigInput = z.input<typeof controlConfigSchema>;
+
+export function parseControlConfig(input: unknown): ControlConfig {
+  const parsed = controlConfigSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new StowageError('BAD_REQUEST', `invalid control-plane configuration: ${issues}`);
+  }
+  return parsed.data;
+}
+
+export async function loadControlConfig(path: string): Promise<ControlConfig> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(await readFile(path, 'utf8'));
+  } catch (err) {
+    throw new StowageError('BAD_REQUEST', `cannot read control-plane configuration ${path}: ${(err as Error).message}`);
+  }
+  return parseControlConfig(raw);
+}

@@ -1,0 +1,20 @@
+import type { Logger } from 'pino';
+import type { AvailabilityStore } from './availability.js';
+import type { ControlConfig } from './config.js';
+import type { Db } from './db/database.js';
+import type { Machines } from './machines.js';
+import type { OperationRunner } from './operations/runner.js';
+import type { UploadWaiters } from './operations/push.js';
+import type { OperationStore } from './operations/store.js';
+
+/** Everything the control plane's routes and workers share; built once in control.ts. */
+export interface ControlContext {
+  config: ControlConfig;
+  db: Db;
+  machines: Machines;
+  availability: AvailabilityStore;
+  operations: OperationStore;
+  runner: OperationRunner;
+  uploads: UploadWaiters;
+  log: Logger;
+}

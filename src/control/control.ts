@@ -1,0 +1,88 @@
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { AgentsClient } from './agents-client.js';
+import { createApiKey, createUser, userByName } from './auth/api-keys.js';
+import { AvailabilityStore } from './availability.js';
+import type { ControlConfig } from './config.js';
+import type { ControlContext } from './context.js';
+import { openDatabase } from './db/database.js';
+import { Machines } from './machines.js';
+import { runDistribute } from './operations/distribute.js';
+import { UploadWaiters, runPush } from './operations/push.js';
+import { OperationRunner } from './operations/runner.js';
+import { OperationStore } from './operations/store.js';
+import { newSecret } from './peer-token.js';
+import { buildControlApp } from './server.js';
+
+export interface RunningControl {
+  url: string;
+  /** The superadmin API token created at first start (read back from <dataDir>/admin.token later). */
+  adminToken: string;
+  joinToken: string;
+  ctx: ControlContext;
+  /** Operations picked up again at start. */
+  resumed: number;
+  close(): Promise<void>;
+}
+
+/** Reads a secret kept in a 0600 file under the data dir, creating it the first time. */
+async function fileSecret(path: string, create: () => string | Promise<string>): Promise<string> {
+  try {
+    return (await readFile(path, 'utf8')).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const value = await create();
+  await writeFile(path, `${value}\n`, { mode: 0o600, flag: 'wx' });
+  await chmod(path, 0o600);
+  return value;
+}
+
+/** Starts the control plane: state, API, and the operations a previous run left unfinished. */
+export async function startControl(config: ControlConfig): Promise<RunningControl> {
+  await mkdir(config.dataDir, { recursive: true });
+  const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
+  const db = openDatabase(join(config.dataDir, 'control.db'));
+  const machines = new Machines(db, config.offlineAfterMs);
+  const availability = new AvailabilityStore(db, machines);
+  const operations = new OperationStore(db);
+  const agents = new AgentsClient();
+  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency);
+  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log };
+  runner.register('distribute', (id) => runDistribute(ctx, id));
+  runner.register('push', (id) => runPush(ctx, id));
+
+  const joinToken = config.joinToken ?? (await fileSecret(join(config.dataDir, 'join.token'), () => newSecret('sjt_')));
+  const adminToken = await fileSecret(join(config.dataDir, 'admin.token'), () => {
+    const admin = userByName(db, 'admin') ?? createUser(db, { name: 'admin', role: 'superadmin' });
+    return createApiKey(db, admin.userId);
+  });
+
+  const app = await buildControlApp(ctx, joinToken);
+  const resumed = runner.resumeAll();
+  let url: string;
+  try {
+    url = await app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (err) {
+    await app.close();
+    db.close();
+    throw err;
+  }
+  return {
+    url,
+    adminToken,
+    joinToken,
+    ctx,
+    resumed,
+    async close() {
+      await app.close();
+      // Like a crash, but tidy: work in flight stays pending/running in the database for the next start.
+      operations.freeze();
+      availability.freeze();
+      await agents.close();
+      await runner.idle();
+      db.close();
+    },
+  };
+}

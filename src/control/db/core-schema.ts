@@ -1,0 +1,80 @@
+import type { Migration } from './database.js';
+
+/** Users and keys, machines, availability and operations: what the cluster issue needs. */
+export const coreMigrations: Migration[] = [
+  {
+    id: '0001-core',
+    sql: `
+      CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL CHECK (role IN ('superadmin', 'admin', 'user')),
+        domain TEXT,
+        created_at TEXT NOT NULL
+      );
+      -- API keys are stored as SHA-256 hashes: the database never holds a usable credential.
+      CREATE TABLE api_keys (
+        key_hash TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL
+      );
+      CREATE TABLE machines (
+        id TEXT PRIMARY KEY,
+        -- Kept whole: the control plane mints the machine's peer tokens with it.
+        secret TEXT NOT NULL,
+        agent_url TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        scaling_group TEXT,
+        version TEXT,
+        inventory_seq INTEGER NOT NULL DEFAULT 0,
+        joined_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL
+      );
+      CREATE TABLE availability (
+        machine_id TEXT NOT NULL REFERENCES machines(id) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        index_digest TEXT,
+        config_digest TEXT,
+        refs TEXT NOT NULL DEFAULT '[]',
+        size_bytes INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('present', 'transferring', 'failed')),
+        operation_id TEXT,
+        failure TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (machine_id, digest, platform)
+      );
+      CREATE INDEX availability_digest ON availability(digest);
+      CREATE INDEX availability_index_digest ON availability(index_digest);
+      CREATE TABLE operations (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        artifact TEXT NOT NULL,
+        source_machine TEXT,
+        params TEXT NOT NULL DEFAULT '{}',
+        progress TEXT NOT NULL DEFAULT '{"current":0,"total":0,"message":""}',
+        error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        finished_at TEXT
+      );
+      CREATE INDEX operations_created ON operations(created_at);
+      CREATE TABLE operation_targets (
+        operation_id TEXT NOT NULL REFERENCES operations(id) ON DELETE CASCADE,
+        machine_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        bytes_transferred INTEGER NOT NULL DEFAULT 0,
+        bytes_total INTEGER,
+        failure TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        PRIMARY KEY (operation_id, machine_id)
+      );
+    `,
+  },
+];

@@ -1,0 +1,193 @@
+import { ulid } from 'ulid';
+import { StowageError } from '../errors.js';
+import { type Db, nowIso } from './db/database.js';
+import { newSecret, secretsEqual } from './peer-token.js';
+import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
+
+/**
+ * Machines and what they hold. An agent joins with the join token and gets an ID and a secret; then it
+ * sends its full inventory, deltas after every change and heartbeats. A machine not heard from for
+ * `offlineAfterMs` is offline: shown so and never chosen as a source.
+ */
+
+interface MachineRow {
+  id: string;
+  secret: string;
+  agent_url: string;
+  platform: string;
+  labels: string;
+  scaling_group: string | null;
+  version: string | null;
+  inventory_seq: number;
+  joined_at: string;
+  last_seen_at: string;
+  image_count?: number;
+}
+
+export interface MachineRecord extends Machine {
+  secret: string;
+  inventory_seq: number;
+}
+
+export class Machines {
+  constructor(
+    private readonly db: Db,
+    readonly offlineAfterMs: number,
+  ) {}
+
+  join(req: JoinRequest): { machine: MachineRecord; secret: string } {
+    const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
+    const secret = newSecret('sms_');
+    const now = nowIso();
+    this.db.transaction(() => {
+      // Joining again under a taken name takes it over (the join token is the authority): the old secret dies.
+      this.db
+        .prepare(
+          `INSERT INTO machines (id, secret, agent_url, platform, labels, scaling_group, version, inventory_seq, joined_at, last_seen_at)
+           VALUES (@id, @secret, @agent_url, @platform, @labels, @scaling_group, @version, 0, @now, @now)
+           ON CONFLICT(id) DO UPDATE SET secret = @secret, agent_url = @agent_url, platform = @platform, labels = @labels,
+             scaling_group = @scaling_group, version = @version, last_seen_at = @now`,
+        )
+        .run({
+          id,
+          secret,
+          agent_url: req.agent_url,
+          platform: req.platform,
+          labels: JSON.stringify(req.labels ?? {}),
+          scaling_group: req.scaling_group ?? null,
+          version: req.version ?? null,
+          now,
+        });
+      this.replaceInventory(id, req.inventory_seq, req.inventory);
+    })();
+    return { machine: this.require(id), secret };
+  }
+
+  /** The machine whose secret this is, or undefined (constant-time compare). */
+  authenticate(id: string, secret: string | undefined): MachineRecord | undefined {
+    if (!secret) return undefined;
+    const m = this.get(id);
+    return m && secretsEqual(secret, m.secret) ? m : undefined;
+  }
+
+  get(id: string): MachineRecord | undefined {
+    const row = this.db
+      .prepare(`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m WHERE id = ?`)
+      .get(id) as MachineRow | undefined;
+    return row ? this.toRecord(row) : undefined;
+  }
+
+  require(id: string): MachineRecord {
+    const m = this.get(id);
+    if (!m) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
+    return m;
+  }
+
+  /** The machine, which must be online (a source or a target of a transfer). */
+  requireOnline(id: string): MachineRecord {
+    const m = this.require(id);
+    if (m.status !== 'online') {
+      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" is offline (last seen ${m.last_seen_at})`, { details: { machine_id: id } });
+    }
+    return m;
+  }
+
+  list(): MachineRecord[] {
+    const rows = this.db
+      .prepare(`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m ORDER BY id`)
+      .all() as MachineRow[];
+    return rows.map((r) => this.toRecord(r));
+  }
+
+  heartbeat(id: string, info: Partial<MachineInfo>): MachineRecord {
+    const m = this.require(id);
+    this.db
+      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ? WHERE id = ?')
+      .run(
+        nowIso(),
+        info.agent_url ?? m.agent_url,
+        info.platform ?? m.platform,
+        JSON.stringify(info.labels ?? m.labels),
+        info.scaling_group ?? m.scaling_group,
+        info.version ?? m.version,
+        id,
+      );
+    return this.require(id);
+  }
+
+  /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */
+  replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): void {
+    this.db.transaction(() => {
+      this.db.prepare(`DELETE FROM availability WHERE machine_id = ? AND state = 'present'`).run(id);
+      const upsert = this.upsertStatement();
+      const now = nowIso();
+      for (const item of items) upsert.run(row(id, item, now));
+      this.db.prepare('UPDATE machines SET inventory_seq = ?, last_seen_at = ? WHERE id = ?').run(seq, now, id);
+    })();
+  }
+
+  /** Applies a delta; INVENTORY_RESYNC when it does not follow what we hold (the agent then sends it all). */
+  applyDelta(id: string, delta: InventoryDelta): void {
+    this.db.transaction(() => {
+      const m = this.require(id);
+      if (m.inventory_seq !== delta.base_seq) {
+        throw new StowageError('INVENTORY_RESYNC', `inventory of ${id} is at ${m.inventory_seq}, not ${delta.base_seq}: send it whole`, {
+          details: { seq: m.inventory_seq },
+        });
+      }
+      const now = nowIso();
+      const remove = this.db.prepare(`DELETE FROM availability WHERE machine_id = ? AND digest = ? AND state = 'present'`);
+      for (const digest of delta.removed) remove.run(id, digest);
+      const upsert = this.upsertStatement();
+      for (const item of delta.upserted) upsert.run(row(id, item, now));
+      this.db.prepare('UPDATE machines SET inventory_seq = ?, last_seen_at = ? WHERE id = ?').run(delta.seq, now, id);
+    })();
+  }
+
+  private upsertStatement() {
+    // A reported image wins over a transfer record of the same image: the agent is the authority.
+    return this.db.prepare(
+      `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, operation_id, failure, updated_at)
+       VALUES (@machine_id, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, 'present', NULL, NULL, @updated_at)
+       ON CONFLICT(machine_id, digest, platform) DO UPDATE SET index_digest = @index_digest, config_digest = @config_digest, refs = @refs,
+         size_bytes = @size_bytes, state = 'present', operation_id = NULL, failure = NULL, updated_at = @updated_at`,
+    );
+  }
+
+  private toRecord(r: MachineRow): MachineRecord {
+    const online = Date.now() - Date.parse(r.last_seen_at) <= this.offlineAfterMs;
+    return {
+      id: r.id,
+      secret: r.secret,
+      agent_url: r.agent_url,
+      platform: r.platform,
+      labels: JSON.parse(r.labels) as Record<string, string>,
+      scaling_group: r.scaling_group,
+      status: online ? 'online' : 'offline',
+      last_seen_at: r.last_seen_at,
+      joined_at: r.joined_at,
+      version: r.version,
+      image_count: r.image_count ?? 0,
+      inventory_seq: r.inventory_seq,
+    };
+  }
+}
+
+function row(machineId: string, item: InventoryItem, now: string) {
+  return {
+    machine_id: machineId,
+    digest: item.digest,
+    platform: item.platform,
+    index_digest: item.index_digest ?? null,
+    config_digest: item.config_digest,
+    refs: JSON.stringify(item.references),
+    size_bytes: item.size_bytes,
+    updated_at: now,
+  };
+}
+
+/** The public shape (no secret). */
+export function publicMachine(m: MachineRecord): Machine {
+  const { secret: _secret, inventory_seq: _seq, ...rest } = m;
+  return rest;
+}

@@ -1,0 +1,72 @@
+import { StowageError } from '../../errors.js';
+import type { ControlContext } from '../context.js';
+import type { DistributeRequest, Operation } from '../wire.js';
+import { toFailure } from './runner.js';
+import { chooseRecord, peerTransferRequest, sourceRecords } from './transfer-plan.js';
+
+/**
+ * distribute: every target pulls the image (manifest and only the blobs it lacks) straight from the
+ * source agent's /v2/; the control plane only tells them to and records what they report.
+ */
+
+export interface DistributeParams {
+  digest: string;
+  from: string;
+  platform?: string | undefined;
+}
+
+/** Checks the request against what the cluster knows, then records the operation (nothing runs yet). */
+export function createDistribute(ctx: ControlContext, req: DistributeRequest, actor: string): Operation {
+  const source = ctx.machines.requireOnline(req.from);
+  const targets = uniqueTargets(ctx, req.to);
+  const records = sourceRecords(ctx.availability, source.id, req.digest);
+  const record = chooseRecord(records, req.digest, req.platform, undefined);
+  const params: DistributeParams = { digest: req.digest, from: source.id, platform: req.platform };
+  return ctx.operations.create({
+    kind: 'distribute',
+    actor,
+    artifact: {
+      digest: req.digest,
+      reference: record.references[0] ?? null,
+      platform: req.platform ?? (record.digest === req.digest ? record.platform : null),
+      size_bytes: record.size_bytes,
+    },
+    sourceMachine: source.id,
+    targets,
+    params: { ...params },
+  });
+}
+
+/** Validates target machine ids: all must exist, duplicates collapse. */
+export function uniqueTargets(ctx: ControlContext, ids: readonly string[]): string[] {
+  const unique = [...new Set(ids)];
+  const unknown = unique.filter((id) => !ctx.machines.get(id));
+  if (unknown.length > 0) {
+    throw new StowageError('MACHINE_NOT_FOUND', `no machine ${unknown.map((id) => `"${id}"`).join(', ')}`, { details: { machine_ids: unknown } });
+  }
+  return unique;
+}
+
+export async function runDistribute(ctx: ControlContext, opId: string): Promise<void> {
+  const op = ctx.operations.setStage(opId, 'transferring');
+  const params = ctx.operations.params<DistributeParams>(opId);
+  await transferFromSource(ctx, op.id, params);
+  ctx.operations.finish(opId);
+}
+
+/** Every open target of the operation pulls `params.digest` from `params.from`. */
+export async function transferFromSource(ctx: ControlContext, opId: string, params: DistributeParams): Promise<void> {
+  await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
+    const platformGuess = params.platform ?? 'unknown';
+    try {
+      const target = ctx.machines.requireOnline(machineId);
+      const source = ctx.machines.requireOnline(params.from);
+      const record = chooseRecord(sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
+      const req = peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ctx.config.peerTokenTtlSeconds });
+      await ctx.runner.runTransfer(opId, target, req, { platform: record.platform, resumed: wasRunning });
+    } catch (err) {
+      // Nothing was asked of the target: no availability record, just the target's failure.
+      ctx.runner.failTarget(opId, machineId, undefined, platformGuess, toFailure(err, 'plan'));
+    }
+  });
+}

@@ -1,0 +1,167 @@
+import { StowageError } from '../../errors.js';
+import { parseReference } from '../../oci/reference.js';
+import { RegistryClient } from '../../registry/client.js';
+import type { ControlContext } from '../context.js';
+import type { MachineRecord } from '../machines.js';
+import { mintPeerToken } from '../peer-token.js';
+import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
+import { type DistributeParams, transferFromSource, uniqueTargets } from './distribute.js';
+import { toFailure } from './runner.js';
+
+/**
+ * push: stowctl holds the image; it uploads it once, over the OCI distribution protocol, to the first
+ * online target (only the blobs that agent lacks), then the other targets pull it from there exactly as
+ * in a distribute. The control plane hands out a push-scoped peer token for that one agent and waits
+ * for stowctl to report the upload, or for the upload deadline.
+ */
+
+export interface PushParams {
+  digest: string;
+  platform?: string | undefined;
+  reference?: string | undefined;
+  upload_machine: string;
+  upload_deadline: number;
+  repository: string;
+}
+
+/** Wakes the push handler waiting for stowctl's upload report. */
+export class UploadWaiters {
+  private readonly waiting = new Map<string, (report: UploadReport) => void>();
+
+  wait(opId: string, deadline: number): Promise<UploadReport> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(opId);
+        resolve({ outcome: 'failed', failure: { code: 'UPLOAD_TIMEOUT', message: 'stowctl did not finish the upload in time', stage: 'upload' } });
+      }, Math.max(0, deadline - Date.now()));
+      timer.unref();
+      this.waiting.set(opId, (report) => {
+        clearTimeout(timer);
+        this.waiting.delete(opId);
+        resolve(report);
+      });
+    });
+  }
+
+  /** False when no handler waits for this operation's upload (not a push, or not uploading). */
+  report(opId: string, report: UploadReport): boolean {
+    const wake = this.waiting.get(opId);
+    if (!wake) return false;
+    wake(report);
+    return true;
+  }
+}
+
+export type UploadReport = { outcome: 'uploaded'; bytes_transferred: number } | { outcome: 'failed'; failure: Failure };
+
+export function createPush(ctx: ControlContext, req: PushRequest, actor: string): { operation: Operation; upload: UploadGrant | null } {
+  if (req.expected_digest !== undefined && req.expected_digest !== req.digest) {
+    throw new StowageError('DIGEST_MISMATCH', `the image is ${req.digest}, not the expected ${req.expected_digest}`, {
+      details: { expected: req.expected_digest, actual: req.digest },
+    });
+  }
+  const reference = req.reference === undefined ? undefined : parseReference(req.reference);
+  const targets = uniqueTargets(ctx, req.to);
+  const uploadTo = targets.map((id) => ctx.machines.get(id) as MachineRecord).find((m) => m.status === 'online');
+  if (!uploadTo) throw new StowageError('MACHINE_OFFLINE', 'every target is offline: nowhere to upload to', { details: { machine_ids: targets } });
+  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0;
+  const deadline = Date.now() + ctx.config.uploadTimeoutMs;
+  const params: PushParams = {
+    digest: req.digest,
+    platform: req.platform,
+    reference: req.reference,
+    upload_machine: uploadTo.id,
+    upload_deadline: deadline,
+    repository: reference?.path ?? 'stowage/push',
+  };
+  const op = ctx.operations.create({
+    kind: 'push',
+    actor,
+    artifact: { digest: req.digest, reference: req.reference ?? null, platform: req.platform ?? null, size_bytes: req.size_bytes },
+    sourceMachine: uploadTo.id,
+    targets: [uploadTo.id, ...targets.filter((t) => t !== uploadTo.id)],
+    params: { ...params },
+    stage: already ? 'transferring' : 'uploading',
+  });
+  if (already) {
+    ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'skipped_present', bytesTransferred: 0, bytesTotal: 0 });
+    return { operation: ctx.operations.require(op.id), upload: null };
+  }
+  const operation = ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'running' });
+  const upload: UploadGrant = {
+    machine_id: uploadTo.id,
+    registry_url: uploadTo.agent_url,
+    repository: params.repository,
+    ...(reference?.tag !== undefined ? { tag: reference.tag } : {}),
+    username: 'stowage',
+    password: mintPeerToken(uploadTo.secret, { m: uploadTo.id, s: 'push', exp: Math.ceil(deadline / 1000), op: op.id }),
+    expires_at: new Date(deadline).toISOString(),
+  };
+  return { operation, upload };
+}
+
+export async function runPush(ctx: ControlContext, opId: string): Promise<void> {
+  const op = ctx.operations.require(opId);
+  const params = ctx.operations.params<PushParams>(opId);
+  if (op.stage === 'uploading') {
+    ctx.operations.setStage(opId, 'uploading');
+    const report = await ctx.uploads.wait(opId, params.upload_deadline);
+    const failure = report.outcome === 'uploaded' ? await verifyUpload(ctx, params) : report.failure;
+    if (failure) {
+      failEverything(ctx, opId, failure);
+      return;
+    }
+    ctx.operations.updateTarget(opId, params.upload_machine, {
+      status: 'present',
+      bytesTransferred: report.outcome === 'uploaded' ? report.bytes_transferred : 0,
+      bytesTotal: report.outcome === 'uploaded' ? report.bytes_transferred : 0,
+    });
+  }
+  ctx.operations.setStage(opId, 'transferring');
+  const rest = ctx.operations.require(opId).targets.filter((t) => t.status === 'pending' || t.status === 'running');
+  if (rest.length > 0) {
+    // The other targets pull from the upload target once its inventory names the image.
+    const seen = await waitForInventory(ctx, params.upload_machine, params.digest, 15_000);
+    if (!seen) {
+      failEverything(ctx, opId, { code: 'INVENTORY_STALE', message: `${params.upload_machine} did not report the uploaded image`, stage: 'transfer' });
+      return;
+    }
+    const distribute: DistributeParams = { digest: params.digest, from: params.upload_machine, platform: params.platform };
+    await transferFromSource(ctx, opId, distribute);
+  }
+  ctx.operations.finish(opId);
+}
+
+/** Undefined when the upload target holds the image; else why not. */
+async function verifyUpload(ctx: ControlContext, params: PushParams): Promise<Failure | undefined> {
+  try {
+    const machine = ctx.machines.require(params.upload_machine);
+    const url = new URL(machine.agent_url);
+    const client = new RegistryClient({
+      host: url.host,
+      insecure: url.protocol === 'http:',
+      credentials: { username: 'stowage', password: mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 60 }) },
+    });
+    const head = await client.headManifest(params.repository, params.digest);
+    if (!head) return { code: 'IMAGE_NOT_FOUND', message: `${machine.id} does not hold ${params.digest} after the upload`, stage: 'verify' };
+    return undefined;
+  } catch (err) {
+    return toFailure(err, 'verify');
+  }
+}
+
+function failEverything(ctx: ControlContext, opId: string, failure: Failure): void {
+  for (const t of ctx.operations.require(opId).targets) {
+    if (t.status === 'pending' || t.status === 'running') ctx.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
+  }
+  ctx.operations.finish(opId, { status: 'failed', error: failure });
+}
+
+async function waitForInventory(ctx: ControlContext, machine: string, digest: string, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (ctx.availability.presentOn(machine, digest).length > 0) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
+}

@@ -1,0 +1,128 @@
+import type { Logger } from 'pino';
+import { isStowageError } from '../../errors.js';
+import { forEachLimited } from '../../registry/pool.js';
+import type { AgentsClient } from '../agents-client.js';
+import type { AvailabilityStore } from '../availability.js';
+import type { MachineRecord } from '../machines.js';
+import type { Failure, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
+import { type OperationStore, isTargetDone, isTerminal } from './store.js';
+
+/**
+ * Runs operations in the background. Each kind registers a handler that carries an operation from
+ * whatever state the database holds to its end, so the same handler starts new work and resumes work a
+ * restart interrupted (resumeAll). Handlers must be idempotent: transfers are (an agent that already has
+ * an image answers at once, and a second request for one in flight joins it).
+ */
+
+export type KindHandler = (opId: string) => Promise<void>;
+
+/** What one target of a transfer ended as. */
+export interface TransferTargetResult {
+  status: TargetStatus;
+  platform?: string;
+}
+
+const PROGRESS_WRITE_MS = 250;
+
+export class OperationRunner {
+  private readonly handlers = new Map<OperationKind, KindHandler>();
+  private readonly running = new Map<string, Promise<void>>();
+
+  constructor(
+    private readonly operations: OperationStore,
+    private readonly availability: AvailabilityStore,
+    readonly agents: AgentsClient,
+    private readonly log: Logger,
+    private readonly targetConcurrency: number,
+  ) {}
+
+  register(kind: OperationKind, handler: KindHandler): void {
+    this.handlers.set(kind, handler);
+  }
+
+  /** Runs the operation's handler in the background (once: a second start while it runs is a no-op). */
+  start(opId: string): void {
+    if (this.running.has(opId)) return;
+    const op = this.operations.get(opId);
+    if (!op || isTerminal(op.status)) return;
+    const handler = this.handlers.get(op.kind);
+    const work = (async () => {
+      if (!handler) throw new Error(`no handler for ${op.kind} operations`);
+      await handler(opId);
+    })()
+      .catch((err: unknown) => {
+        this.log.error({ err, opId }, 'operation failed');
+        this.operations.finish(opId, { status: 'failed', error: toFailure(err, 'internal') });
+      })
+      .finally(() => this.running.delete(opId));
+    this.running.set(opId, work);
+  }
+
+  /** After a restart: every operation left pending or running is carried on by its handler. */
+  resumeAll(): number {
+    const ops = this.operations.unfinished();
+    for (const op of ops) this.start(op.id);
+    return ops.length;
+  }
+
+  /** Resolves when nothing runs (tests, shutdown). */
+  async idle(): Promise<void> {
+    while (this.running.size > 0) await Promise.allSettled([...this.running.values()]);
+  }
+
+  /** Runs `fn` for every target of the operation that has not ended, a bounded number at once. */
+  async forEachOpenTarget(opId: string, fn: (machineId: string, wasRunning: boolean) => Promise<void>): Promise<void> {
+    const open = this.operations.require(opId).targets.filter((t) => !isTargetDone(t.status));
+    await forEachLimited(open, this.targetConcurrency, (t) => fn(t.machine_id, t.status === 'running'));
+  }
+
+  /**
+   * Drives one target through a transfer on its agent: running, progress, then present, skipped_present
+   * or failed, with the availability records to match. `resumed` says the target was running before a
+   * restart: whatever the agent finished meanwhile was this operation's doing, so it counts as present.
+   */
+  async runTransfer(opId: string, target: MachineRecord, req: TransferRequest, opts: { platform: string; resumed: boolean }): Promise<TransferTargetResult> {
+    this.operations.updateTarget(opId, target.id, { status: 'running', failure: null });
+    const wanted = req.ref.startsWith('sha256:') ? req.ref : undefined;
+    if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
+    let lastWrite = 0;
+    try {
+      const outcome = await this.agents.transfer(target, req, (p) => {
+        const now = Date.now();
+        if (now - lastWrite < PROGRESS_WRITE_MS) return;
+        lastWrite = now;
+        this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total });
+      });
+      if (outcome.type === 'error') return this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure);
+      const status: TargetStatus = outcome.status === 'skipped_present' && opts.resumed ? 'present' : outcome.status;
+      if (wanted && wanted !== outcome.digest) this.availability.clearTransfer(target.id, wanted, opts.platform);
+      this.availability.markPresent(target.id, {
+        digest: outcome.digest,
+        platform: outcome.platform,
+        config_digest: outcome.config_digest,
+        size_bytes: outcome.size_bytes,
+        references: req.references,
+        ...(wanted && wanted !== outcome.digest ? { index_digest: wanted } : {}),
+      });
+      this.operations.updateTarget(opId, target.id, {
+        status,
+        bytesTransferred: outcome.bytes_transferred,
+        bytesTotal: status === 'skipped_present' ? 0 : outcome.bytes_transferred,
+      });
+      return { status, platform: outcome.platform };
+    } catch (err) {
+      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
+    }
+  }
+
+  failTarget(opId: string, machineId: string, digest: string | undefined, platform: string, failure: Failure): TransferTargetResult {
+    if (digest) this.availability.markFailed(machineId, digest, platform, opId, failure);
+    this.operations.updateTarget(opId, machineId, { status: 'failed', failure });
+    return { status: 'failed' };
+  }
+}
+
+export function toFailure(err: unknown, stage: string): Failure {
+  if (isStowageError(err)) return { code: err.code, message: err.message, stage };
+  return { code: 'INTERNAL', message: (err as Error)?.message ?? String(err), stage };
+}

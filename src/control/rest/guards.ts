@@ -1,0 +1,26 @@
+import type { FastifyRequest } from 'fastify';
+import { StowageError } from '../../errors.js';
+import { type Principal, type Role, authenticateApiKey, bearerToken } from '../auth/api-keys.js';
+import type { ControlContext } from '../context.js';
+import type { MachineRecord } from '../machines.js';
+
+/** The calling user; 401 without a valid API key, 403 when the role is not among `roles`. */
+export function requireUser(ctx: ControlContext, request: FastifyRequest, roles?: readonly Role[]): Principal {
+  const token = bearerToken(request.headers.authorization);
+  const principal = token === undefined ? undefined : authenticateApiKey(ctx.db, token);
+  if (!principal) throw new StowageError('UNAUTHORIZED', 'a valid API token is required (Authorization: Bearer stk_…)');
+  if (roles && !roles.includes(principal.role)) {
+    throw new StowageError('FORBIDDEN', `${principal.name} (${principal.role}) may not do this; it needs ${roles.join(' or ')}`);
+  }
+  return principal;
+}
+
+/** The calling agent, authenticated by the secret it got at join; 401 otherwise. */
+export function requireMachine(ctx: ControlContext, request: FastifyRequest, machineId: string): MachineRecord {
+  const machine = ctx.machines.authenticate(machineId, bearerToken(request.headers.authorization));
+  if (!machine) throw new StowageError('UNAUTHORIZED', `not authenticated as machine "${machineId}"`);
+  return machine;
+}
+
+/** Roles that may change what is on machines. */
+export const OPERATOR_ROLES: readonly Role[] = ['superadmin', 'admin'];

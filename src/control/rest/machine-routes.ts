@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify';
+import { StowageError } from '../../errors.js';
+import type { ControlContext } from '../context.js';
+import { publicMachine } from '../machines.js';
+import { secretsEqual } from '../peer-token.js';
+import { fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { parseWith } from './errors.js';
+import { requireMachine, requireUser } from './guards.js';
+
+/** Joining, inventories and heartbeats from agents; the machine list for operators. */
+export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinToken: string): void {
+  app.post('/api/v1/machines/join', async (request, reply) => {
+    const req = parseWith(joinRequestSchema, request.body);
+    if (!secretsEqual(req.join_token, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
+    const { machine, secret } = ctx.machines.join(req);
+    ctx.log.info({ machine: machine.id, agent_url: machine.agent_url }, 'machine joined');
+    return reply.code(201).send({ machine_id: machine.id, machine_secret: secret, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs });
+  });
+
+  app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', async (request) => {
+    requireMachine(ctx, request, request.params.id);
+    const body = parseWith(fullInventorySchema, request.body);
+    ctx.machines.replaceInventory(request.params.id, body.seq, body.items);
+    return { seq: body.seq };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/inventory/delta', async (request) => {
+    requireMachine(ctx, request, request.params.id);
+    const delta = parseWith(inventoryDeltaSchema, request.body);
+    ctx.machines.applyDelta(request.params.id, delta);
+    return { seq: delta.seq };
+  });
+
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
+    requireMachine(ctx, request, request.params.id);
+    const beat = parseWith(heartbeatSchema, request.body);
+    const { inventory_seq, ...info } = beat;
+    const machine = ctx.machines.heartbeat(request.params.id, info);
+    return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs };
+  });
+
+  app.get('/api/v1/machines', async (request) => {
+    requireUser(ctx, request);
+    return { machines: ctx.machines.list().map(publicMachine) };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
+    requireUser(ctx, request);
+    return { machine: publicMachine(ctx.machines.require(request.params.id)) };
+  });
+}

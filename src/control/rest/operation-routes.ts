@@ -1,0 +1,62 @@
+import type { FastifyInstance } from 'fastify';
+import { z } from 'zod';
+import { StowageError } from '../../errors.js';
+import type { ControlContext } from '../context.js';
+import { createDistribute } from '../operations/distribute.js';
+import { createPush } from '../operations/push.js';
+import { streamTaskEvents } from '../tasks/sse.js';
+import { distributeRequestSchema, operationKinds, operationStatuses, pushRequestSchema, uploadFinishedSchema } from '../wire.js';
+import { parseWith } from './errors.js';
+import { OPERATOR_ROLES, requireUser } from './guards.js';
+
+const listQuery = z.object({
+  kind: z.enum(operationKinds).optional(),
+  status: z.enum(operationStatuses).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+
+/** Creating, following and listing operations. */
+export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void {
+  app.post('/api/v1/operations/distribute', async (request, reply) => {
+    const user = requireUser(ctx, request, OPERATOR_ROLES);
+    const req = parseWith(distributeRequestSchema, request.body);
+    const operation = createDistribute(ctx, req, user.name);
+    ctx.runner.start(operation.id);
+    return reply.code(202).send({ operation });
+  });
+
+  app.post('/api/v1/operations/push', async (request, reply) => {
+    const user = requireUser(ctx, request, OPERATOR_ROLES);
+    const req = parseWith(pushRequestSchema, request.body);
+    const created = createPush(ctx, req, user.name);
+    ctx.runner.start(created.operation.id);
+    return reply.code(201).send(created);
+  });
+
+  app.post<{ Params: { id: string } }>('/api/v1/operations/:id/upload-finished', async (request) => {
+    requireUser(ctx, request, OPERATOR_ROLES);
+    const report = parseWith(uploadFinishedSchema, request.body);
+    const op = ctx.operations.require(request.params.id);
+    if (op.kind !== 'push' || op.stage !== 'uploading' || !ctx.uploads.report(op.id, report)) {
+      throw new StowageError('CONFLICT', `operation ${op.id} is not waiting for an upload (it is ${op.kind}, ${op.status}, ${op.stage})`);
+    }
+    return { operation: ctx.operations.require(op.id) };
+  });
+
+  app.get('/api/v1/operations', async (request) => {
+    requireUser(ctx, request);
+    const q = parseWith(listQuery, request.query);
+    return { operations: ctx.operations.list(q) };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/operations/:id', async (request) => {
+    requireUser(ctx, request);
+    return { operation: ctx.operations.require(request.params.id) };
+  });
+
+  app.get<{ Params: { id: string } }>('/api/v1/operations/:id/events', async (request, reply) => {
+    requireUser(ctx, request);
+    ctx.operations.require(request.params.id);
+    await streamTaskEvents(ctx, reply, request.params.id);
+  });
+}

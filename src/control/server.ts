@@ -1,0 +1,20 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { ControlContext } from './context.js';
+import { installErrorHandler } from './rest/errors.js';
+import { imageRoutes } from './rest/image-routes.js';
+import { machineRoutes } from './rest/machine-routes.js';
+import { operationRoutes } from './rest/operation-routes.js';
+
+/** Request bodies are JSON and small; inventories are the largest (up to 100k items). */
+const BODY_LIMIT = 64 * 1024 * 1024;
+
+/** The control plane's HTTP API: REST under /api/v1, GraphQL at /admin/gql, SSE for background tasks. */
+export async function buildControlApp(ctx: ControlContext, joinToken: string): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  installErrorHandler(app);
+  app.get('/healthz', async () => ({ ok: true }));
+  machineRoutes(app, ctx, joinToken);
+  imageRoutes(app, ctx);
+  operationRoutes(app, ctx);
+  return app;
+}

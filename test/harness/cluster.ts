@@ -1,0 +1,217 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { freePort } from './registry.js';
+import { tmpDir } from './tmp.js';
+
+/**
+ * A real cluster for end-to-end tests: `stowd control` and `stowd agent` as separate processes (so a
+ * test can kill -9 one of them), on loopback ports, with data in a temp directory.
+ *
+ *   const cluster = await startCluster({ agents: 3 });
+ *   cluster.agents[0].dockerHost   // tcp://127.0.0.1:…  for the docker CLI
+ *   await cluster.stowctl(['image', 'status', '--json'])
+ *   await cluster.killControl(); await cluster.startControl();
+ */
+
+const STOWD = join(import.meta.dirname, '..', '..', 'bin', 'stowd.js');
+const STOWCTL = join(import.meta.dirname, '..', '..', 'bin', 'stowctl.js');
+
+export interface ClusterAgent {
+  name: string;
+  peerUrl: string;
+  dockerHost: string;
+  dataDir: string;
+  process: ChildProcess;
+}
+
+export interface Cluster {
+  controlUrl: string;
+  adminToken: string;
+  joinToken: string;
+  root: string;
+  agents: ClusterAgent[];
+  /** Calls the REST API as the superadmin. */
+  api<T = unknown>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  stowctl(args: string[], opts?: { env?: Record<string, string>; input?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
+  /** Waits until every agent is online and its inventory holds `digest` (or, with absent, does not). */
+  waitForImage(machine: string, digest: string, opts?: { absent?: boolean; timeoutMs?: number }): Promise<void>;
+  killControl(signal?: NodeJS.Signals): Promise<void>;
+  startControl(): Promise<void>;
+  killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
+  startAgent(name: string): Promise<ClusterAgent>;
+  close(): Promise<void>;
+}
+
+export interface ClusterOptions {
+  agents: number;
+  /** Bytes per second each agent downloads at most (makes transfers slow on purpose). */
+  maxTransferRate?: number;
+  heartbeatIntervalMs?: number;
+  offlineAfterMs?: number;
+}
+
+/** Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). */
+function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [STOWD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`stowd ${args[0]} did not start in time: ${err}`));
+    }, 30_000);
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const m = ready.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, match: m });
+      }
+    });
+    child.stderr?.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+      if (process.env['STOWAGE_TEST_DEBUG']) process.stderr.write(chunk);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`stowd ${args[0]} exited with ${code}: ${err}`));
+    });
+  });
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+}
+
+export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
+  const root = await tmpDir('stowage-cluster-');
+  const controlPort = await freePort();
+  const controlDir = join(root, 'control');
+  const controlUrl = `http://127.0.0.1:${controlPort}`;
+  const heartbeat = opts.heartbeatIntervalMs ?? 500;
+  const controlConfig = join(root, 'control.json');
+  const { writeFile } = await import('node:fs/promises');
+  await writeFile(
+    controlConfig,
+    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4 }),
+  );
+  let control: ChildProcess | undefined;
+  const children = new Set<ChildProcess>();
+
+  const startControlProcess = async (): Promise<void> => {
+    const { child } = await spawnDaemon(['control', '--config', controlConfig], /control plane ready at (\S+)/);
+    control = child;
+    children.add(child);
+  };
+  await startControlProcess();
+  const adminToken = (await readFile(join(controlDir, 'admin.token'), 'utf8')).trim();
+  const joinToken = (await readFile(join(controlDir, 'join.token'), 'utf8')).trim();
+
+  const agents: ClusterAgent[] = [];
+  const agentPorts = new Map<string, { peer: number; docker: number }>();
+
+  const startAgentProcess = async (name: string): Promise<ClusterAgent> => {
+    let ports = agentPorts.get(name);
+    if (!ports) {
+      ports = { peer: await freePort(), docker: await freePort() };
+      agentPorts.set(name, ports);
+    }
+    const dataDir = join(root, name);
+    const args = ['agent', '--data-dir', dataDir, '--peer-port', String(ports.peer), '--docker-port', String(ports.docker)];
+    args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', 'default');
+    if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));
+    const { child } = await spawnDaemon(args, /agent ready/);
+    children.add(child);
+    const agent: ClusterAgent = { name, peerUrl: `http://127.0.0.1:${ports.peer}`, dockerHost: `tcp://127.0.0.1:${ports.docker}`, dataDir, process: child };
+    const i = agents.findIndex((a) => a.name === name);
+    if (i >= 0) agents[i] = agent;
+    else agents.push(agent);
+    return agent;
+  };
+
+  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await request(`${controlUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+
+  const cluster: Cluster = {
+    controlUrl,
+    adminToken,
+    joinToken,
+    root,
+    agents,
+    api,
+    async stowctl(args, o = {}) {
+      return new Promise((resolve) => {
+        const child = spawn(process.execPath, [STOWCTL, ...args], {
+          env: { ...process.env, STOWAGE_HOST: controlUrl, STOWAGE_TOKEN: adminToken, ...o.env },
+          stdio: ['pipe', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+        child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+        child.stdin.end(o.input);
+        child.once('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+      });
+    },
+    async waitForImage(machine, digest, o = {}) {
+      const until = Date.now() + (o.timeoutMs ?? 15_000);
+      for (;;) {
+        const r = await api<{ records: Array<{ machine_id: string; presence: { state: string } }> }>(
+          'GET',
+          `/api/v1/images/status?digest=${digest}&machine=${machine}`,
+        );
+        const present = r.status === 200 && r.body.records.some((x) => x.presence.state === 'present');
+        if (present !== (o.absent === true)) return;
+        if (Date.now() > until) throw new Error(`${machine} ${o.absent ? 'still holds' : 'does not hold'} ${digest}`);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    },
+    async killControl(signal = 'SIGKILL') {
+      if (!control) return;
+      const c = control;
+      control = undefined;
+      c.kill(signal);
+      await exited(c);
+    },
+    startControl: startControlProcess,
+    async killAgent(name, signal = 'SIGKILL') {
+      const agent = agents.find((a) => a.name === name);
+      if (!agent) throw new Error(`no agent ${name}`);
+      agent.process.kill(signal);
+      await exited(agent.process);
+    },
+    startAgent: startAgentProcess,
+    async close() {
+      for (const child of children) child.kill('SIGKILL');
+      await Promise.all([...children].map(exited));
+    },
+  };
+  try {
+    for (let i = 0; i < opts.agents; i++) await startAgentProcess(`agent-${i + 1}`);
+    // Every agent has joined and been heard from.
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const r = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
+      const online = r.status === 200 ? r.body.machines.filter((m) => m.status === 'online').length : 0;
+      if (online >= opts.agents) break;
+      if (Date.now() > until) throw new Error(`only ${online} of ${opts.agents} agents joined`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  } catch (err) {
+    await cluster.close();
+    throw err;
+  }
+  return cluster;
+}
