@@ -1,0 +1,121 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Availability, Operation } from '../../src/control/wire.js';
+import { type Cluster, startCluster } from '../harness/cluster.js';
+import { makeImageTar } from '../harness/images.js';
+import { runOk } from '../harness/run.js';
+
+/**
+ * Crashes in the middle of a distribute: the control plane killed with SIGKILL and restarted, and a
+ * target agent killed. Transfers are slowed by the agents' real bandwidth cap so "the middle" is certain.
+ */
+
+const RATE = 4 * 1024 * 1024;
+let cluster: Cluster;
+
+async function op(id: string): Promise<Operation> {
+  const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
+  return r.body.operation;
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch {
+      // the control plane may be restarting
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+const ended = (o: Operation): boolean => ['succeeded', 'partially_failed', 'failed', 'cancelled'].includes(o.status);
+
+async function loadImage(name: string): Promise<string> {
+  // 3 layers of 3 MiB of random bytes: about 2.3 s per target at the cap.
+  const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 3 * 1024 * 1024 });
+  await runOk('docker', ['load', '-i', tar], { env: { DOCKER_HOST: cluster.agents[0]!.dockerHost } });
+  return until(`agent-1 to report ${name}`, async () => {
+    const r = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
+    return r.body.records.find((x) => x.references.includes(name))?.digest;
+  });
+}
+
+beforeAll(async () => {
+  cluster = await startCluster({ agents: 3, maxTransferRate: RATE });
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.close();
+});
+
+describe('faults during distribute', () => {
+  it('a control plane killed with SIGKILL mid-distribute resumes the operation after restart', async () => {
+    const digest = await loadImage('example.test/crash/control:1');
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
+    const id = created.body.operation.id;
+    // Mid-transfer: bytes are moving and nothing has finished.
+    await until('bytes to move', async () => {
+      const o = await op(id);
+      return o.targets.some((t) => t.bytes_transferred > 0) && o.targets.every((t) => t.status === 'running') ? o : undefined;
+    });
+    await cluster.killControl('SIGKILL');
+    await cluster.startControl();
+
+    const final = await until('the resumed operation to end', async () => {
+      const o = await op(id);
+      return ended(o) ? o : undefined;
+    });
+    expect(final.status).toBe('succeeded');
+    // Moved by this operation, before or after the crash: present, never skipped_present.
+    expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
+    for (const t of final.targets) expect(t.finished_at).not.toBeNull();
+    for (const name of ['agent-2', 'agent-3']) await cluster.waitForImage(name, digest);
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
+    expect(listed).toContain('example.test/crash/control:1');
+  }, 120_000);
+
+  it('a target agent killed mid-distribute fails alone; the others finish; it returns intact', async () => {
+    const digest = await loadImage('example.test/crash/agent:1');
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
+    const id = created.body.operation.id;
+    await until('agent-3 to receive bytes', async () => {
+      const o = await op(id);
+      return (o.targets.find((t) => t.machine_id === 'agent-3')?.bytes_transferred ?? 0) > 0 ? o : undefined;
+    });
+    await cluster.killAgent('agent-3', 'SIGKILL');
+
+    const final = await until('the operation to end', async () => {
+      const o = await op(id);
+      return ended(o) ? o : undefined;
+    });
+    expect(final.status).toBe('partially_failed');
+    const [two, three] = final.targets;
+    expect(two).toMatchObject({ machine_id: 'agent-2', status: 'present' });
+    expect(three).toMatchObject({ machine_id: 'agent-3', status: 'failed' });
+    expect(three!.failure?.code).toBe('AGENT_UNREACHABLE');
+
+    // Nothing is recorded as present on agent-3 that is not there.
+    const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}&machine=agent-3`);
+    expect(status.body.records.every((r) => r.presence.state !== 'present')).toBe(true);
+    expect(status.body.records.map((r) => r.presence.state)).toEqual(['failed']);
+
+    // Back up, it reports what it really holds (not the image), and a retry brings it.
+    await cluster.startAgent('agent-3');
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
+    expect(listed).not.toContain('example.test/crash/agent:1');
+    await until('agent-3 online', async () => {
+      const r = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
+      return r.body.machines.find((m) => m.id === 'agent-3' && m.status === 'online');
+    });
+    const retry = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
+    const done = await until('the retry', async () => {
+      const o = await op(retry.body.operation.id);
+      return ended(o) ? o : undefined;
+    });
+    expect(done.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'present' });
+    await cluster.waitForImage('agent-3', digest);
+  }, 120_000);
+});
