@@ -5,17 +5,26 @@ import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
+import { sendError } from './distribution-errors.js';
+import { normalisedRepo } from './name-rule.js';
 import { REPOSITORY_PATH_RE, isRepositoryPath } from './names.js';
+import type { RegistryAuthorizer } from './peer-auth.js';
+import { type WriteRoutesOptions, isUploadPath, parseWriteTarget, registerWriteRoutes, uploadStatus } from './upload-routes.js';
+import { type UploadSessionOptions, UploadSessions } from './upload-sessions.js';
 
 /**
- * The read-only OCI distribution endpoint an agent serves to its peers (and to skopeo, crane, docker):
+ * The OCI distribution endpoint an agent serves to its peers (and to skopeo, crane, docker):
  *
  *   GET/HEAD /v2/                          API version check
  *   GET/HEAD /v2/<name>/manifests/<ref>    by tag or digest
  *   GET/HEAD /v2/<name>/blobs/<digest>     with Range (206 / 416), Accept-Ranges: bytes
  *   GET      /v2/_catalog                  ?n=&last= with Link pagination
  *   GET      /v2/<name>/tags/list          ?n=&last= with Link pagination
- *   POST/PUT/PATCH/DELETE anything         405 UNSUPPORTED
+ *   POST/PUT/PATCH/DELETE anything         405 UNSUPPORTED, unless `authorize` is given:
+ *
+ * With `authorize`, every request needs it to say yes (reads the 'pull' scope, uploads and manifest PUTs
+ * 'push'; else 401 with a Basic challenge), and then, only then, pushes are accepted: blob uploads and
+ * manifest PUTs (upload-routes.ts). There is no anonymous write endpoint.
  *
  * Name rule. Local tags are fully normalised references ("docker.io/library/alpine:3",
  * "127.0.0.1:5000/x:1", "ghcr.io/org/app:2"); a request names a repository without a registry host. A tag
@@ -32,17 +41,18 @@ import { REPOSITORY_PATH_RE, isRepositoryPath } from './names.js';
 export interface RegistryRoutesOptions {
   store: ContentStoreApi;
   images: ImageIndexApi;
+  /**
+   * Checks each request's Authorization header for the scope it needs (see peerAuthorizer in peer-auth.ts).
+   * Absent: anonymous and read-only.
+   */
+  authorize?: RegistryAuthorizer | undefined;
+  /** Bounds of the open blob uploads (with `authorize` only). */
+  uploads?: UploadSessionOptions | undefined;
+  /** Largest blob accepted by an upload (with `authorize` only). */
+  maxBlobBytes?: WriteRoutesOptions['maxBlobBytes'];
 }
-
-type DistributionCode = 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_INVALID' | 'NAME_UNKNOWN' | 'DIGEST_INVALID' | 'TAG_INVALID' | 'UNSUPPORTED' | 'RANGE_INVALID' | 'PAGINATION_NUMBER_INVALID' | 'UNKNOWN';
 
 const MAX_PAGE = 10_000;
-
-function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {
-  const err: Record<string, unknown> = { code, message };
-  if (detail !== undefined) err['detail'] = detail;
-  return reply.code(status).type('application/json; charset=utf-8').send({ errors: [err] });
-}
 
 /** Splits the wildcard part of /v2/<rest> into what it addresses. */
 type Target =
@@ -59,16 +69,6 @@ function parseTarget(rest: string): Target {
   const m = /^(.+)\/(manifests|blobs)\/([^/]+)$/.exec(rest);
   if (m) return { kind: m[2] === 'manifests' ? 'manifest' : 'blob', name: m[1] as string, ref: m[3] as string };
   return { kind: 'unknown' };
-}
-
-/** The normalised reference `<name>` (rule 1), or undefined when the name does not parse. */
-function normalisedRepo(name: string): ImageReference | undefined {
-  try {
-    const ref = parseReference(name);
-    return ref.tag === undefined && ref.digest === undefined ? ref : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function parsedTag(t: TagRecord): ImageReference | undefined {
@@ -177,13 +177,34 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   app.route({ method: ['GET', 'HEAD'], url: '/v2/', exposeHeadRoute: false, handler: versionCheck });
   app.route({ method: ['GET', 'HEAD'], url: '/v2', exposeHeadRoute: false, handler: versionCheck });
 
-  // Writes are refused before any body is read.
+  // Writes are refused before any body is read: anonymously always, and on /v2/ itself in any case.
   const refuse = async (req: FastifyRequest, reply: FastifyReply) => {
     await sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported: this registry endpoint is read-only`);
     return reply;
   };
-  for (const url of ['/v2/', '/v2/*']) {
-    app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, onRequest: refuse, handler: refuse });
+  const authorize = opts.authorize;
+  let sessions: UploadSessions | undefined;
+  if (authorize) {
+    app.addHook('onRequest', async (req, reply) => {
+      const path = req.url.split('?')[0] ?? '';
+      const scope = (req.method === 'GET' || req.method === 'HEAD') && !isUploadPath(path) ? 'pull' : 'push';
+      if (authorize(req.headers.authorization, scope)) return undefined;
+      reply.header('www-authenticate', 'Basic realm="stowage"');
+      await sendError(reply, 401, 'UNAUTHORIZED', `authentication required: a ${scope} token for this machine`);
+      return reply;
+    });
+    // Upload bodies stay unread here: the handlers stream them into the store.
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+    const open = new UploadSessions(store, opts.uploads);
+    sessions = open;
+    app.addHook('onClose', async () => open.close());
+    registerWriteRoutes(app, { store, images, sessions: open, maxBlobBytes: opts.maxBlobBytes });
+    app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/', onRequest: refuse, handler: refuse });
+  } else {
+    for (const url of ['/v2/', '/v2/*']) {
+      app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, onRequest: refuse, handler: refuse });
+    }
   }
 
   app.route({
@@ -194,6 +215,10 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       const rest = (req.params as { '*': string })['*'];
       const target = parseTarget(rest);
       const head = req.method === 'HEAD';
+      if (sessions && req.method === 'GET') {
+        const write = parseWriteTarget(rest);
+        if (write.kind === 'upload') return uploadStatus(reply, sessions, write.name, write.uuid);
+      }
       switch (target.kind) {
         case 'catalog':
           return catalog(req, reply);

@@ -1,0 +1,33 @@
+import type { FastifyReply } from 'fastify';
+
+/** Error codes of the OCI distribution spec (plus UNKNOWN), as the `{errors:[{code,message}]}` body carries them. */
+export type DistributionCode =
+  | 'BLOB_UNKNOWN'
+  | 'BLOB_UPLOAD_INVALID'
+  | 'BLOB_UPLOAD_UNKNOWN'
+  | 'DIGEST_INVALID'
+  | 'MANIFEST_BLOB_UNKNOWN'
+  | 'MANIFEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'NAME_INVALID'
+  | 'NAME_UNKNOWN'
+  | 'SIZE_INVALID'
+  | 'TAG_INVALID'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'UNSUPPORTED'
+  | 'TOOMANYREQUESTS'
+  | 'RANGE_INVALID'
+  | 'PAGINATION_NUMBER_INVALID'
+  | 'UNKNOWN';
+
+export function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {
+  const err: Record<string, unknown> = { code, message };
+  if (detail !== undefined) err['detail'] = detail;
+  return reply.code(status).type('application/json; charset=utf-8').send({ errors: [err] });
+}
+
+/** `bytes` as the Range header of an upload reports it: the inclusive span received so far ("0-0" for none). */
+export function uploadRange(bytes: number): string {
+  return `0-${Math.max(0, bytes - 1)}`;
+}

@@ -1,0 +1,244 @@
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { StowageError, isStowageError } from '../errors.js';
+import { type Digest, isDigest } from '../oci/digest.js';
+import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import { sendError, uploadRange } from './distribution-errors.js';
+import { putManifest } from './manifest-put.js';
+import { isRepositoryPath } from './names.js';
+import type { UploadSession, UploadSessions } from './upload-sessions.js';
+
+/**
+ * The write half of /v2/ (OCI distribution push), registered only when requests are authenticated:
+ *
+ *   POST   /v2/<name>/blobs/uploads/                  202 new upload; ?digest= monolithic (201); ?mount=&from= (201 if held)
+ *   PATCH  /v2/<name>/blobs/uploads/<uuid>            append a chunk (Content-Range checked: 416 off the current end)
+ *   PUT    /v2/<name>/blobs/uploads/<uuid>?digest=    optional last chunk, verify, publish: 201
+ *   GET    /v2/<name>/blobs/uploads/<uuid>            204 with the Range received so far
+ *   DELETE /v2/<name>/blobs/uploads/<uuid>            cancel
+ *   PUT    /v2/<name>/manifests/<tag|digest>          see manifest-put.ts
+ *
+ * Bodies are streamed into the store's ingests, never held whole.
+ */
+
+export interface WriteRoutesOptions {
+  store: ContentStoreApi;
+  images: ImageIndexApi;
+  sessions: UploadSessions;
+  /** Largest blob accepted (default 64 GiB): an upload cannot fill the disk without bound. */
+  maxBlobBytes?: number | undefined;
+}
+
+export const DEFAULT_MAX_BLOB_BYTES = 64 * 1024 ** 3;
+
+type WriteTarget =
+  | { kind: 'upload-start'; name: string }
+  | { kind: 'upload'; name: string; uuid: string }
+  | { kind: 'manifest'; name: string; ref: string }
+  | { kind: 'unknown' };
+
+export function parseWriteTarget(rest: string): WriteTarget {
+  const up = /^(.+)\/blobs\/uploads\/([^/]*)$/.exec(rest);
+  if (up) return up[2] === '' ? { kind: 'upload-start', name: up[1] as string } : { kind: 'upload', name: up[1] as string, uuid: up[2] as string };
+  const m = /^(.+)\/manifests\/([^/]+)$/.exec(rest);
+  if (m) return { kind: 'manifest', name: m[1] as string, ref: m[2] as string };
+  return { kind: 'unknown' };
+}
+
+/** Does this /v2/ path (without the prefix) address an upload? Uploads need the push scope even to be read. */
+export function isUploadPath(rest: string): boolean {
+  return /\/blobs\/uploads\/[^/]*$/.test(rest);
+}
+
+function uploadLocation(s: UploadSession): string {
+  return `/v2/${s.name}/blobs/uploads/${s.uuid}`;
+}
+
+function queryString(req: FastifyRequest, key: string): string | undefined {
+  const v = (req.query as Record<string, unknown>)[key];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** Whether the request carries a body at all (a PUT that closes an upload often has none). */
+function hasBody(raw: IncomingMessage): boolean {
+  const len = raw.headers['content-length'];
+  if (len !== undefined) return len !== '0';
+  return raw.headers['transfer-encoding'] !== undefined;
+}
+
+/** The request body, failing with TOO_LARGE once the blob would pass `limit` bytes (counting `already`). */
+async function* bounded(raw: IncomingMessage, already: number, limit: number): AsyncIterable<Uint8Array> {
+  let total = already;
+  for await (const chunk of raw as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > limit) throw new StowageError('TOO_LARGE', `blob is larger than the ${limit} bytes accepted`, { details: { limit } });
+    yield chunk;
+  }
+}
+
+/** TOO_LARGE before anything is read when the declared length already passes the limit (so the 413 gets through). */
+function checkDeclaredLength(raw: IncomingMessage, already: number, limit: number): void {
+  const len = Number(raw.headers['content-length'] ?? 0);
+  if (already + len > limit) throw new StowageError('TOO_LARGE', `blob would be larger than the ${limit} bytes accepted`, { details: { limit } });
+}
+
+/** `start-end` (as the distribution spec writes it; "bytes start-end/total" accepted too). */
+function parseContentRange(header: string): { start: number; end: number } | undefined {
+  const m = /^(?:bytes[ =])?(\d{1,15})-(\d{1,15})(?:\/(?:\d+|\*))?$/.exec(header.trim());
+  if (!m) return undefined;
+  const start = Number(m[1]);
+  const end = Number(m[2]);
+  return end >= start ? { start, end } : undefined;
+}
+
+export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptions): void {
+  const { store, images, sessions } = opts;
+  const maxBlob = opts.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES;
+
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE'],
+    url: '/v2/*',
+    handler: async (req, reply) => {
+      const rest = (req.params as { '*': string })['*'];
+      const target = parseWriteTarget(rest);
+      if (target.kind === 'unknown') return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: ${req.method} /v2/${rest.slice(0, 200)}`);
+      if (!isRepositoryPath(target.name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${target.name.slice(0, 200)}"`);
+      if (target.kind === 'manifest') {
+        if (req.method !== 'PUT') return sendError(reply, 405, 'UNSUPPORTED', `${req.method} of manifests is not supported`);
+        return putManifest(req, reply, { store, images }, target.name, target.ref);
+      }
+      if (target.kind === 'upload-start') {
+        if (req.method !== 'POST') return sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported on /v2/${target.name}/blobs/uploads/`);
+        return startUpload(req, reply, target.name);
+      }
+      const session = sessions.get(target.name, target.uuid);
+      if (!session) return sendError(reply, 404, 'BLOB_UPLOAD_UNKNOWN', `blob upload unknown to registry: ${target.uuid.slice(0, 100)}`);
+      try {
+        switch (req.method) {
+          case 'PATCH':
+            return await patchUpload(req, reply, session);
+          case 'PUT':
+            return await finishUpload(req, reply, session);
+          case 'DELETE':
+            await sessions.cancel(session);
+            return reply.code(204).send();
+          default:
+            return sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported on an upload`);
+        }
+      } catch (err) {
+        return sendUploadError(reply, err);
+      }
+    },
+  });
+
+  async function startUpload(req: FastifyRequest, reply: FastifyReply, name: string) {
+    const digest = queryString(req, 'digest');
+    const mount = queryString(req, 'mount');
+    if (digest !== undefined) {
+      // Monolithic: the whole blob in this one request.
+      if (!isDigest(digest)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${digest.slice(0, 100)}"`);
+      try {
+        checkDeclaredLength(req.raw, 0, maxBlob);
+        await store.put(bounded(req.raw, 0, maxBlob), { digest });
+      } catch (err) {
+        return sendUploadError(reply, err);
+      }
+      return blobCreated(reply, name, digest);
+    }
+    if (mount !== undefined && isDigest(mount) && (await store.has(mount))) {
+      // Blobs are content-addressed: one held for any repository is there for every repository.
+      return blobCreated(reply, name, mount);
+    }
+    let session: UploadSession;
+    try {
+      session = await sessions.open(name);
+    } catch (err) {
+      return sendUploadError(reply, err);
+    }
+    return uploadAccepted(reply.code(202), session);
+  }
+
+  async function patchUpload(req: FastifyRequest, reply: FastifyReply, session: UploadSession) {
+    const header = req.headers['content-range'];
+    const offset = session.ingest.offset;
+    if (typeof header === 'string') {
+      const range = parseContentRange(header);
+      const len = req.headers['content-length'];
+      const lengthMatches = len === undefined || !range || Number(len) === range.end - range.start + 1;
+      if (!range || range.start !== offset || !lengthMatches) {
+        reply.header('range', uploadRange(offset)).header('location', uploadLocation(session)).header('docker-upload-uuid', session.uuid);
+        return sendError(reply, 416, 'RANGE_INVALID', `content range "${header.slice(0, 100)}" does not continue the upload at offset ${offset}`);
+      }
+    }
+    try {
+      checkDeclaredLength(req.raw, offset, maxBlob);
+      await sessions.use(session, async () => ({ result: await session.ingest.write(bounded(req.raw, offset, maxBlob)) }));
+    } catch (err) {
+      // An upload past the limit cannot be finished: drop it rather than keep its bytes until it expires.
+      if (isStowageError(err, 'TOO_LARGE')) await sessions.cancel(session).catch(() => undefined);
+      throw err;
+    }
+    return uploadAccepted(reply.code(202), session);
+  }
+
+  async function finishUpload(req: FastifyRequest, reply: FastifyReply, session: UploadSession) {
+    const digest = queryString(req, 'digest');
+    if (digest === undefined || !isDigest(digest)) {
+      return sendError(reply, 400, 'DIGEST_INVALID', digest === undefined ? 'the digest query parameter is required to finish an upload' : `invalid digest "${digest.slice(0, 100)}"`);
+    }
+    try {
+      await sessions.use(session, async () => {
+        if (hasBody(req.raw)) {
+          checkDeclaredLength(req.raw, session.ingest.offset, maxBlob);
+          await session.ingest.write(bounded(req.raw, session.ingest.offset, maxBlob));
+        }
+        // Verified against the digest before the blob becomes visible; a mismatch drops the bytes.
+        await session.ingest.commit({ digest });
+        return { result: undefined, done: true };
+      });
+    } catch (err) {
+      if (isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH')) sessions.forget(session);
+      if (isStowageError(err, 'TOO_LARGE')) await sessions.cancel(session).catch(() => undefined);
+      throw err;
+    }
+    return blobCreated(reply, session.name, digest);
+  }
+}
+
+function uploadAccepted(reply: FastifyReply, session: UploadSession): FastifyReply {
+  return reply
+    .header('location', uploadLocation(session))
+    .header('docker-upload-uuid', session.uuid)
+    .header('range', uploadRange(session.ingest.offset))
+    .header('content-length', '0')
+    .send();
+}
+
+function blobCreated(reply: FastifyReply, name: string, digest: Digest): FastifyReply {
+  return reply.code(201).header('location', `/v2/${name}/blobs/${digest}`).header('docker-content-digest', digest).header('content-length', '0').send();
+}
+
+/** GET of an upload: how far it got. */
+export function uploadStatus(reply: FastifyReply, sessions: UploadSessions, name: string, uuid: string): FastifyReply {
+  const session = sessions.get(name, uuid);
+  if (!session) return sendError(reply, 404, 'BLOB_UPLOAD_UNKNOWN', `blob upload unknown to registry: ${uuid.slice(0, 100)}`);
+  return uploadAccepted(reply.code(204), session);
+}
+
+/** Maps what the store and the sessions throw to distribution errors. */
+function sendUploadError(reply: FastifyReply, err: unknown): FastifyReply {
+  if (!isStowageError(err)) throw err;
+  switch (err.code) {
+    case 'DIGEST_MISMATCH':
+    case 'INVALID_DIGEST':
+      return sendError(reply, 400, 'DIGEST_INVALID', err.message);
+    case 'SIZE_MISMATCH':
+      return sendError(reply, 400, 'SIZE_INVALID', err.message);
+    case 'TOO_LARGE':
+      return err.status === 429 ? sendError(reply, 429, 'TOOMANYREQUESTS', err.message) : sendError(reply, 413, 'SIZE_INVALID', err.message);
+    case 'CONFLICT':
+      return sendError(reply, 409, 'BLOB_UPLOAD_INVALID', err.message);
+    default:
+      throw err;
+  }
+}
