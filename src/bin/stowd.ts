@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { STOWAGE_VERSION, startAgent } from '../agent/agent.js';
 import { loadAgentConfig, parseAgentConfig } from '../agent/config.js';
 import { startDevCluster } from '../agent/dev-cluster.js';
+import { loadControlConfig, parseControlConfig } from '../control/config.js';
+import { startControl } from '../control/control.js';
 import { isStowageError } from '../errors.js';
 
 function integer(value: string): number {
@@ -14,12 +16,34 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+function label(value: string, previous: Record<string, string>): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new InvalidArgumentError('expected key=value');
+  return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
 function stopOnSignal(close: () => Promise<void>): void {
   const stop = (): void => {
     void close().finally(() => process.exit(0));
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
+}
+
+interface AgentFlags {
+  config?: string;
+  dataDir: string;
+  peerPort: number;
+  peerHost: string;
+  dockerPort?: number;
+  insecureRegistry: string[];
+  controlUrl?: string;
+  joinToken?: string;
+  name?: string;
+  label: Record<string, string>;
+  scalingGroup?: string;
+  advertiseUrl?: string;
+  maxTransferRate?: number;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -32,44 +56,116 @@ program
   .option('--peer-port <port>', 'port of the /v2/ endpoint', integer, 5080)
   .option('--docker-port <port>', 'also serve the Docker Engine API on this loopback TCP port', integer)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
-  .action(async (opts: { config?: string; dataDir: string; peerPort: number; dockerPort?: number; insecureRegistry: string[] }, command: Command) => {
+  .option('--control-url <url>', 'control plane to join and report to')
+  .option('--join-token <token>', 'join token for the first join (or STOWAGE_JOIN_TOKEN)')
+  .option('--name <name>', 'requested machine ID')
+  .option('--label <key=value>', 'machine label (repeatable)', label, {})
+  .option('--scaling-group <name>', 'scaling group of this machine')
+  .option('--advertise-url <url>', 'URL peers and the control plane reach this agent at (default: the /v2/ address)')
+  .option('--peer-host <host>', 'address the /v2/ endpoint binds', '127.0.0.1')
+  .option('--max-transfer-rate <bytes/s>', 'cap on the bytes per second transfers download', integer)
+  .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
-      const clashing = ['dataDir', 'peerPort', 'dockerPort', 'insecureRegistry'].filter((name) => command.getOptionValueSource(name) === 'cli');
+      const clashing = [
+        'dataDir',
+        'peerPort',
+        'dockerPort',
+        'insecureRegistry',
+        'controlUrl',
+        'name',
+        'label',
+        'scalingGroup',
+        'advertiseUrl',
+        'peerHost',
+        'maxTransferRate',
+      ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
         command.error(`stowd agent: ${flags} cannot be combined with --config; set them in the configuration file`, { exitCode: 2 });
       }
     }
+    // The join token is a secret: the environment keeps it out of `ps`; it also fills in a config file's.
+    const joinToken = opts.joinToken ?? process.env['STOWAGE_JOIN_TOKEN'];
+    if (!opts.config && opts.controlUrl === undefined && opts.joinToken !== undefined) {
+      command.error('stowd agent: --join-token needs --control-url', { exitCode: 2 });
+    }
     const base = {
       dataDir: opts.dataDir,
-      peer: { host: '127.0.0.1', port: opts.peerPort },
+      peer: { host: opts.peerHost, port: opts.peerPort },
       engine: opts.dockerPort === undefined ? {} : { tcp: { host: '127.0.0.1', port: opts.dockerPort } },
       registries: { insecureRegistries: opts.insecureRegistry, searchRegistries: opts.insecureRegistry },
+      ...(opts.controlUrl === undefined
+        ? {}
+        : {
+            control: {
+              url: opts.controlUrl,
+              ...(joinToken ? { joinToken } : {}),
+              ...(opts.name ? { name: opts.name } : {}),
+              labels: opts.label,
+              ...(opts.scalingGroup ? { scalingGroup: opts.scalingGroup } : {}),
+            },
+          }),
+      ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
+      ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
     };
-    const config = opts.config ? await loadAgentConfig(opts.config) : parseAgentConfig(base);
+    let config = opts.config ? await loadAgentConfig(opts.config) : parseAgentConfig(base);
+    if (config.control && !config.control.joinToken && joinToken) config = { ...config, control: { ...config.control, joinToken } };
     const agent = await startAgent(config);
     console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}`);
+    if (config.control) {
+      const id = agent.machineId;
+      console.log(id ? `machine ${id}, control plane ${config.control.url}` : `joining control plane ${config.control.url} (advertising ${agent.advertiseUrl})`);
+    }
     stopOnSignal(() => agent.close());
   });
 
 program
+  .command('control')
+  .description('run the control plane: state, REST + GraphQL API, operations')
+  .option('-c, --config <file>', 'control-plane configuration file (JSON)')
+  .option('--data-dir <dir>', 'data directory', '.stowage/control')
+  .option('--host <address>', 'address to listen on', '127.0.0.1')
+  .option('--port <port>', 'port of the API', integer, 5070)
+  .action(async (opts: { config?: string; dataDir: string; host: string; port: number }, command: Command) => {
+    if (opts.config) {
+      const clashing = ['dataDir', 'host', 'port'].filter((name) => command.getOptionValueSource(name) === 'cli');
+      if (clashing.length > 0) command.error('stowd control: --data-dir, --host and --port cannot be combined with --config', { exitCode: 2 });
+    }
+    const joinToken = process.env['STOWAGE_JOIN_TOKEN'];
+    const config = opts.config
+      ? await loadControlConfig(opts.config)
+      : parseControlConfig({ dataDir: opts.dataDir, listen: { host: opts.host, port: opts.port }, ...(joinToken ? { joinToken } : {}) });
+    const control = await startControl(config);
+    console.log(`control plane ready at ${control.url} (resumed ${control.resumed} unfinished operations)`);
+    console.log(`admin token in ${config.dataDir}/admin.token, join token in ${config.dataDir}/join.token`);
+    stopOnSignal(() => control.close());
+  });
+
+program
   .command('dev')
-  .description('run a local cluster on loopback for trying Stowage out')
-  .option('--data-dir <dir>', 'where every agent keeps its data', '.stowage/dev')
-  .option('--agents <n>', 'number of agents', integer, 2)
-  .option('--base-port <port>', 'first port (each agent takes two)', integer, 5080)
+  .description('run a local cluster on loopback: a control plane and agents, data under one directory')
+  .option('--data-dir <dir>', 'where the control plane and every agent keep their data', '.stowage/dev')
+  .option('--agents <n>', 'number of agents', integer, 3)
+  .option('--control-port <port>', 'port of the control plane', integer, 5070)
+  .option('--base-port <port>', 'first agent port (each agent takes two)', integer, 5080)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
-  .action(async (opts: { dataDir: string; agents: number; basePort: number; insecureRegistry: string[] }) => {
+  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[] }) => {
     const cluster = await startDevCluster({
       dataDir: opts.dataDir,
       agents: opts.agents,
+      controlPort: opts.controlPort,
       basePort: opts.basePort,
       insecureRegistries: opts.insecureRegistry,
     });
+    console.log(`control plane: ${cluster.control.url}`);
     for (const a of cluster.agents) {
       console.log(`${a.name}: DOCKER_HOST=${a.engineTcp}  /v2/ at ${a.peerUrl}  socket unix://${a.engineSocket}`);
     }
+    console.log('\nTo use it from another shell:');
+    console.log(`  export STOWAGE_HOST=${cluster.control.url}`);
+    console.log(`  export STOWAGE_TOKEN=${cluster.control.adminToken}`);
+    console.log(`  export DOCKER_HOST=${cluster.agents[0]?.engineTcp ?? ''}   # ${cluster.agents[0]?.name ?? ''}'s Docker API`);
     console.log('local cluster running; Ctrl-C stops it');
     stopOnSignal(() => cluster.close());
   });

@@ -116,32 +116,3 @@ describe('stowd agent command line', () => {
     expect(existsSync(join(dir, 'data'))).toBe(false);
   });
 });
-
-describe('stowd dev (what npm start runs)', () => {
-  it('starts a local cluster whose agents answer the docker CLI, and stops cleanly on SIGTERM', async () => {
-    const dataDir = await tmpDir('stowage-dev-');
-    const stowd = fileURLToPath(new URL('../../bin/stowd.js', import.meta.url));
-    const child = spawn(process.execPath, [stowd, 'dev', '--agents', '2', '--base-port', '0', '--data-dir', dataDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (out.includes('local cluster running')) resolve();
-      });
-      child.once('exit', (code) => reject(new Error(`stowd dev exited ${code}: ${out}`)));
-    });
-    const hosts = [...out.matchAll(/DOCKER_HOST=(tcp:\/\/\S+)/g)].map((m) => m[1]!);
-    expect(hosts).toHaveLength(2);
-    for (const host of hosts) {
-      const version = await run('docker', ['version', '--format', '{{.Server.APIVersion}}'], { DOCKER_HOST: host });
-      expect(version.stdout.trim()).toBe('1.41');
-    }
-    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    child.kill('SIGTERM');
-    expect(await exited).toBe(0);
-    expect(existsSync(join(dataDir, 'agent-1', 'docker.sock'))).toBe(false);
-  });
-});
