@@ -1,11 +1,8 @@
-import { Command } from 'commander';
-import { STOWAGE_VERSION } from '../agent/version.js';
+import { main } from '../cli/main.js';
 
-// The image commands (status, push, distribute, inspect, operation list/get) talk to the control
-// plane's REST API and arrive with it; until then stowctl only answers --version and --help.
-const program = new Command('stowctl')
-  .description('Stowage operator CLI')
-  .version(STOWAGE_VERSION)
-  .option('--json', 'print whole response objects as JSON');
+// Ctrl-C and SIGTERM go through process.exit, so exit hooks (the temporary image store's removal) run.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => process.exit(signal === 'SIGINT' ? 130 : 143));
+}
 
-program.parse(process.argv);
+process.exitCode = await main(process.argv.slice(2));

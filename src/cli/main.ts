@@ -1,0 +1,97 @@
+import { Command, CommanderError } from 'commander';
+import { STOWAGE_VERSION } from '../agent/version.js';
+import { registerDistribute } from './commands/distribute.js';
+import { registerMachine } from './commands/machine.js';
+import { registerOperation } from './commands/operation.js';
+import { registerPush } from './commands/push.js';
+import { registerStatus } from './commands/status.js';
+import type { Action, Bind } from './commands/types.js';
+import { CommandContext, type GlobalOptions } from './context.js';
+import { DryRunStop, toCliError, usageError } from './errors.js';
+import { type CliIo, processIo, writeLine } from './io.js';
+import { toJson } from './output.js';
+
+/**
+ * stowctl: the operator CLI over the control plane's REST API. main() never exits the process: it
+ * returns the exit code (0 ok, 1 an operation, target or request failed, 2 usage or configuration),
+ * so tests and other programs can drive it with their own streams.
+ */
+
+function buildProgram(io: CliIo, bind: Bind): Command {
+  const program = new Command('stowctl')
+    .description('Stowage operator CLI: where each image is, and putting images on machines')
+    .version(STOWAGE_VERSION)
+    .option('--host <url>', 'control plane URL (env STOWAGE_HOST; default http://127.0.0.1:5070)')
+    .option('--token <token>', 'API token (env STOWAGE_TOKEN)')
+    .option('--config <file>', 'config file {host, token} (default $XDG_CONFIG_HOME/stowage/stowctl.json)')
+    .option('--json', 'print whole response objects (and errors) as JSON')
+    .option('--debug', 'log each request and response line to stderr (token redacted)')
+    .option('--dry-run', 'print the request that would be sent, send nothing')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    });
+
+  const image = program.command('image').description('images on the machines of the cluster');
+  registerStatus(image, bind);
+  registerDistribute(image, bind);
+  registerPush(image, bind);
+  registerOperation(image, bind);
+  registerOperation(program, bind);
+  registerMachine(program, bind);
+
+  // Every (sub)command reports errors through exitOverride instead of exiting, and prints to our streams.
+  const configure = (cmd: Command): void => {
+    cmd.exitOverride();
+    cmd.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+    for (const sub of cmd.commands) configure(sub);
+  };
+  configure(program);
+  return program;
+}
+
+export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
+  let exitCode = 0;
+  let ctx: CommandContext | undefined;
+  // Whether --json was asked for, known even when parsing fails.
+  const jsonWanted = argv.includes('--json');
+
+  const bind: Bind = (fn: Action) => async (...commanderArgs: unknown[]) => {
+    const cmd = commanderArgs[commanderArgs.length - 1] as Command;
+    ctx = new CommandContext(io, cmd.optsWithGlobals<GlobalOptions>());
+    const code = await fn(ctx, cmd.opts(), cmd.processedArgs as string[]);
+    exitCode = code ?? 0;
+  };
+
+  const program = buildProgram(io, bind);
+  // With --json, commander's own error text would be a second, non-JSON message: ours replaces it.
+  if (jsonWanted) program.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s), outputError: () => {} });
+  for (const sub of program.commands) if (jsonWanted) silenceErrors(sub, io);
+
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof DryRunStop) return 0;
+    if (err instanceof CommanderError) {
+      // --help and --version; a bare `stowctl image` (help shown as an error) is a usage error.
+      if (err.exitCode === 0) return 0;
+      const e = usageError(err.code === 'commander.help' ? 'a command is required' : err.message.replace(/^error: /, ''));
+      if (jsonWanted) writeLine(io.stdout, toJson({ error: e.toJSON() }));
+      return 2;
+    }
+    const e = toCliError(err);
+    if (ctx?.json ?? jsonWanted) {
+      writeLine(io.stdout, toJson({ error: e.toJSON() }));
+    } else {
+      writeLine(io.stderr, `stowctl: ${e.message}${e.code !== 'USAGE' ? ` [${e.code}]` : ''}`);
+    }
+    return e.exitCode;
+  }
+}
+
+function silenceErrors(cmd: Command, io: CliIo): void {
+  cmd.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s), outputError: () => {} });
+  for (const sub of cmd.commands) silenceErrors(sub, io);
+}
