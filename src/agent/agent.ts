@@ -1,27 +1,59 @@
 import { mkdir } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Fastify from 'fastify';
 import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
+import { StowageError } from '../errors.js';
+import { defaultPlatform, formatPlatform } from '../oci/platform.js';
+import { type RegistryAuthorizer, peerAuthorizer } from '../registry/peer-auth.js';
 import { registryRoutes } from '../registry/routes.js';
 import { openStore } from '../store/index.js';
+import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
+import { ControlLink } from './control-link.js';
+import { type Identity, readIdentity } from './identity.js';
+import { RateLimiter } from './rate-limit.js';
+import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
 
 export interface RunningAgent {
-  /** Base URL of the read-only /v2/ endpoint. */
+  /** Base URL of the /v2/ endpoint (and of /agent/v1 when joined), as bound. */
   peerUrl: string;
+  /** Where peers and the control plane reach this agent (config.advertiseUrl, else peerUrl). */
+  advertiseUrl: string;
   /** Unix socket of the Docker Engine API (DOCKER_HOST=unix://…). */
   engineSocket: string;
   /** TCP address of the Docker Engine API when configured (DOCKER_HOST=tcp://…). */
   engineTcp: string | undefined;
+  /** The machine ID given by the control plane, once joined (undefined when standalone). */
+  readonly machineId: string | undefined;
+  /** Resolves once the control plane has acknowledged the inventory as it is now (immediately when standalone). */
+  flushInventory(): Promise<void>;
   close(): Promise<void>;
 }
 
 export { STOWAGE_VERSION };
 
-/** Starts one machine's agent: its store, the /v2/ peer endpoint and the Docker Engine API. */
+/** The stored identity when it is for the configured control plane; refuses a start that could never join. */
+async function startingIdentity(config: AgentConfig): Promise<Identity | undefined> {
+  const control = config.control;
+  if (!control) return undefined;
+  const stored = await readIdentity(config.dataDir);
+  if (stored && stored.control_url === control.url) return stored;
+  if (!control.joinToken) {
+    const why = stored ? `${config.dataDir}/identity.json is for control plane ${stored.control_url}` : 'this machine has not joined yet';
+    throw new StowageError('BAD_REQUEST', `cannot join control plane ${control.url}: ${why}, and no join token is configured (--join-token or STOWAGE_JOIN_TOKEN)`);
+  }
+  return undefined;
+}
+
+/**
+ * Starts one machine's agent: its store, the /v2/ peer endpoint and the Docker Engine API; with `control`,
+ * also the link to the control plane, the /agent/v1 API and peer-token authentication on /v2/.
+ */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
+  let identity = await startingIdentity(config); // before anything is created: a start that cannot join changes nothing
   await mkdir(config.dataDir, { recursive: true });
   const { store, images } = await openStore(join(config.dataDir, 'store'));
   const workDir = join(config.dataDir, 'work');
@@ -30,29 +62,95 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
 
   const closers: Array<() => Promise<unknown>> = [];
   const closeAll = async (): Promise<void> => {
-    await Promise.allSettled(closers.map((close) => close()));
+    // In reverse: the link and transfers stop before the servers and the store they use.
+    for (const close of closers.reverse()) await close().catch(() => undefined);
     images.close();
   };
   try {
     const peer = Fastify({ logger: false });
     closers.push(() => peer.close());
+    let link: ControlLink | undefined;
+    if (config.control) {
+      const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
+      const transfers = new TransferManager({ store, images, limiter, concurrency: config.transfer.concurrency });
+      closers.push(() => transfers.close());
+      // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
+      let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
+      const setIdentity = (next: Identity): void => {
+        identity = next;
+        authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
+      };
+      await peer.register(registryRoutes, { store, images, authorize: (authorization, scope) => authorizer?.(authorization, scope) ?? false });
+      await peer.register(agentApiRoutes, {
+        prefix: '/agent/v1',
+        secret: () => identity?.machine_secret,
+        store,
+        images,
+        transfers,
+        inventorySeq: () => link?.inventorySeq ?? 0,
+      });
+      const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
+      const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address());
+      const control = config.control;
+      link = new ControlLink({
+        dataDir: config.dataDir,
+        controlUrl: control.url,
+        joinToken: control.joinToken,
+        name: control.name,
+        info: {
+          agent_url: advertiseUrl,
+          platform: formatPlatform(defaultPlatform()),
+          labels: control.labels,
+          ...(control.scalingGroup ? { scaling_group: control.scalingGroup } : {}),
+          version: STOWAGE_VERSION,
+        },
+        images,
+        identity,
+        heartbeatMs: control.heartbeatMs,
+        onIdentity: setIdentity,
+      });
+      const running = link;
+      closers.push(() => running.close());
+      link.start();
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running);
+    }
     await peer.register(registryRoutes, { store, images });
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
-
-    const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
-    const engineApp = await buildEngineApp(ctx);
-    const engine = await listenEngine(engineApp, { socketPath: engineSocket, tcp: config.engine.tcp });
-    closers.push(() => engine.close());
-    const engineTcp = engine.addresses.find((a) => a.startsWith('tcp://'));
-
-    return {
-      peerUrl: peerAddress,
-      engineSocket,
-      engineTcp,
-      close: closeAll,
-    };
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address()), undefined);
   } catch (err) {
     await closeAll();
     throw err;
   }
+}
+
+/** http://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
+function defaultAdvertiseUrl(host: string, address: AddressInfo | string | null): string {
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+async function startEngine(
+  config: AgentConfig,
+  ctx: EngineContext,
+  closers: Array<() => Promise<unknown>>,
+  closeAll: () => Promise<void>,
+  peerUrl: string,
+  advertiseUrl: string,
+  link: ControlLink | undefined,
+): Promise<RunningAgent> {
+  const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
+  const engineApp = await buildEngineApp(ctx);
+  const engine = await listenEngine(engineApp, { socketPath: engineSocket, tcp: config.engine.tcp });
+  closers.push(() => engine.close());
+  return {
+    peerUrl,
+    advertiseUrl,
+    engineSocket,
+    engineTcp: engine.addresses.find((a) => a.startsWith('tcp://')),
+    get machineId() {
+      return link?.machineId;
+    },
+    flushInventory: () => (link ? link.flushInventory() : Promise.resolve()),
+    close: closeAll,
+  };
 }

@@ -5,6 +5,12 @@ import { isLoopbackHost } from '../registry/client.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
+const httpUrl = z
+  .string()
+  .url()
+  .refine((u) => /^https?:\/\//.test(u), { message: 'expected an http:// or https:// URL' })
+  .transform((u) => u.replace(/\/+$/, ''));
+
 const listenSchema = z.object({
   host: z.string().default('127.0.0.1'),
   port: z.number().int().min(0).max(65535),
@@ -36,6 +42,35 @@ export const agentConfigSchema = z
         credentials: z.record(hostPort, z.object({ username: z.string(), password: z.string() })).default({}),
         searchRegistries: z.array(hostPort).default([]),
       })
+      .default({}),
+    /** The control plane to join; without it the agent runs standalone. */
+    control: z
+      .object({
+        url: httpUrl,
+        /** Needed for the first join (and to join again when the stored machine secret is refused). */
+        joinToken: z.string().min(1).optional(),
+        /** Requested machine ID. */
+        name: z
+          .string()
+          .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'machine names are lowercase letters, digits and dashes, up to 63')
+          .optional(),
+        labels: z.record(z.string().max(256)).default({}),
+        scalingGroup: z.string().min(1).max(64).optional(),
+        /** Until the control plane names its own interval. */
+        heartbeatMs: z.number().int().min(100).optional(),
+      })
+      .strict()
+      .optional(),
+    /** Where peers and the control plane reach /v2/ and /agent/v1; default http://<peer.host>:<port>. */
+    advertiseUrl: httpUrl.optional(),
+    transfer: z
+      .object({
+        /** A cap on the bytes per second all transfers into this machine download together. */
+        maxBytesPerSecond: z.number().int().positive().optional(),
+        /** Blobs one transfer downloads at once (default 3). */
+        concurrency: z.number().int().min(1).max(64).optional(),
+      })
+      .strict()
       .default({}),
   })
   .strict();

@@ -51,6 +51,23 @@ export interface PullOptions {
    * the records are written): for a caller that goes on using the image, such as a build's FROM.
    */
   lease?: Lease | undefined;
+  /**
+   * Called with the size of each chunk of blob bytes received, before it is written: awaiting it paces the
+   * download (a bandwidth cap), and the sum is what actually crossed the network (resumed prefixes excluded).
+   */
+  onBlobBytes?: ((bytes: number) => Promise<void> | void) | undefined;
+  /** Called once a platform manifest's config is in, with the layers that must still be downloaded. */
+  onPlan?: ((missing: readonly Descriptor[]) => void) | undefined;
+  /**
+   * Records of the caller's, written inside the pull's own records transaction (so they appear together):
+   * `target` is what the pull resolved (index or manifest digest).
+   */
+  onRecord?: ((target: Digest, records: readonly ImageRecord[]) => void) | undefined;
+  /**
+   * Whether to record the source's name (its tag and repo digest) for the image. Default true; false for a
+   * transfer from a peer agent, whose host:port is no name for the image.
+   */
+  recordSourceNames?: boolean | undefined;
 }
 
 export interface PullResult {
@@ -168,8 +185,11 @@ async function pullLeased(
         })),
       });
     }
-    if (reference !== undefined) images.tag(reference, target);
-    for (const rec of recorded) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+    if (opts.recordSourceNames !== false) {
+      if (reference !== undefined) images.tag(reference, target);
+      for (const rec of recorded) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+    }
+    opts.onRecord?.(target, recorded);
     return recorded;
   });
 
@@ -181,7 +201,7 @@ async function pullLeased(
     downloaded: stats.downloaded,
   };
   if (indexDigest !== undefined) result.indexDigest = indexDigest;
-  if (reference !== undefined) result.reference = reference;
+  if (reference !== undefined && opts.recordSourceNames !== false) result.reference = reference;
   return result;
 }
 
@@ -233,6 +253,7 @@ async function pullPlatformManifest(
       opts.onProgress?.({ id: shortId(layer.digest), status: 'Pulling fs layer', total: layer.size });
     }
   }
+  opts.onPlan?.(missing);
   const concurrency = Math.max(1, opts.concurrency ?? 3);
   for (const layer of missing.slice(concurrency)) opts.onProgress?.({ id: shortId(layer.digest), status: 'Waiting' });
 
@@ -337,6 +358,7 @@ async function downloadBlob(
                 details: { expected: total },
               });
             }
+            await opts.onBlobBytes?.(chunk.length);
             yield chunk;
             emit(received);
           }

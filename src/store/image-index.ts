@@ -126,9 +126,33 @@ function requireText(value: unknown, what: string): string {
 /** The image records of one machine, in `<root>/images.db`. Every write is one transaction. */
 export class ImageIndex implements ImageIndexApi {
   private readonly db: Database.Database;
+  private readonly listeners = new Set<() => void>();
+  /** Depth of transaction() calls under way, and whether a write happened in the outer one. */
+  private depth = 0;
+  private dirty = false;
 
   private constructor(db: Database.Database) {
     this.db = db;
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** After a write: listeners hear of it now, or once the outer transaction has committed. */
+  private changed(): void {
+    if (this.depth > 0) {
+      this.dirty = true;
+      return;
+    }
+    for (const listener of [...this.listeners]) {
+      try {
+        listener();
+      } catch {
+        // A listener's failure must not turn a committed write into an error.
+      }
+    }
   }
 
   static open(root: string): ImageIndex {
@@ -175,6 +199,7 @@ export class ImageIndex implements ImageIndexApi {
         labels: JSON.stringify(record.labels ?? {}),
         addedAt: now,
       }) as ImageRow;
+    this.changed();
     return toImage(row);
   }
 
@@ -199,6 +224,7 @@ export class ImageIndex implements ImageIndexApi {
       this.db.prepare('DELETE FROM tags WHERE target = ?').run(manifestDigest);
       this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
     })();
+    this.changed();
   }
 
   putIndex(record: Omit<IndexRecord, 'addedAt'>): IndexRecord {
@@ -212,6 +238,7 @@ export class ImageIndex implements ImageIndexApi {
          RETURNING *`,
       )
       .get(record.indexDigest, requireText(record.mediaType, 'index media type'), JSON.stringify(children), new Date().toISOString()) as IndexRow;
+    this.changed();
     return toIndex(row);
   }
 
@@ -230,6 +257,7 @@ export class ImageIndex implements ImageIndexApi {
       this.db.prepare('DELETE FROM indexes WHERE index_digest = ?').run(indexDigest);
       this.db.prepare('DELETE FROM tags WHERE target = ?').run(indexDigest);
     })();
+    this.changed();
   }
 
   tag(reference: string, target: Digest): TagRecord {
@@ -242,11 +270,14 @@ export class ImageIndex implements ImageIndexApi {
          ON CONFLICT (reference) DO UPDATE SET target = excluded.target, updated_at = excluded.updated_at`,
       )
       .run(row);
+    this.changed();
     return toTag(row);
   }
 
   untag(reference: string): boolean {
-    return this.db.prepare('DELETE FROM tags WHERE reference = ?').run(reference).changes > 0;
+    const removed = this.db.prepare('DELETE FROM tags WHERE reference = ?').run(reference).changes > 0;
+    if (removed) this.changed();
+    return removed;
   }
 
   resolveTag(reference: string): Digest | undefined {
@@ -269,6 +300,7 @@ export class ImageIndex implements ImageIndexApi {
     this.db
       .prepare('INSERT OR IGNORE INTO repo_digests (repository, digest, manifest_digest) VALUES (?, ?, ?)')
       .run(record.repository, record.digest, record.manifestDigest);
+    this.changed();
   }
 
   repoDigestsFor(manifestDigest: Digest): RepoDigestRecord[] {
@@ -280,6 +312,7 @@ export class ImageIndex implements ImageIndexApi {
 
   removeRepoDigests(manifestDigest: Digest): void {
     this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
+    this.changed();
   }
 
   /**
@@ -308,7 +341,19 @@ export class ImageIndex implements ImageIndexApi {
 
   transaction<T>(fn: () => T): T {
     // Each write method is a transaction of its own; better-sqlite3 nests those as savepoints.
-    return this.db.transaction(fn)();
+    this.depth++;
+    let result: T;
+    try {
+      result = this.db.transaction(fn)();
+    } catch (err) {
+      if (--this.depth === 0) this.dirty = false; // rolled back: nothing to announce
+      throw err;
+    }
+    if (--this.depth === 0 && this.dirty) {
+      this.dirty = false;
+      this.changed();
+    }
+    return result;
   }
 
   close(): void {

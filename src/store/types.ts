@@ -162,5 +162,10 @@ export interface ImageIndexApi {
    * Writers that record several things at once (an image, its index, its tags) go through here.
    */
   transaction<T>(fn: () => T): T;
+  /**
+   * Calls `listener` after every committed write (image, index, tag, repo digest): once per outer
+   * transaction, after it commits, never inside it. Returns the function that unsubscribes.
+   */
+  onChange(listener: () => void): () => void;
   close(): void;
 }

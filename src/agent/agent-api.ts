@@ -1,0 +1,109 @@
+import { PassThrough } from 'node:stream';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import { type ErrorBody, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
+import { secretsEqual } from '../control/peer-token.js';
+import { StowageError, isStowageError } from '../errors.js';
+import { isDigest } from '../oci/digest.js';
+import { parsePlatform } from '../oci/platform.js';
+import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import { computeInventory } from './inventory.js';
+import { planTransfer } from './transfer-request.js';
+import type { TransferManager } from './transfers.js';
+import { unloadImage } from './unload.js';
+
+/**
+ * The agent's API for the control plane, under /agent/v1 on the peer server, every request with
+ * `Authorization: Bearer <machine secret>`:
+ *
+ *   POST /agent/v1/transfers        fetch an image from a peer or registry; NDJSON progress, result or error
+ *   GET  /agent/v1/images/:digest   the inventory item of one platform image (404 IMAGE_NOT_FOUND)
+ *   GET  /agent/v1/inventory        {seq, items}
+ *   POST /agent/v1/unload           {ref, platform?} → {removed}
+ *
+ * Errors are `{error: {code, message}}` with the code's status.
+ */
+
+export interface AgentApiOptions {
+  /** The machine secret; undefined while the machine has not joined (every request is refused then). */
+  secret: () => string | undefined;
+  store: ContentStoreApi;
+  images: ImageIndexApi;
+  transfers: TransferManager;
+  /** The seq of the inventory last acknowledged by the control plane. */
+  inventorySeq: () => number;
+}
+
+function errorBody(code: string, message: string, details?: Record<string, unknown>): ErrorBody {
+  return { error: details ? { code, message, details } : { code, message } };
+}
+
+function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.infer<S> {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
+    throw new StowageError('BAD_REQUEST', `invalid request: ${issues}`);
+  }
+  return parsed.data;
+}
+
+/** Bearer secret, compared in constant time. */
+function authorised(req: FastifyRequest, secret: string | undefined): boolean {
+  if (secret === undefined) return false;
+  const header = req.headers.authorization;
+  const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return m?.[1] !== undefined && secretsEqual(m[1], secret);
+}
+
+export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions): Promise<void> {
+  app.setErrorHandler((err, _req, reply) => {
+    if (isStowageError(err)) return reply.code(err.status).send(errorBody(err.code, err.message, err.details));
+    const status = (err as { statusCode?: unknown }).statusCode;
+    if (typeof status === 'number' && status >= 400 && status < 500) return reply.code(status).send(errorBody('BAD_REQUEST', (err as Error).message));
+    return reply.code(500).send(errorBody('INTERNAL', err instanceof Error ? err.message : String(err)));
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('NOT_FOUND', `no route ${req.method} ${req.url}`)));
+
+  app.addHook('onRequest', async (req, reply) => {
+    if (!authorised(req, opts.secret())) {
+      return reply.code(401).header('www-authenticate', 'Bearer').send(errorBody('UNAUTHORIZED', 'a valid machine secret is required (Authorization: Bearer <machine secret>)'));
+    }
+    return undefined;
+  });
+
+  app.post('/transfers', async (req: FastifyRequest, reply: FastifyReply) => {
+    const plan = planTransfer(parseBody(transferRequestSchema, req.body));
+    const transfer = opts.transfers.start(plan);
+    const out = new PassThrough();
+    // The transfer goes on when this client goes away: a later request for it attaches again.
+    const unsubscribe = transfer.subscribe((event) => {
+      out.write(`${JSON.stringify(event)}\n`);
+      if (event.type !== 'progress') out.end();
+    });
+    reply.raw.once('close', () => {
+      unsubscribe();
+      out.destroy();
+    });
+    return reply.code(200).type('application/x-ndjson').header('cache-control', 'no-store').send(out);
+  });
+
+  app.get('/images/:digest', async (req: FastifyRequest<{ Params: { digest: string } }>) => {
+    const { digest } = req.params;
+    if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `"${digest.slice(0, 80)}" is not a sha256 digest`);
+    const item = computeInventory(opts.images).get(digest);
+    if (!item) throw new StowageError('IMAGE_NOT_FOUND', `no image ${digest} on this machine`);
+    return item;
+  });
+
+  app.get('/inventory', async () => {
+    const seq = opts.inventorySeq();
+    return { seq, items: [...computeInventory(opts.images).values()] };
+  });
+
+  app.post('/unload', async (req: FastifyRequest) => {
+    const body = parseBody(unloadRequestSchema, req.body);
+    const platform = body.platform === undefined ? undefined : parsePlatform(body.platform);
+    const { removed } = await unloadImage({ store: opts.store, images: opts.images }, body.ref, platform);
+    return { removed };
+  });
+}

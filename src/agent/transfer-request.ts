@@ -1,0 +1,77 @@
+import type { TransferRequest } from '../control/wire.js';
+import { StowageError } from '../errors.js';
+import { type Digest, isDigest } from '../oci/digest.js';
+import { type Platform, formatPlatform, parsePlatform } from '../oci/platform.js';
+import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
+import { isRepositoryPath } from '../registry/names.js';
+
+/** A transfer request checked and normalised: everything a transfer needs, nothing it must still doubt. */
+export interface TransferPlan {
+  /** Identifies the transfer: requests with the same key share one. */
+  key: string;
+  /** Registry host[:port] taken from source.registry_url. */
+  host: string;
+  insecure: boolean;
+  credentials: { username: string; password: string } | undefined;
+  /** The image on the source, by digest or by tag. */
+  source: ImageReference;
+  digest: Digest | undefined;
+  platform: Platform | undefined;
+  /** Normalised tags to record locally. */
+  references: string[];
+}
+
+function bad(code: 'BAD_REQUEST' | 'INVALID_REFERENCE', message: string): StowageError {
+  return new StowageError(code, message);
+}
+
+/** Normalised tag references ("alpine:3" → "docker.io/library/alpine:3"); a digest or a bare name is refused. */
+export function normaliseReferences(refs: readonly string[]): string[] {
+  return refs.map((r) => {
+    let parsed: ImageReference;
+    try {
+      parsed = parseReference(r);
+    } catch (err) {
+      throw bad('INVALID_REFERENCE', `references: ${(err as Error).message}`);
+    }
+    if (parsed.tag === undefined || parsed.digest !== undefined) throw bad('INVALID_REFERENCE', `references: "${r}" must be a tag reference (name:tag)`);
+    return formatReference(parsed);
+  });
+}
+
+/** Throws a 400 StowageError naming what is wrong; parses nothing twice later. */
+export function planTransfer(req: TransferRequest): TransferPlan {
+  let url: URL;
+  try {
+    url = new URL(req.source.registry_url);
+  } catch {
+    throw bad('BAD_REQUEST', `source.registry_url "${req.source.registry_url}" is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad('BAD_REQUEST', 'source.registry_url must be http:// or https://');
+  if (url.username || url.password) throw bad('BAD_REQUEST', 'source.registry_url must not carry credentials; use source.username/password');
+  if (!isRepositoryPath(req.source.repository)) throw bad('BAD_REQUEST', `source.repository "${req.source.repository}" is not a repository name`);
+  const digest = isDigest(req.ref) ? req.ref : undefined;
+  if (!digest && !isValidTag(req.ref)) throw bad('INVALID_REFERENCE', `ref "${req.ref}" is neither a sha256 digest nor a tag`);
+  const platform = req.platform === undefined ? undefined : parsePlatform(req.platform);
+  const username = req.source.username;
+  const password = req.source.password;
+  if (username !== undefined && password === undefined) {
+    throw bad('BAD_REQUEST', 'source.username needs source.password');
+  }
+  const source: ImageReference = { domain: url.host, path: req.source.repository };
+  if (digest) source.digest = digest;
+  else source.tag = req.ref;
+  const wanted = platform ? formatPlatform(platform) : '';
+  // A digest names the same bytes wherever they come from; a tag means something only on its registry.
+  const key = digest ? `${digest}|${wanted}` : `${url.host}/${req.source.repository}:${req.ref}|${wanted}`;
+  return {
+    key,
+    host: url.host,
+    insecure: req.source.insecure ?? url.protocol === 'http:',
+    credentials: password === undefined ? undefined : { username: username ?? 'stowage', password },
+    source,
+    digest,
+    platform,
+    references: normaliseReferences(req.references),
+  };
+}

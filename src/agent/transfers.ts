@@ -1,0 +1,256 @@
+import type { Failure, TransferEvent } from '../control/wire.js';
+import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { formatPlatform } from '../oci/platform.js';
+import { parseReference, repository } from '../oci/reference.js';
+import { platformRecord } from '../engine/resolve.js';
+import { RegistryClient, registryErrorDetails } from '../registry/client.js';
+import { pullImage } from '../registry/pull.js';
+import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
+import type { RateLimiter } from './rate-limit.js';
+import type { TransferPlan } from './transfer-request.js';
+
+/**
+ * Transfers into this machine: an image fetched from a peer's /v2/ (or a registry) with pullImage, so only
+ * missing blobs move and every blob is verified, then tagged with the requested references.
+ *
+ * One transfer per key (digest + platform, or source tag + platform): a second request for the same image
+ * attaches to the running one and hears its events from then on. A transfer outlives the requests that
+ * follow it (a control plane that restarts reconnects and attaches again); close() aborts what still runs.
+ *
+ * Pipelined fan-out (next step, not built): a target could serve a blob it is still receiving. Blobs arrive
+ * through store ingests keyed by digest (openIngest(digest)); an ingest registry shared with the /v2/ routes
+ * (digest → {bytes written so far, expected size, a "grew" event}) would let GET /v2/…/blobs/<digest> of a
+ * blob not yet committed tail the ingest file: send what is written, wait for more, end at the expected
+ * size, and fail the response (so the client's own digest check and Range resume take over) if the ingest
+ * aborts. The downstream target still verifies the digest, so trusting an unfinished blob costs nothing.
+ */
+
+export type Stage = 'connect' | 'manifest' | 'blobs' | 'record';
+
+const PROGRESS_INTERVAL_MS = 200;
+/** A progress line at least this often, moving or not: a silent stream looks like a dead agent. */
+const KEEPALIVE_MS = 5_000;
+
+export interface TransferDeps {
+  store: ContentStoreApi;
+  images: ImageIndexApi;
+  /** The machine-wide download cap, when configured. */
+  limiter?: RateLimiter | undefined;
+  /** Blobs downloaded at once per transfer. */
+  concurrency?: number | undefined;
+}
+
+type Listener = (event: TransferEvent) => void;
+
+/** One transfer under way: its latest progress, its listeners, and its final event once it is over. */
+export class Transfer {
+  private readonly listeners = new Set<Listener>();
+  private final: TransferEvent | undefined;
+  bytesTransferred = 0;
+  bytesTotal: number | null = null;
+  /** References still to record (requests that attach add theirs). */
+  readonly references = new Set<string>();
+  private lastProgressAt = 0;
+  private progressTimer: NodeJS.Timeout | undefined;
+  private readonly keepalive: NodeJS.Timeout;
+
+  constructor(readonly plan: TransferPlan) {
+    for (const r of plan.references) this.references.add(r);
+    this.keepalive = setInterval(() => {
+      if (Date.now() - this.lastProgressAt >= KEEPALIVE_MS) this.progress();
+    }, KEEPALIVE_MS);
+    this.keepalive.unref();
+  }
+
+  get finished(): boolean {
+    return this.final !== undefined;
+  }
+
+  /** Hears the current progress now, then every event; a finished transfer answers its final event. */
+  subscribe(listener: Listener): () => void {
+    if (this.final) {
+      listener(this.final);
+      return () => undefined;
+    }
+    listener(this.progressEvent());
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private progressEvent(): TransferEvent {
+    return { type: 'progress', bytes_transferred: this.bytesTransferred, bytes_total: this.bytesTotal };
+  }
+
+  private emit(event: TransferEvent): void {
+    for (const l of [...this.listeners]) l(event);
+  }
+
+  /** A progress line now, or at the end of the current interval: at most one per interval. */
+  progress(): void {
+    if (this.final || this.progressTimer) return;
+    const wait = this.lastProgressAt + PROGRESS_INTERVAL_MS - Date.now();
+    const send = (): void => {
+      this.progressTimer = undefined;
+      if (this.final) return;
+      this.lastProgressAt = Date.now();
+      this.emit(this.progressEvent());
+    };
+    if (wait <= 0) send();
+    else this.progressTimer = setTimeout(send, wait);
+  }
+
+  finish(event: TransferEvent): void {
+    if (this.final) return;
+    clearInterval(this.keepalive);
+    clearTimeout(this.progressTimer);
+    this.progressTimer = undefined;
+    this.final = event;
+    this.emit(event);
+    this.listeners.clear();
+  }
+}
+
+export class TransferManager {
+  private readonly running = new Map<string, { transfer: Transfer; done: Promise<void> }>();
+  private readonly abort = new AbortController();
+
+  constructor(private readonly deps: TransferDeps) {}
+
+  /** Starts the transfer, or attaches to the running one with the same key (adding its references). */
+  start(plan: TransferPlan): Transfer {
+    if (this.abort.signal.aborted) throw new StowageError('CONFLICT', 'the agent is shutting down', { status: 503 });
+    const existing = this.running.get(plan.key);
+    if (existing && !existing.transfer.finished) {
+      for (const r of plan.references) existing.transfer.references.add(r);
+      return existing.transfer;
+    }
+    const transfer = new Transfer(plan);
+    const done = this.run(transfer).finally(() => {
+      if (this.running.get(plan.key)?.transfer === transfer) this.running.delete(plan.key);
+    });
+    this.running.set(plan.key, { transfer, done });
+    return transfer;
+  }
+
+  /** Aborts every running transfer and waits for them to settle. */
+  async close(): Promise<void> {
+    this.abort.abort(new StowageError('CONFLICT', 'the agent is shutting down', { status: 503 }));
+    await Promise.allSettled([...this.running.values()].map((r) => r.done));
+  }
+
+  private async run(t: Transfer): Promise<void> {
+    let stage: Stage = 'connect';
+    try {
+      const local = this.recordIfPresent(t);
+      if (local) {
+        t.finish(resultEvent('skipped_present', local, 0));
+        return;
+      }
+      const { plan } = t;
+      const { store, images, limiter } = this.deps;
+      const client = new RegistryClient({ host: plan.host, insecure: plan.insecure, ...(plan.credentials ? { credentials: plan.credentials } : {}) });
+      const presentBefore = new Set<Digest>();
+      const recorded = new Set<string>();
+      const result = await pullImage(
+        client,
+        plan.source,
+        { store, images },
+        {
+          platform: plan.platform,
+          concurrency: this.deps.concurrency,
+          signal: this.abort.signal,
+          recordSourceNames: false,
+          onManifest: (top) => {
+            stage = 'manifest';
+            const digests = top.parsed.kind === 'index' ? top.parsed.index.manifests.map((d) => d.digest) : [top.digest];
+            for (const d of digests) if (images.getImage(d)) presentBefore.add(d);
+          },
+          onPlan: (missing) => {
+            stage = 'blobs';
+            t.bytesTotal = (t.bytesTotal ?? t.bytesTransferred) + missing.reduce((n, l) => n + l.size, 0);
+            t.progress();
+          },
+          onBlobBytes: async (n) => {
+            await limiter?.take(n);
+            t.bytesTransferred += n;
+            if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
+            t.progress();
+          },
+          onRecord: (target, records) => {
+            stage = 'record';
+            recordNames(images, target, records, t.references, recorded);
+          },
+        },
+      );
+      stage = 'record';
+      // References added by requests that attached after the records were written.
+      const late = [...t.references].filter((r) => !recorded.has(r));
+      if (late.length > 0) {
+        const target = result.indexDigest ?? result.manifestDigest;
+        images.transaction(() => recordNames(images, target, result.images, late, recorded));
+      }
+      const record = images.getImage(result.manifestDigest);
+      if (!record) throw new StowageError('INTERNAL', `image ${result.manifestDigest} vanished right after it was recorded`);
+      const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;
+      t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
+    } catch (err) {
+      t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+    }
+  }
+
+  /**
+   * When the wanted image is already here (asked by digest), records the references and answers without
+   * contacting the source: its record was written only once all its blobs were verified.
+   */
+  private recordIfPresent(t: Transfer): ImageRecord | undefined {
+    const { images } = this.deps;
+    const digest = t.plan.digest;
+    if (!digest) return undefined;
+    return images.transaction(() => {
+      const record = platformRecord(images, digest, t.plan.platform);
+      if (!record) return undefined;
+      recordNames(images, digest, [record], t.references, new Set());
+      return record;
+    });
+  }
+}
+
+/** Tags `target` with each reference and notes the repo digest, as a pull by that name would. */
+function recordNames(images: ImageIndexApi, target: Digest, records: readonly ImageRecord[], references: Iterable<string>, recorded: Set<string>): void {
+  for (const reference of references) {
+    images.tag(reference, target);
+    const repo = repository(parseReference(reference));
+    for (const rec of records) images.addRepoDigest({ repository: repo, digest: target, manifestDigest: rec.manifestDigest });
+    recorded.add(reference);
+  }
+}
+
+function resultEvent(status: 'present' | 'skipped_present', record: ImageRecord, bytes: number): TransferEvent {
+  return {
+    type: 'result',
+    status,
+    digest: record.manifestDigest,
+    config_digest: record.configDigest,
+    platform: formatPlatform(record.platform),
+    bytes_transferred: bytes,
+    size_bytes: record.size,
+  };
+}
+
+const MANIFEST_CODES: ReadonlySet<ErrorCode> = new Set(['MANIFEST_NOT_FOUND', 'IMAGE_NOT_FOUND', 'INVALID_MANIFEST', 'PLATFORM_NOT_FOUND', 'DIGEST_MISMATCH', 'TOO_LARGE', 'UNSUPPORTED']);
+const BLOB_CODES: ReadonlySet<ErrorCode> = new Set(['BLOB_NOT_FOUND', 'DIGEST_MISMATCH', 'SIZE_MISMATCH', 'TRUNCATED']);
+
+/** The failure line: a stable code, a message naming the source, and where it went wrong. */
+export function failureOf(err: unknown, phase: Stage, host: string): Failure {
+  let stage: Stage = phase;
+  const code: string = isStowageError(err) ? err.code : 'INTERNAL';
+  if (phase === 'connect' && isStowageError(err) && MANIFEST_CODES.has(err.code)) stage = 'manifest';
+  if (phase === 'manifest' && isStowageError(err) && BLOB_CODES.has(err.code) && err.details?.['stage'] === 'download') stage = 'blobs';
+  const refused = registryErrorDetails(err);
+  let message = err instanceof Error ? err.message : String(err);
+  if (refused && (refused.status === 401 || refused.status === 403)) {
+    message = `source ${host} refused the credentials (HTTP ${refused.status}): ${message}`;
+  }
+  return { code, message, stage };
+}
