@@ -101,7 +101,7 @@ export class AvailabilityStore {
          VALUES (@machine, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, 'present', @now)
          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'present', operation_id = NULL, failure = NULL,
            index_digest = COALESCE(availability.index_digest, @index_digest), config_digest = @config_digest, size_bytes = @size_bytes,
-           refs = CASE WHEN availability.state = 'present' THEN availability.refs ELSE @refs END, updated_at = @now`,
+           refs = @refs, updated_at = @now`,
       )
       .run({
         machine,
@@ -109,10 +109,24 @@ export class AvailabilityStore {
         platform: item.platform,
         index_digest: item.index_digest ?? null,
         config_digest: item.config_digest,
-        refs: JSON.stringify(item.references),
+        refs: JSON.stringify(this.mergedRefs(machine, item.digest, item.platform, item.references)),
         size_bytes: item.size_bytes,
         now: nowIso(),
       });
+  }
+
+  /** An unload's own report that the image is gone (the agent's inventory delta may lag it). */
+  markAbsent(machine: string, digest: string, platform: string): void {
+    this.db.prepare('DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').run(machine, digest, platform);
+  }
+
+  /** The references a present record already lists plus `added`: an agent adds tags, it does not drop them here. */
+  private mergedRefs(machine: string, digest: string, platform: string, added: readonly string[]): string[] {
+    const row = this.db.prepare(`SELECT refs, state FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?`).get(machine, digest, platform) as
+      | { refs: string; state: string }
+      | undefined;
+    const existing = row?.state === 'present' ? (JSON.parse(row.refs) as string[]) : [];
+    return [...new Set([...existing, ...added])].sort();
   }
 
   /** Drops a transfer record that ended without the image (e.g. the operation was abandoned). */

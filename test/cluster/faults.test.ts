@@ -77,6 +77,24 @@ describe('faults during distribute', () => {
     expect(listed).toContain('example.test/crash/control:1');
   }, 120_000);
 
+  it('stowctl following a distribute survives a control-plane SIGKILL and restart, and reports the end', async () => {
+    const digest = await loadImage('example.test/crash/follow:1');
+    const cli = cluster.stowctl(['--json', 'image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
+    await until('the operation to move bytes', async () => {
+      const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
+      const o = r.body.operations[0];
+      return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
+    });
+    await cluster.killControl('SIGKILL');
+    await new Promise((r) => setTimeout(r, 500));
+    await cluster.startControl();
+    const r = await cli;
+    expect(r.code, r.stderr).toBe(0);
+    const final = (JSON.parse(r.stdout) as { operation: Operation }).operation;
+    expect(final.status).toBe('succeeded');
+    expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
+  }, 120_000);
+
   it('a target agent killed mid-distribute fails alone; the others finish; it returns intact', async () => {
     const digest = await loadImage('example.test/crash/agent:1');
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });

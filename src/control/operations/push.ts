@@ -1,11 +1,10 @@
 import { StowageError } from '../../errors.js';
-import { parseReference } from '../../oci/reference.js';
-import { RegistryClient } from '../../registry/client.js';
+import { formatReference, parseReference } from '../../oci/reference.js';
 import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
 import { mintPeerToken } from '../peer-token.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
-import { type DistributeParams, transferFromSource, uniqueTargets } from './distribute.js';
+import { transferFromSource, uniqueTargets } from './distribute.js';
 import { toFailure } from './runner.js';
 
 /**
@@ -91,8 +90,9 @@ export function createPush(ctx: ControlContext, req: PushRequest, actor: string)
   const upload: UploadGrant = {
     machine_id: uploadTo.id,
     registry_url: uploadTo.agent_url,
+    // Pushed by digest: the tags are recorded afterwards with the full reference (see confirmUpload),
+    // since a /v2/ name cannot carry every registry host (one with a port, for one).
     repository: params.repository,
-    ...(reference?.tag !== undefined ? { tag: reference.tag } : {}),
     username: 'stowage',
     password: mintPeerToken(uploadTo.secret, { m: uploadTo.id, s: 'push', exp: Math.ceil(deadline / 1000), op: op.id }),
     expires_at: new Date(deadline).toISOString(),
@@ -106,44 +106,50 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
   if (op.stage === 'uploading') {
     ctx.operations.setStage(opId, 'uploading');
     const report = await ctx.uploads.wait(opId, params.upload_deadline);
-    const failure = report.outcome === 'uploaded' ? await verifyUpload(ctx, params) : report.failure;
+    const failure = report.outcome === 'uploaded' ? await confirmUpload(ctx, opId, params) : report.failure;
     if (failure) {
       failEverything(ctx, opId, failure);
       return;
     }
-    ctx.operations.updateTarget(opId, params.upload_machine, {
-      status: 'present',
-      bytesTransferred: report.outcome === 'uploaded' ? report.bytes_transferred : 0,
-      bytesTotal: report.outcome === 'uploaded' ? report.bytes_transferred : 0,
-    });
+    const bytes = report.outcome === 'uploaded' ? report.bytes_transferred : 0;
+    ctx.operations.updateTarget(opId, params.upload_machine, { status: 'present', bytesTransferred: bytes, bytesTotal: bytes });
   }
   ctx.operations.setStage(opId, 'transferring');
-  const rest = ctx.operations.require(opId).targets.filter((t) => t.status === 'pending' || t.status === 'running');
-  if (rest.length > 0) {
-    // The other targets pull from the upload target once its inventory names the image.
-    const seen = await waitForInventory(ctx, params.upload_machine, params.digest, 15_000);
-    if (!seen) {
-      failEverything(ctx, opId, { code: 'INVENTORY_STALE', message: `${params.upload_machine} did not report the uploaded image`, stage: 'transfer' });
-      return;
-    }
-    const distribute: DistributeParams = { digest: params.digest, from: params.upload_machine, platform: params.platform };
-    await transferFromSource(ctx, opId, distribute);
-  }
+  // The other targets pull from the upload target, as in a distribute.
+  await transferFromSource(ctx, opId, { digest: params.digest, from: params.upload_machine, platform: params.platform });
   ctx.operations.finish(opId);
 }
 
-/** Undefined when the upload target holds the image; else why not. */
-async function verifyUpload(ctx: ControlContext, params: PushParams): Promise<Failure | undefined> {
+/**
+ * Checks the upload target holds the image and records its tags there, in one call: a transfer of the
+ * image from the agent's own /v2/, which moves nothing when the image is whole and fails when it is not.
+ * Its answer also gives the availability record, so the others can pull at once.
+ */
+async function confirmUpload(ctx: ControlContext, opId: string, params: PushParams): Promise<Failure | undefined> {
   try {
-    const machine = ctx.machines.require(params.upload_machine);
-    const url = new URL(machine.agent_url);
-    const client = new RegistryClient({
-      host: url.host,
-      insecure: url.protocol === 'http:',
-      credentials: { username: 'stowage', password: mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 60 }) },
+    const machine = ctx.machines.requireOnline(params.upload_machine);
+    const password = mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 300, op: opId });
+    const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
+    const outcome = await ctx.runner.agents.transfer(
+      machine,
+      {
+        operation_id: opId,
+        source: { registry_url: machine.agent_url, repository: params.repository, username: 'stowage', password },
+        ref: params.digest,
+        ...(params.platform ? { platform: params.platform } : {}),
+        references,
+      },
+      () => {},
+    );
+    if (outcome.type === 'error') return { ...outcome.failure, stage: 'verify' };
+    ctx.availability.markPresent(machine.id, {
+      digest: outcome.digest,
+      platform: outcome.platform,
+      config_digest: outcome.config_digest,
+      size_bytes: outcome.size_bytes,
+      references,
+      ...(outcome.digest !== params.digest ? { index_digest: params.digest } : {}),
     });
-    const head = await client.headManifest(params.repository, params.digest);
-    if (!head) return { code: 'IMAGE_NOT_FOUND', message: `${machine.id} does not hold ${params.digest} after the upload`, stage: 'verify' };
     return undefined;
   } catch (err) {
     return toFailure(err, 'verify');
@@ -155,13 +161,4 @@ function failEverything(ctx: ControlContext, opId: string, failure: Failure): vo
     if (t.status === 'pending' || t.status === 'running') ctx.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
   }
   ctx.operations.finish(opId, { status: 'failed', error: failure });
-}
-
-async function waitForInventory(ctx: ControlContext, machine: string, digest: string, timeoutMs: number): Promise<boolean> {
-  const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
-    if (ctx.availability.presentOn(machine, digest).length > 0) return true;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return false;
 }

@@ -1,0 +1,222 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RunningAgent, startAgent } from '../../src/agent/agent.js';
+import { parseAgentConfig } from '../../src/agent/config.js';
+import type { Availability, Machine, Operation } from '../../src/control/wire.js';
+import { type Cluster, startCluster } from '../harness/cluster.js';
+import { makeImageTar } from '../harness/images.js';
+import { runOk } from '../harness/run.js';
+import { tmpDir } from '../harness/tmp.js';
+import { runMain } from '../cli/helpers.js';
+
+/**
+ * The operator's job end to end, through the real stowctl process: push from a local Docker daemon (a
+ * standalone Stowage agent stands in for dockerd) and from an archive, status, distribute, inspect,
+ * operations and machines, with --json parsed and checked.
+ */
+
+let cluster: Cluster;
+let daemon: RunningAgent;
+let pushed: { digest: string; imageId: string };
+
+const docker = (host: string, args: string[]) => runOk('docker', args, { env: { DOCKER_HOST: host } });
+
+async function json<T>(args: string[], env: Record<string, string> = {}): Promise<{ code: number; body: T; stderr: string }> {
+  const r = await cluster.stowctl(['--json', ...args], { env });
+  let body: T;
+  try {
+    body = JSON.parse(r.stdout) as T;
+  } catch {
+    throw new Error(`stowctl ${args.join(' ')} printed no JSON (exit ${r.code}): ${r.stdout}\n${r.stderr}`);
+  }
+  return { code: r.code, body, stderr: r.stderr };
+}
+
+beforeAll(async () => {
+  cluster = await startCluster({ agents: 3 });
+  daemon = await startAgent(parseAgentConfig({ dataDir: await tmpDir('stowage-local-daemon-'), engine: { tcp: { port: 0 } } }));
+  const { tar } = await makeImageTar('example.test/web/app:2.1', { layers: 2, layerBytes: 128 * 1024 });
+  await docker(daemon.engineTcp!, ['load', '-i', tar]);
+  const imageId = (await docker(daemon.engineTcp!, ['image', 'inspect', '--format', '{{.Id}}', 'example.test/web/app:2.1'])).trim();
+  pushed = { digest: '', imageId };
+}, 120_000);
+
+afterAll(async () => {
+  await daemon?.close();
+  await cluster?.close();
+});
+
+describe('stowctl against a real cluster', () => {
+  it('pushes from the local Docker daemon to two machines; status shows both with one digest', async () => {
+    const push = await json<{ operation: Operation }>(['image', 'push', 'example.test/web/app:2.1', '--to', 'agent-1', '--to', 'agent-2'], {
+      DOCKER_HOST: daemon.engineTcp!,
+    });
+    expect(push.code, push.stderr).toBe(0);
+    const op = push.body.operation;
+    expect(op.kind).toBe('push');
+    expect(op.status).toBe('succeeded');
+    expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
+      ['agent-1', 'present'],
+      ['agent-2', 'present'],
+    ]);
+    expect(op.artifact.reference).toBe('example.test/web/app:2.1');
+    pushed.digest = op.artifact.digest!;
+
+    await cluster.waitForImage('agent-2', pushed.digest);
+    const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', pushed.digest]);
+    expect(status.code).toBe(0);
+    const present = status.body.records.filter((r) => r.presence.state === 'present');
+    expect(present.map((r) => r.machine_id)).toEqual(['agent-1', 'agent-2']);
+    for (const r of present) {
+      expect(r.digest).toBe(pushed.digest);
+      expect(r.config_digest).toBe(pushed.imageId);
+      expect(r.references).toContain('example.test/web/app:2.1');
+    }
+
+    // The human table: aligned columns, one row per machine.
+    const table = await cluster.stowctl(['image', 'status', '--digest', pushed.digest]);
+    expect(table.code).toBe(0);
+    const lines = table.stdout.trimEnd().split('\n');
+    expect(lines[0]).toMatch(/^MACHINE\s+DIGEST\s+PLATFORM\s+STATE/);
+    expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['agent-1', 'agent-2']);
+    expect(lines[1]!.indexOf('present')).toBe(lines[0]!.indexOf('STATE'));
+  }, 120_000);
+
+  it('distributes to the third machine (present), then again (skipped_present, zero bytes); docker sees the same ID', async () => {
+    const first = await json<{ operation: Operation }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'agent-3']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.body.operation.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'present' });
+    expect(first.body.operation.targets[0]!.bytes_transferred).toBeGreaterThan(2 * 128 * 1024);
+
+    const again = await json<{ operation: Operation }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-2', '--to', 'agent-3']);
+    expect(again.code).toBe(0);
+    expect(again.body.operation.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'skipped_present', bytes_transferred: 0 });
+
+    const listed = await docker(cluster.agents[2]!.dockerHost, ['images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}']);
+    expect(listed).toContain(`example.test/web/app:2.1 ${pushed.imageId}`);
+
+    // Plain progress lines and a result table when stdout is not a terminal.
+    const human = await cluster.stowctl(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'agent-2']);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/MACHINE\s+STATUS\s+BYTES/);
+    expect(human.stdout).toMatch(/agent-2\s+skipped_present/);
+  }, 120_000);
+
+  it('pushes from an archive; a second push of it uploads nothing and skips the machines that have it', async () => {
+    const { tar, image } = await makeImageTar('example.test/batch/job:7', { layers: 2, layerBytes: 64 * 1024 });
+    const push = await json<{ operation: Operation }>(['image', 'push', 'example.test/batch/job:7', '--archive', tar, '--to', 'agent-2', '--to', 'agent-3']);
+    expect(push.code, push.stderr).toBe(0);
+    expect(push.body.operation.targets.map((t) => t.status)).toEqual(['present', 'present']);
+    // A docker-archive carries no manifest: the one it gets is built on import, so the image ID is what must match.
+    const digest = push.body.operation.artifact.digest!;
+    const id = (await docker(cluster.agents[2]!.dockerHost, ['image', 'inspect', '--format', '{{.Id}}', 'example.test/batch/job:7'])).trim();
+    expect(id).toBe(image.configDigest);
+
+    await cluster.waitForImage('agent-2', digest);
+    const again = await json<{ operation: Operation }>(['image', 'push', 'example.test/batch/job:7', '--archive', tar, '--to', 'agent-2', '--to', 'agent-3']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.body.operation.targets.map((t) => [t.status, t.bytes_transferred])).toEqual([
+      ['skipped_present', 0],
+      ['skipped_present', 0],
+    ]);
+  }, 120_000);
+
+  it('draws live per-target progress bars on a terminal', async () => {
+    const { tar } = await makeImageTar('example.test/tty/app:1', { layers: 2, layerBytes: 512 * 1024 });
+    const env = { ...process.env, STOWAGE_HOST: cluster.controlUrl, STOWAGE_TOKEN: cluster.adminToken };
+    const r = await runMain(['image', 'push', 'example.test/tty/app:1', '--archive', tar, '--to', 'agent-1', '--to', 'agent-3'], env, { tty: true });
+    expect(r.code, r.stderr).toBe(0);
+    // One bar per target with bytes done / total, then the result table on stdout.
+    expect(r.stderr).toMatch(/agent-3 +[█░]+ +[\d.]+ (KiB|MiB) \/ [\d.]+ (KiB|MiB)/);
+    expect(r.stdout).toMatch(/agent-1\s+present/);
+    expect(r.stdout).toMatch(/agent-3\s+present/);
+  }, 60_000);
+
+  it('--expected-digest that does not match fails before anything is sent or recorded', async () => {
+    const before = (await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length;
+    const wrong = `sha256:${'e'.repeat(64)}`;
+    const r = await json<{ error: { code: string; message: string } }>(
+      ['image', 'push', 'example.test/web/app:2.1', '--to', 'agent-3', '--expected-digest', wrong],
+      { DOCKER_HOST: daemon.engineTcp! },
+    );
+    expect(r.code).toBe(1);
+    expect(r.body.error.code).toBe('DIGEST_MISMATCH');
+    expect(r.body.error.message).toContain(wrong);
+    const after = (await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length;
+    expect(after).toBe(before);
+
+    const ok = await json<{ operation: Operation }>(['image', 'push', 'example.test/web/app:2.1', '--to', 'agent-3', '--expected-digest', pushed.digest], {
+      DOCKER_HOST: daemon.engineTcp!,
+    });
+    expect(ok.code, ok.stderr).toBe(0);
+  }, 60_000);
+
+  it('inspect, operation list/get and machine list answer with whole objects', async () => {
+    const inspect = await json<{ digest: string; platforms: Array<{ config_digest: string; layers: unknown[] }>; references: string[] }>([
+      'image',
+      'inspect',
+      '--digest',
+      pushed.digest,
+    ]);
+    expect(inspect.code).toBe(0);
+    expect(inspect.body.digest).toBe(pushed.digest);
+    expect(inspect.body.platforms[0]!.config_digest).toBe(pushed.imageId);
+    expect(inspect.body.platforms[0]!.layers).toHaveLength(2);
+    expect(inspect.body.references).toContain('example.test/web/app:2.1');
+
+    const list = await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--kind', 'distribute']);
+    expect(list.body.operations.length).toBeGreaterThanOrEqual(3);
+    expect(list.body.operations.every((o) => o.kind === 'distribute')).toBe(true);
+    const got = await json<{ operation: Operation }>(['operation', 'get', list.body.operations[0]!.id]);
+    expect(got.body.operation.id).toBe(list.body.operations[0]!.id);
+
+    const missing = await json<{ error: { code: string } }>(['operation', 'get', 'op-01JXXXXXXXXXXXXXXXXXXXXXXX']);
+    expect(missing.code).toBe(1);
+    expect(missing.body.error.code).toBe('OPERATION_NOT_FOUND');
+
+    const machines = await json<{ machines: Machine[] }>(['machine', 'list']);
+    expect(machines.body.machines.map((m) => [m.id, m.status])).toEqual([
+      ['agent-1', 'online'],
+      ['agent-2', 'online'],
+      ['agent-3', 'online'],
+    ]);
+  }, 60_000);
+
+  it('bad input: unknown machine, source without the digest, malformed digest, wrong token', async () => {
+    const unknown = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'nope']);
+    expect([unknown.code, unknown.body.error.code]).toEqual([1, 'MACHINE_NOT_FOUND']);
+    const lacking = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', `sha256:${'1'.repeat(64)}`, '--from', 'agent-1', '--to', 'agent-2']);
+    expect([lacking.code, lacking.body.error.code]).toEqual([1, 'IMAGE_NOT_FOUND']);
+    const malformed = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', 'sha256:xyz', '--from', 'agent-1', '--to', 'agent-2']);
+    expect([malformed.code, malformed.body.error.code]).toEqual([2, 'INVALID_DIGEST']);
+    const token = await json<{ error: { code: string } }>(['image', 'status'], { STOWAGE_TOKEN: 'stk_not-a-real-token' });
+    expect([token.code, token.body.error.code]).toEqual([2, 'UNAUTHORIZED']);
+  }, 60_000);
+
+  it('an offline target fails with MACHINE_OFFLINE while the others succeed; exit 1', async () => {
+    await cluster.killAgent('agent-3');
+    const until = Date.now() + 20_000;
+    for (;;) {
+      const m = await json<{ machines: Machine[] }>(['machine', 'list']);
+      if (m.body.machines.find((x) => x.id === 'agent-3')?.status === 'offline') break;
+      if (Date.now() > until) throw new Error('agent-3 never went offline');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const { tar } = await makeImageTar('example.test/late/app:1', { layers: 1 });
+    await docker(cluster.agents[0]!.dockerHost, ['load', '-i', tar]);
+    let digest = '';
+    for (let i = 0; i < 100 && !digest; i++) {
+      const s = await json<{ records: Availability[] }>(['image', 'status', '--machine', 'agent-1']);
+      digest = s.body.records.find((r) => r.references.includes('example.test/late/app:1'))?.digest ?? '';
+      if (!digest) await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await json<{ operation: Operation }>(['image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
+    expect(r.code).toBe(1);
+    expect(r.body.operation.status).toBe('partially_failed');
+    expect(r.body.operation.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([
+      ['agent-2', 'present', undefined],
+      ['agent-3', 'failed', 'MACHINE_OFFLINE'],
+    ]);
+    const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', digest, '--machine', 'agent-3']);
+    expect(status.body.records).toEqual([]);
+  }, 60_000);
+});
