@@ -30,6 +30,9 @@ export interface MachineRecord extends Machine {
 }
 
 export class Machines {
+  /** When this control plane started listening: it cannot have heard from anyone before. */
+  private readonly upSince = Date.now();
+
   constructor(
     private readonly db: Db,
     readonly offlineAfterMs: number,
@@ -155,7 +158,9 @@ export class Machines {
   }
 
   private toRecord(r: MachineRow): MachineRecord {
-    const online = Date.now() - Date.parse(r.last_seen_at) <= this.offlineAfterMs;
+    // Silence counts only while we were listening: after a restart, machines get a full interval to call in.
+    const heardOrUp = Math.max(Date.parse(r.last_seen_at), this.upSince);
+    const online = Date.now() - heardOrUp <= this.offlineAfterMs;
     return {
       id: r.id,
       secret: r.secret,
