@@ -35,6 +35,8 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
       dataDir: join(root, 'control'),
       listen: { host: '127.0.0.1', port: opts.controlPort },
       ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs, offlineAfterMs: opts.heartbeatIntervalMs * 4 } : {}),
+      // The registries named on the command line are the catalog's too (rescan_images).
+      seed: { registries: opts.insecureRegistries.map((host) => ({ name: host, url: `http://${host}`, insecure: true })) },
     }),
   );
   const agents: DevCluster['agents'] = [];

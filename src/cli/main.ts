@@ -1,10 +1,12 @@
 import { Command, CommanderError } from 'commander';
 import { STOWAGE_VERSION } from '../agent/version.js';
+import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
 import { registerMachine } from './commands/machine.js';
 import { registerOperation } from './commands/operation.js';
 import { registerPush } from './commands/push.js';
 import { registerStatus } from './commands/status.js';
+import { registerTaskCommands } from './commands/task.js';
 import type { Action, Bind } from './commands/types.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { DryRunStop, toCliError, usageError } from './errors.js';
@@ -39,7 +41,9 @@ function buildProgram(io: CliIo, bind: Bind): Command {
   registerPush(image, bind);
   registerOperation(image, bind);
   registerOperation(program, bind);
+  registerCatalogCommands(image, bind);
   registerMachine(program, bind);
+  registerTaskCommands(program, bind);
 
   // Every (sub)command reports errors through exitOverride instead of exiting, and prints to our streams.
   const configure = (cmd: Command): void => {

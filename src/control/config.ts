@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { StowageError } from '../errors.js';
+import { catalogSeedSchema } from './tenancy/seed.js';
 
 /** The control plane's configuration file (JSON). Every field has an embedded default. */
 export const controlConfigSchema = z
@@ -19,6 +20,15 @@ export const controlConfigSchema = z
     uploadTimeoutMs: z.number().int().min(1_000).default(60 * 60 * 1000),
     /** Peer tokens minted for transfers live this long. */
     peerTokenTtlSeconds: z.number().int().min(10).default(3_600),
+    /** Server-Sent Events: keepalive comments while quiet (idle proxies), and how close updates may come. */
+    events: z
+      .object({ keepaliveMs: z.number().int().min(10).default(15_000), throttleMs: z.number().int().min(0).default(200) })
+      .default({}),
+    /**
+     * Registries, domains, groups and users, upserted at every start (nothing is deleted). API keys of
+     * users it creates are written to <dataDir>/tokens/<name>.token.
+     */
+    seed: catalogSeedSchema.optional(),
   })
   .strict();
 

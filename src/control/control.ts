@@ -14,6 +14,9 @@ import { OperationRunner } from './operations/runner.js';
 import { OperationStore } from './operations/store.js';
 import { newSecret } from './peer-token.js';
 import { buildControlApp } from './server.js';
+import './catalog/schema.js';
+import './tenancy/schema.js';
+import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
   url: string;
@@ -58,6 +61,12 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
     const admin = userByName(db, 'admin') ?? createUser(db, { name: 'admin', role: 'superadmin' });
     return createApiKey(db, admin.userId);
   });
+
+  if (config.seed) {
+    const keys = applyCatalogSeed(db, config.seed);
+    await mkdir(join(config.dataDir, 'tokens'), { recursive: true, mode: 0o700 });
+    for (const [name, token] of Object.entries(keys)) await writeFile(join(config.dataDir, 'tokens', `${name}.token`), `${token}\n`, { mode: 0o600 });
+  }
 
   const app = await buildControlApp(ctx, joinToken);
   const resumed = runner.resumeAll();

@@ -1,9 +1,12 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { ControlContext } from './context.js';
+import { graphqlRoutes } from './graphql/index.js';
 import { installErrorHandler } from './rest/errors.js';
 import { imageRoutes } from './rest/image-routes.js';
 import { machineRoutes } from './rest/machine-routes.js';
 import { operationRoutes } from './rest/operation-routes.js';
+import { taskEventRoutes } from './tasks/sse.js';
+import { adminRoutes } from './tenancy/admin-routes.js';
 
 /** Request bodies are JSON and small; inventories are the largest (up to 100k items). */
 const BODY_LIMIT = 64 * 1024 * 1024;
@@ -16,5 +19,9 @@ export async function buildControlApp(ctx: ControlContext, joinToken: string): P
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);
   operationRoutes(app, ctx);
+  // GraphQL also registers the rescan/preload/unload handlers with the runner (before resumeAll).
+  await app.register(graphqlRoutes, { ctx });
+  await app.register(taskEventRoutes, { ctx, heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
+  await app.register(adminRoutes, { ctx });
   return app;
 }

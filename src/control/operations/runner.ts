@@ -51,7 +51,9 @@ export class OperationRunner {
       await handler(opId);
     })()
       .catch((err: unknown) => {
-        this.log.error({ err, opId }, 'operation failed');
+        // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
+        if (isStowageError(err)) this.log.info({ opId, code: err.code }, err.message);
+        else this.log.error({ err, opId }, 'operation failed');
         this.operations.finish(opId, { status: 'failed', error: toFailure(err, 'internal') });
       })
       .finally(() => this.running.delete(opId));

@@ -57,6 +57,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   app.get<{ Params: { id: string } }>('/api/v1/operations/:id/events', async (request, reply) => {
     requireUser(ctx, request);
     ctx.operations.require(request.params.id);
-    await streamTaskEvents(ctx, reply, request.params.id);
+    await streamTaskEvents(ctx, reply, request.params.id, { heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
+    return reply;
   });
 }

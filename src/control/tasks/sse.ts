@@ -1,83 +1,124 @@
-import type { FastifyReply } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ControlContext } from '../context.js';
-import { isTerminal } from '../operations/store.js';
-import type { Operation, TaskEvent } from '../wire.js';
+import { principalOf } from '../tenancy/authenticate.js';
+import type { Operation } from '../wire.js';
+import { taskEvent, taskEventName } from './events.js';
 
 /**
- * Background-task progress as Server-Sent Events. A task is an operation; its task_id is the operation id.
- *
- *   event: bgtask_updated   data: TaskEvent   (on every change, at most every THROTTLE_MS)
- *   event: bgtask_done | bgtask_failed | bgtask_cancelled   data: TaskEvent   (then the stream ends)
- *
- * Subscribing after the end yields the terminal event at once. The subscription is made before the first
- * snapshot is read, so no change between the two is missed.
+ * Server-sent events for a background task (an operation):
+ *   event: bgtask_updated   data: TaskEvent   — the current state at once, then every change
+ *   event: bgtask_done | bgtask_failed | bgtask_cancelled  — the final state, after which the stream ends
+ * A task already finished yields its final event straight away. The listener is attached before the
+ * snapshot is read, so no change falls between the two; repeats of an identical state are not sent.
+ * Updates closer than `throttleMs` are coalesced into the latest; a comment line every `heartbeatMs`
+ * keeps proxies from closing a quiet stream.
  */
 
-const THROTTLE_MS = 200;
-const KEEPALIVE_MS = 15_000;
-
-export function taskEvent(op: Operation): TaskEvent {
-  const bytesDone = op.targets.reduce((n, t) => n + t.bytes_transferred, 0);
-  const targetsDone = op.targets.filter((t) => t.status !== 'pending' && t.status !== 'running').length;
-  // Work with targets counts targets; work without (rescan) reports its own units.
-  const current = op.targets.length > 0 ? targetsDone : op.progress.current;
-  const total = op.targets.length > 0 ? op.targets.length : op.progress.total;
-  const message = op.progress.message || (op.targets.length > 0 ? `${op.stage}: ${targetsDone}/${op.targets.length} targets, ${bytesDone} bytes` : op.stage);
-  return { task_id: op.id, current_progress: current, total_progress: total, message, operation: op };
+export interface StreamOptions {
+  heartbeatMs?: number;
+  /** bgtask_updated events closer together than this are coalesced into the latest (terminal events never wait). */
+  throttleMs?: number;
 }
 
-function terminalEventName(op: Operation): string {
-  if (op.status === 'succeeded') return 'bgtask_done';
-  if (op.status === 'cancelled') return 'bgtask_cancelled';
-  return 'bgtask_failed';
-}
+const DEFAULT_HEARTBEAT_MS = 15_000;
+const DEFAULT_THROTTLE_MS = 200;
 
-export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply, taskId: string): Promise<void> {
-  const raw = reply.raw;
+/** Streams the task's events on `reply` (hijacked); answers 404 JSON for an unknown task. */
+export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply, taskId: string, opts: StreamOptions = {}): Promise<void> {
+  const pending: Operation[] = [];
+  let deliver: ((op: Operation) => void) | undefined;
+  const onChange = (op: Operation) => {
+    if (op.id !== taskId) return;
+    if (deliver) deliver(op);
+    else pending.push(op);
+  };
+  ctx.operations.events.on('changed', onChange);
+
+  const snapshot = ctx.operations.get(taskId);
+  if (!snapshot) {
+    ctx.operations.events.off('changed', onChange);
+    await reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${taskId}` } });
+    return;
+  }
+
   reply.hijack();
-  raw.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' });
-  const send = (name: string, op: Operation): void => {
-    raw.write(`event: ${name}\nid: ${op.updated_at}\ndata: ${JSON.stringify(taskEvent(op))}\n\n`);
+  const raw = reply.raw;
+  raw.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache, no-transform',
+    connection: 'keep-alive',
+    'x-accel-buffering': 'no',
+  });
+
+  let lastData = '';
+  let ended = false;
+  let seq = 0;
+  const heartbeat = setInterval(() => {
+    if (!ended) raw.write(': keep-alive\n\n');
+  }, opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS);
+  heartbeat.unref();
+
+  const throttleMs = opts.throttleMs ?? DEFAULT_THROTTLE_MS;
+  let lastSentAt = 0;
+  let waiting: Operation | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const finish = () => {
+    if (ended) return;
+    ended = true;
+    clearInterval(heartbeat);
+    if (timer) clearTimeout(timer);
+    ctx.operations.events.off('changed', onChange);
+    raw.end();
+  };
+  raw.on('close', finish);
+
+  const write = (op: Operation) => {
+    if (ended) return;
+    const name = taskEventName(op);
+    const data = JSON.stringify(taskEvent(op));
+    if (data === lastData && name === 'bgtask_updated') return;
+    lastData = data;
+    lastSentAt = Date.now();
+    raw.write(`id: ${++seq}\nevent: ${name}\ndata: ${data}\n\n`);
+    if (name !== 'bgtask_updated') finish();
+  };
+  const send = (op: Operation) => {
+    if (taskEventName(op) !== 'bgtask_updated' || Date.now() - lastSentAt >= throttleMs) {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      waiting = undefined;
+      write(op);
+      return;
+    }
+    waiting = op;
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      const next = waiting;
+      waiting = undefined;
+      if (next) write(next);
+    }, throttleMs - (Date.now() - lastSentAt));
   };
 
-  await new Promise<void>((resolve) => {
-    let pending: Operation | undefined;
-    let timer: NodeJS.Timeout | undefined;
-    let lastSent = 0;
-    let ended = false;
-    const finish = (): void => {
-      if (ended) return;
-      ended = true;
-      ctx.operations.events.off('changed', onChange);
-      clearInterval(keepalive);
-      if (timer) clearTimeout(timer);
-      raw.end();
-      resolve();
-    };
-    const flush = (): void => {
-      timer = undefined;
-      const op = pending;
-      pending = undefined;
-      if (!op || ended) return;
-      lastSent = Date.now();
-      if (isTerminal(op.status)) {
-        send(terminalEventName(op), op);
-        finish();
-      } else {
-        send('bgtask_updated', op);
-      }
-    };
-    const onChange = (op: Operation): void => {
-      if (op.id !== taskId || ended) return;
-      pending = op;
-      if (isTerminal(op.status)) flush();
-      else if (!timer) timer = setTimeout(flush, Math.max(0, THROTTLE_MS - (Date.now() - lastSent)));
-    };
-    const keepalive = setInterval(() => raw.write(': keepalive\n\n'), KEEPALIVE_MS);
-    ctx.operations.events.on('changed', onChange);
-    raw.on('close', finish);
-    const current = ctx.operations.get(taskId);
-    if (current) onChange(current);
-    else finish();
-  });
+  // Changes queued while the snapshot was read may be older than it: only those after it count.
+  send(snapshot);
+  for (const op of pending) if (op.updated_at >= snapshot.updated_at) send(op);
+  pending.length = 0;
+  deliver = send;
 }
+
+/** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key. */
+export const taskEventRoutes: FastifyPluginAsync<{ ctx: ControlContext } & StreamOptions> = async (app, opts) => {
+  const { ctx } = opts;
+  app.get('/events/background-task', async (req, reply) => {
+    if (!principalOf(ctx.db, req)) {
+      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: 'an API key is required: Authorization: Bearer <key>' } });
+    }
+    const taskId = (req.query as Record<string, unknown>)['task_id'];
+    if (typeof taskId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(taskId)) {
+      return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (an operation ID)' } });
+    }
+    const { ctx: _ctx, ...streamOpts } = opts;
+    await streamTaskEvents(ctx, reply, taskId, streamOpts);
+    return reply;
+  });
+};

@@ -1,0 +1,173 @@
+import { StowageError, isStowageError } from '../../errors.js';
+import { type Digest, digestOf } from '../../oci/digest.js';
+import { type Descriptor, type ImageManifest, parseImageConfig } from '../../oci/manifest.js';
+import { MAX_MANIFEST_BYTES } from '../../oci/media-types.js';
+import { formatPlatform } from '../../oci/platform.js';
+import type { RegistryClient } from '../../registry/client.js';
+import { forEachLimited } from '../../registry/pool.js';
+import { isOperationImage, resourceLimits, supportedAccelerators } from './labels.js';
+import type { CatalogImage } from './store.js';
+
+/**
+ * Walks a registry: _catalog, then tags/list of each repository (both Link-paginated by the client), then
+ * each tag's manifest (any of the four kinds; one row per platform of an index) and image config. What
+ * cannot be read is reported in `problems` and listed in `unreadable` so the catalog keeps what it knew.
+ */
+
+export interface ScanProgress {
+  current: number;
+  total: number;
+  message: string;
+}
+
+export interface ScanOptions {
+  registry: string;
+  /** Only repositories under "<project>/". */
+  project?: string | null | undefined;
+  concurrency?: number;
+  /** Entries per _catalog / tags/list page (the registry's Link header leads on). */
+  pageSize?: number;
+  onProgress?: (p: ScanProgress) => void;
+}
+
+export interface ScanResult {
+  rows: CatalogImage[];
+  /** "repo" (its tags could not be listed) or "repo:tag" (its manifest or config could not be read). */
+  unreadable: Set<string>;
+  /** One line per problem, "repo:tag: why". */
+  problems: string[];
+  tags: number;
+}
+
+/** Bounds on what one scan takes from a registry. */
+const MAX_REPOSITORIES = 100_000;
+const MAX_TAGS = 1_000_000;
+const MAX_PLATFORMS_PER_INDEX = 64;
+const MAX_LABELS = 1_000;
+
+export async function scanRegistry(client: RegistryClient, opts: ScanOptions): Promise<ScanResult> {
+  const concurrency = opts.concurrency ?? 8;
+  const pageSize = opts.pageSize ?? 100;
+  const progress = opts.onProgress ?? (() => {});
+  const unreadable = new Set<string>();
+  const problems: string[] = [];
+
+  // The catalog itself failing is fatal (the registry is unreachable or refuses us): nothing changes.
+  const repos: string[] = [];
+  for await (const repo of client.catalog({ pageSize })) {
+    if (opts.project && !repo.startsWith(`${opts.project}/`)) continue;
+    repos.push(repo);
+    if (repos.length > MAX_REPOSITORIES) throw new StowageError('TOO_LARGE', `registry ${opts.registry} lists more than ${MAX_REPOSITORIES} repositories`);
+  }
+  progress({ current: 0, total: 0, message: `found ${repos.length} repositories in ${opts.registry}` });
+
+  const work: Array<{ repo: string; tag: string }> = [];
+  await forEachLimited(repos, concurrency, async (repo) => {
+    try {
+      for await (const tag of client.tags(repo, { pageSize })) {
+        work.push({ repo, tag });
+        if (work.length > MAX_TAGS) throw new StowageError('TOO_LARGE', `registry ${opts.registry} has more than ${MAX_TAGS} tags`);
+      }
+    } catch (err) {
+      if (isStowageError(err, 'TOO_LARGE')) throw err;
+      // A repository the registry no longer knows has no tags: its rows go.
+      if (isStowageError(err, 'IMAGE_NOT_FOUND')) return;
+      unreadable.add(repo);
+      problems.push(`${repo}: cannot list tags: ${describe(err)}`);
+    }
+  });
+  work.sort((a, b) => (a.repo === b.repo ? a.tag.localeCompare(b.tag) : a.repo.localeCompare(b.repo)));
+
+  const rows: CatalogImage[] = [];
+  let done = 0;
+  progress({ current: 0, total: work.length, message: `scanning ${work.length} tags` });
+  await forEachLimited(work, concurrency, async ({ repo, tag }) => {
+    try {
+      rows.push(...(await scanTag(client, opts.registry, repo, tag)));
+    } catch (err) {
+      unreadable.add(`${repo}:${tag}`);
+      problems.push(`${repo}:${tag}: ${describe(err)}`);
+    }
+    done++;
+    progress({ current: done, total: work.length, message: `${repo}:${tag}` });
+  });
+  return { rows, unreadable, problems, tags: work.length };
+}
+
+/** The catalog rows of one tag: one for a manifest, one per runnable platform of an index. */
+async function scanTag(client: RegistryClient, registry: string, repo: string, tag: string): Promise<CatalogImage[]> {
+  const top = await client.getManifest(repo, tag);
+  if (top.parsed.kind === 'manifest') {
+    return [await imageRow(client, { registry, repo, tag, digest: top.digest, indexDigest: null, manifest: top.parsed.manifest })];
+  }
+  const children = top.parsed.index.manifests.filter((d) => !isAttestation(d)).slice(0, MAX_PLATFORMS_PER_INDEX);
+  const rows: CatalogImage[] = [];
+  for (const child of children) {
+    const m = await client.getManifest(repo, child.digest);
+    if (m.parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `index ${top.digest} nests another index (${child.digest})`);
+    rows.push(await imageRow(client, { registry, repo, tag, digest: m.digest, indexDigest: top.digest, manifest: m.parsed.manifest }));
+  }
+  return rows;
+}
+
+async function imageRow(
+  client: RegistryClient,
+  a: { registry: string; repo: string; tag: string; digest: Digest; indexDigest: Digest | null; manifest: ImageManifest },
+): Promise<CatalogImage> {
+  const configDigest = a.manifest.config.digest as Digest;
+  const config = parseImageConfig(await fetchSmallBlob(client, a.repo, configDigest));
+  const labels = boundedLabels(config.config?.Labels ?? {});
+  const platform = formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant });
+  const size = a.manifest.config.size + a.manifest.layers.reduce((n, l) => n + l.size, 0);
+  return {
+    registry: a.registry,
+    name: a.repo,
+    tag: a.tag,
+    platform,
+    digest: a.digest,
+    index_digest: a.indexDigest,
+    config_digest: configDigest,
+    architecture: config.architecture,
+    labels,
+    size_bytes: size,
+    resource_limits: resourceLimits(labels),
+    accelerators: supportedAccelerators(labels),
+    is_operation: isOperationImage(labels),
+  };
+}
+
+/** A config blob, read whole (bounded like manifests) and checked against its digest. */
+async function fetchSmallBlob(client: RegistryClient, repo: string, digest: Digest): Promise<Buffer> {
+  const stream = await client.getBlob(repo, digest);
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of stream as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > MAX_MANIFEST_BYTES) {
+      stream.destroy();
+      throw new StowageError('TOO_LARGE', `config ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  const bytes = Buffer.concat(chunks);
+  const actual = digestOf(bytes);
+  if (actual !== digest) throw new StowageError('DIGEST_MISMATCH', `config ${digest} arrived with digest ${actual}`);
+  return bytes;
+}
+
+function boundedLabels(labels: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(labels).slice(0, MAX_LABELS)) {
+    if (typeof v === 'string') out[k.slice(0, 256)] = v.slice(0, 4096);
+  }
+  return out;
+}
+
+/** Docker buildx attestation manifests sit in indexes as "unknown/unknown": not runnable images. */
+function isAttestation(d: Descriptor): boolean {
+  return d.annotations?.['vnd.docker.reference.type'] === 'attestation-manifest' || (d.platform?.os === 'unknown' && d.platform.architecture === 'unknown');
+}
+
+function describe(err: unknown): string {
+  return isStowageError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.message ?? err);
+}

@@ -1,0 +1,246 @@
+import { StowageError } from '../../errors.js';
+import { defaultPlatform, parsePlatform, platformMatches } from '../../oci/platform.js';
+import { parseReference } from '../../oci/reference.js';
+import { type Db, nowIso } from '../db/database.js';
+import type { ResourceLimit } from './labels.js';
+import './schema.js';
+
+/**
+ * The image catalog: what rescans found, one row per (registry, repository, tag, platform), and aliases
+ * that name a (registry, repository, tag). References resolve alias first, then as an image reference.
+ */
+
+export interface CatalogImage {
+  registry: string;
+  /** Repository path inside the registry ("test/app"). */
+  name: string;
+  tag: string;
+  /** "linux/arm64/v8". */
+  platform: string;
+  /** The platform manifest digest. */
+  digest: string;
+  index_digest: string | null;
+  config_digest: string;
+  architecture: string;
+  labels: Record<string, string>;
+  size_bytes: number;
+  resource_limits: ResourceLimit[];
+  accelerators: string[];
+  is_operation: boolean;
+}
+
+/** A catalog entry's identity without its platform: what references and aliases name. */
+export interface ImageKey {
+  registry: string;
+  name: string;
+  tag: string;
+}
+
+interface ImageRow {
+  registry: string;
+  name: string;
+  tag: string;
+  platform: string;
+  digest: string;
+  index_digest: string | null;
+  config_digest: string;
+  architecture: string;
+  labels: string;
+  size_bytes: number;
+  resource_limits: string;
+  accelerators: string;
+  is_operation: number;
+}
+
+const ALIAS_RE = /^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,254}$/;
+
+export function formatKey(k: ImageKey): string {
+  return `${k.registry}/${k.name}:${k.tag}`;
+}
+
+export class CatalogStore {
+  constructor(private readonly db: Db) {}
+
+  /**
+   * Records one scan of `registry`: upserts `rows` and removes every row of the registry the scan did not
+   * see, except those of repositories or tags the scan could not read (`unreadable`, "repo" or "repo:tag"),
+   * which keep what an earlier scan found. Aliases left pointing at nothing go too. One transaction.
+   */
+  applyScan(registry: string, rows: readonly CatalogImage[], unreadable: ReadonlySet<string>): { added: number; removed: number } {
+    const now = nowIso();
+    let added = 0;
+    let removed = 0;
+    this.db.transaction(() => {
+      const seen = new Set(rows.map((r) => `${r.name}:${r.tag}@${r.platform}`));
+      const existing = this.db.prepare('SELECT name, tag, platform FROM catalog_images WHERE registry = ?').all(registry) as Array<{
+        name: string;
+        tag: string;
+        platform: string;
+      }>;
+      const del = this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? AND platform = ?');
+      for (const e of existing) {
+        if (seen.has(`${e.name}:${e.tag}@${e.platform}`) || unreadable.has(e.name) || unreadable.has(`${e.name}:${e.tag}`)) continue;
+        removed += del.run(registry, e.name, e.tag, e.platform).changes;
+      }
+      const upsert = this.db.prepare(
+        `INSERT INTO catalog_images (registry, name, tag, platform, digest, index_digest, config_digest, architecture, labels, size_bytes,
+           resource_limits, accelerators, is_operation, scanned_at)
+         VALUES (@registry, @name, @tag, @platform, @digest, @index_digest, @config_digest, @architecture, @labels, @size_bytes,
+           @resource_limits, @accelerators, @is_operation, @now)
+         ON CONFLICT(registry, name, tag, platform) DO UPDATE SET digest = @digest, index_digest = @index_digest,
+           config_digest = @config_digest, architecture = @architecture, labels = @labels, size_bytes = @size_bytes,
+           resource_limits = @resource_limits, accelerators = @accelerators, is_operation = @is_operation, scanned_at = @now`,
+      );
+      for (const r of rows) {
+        if (r.registry !== registry) throw new StowageError('INTERNAL', `scan row of ${r.registry} recorded under ${registry}`);
+        upsert.run({
+          ...r,
+          labels: JSON.stringify(r.labels),
+          resource_limits: JSON.stringify(r.resource_limits),
+          accelerators: JSON.stringify(r.accelerators),
+          is_operation: r.is_operation ? 1 : 0,
+          now,
+        });
+      }
+      added = rows.length;
+      this.dropOrphanAliases();
+    })();
+    return { added, removed };
+  }
+
+  /** Every row, optionally of some registries only. */
+  list(opts: { registries?: readonly string[] | undefined } = {}): CatalogImage[] {
+    if (opts.registries !== undefined && opts.registries.length === 0) return [];
+    const where = opts.registries ? `WHERE registry IN (${opts.registries.map(() => '?').join(',')})` : '';
+    const rows = this.db.prepare(`SELECT * FROM catalog_images ${where} ORDER BY registry, name, tag, platform`).all(...(opts.registries ?? [])) as ImageRow[];
+    return rows.map(toImage);
+  }
+
+  /** The rows of one tag (every platform). */
+  rowsOf(key: ImageKey): CatalogImage[] {
+    const rows = this.db
+      .prepare('SELECT * FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? ORDER BY platform')
+      .all(key.registry, key.name, key.tag) as ImageRow[];
+    return rows.map(toImage);
+  }
+
+  /**
+   * The catalog rows a reference names: an alias, "registry/name:tag" (":latest" implied) or
+   * "registry/name@sha256:…" (a platform manifest or index digest). Empty when nothing matches.
+   */
+  resolve(reference: string): CatalogImage[] {
+    const alias = this.aliasTarget(reference);
+    if (alias) return this.rowsOf(alias);
+    let ref;
+    try {
+      ref = parseReference(reference);
+    } catch {
+      return [];
+    }
+    if (ref.digest !== undefined) {
+      const rows = this.db
+        .prepare('SELECT * FROM catalog_images WHERE registry = ? AND name = ? AND (digest = ? OR index_digest = ?) ORDER BY tag, platform')
+        .all(ref.domain, ref.path, ref.digest, ref.digest) as ImageRow[];
+      const images = rows.map(toImage);
+      const tag = ref.tag;
+      return tag === undefined ? images : images.filter((i) => i.tag === tag);
+    }
+    return this.rowsOf({ registry: ref.domain, name: ref.path, tag: ref.tag ?? 'latest' });
+  }
+
+  /** The key a reference resolves to, or IMAGE_NOT_FOUND. */
+  requireKey(reference: string): ImageKey {
+    const rows = this.resolve(reference);
+    const first = rows[0];
+    if (!first) throw new StowageError('IMAGE_NOT_FOUND', `no image "${reference}" in the catalog`, { details: { reference } });
+    return { registry: first.registry, name: first.name, tag: first.tag };
+  }
+
+  aliasTarget(alias: string): ImageKey | undefined {
+    const row = this.db.prepare('SELECT registry, name, tag FROM catalog_aliases WHERE alias = ?').get(alias) as ImageKey | undefined;
+    return row ? { registry: row.registry, name: row.name, tag: row.tag } : undefined;
+  }
+
+  /** Every alias by "registry/name:tag". */
+  aliasMap(): Map<string, string[]> {
+    const out = new Map<string, string[]>();
+    for (const a of this.db.prepare('SELECT alias, registry, name, tag FROM catalog_aliases ORDER BY alias').all() as Array<ImageKey & { alias: string }>) {
+      const k = formatKey(a);
+      out.set(k, [...(out.get(k) ?? []), a.alias]);
+    }
+    return out;
+  }
+
+  /** Points `alias` at `target` (which must resolve); an existing alias is moved. */
+  addAlias(alias: string, target: string): ImageKey {
+    if (!ALIAS_RE.test(alias)) {
+      throw new StowageError('BAD_REQUEST', `invalid alias "${alias.slice(0, 100)}": letters, digits and . _ : / @ - only, up to 255`);
+    }
+    const key = this.requireKey(target);
+    if (this.rowsOf(key).length > 0 && formatKey(key) === alias) throw new StowageError('BAD_REQUEST', `an image cannot be its own alias`);
+    this.db
+      .prepare(
+        `INSERT INTO catalog_aliases (alias, registry, name, tag, created_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT(alias) DO UPDATE SET registry = excluded.registry, name = excluded.name, tag = excluded.tag`,
+      )
+      .run(alias, key.registry, key.name, key.tag, nowIso());
+    return key;
+  }
+
+  removeAlias(alias: string): void {
+    if (this.db.prepare('DELETE FROM catalog_aliases WHERE alias = ?').run(alias).changes === 0) {
+      throw new StowageError('IMAGE_NOT_FOUND', `no alias "${alias}"`, { details: { alias } });
+    }
+  }
+
+  /** Removes every platform row of the tag a reference names, and its aliases. */
+  forget(reference: string): ImageKey {
+    const key = this.requireKey(reference);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ?').run(key.registry, key.name, key.tag);
+      this.dropOrphanAliases();
+    })();
+    return key;
+  }
+
+  private dropOrphanAliases(): void {
+    this.db
+      .prepare(
+        `DELETE FROM catalog_aliases WHERE NOT EXISTS (SELECT 1 FROM catalog_images i WHERE i.registry = catalog_aliases.registry
+           AND i.name = catalog_aliases.name AND i.tag = catalog_aliases.tag)`,
+      )
+      .run();
+  }
+}
+
+/** The row `image(reference)` shows for a multi-platform tag: this host's platform, else the first. */
+export function preferredRow(rows: readonly CatalogImage[]): CatalogImage | undefined {
+  const want = defaultPlatform();
+  return (
+    rows.find((r) => {
+      try {
+        return platformMatches(want, parsePlatform(r.platform));
+      } catch {
+        return false;
+      }
+    }) ?? rows[0]
+  );
+}
+
+function toImage(r: ImageRow): CatalogImage {
+  return {
+    registry: r.registry,
+    name: r.name,
+    tag: r.tag,
+    platform: r.platform,
+    digest: r.digest,
+    index_digest: r.index_digest,
+    config_digest: r.config_digest,
+    architecture: r.architecture,
+    labels: JSON.parse(r.labels) as Record<string, string>,
+    size_bytes: r.size_bytes,
+    resource_limits: JSON.parse(r.resource_limits) as ResourceLimit[],
+    accelerators: JSON.parse(r.accelerators) as string[],
+    is_operation: r.is_operation === 1,
+  };
+}

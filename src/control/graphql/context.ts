@@ -1,0 +1,38 @@
+import type { Principal } from '../auth/api-keys.js';
+import { CatalogStore } from '../catalog/store.js';
+import type { ControlContext } from '../context.js';
+import { TenancyStore } from '../tenancy/store.js';
+
+/** What every resolver of one request sees: the caller, the stores, and the request's inventory snapshot. */
+export interface GqlContext {
+  ctx: ControlContext;
+  principal: Principal;
+  catalog: CatalogStore;
+  tenancy: TenancyStore;
+  /** Online agents holding each platform manifest digest, read once per request (see presentAgents). */
+  present?: Map<string, PresentAgent[]>;
+}
+
+export interface PresentAgent {
+  machine_id: string;
+  scaling_group: string | null;
+}
+
+export function gqlContext(ctx: ControlContext, principal: Principal): GqlContext {
+  return { ctx, principal, catalog: new CatalogStore(ctx.db), tenancy: new TenancyStore(ctx.db) };
+}
+
+/** digest → online agents reporting it present, from the live inventory (one read per request). */
+export function presentAgents(g: GqlContext): Map<string, PresentAgent[]> {
+  if (g.present) return g.present;
+  const groups = new Map(g.ctx.machines.list().map((m) => [m.id, m.scaling_group] as const));
+  const map = new Map<string, PresentAgent[]>();
+  for (const a of g.ctx.availability.query({ presentOnly: true })) {
+    if (a.machine_status !== 'online') continue;
+    const list = map.get(a.digest) ?? [];
+    if (!list.some((x) => x.machine_id === a.machine_id)) list.push({ machine_id: a.machine_id, scaling_group: groups.get(a.machine_id) ?? null });
+    map.set(a.digest, list);
+  }
+  g.present = map;
+  return map;
+}

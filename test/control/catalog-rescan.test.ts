@@ -1,0 +1,216 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
+import { registryClient, RegistryStore } from '../../src/control/catalog/registries.js';
+import { scanRegistry } from '../../src/control/catalog/scanner.js';
+import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { skopeo } from '../harness/images.js';
+import { type CatalogPlane, type LabelledImages, collectTaskEvents, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
+
+/**
+ * rescan_images against a real docker-registry holding labelled images: the rows it records, the limits
+ * and accelerators derived from labels, a bad tag reported and skipped, a vanished tag removed, and the
+ * task's SSE stream.
+ */
+
+const IMAGE_FIELDS = `name humanized_name tag registry digest size_bytes labels { key value } aliases
+  resource_limits { key min max } supported_accelerators installed installed_agents`;
+
+interface GqlImage {
+  name: string;
+  humanized_name: string;
+  tag: string;
+  registry: string;
+  digest: string;
+  size_bytes: number;
+  labels: Array<{ key: string; value: string }>;
+  aliases: string[];
+  resource_limits: Array<{ key: string; min: string; max: string | null }>;
+  supported_accelerators: string[];
+  installed: boolean;
+  installed_agents: string[] | null;
+}
+
+let reg: TestRegistry;
+let plane: CatalogPlane;
+let images: LabelledImages;
+let root: string;
+
+async function rescan(token: string): Promise<string> {
+  const r = await plane.gql<{ rescan_images: { ok: boolean; msg: string; task_id: string } }>(
+    token,
+    'mutation($r: String!) { rescan_images(registry: $r) { ok msg task_id } }',
+    { r: reg.host },
+  );
+  expect(r.body.errors).toBeUndefined();
+  expect(r.body.data?.rescan_images.ok).toBe(true);
+  return r.body.data!.rescan_images.task_id;
+}
+
+async function listImages(token: string, args = ''): Promise<GqlImage[]> {
+  const r = await plane.gql<{ images: GqlImage[] }>(token, `{ images${args} { ${IMAGE_FIELDS} } }`);
+  expect(r.body.errors).toBeUndefined();
+  return r.body.data!.images;
+}
+
+beforeAll(async () => {
+  reg = await startRegistry();
+  images = await pushLabelledImages(reg.host);
+  plane = await startCatalogPlane();
+  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
+  root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
+});
+
+afterAll(async () => {
+  await plane?.close();
+  await reg?.stop();
+});
+
+describe('rescan_images', () => {
+  it('streams progress over SSE and ends with bgtask_done naming the skipped tag', async () => {
+    const taskId = await rescan(root);
+    const { status, events } = await collectTaskEvents(plane.url, root, taskId);
+    expect(status).toBe(200);
+    const names = events.map((e) => e.event);
+    expect(names.at(-1)).toBe('bgtask_done');
+    expect(names.filter((n) => n === 'bgtask_updated').length).toBeGreaterThanOrEqual(1);
+    expect(names.filter((n) => n !== 'bgtask_updated')).toHaveLength(1);
+    const last = events.at(-1)!.data;
+    expect(last.task_id).toBe(taskId);
+    // 5 tags: app, multi, system, old, broken.
+    expect(last.total_progress).toBe(5);
+    expect(last.current_progress).toBe(5);
+    expect(last.message).toContain('test/broken:1');
+    expect(last.message).toMatch(/skipped 1/);
+    // Every update in order: progress never goes backwards.
+    const progress = events.map((e) => e.data.current_progress);
+    expect([...progress].sort((a, b) => a - b)).toEqual(progress);
+    expect(plane.ctx.operations.get(taskId)?.status).toBe('succeeded');
+    expect(plane.ctx.operations.get(taskId)?.kind).toBe('rescan');
+  });
+
+  it('subscribing after completion yields the final event at once', async () => {
+    const [op] = plane.ctx.operations.list({ kind: 'rescan' });
+    const started = Date.now();
+    const { events } = await collectTaskEvents(plane.url, root, op!.id, 5_000);
+    expect(Date.now() - started).toBeLessThan(2_000);
+    expect(events.map((e) => e.event)).toEqual(['bgtask_done']);
+  });
+
+  it('records one row per platform with limits, accelerators and labels', async () => {
+    const all = await listImages(root);
+    const key = (i: GqlImage) => `${i.name}:${i.tag}@${i.digest}`;
+    expect(all.map(key).sort()).toEqual(
+      [
+        `test/app:1@${images.app.manifestDigest}`,
+        `test/multi:1@${images.multi.children[0]!.manifestDigest}`,
+        `test/multi:1@${images.multi.children[1]!.manifestDigest}`,
+        `test/old:1@${images.old.manifestDigest}`,
+        `test/system:1@${images.system.manifestDigest}`,
+      ].sort(),
+    );
+    const app = all.find((i) => i.name === 'test/app')!;
+    expect(app.registry).toBe(reg.host);
+    expect(app.humanized_name).toBe('The App');
+    expect(app.size_bytes).toBe(images.app.configSize + images.app.layers.reduce((n, l) => n + l.size, 0));
+    expect(app.resource_limits).toEqual([
+      { key: 'cpu', min: '1', max: '4' },
+      { key: 'cuda.device', min: '1', max: null },
+      { key: 'mem', min: '256m', max: null },
+    ]);
+    expect(app.supported_accelerators).toEqual(['cuda', 'rocm']);
+    expect(app.labels).toContainEqual({ key: 'ai.backend.accelerators', value: 'cuda, rocm' });
+    expect(app.installed).toBe(false);
+    expect(app.installed_agents).toEqual([]);
+
+    const multi = all.filter((i) => i.name === 'test/multi');
+    for (const m of multi) {
+      expect(m.supported_accelerators).toEqual(['cuda']);
+      expect(m.resource_limits).toEqual([{ key: 'mem', min: '0', max: '8g' }]);
+    }
+  });
+
+  it('filters operation images by ai.backend.role=SYSTEM', async () => {
+    expect((await listImages(root, '(is_operation: true)')).map((i) => i.name)).toEqual(['test/system']);
+    expect((await listImages(root, '(is_operation: false)')).map((i) => i.name)).not.toContain('test/system');
+  });
+
+  it('image(reference) resolves references, digests and aliases', async () => {
+    const one = async (ref: string) => {
+      const r = await plane.gql<{ image: GqlImage | null }>(root, 'query($r: String!) { image(reference: $r) { name tag digest aliases } }', { r: ref });
+      expect(r.body.errors).toBeUndefined();
+      return r.body.data!.image;
+    };
+    expect((await one(`${reg.host}/test/app:1`))?.digest).toBe(images.app.manifestDigest);
+    expect((await one(`${reg.host}/test/multi@${images.multi.children[1]!.manifestDigest}`))?.digest).toBe(images.multi.children[1]!.manifestDigest);
+    expect(await one(`${reg.host}/test/nope:1`)).toBeNull();
+
+    const alias = await plane.gql<{ alias_image: { ok: boolean; msg: string } }>(
+      root,
+      'mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok msg } }',
+      { a: 'app', t: `${reg.host}/test/app:1` },
+    );
+    expect(alias.body.data?.alias_image.ok).toBe(true);
+    const viaAlias = await one('app');
+    expect(viaAlias?.name).toBe('test/app');
+    expect(viaAlias?.aliases).toEqual(['app']);
+
+    const bad = await plane.gql<{ alias_image: { ok: boolean; msg: string } }>(root, 'mutation { alias_image(alias: "x", target: "nowhere/none:1") { ok msg } }');
+    expect(bad.body.data?.alias_image).toEqual({ ok: false, msg: expect.stringContaining('IMAGE_NOT_FOUND') });
+
+    const dealias = await plane.gql<{ dealias_image: { ok: boolean } }>(root, 'mutation { dealias_image(alias: "app") { ok msg } }');
+    expect(dealias.body.data?.dealias_image.ok).toBe(true);
+    expect(await one('app')).toBeNull();
+  });
+
+  it('a second rescan removes tags that vanished from the registry', async () => {
+    await skopeo(['delete', `docker://${reg.host}/test/old:1`]);
+    const taskId = await rescan(root);
+    const { events } = await collectTaskEvents(plane.url, root, taskId);
+    expect(events.at(-1)?.event).toBe('bgtask_done');
+    const names = (await listImages(root)).map((i) => i.name);
+    expect(names).not.toContain('test/old');
+    expect(names).toContain('test/app');
+  });
+
+  it('forget_image removes a catalog entry and its aliases', async () => {
+    await plane.gql(root, 'mutation { alias_image(alias: "sys", target: "' + `${reg.host}/test/system:1` + '") { ok } }');
+    const r = await plane.gql<{ forget_image: { ok: boolean } }>(root, `mutation { forget_image(reference: "sys") { ok msg } }`);
+    expect(r.body.data?.forget_image.ok).toBe(true);
+    expect((await listImages(root)).map((i) => i.name)).not.toContain('test/system');
+    const again = await plane.gql<{ image: unknown }>(root, '{ image(reference: "sys") { name } }');
+    expect(again.body.data?.image).toBeNull();
+  });
+
+  it('an unreachable registry fails the task with bgtask_failed and changes nothing', async () => {
+    const before = await listImages(root);
+    new RegistryStore(plane.ctx.db).put({ name: '127.0.0.1:1', url: 'http://127.0.0.1:1' });
+    const r = await plane.gql<{ rescan_images: { ok: boolean; task_id: string } }>(root, 'mutation { rescan_images(registry: "127.0.0.1:1") { ok msg task_id } }');
+    const { events } = await collectTaskEvents(plane.url, root, r.body.data!.rescan_images.task_id);
+    expect(events.at(-1)?.event).toBe('bgtask_failed');
+    expect(events.at(-1)?.data.message).toMatch(/\S/);
+    expect(await listImages(root)).toEqual(before);
+  });
+
+  it('an unknown registry is ok: false, not a task', async () => {
+    const ops = plane.ctx.operations.list().length;
+    const r = await plane.gql<{ rescan_images: { ok: boolean; msg: string; task_id: string | null } }>(
+      root,
+      'mutation { rescan_images(registry: "nowhere.example:5000") { ok msg task_id } }',
+    );
+    expect(r.body.data?.rescan_images).toEqual({ ok: false, msg: expect.stringContaining('REGISTRY_NOT_FOUND'), task_id: null });
+    expect(plane.ctx.operations.list().length).toBe(ops);
+  });
+});
+
+describe('scanRegistry', () => {
+  it('follows Link pagination of _catalog and tags/list', async () => {
+    const store = new RegistryStore(plane.ctx.db);
+    const result = await scanRegistry(registryClient(store.require(reg.host)), { registry: reg.host, pageSize: 1, concurrency: 2 });
+    expect(result.tags).toBe(4); // old:1 is gone
+    expect(new Set(result.rows.map((r) => r.name))).toEqual(new Set(['test/app', 'test/multi', 'test/system']));
+    expect([...result.unreadable]).toEqual(['test/broken:1']);
+    const multi = result.rows.filter((r) => r.name === 'test/multi');
+    expect(multi.map((r) => r.platform).sort()).toEqual(['linux/amd64', 'linux/arm64/v8']);
+    expect(multi.every((r) => r.index_digest === images.multi.indexDigest)).toBe(true);
+  });
+});

@@ -1,0 +1,127 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { authenticateApiKey, createApiKey, createUser } from '../../src/control/auth/api-keys.js';
+import { openDatabase } from '../../src/control/db/database.js';
+import { Machines } from '../../src/control/machines.js';
+import { OperationStore, statusFromTargets } from '../../src/control/operations/store.js';
+import type { InventoryItem, JoinRequest, TargetResult } from '../../src/control/wire.js';
+import { isStowageError } from '../../src/errors.js';
+import { tmpDir } from '../harness/tmp.js';
+
+/** The control plane's state on a real SQLite file: keys, machines and inventories, operations. */
+
+const D1 = `sha256:${'1'.repeat(64)}`;
+const D2 = `sha256:${'2'.repeat(64)}`;
+const C1 = `sha256:${'c'.repeat(64)}`;
+
+function item(digest: string, references: string[] = []): InventoryItem {
+  return { digest, config_digest: C1, platform: 'linux/amd64', references, size_bytes: 10 };
+}
+
+function joinReq(name: string, inventory: InventoryItem[] = []): JoinRequest {
+  return { join_token: 'x', name, agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, inventory, inventory_seq: 1 };
+}
+
+async function freshDb() {
+  return openDatabase(join(await tmpDir('stowage-control-'), 'control.db'));
+}
+
+describe('control-plane state', () => {
+  it('applies each migration once: reopening the file finds its data and applies nothing again', async () => {
+    const dir = await tmpDir('stowage-control-');
+    const db = openDatabase(join(dir, 'c.db'));
+    const user = createUser(db, { name: 'ops', role: 'admin' });
+    const applied = db.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get();
+    db.close();
+    const again = openDatabase(join(dir, 'c.db'));
+    expect(again.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get()).toBe(applied);
+    expect(again.prepare('SELECT name FROM users WHERE id = ?').pluck().get(user.userId)).toBe('ops');
+    again.close();
+  });
+
+  it('keeps only hashes of API keys and authenticates the token alone', async () => {
+    const db = await freshDb();
+    const user = createUser(db, { name: 'alice', role: 'user', domain: 'research' });
+    const token = createApiKey(db, user.userId);
+    expect(token).toMatch(/^stk_/);
+    const stored = db.prepare('SELECT key_hash FROM api_keys').pluck().all() as string[];
+    expect(stored).toHaveLength(1);
+    expect(stored[0]).not.toContain(token.slice(4));
+    expect(authenticateApiKey(db, token)).toMatchObject({ name: 'alice', role: 'user', domain: 'research' });
+    expect(authenticateApiKey(db, `${token}x`)).toBeUndefined();
+    expect(authenticateApiKey(db, 'not-a-key')).toBeUndefined();
+    db.close();
+  });
+
+  it('refuses an inventory delta that does not follow the last one, and applies one that does', async () => {
+    const db = await freshDb();
+    const machines = new Machines(db, 60_000);
+    machines.join(joinReq('m1', [item(D1, ['docker.io/library/a:1'])]));
+    let caught: unknown;
+    try {
+      machines.applyDelta('m1', { base_seq: 5, seq: 6, upserted: [item(D2)], removed: [] });
+    } catch (err) {
+      caught = err;
+    }
+    expect(isStowageError(caught, 'INVENTORY_RESYNC')).toBe(true);
+    // Nothing of the refused delta landed.
+    expect(db.prepare('SELECT digest FROM availability').pluck().all()).toEqual([D1]);
+
+    machines.applyDelta('m1', { base_seq: 1, seq: 2, upserted: [item(D2)], removed: [D1] });
+    expect(db.prepare('SELECT digest FROM availability').pluck().all()).toEqual([D2]);
+    expect(machines.require('m1').inventory_seq).toBe(2);
+    db.close();
+  });
+
+  it('a second join under the same name rotates the secret; the old one stops working', async () => {
+    const db = await freshDb();
+    const machines = new Machines(db, 60_000);
+    const first = machines.join(joinReq('m1'));
+    expect(machines.authenticate('m1', first.secret)).toBeDefined();
+    const second = machines.join(joinReq('m1'));
+    expect(machines.authenticate('m1', first.secret)).toBeUndefined();
+    expect(machines.authenticate('m1', second.secret)).toBeDefined();
+    expect(machines.authenticate('m1', undefined)).toBeUndefined();
+    db.close();
+  });
+
+  it('a machine not heard from for offlineAfterMs is offline, and a heartbeat brings it back', async () => {
+    const db = await freshDb();
+    const machines = new Machines(db, 150);
+    machines.join(joinReq('m1'));
+    expect(machines.require('m1').status).toBe('online');
+    await new Promise((r) => setTimeout(r, 250));
+    expect(machines.require('m1').status).toBe('offline');
+    expect(() => machines.requireOnline('m1')).toThrow(/offline/);
+    machines.heartbeat('m1', {});
+    expect(machines.require('m1').status).toBe('online');
+    db.close();
+  });
+
+  it('operations are durable: a new store on the same file lists the unfinished ones with their targets', async () => {
+    const dir = await tmpDir('stowage-control-');
+    const db = openDatabase(join(dir, 'c.db'));
+    const ops = new OperationStore(db);
+    const op = ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
+    ops.updateTarget(op.id, 'a', { status: 'running', bytesTransferred: 5 });
+    ops.updateTarget(op.id, 'b', { status: 'present', bytesTransferred: 9 });
+    db.close();
+    const reopened = new OperationStore(openDatabase(join(dir, 'c.db')));
+    const [left] = reopened.unfinished();
+    expect(left?.id).toBe(op.id);
+    expect(left?.targets.map((t) => [t.machine_id, t.status, t.bytes_transferred])).toEqual([
+      ['a', 'running', 5],
+      ['b', 'present', 9],
+    ]);
+    expect(left?.targets[1]?.finished_at).not.toBeNull();
+  });
+
+  it('derives the operation status from its targets', () => {
+    const t = (status: TargetResult['status']): TargetResult => ({ machine_id: 'm', status, bytes_transferred: 0, bytes_total: null, started_at: null, finished_at: null });
+    expect(statusFromTargets([t('present'), t('skipped_present')])).toBe('succeeded');
+    expect(statusFromTargets([t('present'), t('failed')])).toBe('partially_failed');
+    expect(statusFromTargets([t('failed'), t('failed')])).toBe('failed');
+    // A target left unfinished is not a success.
+    expect(statusFromTargets([t('present'), t('running')])).toBe('partially_failed');
+  });
+});

@@ -1,0 +1,99 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
+import { type CatalogPlane, collectTaskEvents, startCatalogPlane } from './catalog-harness.js';
+
+/**
+ * GET /events/background-task over a real HTTP connection: every change of the operation arrives in
+ * order, the terminal event names the outcome and ends the stream, a quiet stream carries heartbeats.
+ */
+
+let plane: CatalogPlane;
+let key: string;
+
+beforeAll(async () => {
+  plane = await startCatalogPlane({ heartbeatMs: 50, throttleMs: 0 });
+  key = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'u', role: 'user', domain: null }).userId);
+});
+afterAll(async () => plane?.close());
+
+const newTask = () =>
+  plane.ctx.operations.create({ kind: 'rescan', actor: 'test', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
+
+describe('background task events', () => {
+  it('delivers every update in order, heartbeats while quiet, and ends with bgtask_done', async () => {
+    const op = newTask();
+    const stream = collectTaskEvents(plane.url, key, op.id);
+    await new Promise((r) => setTimeout(r, 200));
+    for (let i = 1; i <= 5; i++) plane.ctx.operations.setProgress(op.id, i, 5, `step ${i}`);
+    plane.ctx.operations.finish(op.id, { status: 'succeeded' });
+    const { events, comments } = await stream;
+    expect(events.map((e) => e.event)).toEqual([...Array(6).fill('bgtask_updated'), 'bgtask_done']);
+    expect(events.slice(1, 6).map((e) => [e.data.current_progress, e.data.total_progress, e.data.message])).toEqual(
+      [1, 2, 3, 4, 5].map((i) => [i, 5, `step ${i}`]),
+    );
+    expect(events.at(-1)?.data.operation.status).toBe('succeeded');
+    expect(comments).toBeGreaterThan(0);
+  });
+
+  it('maps failed and cancelled outcomes, also when subscribing after the end', async () => {
+    const failed = newTask();
+    plane.ctx.operations.finish(failed.id, { status: 'failed', error: { code: 'REGISTRY_ERROR', message: 'registry down' } });
+    const f = await collectTaskEvents(plane.url, key, failed.id);
+    expect(f.events.map((e) => e.event)).toEqual(['bgtask_failed']);
+    expect(f.events[0]?.data.message).toBe('REGISTRY_ERROR: registry down');
+
+    const cancelled = newTask();
+    plane.ctx.operations.finish(cancelled.id, { status: 'cancelled' });
+    expect((await collectTaskEvents(plane.url, key, cancelled.id)).events.map((e) => e.event)).toEqual(['bgtask_cancelled']);
+  });
+
+  it('counts finished targets as progress for operations with targets', async () => {
+    const op = plane.ctx.operations.create({
+      kind: 'preload',
+      actor: 'test',
+      artifact: { digest: null, reference: 'r', platform: null, size_bytes: null },
+      targets: ['a', 'b'],
+    });
+    const stream = collectTaskEvents(plane.url, key, op.id);
+    await new Promise((r) => setTimeout(r, 100));
+    plane.ctx.operations.updateTarget(op.id, 'a', { status: 'present' });
+    plane.ctx.operations.updateTarget(op.id, 'b', { status: 'failed', failure: { code: 'X', message: 'y' } });
+    plane.ctx.operations.finish(op.id);
+    const { events } = await stream;
+    expect(events.map((e) => [e.event, e.data.current_progress, e.data.total_progress])).toEqual([
+      ['bgtask_updated', 0, 2],
+      ['bgtask_updated', 1, 2],
+      ['bgtask_updated', 2, 2],
+      ['bgtask_failed', 2, 2],
+    ]);
+  });
+
+  it('refuses without a key, and answers 404 for an unknown task', async () => {
+    const op = newTask();
+    expect((await collectTaskEvents(plane.url, 'stk_wrong', op.id)).status).toBe(401);
+    expect((await collectTaskEvents(plane.url, key, 'op-unknown')).status).toBe(404);
+    expect((await collectTaskEvents(plane.url, key, 'bad id!')).status).toBe(400);
+    plane.ctx.operations.finish(op.id, { status: 'succeeded' });
+  });
+});
+
+describe('throttling', () => {
+  it('coalesces a burst of updates into the latest, and never delays the final event', async () => {
+    const throttled = await startCatalogPlane({ throttleMs: 300 });
+    try {
+      const k = createApiKey(throttled.ctx.db, createUser(throttled.ctx.db, { name: 't', role: 'user' }).userId);
+      const op = throttled.ctx.operations.create({ kind: 'rescan', actor: 't', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
+      const stream = collectTaskEvents(throttled.url, k, op.id);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 1; i <= 20; i++) throttled.ctx.operations.setProgress(op.id, i, 20, `step ${i}`);
+      await new Promise((r) => setTimeout(r, 600));
+      throttled.ctx.operations.finish(op.id, { status: 'succeeded' });
+      const { events } = await stream;
+      expect(events.length).toBeLessThan(6);
+      expect(events.filter((e) => e.event === 'bgtask_updated').at(-1)?.data.message).toBe('step 20');
+      expect(events.at(-1)?.event).toBe('bgtask_done');
+    } finally {
+      await throttled.close();
+    }
+  });
+});
