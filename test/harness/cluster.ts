@@ -50,6 +50,12 @@ export interface ClusterOptions {
   maxTransferRate?: number;
   heartbeatIntervalMs?: number;
   offlineAfterMs?: number;
+  /** Scaling group of agent i (default "default"). */
+  scalingGroups?: string[];
+  /** Labels of agent i. */
+  labels?: Array<Record<string, string>>;
+  /** More control-plane configuration (e.g. seed), merged into the generated file. */
+  control?: Record<string, unknown>;
 }
 
 /** Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). */
@@ -98,7 +104,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const { writeFile } = await import('node:fs/promises');
   await writeFile(
     controlConfig,
-    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4 }),
+    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
   );
   let control: ChildProcess | undefined;
   const children = new Set<ChildProcess>();
@@ -123,7 +129,9 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     }
     const dataDir = join(root, name);
     const args = ['agent', '--data-dir', dataDir, '--peer-port', String(ports.peer), '--docker-port', String(ports.docker)];
-    args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', 'default');
+    const index = Number(name.slice('agent-'.length)) - 1;
+    args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', opts.scalingGroups?.[index] ?? 'default');
+    for (const [k, v] of Object.entries(opts.labels?.[index] ?? {})) args.push('--label', `${k}=${v}`);
     if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));
     const { child } = await spawnDaemon(args, /agent ready/);
     children.add(child);
