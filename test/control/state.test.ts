@@ -1,6 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { authenticateApiKey, createApiKey, createUser } from '../../src/control/auth/api-keys.js';
+import { parseControlConfig } from '../../src/control/config.js';
 import { openDatabase } from '../../src/control/db/database.js';
 import { Machines } from '../../src/control/machines.js';
 import { OperationStore, statusFromTargets } from '../../src/control/operations/store.js';
@@ -123,5 +126,15 @@ describe('control-plane state', () => {
     expect(statusFromTargets([t('failed'), t('failed')])).toBe('failed');
     // A target left unfinished is not a success.
     expect(statusFromTargets([t('present'), t('running')])).toBe('partially_failed');
+  });
+
+  it('accepts the control-plane configuration the README shows, and names an unknown field', async () => {
+    const readme = await readFile(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+    const example = /### Control plane[\s\S]*?```json\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(example).toBeDefined();
+    const config = parseControlConfig(JSON.parse(example!));
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 5070 });
+    expect(config.seed?.registries?.[0]?.name).toBe('registry.internal:5000');
+    expect(() => parseControlConfig({ dataDir: '/x', offlineAfter: 5 })).toThrow(/invalid control-plane configuration: .*offlineAfter/);
   });
 });
