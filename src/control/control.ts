@@ -2,7 +2,7 @@ import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { AgentsClient } from './agents-client.js';
-import { createApiKey, createUser, userByName } from './auth/api-keys.js';
+import { type Principal, authenticateApiKey, createApiKey, createUser, userByName } from './auth/api-keys.js';
 import { AvailabilityStore } from './availability.js';
 import type { ControlConfig } from './config.js';
 import type { ControlContext } from './context.js';
@@ -57,10 +57,10 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   runner.register('push', (id) => runPush(ctx, id));
 
   const joinToken = config.joinToken ?? (await fileSecret(join(config.dataDir, 'join.token'), () => newSecret('sjt_')));
-  const adminToken = await fileSecret(join(config.dataDir, 'admin.token'), () => {
-    const admin = userByName(db, 'admin') ?? createUser(db, { name: 'admin', role: 'superadmin' });
-    return createApiKey(db, admin.userId);
-  });
+  const admin = (): Principal => userByName(db, 'admin') ?? createUser(db, { name: 'admin', role: 'superadmin' });
+  const adminToken = await fileSecret(join(config.dataDir, 'admin.token'), () => createApiKey(db, admin().userId));
+  // A database restored from an older backup (or lost) must not lock the operator out of a token on disk.
+  if (!authenticateApiKey(db, adminToken)) createApiKey(db, admin().userId, adminToken);
 
   if (config.seed) {
     const keys = applyCatalogSeed(db, config.seed);
