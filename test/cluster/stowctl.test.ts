@@ -150,6 +150,16 @@ describe('stowctl against a real cluster', () => {
     expect(ok.code, ok.stderr).toBe(0);
   }, 60_000);
 
+  it('pushing a new tag of an image a machine holds uploads nothing but records the tag there', async () => {
+    await docker(daemon.engineTcp!, ['tag', 'example.test/web/app:2.1', 'example.test/web/app:stable']);
+    const r = await json<{ operation: Operation }>(['image', 'push', 'example.test/web/app:stable', '--to', 'agent-1'], { DOCKER_HOST: daemon.engineTcp! });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.body.operation.targets).toMatchObject([{ machine_id: 'agent-1', status: 'skipped_present', bytes_transferred: 0 }]);
+    const listed = await docker(cluster.agents[0]!.dockerHost, ['images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}']);
+    expect(listed).toContain(`example.test/web/app:stable ${pushed.imageId}`);
+    expect(listed).toContain(`example.test/web/app:2.1 ${pushed.imageId}`);
+  }, 60_000);
+
   it('inspect, operation list/get and machine list answer with whole objects', async () => {
     const inspect = await json<{ digest: string; platforms: Array<{ config_digest: string; layers: unknown[] }>; references: string[] }>([
       'image',

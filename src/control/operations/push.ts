@@ -113,6 +113,13 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     }
     const bytes = report.outcome === 'uploaded' ? report.bytes_transferred : 0;
     ctx.operations.updateTarget(opId, params.upload_machine, { status: 'present', bytesTransferred: bytes, bytesTotal: bytes });
+  } else if (params.reference !== undefined) {
+    // Nothing was uploaded (the machine had the image): it still gets the pushed tag. Idempotent on resume.
+    const failure = await confirmUpload(ctx, opId, params);
+    if (failure) {
+      failEverything(ctx, opId, failure);
+      return;
+    }
   }
   ctx.operations.setStage(opId, 'transferring');
   // The other targets pull from the upload target, as in a distribute.
