@@ -75,6 +75,27 @@ describe('distribute', () => {
     expect(second.targets[0]).toMatchObject({ machine_id: 'agent-2', status: 'skipped_present', bytes_transferred: 0 });
   }, 120_000);
 
+  it('reports tag and delete through the Docker API to the control plane, exactly', async () => {
+    const agent3 = cluster.agents[2]!;
+    const refsOn = async (): Promise<string[] | undefined> => {
+      const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}&machine=agent-3`);
+      return r.body.records.find((x) => x.presence.state === 'present')?.references;
+    };
+    await runOk('docker', ['tag', 'example.test/team/app:1.0', 'example.test/team/app:prod'], { env: { DOCKER_HOST: agent3.dockerHost } });
+    const until = async (ok: (refs: string[] | undefined) => boolean): Promise<string[] | undefined> => {
+      for (let i = 0; i < 150; i++) {
+        const refs = await refsOn();
+        if (ok(refs)) return refs;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`agent-3 references stayed ${JSON.stringify(await refsOn())}`);
+    };
+    expect(await until((refs) => refs?.includes('example.test/team/app:prod') === true)).toEqual(['example.test/team/app:1.0', 'example.test/team/app:prod']);
+    await runOk('docker', ['rmi', 'example.test/team/app:1.0', 'example.test/team/app:prod'], { env: { DOCKER_HOST: agent3.dockerHost } });
+    expect(await until((refs) => refs === undefined)).toBeUndefined();
+    await cluster.waitForImage('agent-3', digest, { absent: true });
+  }, 60_000);
+
   it('refuses bad requests clearly and records nothing', async () => {
     const before = (await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations')).body.operations.length;
     const unknown = await cluster.api<{ error: { code: string; message: string } }>('POST', '/api/v1/operations/distribute', {
