@@ -1,3 +1,4 @@
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster } from '../harness/cluster.js';
@@ -72,4 +73,21 @@ describe('catalog through stowctl on a process cluster', () => {
     const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', images.app.manifestDigest]);
     expect(status.body.records.filter((r) => r.presence.state === 'present').map((r) => r.machine_id)).toEqual(['agent-1']);
   }, 120_000);
+
+  it('a finished task survives a control-plane restart: subscribing afterwards yields its final event', async () => {
+    const rescan = await json<{ ok: boolean; task_id: string; outcome: { event: string } }>(['image', 'rescan', reg.host]);
+    expect(rescan.body.outcome.event).toBe('bgtask_done');
+    await cluster.killControl();
+    await cluster.startControl();
+    const res = await request(`${cluster.controlUrl}/events/background-task?task_id=${rescan.body.task_id}`, {
+      headers: { authorization: `Bearer ${cluster.adminToken}` },
+    });
+    expect(res.statusCode).toBe(200);
+    // The stream ends by itself after the final event.
+    const text = await res.body.text();
+    const events = [...text.matchAll(/^event: (\S+)$/gm)].map((m) => m[1]);
+    expect(events).toEqual(['bgtask_done']);
+    const watch = await cluster.stowctl(['task', 'watch', rescan.body.task_id]);
+    expect(watch.code, watch.stderr).toBe(0);
+  }, 60_000);
 });
