@@ -10,13 +10,16 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  * Clients send it as the password of Basic auth (any username), which every registry client speaks.
  */
 
-export type PeerScope = 'pull' | 'push';
+/** pull: read; push: upload blobs and manifests by digest; tag: also point tags (push tokens with t). */
+export type PeerScope = 'pull' | 'push' | 'tag';
 
 export interface PeerTokenPayload {
   /** The machine whose /v2/ accepts it. */
   m: string;
   /** push implies pull. */
-  s: PeerScope;
+  s: 'pull' | 'push';
+  /** A push token that may also move tags (a manifest PUT by tag). Grants to stowctl never carry it. */
+  t?: boolean;
   /** Expiry, seconds since the epoch. */
   exp: number;
   /** The operation it was minted for (for logs). */
@@ -53,7 +56,8 @@ export function verifyPeerToken(secret: string, machineId: string, token: string
     return undefined;
   }
   if (payload.m !== machineId || typeof payload.exp !== 'number' || payload.exp * 1000 <= now) return undefined;
-  if (scope === 'push' && payload.s !== 'push') return undefined;
+  if ((scope === 'push' || scope === 'tag') && payload.s !== 'push') return undefined;
+  if (scope === 'tag' && payload.t !== true) return undefined;
   if (payload.s !== 'pull' && payload.s !== 'push') return undefined;
   return payload;
 }

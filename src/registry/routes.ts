@@ -187,7 +187,10 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   if (authorize) {
     app.addHook('onRequest', async (req, reply) => {
       const path = req.url.split('?')[0] ?? '';
-      const scope = (req.method === 'GET' || req.method === 'HEAD') && !isUploadPath(path) ? 'pull' : 'push';
+      const read = (req.method === 'GET' || req.method === 'HEAD') && !isUploadPath(path);
+      // Pointing a tag can replace what others run: it needs a token minted for that, not just any push token.
+      const tagPut = req.method === 'PUT' && /\/manifests\/[^/]+$/.test(path) && !/\/manifests\/sha256:[a-f0-9]{64}$/.test(path);
+      const scope = read ? 'pull' : tagPut ? 'tag' : 'push';
       if (authorize(req.headers.authorization, scope)) return undefined;
       reply.header('www-authenticate', 'Basic realm="stowage"');
       await sendError(reply, 401, 'UNAUTHORIZED', `authentication required: a ${scope} token for this machine`);

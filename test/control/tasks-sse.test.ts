@@ -17,7 +17,7 @@ beforeAll(async () => {
 afterAll(async () => plane?.close());
 
 const newTask = () =>
-  plane.ctx.operations.create({ kind: 'rescan', actor: 'test', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
+  plane.ctx.operations.create({ kind: 'rescan', actor: 'u', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
 
 describe('background task events', () => {
   it('delivers every update in order, heartbeats while quiet, and ends with bgtask_done', async () => {
@@ -50,7 +50,7 @@ describe('background task events', () => {
   it('counts finished targets as progress for operations with targets', async () => {
     const op = plane.ctx.operations.create({
       kind: 'preload',
-      actor: 'test',
+      actor: 'u',
       artifact: { digest: null, reference: 'r', platform: null, size_bytes: null },
       targets: ['a', 'b'],
     });

@@ -30,7 +30,9 @@ import { tmpDir } from '../harness/tmp.js';
 const MACHINE = 'm-upload-test';
 const secret = newSecret('sms_');
 const hour = () => Math.floor(Date.now() / 1000) + 3600;
-const pushToken = mintPeerToken(secret, { m: MACHINE, s: 'push', exp: hour() });
+const pushToken = mintPeerToken(secret, { m: MACHINE, s: 'push', t: true, exp: hour() });
+/** A push token without the right to move tags: what stowctl's upload grants carry. */
+const untaggedPushToken = mintPeerToken(secret, { m: MACHINE, s: 'push', exp: hour() });
 const pullToken = mintPeerToken(secret, { m: MACHINE, s: 'pull', exp: hour() });
 
 const basic = (token: string) => `Basic ${Buffer.from(`x:${token}`).toString('base64')}`;
@@ -325,6 +327,7 @@ describe('authenticated /v2/: bad input changes nothing', () => {
       ['no credentials, write', 'POST', '/v2/team/z/blobs/uploads/', {}],
       ['pull token on a write', 'POST', '/v2/team/z/blobs/uploads/', PULL],
       ['pull token on a manifest PUT', 'PUT', '/v2/team/z/manifests/1', PULL],
+      ['push token without tag rights on a tag PUT', 'PUT', '/v2/library/alpine/manifests/latest', { authorization: basic(untaggedPushToken) }],
       ['token for another machine', 'GET', '/v2/', { authorization: basic(otherMachine) }],
       ['expired token', 'POST', '/v2/team/z/blobs/uploads/', { authorization: basic(expired) }],
       ['token signed with another secret', 'GET', '/v2/', { authorization: `Bearer ${otherSecret}` }],
@@ -337,6 +340,10 @@ describe('authenticated /v2/: bad input changes nothing', () => {
       expect(await errorCode(res), what).toBe('UNAUTHORIZED');
     }
     expect(await storeSnapshot(agent)).toEqual(before);
+    // A push token without tag rights still uploads: manifests by digest are content-addressed.
+    const upload = await request(`${srv.base}/v2/team/z/blobs/uploads/`, { method: 'POST', headers: { authorization: basic(untaggedPushToken) } });
+    expect(upload.statusCode).toBe(202);
+    await upload.body.dump();
     // The same reads succeed with a pull token.
     const ok = await request(`${srv.base}/v2/`, { headers: PULL });
     expect(ok.statusCode).toBe(200);

@@ -22,5 +22,13 @@ export function requireMachine(ctx: ControlContext, request: FastifyRequest, mac
   return machine;
 }
 
-/** Roles that may change what is on machines. */
-export const OPERATOR_ROLES: readonly Role[] = ['superadmin', 'admin'];
+/**
+ * The cluster API (machines, availability, push, distribute, every operation) spans all domains, so it is
+ * the superadmin's; admins and users are scoped to a domain and work through GraphQL, which filters.
+ */
+export const CLUSTER_ROLES: readonly Role[] = ['superadmin'];
+
+/** One operation (and its events) is visible to the superadmin and to whoever started it. */
+export function canSeeOperation(principal: Principal, actor: string): boolean {
+  return principal.role === 'superadmin' || principal.name === actor;
+}

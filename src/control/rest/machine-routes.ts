@@ -5,7 +5,7 @@ import { publicMachine } from '../machines.js';
 import { secretsEqual } from '../peer-token.js';
 import { fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
 import { parseWith } from './errors.js';
-import { requireMachine, requireUser } from './guards.js';
+import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
 
 /** Joining, inventories and heartbeats from agents; the machine list for operators. */
 export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinToken: string): void {
@@ -40,12 +40,12 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinTok
   });
 
   app.get('/api/v1/machines', async (request) => {
-    requireUser(ctx, request);
+    requireUser(ctx, request, CLUSTER_ROLES);
     return { machines: ctx.machines.list().map(publicMachine) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
-    requireUser(ctx, request);
+    requireUser(ctx, request, CLUSTER_ROLES);
     return { machine: publicMachine(ctx.machines.require(request.params.id)) };
   });
 }

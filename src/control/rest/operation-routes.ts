@@ -1,13 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { StowageError } from '../../errors.js';
+import type { Principal } from '../auth/api-keys.js';
 import type { ControlContext } from '../context.js';
 import { createDistribute } from '../operations/distribute.js';
 import { createPush } from '../operations/push.js';
 import { streamTaskEvents } from '../tasks/sse.js';
-import { distributeRequestSchema, operationKinds, operationStatuses, pushRequestSchema, uploadFinishedSchema } from '../wire.js';
+import { type Operation, distributeRequestSchema, operationKinds, operationStatuses, pushRequestSchema, uploadFinishedSchema } from '../wire.js';
 import { parseWith } from './errors.js';
-import { OPERATOR_ROLES, requireUser } from './guards.js';
+import { CLUSTER_ROLES, canSeeOperation, requireUser } from './guards.js';
 
 const listQuery = z.object({
   kind: z.enum(operationKinds).optional(),
@@ -18,7 +19,7 @@ const listQuery = z.object({
 /** Creating, following and listing operations. */
 export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void {
   app.post('/api/v1/operations/distribute', async (request, reply) => {
-    const user = requireUser(ctx, request, OPERATOR_ROLES);
+    const user = requireUser(ctx, request, CLUSTER_ROLES);
     const req = parseWith(distributeRequestSchema, request.body);
     const operation = createDistribute(ctx, req, user.name);
     ctx.runner.start(operation.id);
@@ -26,7 +27,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   });
 
   app.post('/api/v1/operations/push', async (request, reply) => {
-    const user = requireUser(ctx, request, OPERATOR_ROLES);
+    const user = requireUser(ctx, request, CLUSTER_ROLES);
     const req = parseWith(pushRequestSchema, request.body);
     const created = createPush(ctx, req, user.name);
     ctx.runner.start(created.operation.id);
@@ -34,7 +35,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/operations/:id/upload-finished', async (request) => {
-    requireUser(ctx, request, OPERATOR_ROLES);
+    requireUser(ctx, request, CLUSTER_ROLES);
     const report = parseWith(uploadFinishedSchema, request.body);
     const op = ctx.operations.require(request.params.id);
     if (op.kind !== 'push' || op.stage !== 'uploading' || !ctx.uploads.report(op.id, report)) {
@@ -44,20 +45,25 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   });
 
   app.get('/api/v1/operations', async (request) => {
-    requireUser(ctx, request);
+    requireUser(ctx, request, CLUSTER_ROLES);
     const q = parseWith(listQuery, request.query);
     return { operations: ctx.operations.list(q) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/operations/:id', async (request) => {
-    requireUser(ctx, request);
-    return { operation: ctx.operations.require(request.params.id) };
+    return { operation: visibleOperation(ctx, requireUser(ctx, request), request.params.id) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/operations/:id/events', async (request, reply) => {
-    requireUser(ctx, request);
-    ctx.operations.require(request.params.id);
+    visibleOperation(ctx, requireUser(ctx, request), request.params.id);
     await streamTaskEvents(ctx, reply, request.params.id, { heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
     return reply;
   });
+}
+
+/** The operation, when the caller may see it; another user's operation is as unknown as a missing one. */
+function visibleOperation(ctx: ControlContext, principal: Principal, id: string): Operation {
+  const op = ctx.operations.get(id);
+  if (!op || !canSeeOperation(principal, op.actor)) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
+  return op;
 }

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ControlContext } from '../context.js';
+import { canSeeOperation } from '../rest/guards.js';
 import { principalOf } from '../tenancy/authenticate.js';
 import type { Operation } from '../wire.js';
 import { taskEvent, taskEventName } from './events.js';
@@ -110,12 +111,18 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
 export const taskEventRoutes: FastifyPluginAsync<{ ctx: ControlContext } & StreamOptions> = async (app, opts) => {
   const { ctx } = opts;
   app.get('/events/background-task', async (req, reply) => {
-    if (!principalOf(ctx.db, req)) {
+    const principal = principalOf(ctx.db, req);
+    if (!principal) {
       return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: 'an API key is required: Authorization: Bearer <key>' } });
     }
     const taskId = (req.query as Record<string, unknown>)['task_id'];
     if (typeof taskId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(taskId)) {
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (an operation ID)' } });
+    }
+    // Another user's task is as unknown as a missing one.
+    const op = ctx.operations.get(taskId);
+    if (op && !canSeeOperation(principal, op.actor)) {
+      return reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${taskId}` } });
     }
     const { ctx: _ctx, ...streamOpts } = opts;
     await streamTaskEvents(ctx, reply, taskId, streamOpts);
