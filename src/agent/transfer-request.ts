@@ -62,8 +62,9 @@ export function planTransfer(req: TransferRequest): TransferPlan {
   if (digest) source.digest = digest;
   else source.tag = req.ref;
   const wanted = platform ? formatPlatform(platform) : '';
-  // A digest names the same bytes wherever they come from; a tag means something only on its registry.
-  const key = digest ? `${digest}|${wanted}` : `${url.host}/${req.source.repository}:${req.ref}|${wanted}`;
+  // Requests share a transfer only from the same source: one from another source must not inherit the
+  // first one's failure (a source that went down) or its token. The blobs are still fetched once (pull.ts).
+  const key = digest ? `${url.host}|${digest}|${wanted}` : `${url.host}/${req.source.repository}:${req.ref}|${wanted}`;
   return {
     key,
     host: url.host,

@@ -14,7 +14,7 @@ import type { TransferPlan } from './transfer-request.js';
  * Transfers into this machine: an image fetched from a peer's /v2/ (or a registry) with pullImage, so only
  * missing blobs move and every blob is verified, then tagged with the requested references.
  *
- * One transfer per key (digest + platform, or source tag + platform): a second request for the same image
+ * One transfer per key (source + digest + platform, or source tag + platform): a second request for the same image
  * attaches to the running one and hears its events from then on. A transfer outlives the requests that
  * follow it (a control plane that restarts reconnects and attaches again); close() aborts what still runs.
  *

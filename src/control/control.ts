@@ -89,6 +89,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
       // Like a crash, but tidy: work in flight stays pending/running in the database for the next start.
       operations.freeze();
       availability.freeze();
+      ctx.uploads.closeAll();
       await agents.close();
       await runner.idle();
       db.close();

@@ -104,6 +104,8 @@ export class Machines {
 
   heartbeat(id: string, info: Partial<MachineInfo>): MachineRecord {
     const m = this.require(id);
+    // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
+    const full = info.agent_url !== undefined;
     this.db
       .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ? WHERE id = ?')
       .run(
@@ -111,8 +113,8 @@ export class Machines {
         info.agent_url ?? m.agent_url,
         info.platform ?? m.platform,
         JSON.stringify(info.labels ?? m.labels),
-        info.scaling_group ?? m.scaling_group,
-        info.version ?? m.version,
+        full ? (info.scaling_group ?? null) : m.scaling_group,
+        full ? (info.version ?? null) : m.version,
         id,
       );
     return this.require(id);

@@ -8,8 +8,8 @@ import { operationRoutes } from './rest/operation-routes.js';
 import { taskEventRoutes } from './tasks/sse.js';
 import { adminRoutes } from './tenancy/admin-routes.js';
 
-/** Request bodies are JSON and small; inventories are the largest (up to 100k items). */
-const BODY_LIMIT = 64 * 1024 * 1024;
+/** Request bodies are JSON and small; the routes that take inventories raise it for themselves. */
+const BODY_LIMIT = 1024 * 1024;
 
 /** The control plane's HTTP API: REST under /api/v1, GraphQL at /admin/gql, SSE for background tasks. */
 export async function buildControlApp(ctx: ControlContext, joinToken: string): Promise<FastifyInstance> {

@@ -1,4 +1,11 @@
+import { createReadStream } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { UploadGrant } from '../../src/control/wire.js';
+import { RegistryClient } from '../../src/registry/client.js';
+import { pushImage } from '../../src/registry/push.js';
+import { openStore } from '../../src/store/index.js';
+import { importArchive } from '../../src/store/import-archive.js';
+import { tmpDir } from '../harness/tmp.js';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster } from '../harness/cluster.js';
 import { makeImageTar } from '../harness/images.js';
@@ -135,5 +142,42 @@ describe('faults during distribute', () => {
     });
     expect(done.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'present' });
     await cluster.waitForImage('agent-3', digest);
+  }, 120_000);
+
+  it('a push whose uploader went quiet survives a control-plane stop: SIGTERM exits at once, and after the restart the finished upload is found and fanned out', async () => {
+    // The uploader's side, as stowctl does it, but it never reports back.
+    const { tar } = await makeImageTar('example.test/quiet/uploader:1', { layers: 2, layerBytes: 256 * 1024 });
+    const local = await openStore(await tmpDir('stowage-uploader-'));
+    const [imported] = (await importArchive(createReadStream(tar), local)).images;
+    const created = await cluster.api<{ operation: Operation; upload: UploadGrant }>('POST', '/api/v1/operations/push', {
+      digest: imported!.manifestDigest,
+      reference: 'example.test/quiet/uploader:1',
+      size_bytes: 1,
+      to: ['agent-2', 'agent-3'],
+    });
+    expect(created.status).toBe(201);
+    const { operation, upload } = created.body;
+    expect(operation.stage).toBe('uploading');
+    const url = new URL(upload.registry_url);
+    const client = new RegistryClient({ host: url.host, credentials: { username: upload.username, password: upload.password } });
+    await pushImage(client, local, imported!.manifestDigest, upload.repository, undefined);
+    local.images.close();
+
+    // Stopping does not wait for a report that will not come, and leaves the operation to resume.
+    const stopping = Date.now();
+    await cluster.killControl('SIGTERM');
+    expect(Date.now() - stopping).toBeLessThan(5_000);
+    await cluster.startControl();
+    const final = await until('the resumed push to end', async () => {
+      const o = await op(operation.id);
+      return ended(o) ? o : undefined;
+    });
+    expect(final.status).toBe('succeeded');
+    expect(final.targets.map((t) => [t.machine_id, t.status])).toEqual([
+      ['agent-2', 'present'],
+      ['agent-3', 'present'],
+    ]);
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
+    expect(listed).toContain('example.test/quiet/uploader:1');
   }, 120_000);
 });

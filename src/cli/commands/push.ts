@@ -78,9 +78,7 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
   if (failure) {
     // Tell the control plane, so the operation ends failed instead of waiting for an upload that never comes.
     try {
-      await api.call('POST', path, operationResponseSchema, {
-        body: { outcome: 'failed', failure: { code: failure.code, message: failure.message, stage: 'upload' } },
-      });
+      await reportUpload(api, path, { outcome: 'failed', failure: { code: failure.code, message: failure.message, stage: 'upload' } });
     } catch (err) {
       ctx.diag(`stowctl: could not report the failed upload of ${op.id}: ${(err as Error).message}`);
     }
@@ -89,6 +87,23 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
       cause: failure,
     });
   }
-  const res = await api.call('POST', path, operationResponseSchema, { body: { outcome: 'uploaded', bytes_transferred: view.bytesSent() } });
-  return res.operation;
+  return reportUpload(api, path, { outcome: 'uploaded', bytes_transferred: view.bytesSent() });
+}
+
+const REPORT_PATIENCE_MS = 60_000;
+
+/**
+ * Reports how the upload ended. A control plane that restarts meanwhile still waits for this report
+ * (the operation resumes in its upload stage), so an unreachable one is retried for a minute.
+ */
+async function reportUpload(api: ApiClient, path: string, body: Record<string, unknown>): Promise<Operation> {
+  const until = Date.now() + REPORT_PATIENCE_MS;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return (await api.call('POST', path, operationResponseSchema, { body })).operation;
+    } catch (err) {
+      if (toCliError(err).code !== 'CONNECTION_FAILED' || Date.now() + delay > until) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
 }

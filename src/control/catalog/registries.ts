@@ -40,7 +40,7 @@ export interface RegistryRecord {
   project: string | null;
 }
 
-/** What APIs may show: never the password. */
+/** What APIs may show: never the password. (An update that leaves the password out keeps it, for the same user.) */
 export type PublicRegistry = Omit<RegistryRecord, 'password'> & { has_password: boolean };
 
 interface RegistryRow {
@@ -69,7 +69,8 @@ export class RegistryStore {
       .prepare(
         `INSERT INTO registries (name, url, username, password, insecure, project, created_at, updated_at)
          VALUES (@name, @url, @username, @password, @insecure, @project, @now, @now)
-         ON CONFLICT(name) DO UPDATE SET url = @url, username = @username, password = @password, insecure = @insecure,
+         ON CONFLICT(name) DO UPDATE SET url = @url, username = @username,
+           password = CASE WHEN @password IS NULL AND @username IS registries.username THEN registries.password ELSE @password END, insecure = @insecure,
            project = @project, updated_at = @now`,
       )
       .run({

@@ -3,6 +3,7 @@ import { formatReference, parseReference } from '../../oci/reference.js';
 import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
 import { mintPeerToken } from '../peer-token.js';
+import { RegistryClient } from '../../registry/client.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
 import { transferFromSource, uniqueTargets } from './distribute.js';
 import { toFailure } from './runner.js';
@@ -21,24 +22,46 @@ export interface PushParams {
   upload_machine: string;
   upload_deadline: number;
   repository: string;
+  /** stowctl's report, kept before it is acted on: a restart in between acts on it, not waits for another. */
+  upload_report?: UploadReport;
 }
 
-/** Wakes the push handler waiting for stowctl's upload report. */
+/**
+ * Wakes the push handler waiting for stowctl's upload report. While it waits it also looks at the upload
+ * target now and then: a stowctl that died after its last manifest PUT still completed the upload.
+ */
 export class UploadWaiters {
   private readonly waiting = new Map<string, (report: UploadReport) => void>();
 
-  wait(opId: string, deadline: number): Promise<UploadReport> {
+  constructor(private readonly probeEveryMs = 5_000) {}
+
+  wait(opId: string, deadline: number, probe: () => Promise<boolean>): Promise<UploadReport> {
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiting.delete(opId);
-        resolve({ outcome: 'failed', failure: { code: 'UPLOAD_TIMEOUT', message: 'stowctl did not finish the upload in time', stage: 'upload' } });
-      }, Math.max(0, deadline - Date.now()));
-      timer.unref();
-      this.waiting.set(opId, (report) => {
+      const settle = (report: UploadReport): void => {
         clearTimeout(timer);
+        clearInterval(poll);
         this.waiting.delete(opId);
         resolve(report);
-      });
+      };
+      const timer = setTimeout(
+        () => settle({ outcome: 'failed', failure: { code: 'UPLOAD_TIMEOUT', message: 'stowctl did not finish the upload in time', stage: 'upload' } }),
+        Math.max(0, deadline - Date.now()),
+      );
+      let probing = false;
+      const poll = setInterval(() => {
+        if (probing) return;
+        probing = true;
+        probe()
+          .then((done) => {
+            // The bytes it sent are stowctl's to tell; unknown here.
+            if (done && this.waiting.has(opId)) settle({ outcome: 'uploaded', bytes_transferred: 0 });
+          })
+          .catch(() => undefined)
+          .finally(() => (probing = false));
+      }, this.probeEveryMs);
+      timer.unref();
+      poll.unref();
+      this.waiting.set(opId, settle);
     });
   }
 
@@ -49,11 +72,16 @@ export class UploadWaiters {
     wake(report);
     return true;
   }
+
+  /** Shutdown: every waiter settles (as failed; the frozen store records nothing, so a restart resumes). */
+  closeAll(): void {
+    for (const wake of [...this.waiting.values()]) wake({ outcome: 'failed', failure: { code: 'SHUTDOWN', message: 'the control plane stopped', stage: 'upload' } });
+  }
 }
 
 export type UploadReport = { outcome: 'uploaded'; bytes_transferred: number } | { outcome: 'failed'; failure: Failure };
 
-export function createPush(ctx: ControlContext, req: PushRequest, actor: string): { operation: Operation; upload: UploadGrant | null } {
+export async function createPush(ctx: ControlContext, req: PushRequest, actor: string): Promise<{ operation: Operation; upload: UploadGrant | null }> {
   if (req.expected_digest !== undefined && req.expected_digest !== req.digest) {
     throw new StowageError('DIGEST_MISMATCH', `the image is ${req.digest}, not the expected ${req.expected_digest}`, {
       details: { expected: req.expected_digest, actual: req.digest },
@@ -63,7 +91,9 @@ export function createPush(ctx: ControlContext, req: PushRequest, actor: string)
   const targets = uniqueTargets(ctx, req.to);
   const uploadTo = targets.map((id) => ctx.machines.get(id) as MachineRecord).find((m) => m.status === 'online');
   if (!uploadTo) throw new StowageError('MACHINE_OFFLINE', 'every target is offline: nowhere to upload to', { details: { machine_ids: targets } });
-  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0;
+  const repository = reference?.path ?? 'stowage/push';
+  // The records say so, and the agent confirms: an upload skipped on a stale record would be missed.
+  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(uploadTo, repository, req.digest).catch(() => false));
   const deadline = Date.now() + ctx.config.uploadTimeoutMs;
   const params: PushParams = {
     digest: req.digest,
@@ -71,7 +101,7 @@ export function createPush(ctx: ControlContext, req: PushRequest, actor: string)
     reference: req.reference,
     upload_machine: uploadTo.id,
     upload_deadline: deadline,
-    repository: reference?.path ?? 'stowage/push',
+    repository,
   };
   const op = ctx.operations.create({
     kind: 'push',
@@ -105,7 +135,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
   const params = ctx.operations.params<PushParams>(opId);
   if (op.stage === 'uploading') {
     ctx.operations.setStage(opId, 'uploading');
-    const report = await ctx.uploads.wait(opId, params.upload_deadline);
+    const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params)));
     const failure = report.outcome === 'uploaded' ? await confirmUpload(ctx, opId, params) : report.failure;
     if (failure) {
       failEverything(ctx, opId, failure);
@@ -168,4 +198,19 @@ function failEverything(ctx: ControlContext, opId: string, failure: Failure): vo
     if (t.status === 'pending' || t.status === 'running') ctx.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
   }
   ctx.operations.finish(opId, { status: 'failed', error: failure });
+}
+
+/** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
+function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {
+  return manifestOn(ctx.machines.require(params.upload_machine), params.repository, params.digest);
+}
+
+async function manifestOn(machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
+  const url = new URL(machine.agent_url);
+  const client = new RegistryClient({
+    host: url.host,
+    insecure: url.protocol === 'http:',
+    credentials: { username: 'stowage', password: mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 60 }) },
+  });
+  return (await client.headManifest(repository, digest)) !== undefined;
 }

@@ -54,7 +54,12 @@ export class OperationRunner {
         // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
         if (isStowageError(err)) this.log.info({ opId, code: err.code }, err.message);
         else this.log.error({ err, opId }, 'operation failed');
-        this.operations.finish(opId, { status: 'failed', error: toFailure(err, 'internal') });
+        const failure = toFailure(err, 'internal');
+        // No target is left pending or running under an operation that ended.
+        for (const t of this.operations.get(opId)?.targets ?? []) {
+          if (!isTargetDone(t.status)) this.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
+        }
+        this.operations.finish(opId, { status: 'failed', error: failure });
       })
       .finally(() => this.running.delete(opId));
     this.running.set(opId, work);

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
 import type { ControlContext } from '../context.js';
 import { publicMachine } from '../machines.js';
@@ -7,9 +7,12 @@ import { fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequest
 import { parseWith } from './errors.js';
 import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
 
+/** Inventories reach 100k items; only these routes take bodies this large. */
+const INVENTORY_BODY_LIMIT = 64 * 1024 * 1024;
+
 /** Joining, inventories and heartbeats from agents; the machine list for operators. */
 export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinToken: string): void {
-  app.post('/api/v1/machines/join', async (request, reply) => {
+  app.post('/api/v1/machines/join', { bodyLimit: INVENTORY_BODY_LIMIT }, async (request, reply) => {
     const req = parseWith(joinRequestSchema, request.body);
     if (!secretsEqual(req.join_token, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
     const { machine, secret } = ctx.machines.join(req);
@@ -17,15 +20,16 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinTok
     return reply.code(201).send({ machine_id: machine.id, machine_secret: secret, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs });
   });
 
-  app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', async (request) => {
-    requireMachine(ctx, request, request.params.id);
+  // The machine is authenticated before its (large) body is read.
+  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => void requireMachine(ctx, request, request.params.id) };
+
+  app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
     ctx.machines.replaceInventory(request.params.id, body.seq, body.items);
     return { seq: body.seq };
   });
 
-  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/inventory/delta', async (request) => {
-    requireMachine(ctx, request, request.params.id);
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/inventory/delta', machineFirst, async (request) => {
     const delta = parseWith(inventoryDeltaSchema, request.body);
     ctx.machines.applyDelta(request.params.id, delta);
     return { seq: delta.seq };

@@ -4,7 +4,7 @@ import { StowageError } from '../../errors.js';
 import type { Principal } from '../auth/api-keys.js';
 import type { ControlContext } from '../context.js';
 import { createDistribute } from '../operations/distribute.js';
-import { createPush } from '../operations/push.js';
+import { type PushParams, createPush } from '../operations/push.js';
 import { streamTaskEvents } from '../tasks/sse.js';
 import { type Operation, distributeRequestSchema, operationKinds, operationStatuses, pushRequestSchema, uploadFinishedSchema } from '../wire.js';
 import { parseWith } from './errors.js';
@@ -29,7 +29,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   app.post('/api/v1/operations/push', async (request, reply) => {
     const user = requireUser(ctx, request, CLUSTER_ROLES);
     const req = parseWith(pushRequestSchema, request.body);
-    const created = createPush(ctx, req, user.name);
+    const created = await createPush(ctx, req, user.name);
     ctx.runner.start(created.operation.id);
     return reply.code(201).send(created);
   });
@@ -38,9 +38,13 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
     requireUser(ctx, request, CLUSTER_ROLES);
     const report = parseWith(uploadFinishedSchema, request.body);
     const op = ctx.operations.require(request.params.id);
-    if (op.kind !== 'push' || op.stage !== 'uploading' || !ctx.uploads.report(op.id, report)) {
+    const params = op.kind === 'push' ? ctx.operations.params<PushParams>(op.id) : undefined;
+    if (!params || op.stage !== 'uploading' || params.upload_report) {
       throw new StowageError('CONFLICT', `operation ${op.id} is not waiting for an upload (it is ${op.kind}, ${op.status}, ${op.stage})`);
     }
+    // Kept first, so a restart acts on this report instead of waiting for one that will not come again.
+    ctx.operations.setParams(op.id, { ...params, upload_report: report });
+    ctx.uploads.report(op.id, report);
     return { operation: ctx.operations.require(op.id) };
   });
 
