@@ -6,11 +6,13 @@
  *   fan-out    distribute to --targets targets at once (default 3)
  *   skopeo     skopeo copy of the same image from the source's /v2/ to a dir (an outside reference, when installed)
  *
- * Prints seconds, MiB/s and ratios to the baseline measured in the same run (these machines are noisy).
+ * Prints seconds, MiB/s and ratios to the baseline measured in the same run (these machines are noisy),
+ * and the targets' peak memory against an idle agent's: it stays flat as the image grows.
  * Today every target pulls from the source, so fan-out costs about targets × one copy of the source's
  * upload bandwidth; pipelined fan-out (targets serving what they are still receiving) is the next step.
  */
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import { mintPeerToken } from '../src/control/peer-token.js';
 import type { Availability, Operation } from '../src/control/wire.js';
@@ -70,6 +72,8 @@ async function main(): Promise<void> {
       if (!digest) await new Promise((res) => setTimeout(res, 50));
     }
 
+    // Peak resident memory (VmHWM) of the targets before any transfer: what an idle agent needs.
+    const idlePeak = Math.max(...cluster.agents.slice(1).map((a) => peakRssMiB(a.process.pid)));
     const rows: Array<[string, number]> = [];
     const baseline = await distribute(cluster, digest, ['agent-2']);
     rows.push(['baseline: distribute to 1', baseline]);
@@ -98,9 +102,17 @@ async function main(): Promise<void> {
       const copies = name.startsWith('fan-out') ? targets : 1;
       console.log(`${name.padEnd(28)} ${seconds.toFixed(2).padStart(7)} s  ${((mib * copies) / seconds).toFixed(0).padStart(6)} MiB/s  x${(seconds / baseline).toFixed(2)} of baseline`);
     }
+    const busyPeak = Math.max(...cluster.agents.slice(1).map((a) => peakRssMiB(a.process.pid)));
+    console.log(`target agents' peak RSS: ${busyPeak} MiB after receiving ${mib} MiB (idle ${idlePeak} MiB, x${(busyPeak / idlePeak).toFixed(2)})`);
   } finally {
     await cluster.close();
   }
+}
+
+/** Peak resident set of a process in MiB, from /proc (Linux). */
+function peakRssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024);
 }
 
 /** agent-1's machine secret, read from its identity file (the bench plays the control plane's part for skopeo). */
