@@ -37,6 +37,7 @@ export type ErrorCode =
   | 'DOMAIN_NOT_FOUND'
   | 'GROUP_NOT_FOUND'
   | 'QUERY_TOO_COMPLEX'
+  | 'CANCELLED'
   | 'INTERNAL';
 
 const defaultStatus: Record<ErrorCode, number> = {
@@ -74,6 +75,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   DOMAIN_NOT_FOUND: 404,
   GROUP_NOT_FOUND: 404,
   QUERY_TOO_COMPLEX: 400,
+  CANCELLED: 409,
   INTERNAL: 500,
 };
 

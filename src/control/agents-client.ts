@@ -31,11 +31,18 @@ export class AgentsClient {
     this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, connectTimeout: 10_000 });
   }
 
-  async transfer(machine: MachineRecord, req: TransferRequest, onProgress: (e: Extract<TransferEvent, { type: 'progress' }>) => void): Promise<TransferOutcome> {
+  /** `signal` only stops following: the agent's transfer goes on (it is shared and outlives its requests). */
+  async transfer(
+    machine: MachineRecord,
+    req: TransferRequest,
+    signal: AbortSignal | undefined,
+    onProgress: (e: Extract<TransferEvent, { type: 'progress' }>) => void,
+  ): Promise<TransferOutcome> {
     let res: Dispatcher.ResponseData;
     try {
       res = await request(new URL('/agent/v1/transfers', machine.agent_url), {
         method: 'POST',
+        ...(signal ? { signal } : {}),
         headers: { authorization: `Bearer ${machine.secret}`, 'content-type': 'application/json', accept: 'application/x-ndjson' },
         body: JSON.stringify(req),
         dispatcher: this.dispatcher,

@@ -180,4 +180,30 @@ describe('faults during distribute', () => {
     const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
     expect(listed).toContain('example.test/quiet/uploader:1');
   }, 120_000);
+
+  it('a cancelled distribute ends cancelled at once: its stream says so, unfinished targets fail CANCELLED, nothing is claimed', async () => {
+    const digest = await loadImage('example.test/crash/cancel:1');
+    const follower = cluster.stowctl(['--json', 'image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
+    const running = await until('bytes to move', async () => {
+      const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
+      const o = r.body.operations[0];
+      return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
+    });
+    const cancel = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    const cancelled = (JSON.parse(cancel.stdout) as { operation: Operation }).operation;
+    expect(cancelled.status).toBe('cancelled');
+    expect(cancelled.targets.every((t) => t.status === 'failed' && t.failure?.code === 'CANCELLED')).toBe(true);
+
+    const followed = await follower;
+    expect(followed.code).toBe(1);
+    expect((JSON.parse(followed.stdout) as { operation: Operation }).operation.status).toBe('cancelled');
+    // No availability record claims a transfer under way for it.
+    const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}`);
+    expect(status.body.records.filter((r) => r.presence.state === 'transferring')).toEqual([]);
+    // Too late to cancel twice.
+    const again = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]);
+    expect(again.code).toBe(1);
+    expect((JSON.parse(again.stdout) as { error: { code: string } }).error.code).toBe('CONFLICT');
+  }, 120_000);
 });

@@ -5,7 +5,7 @@ import { renderOperation, renderOperationList } from '../render.js';
 import { operationResponseSchema, operationsResponseSchema } from '../responses.js';
 import type { Bind } from './types.js';
 
-/** `operation list|get`, registered under `image` and at the top level alike. */
+/** `operation list|get|cancel`, registered under `image` and at the top level alike. */
 export function registerOperation(parent: Command, bind: Bind): void {
   const op = parent.command('operation').alias('op').description('operations (push, distribute, …) and their per-target results');
   op.command('list')
@@ -29,6 +29,16 @@ export function registerOperation(parent: Command, bind: Bind): void {
       bind(async (ctx, _opts, [id]) => {
         const api = await ctx.api();
         const res = await api.call('GET', `/api/v1/operations/${encodeURIComponent(id!)}`, operationResponseSchema);
+        ctx.print(res, () => renderOperation(res.operation));
+      }),
+    );
+  op.command('cancel')
+    .description('cancel an operation that has not ended; targets not finished fail with CANCELLED')
+    .argument('<id>', 'operation ID (op-…)')
+    .action(
+      bind(async (ctx, _opts, [id]) => {
+        const api = await ctx.api();
+        const res = await api.call('POST', `/api/v1/operations/${encodeURIComponent(id!)}/cancel`, operationResponseSchema);
         ctx.print(res, () => renderOperation(res.operation));
       }),
     );

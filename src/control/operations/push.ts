@@ -35,14 +35,17 @@ export class UploadWaiters {
 
   constructor(private readonly probeEveryMs = 5_000) {}
 
-  wait(opId: string, deadline: number, probe: () => Promise<boolean>): Promise<UploadReport> {
+  wait(opId: string, deadline: number, probe: () => Promise<boolean>, signal?: AbortSignal): Promise<UploadReport> {
     return new Promise((resolve) => {
       const settle = (report: UploadReport): void => {
         clearTimeout(timer);
         clearInterval(poll);
+        signal?.removeEventListener('abort', onAbort);
         this.waiting.delete(opId);
         resolve(report);
       };
+      const onAbort = (): void => settle({ outcome: 'failed', failure: { code: 'CANCELLED', message: 'the push was cancelled', stage: 'upload' } });
+      signal?.addEventListener('abort', onAbort, { once: true });
       const timer = setTimeout(
         () => settle({ outcome: 'failed', failure: { code: 'UPLOAD_TIMEOUT', message: 'stowctl did not finish the upload in time', stage: 'upload' } }),
         Math.max(0, deadline - Date.now()),
@@ -62,6 +65,7 @@ export class UploadWaiters {
       timer.unref();
       poll.unref();
       this.waiting.set(opId, settle);
+      if (signal?.aborted) onAbort();
     });
   }
 
@@ -135,7 +139,9 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
   const params = ctx.operations.params<PushParams>(opId);
   if (op.stage === 'uploading') {
     ctx.operations.setStage(opId, 'uploading');
-    const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params)));
+    const signal = ctx.runner.signalFor(opId);
+    const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params), signal));
+    if (signal.aborted) return;
     const failure = report.outcome === 'uploaded' ? await confirmUpload(ctx, opId, params) : report.failure;
     if (failure) {
       failEverything(ctx, opId, failure);
@@ -176,6 +182,7 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
         ...(params.platform ? { platform: params.platform } : {}),
         references,
       },
+      ctx.runner.signalFor(opId),
       () => {},
     );
     if (outcome.type === 'error') return { ...outcome.failure, stage: 'verify' };

@@ -1,10 +1,10 @@
 import type { Logger } from 'pino';
-import { isStowageError } from '../../errors.js';
+import { StowageError, isStowageError } from '../../errors.js';
 import { forEachLimited } from '../../registry/pool.js';
 import type { AgentsClient } from '../agents-client.js';
 import type { AvailabilityStore } from '../availability.js';
 import type { MachineRecord } from '../machines.js';
-import type { Failure, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
+import type { Failure, Operation, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
 import { type OperationStore, isTargetDone, isTerminal } from './store.js';
 
 /**
@@ -27,6 +27,8 @@ const PROGRESS_WRITE_MS = 250;
 export class OperationRunner {
   private readonly handlers = new Map<OperationKind, KindHandler>();
   private readonly running = new Map<string, Promise<void>>();
+  /** One abort controller per running operation: cancel() aborts it, handlers pass its signal on. */
+  private readonly controllers = new Map<string, AbortController>();
 
   constructor(
     private readonly operations: OperationStore,
@@ -46,11 +48,13 @@ export class OperationRunner {
     const op = this.operations.get(opId);
     if (!op || isTerminal(op.status)) return;
     const handler = this.handlers.get(op.kind);
+    this.controllers.set(opId, new AbortController());
     const work = (async () => {
       if (!handler) throw new Error(`no handler for ${op.kind} operations`);
       await handler(opId);
     })()
       .catch((err: unknown) => {
+        if (this.signalFor(opId).aborted) return; // cancelled: cancel() has recorded how it ended
         // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
         if (isStowageError(err)) this.log.info({ opId, code: err.code }, err.message);
         else this.log.error({ err, opId }, 'operation failed');
@@ -61,8 +65,30 @@ export class OperationRunner {
         }
         this.operations.finish(opId, { status: 'failed', error: failure });
       })
-      .finally(() => this.running.delete(opId));
+      .finally(() => {
+        this.running.delete(opId);
+        this.controllers.delete(opId);
+      });
     this.running.set(opId, work);
+  }
+
+  /** Aborted when the operation is cancelled: handlers stop starting work and pass it to what they await. */
+  signalFor(opId: string): AbortSignal {
+    return this.controllers.get(opId)?.signal ?? AbortSignal.abort();
+  }
+
+  /**
+   * Cancels an operation that has not ended: it ends `cancelled` at once; targets not finished fail with
+   * CANCELLED (a transfer an agent already runs may still complete there, and its inventory will say so).
+   */
+  cancel(opId: string, by: string): Operation {
+    const op = this.operations.require(opId);
+    if (isTerminal(op.status)) throw new StowageError('CONFLICT', `operation ${opId} already ended ${op.status}`);
+    const failure: Failure = { code: 'CANCELLED', message: `cancelled by ${by}`, stage: op.stage };
+    for (const t of op.targets) if (!isTargetDone(t.status)) this.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
+    const ended = this.operations.finish(opId, { status: 'cancelled', error: failure, stage: 'cancelled' });
+    this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
+    return ended;
   }
 
   /** After a restart: every operation left pending or running is carried on by its handler. */
@@ -80,7 +106,10 @@ export class OperationRunner {
   /** Runs `fn` for every target of the operation that has not ended, a bounded number at once. */
   async forEachOpenTarget(opId: string, fn: (machineId: string, wasRunning: boolean) => Promise<void>): Promise<void> {
     const open = this.operations.require(opId).targets.filter((t) => !isTargetDone(t.status));
-    await forEachLimited(open, this.targetConcurrency, (t) => fn(t.machine_id, t.status === 'running'));
+    const signal = this.signalFor(opId);
+    await forEachLimited(open, this.targetConcurrency, async (t) => {
+      if (!signal.aborted) await fn(t.machine_id, t.status === 'running');
+    });
   }
 
   /**
@@ -94,7 +123,8 @@ export class OperationRunner {
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
     try {
-      const outcome = await this.agents.transfer(target, req, (p) => {
+      const signal = this.signalFor(opId);
+      const outcome = await this.agents.transfer(target, req, signal, (p) => {
         const now = Date.now();
         if (now - lastWrite < PROGRESS_WRITE_MS) return;
         lastWrite = now;
@@ -118,6 +148,11 @@ export class OperationRunner {
       });
       return { status, platform: outcome.platform };
     } catch (err) {
+      if (this.signalFor(opId).aborted) {
+        // Cancelled: no claim either way; the agent's own inventory will tell if it finished anyway.
+        if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
+        return { status: 'failed' };
+      }
       return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
     }
   }

@@ -48,6 +48,12 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
     return { operation: ctx.operations.require(op.id) };
   });
 
+  app.post<{ Params: { id: string } }>('/api/v1/operations/:id/cancel', async (request) => {
+    const user = requireUser(ctx, request);
+    visibleOperation(ctx, user, request.params.id);
+    return { operation: ctx.runner.cancel(request.params.id, user.name) };
+  });
+
   app.get('/api/v1/operations', async (request) => {
     requireUser(ctx, request, CLUSTER_ROLES);
     const q = parseWith(listQuery, request.query);
