@@ -2,9 +2,9 @@ import { StowageError } from '../errors.js';
 import { type Digest, digestOf, verifyContent } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { parseImageConfig } from '../oci/manifest.js';
-import { RegistryClient } from '../registry/client.js';
+import type { RegistryClient } from '../registry/client.js';
 import type { ControlContext } from './context.js';
-import { mintPeerToken } from './peer-token.js';
+import { peerRegistryClient } from './peer-client.js';
 import { repositoryOf } from './operations/transfer-plan.js';
 import type { Availability, ImageInspect } from './wire.js';
 
@@ -32,12 +32,7 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
   // A reference may name an index on one machine; the digest to show is what was asked, else the index, else the manifest.
   const digest = (q.digest ?? readFrom.index_digest ?? readFrom.digest) as Digest;
   const machine = ctx.machines.require(readFrom.machine_id);
-  const url = new URL(machine.agent_url);
-  const client = new RegistryClient({
-    host: url.host,
-    insecure: url.protocol === 'http:',
-    credentials: { username: 'stowage', password: mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 60 }) },
-  });
+  const client = peerRegistryClient(machine);
   const repo = repositoryOf(readFrom.references);
   const top = await client.getManifest(repo, digest);
   const onMachine = matching.filter((r) => r.machine_id === machine.id);

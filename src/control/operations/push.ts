@@ -2,8 +2,8 @@ import { StowageError } from '../../errors.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
 import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
+import { peerRegistryClient, pullToken } from '../peer-client.js';
 import { mintPeerToken } from '../peer-token.js';
-import { RegistryClient } from '../../registry/client.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
 import { transferFromSource, uniqueTargets } from './distribute.js';
 import { toFailure } from './runner.js';
@@ -171,7 +171,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
 async function confirmUpload(ctx: ControlContext, opId: string, params: PushParams): Promise<Failure | undefined> {
   try {
     const machine = ctx.machines.requireOnline(params.upload_machine);
-    const password = mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 300, op: opId });
+    const password = pullToken(machine, 300, opId);
     const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
     const outcome = await ctx.runner.agents.transfer(
       machine,
@@ -213,11 +213,5 @@ function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean
 }
 
 async function manifestOn(machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
-  const url = new URL(machine.agent_url);
-  const client = new RegistryClient({
-    host: url.host,
-    insecure: url.protocol === 'http:',
-    credentials: { username: 'stowage', password: mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 60 }) },
-  });
-  return (await client.headManifest(repository, digest)) !== undefined;
+  return (await peerRegistryClient(machine).headManifest(repository, digest)) !== undefined;
 }

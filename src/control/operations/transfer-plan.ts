@@ -2,7 +2,7 @@ import { StowageError } from '../../errors.js';
 import { parseReference } from '../../oci/reference.js';
 import type { AvailabilityStore } from '../availability.js';
 import type { MachineRecord } from '../machines.js';
-import { mintPeerToken } from '../peer-token.js';
+import { pullToken } from '../peer-client.js';
 import type { Availability, TransferRequest } from '../wire.js';
 
 /**
@@ -58,7 +58,7 @@ export function peerTransferRequest(opts: {
   ttlSeconds: number;
 }): TransferRequest {
   const { source, record, digest } = opts;
-  const password = mintPeerToken(source.secret, { m: source.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + opts.ttlSeconds, op: opts.operationId });
+  const password = pullToken(source, opts.ttlSeconds, opts.operationId);
   const isIndex = record.digest !== digest;
   return {
     operation_id: opts.operationId,
