@@ -231,7 +231,7 @@ export class ControlLink {
       inventory: [...inventory.values()],
       inventory_seq: seq,
     };
-    const res = await this.call('POST', '/api/v1/machines/join', undefined, body, joinResponseSchema);
+    const res = await this.call('POST', '/api/v1/machines/join', joinToken, body, joinResponseSchema);
     const identity: Identity = { control_url: this.opts.controlUrl, machine_id: res.machine_id, machine_secret: res.machine_secret };
     await writeIdentity(this.opts.dataDir, identity);
     this.identity = identity;
@@ -246,7 +246,7 @@ export class ControlLink {
   private async putFull(identity: Identity): Promise<void> {
     const inventory = this.snapshot();
     const seq = this.seq + 1;
-    await this.call('PUT', `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory`, identity, { seq, items: [...inventory.values()] });
+    await this.call('PUT', `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory`, identity.machine_secret, { seq, items: [...inventory.values()] });
     this.seq = seq;
     this.acked = inventory;
   }
@@ -257,7 +257,7 @@ export class ControlLink {
     if (upserted.length === 0 && removed.length === 0) return;
     const seq = this.seq + 1;
     try {
-      await this.call('POST', `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory/delta`, identity, {
+      await this.call('POST', `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory/delta`, identity.machine_secret, {
         base_seq: this.seq,
         seq,
         upserted,
@@ -278,7 +278,7 @@ export class ControlLink {
     const res = await this.call(
       'POST',
       `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/heartbeat`,
-      identity,
+      identity.machine_secret,
       { ...this.opts.info, inventory_seq: this.seq },
       heartbeatResponseSchema,
     );
@@ -290,12 +290,12 @@ export class ControlLink {
   private async call<S extends z.ZodTypeAny>(
     method: 'POST' | 'PUT',
     path: string,
-    identity: Identity | undefined,
+    /** The machine secret, or for a join the join token (checked before the body is read). */
+    bearer: string,
     body: unknown,
     schema?: S,
   ): Promise<z.infer<S>> {
-    const headers: Record<string, string> = { 'content-type': 'application/json' };
-    if (identity) headers['authorization'] = `Bearer ${identity.machine_secret}`;
+    const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Bearer ${bearer}` };
     const res = await request(`${this.opts.controlUrl}${path}`, {
       method,
       headers,

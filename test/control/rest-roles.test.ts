@@ -73,4 +73,18 @@ describe('cluster REST roles', () => {
     expect((await call(control.adminToken, 'GET', '/api/v1/machines')).status).toBe(200);
     expect((await call(control.adminToken, 'GET', `/api/v1/operations/${theirs}`)).status).toBe(200);
   });
+
+  it('refuses a join without the join token as bearer, before reading the body, and records no machine', async () => {
+    const body = { join_token: control.joinToken, agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', inventory: [], inventory_seq: 1 };
+    for (const authorization of [undefined, 'Bearer sjt_wrong', `Bearer ${control.adminToken}`]) {
+      const res = await request(`${control.url}/api/v1/machines/join`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+        body: JSON.stringify(body),
+      });
+      expect(res.statusCode, authorization).toBe(401);
+      expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe('UNAUTHORIZED');
+    }
+    expect(control.ctx.machines.list()).toEqual([]);
+  });
 });

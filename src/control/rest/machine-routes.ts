@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
+import { bearerToken } from '../auth/api-keys.js';
 import type { ControlContext } from '../context.js';
 import { publicMachine } from '../machines.js';
 import { secretsEqual } from '../peer-token.js';
@@ -12,7 +13,17 @@ const INVENTORY_BODY_LIMIT = 64 * 1024 * 1024;
 
 /** Joining, inventories and heartbeats from agents; the machine list for operators. */
 export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinToken: string): void {
-  app.post('/api/v1/machines/join', { bodyLimit: INVENTORY_BODY_LIMIT }, async (request, reply) => {
+  // The join token comes as the bearer, so a stranger is refused before a large body is read; the body
+  // repeats it (the wire contract), and both must match.
+  const joinTokenFirst = {
+    bodyLimit: INVENTORY_BODY_LIMIT,
+    onRequest: async (request: FastifyRequest) => {
+      const presented = bearerToken(request.headers.authorization);
+      if (presented === undefined || !secretsEqual(presented, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong or missing join token (Authorization: Bearer sjt_…)');
+    },
+  };
+
+  app.post('/api/v1/machines/join', joinTokenFirst, async (request, reply) => {
     const req = parseWith(joinRequestSchema, request.body);
     if (!secretsEqual(req.join_token, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
     const { machine, secret } = ctx.machines.join(req);
