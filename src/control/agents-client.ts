@@ -93,8 +93,9 @@ export class AgentsClient {
     return unloadResponseSchema.parse(await res.body.json()).removed;
   }
 
+  /** Cuts every call in flight (shutdown must not wait for transfers; the agents carry on with them). */
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    await this.dispatcher.destroy();
   }
 
   private async call(machine: MachineRecord, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Dispatcher.ResponseData> {

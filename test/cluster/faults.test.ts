@@ -206,4 +206,24 @@ describe('faults during distribute', () => {
     expect(again.code).toBe(1);
     expect((JSON.parse(again.stdout) as { error: { code: string } }).error.code).toBe('CONFLICT');
   }, 120_000);
+
+  it('SIGTERM during a distribute stops the control plane at once; after the restart the operation ends as if uninterrupted', async () => {
+    const digest = await loadImage('example.test/crash/term:1');
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
+    const id = created.body.operation.id;
+    await until('bytes to move', async () => {
+      const o = await op(id);
+      return o.targets.some((t) => t.bytes_transferred > 0) && o.targets.every((t) => t.status === 'running') ? o : undefined;
+    });
+    const stopping = Date.now();
+    await cluster.killControl('SIGTERM');
+    expect(Date.now() - stopping).toBeLessThan(3_000);
+    await cluster.startControl();
+    const final = await until('the resumed operation to end', async () => {
+      const o = await op(id);
+      return ended(o) ? o : undefined;
+    });
+    expect(final.status).toBe('succeeded');
+    expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
+  }, 120_000);
 });
