@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { readSse } from '../../src/cli/sse.js';
 import { parseControlConfig } from '../../src/control/config.js';
@@ -104,6 +107,105 @@ export async function pushLabelledImages(host: string): Promise<LabelledImages> 
   return { app, multi, system, broken, old };
 }
 
+export interface DockerFormatImages {
+  /** Docker v2 schema 2 manifest (skopeo --format v2s2), labelled. */
+  v2s2: { manifestDigest: string; configDigest: string };
+  /** Docker manifest list (skopeo --all --format v2s2 of a two-platform OCI layout). */
+  list: { listDigest: string; children: Array<{ platform: string; manifestDigest: string }> };
+}
+
+/**
+ * Pushes to `host` the Docker flavours of the manifest kinds: test/v2s2:1 (a Docker v2 schema 2
+ * manifest) and test/list:1 (a Docker manifest list of linux/amd64 and linux/arm64/v8). Throws when
+ * the registry does not hold the expected media types (the premise of the tests that use them).
+ */
+export async function pushDockerFormatImages(host: string): Promise<DockerFormatImages> {
+  const raw = async (ref: string) => {
+    const text = await skopeo(['inspect', '--raw', '--tls-verify=false', `docker://${host}/${ref}`]);
+    return { doc: JSON.parse(text) as { mediaType?: string; config?: { digest: string }; manifests?: Array<{ digest: string; platform: { os: string; architecture: string; variant?: string } }> }, digest: `sha256:${createHash('sha256').update(text).digest('hex')}` };
+  };
+  const dir = await tmpDir('stowage-layout-');
+  await makeTestImage(dir, { layers: 1, layerBytes: 512, tag: 'x', labels: { 'ai.backend.accelerators': 'cuda', 'ai.backend.resource.min.cpu': '2' } });
+  await skopeo(['copy', '--format', 'v2s2', `oci:${dir}:x`, `docker://${host}/test/v2s2:1`]);
+  const v2 = await raw('test/v2s2:1');
+  if (v2.doc.mediaType !== 'application/vnd.docker.distribution.manifest.v2+json') throw new Error(`test/v2s2:1 is ${v2.doc.mediaType}`);
+
+  const multiDir = await tmpDir('stowage-layout-');
+  await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1, labels: { 'ai.backend.resource.max.mem': '4g' } });
+  await skopeo(['copy', '--all', '--format', 'v2s2', `oci:${multiDir}:x`, `docker://${host}/test/list:1`]);
+  const list = await raw('test/list:1');
+  if (list.doc.mediaType !== 'application/vnd.docker.distribution.manifest.list.v2+json') throw new Error(`test/list:1 is ${list.doc.mediaType}`);
+  return {
+    v2s2: { manifestDigest: v2.digest, configDigest: v2.doc.config!.digest },
+    list: {
+      listDigest: list.digest,
+      children: list.doc.manifests!.map((m) => ({
+        platform: [m.platform.os, m.platform.architecture, ...(m.platform.variant ? [m.platform.variant] : [])].join('/'),
+        manifestDigest: m.digest,
+      })),
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// A proxy in front of a registry: delays, faults, and a log of what was asked
+
+export interface RegistryProxy {
+  /** "http://127.0.0.1:<port>": use as a registry record's url (its name stays the real registry's host). */
+  url: string;
+  /** "METHOD /path?query" of every request, in arrival order. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Forwards every request to `target` after `delayMs`; `fault(method, path)` may answer a status of its
+ * own instead (404 with a registry error body), to make a tag vanish between tags/list and its GET.
+ */
+export async function startRegistryProxy(
+  target: string,
+  opts: { delayMs?: number; fault?: (method: string, path: string) => number | undefined } = {},
+): Promise<RegistryProxy> {
+  const requests: string[] = [];
+  const server = createServer((req, res) => {
+    const path = req.url ?? '/';
+    requests.push(`${req.method} ${path}`);
+    void (async () => {
+      try {
+        if (opts.delayMs) await new Promise((r) => setTimeout(r, opts.delayMs));
+        const status = opts.fault?.(req.method ?? 'GET', path.split('?')[0] ?? path);
+        if (status !== undefined) {
+          req.resume();
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ errors: [{ code: 'MANIFEST_UNKNOWN', message: 'manifest unknown' }] }));
+          return;
+        }
+        const headers: Record<string, string | string[]> = {};
+        for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && k !== 'host' && k !== 'connection') headers[k] = v;
+        const upstream = await request(`${target}${path}`, { method: (req.method ?? 'GET') as 'GET', headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req });
+        const out: Record<string, string | string[]> = {};
+        for (const [k, v] of Object.entries(upstream.headers)) if (v !== undefined && k !== 'connection' && k !== 'transfer-encoding') out[k] = v;
+        res.writeHead(upstream.statusCode, out);
+        for await (const chunk of upstream.body) res.write(chunk);
+        res.end();
+      } catch (err) {
+        res.destroy(err as Error);
+      }
+    })();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // SSE
 
@@ -112,8 +214,17 @@ export interface ReceivedEvent {
   data: { task_id: string; current_progress: number; total_progress: number; message: string; operation: { status: string } };
 }
 
-/** Opens GET /events/background-task and collects events until the stream ends (or `timeoutMs`). */
-export async function collectTaskEvents(url: string, token: string, taskId: string, timeoutMs = 30_000): Promise<{ status: number; events: ReceivedEvent[]; comments: number }> {
+/**
+ * Opens GET /events/background-task and collects events until the stream ends (or `timeoutMs`);
+ * `onEvent` sees each as it arrives (to act mid-stream).
+ */
+export async function collectTaskEvents(
+  url: string,
+  token: string,
+  taskId: string,
+  timeoutMs = 30_000,
+  onEvent?: (e: ReceivedEvent) => void,
+): Promise<{ status: number; events: ReceivedEvent[]; comments: number }> {
   const res = await request(`${url}/events/background-task?task_id=${encodeURIComponent(taskId)}`, {
     headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
     bodyTimeout: timeoutMs,
@@ -132,7 +243,11 @@ export async function collectTaskEvents(url: string, token: string, taskId: stri
         yield chunk;
       }
     };
-    for await (const ev of readSse(counted(res.body))) events.push({ event: ev.event, data: JSON.parse(ev.data) as ReceivedEvent['data'] });
+    for await (const ev of readSse(counted(res.body))) {
+      const received = { event: ev.event, data: JSON.parse(ev.data) as ReceivedEvent['data'] };
+      events.push(received);
+      onEvent?.(received);
+    }
   } finally {
     clearTimeout(timer);
   }

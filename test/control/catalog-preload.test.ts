@@ -130,6 +130,19 @@ describe('preload_image and unload_image', () => {
     expect(await installedAgents(images.app.manifestDigest)).toEqual(['cpu-1']);
   });
 
+  it('a cancelled unload writes no target after the cancel: targets read failed CANCELLED', async () => {
+    // cpu-1 still holds test/app:1; its agent call is under way when the operation is cancelled.
+    const res = await mutate('unload_image', `${reg.host}/test/app:1`, 'cpu-1');
+    expect(res.ok).toBe(true);
+    plane.ctx.runner.cancel(res.task_id, 'root');
+    const { events } = await collectTaskEvents(plane.url, root, res.task_id);
+    expect(events.map((e) => e.event)).toEqual(['bgtask_cancelled']);
+    await plane.ctx.runner.idle();
+    const op = plane.ctx.operations.require(res.task_id);
+    expect(op.status).toBe('cancelled');
+    expect(op.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([['cpu-1', 'failed', 'CANCELLED']]);
+  });
+
   it('refuses bad selectors and unknown images with ok: false and records nothing', async () => {
     const before = plane.ctx.operations.list({ limit: 1000 }).length;
     expect((await mutate('preload_image', `${reg.host}/test/app:1`, 'nosuch-machine')).msg).toMatch(/MACHINE_NOT_FOUND/);

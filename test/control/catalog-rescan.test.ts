@@ -2,14 +2,26 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { registryClient, RegistryStore } from '../../src/control/catalog/registries.js';
 import { scanRegistry } from '../../src/control/catalog/scanner.js';
+import { CatalogStore } from '../../src/control/catalog/store.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { skopeo } from '../harness/images.js';
-import { type CatalogPlane, type LabelledImages, collectTaskEvents, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
+import {
+  type CatalogPlane,
+  type DockerFormatImages,
+  type LabelledImages,
+  type RegistryProxy,
+  collectTaskEvents,
+  pushDockerFormatImages,
+  pushLabelledImages,
+  startCatalogPlane,
+  startRegistryProxy,
+} from './catalog-harness.js';
 
 /**
  * rescan_images against a real docker-registry holding labelled images: the rows it records, the limits
- * and accelerators derived from labels, a bad tag reported and skipped, a vanished tag removed, and the
- * task's SSE stream.
+ * and accelerators derived from labels (OCI and Docker manifests, OCI index and Docker manifest list), a bad
+ * tag reported and skipped, a vanished tag removed, and the task's SSE stream. The control plane reaches
+ * the registry through a proxy adding 40 ms per request, so a subscriber sees the scan in progress.
  */
 
 const IMAGE_FIELDS = `name humanized_name tag registry digest size_bytes labels { key value } aliases
@@ -33,6 +45,8 @@ interface GqlImage {
 let reg: TestRegistry;
 let plane: CatalogPlane;
 let images: LabelledImages;
+let docker: DockerFormatImages;
+let proxy: RegistryProxy;
 let root: string;
 
 async function rescan(token: string): Promise<string> {
@@ -55,13 +69,16 @@ async function listImages(token: string, args = ''): Promise<GqlImage[]> {
 beforeAll(async () => {
   reg = await startRegistry();
   images = await pushLabelledImages(reg.host);
-  plane = await startCatalogPlane();
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
+  docker = await pushDockerFormatImages(reg.host);
+  proxy = await startRegistryProxy(reg.url, { delayMs: 40 });
+  plane = await startCatalogPlane({ throttleMs: 0 });
+  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: proxy.url });
   root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
 });
 
 afterAll(async () => {
   await plane?.close();
+  await proxy?.close();
   await reg?.stop();
 });
 
@@ -74,11 +91,15 @@ describe('rescan_images', () => {
     expect(names.at(-1)).toBe('bgtask_done');
     expect(names.filter((n) => n === 'bgtask_updated').length).toBeGreaterThanOrEqual(1);
     expect(names.filter((n) => n !== 'bgtask_updated')).toHaveLength(1);
+    // The scan seen in progress: some tags done, not all.
+    const midway = events.filter((e) => e.event === 'bgtask_updated' && e.data.current_progress > 0 && e.data.current_progress < e.data.total_progress);
+    expect(midway.length, JSON.stringify(events.map((e) => [e.event, e.data.current_progress, e.data.total_progress]))).toBeGreaterThanOrEqual(1);
+    expect(midway.every((e) => e.data.total_progress === 7)).toBe(true);
     const last = events.at(-1)!.data;
     expect(last.task_id).toBe(taskId);
-    // 5 tags: app, multi, system, old, broken.
-    expect(last.total_progress).toBe(5);
-    expect(last.current_progress).toBe(5);
+    // 7 tags: app, multi, system, old, broken, v2s2, list.
+    expect(last.total_progress).toBe(7);
+    expect(last.current_progress).toBe(7);
     expect(last.message).toContain('test/broken:1');
     expect(last.message).toMatch(/skipped 1/);
     // Every update in order: progress never goes backwards.
@@ -106,6 +127,8 @@ describe('rescan_images', () => {
         `test/multi:1@${images.multi.children[1]!.manifestDigest}`,
         `test/old:1@${images.old.manifestDigest}`,
         `test/system:1@${images.system.manifestDigest}`,
+        `test/v2s2:1@${docker.v2s2.manifestDigest}`,
+        ...docker.list.children.map((c) => `test/list:1@${c.manifestDigest}`),
       ].sort(),
     );
     const app = all.find((i) => i.name === 'test/app')!;
@@ -127,6 +150,22 @@ describe('rescan_images', () => {
       expect(m.supported_accelerators).toEqual(['cuda']);
       expect(m.resource_limits).toEqual([{ key: 'mem', min: '0', max: '8g' }]);
     }
+  });
+
+  it('reads all four manifest types: a Docker v2 manifest and one row per platform of a Docker manifest list', async () => {
+    const all = await listImages(root);
+    const v2 = all.filter((i) => i.name === 'test/v2s2');
+    expect(v2).toHaveLength(1);
+    expect(v2[0]).toMatchObject({ tag: '1', digest: docker.v2s2.manifestDigest, supported_accelerators: ['cuda'], resource_limits: [{ key: 'cpu', min: '2', max: null }] });
+    const list = all.filter((i) => i.name === 'test/list');
+    expect(list.map((i) => i.digest).sort()).toEqual(docker.list.children.map((c) => c.manifestDigest).sort());
+    for (const l of list) expect(l.resource_limits).toEqual([{ key: 'mem', min: '0', max: '4g' }]);
+    const rows = new CatalogStore(plane.ctx.db).rowsOf({ registry: reg.host, name: 'test/list', tag: '1' });
+    expect(rows.map((r) => r.platform)).toEqual(['linux/amd64', 'linux/arm64/v8']);
+    expect(rows.every((r) => r.index_digest === docker.list.listDigest)).toBe(true);
+    // The list's digest names both rows; image() shows one of them.
+    const byList = await plane.gql<{ image: { digest: string } | null }>(root, `{ image(reference: "${reg.host}/test/list@${docker.list.listDigest}") { digest } }`);
+    expect(docker.list.children.map((c) => c.manifestDigest)).toContain(byList.body.data?.image?.digest);
   });
 
   it('filters operation images by ai.backend.role=SYSTEM', async () => {
@@ -206,8 +245,8 @@ describe('scanRegistry', () => {
   it('follows Link pagination of _catalog and tags/list', async () => {
     const store = new RegistryStore(plane.ctx.db);
     const result = await scanRegistry(registryClient(store.require(reg.host)), { registry: reg.host, pageSize: 1, concurrency: 2 });
-    expect(result.tags).toBe(4); // old:1 is gone
-    expect(new Set(result.rows.map((r) => r.name))).toEqual(new Set(['test/app', 'test/multi', 'test/system']));
+    expect(result.tags).toBe(6); // old:1 is gone
+    expect(new Set(result.rows.map((r) => r.name))).toEqual(new Set(['test/app', 'test/list', 'test/multi', 'test/system', 'test/v2s2']));
     expect([...result.unreadable]).toEqual(['test/broken:1']);
     const multi = result.rows.filter((r) => r.name === 'test/multi');
     expect(multi.map((r) => r.platform).sort()).toEqual(['linux/amd64', 'linux/arm64/v8']);

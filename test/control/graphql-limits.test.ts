@@ -101,9 +101,19 @@ describe('limits', () => {
     await rejected(`{ images { ${'a '.repeat(3500)} } }`, 'QUERY_TOO_COMPLEX', /more tha[nt] 3000 tokens/);
   });
 
-  it('rejects a body past the body limit with 413', async () => {
-    const r = await plane.gql(root, '{ images { name } }', { pad: 'x'.repeat(100_000) });
-    expect(r.status).toBe(413);
+  it('rejects a body past the body limit with 400 QUERY_TOO_COMPLEX, in the GraphQL error shape', async () => {
+    const before = plane.ctx.operations.list().length;
+    const r = await plane.gql(root, 'mutation { rescan_images(registry: "x") { ok } }', { pad: 'x'.repeat(100_000) });
+    expect(r.status).toBe(400);
+    expect(r.body).toEqual({ errors: [{ message: expect.stringMatching(/request body is larger than 65536 bytes/), extensions: { code: 'QUERY_TOO_COMPLEX' } }] });
+    expect(plane.ctx.operations.list().length).toBe(before);
+  });
+
+  it('answers a body that is not JSON in the GraphQL error shape', async () => {
+    const r = await plane.rest<{ errors?: Array<{ message: string; extensions: { code: string } }> }>(root, 'POST', '/admin/gql', '{"query": ');
+    expect(r.status).toBe(400);
+    expect(r.body.errors?.[0]?.extensions.code).toBe('BAD_REQUEST');
+    expect(r.body.errors?.[0]?.message).toMatch(/\S/);
   });
 
   it('reports syntax and validation errors with 400', async () => {

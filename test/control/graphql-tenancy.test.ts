@@ -136,6 +136,16 @@ describe('images visibility', () => {
     expect((await list('root', '(scaling_group: "cpu")')).images!.map((i) => i.name).sort()).toEqual(['test/multi', 'test/system']);
     expect((await list('root', '(domain: "other")')).images).toEqual([]);
   });
+
+  it("a superadmin's group without a domain narrows to the group's domain's registries too", async () => {
+    // "other" does not allow this registry; its group allows the gpu agents, which hold app and multi.
+    const put = await plane.rest(keys['root']!, 'PUT', '/api/v1/admin/domains/other/groups/ogpu', { allowed_scaling_groups: ['gpu'] });
+    expect(put.status).toBe(200);
+    expect((await list('root', '(group: "ogpu")')).images).toEqual([]);
+    expect((await list('root', '(group: "ogpu", domain: "other")')).images).toEqual([]);
+    // A group of the registry's own domain still shows what its agents hold.
+    expect((await list('root', '(group: "ml")')).images!.map((i) => i.name).sort()).toEqual(['test/app', 'test/multi']);
+  });
 });
 
 describe('mutations', () => {

@@ -61,6 +61,9 @@ export function rowFor(rows: readonly CatalogImage[], key: ImageKey, target: Mac
 }
 
 export async function runPreload(ctx: ControlContext, opId: string): Promise<void> {
+  // Cancelled: no new target and no new transfer starts; cancel() has recorded how targets ended.
+  const signal = ctx.runner.signalFor(opId);
+  if (signal.aborted) return;
   ctx.operations.setStage(opId, 'transferring');
   const key = ctx.operations.params<CatalogOpParams>(opId);
   const rows = new CatalogStore(ctx.db).rowsOf(key);
@@ -68,6 +71,7 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
   await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
     let platform = 'unknown';
     try {
+      if (signal.aborted) return;
       const target = ctx.machines.requireOnline(machineId);
       const row = rowFor(rows, key, target);
       platform = row.platform;
@@ -75,15 +79,18 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
       const peer = peerRequest(ctx, opId, row, target, references);
       if (peer) {
         const r = await ctx.runner.runTransfer(opId, target, peer, { platform, resumed: wasRunning });
-        if (r.status !== 'failed' || !registry) return;
+        if (r.status !== 'failed' || !registry || signal.aborted) return;
         ctx.log.warn({ opId, machineId }, 'preload from a peer failed; trying the registry');
       }
       if (!registry) throw new StowageError('REGISTRY_NOT_FOUND', `registry "${key.registry}" is no longer configured`);
+      if (signal.aborted) return;
       await ctx.runner.runTransfer(opId, target, registryRequest(opId, registry, row, references), { platform, resumed: wasRunning });
     } catch (err) {
+      if (signal.aborted) return;
       ctx.runner.failTarget(opId, machineId, undefined, platform, toFailure(err, 'plan'));
     }
   });
+  if (signal.aborted) return;
   ctx.operations.finish(opId);
 }
 

@@ -3,6 +3,7 @@ import { StowageError } from '../../errors.js';
 import { RegistryClient } from '../../registry/client.js';
 import { type Db, nowIso } from '../db/database.js';
 import './schema.js';
+import { CatalogStore } from './store.js';
 
 /**
  * Registries the control plane scans and preloads from. A registry is named by its host[:port] exactly as
@@ -100,9 +101,13 @@ export class RegistryStore {
     return (this.db.prepare('SELECT * FROM registries ORDER BY name').all() as RegistryRow[]).map(toRecord);
   }
 
-  /** Removes the registry and (by cascade) its catalog rows. */
+  /** Removes the registry, (by cascade) its catalog rows and the aliases left naming nothing: one transaction. */
   delete(name: string): boolean {
-    return this.db.prepare('DELETE FROM registries WHERE name = ?').run(name).changes > 0;
+    return this.db.transaction(() => {
+      const gone = this.db.prepare('DELETE FROM registries WHERE name = ?').run(name).changes > 0;
+      if (gone) new CatalogStore(this.db).dropOrphanAliases();
+      return gone;
+    })();
   }
 }
 

@@ -2,7 +2,7 @@ import { StowageError, isStowageError } from '../../errors.js';
 import { type Digest, digestOf } from '../../oci/digest.js';
 import { type Descriptor, type ImageManifest, parseImageConfig } from '../../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../../oci/media-types.js';
-import { formatPlatform } from '../../oci/platform.js';
+import { type Platform, formatPlatform } from '../../oci/platform.js';
 import type { RegistryClient } from '../../registry/client.js';
 import { forEachLimited } from '../../registry/pool.js';
 import { isOperationImage, resourceLimits, supportedAccelerators } from './labels.js';
@@ -12,6 +12,9 @@ import type { CatalogImage } from './store.js';
  * Walks a registry: _catalog, then tags/list of each repository (both Link-paginated by the client), then
  * each tag's manifest (any of the four kinds; one row per platform of an index) and image config. What
  * cannot be read is reported in `problems` and listed in `unreadable` so the catalog keeps what it knew.
+ * A tag whose own manifest answers 404 (deleted between tags/list and the GET) has no rows: it goes.
+ * With `signal`, nothing new starts once it is aborted and the scan rejects with its reason: a partial
+ * walk is never returned (its missing tags would read as removed).
  */
 
 export interface ScanProgress {
@@ -28,6 +31,8 @@ export interface ScanOptions {
   /** Entries per _catalog / tags/list page (the registry's Link header leads on). */
   pageSize?: number;
   onProgress?: (p: ScanProgress) => void;
+  /** Aborting stops the walk: no new request starts and scanRegistry rejects with the signal's reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export interface ScanResult {
@@ -37,6 +42,8 @@ export interface ScanResult {
   /** One line per problem, "repo:tag: why". */
   problems: string[];
   tags: number;
+  /** "repo:tag" listed by tags/list whose manifest was gone by the time it was fetched (no rows: removed). */
+  vanished: string[];
 }
 
 /** Bounds on what one scan takes from a registry. */
@@ -49,12 +56,18 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
   const concurrency = opts.concurrency ?? 8;
   const pageSize = opts.pageSize ?? 100;
   const progress = opts.onProgress ?? (() => {});
+  const signal = opts.signal;
+  /** Throws the abort reason once the scan is cancelled: called before every new piece of work. */
+  const checkAborted = () => signal?.throwIfAborted();
   const unreadable = new Set<string>();
   const problems: string[] = [];
+  const vanished: string[] = [];
 
   // The catalog itself failing is fatal (the registry is unreachable or refuses us): nothing changes.
+  checkAborted();
   const repos: string[] = [];
   for await (const repo of client.catalog({ pageSize })) {
+    checkAborted();
     if (opts.project && !repo.startsWith(`${opts.project}/`)) continue;
     repos.push(repo);
     if (repos.length > MAX_REPOSITORIES) throw new StowageError('TOO_LARGE', `registry ${opts.registry} lists more than ${MAX_REPOSITORIES} repositories`);
@@ -63,12 +76,15 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
 
   const work: Array<{ repo: string; tag: string }> = [];
   await forEachLimited(repos, concurrency, async (repo) => {
+    checkAborted();
     try {
       for await (const tag of client.tags(repo, { pageSize })) {
+        checkAborted();
         work.push({ repo, tag });
         if (work.length > MAX_TAGS) throw new StowageError('TOO_LARGE', `registry ${opts.registry} has more than ${MAX_TAGS} tags`);
       }
     } catch (err) {
+      checkAborted();
       if (isStowageError(err, 'TOO_LARGE')) throw err;
       // A repository the registry no longer knows has no tags: its rows go.
       if (isStowageError(err, 'IMAGE_NOT_FOUND')) return;
@@ -82,42 +98,77 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
   let done = 0;
   progress({ current: 0, total: work.length, message: `scanning ${work.length} tags` });
   await forEachLimited(work, concurrency, async ({ repo, tag }) => {
+    checkAborted();
     try {
-      rows.push(...(await scanTag(client, opts.registry, repo, tag)));
+      const found = await scanTag(client, opts.registry, repo, tag, signal);
+      if (found === undefined) vanished.push(`${repo}:${tag}`);
+      else rows.push(...found);
     } catch (err) {
+      checkAborted();
       unreadable.add(`${repo}:${tag}`);
       problems.push(`${repo}:${tag}: ${describe(err)}`);
     }
+    checkAborted();
     done++;
     progress({ current: done, total: work.length, message: `${repo}:${tag}` });
   });
-  return { rows, unreadable, problems, tags: work.length };
+  checkAborted();
+  vanished.sort();
+  return { rows, unreadable, problems, tags: work.length, vanished };
 }
 
-/** The catalog rows of one tag: one for a manifest, one per runnable platform of an index. */
-async function scanTag(client: RegistryClient, registry: string, repo: string, tag: string): Promise<CatalogImage[]> {
-  const top = await client.getManifest(repo, tag);
+/**
+ * The catalog rows of one tag: one for a manifest, one per runnable platform of an index (the index
+ * entry's platform names the row; two entries of one platform keep the first). Undefined when the tag's
+ * own manifest is gone (404): it was deleted after tags/list. A 404 further down (a child manifest, a
+ * config) is an error: the tag exists but cannot be read.
+ */
+async function scanTag(client: RegistryClient, registry: string, repo: string, tag: string, signal: AbortSignal | undefined): Promise<CatalogImage[] | undefined> {
+  let top;
+  try {
+    top = await client.getManifest(repo, tag);
+  } catch (err) {
+    if (isStowageError(err) && err.details?.['status'] === 404) return undefined;
+    throw err;
+  }
+  signal?.throwIfAborted();
   if (top.parsed.kind === 'manifest') {
     return [await imageRow(client, { registry, repo, tag, digest: top.digest, indexDigest: null, manifest: top.parsed.manifest })];
   }
   const children = top.parsed.index.manifests.filter((d) => !isAttestation(d)).slice(0, MAX_PLATFORMS_PER_INDEX);
   const rows: CatalogImage[] = [];
   for (const child of children) {
+    signal?.throwIfAborted();
     const m = await client.getManifest(repo, child.digest);
+    signal?.throwIfAborted();
     if (m.parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `index ${top.digest} nests another index (${child.digest})`);
-    rows.push(await imageRow(client, { registry, repo, tag, digest: m.digest, indexDigest: top.digest, manifest: m.parsed.manifest }));
+    const row = await imageRow(client, { registry, repo, tag, digest: m.digest, indexDigest: top.digest, manifest: m.parsed.manifest, indexPlatform: child.platform });
+    if (!rows.some((r) => r.platform === row.platform)) rows.push(row);
   }
   return rows;
 }
 
 async function imageRow(
   client: RegistryClient,
-  a: { registry: string; repo: string; tag: string; digest: Digest; indexDigest: Digest | null; manifest: ImageManifest },
+  a: {
+    registry: string;
+    repo: string;
+    tag: string;
+    digest: Digest;
+    indexDigest: Digest | null;
+    manifest: ImageManifest;
+    /** The index entry's platform: it names the row when given (configs may disagree or repeat). */
+    indexPlatform?: Platform | undefined;
+  },
 ): Promise<CatalogImage> {
   const configDigest = a.manifest.config.digest as Digest;
   const config = parseImageConfig(await fetchSmallBlob(client, a.repo, configDigest));
   const labels = boundedLabels(config.config?.Labels ?? {});
-  const platform = formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant });
+  const named = a.indexPlatform?.os && a.indexPlatform.architecture ? a.indexPlatform : undefined;
+  const platform = named
+    ? formatPlatform({ os: named.os, architecture: named.architecture, variant: named.variant })
+    : formatPlatform({ os: config.os, architecture: config.architecture, variant: config.variant });
+  const architecture = named ? named.architecture : config.architecture;
   const size = a.manifest.config.size + a.manifest.layers.reduce((n, l) => n + l.size, 0);
   return {
     registry: a.registry,
@@ -127,7 +178,7 @@ async function imageRow(
     digest: a.digest,
     index_digest: a.indexDigest,
     config_digest: configDigest,
-    architecture: config.architecture,
+    architecture,
     labels,
     size_bytes: size,
     resource_limits: resourceLimits(labels),

@@ -7,7 +7,8 @@ import './schema.js';
 
 /**
  * The image catalog: what rescans found, one row per (registry, repository, tag, platform), and aliases
- * that name a (registry, repository, tag). References resolve alias first, then as an image reference.
+ * that name a (registry, repository, tag). References resolve as image references first, then as aliases:
+ * an alias never shadows a catalog image (and one that names a catalog image is refused).
  */
 
 export interface CatalogImage {
@@ -125,12 +126,19 @@ export class CatalogStore {
   }
 
   /**
-   * The catalog rows a reference names: an alias, "registry/name:tag" (":latest" implied) or
-   * "registry/name@sha256:…" (a platform manifest or index digest). Empty when nothing matches.
+   * The catalog rows a reference names: "registry/name:tag" (":latest" implied), "registry/name@sha256:…"
+   * (a platform manifest or index digest), else an alias. A catalog image always wins over an alias
+   * spelled like it. Empty when nothing matches.
    */
   resolve(reference: string): CatalogImage[] {
+    const direct = this.resolveReference(reference);
+    if (direct.length > 0) return direct;
     const alias = this.aliasTarget(reference);
-    if (alias) return this.rowsOf(alias);
+    return alias ? this.rowsOf(alias) : [];
+  }
+
+  /** The rows a reference names as an image reference, aliases aside. */
+  resolveReference(reference: string): CatalogImage[] {
     let ref;
     try {
       ref = parseReference(reference);
@@ -171,13 +179,21 @@ export class CatalogStore {
     return out;
   }
 
-  /** Points `alias` at `target` (which must resolve); an existing alias is moved. */
+  /**
+   * Points `alias` at `target` (which must resolve); an existing alias is moved. An alias that names a
+   * catalog image itself is CONFLICT: it would never resolve, and would invite acting on the wrong image.
+   */
   addAlias(alias: string, target: string): ImageKey {
     if (!ALIAS_RE.test(alias)) {
       throw new StowageError('BAD_REQUEST', `invalid alias "${alias.slice(0, 100)}": letters, digits and . _ : / @ - only, up to 255`);
     }
+    const shadowed = this.resolveReference(alias)[0];
+    if (shadowed) {
+      throw new StowageError('CONFLICT', `"${alias.slice(0, 255)}" already names the catalog image ${formatKey(shadowed)}; an alias cannot shadow an image`, {
+        details: { alias, image: formatKey(shadowed) },
+      });
+    }
     const key = this.requireKey(target);
-    if (this.rowsOf(key).length > 0 && formatKey(key) === alias) throw new StowageError('BAD_REQUEST', `an image cannot be its own alias`);
     this.db
       .prepare(
         `INSERT INTO catalog_aliases (alias, registry, name, tag, created_at) VALUES (?, ?, ?, ?, ?)
@@ -203,13 +219,14 @@ export class CatalogStore {
     return key;
   }
 
-  private dropOrphanAliases(): void {
-    this.db
+  /** Removes aliases whose tag has no catalog row left (call inside the transaction that removed rows). */
+  dropOrphanAliases(): number {
+    return this.db
       .prepare(
         `DELETE FROM catalog_aliases WHERE NOT EXISTS (SELECT 1 FROM catalog_images i WHERE i.registry = catalog_aliases.registry
            AND i.name = catalog_aliases.name AND i.tag = catalog_aliases.tag)`,
       )
-      .run();
+      .run().changes;
   }
 }
 

@@ -15,11 +15,16 @@ export function createUnload(ctx: ControlContext, reference: string, selector: s
 }
 
 export async function runUnload(ctx: ControlContext, opId: string): Promise<void> {
+  // Cancelled: no new target and no new agent call starts, and no target is written after it (cancel()
+  // has recorded how they ended); what an agent did remove is still marked absent, as it is.
+  const signal = ctx.runner.signalFor(opId);
+  if (signal.aborted) return;
   ctx.operations.setStage(opId, 'unloading');
   const key = ctx.operations.params<CatalogOpParams>(opId);
   const digests = new Set(new CatalogStore(ctx.db).rowsOf(key).map((r) => r.digest));
   await ctx.runner.forEachOpenTarget(opId, async (machineId) => {
     try {
+      if (signal.aborted) return;
       const held = ctx.availability.query({ machine: machineId, presentOnly: true }).filter((a) => digests.has(a.digest));
       if (held.length === 0) {
         ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
@@ -28,14 +33,18 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
       const target = ctx.machines.requireOnline(machineId);
       ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
       for (const record of held) {
+        if (signal.aborted) return;
         // undefined: the agent no longer has it, which is what we want.
         await ctx.runner.agents.unload(target, { ref: record.digest });
         ctx.availability.markAbsent(machineId, record.digest, record.platform);
       }
+      if (signal.aborted) return;
       ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
     } catch (err) {
+      if (signal.aborted) return;
       ctx.operations.updateTarget(opId, machineId, { status: 'failed', failure: toFailure(err, 'unload') });
     }
   });
+  if (signal.aborted) return;
   ctx.operations.finish(opId);
 }

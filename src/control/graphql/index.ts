@@ -1,4 +1,5 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { isStowageError } from '../../errors.js';
 import { z } from 'zod';
 import { registerCatalogOperations } from '../catalog/operations.js';
 import type { ControlContext } from '../context.js';
@@ -11,6 +12,8 @@ import { DEFAULT_LIMITS } from './limits.js';
  * POST /admin/gql: the admin GraphQL API (schema.ts), `Authorization: Bearer <api key>`, JSON body
  * {query, variables?, operationName?}, answer {data, errors} (400 when nothing could run, 401 without
  * a valid key). Registering the plugin also registers the catalog's operation kinds with the runner.
+ * Failures before the handler runs (a body past the limit, malformed JSON, another content type) answer
+ * in the same {errors: [{message, extensions: {code}}]} shape: an oversized body is 400 QUERY_TOO_COMPLEX.
  */
 
 const bodySchema = z.object({
@@ -25,7 +28,7 @@ const BODY_LIMIT = DEFAULT_LIMITS.maxQueryBytes * 4;
 export const graphqlRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (app, opts) => {
   const { ctx } = opts;
   registerCatalogOperations(ctx);
-  app.post('/admin/gql', { bodyLimit: BODY_LIMIT }, async (req, reply) => {
+  app.post('/admin/gql', { bodyLimit: BODY_LIMIT, errorHandler: gqlErrorHandler(ctx) }, async (req, reply) => {
     const principal = principalOf(ctx.db, req);
     if (!principal) {
       return reply.code(401).send({ errors: [{ message: 'an API key is required: Authorization: Bearer <key>', extensions: { code: 'UNAUTHORIZED' } }] });
@@ -38,3 +41,31 @@ export const graphqlRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async 
     return reply.code(result.status).send(result.body);
   });
 };
+
+/** The route's error handler: every failure reads as a GraphQL error response. */
+function gqlErrorHandler(ctx: ControlContext) {
+  return (err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void => {
+    let status: number;
+    let code: string;
+    let message: string;
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      status = 400;
+      code = 'QUERY_TOO_COMPLEX';
+      message = `the request body is larger than ${BODY_LIMIT} bytes; at most ${BODY_LIMIT} are allowed`;
+    } else if (isStowageError(err)) {
+      status = err.status;
+      code = err.code;
+      message = err.message;
+    } else if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      status = err.statusCode;
+      code = 'BAD_REQUEST';
+      message = err.message;
+    } else {
+      ctx.log.error({ err }, 'graphql request failed');
+      status = 500;
+      code = 'INTERNAL';
+      message = 'internal error';
+    }
+    void reply.code(status).send({ errors: [{ message, extensions: { code } }] });
+  };
+}

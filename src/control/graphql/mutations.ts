@@ -1,4 +1,4 @@
-import { isStowageError } from '../../errors.js';
+import { type ErrorCode, isStowageError } from '../../errors.js';
 import { createPreload } from '../catalog/preload.js';
 import { createRescan } from '../catalog/rescan.js';
 import { createUnload } from '../catalog/unload.js';
@@ -18,12 +18,14 @@ interface Result {
   task_id?: string | null;
 }
 
-/** Input problems become {ok: false}; refusals and internal errors stay errors. */
-function attempt(fn: () => Result): Result {
+const REFUSALS: readonly ErrorCode[] = ['FORBIDDEN', 'UNAUTHORIZED', 'INTERNAL'];
+
+/** Input problems become {ok: false}; refusals (and `alsoErrors`) and internal errors stay errors. */
+function attempt(fn: () => Result, alsoErrors: readonly ErrorCode[] = []): Result {
   try {
     return fn();
   } catch (err) {
-    if (isStowageError(err) && err.code !== 'FORBIDDEN' && err.code !== 'UNAUTHORIZED' && err.code !== 'INTERNAL') {
+    if (isStowageError(err) && !REFUSALS.includes(err.code) && !alsoErrors.includes(err.code)) {
       return { ok: false, msg: `${err.code}: ${err.message}`, task_id: null };
     }
     throw err;
@@ -65,12 +67,13 @@ export function forgetImage(_root: unknown, args: { reference: string }, g: GqlC
   });
 }
 
+/** An alias spelled like a catalog image is refused as an error (CONFLICT), not {ok: false}: nothing changes. */
 export function aliasImage(_root: unknown, args: { alias: string; target: string }, g: GqlContext): Result {
   requireRole(g.principal, ['superadmin'], 'alias_image');
   return attempt(() => {
     const key = g.catalog.addAlias(args.alias, args.target);
     return { ok: true, msg: `${args.alias} → ${formatKey(key)}` };
-  });
+  }, ['CONFLICT']);
 }
 
 export function dealiasImage(_root: unknown, args: { alias: string }, g: GqlContext): Result {

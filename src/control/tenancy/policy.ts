@@ -6,7 +6,8 @@ import { type Group, TenancyStore } from './store.js';
  * Who may see and do what with the catalog.
  *
  * images(domain, group, scaling_group):
- *   - superadmin sees every registry; `domain` narrows to that domain's allowed registries.
+ *   - superadmin sees every registry; `domain` narrows to that domain's allowed registries, and so does
+ *     `group` alone (to its domain's).
  *   - admin and user see only their own domain's allowed registries (no domain: nothing); naming another
  *     domain is refused.
  *   - `group` keeps images installed on at least one agent of a scaling group the group allows. A user
@@ -63,6 +64,8 @@ export function imageScope(tenancy: TenancyStore, principal: Principal, args: Sc
   if (args.group) {
     group = findGroup(tenancy, principal, domainName, args.group);
     scalingGroups = group.allowed_scaling_groups;
+    // A superadmin naming a group without its domain still sees only what that domain allows.
+    if (registries === undefined) registries = tenancy.requireDomain(group.domain).allowed_registries;
   }
   if (args.scaling_group) {
     const sg = args.scaling_group;
