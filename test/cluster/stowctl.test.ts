@@ -3,8 +3,9 @@ import { type RunningAgent, startAgent } from '../../src/agent/agent.js';
 import { parseAgentConfig } from '../../src/agent/config.js';
 import type { Availability, Machine, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster } from '../harness/cluster.js';
-import { makeImageTar } from '../harness/images.js';
+import { makeImageTar, makeMultiPlatformLayout } from '../harness/images.js';
 import { runOk } from '../harness/run.js';
+import { join } from 'node:path';
 import { tmpDir } from '../harness/tmp.js';
 import { runMain } from '../cli/helpers.js';
 
@@ -200,6 +201,39 @@ describe('stowctl against a real cluster', () => {
     expect([malformed.code, malformed.body.error.code]).toEqual([2, 'INVALID_DIGEST']);
     const token = await json<{ error: { code: string } }>(['image', 'status'], { STOWAGE_TOKEN: 'stk_not-a-real-token' });
     expect([token.code, token.body.error.code]).toEqual([2, 'UNAUTHORIZED']);
+  }, 60_000);
+
+  it('keeps platforms apart: an index pushed whole, one platform distributed by index digest and --platform', async () => {
+    const dir = await tmpDir('stowage-multi-');
+    const layout = join(dir, 'layout');
+    const index = await makeMultiPlatformLayout(layout, ['linux/amd64', 'linux/arm64/v8'], { tag: 'example.test/multi/app:1', layers: 1 });
+    const tar = join(dir, 'multi.tar');
+    await runOk('tar', ['-C', layout, '-cf', tar, '.']);
+    const [amd, arm] = index.children;
+
+    const push = await json<{ operation: Operation }>(['image', 'push', 'example.test/multi/app:1', '--archive', tar, '--to', 'agent-1']);
+    expect(push.code, JSON.stringify(push.body)).toBe(0);
+    expect(push.body.operation.artifact.digest).toBe(index.indexDigest);
+    await cluster.waitForImage('agent-1', arm!.manifestDigest);
+    const onOne = await json<{ records: Availability[] }>(['image', 'status', '--digest', index.indexDigest, '--machine', 'agent-1']);
+    expect(onOne.body.records.map((r) => [r.platform, r.digest, r.index_digest])).toEqual(
+      [
+        ['linux/amd64', amd!.manifestDigest, index.indexDigest],
+        ['linux/arm64/v8', arm!.manifestDigest, index.indexDigest],
+      ].sort((a, b) => a[1]!.localeCompare(b[1]!)),
+    );
+
+    const dist = await json<{ operation: Operation }>(['image', 'distribute', '--digest', index.indexDigest, '--platform', 'linux/arm64/v8', '--from', 'agent-1', '--to', 'agent-2']);
+    expect(dist.code, JSON.stringify(dist.body)).toBe(0);
+    expect(dist.body.operation.targets[0]).toMatchObject({ machine_id: 'agent-2', status: 'present' });
+    await cluster.waitForImage('agent-2', arm!.manifestDigest);
+    // Only that platform went: availability is per platform manifest.
+    const onTwo = await json<{ records: Availability[] }>(['image', 'status', '--digest', index.indexDigest, '--machine', 'agent-2']);
+    expect(onTwo.body.records.map((r) => [r.platform, r.config_digest])).toEqual([['linux/arm64/v8', arm!.configDigest]]);
+
+    // A platform the source does not hold is refused before anything starts.
+    const missing = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', index.indexDigest, '--platform', 'linux/s390x', '--from', 'agent-1', '--to', 'agent-3']);
+    expect([missing.code, missing.body.error.code]).toEqual([1, 'PLATFORM_NOT_FOUND']);
   }, 60_000);
 
   it('an offline target fails with MACHINE_OFFLINE while the others succeed; exit 1', async () => {
