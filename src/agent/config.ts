@@ -34,6 +34,8 @@ export const agentConfigSchema = z
             message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
           })
           .optional(),
+        /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */
+        maxImportBytes: z.number().int().positive().optional(),
       })
       .default({}),
     registries: z

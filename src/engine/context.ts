@@ -19,4 +19,9 @@ export interface EngineContext {
   workDir: string;
   /** Reported by /version and /info. */
   version: string;
+  /** Largest uncompressed root filesystem `docker import` takes (default DEFAULT_MAX_IMPORT_BYTES). */
+  maxImportBytes?: number | undefined;
 }
+
+/** 64 GiB, as the largest blob an upload to /v2/ takes. */
+export const DEFAULT_MAX_IMPORT_BYTES = 64 * 1024 ** 3;

@@ -276,6 +276,18 @@ describe('POST /images/create?fromSrc', () => {
     await expectUnchanged();
   });
 
+  it('refuses a root filesystem over the size bound, keeping nothing of it', async () => {
+    engine.ctx.maxImportBytes = 64 * 1024;
+    try {
+      const t = await tarOf([{ name: 'big', data: 'x'.repeat(100 * 1024) }]);
+      const r = await call('POST', '/images/create?fromSrc=-&repo=imp&tag=big', gzipSync(t));
+      expect(r.status === 200 ? streamError(r) : JSON.parse(r.text).message).toMatch(/larger than 65536 bytes uncompressed/);
+      await expectUnchanged();
+    } finally {
+      engine.ctx.maxImportBytes = undefined;
+    }
+  });
+
   it('refuses a non-http fromSrc with 400', async () => {
     await expectError(call('POST', `/images/create?fromSrc=${encodeURIComponent('file:///etc/passwd')}`), 400, /unsupported URL scheme file:/);
     await expectError(call('POST', `/images/create?fromSrc=${encodeURIComponent('not a url')}`), 400, /neither "-" nor a URL/);

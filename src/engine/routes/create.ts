@@ -14,7 +14,7 @@ import { defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { type ImageReference, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
 import { applyChanges, type ImageContainerConfig } from '../changes.js';
 import type { Lease } from '../../store/types.js';
-import type { EngineContext } from '../context.js';
+import { DEFAULT_MAX_IMPORT_BYTES, type EngineContext } from '../context.js';
 import { listParam, strParam } from '../params.js';
 import { openJsonStream } from '../stream.js';
 import { recordImage, writeImage } from '../store-image.js';
@@ -59,10 +59,11 @@ class TarCheck extends Transform {
   readonly digester = new Digester();
   private readonly extract = tar.extract();
   private entries = 0;
+  private bytes = 0;
   private failure: Error | undefined;
   private readonly done: Promise<void>;
 
-  constructor() {
+  constructor(private readonly maxBytes: number) {
     super();
     this.done = new Promise<void>((resolve, reject) => {
       this.extract.on('entry', (header, stream, next) => {
@@ -90,6 +91,11 @@ class TarCheck extends Transform {
     // A refused entry stops the import at once rather than after the rest of the body.
     if (this.failure) {
       cb(asTarError(this.failure));
+      return;
+    }
+    this.bytes += chunk.length;
+    if (this.bytes > this.maxBytes) {
+      cb(new StowageError('TOO_LARGE', `the root filesystem is larger than ${this.maxBytes} bytes uncompressed`));
       return;
     }
     this.digester.update(chunk);
@@ -151,7 +157,7 @@ async function importLeased(
   config0: ImageContainerConfig,
   lease: Lease,
 ): Promise<Digest> {
-  const check = new TarCheck();
+  const check = new TarCheck(ctx.maxImportBytes ?? DEFAULT_MAX_IMPORT_BYTES);
   const gzip = createGzip();
   const ingest = await ctx.store.openIngest(`import-${randomUUID()}`);
   let layer;
