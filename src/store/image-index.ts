@@ -126,10 +126,21 @@ function requireText(value: unknown, what: string): string {
 /** The image records of one machine, in `<root>/images.db`. Every write is one transaction. */
 export class ImageIndex implements ImageIndexApi {
   private readonly db: Database.Database;
+  /** Prepared once per SQL text: inventories and prunes call these in loops. */
+  private readonly statements = new Map<string, Database.Statement>();
   private readonly listeners = new Set<() => void>();
   /** Depth of transaction() calls under way, and whether a write happened in the outer one. */
   private depth = 0;
   private dirty = false;
+
+  private sql(text: string): Database.Statement {
+    let stmt = this.statements.get(text);
+    if (!stmt) {
+      stmt = this.db.prepare(text);
+      this.statements.set(text, stmt);
+    }
+    return stmt;
+  }
 
   private constructor(db: Database.Database) {
     this.db = db;
@@ -178,16 +189,15 @@ export class ImageIndex implements ImageIndexApi {
     if (!Number.isSafeInteger(record.size) || record.size < 0) throw new StowageError('BAD_REQUEST', `invalid image size ${record.size}`);
     const now = new Date().toISOString();
     // Re-recording an image updates it but keeps when it first arrived (RETURNING gives the row as stored).
-    const row = this.db
-      .prepare(
-        `INSERT INTO images (manifest_digest, manifest_media_type, config_digest, platform, layers, size, created, labels, added_at)
-         VALUES (@manifestDigest, @manifestMediaType, @configDigest, @platform, @layers, @size, @created, @labels, @addedAt)
-         ON CONFLICT (manifest_digest) DO UPDATE SET
-           manifest_media_type = excluded.manifest_media_type, config_digest = excluded.config_digest,
-           platform = excluded.platform, layers = excluded.layers, size = excluded.size,
-           created = excluded.created, labels = excluded.labels
-         RETURNING *`,
-      )
+    const row = this.sql(
+      `INSERT INTO images (manifest_digest, manifest_media_type, config_digest, platform, layers, size, created, labels, added_at)
+       VALUES (@manifestDigest, @manifestMediaType, @configDigest, @platform, @layers, @size, @created, @labels, @addedAt)
+       ON CONFLICT (manifest_digest) DO UPDATE SET
+         manifest_media_type = excluded.manifest_media_type, config_digest = excluded.config_digest,
+         platform = excluded.platform, layers = excluded.layers, size = excluded.size,
+         created = excluded.created, labels = excluded.labels
+       RETURNING *`,
+    )
       .get({
         manifestDigest: record.manifestDigest,
         manifestMediaType: requireText(record.manifestMediaType, 'manifest media type'),
@@ -204,25 +214,25 @@ export class ImageIndex implements ImageIndexApi {
   }
 
   getImage(manifestDigest: Digest): ImageRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM images WHERE manifest_digest = ?').get(manifestDigest) as ImageRow | undefined;
+    const row = this.sql('SELECT * FROM images WHERE manifest_digest = ?').get(manifestDigest) as ImageRow | undefined;
     return row && toImage(row);
   }
 
   imagesByConfig(configDigest: Digest): ImageRecord[] {
-    const rows = this.db.prepare('SELECT * FROM images WHERE config_digest = ? ORDER BY added_at, manifest_digest').all(configDigest) as ImageRow[];
+    const rows = this.sql('SELECT * FROM images WHERE config_digest = ? ORDER BY added_at, manifest_digest').all(configDigest) as ImageRow[];
     return rows.map(toImage);
   }
 
   listImages(): ImageRecord[] {
-    return (this.db.prepare('SELECT * FROM images ORDER BY added_at, manifest_digest').all() as ImageRow[]).map(toImage);
+    return (this.sql('SELECT * FROM images ORDER BY added_at, manifest_digest').all() as ImageRow[]).map(toImage);
   }
 
   /** Also drops the tags that point at the image and its repo digests: they would dangle otherwise. */
   deleteImage(manifestDigest: Digest): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM images WHERE manifest_digest = ?').run(manifestDigest);
-      this.db.prepare('DELETE FROM tags WHERE target = ?').run(manifestDigest);
-      this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
+      this.sql('DELETE FROM images WHERE manifest_digest = ?').run(manifestDigest);
+      this.sql('DELETE FROM tags WHERE target = ?').run(manifestDigest);
+      this.sql('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
     })();
     this.changed();
   }
@@ -231,31 +241,30 @@ export class ImageIndex implements ImageIndexApi {
     requireDigest(record.indexDigest, 'index digest');
     record.children.forEach((c) => requireDigest(c.digest, 'index child digest'));
     const children = record.children.map((c) => ({ digest: c.digest, platform: c.platform ?? null, present: Boolean(c.present) }));
-    const row = this.db
-      .prepare(
-        `INSERT INTO indexes (index_digest, media_type, children, added_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (index_digest) DO UPDATE SET media_type = excluded.media_type, children = excluded.children
-         RETURNING *`,
-      )
+    const row = this.sql(
+      `INSERT INTO indexes (index_digest, media_type, children, added_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (index_digest) DO UPDATE SET media_type = excluded.media_type, children = excluded.children
+       RETURNING *`,
+    )
       .get(record.indexDigest, requireText(record.mediaType, 'index media type'), JSON.stringify(children), new Date().toISOString()) as IndexRow;
     this.changed();
     return toIndex(row);
   }
 
   getIndex(indexDigest: Digest): IndexRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM indexes WHERE index_digest = ?').get(indexDigest) as IndexRow | undefined;
+    const row = this.sql('SELECT * FROM indexes WHERE index_digest = ?').get(indexDigest) as IndexRow | undefined;
     return row && toIndex(row);
   }
 
   listIndexes(): IndexRecord[] {
-    return (this.db.prepare('SELECT * FROM indexes ORDER BY added_at, index_digest').all() as IndexRow[]).map(toIndex);
+    return (this.sql('SELECT * FROM indexes ORDER BY added_at, index_digest').all() as IndexRow[]).map(toIndex);
   }
 
   /** Also drops the tags that point at the index. Child images are separate records and stay. */
   deleteIndex(indexDigest: Digest): void {
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM indexes WHERE index_digest = ?').run(indexDigest);
-      this.db.prepare('DELETE FROM tags WHERE target = ?').run(indexDigest);
+      this.sql('DELETE FROM indexes WHERE index_digest = ?').run(indexDigest);
+      this.sql('DELETE FROM tags WHERE target = ?').run(indexDigest);
     })();
     this.changed();
   }
@@ -264,54 +273,51 @@ export class ImageIndex implements ImageIndexApi {
     requireText(reference, 'reference');
     requireDigest(target, 'tag target');
     const row: TagRow = { reference, target, updated_at: new Date().toISOString() };
-    this.db
-      .prepare(
-        `INSERT INTO tags (reference, target, updated_at) VALUES (@reference, @target, @updated_at)
-         ON CONFLICT (reference) DO UPDATE SET target = excluded.target, updated_at = excluded.updated_at`,
-      )
+    this.sql(
+      `INSERT INTO tags (reference, target, updated_at) VALUES (@reference, @target, @updated_at)
+       ON CONFLICT (reference) DO UPDATE SET target = excluded.target, updated_at = excluded.updated_at`,
+    )
       .run(row);
     this.changed();
     return toTag(row);
   }
 
   untag(reference: string): boolean {
-    const removed = this.db.prepare('DELETE FROM tags WHERE reference = ?').run(reference).changes > 0;
+    const removed = this.sql('DELETE FROM tags WHERE reference = ?').run(reference).changes > 0;
     if (removed) this.changed();
     return removed;
   }
 
   resolveTag(reference: string): Digest | undefined {
-    const row = this.db.prepare('SELECT target FROM tags WHERE reference = ?').get(reference) as { target: string } | undefined;
+    const row = this.sql('SELECT target FROM tags WHERE reference = ?').get(reference) as { target: string } | undefined;
     return row?.target as Digest | undefined;
   }
 
   listTags(): TagRecord[] {
-    return (this.db.prepare('SELECT * FROM tags ORDER BY reference').all() as TagRow[]).map(toTag);
+    return (this.sql('SELECT * FROM tags ORDER BY reference').all() as TagRow[]).map(toTag);
   }
 
   tagsFor(target: Digest): TagRecord[] {
-    return (this.db.prepare('SELECT * FROM tags WHERE target = ? ORDER BY reference').all(target) as TagRow[]).map(toTag);
+    return (this.sql('SELECT * FROM tags WHERE target = ? ORDER BY reference').all(target) as TagRow[]).map(toTag);
   }
 
   addRepoDigest(record: RepoDigestRecord): void {
     requireText(record.repository, 'repository');
     requireDigest(record.digest, 'repo digest');
     requireDigest(record.manifestDigest, 'manifest digest');
-    this.db
-      .prepare('INSERT OR IGNORE INTO repo_digests (repository, digest, manifest_digest) VALUES (?, ?, ?)')
+    this.sql('INSERT OR IGNORE INTO repo_digests (repository, digest, manifest_digest) VALUES (?, ?, ?)')
       .run(record.repository, record.digest, record.manifestDigest);
     this.changed();
   }
 
   repoDigestsFor(manifestDigest: Digest): RepoDigestRecord[] {
-    const rows = this.db
-      .prepare('SELECT * FROM repo_digests WHERE manifest_digest = ? ORDER BY repository, digest')
+    const rows = this.sql('SELECT * FROM repo_digests WHERE manifest_digest = ? ORDER BY repository, digest')
       .all(manifestDigest) as RepoDigestRow[];
     return rows.map(toRepoDigest);
   }
 
   removeRepoDigests(manifestDigest: Digest): void {
-    this.db.prepare('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
+    this.sql('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
     this.changed();
   }
 
@@ -323,16 +329,16 @@ export class ImageIndex implements ImageIndexApi {
     const refs = new Set<Digest>();
     // One read transaction: a consistent snapshot even while another connection writes.
     this.db.transaction(() => {
-      for (const row of this.db.prepare('SELECT manifest_digest, config_digest, layers FROM images').iterate() as Iterable<ImageRow>) {
+      for (const row of this.sql('SELECT manifest_digest, config_digest, layers FROM images').iterate() as Iterable<ImageRow>) {
         refs.add(row.manifest_digest as Digest);
         refs.add(row.config_digest as Digest);
         for (const layer of JSON.parse(row.layers) as Digest[]) refs.add(layer);
       }
-      for (const row of this.db.prepare('SELECT index_digest, children FROM indexes').iterate() as Iterable<IndexRow>) {
+      for (const row of this.sql('SELECT index_digest, children FROM indexes').iterate() as Iterable<IndexRow>) {
         refs.add(row.index_digest as Digest);
         for (const child of JSON.parse(row.children) as Array<{ digest: Digest }>) refs.add(child.digest);
       }
-      for (const row of this.db.prepare('SELECT target FROM tags').iterate() as Iterable<{ target: string }>) {
+      for (const row of this.sql('SELECT target FROM tags').iterate() as Iterable<{ target: string }>) {
         refs.add(row.target as Digest);
       }
     })();
