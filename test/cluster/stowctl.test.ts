@@ -262,5 +262,15 @@ describe('stowctl against a real cluster', () => {
     ]);
     const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', digest, '--machine', 'agent-3']);
     expect(status.body.records).toEqual([]);
+
+    // A push whose first target is offline uploads to the first online one instead.
+    const { tar: late } = await makeImageTar('example.test/late/push:1', { layers: 1 });
+    const push = await json<{ operation: Operation }>(['image', 'push', 'example.test/late/push:1', '--archive', late, '--to', 'agent-3,agent-2']);
+    expect(push.code).toBe(1);
+    expect(push.body.operation.source_machine).toBe('agent-2');
+    expect(push.body.operation.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([
+      ['agent-2', 'present', undefined],
+      ['agent-3', 'failed', 'MACHINE_OFFLINE'],
+    ]);
   }, 60_000);
 });
