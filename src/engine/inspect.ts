@@ -1,5 +1,6 @@
+import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { type ImageConfig, parseImageConfig } from '../oci/manifest.js';
+import { type ImageConfig, parseImageConfig, parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { familiarString } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
@@ -137,18 +138,28 @@ export async function inspectImage(store: ContentStoreApi, images: ImageIndexApi
   return out;
 }
 
-/** GET /images/{name}/history: newest first; layer sizes from the stored layer blobs. */
+/**
+ * The sizes of the image's layers from its manifest's descriptors: one read instead of a stat per layer
+ * blob. Every writer of an image record checks each stored layer has its descriptor's size.
+ */
+async function layerSizes(store: ContentStoreApi, img: LocalImage): Promise<number[]> {
+  const { manifestDigest, manifestMediaType } = img.primary;
+  const parsed = parseManifestBytes(await store.readBytes(manifestDigest, MAX_MANIFEST_BYTES), manifestMediaType);
+  if (parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `image ${img.id} is recorded with ${manifestDigest}, which is not an image manifest`);
+  return parsed.manifest.layers.map((d) => d.size);
+}
+
+/** GET /images/{name}/history: newest first; layer sizes from the image's manifest. */
 export async function imageHistory(store: ContentStoreApi, img: LocalImage): Promise<Array<Record<string, unknown>>> {
   const config = await readConfig(store, img.id);
-  const layerSizes: number[] = [];
-  for (const l of img.primary.layers) layerSizes.push((await store.stat(l))?.size ?? 0);
+  const sizes = await layerSizes(store, img);
   let history = config.history ?? [];
   if (history.length === 0) history = config.rootfs.diff_ids.map(() => ({ created: config.created }));
   let layer = 0;
   const items = history.map((h) => {
     let size = 0;
     if (!h.empty_layer) {
-      size = layerSizes[layer] ?? 0;
+      size = sizes[layer] ?? 0;
       layer++;
     }
     return {

@@ -1,7 +1,7 @@
 import { StowageError, isStowageError } from '../errors.js';
-import { type Digest, shortId } from '../oci/digest.js';
+import { type Digest, digestOf, shortId } from '../oci/digest.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/manifest.js';
-import { parseImageConfig } from '../oci/manifest.js';
+import { parseImageConfig, parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES, checkManifestSize, isIndexMediaType } from '../oci/media-types.js';
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, formatReference, parseReference, repository } from '../oci/reference.js';
@@ -156,7 +156,7 @@ async function pullLeased(
     }
     for (const child of chosen) {
       if (isIndexMediaType(child.mediaType)) throw new StowageError('UNSUPPORTED', `nested index ${child.digest} in ${path} is not supported`);
-      const m = await client.getManifest(path, child.digest);
+      const m = (await storedManifest(handles, child, stats)) ?? (await client.getManifest(path, child.digest));
       fetchedImages.push(await pullPlatformManifest(client, path, m, child.platform, handles, opts, stats));
     }
     const found = fetchedImages.find((r) => r.manifestDigest === preferred?.digest) ?? fetchedImages[0];
@@ -274,6 +274,29 @@ async function pullPlatformManifest(
     created: config.created,
     labels: config.config?.Labels ?? {},
   };
+}
+
+/**
+ * A child manifest of an index that the store already holds, read from the store instead of the registry
+ * (content-addressed: the bytes are checked against the descriptor's digest and size again, then parsed as
+ * the client parses what a registry sends). Its media type is the one recorded for it when there is an
+ * image record (what the registry said then), else the index descriptor's. Leased before it is looked at
+ * (see Lease); undefined, so the caller fetches it, when it is absent or anything about it is off.
+ */
+async function storedManifest(handles: StoreHandles, child: Descriptor, stats: PullStats): Promise<FetchedManifest | undefined> {
+  const { store, images } = handles;
+  if (child.size > MAX_MANIFEST_BYTES) return undefined; // the client refuses it with TOO_LARGE
+  stats.lease.add(child.digest); // before has(): it stays until the records are in (storeManifest adds it anyway)
+  if (!(await store.has(child.digest))) return undefined;
+  try {
+    const bytes = await store.readBytes(child.digest, MAX_MANIFEST_BYTES);
+    if (bytes.length !== child.size || digestOf(bytes) !== child.digest) return undefined;
+    const contentType = images.getImage(child.digest)?.manifestMediaType ?? child.mediaType;
+    const parsed = parseManifestBytes(bytes, contentType);
+    return { bytes, mediaType: parsed.mediaType, digest: child.digest, parsed };
+  } catch {
+    return undefined; // unreadable or not parseable with that type: the registry's answer decides, as before
+  }
 }
 
 /** Stores a fetched manifest or index (already verified by the client), noting whether it is new. */
