@@ -16,7 +16,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import { mintPeerToken } from '../src/control/peer-token.js';
 import type { Availability, Operation } from '../src/control/wire.js';
-import { type Cluster, startCluster } from '../test/harness/cluster.js';
+import { type Cluster, startCluster, until } from '../test/harness/cluster.js';
 import { tmpDir } from '../test/harness/tmp.js';
 import { dockerSaveArchive } from './generated-image.js';
 
@@ -27,12 +27,16 @@ function arg(name: string, fallback: number): number {
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 }
 
-async function settle(cluster: Cluster, id: string): Promise<Operation> {
-  for (;;) {
-    const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
-    if (!['pending', 'running'].includes(r.body.operation.status)) return r.body.operation;
-    await new Promise((res) => setTimeout(res, 20));
-  }
+/** Polled often, for the timing; as long as the image takes. */
+function settle(cluster: Cluster, id: string): Promise<Operation> {
+  return until(
+    `operation ${id} to end`,
+    async () => {
+      const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
+      return ['pending', 'running'].includes(r.body.operation.status) ? undefined : r.body.operation;
+    },
+    { timeoutMs: Number.POSITIVE_INFINITY, everyMs: 20 },
+  );
 }
 
 async function distribute(cluster: Cluster, digest: string, to: string[]): Promise<number> {
@@ -65,12 +69,10 @@ async function main(): Promise<void> {
     });
     await load.body.text();
     if (load.statusCode !== 200) throw new Error(`docker load answered ${load.statusCode}`);
-    let digest = '';
-    while (!digest) {
+    const digest = await until('agent-1 to report the image', async () => {
       const r = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
-      digest = r.body.records.find((x) => x.references.includes('docker.io/bench/fanout:1'))?.digest ?? '';
-      if (!digest) await new Promise((res) => setTimeout(res, 50));
-    }
+      return r.body.records.find((x) => x.references.includes('docker.io/bench/fanout:1'))?.digest;
+    });
 
     // Peak resident memory (VmHWM) of the targets before any transfer: what an idle agent needs.
     const idlePeak = Math.max(...cluster.agents.slice(1).map((a) => peakRssMiB(a.process.pid)));

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Availability, Operation } from '../../src/control/wire.js';
-import { type Cluster, startCluster } from '../harness/cluster.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { makeImageTar } from '../harness/images.js';
 import { runOk } from '../harness/run.js';
 
@@ -13,35 +13,15 @@ let cluster: Cluster;
 let digest: string;
 let imageId: string;
 
-async function settle(id: string): Promise<Operation> {
-  const until = Date.now() + 60_000;
-  for (;;) {
-    const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
-    if (['succeeded', 'partially_failed', 'failed', 'cancelled'].includes(r.body.operation.status)) return r.body.operation;
-    if (Date.now() > until) throw new Error(`operation ${id} did not end: ${JSON.stringify(r.body)}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-}
-
 beforeAll(async () => {
   cluster = await startCluster({ agents: 3 });
   const { tar } = await makeImageTar('example.test/team/app:1.0', { layers: 3, layerBytes: 256 * 1024 });
   const source = cluster.agents[0]!;
-  await runOk('docker', ['load', '-i', tar], { env: { DOCKER_HOST: source.dockerHost } });
-  imageId = (await runOk('docker', ['image', 'inspect', '--format', '{{.Id}}', 'example.test/team/app:1.0'], { env: { DOCKER_HOST: source.dockerHost } })).trim();
   // The agent reports the load to the control plane on its own.
-  const until = Date.now() + 15_000;
-  for (;;) {
-    const r = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
-    const rec = r.body.records.find((x) => x.references.includes('example.test/team/app:1.0'));
-    if (rec) {
-      digest = rec.digest;
-      expect(rec.config_digest).toBe(imageId);
-      break;
-    }
-    if (Date.now() > until) throw new Error('agent-1 never reported the loaded image');
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  digest = await cluster.loadImage('agent-1', tar, 'example.test/team/app:1.0');
+  imageId = (await runOk('docker', ['image', 'inspect', '--format', '{{.Id}}', 'example.test/team/app:1.0'], { env: { DOCKER_HOST: source.dockerHost } })).trim();
+  const reported = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}&machine=agent-1`);
+  expect(reported.body.records[0]?.config_digest).toBe(imageId);
 }, 120_000);
 
 afterAll(async () => {
@@ -53,7 +33,7 @@ describe('distribute', () => {
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
     expect(created.status).toBe(202);
     expect(created.body.operation.id).toMatch(/^op-[0-9A-Z]{26}$/);
-    const op = await settle(created.body.operation.id);
+    const op = await cluster.settle(created.body.operation.id);
     expect(op.status).toBe('succeeded');
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['agent-2', 'present'],
@@ -70,7 +50,7 @@ describe('distribute', () => {
     expect(status.body.records.filter((r) => r.presence.state === 'present').map((r) => r.machine_id).sort()).toEqual(['agent-1', 'agent-2', 'agent-3']);
 
     const again = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2'] });
-    const second = await settle(again.body.operation.id);
+    const second = await cluster.settle(again.body.operation.id);
     expect(second.status).toBe('succeeded');
     expect(second.targets[0]).toMatchObject({ machine_id: 'agent-2', status: 'skipped_present', bytes_transferred: 0 });
   }, 120_000);
@@ -82,17 +62,13 @@ describe('distribute', () => {
       return r.body.records.find((x) => x.presence.state === 'present')?.references;
     };
     await runOk('docker', ['tag', 'example.test/team/app:1.0', 'example.test/team/app:prod'], { env: { DOCKER_HOST: agent3.dockerHost } });
-    const until = async (ok: (refs: string[] | undefined) => boolean): Promise<string[] | undefined> => {
-      for (let i = 0; i < 150; i++) {
-        const refs = await refsOn();
-        if (ok(refs)) return refs;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`agent-3 references stayed ${JSON.stringify(await refsOn())}`);
-    };
-    expect(await until((refs) => refs?.includes('example.test/team/app:prod') === true)).toEqual(['example.test/team/app:1.0', 'example.test/team/app:prod']);
+    const tagged = await until('agent-3 to report the new tag', async () => {
+      const refs = await refsOn();
+      return refs?.includes('example.test/team/app:prod') ? refs : undefined;
+    }, { timeoutMs: 15_000 });
+    expect(tagged).toEqual(['example.test/team/app:1.0', 'example.test/team/app:prod']);
     await runOk('docker', ['rmi', 'example.test/team/app:1.0', 'example.test/team/app:prod'], { env: { DOCKER_HOST: agent3.dockerHost } });
-    expect(await until((refs) => refs === undefined)).toBeUndefined();
+    await until('agent-3 to report the image gone', async () => ((await refsOn()) === undefined ? true : undefined), { timeoutMs: 15_000 });
     await cluster.waitForImage('agent-3', digest, { absent: true });
   }, 60_000);
 

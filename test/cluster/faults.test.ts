@@ -1,13 +1,12 @@
 import { createReadStream } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { UploadGrant } from '../../src/control/wire.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { pushImage } from '../../src/registry/push.js';
 import { openStore } from '../../src/store/index.js';
 import { importArchive } from '../../src/store/import-archive.js';
 import { tmpDir } from '../harness/tmp.js';
-import type { Availability, Operation } from '../../src/control/wire.js';
-import { type Cluster, startCluster } from '../harness/cluster.js';
+import type { Availability, Operation, UploadGrant } from '../../src/control/wire.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { makeImageTar } from '../harness/images.js';
 import { runOk } from '../harness/run.js';
 
@@ -18,36 +17,29 @@ import { runOk } from '../harness/run.js';
 
 const RATE = 4 * 1024 * 1024;
 let cluster: Cluster;
+/** Transfers here are slowed on purpose: waits are long and polls quick. */
+const SLOW = { timeoutMs: 60_000, everyMs: 50 };
 
 async function op(id: string): Promise<Operation> {
   const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
   return r.body.operation;
 }
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch {
-      // the control plane may be restarting
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 50));
-  }
-}
-
-const ended = (o: Operation): boolean => ['succeeded', 'partially_failed', 'failed', 'cancelled'].includes(o.status);
-
 async function loadImage(name: string): Promise<string> {
   // 3 layers of 3 MiB of random bytes: about 2.3 s per target at the cap.
   const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 3 * 1024 * 1024 });
-  await runOk('docker', ['load', '-i', tar], { env: { DOCKER_HOST: cluster.agents[0]!.dockerHost } });
-  return until(`agent-1 to report ${name}`, async () => {
-    const r = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
-    return r.body.records.find((x) => x.references.includes(name))?.digest;
-  });
+  return cluster.loadImage('agent-1', tar, name);
+}
+
+/** Starts a distribute to agent-2 and agent-3 and resolves once bytes move and neither has finished. */
+async function distributeMidway(digest: string): Promise<string> {
+  const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
+  const id = created.body.operation.id;
+  await until('bytes to move', async () => {
+    const o = await op(id);
+    return o.targets.some((t) => t.bytes_transferred > 0) && o.targets.every((t) => t.status === 'running') ? o : undefined;
+  }, SLOW);
+  return id;
 }
 
 beforeAll(async () => {
@@ -61,20 +53,11 @@ afterAll(async () => {
 describe('faults during distribute', () => {
   it('a control plane killed with SIGKILL mid-distribute resumes the operation after restart', async () => {
     const digest = await loadImage('example.test/crash/control:1');
-    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
-    const id = created.body.operation.id;
-    // Mid-transfer: bytes are moving and nothing has finished.
-    await until('bytes to move', async () => {
-      const o = await op(id);
-      return o.targets.some((t) => t.bytes_transferred > 0) && o.targets.every((t) => t.status === 'running') ? o : undefined;
-    });
+    const id = await distributeMidway(digest);
     await cluster.killControl('SIGKILL');
     await cluster.startControl();
 
-    const final = await until('the resumed operation to end', async () => {
-      const o = await op(id);
-      return ended(o) ? o : undefined;
-    });
+    const final = await cluster.settle(id);
     expect(final.status).toBe('succeeded');
     // Moved by this operation, before or after the crash: present, never skipped_present.
     expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
@@ -91,7 +74,7 @@ describe('faults during distribute', () => {
       const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
       const o = r.body.operations[0];
       return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
-    });
+    }, SLOW);
     await cluster.killControl('SIGKILL');
     await new Promise((r) => setTimeout(r, 500));
     await cluster.startControl();
@@ -109,13 +92,10 @@ describe('faults during distribute', () => {
     await until('agent-3 to receive bytes', async () => {
       const o = await op(id);
       return (o.targets.find((t) => t.machine_id === 'agent-3')?.bytes_transferred ?? 0) > 0 ? o : undefined;
-    });
+    }, SLOW);
     await cluster.killAgent('agent-3', 'SIGKILL');
 
-    const final = await until('the operation to end', async () => {
-      const o = await op(id);
-      return ended(o) ? o : undefined;
-    });
+    const final = await cluster.settle(id);
     expect(final.status).toBe('partially_failed');
     const [two, three] = final.targets;
     expect(two).toMatchObject({ machine_id: 'agent-2', status: 'present' });
@@ -134,12 +114,9 @@ describe('faults during distribute', () => {
     await until('agent-3 online', async () => {
       const r = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
       return r.body.machines.find((m) => m.id === 'agent-3' && m.status === 'online');
-    });
+    }, SLOW);
     const retry = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
-    const done = await until('the retry', async () => {
-      const o = await op(retry.body.operation.id);
-      return ended(o) ? o : undefined;
-    });
+    const done = await cluster.settle(retry.body.operation.id);
     expect(done.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'present' });
     await cluster.waitForImage('agent-3', digest);
   }, 120_000);
@@ -168,10 +145,7 @@ describe('faults during distribute', () => {
     await cluster.killControl('SIGTERM');
     expect(Date.now() - stopping).toBeLessThan(5_000);
     await cluster.startControl();
-    const final = await until('the resumed push to end', async () => {
-      const o = await op(operation.id);
-      return ended(o) ? o : undefined;
-    });
+    const final = await cluster.settle(operation.id);
     expect(final.status).toBe('succeeded');
     expect(final.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['agent-2', 'present'],
@@ -188,7 +162,7 @@ describe('faults during distribute', () => {
       const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
       const o = r.body.operations[0];
       return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
-    });
+    }, SLOW);
     const cancel = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]);
     expect(cancel.code, cancel.stderr).toBe(0);
     const cancelled = (JSON.parse(cancel.stdout) as { operation: Operation }).operation;
@@ -209,20 +183,12 @@ describe('faults during distribute', () => {
 
   it('SIGTERM during a distribute stops the control plane at once; after the restart the operation ends as if uninterrupted', async () => {
     const digest = await loadImage('example.test/crash/term:1');
-    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
-    const id = created.body.operation.id;
-    await until('bytes to move', async () => {
-      const o = await op(id);
-      return o.targets.some((t) => t.bytes_transferred > 0) && o.targets.every((t) => t.status === 'running') ? o : undefined;
-    });
+    const id = await distributeMidway(digest);
     const stopping = Date.now();
     await cluster.killControl('SIGTERM');
     expect(Date.now() - stopping).toBeLessThan(3_000);
     await cluster.startControl();
-    const final = await until('the resumed operation to end', async () => {
-      const o = await op(id);
-      return ended(o) ? o : undefined;
-    });
+    const final = await cluster.settle(id);
     expect(final.status).toBe('succeeded');
     expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
   }, 120_000);

@@ -2,9 +2,8 @@ import { copyFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Availability, Machine } from '../../src/control/wire.js';
-import { type Cluster, startCluster } from '../harness/cluster.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { makeImageTar } from '../harness/images.js';
-import { runOk } from '../harness/run.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -14,27 +13,9 @@ import { tmpDir } from '../harness/tmp.js';
 
 let cluster: Cluster;
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch {
-      // restarting
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-}
-
 async function load(name: string): Promise<string> {
   const { tar } = await makeImageTar(name, { layers: 1 });
-  await runOk('docker', ['load', '-i', tar], { env: { DOCKER_HOST: cluster.agents[0]!.dockerHost } });
-  return until(`agent-1 to report ${name}`, async () => {
-    const r = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
-    return r.body.records.find((x) => x.references.includes(name))?.digest;
-  });
+  return cluster.loadImage('agent-1', tar, name);
 }
 
 const dbFiles = ['control.db', 'control.db-wal', 'control.db-shm'];

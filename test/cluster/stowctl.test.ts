@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningAgent, startAgent } from '../../src/agent/agent.js';
 import { parseAgentConfig } from '../../src/agent/config.js';
 import type { Availability, Machine, Operation } from '../../src/control/wire.js';
-import { type Cluster, startCluster } from '../harness/cluster.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { makeImageTar, makeMultiPlatformLayout } from '../harness/images.js';
 import { runOk } from '../harness/run.js';
 import { join } from 'node:path';
@@ -238,21 +238,16 @@ describe('stowctl against a real cluster', () => {
 
   it('an offline target fails with MACHINE_OFFLINE while the others succeed; exit 1', async () => {
     await cluster.killAgent('agent-3');
-    const until = Date.now() + 20_000;
-    for (;;) {
-      const m = await json<{ machines: Machine[] }>(['machine', 'list']);
-      if (m.body.machines.find((x) => x.id === 'agent-3')?.status === 'offline') break;
-      if (Date.now() > until) throw new Error('agent-3 never went offline');
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await until(
+      'stowctl machine list to show agent-3 offline',
+      async () => {
+        const m = await json<{ machines: Machine[] }>(['machine', 'list']);
+        return m.body.machines.find((x) => x.id === 'agent-3')?.status === 'offline' ? true : undefined;
+      },
+      { timeoutMs: 20_000, everyMs: 200 },
+    );
     const { tar } = await makeImageTar('example.test/late/app:1', { layers: 1 });
-    await docker(cluster.agents[0]!.dockerHost, ['load', '-i', tar]);
-    let digest = '';
-    for (let i = 0; i < 100 && !digest; i++) {
-      const s = await json<{ records: Availability[] }>(['image', 'status', '--machine', 'agent-1']);
-      digest = s.body.records.find((r) => r.references.includes('example.test/late/app:1'))?.digest ?? '';
-      if (!digest) await new Promise((r) => setTimeout(r, 100));
-    }
+    const digest = await cluster.loadImage('agent-1', tar, 'example.test/late/app:1');
     const r = await json<{ operation: Operation }>(['image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
     expect(r.code).toBe(1);
     expect(r.body.operation.status).toBe('partially_failed');

@@ -2,6 +2,8 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
+import type { Availability, Operation } from '../../src/control/wire.js';
+import { runOk } from './run.js';
 import { freePort } from './registry.js';
 import { tmpDir } from './tmp.js';
 
@@ -35,8 +37,12 @@ export interface Cluster {
   /** Calls the REST API as the superadmin. */
   api<T = unknown>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }>;
   stowctl(args: string[], opts?: { env?: Record<string, string>; input?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
-  /** Waits until every agent is online and its inventory holds `digest` (or, with absent, does not). */
+  /** Waits until the machine's reported inventory holds `digest` (or, with absent, does not). */
   waitForImage(machine: string, digest: string, opts?: { absent?: boolean; timeoutMs?: number }): Promise<void>;
+  /** `docker load` of a tar on an agent; resolves with the digest once the agent has reported `reference`. */
+  loadImage(agent: string, tar: string, reference: string): Promise<string>;
+  /** The operation once it has ended (polled through the REST API, across control-plane restarts). */
+  settle(operationId: string, timeoutMs?: number): Promise<Operation>;
   killControl(signal?: NodeJS.Signals): Promise<void>;
   startControl(): Promise<void>;
   killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
@@ -57,6 +63,26 @@ export interface ClusterOptions {
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
 }
+
+/**
+ * Polls `probe` until it returns a value. A probe that throws counts as "not yet": the daemon it asks may
+ * be restarting.
+ */
+export async function until<T>(what: string, probe: () => Promise<T | undefined>, opts: { timeoutMs?: number; everyMs?: number } = {}): Promise<T> {
+  const end = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch {
+      // not yet
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, opts.everyMs ?? 100));
+  }
+}
+
+const ENDED = ['succeeded', 'partially_failed', 'failed', 'cancelled'];
 
 /** Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). */
 function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
@@ -174,17 +200,38 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       });
     },
     async waitForImage(machine, digest, o = {}) {
-      const until = Date.now() + (o.timeoutMs ?? 15_000);
-      for (;;) {
-        const r = await api<{ records: Array<{ machine_id: string; presence: { state: string } }> }>(
-          'GET',
-          `/api/v1/images/status?digest=${digest}&machine=${machine}`,
-        );
-        const present = r.status === 200 && r.body.records.some((x) => x.presence.state === 'present');
-        if (present !== (o.absent === true)) return;
-        if (Date.now() > until) throw new Error(`${machine} ${o.absent ? 'still holds' : 'does not hold'} ${digest}`);
-        await new Promise((res) => setTimeout(res, 100));
-      }
+      await until(
+        `${machine} ${o.absent ? 'to drop' : 'to hold'} ${digest}`,
+        async () => {
+          const r = await api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}&machine=${machine}`);
+          const present = r.status === 200 && r.body.records.some((x) => x.presence.state === 'present');
+          return present !== (o.absent === true) ? true : undefined;
+        },
+        { timeoutMs: o.timeoutMs ?? 15_000 },
+      );
+    },
+    async loadImage(agent, tar, reference) {
+      const host = agents.find((a) => a.name === agent)?.dockerHost;
+      if (!host) throw new Error(`no agent ${agent}`);
+      await runOk('docker', ['load', '-i', tar], { env: { DOCKER_HOST: host } });
+      return until(
+        `${agent} to report ${reference}`,
+        async () => {
+          const r = await api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=${agent}`);
+          return r.body.records.find((x) => x.references.includes(reference))?.digest;
+        },
+        { timeoutMs: 60_000 },
+      );
+    },
+    settle(operationId, timeoutMs = 60_000) {
+      return until(
+        `operation ${operationId} to end`,
+        async () => {
+          const r = await api<{ operation: Operation }>('GET', `/api/v1/operations/${operationId}`);
+          return ENDED.includes(r.body.operation.status) ? r.body.operation : undefined;
+        },
+        { timeoutMs, everyMs: 50 },
+      );
     },
     async killControl(signal = 'SIGKILL') {
       if (!control) return;
@@ -209,14 +256,14 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   try {
     for (let i = 0; i < opts.agents; i++) await startAgentProcess(`agent-${i + 1}`);
     // Every agent has joined and been heard from.
-    const until = Date.now() + 20_000;
-    for (;;) {
-      const r = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
-      const online = r.status === 200 ? r.body.machines.filter((m) => m.status === 'online').length : 0;
-      if (online >= opts.agents) break;
-      if (Date.now() > until) throw new Error(`only ${online} of ${opts.agents} agents joined`);
-      await new Promise((res) => setTimeout(res, 100));
-    }
+    await until(
+      `all ${opts.agents} agents to join`,
+      async () => {
+        const r = await api<{ machines: Array<{ status: string }> }>('GET', '/api/v1/machines');
+        return r.status === 200 && r.body.machines.filter((m) => m.status === 'online').length >= opts.agents ? true : undefined;
+      },
+      { timeoutMs: 20_000 },
+    );
   } catch (err) {
     await cluster.close();
     throw err;
