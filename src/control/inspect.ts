@@ -1,8 +1,6 @@
 import { StowageError } from '../errors.js';
-import { type Digest, digestOf, verifyContent } from '../oci/digest.js';
-import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import type { Digest } from '../oci/digest.js';
 import { parseImageConfig } from '../oci/manifest.js';
-import type { RegistryClient } from '../registry/client.js';
 import type { ControlContext } from './context.js';
 import { peerRegistryClient } from './peer-client.js';
 import { repositoryOf } from './operations/transfer-plan.js';
@@ -42,7 +40,7 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
     const fetched = child.digest === digest ? top : await client.getManifest(repo, child.digest);
     if (fetched.parsed.kind !== 'manifest') continue;
     const manifest = fetched.parsed.manifest;
-    const configBytes = await readSmallBlob(client, repo, manifest.config.digest as Digest);
+    const configBytes = await client.getSmallBlob(repo, manifest.config.digest as Digest);
     const config = parseImageConfig(configBytes);
     platforms.push({
       digest: fetched.digest,
@@ -58,21 +56,4 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
   const references = [...new Set(matching.flatMap((r) => r.references))].sort();
   const availability = ctx.availability.query({ digest });
   return { digest, kind: top.parsed.kind === 'index' ? 'index' : 'manifest', media_type: top.mediaType, references, read_from: machine.id, platforms, availability };
-}
-
-async function readSmallBlob(client: RegistryClient, repo: string, digest: Digest): Promise<Buffer> {
-  const stream = await client.getBlob(repo, digest);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of stream) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_MANIFEST_BYTES) {
-      stream.destroy();
-      throw new StowageError('TOO_LARGE', `config ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  const bytes = Buffer.concat(chunks);
-  verifyContent({ digest: digestOf(bytes), size: bytes.length }, { digest });
-  return bytes;
 }

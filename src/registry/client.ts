@@ -297,6 +297,28 @@ export class RegistryClient {
     return start > 0 ? res.body.pipe(skipBytes(start)) : res.body;
   }
 
+  /**
+   * A small blob (an image config) read whole, bounded like a manifest and checked against its digest:
+   * for callers that parse it rather than store it.
+   */
+  async getSmallBlob(repo: string, digest: Digest, limit = MAX_MANIFEST_BYTES): Promise<Buffer> {
+    const stream = await this.getBlob(repo, digest);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > limit) {
+        stream.destroy();
+        throw new StowageError('TOO_LARGE', `blob ${digest} is larger than ${limit} bytes`);
+      }
+      chunks.push(chunk);
+    }
+    const bytes = Buffer.concat(chunks);
+    const actual = digestOf(bytes);
+    if (actual !== digest) throw new StowageError('DIGEST_MISMATCH', `blob ${digest} arrived with digest ${actual}`, { details: { expected: digest, actual } });
+    return bytes;
+  }
+
   /** HEAD of a blob: does the registry have it? */
   async blobExists(repo: string, digest: Digest): Promise<boolean> {
     const path = this.repoPath(repo);

@@ -1,7 +1,6 @@
 import { StowageError, isStowageError } from '../../errors.js';
-import { type Digest, digestOf } from '../../oci/digest.js';
+import type { Digest } from '../../oci/digest.js';
 import { type Descriptor, type ImageManifest, parseImageConfig } from '../../oci/manifest.js';
-import { MAX_MANIFEST_BYTES } from '../../oci/media-types.js';
 import { type Platform, formatPlatform } from '../../oci/platform.js';
 import type { RegistryClient } from '../../registry/client.js';
 import { forEachLimited } from '../../registry/pool.js';
@@ -162,7 +161,7 @@ async function imageRow(
   },
 ): Promise<CatalogImage> {
   const configDigest = a.manifest.config.digest as Digest;
-  const config = parseImageConfig(await fetchSmallBlob(client, a.repo, configDigest));
+  const config = parseImageConfig(await client.getSmallBlob(a.repo, configDigest));
   const labels = boundedLabels(config.config?.Labels ?? {});
   const named = a.indexPlatform?.os && a.indexPlatform.architecture ? a.indexPlatform : undefined;
   const platform = named
@@ -185,25 +184,6 @@ async function imageRow(
     accelerators: supportedAccelerators(labels),
     is_operation: isOperationImage(labels),
   };
-}
-
-/** A config blob, read whole (bounded like manifests) and checked against its digest. */
-async function fetchSmallBlob(client: RegistryClient, repo: string, digest: Digest): Promise<Buffer> {
-  const stream = await client.getBlob(repo, digest);
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of stream as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > MAX_MANIFEST_BYTES) {
-      stream.destroy();
-      throw new StowageError('TOO_LARGE', `config ${digest} is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    }
-    chunks.push(chunk);
-  }
-  const bytes = Buffer.concat(chunks);
-  const actual = digestOf(bytes);
-  if (actual !== digest) throw new StowageError('DIGEST_MISMATCH', `config ${digest} arrived with digest ${actual}`);
-  return bytes;
 }
 
 function boundedLabels(labels: Record<string, string>): Record<string, string> {
