@@ -144,7 +144,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     if (signal.aborted) return;
     const failure = report.outcome === 'uploaded' ? await confirmUpload(ctx, opId, params) : report.failure;
     if (failure) {
-      failEverything(ctx, opId, failure);
+      ctx.operations.abandon(opId, 'failed', failure);
       return;
     }
     const bytes = report.outcome === 'uploaded' ? report.bytes_transferred : 0;
@@ -153,7 +153,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     // Nothing was uploaded (the machine had the image): it still gets the pushed tag. Idempotent on resume.
     const failure = await confirmUpload(ctx, opId, params);
     if (failure) {
-      failEverything(ctx, opId, failure);
+      ctx.operations.abandon(opId, 'failed', failure);
       return;
     }
   }
@@ -200,12 +200,6 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
   }
 }
 
-function failEverything(ctx: ControlContext, opId: string, failure: Failure): void {
-  for (const t of ctx.operations.require(opId).targets) {
-    if (t.status === 'pending' || t.status === 'running') ctx.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
-  }
-  ctx.operations.finish(opId, { status: 'failed', error: failure });
-}
 
 /** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
 function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {

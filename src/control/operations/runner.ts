@@ -58,12 +58,7 @@ export class OperationRunner {
         // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
         if (isStowageError(err)) this.log.info({ opId, code: err.code }, err.message);
         else this.log.error({ err, opId }, 'operation failed');
-        const failure = toFailure(err, 'internal');
-        // No target is left pending or running under an operation that ended.
-        for (const t of this.operations.get(opId)?.targets ?? []) {
-          if (!isTargetDone(t.status)) this.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
-        }
-        this.operations.finish(opId, { status: 'failed', error: failure });
+        this.operations.abandon(opId, 'failed', toFailure(err, 'internal'));
       })
       .finally(() => {
         this.running.delete(opId);
@@ -85,8 +80,7 @@ export class OperationRunner {
     const op = this.operations.require(opId);
     if (isTerminal(op.status)) throw new StowageError('CONFLICT', `operation ${opId} already ended ${op.status}`);
     const failure: Failure = { code: 'CANCELLED', message: `cancelled by ${by}`, stage: op.stage };
-    for (const t of op.targets) if (!isTargetDone(t.status)) this.operations.updateTarget(opId, t.machine_id, { status: 'failed', failure });
-    const ended = this.operations.finish(opId, { status: 'cancelled', error: failure, stage: 'cancelled' });
+    const ended = this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
     return ended;
   }

@@ -207,6 +207,17 @@ export class OperationStore {
     return this.emit(id);
   }
 
+  /**
+   * Ends the operation with `status`, failing every target not finished with `failure` first: no target is
+   * left pending or running under an operation that ended.
+   */
+  abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Operation {
+    for (const t of this.require(id).targets) {
+      if (!isTargetDone(t.status)) this.updateTarget(id, t.machine_id, { status: 'failed', failure });
+    }
+    return this.finish(id, { status, error: failure, ...(stage ? { stage } : {}) });
+  }
+
   private emit(id: string): Operation {
     const op = this.require(id);
     this.events.emit('changed', op);
