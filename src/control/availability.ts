@@ -57,7 +57,7 @@ export class AvailabilityStore {
     const rows = this.db
       .prepare(`SELECT * FROM availability ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY machine_id, digest, platform`)
       .all(...args) as AvailabilityRow[];
-    const status = new Map(this.machines.list().map((m) => [m.id, m.status] as const));
+    const status = this.machines.statuses();
     return rows.map((r) => toAvailability(r, status.get(r.machine_id) ?? 'offline'));
   }
 

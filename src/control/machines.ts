@@ -159,10 +159,19 @@ export class Machines {
     );
   }
 
-  private toRecord(r: MachineRow): MachineRecord {
+  /** Online or offline, by machine ID: what availability records show, without list()'s image counts. */
+  statuses(): Map<string, Machine['status']> {
+    const rows = this.db.prepare('SELECT id, last_seen_at FROM machines').all() as Array<{ id: string; last_seen_at: string }>;
+    return new Map(rows.map((r) => [r.id, this.statusOf(r.last_seen_at)]));
+  }
+
+  private statusOf(lastSeenAt: string): Machine['status'] {
     // Silence counts only while we were listening: after a restart, machines get a full interval to call in.
-    const heardOrUp = Math.max(Date.parse(r.last_seen_at), this.upSince);
-    const online = Date.now() - heardOrUp <= this.offlineAfterMs;
+    const heardOrUp = Math.max(Date.parse(lastSeenAt), this.upSince);
+    return Date.now() - heardOrUp <= this.offlineAfterMs ? 'online' : 'offline';
+  }
+
+  private toRecord(r: MachineRow): MachineRecord {
     return {
       id: r.id,
       secret: r.secret,
@@ -170,7 +179,7 @@ export class Machines {
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,
       scaling_group: r.scaling_group,
-      status: online ? 'online' : 'offline',
+      status: this.statusOf(r.last_seen_at),
       last_seen_at: r.last_seen_at,
       joined_at: r.joined_at,
       version: r.version,
