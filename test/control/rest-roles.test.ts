@@ -87,4 +87,20 @@ describe('cluster REST roles', () => {
     }
     expect(control.ctx.machines.list()).toEqual([]);
   });
+
+  it('refuses a push to an unknown machine or with a digest other than the expected one, recording nothing', async () => {
+    const before = control.ctx.operations.list({ limit: 1000 }).length;
+    const unknown = await call(control.adminToken, 'POST', '/api/v1/operations/push', { digest, size_bytes: 1, to: ['nowhere'] });
+    expect([unknown.status, unknown.body.error?.code]).toEqual([404, 'MACHINE_NOT_FOUND']);
+    const mismatch = await call(control.adminToken, 'POST', '/api/v1/operations/push', {
+      digest,
+      size_bytes: 1,
+      to: ['nowhere'],
+      expected_digest: `sha256:${'b'.repeat(64)}`,
+    });
+    expect([mismatch.status, mismatch.body.error?.code]).toEqual([400, 'DIGEST_MISMATCH']);
+    const malformed = await call(control.adminToken, 'POST', '/api/v1/operations/push', { digest: 'sha256:xyz', size_bytes: 1, to: ['a'] });
+    expect([malformed.status, malformed.body.error?.code]).toEqual([400, 'BAD_REQUEST']);
+    expect(control.ctx.operations.list({ limit: 1000 })).toHaveLength(before);
+  });
 });
