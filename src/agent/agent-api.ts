@@ -1,12 +1,14 @@
 import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
+import { bearerToken } from '../control/auth/api-keys.js';
 import { type ErrorBody, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
 import { secretsEqual } from '../control/peer-token.js';
 import { StowageError, isStowageError } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import { describeIssues } from '../validation.js';
 import { computeInventory } from './inventory.js';
 import { planTransfer } from './transfer-request.js';
 import type { TransferManager } from './transfers.js';
@@ -41,8 +43,7 @@ function errorBody(code: string, message: string, details?: Record<string, unkno
 function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.infer<S> {
   const parsed = schema.safeParse(body);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
-    throw new StowageError('BAD_REQUEST', `invalid request: ${issues}`);
+    throw new StowageError('BAD_REQUEST', `invalid request: ${describeIssues(parsed.error, '(body)')}`);
   }
   return parsed.data;
 }
@@ -50,9 +51,8 @@ function parseBody<S extends z.ZodTypeAny>(schema: S, body: unknown): z.infer<S>
 /** Bearer secret, compared in constant time. */
 function authorised(req: FastifyRequest, secret: string | undefined): boolean {
   if (secret === undefined) return false;
-  const header = req.headers.authorization;
-  const m = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-  return m?.[1] !== undefined && secretsEqual(m[1], secret);
+  const presented = bearerToken(req.headers.authorization);
+  return presented !== undefined && secretsEqual(presented, secret);
 }
 
 export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions): Promise<void> {

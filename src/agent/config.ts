@@ -1,6 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { StowageError } from '../errors.js';
+import { loadConfigFile, parseConfig } from '../validation.js';
 import { isLoopbackHost } from '../registry/client.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
@@ -81,20 +80,9 @@ export type AgentConfig = z.infer<typeof agentConfigSchema>;
 export type AgentConfigInput = z.input<typeof agentConfigSchema>;
 
 export function parseAgentConfig(input: unknown): AgentConfig {
-  const parsed = agentConfigSchema.safeParse(input);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new StowageError('BAD_REQUEST', `invalid agent configuration: ${issues}`);
-  }
-  return parsed.data;
+  return parseConfig(agentConfigSchema, input, 'agent configuration');
 }
 
-export async function loadAgentConfig(path: string): Promise<AgentConfig> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new StowageError('BAD_REQUEST', `cannot read agent configuration ${path}: ${(err as Error).message}`);
-  }
-  return parseAgentConfig(raw);
+export function loadAgentConfig(path: string): Promise<AgentConfig> {
+  return loadConfigFile(path, 'agent configuration', parseAgentConfig);
 }

@@ -1,6 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { StowageError } from '../errors.js';
+import { loadConfigFile, parseConfig } from '../validation.js';
 import { catalogSeedSchema } from './tenancy/seed.js';
 
 /** The control plane's configuration file (JSON). Every field has an embedded default. */
@@ -36,20 +35,9 @@ export type ControlConfig = z.infer<typeof controlConfigSchema>;
 export type ControlConfigInput = z.input<typeof controlConfigSchema>;
 
 export function parseControlConfig(input: unknown): ControlConfig {
-  const parsed = controlConfigSchema.safeParse(input);
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
-    throw new StowageError('BAD_REQUEST', `invalid control-plane configuration: ${issues}`);
-  }
-  return parsed.data;
+  return parseConfig(controlConfigSchema, input, 'control-plane configuration');
 }
 
-export async function loadControlConfig(path: string): Promise<ControlConfig> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(await readFile(path, 'utf8'));
-  } catch (err) {
-    throw new StowageError('BAD_REQUEST', `cannot read control-plane configuration ${path}: ${(err as Error).message}`);
-  }
-  return parseControlConfig(raw);
+export function loadControlConfig(path: string): Promise<ControlConfig> {
+  return loadConfigFile(path, 'control-plane configuration', parseControlConfig);
 }

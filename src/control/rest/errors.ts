@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { ZodError, type ZodType, type ZodTypeDef } from 'zod';
 import { StowageError, isStowageError } from '../../errors.js';
+import { describeIssues } from '../../validation.js';
 import type { ErrorBody } from '../wire.js';
 
 /** Every error of /api/v1 and /agent/v1 as `{error: {code, message, details?}}` with its status. */
@@ -19,8 +20,7 @@ export function installErrorHandler(app: FastifyInstance): void {
 export function toErrorBody(err: unknown): ErrorBody {
   if (isStowageError(err)) return { error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } };
   if (err instanceof ZodError) {
-    const message = err.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
-    return { error: { code: 'BAD_REQUEST', message } };
+    return { error: { code: 'BAD_REQUEST', message: describeIssues(err, '(body)') } };
   }
   const fe = err as FastifyError;
   if (fe.statusCode !== undefined && fe.statusCode < 500) return { error: { code: fe.code ?? 'BAD_REQUEST', message: fe.message } };
@@ -31,8 +31,7 @@ export function toErrorBody(err: unknown): ErrorBody {
 export function parseWith<T>(schema: ZodType<T, ZodTypeDef, unknown>, input: unknown): T {
   const parsed = schema.safeParse(input ?? {});
   if (!parsed.success) {
-    const message = parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
-    throw new StowageError('BAD_REQUEST', message);
+    throw new StowageError('BAD_REQUEST', describeIssues(parsed.error, '(body)'));
   }
   return parsed.data;
 }
