@@ -77,12 +77,14 @@ function resultShape(r: PullResult) {
   return { ...r, images: timeless(r.images) };
 }
 
+/** The records, in digest order: listImages orders by arrival, and two platforms recorded together may share a millisecond or not. */
 function recordsOf(images: ImageIndexApi) {
+  const byDigest = [...images.listImages()].sort((a, b) => a.manifestDigest.localeCompare(b.manifestDigest));
   return {
-    images: timeless(images.listImages()),
+    images: timeless(byDigest),
     indexes: images.listIndexes().map(({ addedAt: _, ...rest }) => rest),
     tags: images.listTags().map(({ updatedAt: _, ...rest }) => rest),
-    repoDigests: images.listImages().flatMap((i) => images.repoDigestsFor(i.manifestDigest)),
+    repoDigests: byDigest.flatMap((i) => images.repoDigestsFor(i.manifestDigest)),
   };
 }
 
