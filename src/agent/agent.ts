@@ -73,7 +73,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     let link: ControlLink | undefined;
     if (config.control) {
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
-      const transfers = new TransferManager({ store, images, limiter, concurrency: config.transfer.concurrency });
+      const transfers = new TransferManager({ store, images, limiter, concurrency: config.transfer.concurrency, stallTimeoutMs: config.transfer.stallTimeoutMs });
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -81,7 +81,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         identity = next;
         authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
       };
-      await peer.register(registryRoutes, { store, images, authorize: (authorization, scope) => authorizer?.(authorization, scope) ?? false });
+      const served = { blobBytes: 0 };
+      await peer.register(registryRoutes, {
+        store,
+        images,
+        authorize: (authorization, scope) => authorizer?.(authorization, scope) ?? false,
+        onBlobBytesServed: (n) => (served.blobBytes += n),
+      });
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
         secret: () => identity?.machine_secret,
@@ -89,6 +95,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         transfers,
         inventorySeq: () => link?.inventorySeq ?? 0,
+        stats: () => ({ blob_bytes_served: served.blobBytes }),
       });
       const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
       const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address());
