@@ -13,6 +13,7 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
 import { ControlLink } from './control-link.js';
+import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, readIdentity } from './identity.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
@@ -113,6 +114,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         identity,
         heartbeatMs: control.heartbeatMs,
+        diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
       });
       const running = link;
