@@ -143,13 +143,14 @@ export class ContainerdRuntime implements RuntimeAdapter {
       for (const name of created) await this.client.deleteImage(name).catch(() => undefined);
       throw runtimeError(err, `image create`);
     }
-    await this.sync();
+    // The event stream brings the same change; waiting here makes the result visible before the transfer ends.
+    await this.sync().catch(() => undefined);
   }
 
   async remove(digests: readonly Digest[]): Promise<void> {
     const wanted = new Set<string>(digests);
     for (const img of await this.client.listImages()) if (img.target && wanted.has(img.target.digest)) await this.client.deleteImage(img.name);
-    await this.sync();
+    await this.sync().catch(() => undefined);
   }
 
   async close(): Promise<void> {

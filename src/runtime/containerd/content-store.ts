@@ -245,6 +245,7 @@ class ContainerdIngest implements Ingest {
       this.committed = () => res();
       call.once('error', (err) => (isGrpcCode(err, grpc.status.ALREADY_EXISTS) ? res() : rej(runtimeError(err, `commit of ${actual.digest}`))));
     });
+    reply.catch(() => undefined); // awaited below, unless the send fails first
     try {
       if (this.failure && isGrpcCode(this.failure, grpc.status.ALREADY_EXISTS)) this.failure = undefined;
       await this.send(call, { action: 'COMMIT', ref: this.ref, offset: actual.size, total: actual.size, expected: actual.digest });
