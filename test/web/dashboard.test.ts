@@ -94,7 +94,7 @@ describe('the web dashboard', () => {
     await expectText(page.getByTestId('command').first(), 'stowctl machine list');
   });
 
-  it('rescans the catalog and runs a preload from it to the end', async () => {
+  it('rescans the catalog, runs a preload from it to the end and unloads', async () => {
     await open('Catalog');
     await page.getByLabel('registry').fill(reg.host);
     await expectText(page.getByTestId('rescan-form').getByTestId('command'), `stowctl image rescan ${reg.host}`);
@@ -114,6 +114,14 @@ describe('the web dashboard', () => {
     await task.locator('[data-testid="target-agent-2"][data-status="present"]').waitFor(WAIT);
     await row.getByTestId('installed').filter({ hasText: 'agent-1, agent-2' }).waitFor(WAIT);
     expect(await task.locator('[data-testid="target-agent-3"]').count()).toBe(0);
+
+    // Unload from one of them: its target ends absent and the catalog shows the image on the other only.
+    await page.getByLabel('target agents').fill('agent-2');
+    await page.getByRole('button', { name: 'Unload' }).click();
+    const unload = page.locator('article.task').filter({ hasText: 'unload' });
+    await unload.locator('[data-testid="target-agent-2"][data-status="absent"]').waitFor(WAIT);
+    await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'unload' }).waitFor(WAIT);
+    await row.getByTestId('installed').filter({ hasText: /^agent-1$/ }).waitFor(WAIT);
   });
 
   it('shows a distribute live in the images × machines matrix: transferring, then present', async () => {
@@ -126,6 +134,15 @@ describe('the web dashboard', () => {
     await page.locator(`[data-testid="cell-agent-1-${digest}"][data-state="present"]`).waitFor(WAIT);
     expect(await cell('agent-2').getAttribute('data-state')).toBe('absent');
     await expectText(page.getByTestId(`row-${digest}`), name);
+
+    // The filter narrows the rows by reference.
+    const toolRow = page.locator('[data-testid^="row-"]').filter({ hasText: toolRef });
+    await toolRow.waitFor(WAIT);
+    await page.getByLabel('filter by reference or digest').fill('web/app');
+    await toolRow.waitFor({ ...WAIT, state: 'detached' });
+    await page.getByTestId(`row-${digest}`).waitFor(WAIT);
+    await page.getByLabel('filter by reference or digest').fill('');
+    await toolRow.waitFor(WAIT);
 
     await page.getByTestId(`row-${digest}`).getByRole('button', { name: 'Distribute…' }).click();
     const form = page.getByTestId('distribute-form');
@@ -147,6 +164,16 @@ describe('the web dashboard', () => {
     }
     await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="present"]`).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="present"]`).waitFor(WAIT);
+
+    // The targets' disk use, reported with their heartbeats, now counts the image's bytes.
+    await until(
+      'agent-2 to report the image on its disk',
+      async () => {
+        const r = await cluster.api<{ machines: Machine[] }>('GET', '/api/v1/machines');
+        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 12 * 1024 * 1024 ? true : undefined;
+      },
+      { timeoutMs: 60_000, everyMs: 500 },
+    );
 
     // The operation, followed over SSE under the form, ends with every target present.
     const task = form.locator('article.task[data-status="succeeded"]');
