@@ -13,7 +13,7 @@ import { tmpDir } from '../harness/tmp.js';
  * The dashboard in a real browser (Chromium through playwright-core) against a real cluster: stowd
  * control and three stowd agents as processes, a real registry. What a user sees and clicks: login, the
  * images × machines matrix following a distribute live, a preload started from the catalog and
- * followed to its end, and a user refused what their role may not do.
+ * followed to its end, an unload, a cancel, and a user refused what their role may not do.
  *
  * STOWAGE_DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the matrix mid-distribute there (the
  * README's picture).
@@ -22,6 +22,8 @@ import { tmpDir } from '../harness/tmp.js';
 /** Downloads are capped so a distribute lasts long enough to be seen moving (each target ≥ 6 s). */
 const RATE = 2 * 1024 * 1024;
 const WAIT = { timeout: 90_000 };
+/** A browser, a cluster and slowed transfers on a loaded 2-core machine: each test gets minutes. */
+const TEST_TIMEOUT = 240_000;
 
 let cluster: Cluster;
 let reg: TestRegistry;
@@ -92,7 +94,7 @@ describe('the web dashboard', () => {
     expect(reported.map((m) => m.id)).toEqual(['agent-1', 'agent-2', 'agent-3']);
     await page.getByTestId('machine-agent-1').getByTestId('disk-use').filter({ hasText: /\d/ }).waitFor(WAIT);
     await expectText(page.getByTestId('command').first(), 'stowctl machine list');
-  });
+  }, TEST_TIMEOUT);
 
   it('rescans the catalog, runs a preload from it to the end and unloads', async () => {
     await open('Catalog');
@@ -122,7 +124,7 @@ describe('the web dashboard', () => {
     await unload.locator('[data-testid="target-agent-2"][data-status="absent"]').waitFor(WAIT);
     await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'unload' }).waitFor(WAIT);
     await row.getByTestId('installed').filter({ hasText: /^agent-1$/ }).waitFor(WAIT);
-  });
+  }, TEST_TIMEOUT);
 
   it('shows a distribute live in the images × machines matrix: transferring, then present', async () => {
     const name = 'example.test/web/app:1.0';
@@ -162,6 +164,8 @@ describe('the web dashboard', () => {
       await page.getByTestId('matrix').scrollIntoViewIfNeeded();
       await page.screenshot({ path: screenshot, fullPage: true });
     }
+    // The operation under the form streams its targets' progress while they run.
+    await form.locator('[data-testid="target-agent-3"][data-status="running"]').filter({ hasText: /[1-9][\d.]* (KiB|MiB)/ }).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="present"]`).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="present"]`).waitFor(WAIT);
 
@@ -189,7 +193,26 @@ describe('the web dashboard', () => {
     await page.getByRole('link', { name: id }).click();
     await page.locator(`[data-testid="task-${id}"] [data-testid="target-agent-3"][data-status="present"]`).waitFor(WAIT);
     await expectText(page.locator('.detail').getByTestId('command').first(), `stowctl image operation get ${id}`);
-  });
+  }, TEST_TIMEOUT);
+
+  it('cancels a running operation from the operations view', async () => {
+    const name = 'example.test/web/slow:1.0';
+    const { tar } = await makeImageTar(name, { layers: 2, layerBytes: 6 * 1024 * 1024 });
+    const digest = await cluster.loadImage('agent-1', tar, name);
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
+    const id = created.body.operation.id;
+
+    await open('Operations');
+    await page.getByRole('link', { name: id }).click();
+    const task = page.getByTestId(`task-${id}`);
+    await task.locator('[data-testid="target-agent-3"][data-status="running"]').waitFor(WAIT);
+    await expectText(page.locator('.detail').getByTestId('command').nth(1), `stowctl image operation cancel ${id}`);
+    await page.getByRole('button', { name: 'Cancel operation' }).click();
+
+    await page.locator(`[data-testid="task-${id}"][data-status="cancelled"]`).waitFor(WAIT);
+    await task.locator('[data-testid="target-agent-3"][data-status="failed"]').filter({ hasText: 'CANCELLED' }).waitFor(WAIT);
+    expect((await cluster.settle(id)).status).toBe('cancelled');
+  }, TEST_TIMEOUT);
 
   it('refuses a user what their role may not do, and changes nothing', async () => {
     const preloadsBefore = (await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=preload')).body.operations.length;
@@ -214,7 +237,7 @@ describe('the web dashboard', () => {
     expect(after.body.operations.length).toBe(preloadsBefore);
     const onAgent3 = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-3');
     expect(onAgent3.body.records.filter((r) => r.references.includes(toolRef))).toEqual([]);
-  });
+  }, TEST_TIMEOUT);
 });
 
 /** Waits until the locator's text contains `text` (the UI renders asynchronously). */
