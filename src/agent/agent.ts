@@ -64,7 +64,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const { store, images } = runtime;
   const workDir = join(config.dataDir, 'work');
   await mkdir(workDir, { recursive: true });
-  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes };
+  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes, fetch: config.engine.fetch };
 
   const closers: Array<() => Promise<unknown>> = [];
   const closeAll = async (): Promise<void> => {
