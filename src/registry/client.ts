@@ -547,6 +547,11 @@ export class RegistryClient {
         throw new StowageError('REGISTRY_ERROR', `cannot reach registry ${this.host}: ${(err as Error).message}`, { cause: err });
       }
       if (res.statusCode !== 401 || attempt > 0 || !sameOrigin) return res;
+      if (this.credentials?.registryToken && sentAuth === `Bearer ${this.credentials.registryToken}`) {
+        // A token given to us is all we have: no token service can make a refused one good.
+        await discard(res.body);
+        throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
+      }
       const challenges = parseWwwAuthenticate(res.headers['www-authenticate']);
       const challenge = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
       if (!challenge) return res;
