@@ -14,7 +14,8 @@ import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
 import { ControlLink } from './control-link.js';
 import { cachedStoreUsage } from './disk-usage.js';
-import { type Identity, readIdentity } from './identity.js';
+import { type Identity, identityPath, readIdentity } from './identity.js';
+import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
@@ -56,12 +57,14 @@ async function startingIdentity(config: AgentConfig): Promise<Identity | undefin
  */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   let identity = await startingIdentity(config); // before anything is created: a start that cannot join changes nothing
-  await mkdir(config.dataDir, { recursive: true });
+  // The machine secret (identity.json) and the store live here: owner-only.
+  await ensurePrivateDir(config.dataDir);
+  restrictFilesSync([identityPath(config.dataDir)]);
   const runtime = await openRuntime(config.runtime, config.dataDir, (message) => console.error(`stowd agent: ${message}`));
   const { store, images } = runtime;
   const workDir = join(config.dataDir, 'work');
   await mkdir(workDir, { recursive: true });
-  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes };
+  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes, fetch: config.engine.fetch };
 
   const closers: Array<() => Promise<unknown>> = [];
   const closeAll = async (): Promise<void> => {
