@@ -16,6 +16,7 @@ import { newSecret } from './peer-token.js';
 import { buildControlApp } from './server.js';
 import './catalog/schema.js';
 import './tenancy/schema.js';
+import './tasks/ids.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
