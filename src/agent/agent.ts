@@ -12,6 +12,7 @@ import { openStore } from '../store/index.js';
 import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
 import { ControlLink } from './control-link.js';
+import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, readIdentity } from './identity.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
@@ -107,6 +108,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         identity,
         heartbeatMs: control.heartbeatMs,
+        diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
       });
       const running = link;

@@ -159,6 +159,7 @@ program
       insecureRegistries: opts.insecureRegistry,
     });
     console.log(`control plane: ${cluster.control.url}`);
+    console.log(`dashboard: ${cluster.control.url}/ui/ (log in with the admin token below)`);
     for (const a of cluster.agents) {
       console.log(`${a.name}: DOCKER_HOST=${a.engineTcp}  /v2/ at ${a.peerUrl}  socket unix://${a.engineSocket}`);
     }

@@ -28,6 +28,8 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** The built dashboard served at /ui/ (`npm run build`); default: dist/web of this package. */
+    webDir: z.string().min(1).optional(),
   })
   .strict();
 

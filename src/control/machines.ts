@@ -21,6 +21,7 @@ interface MachineRow {
   inventory_seq: number;
   joined_at: string;
   last_seen_at: string;
+  disk_used_bytes: number | null;
   image_count?: number;
 }
 
@@ -102,12 +103,12 @@ export class Machines {
     return rows.map((r) => this.toRecord(r));
   }
 
-  heartbeat(id: string, info: Partial<MachineInfo>): MachineRecord {
+  heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): MachineRecord {
     const m = this.require(id);
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined;
     this.db
-      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ? WHERE id = ?')
+      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ?, disk_used_bytes = ? WHERE id = ?')
       .run(
         nowIso(),
         info.agent_url ?? m.agent_url,
@@ -115,6 +116,7 @@ export class Machines {
         JSON.stringify(info.labels ?? m.labels),
         full ? (info.scaling_group ?? null) : m.scaling_group,
         full ? (info.version ?? null) : m.version,
+        info.disk_used_bytes ?? m.disk_used_bytes,
         id,
       );
     return this.require(id);
@@ -184,6 +186,7 @@ export class Machines {
       joined_at: r.joined_at,
       version: r.version,
       image_count: r.image_count ?? 0,
+      disk_used_bytes: r.disk_used_bytes ?? null,
       inventory_seq: r.inventory_seq,
     };
   }

@@ -287,17 +287,4 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(await res.text()).toContain('Successfully tagged plain:1');
     expect((await imageOf('docker.io/library/plain:1')).config.Env).toContain('PLAIN=1');
   });
-
-  it('prune --all also drops base images that were pulled only for a build', async () => {
-    const baseRef = `${registry.host}/base:1`;
-    expect(ctx.images.resolveTag(baseRef)).toBeDefined();
-    const app = await imageOf('docker.io/library/app:1');
-    const r = await docker(['builder', 'prune', '--all', '-f']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('base:sha256:');
-    expect(ctx.images.resolveTag(baseRef)).toBeUndefined();
-    // app:1 shares the base layers and keeps every blob it needs.
-    for (const l of app.layers) expect(await ctx.store.has(l.digest)).toBe(true);
-    expect(await ctx.store.has(app.id)).toBe(true);
-  });
 });

@@ -9,8 +9,9 @@ import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
 /**
  * The build cache ledger: what builds left in the store that no user asked for by name. Two kinds:
  * - `intermediate`: layers written by stages that are not the build result (multi-stage builds);
- * - `base-image`: images pulled only because a FROM (or COPY --from) needed them.
- * POST /build/prune reclaims them: intermediate blobs always (when no image uses them), base images with all=true.
+ * - `base-image`: written by older versions for images a FROM pulled; no longer recorded, and never pruned
+ *   (a pulled base image is an ordinary tagged image, as with dockerd).
+ * POST /build/prune reclaims intermediate blobs (when no image uses them).
  * Kept as one JSON file under the engine work directory.
  */
 
@@ -113,38 +114,14 @@ export class BuildCache {
       const candidates = new Set<Digest>();
       for (const e of entries) {
         const oldEnough = opts.olderThanMs === undefined || now - Date.parse(e.createdAt) >= opts.olderThanMs;
-        if (!oldEnough || (e.type === 'base-image' && !opts.all)) {
+        // Images a FROM pulled are ordinary images (tagged, listed, shared with other builds): as with dockerd,
+        // no build-cache prune removes them. Entries of this kind written by older versions are dropped.
+        if (e.type === 'base-image') continue;
+        if (!oldEnough) {
           keep.push(e);
           continue;
         }
-        if (e.type === 'intermediate') {
-          for (const b of e.blobs) candidates.add(b.digest);
-          deleted.push(e.id);
-          continue;
-        }
-        // A base image pulled for a build: drop it only while it is still exactly what the build pulled.
-        if (images.resolveTag(e.reference) === e.manifestDigest) {
-          const otherTags = images.tagsFor(e.manifestDigest).filter((t) => t.reference !== e.reference);
-          images.untag(e.reference);
-          const record = images.getImage(e.manifestDigest);
-          if (otherTags.length === 0 && record) {
-            images.removeRepoDigests(e.manifestDigest);
-            images.deleteImage(e.manifestDigest);
-            for (const d of [record.manifestDigest, record.configDigest, ...record.layers]) candidates.add(d);
-          }
-        } else if (images.getIndex(e.manifestDigest) && images.tagsFor(e.manifestDigest).length === 0) {
-          // an index pulled for a build and since untagged: its children go too
-          const idx = images.getIndex(e.manifestDigest)!;
-          images.deleteIndex(e.manifestDigest);
-          candidates.add(e.manifestDigest);
-          for (const child of idx.children) {
-            const rec = images.getImage(child.digest);
-            if (rec && images.tagsFor(child.digest).length === 0) {
-              images.deleteImage(child.digest);
-              for (const d of [rec.manifestDigest, rec.configDigest, ...rec.layers]) candidates.add(d);
-            }
-          }
-        }
+        for (const b of e.blobs) candidates.add(b.digest);
         deleted.push(e.id);
       }
       // Only what is actually deleted counts: a blob a running pull, import or build has leased stays.

@@ -172,12 +172,7 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
               ? await findLocalImage(ctx, name, opts.platform, lease).catch(() => undefined)
               : await findLocalImage(ctx, name, opts.platform, lease);
             if (local && !opts.pull) return local;
-            const hadBefore = local !== undefined;
             const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config'], lease);
-            // Pulled only for this build: build cache, reclaimable with `docker builder prune -a`.
-            if (pulled.downloaded && !hadBefore) {
-              await cache.record({ type: 'base-image', id: `base:${pulled.target}`, reference: pulled.reference, manifestDigest: pulled.target });
-            }
             const base = await loadBaseImage(ctx, pulled.manifestDigest, lease);
             if (!base) throw new StowageError('IMAGE_NOT_FOUND', `pulled ${name} but cannot read it back`);
             return base;

@@ -1,0 +1,129 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EngineContext } from '../../src/engine/context.js';
+import { makeOciLayout, skopeo } from '../harness/images.js';
+import type { TestRegistry } from '../harness/registry.js';
+import { run } from '../harness/run.js';
+import { tarOfFiles } from '../harness/tar.js';
+import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry } from './core-helpers.js';
+
+/**
+ * Docker Engine API gaps real clients hit (issue 11): each case drives the docker 28 CLI (classic builder) or
+ * the exact request docker-py sends, and asserts what dockerd answers.
+ */
+
+let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
+let ctx: EngineContext;
+let eng: CoreEngine;
+let registry: TestRegistry;
+let docker: DockerRunner;
+
+async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
+  return dir;
+}
+
+async function inspect(reference: string): Promise<Record<string, any>> {
+  const r = await docker(['image', 'inspect', reference]);
+  if (r.code !== 0) throw new Error(`docker image inspect ${reference}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as Array<Record<string, any>>)[0]!;
+}
+
+/** Runs a python3 script using docker-py against the engine; its stdout is returned. */
+async function dockerPy(script: string): Promise<string> {
+  const r = await run('python3', ['-c', script], { DOCKER_HOST: eng.host });
+  if (r.code !== 0) throw new Error(`docker-py script failed: ${r.stderr}`);
+  return r.stdout;
+}
+
+beforeAll(async () => {
+  setup = await startEngineWithRegistry();
+  ({ registry, engine: eng, docker } = setup);
+  ctx = eng.ctx;
+  const layout = join(eng.root, 'base-layout');
+  await makeOciLayout(layout, 'base', [{ 'etc/os-release': 'ID=gaps\n' }], { Env: ['PATH=/bin'] });
+  await skopeo(['copy', '--quiet', `oci:${layout}:base`, `docker://${registry.host}/gaps/base:1`]);
+}, 120_000);
+
+afterAll(async () => {
+  await setup?.close();
+});
+
+describe('build contexts the docker CLI and docker-py send', () => {
+  it('builds with -f <Dockerfile outside the context> (a context tar without end-of-archive blocks)', async () => {
+    const dir = await writeContext(join(eng.root, 'outside', 'ctx'), { 'hello.txt': 'hello\n' });
+    const dockerfile = join(eng.root, 'outside', 'Dockerfile.out');
+    await writeFile(dockerfile, 'FROM scratch\nCOPY hello.txt /\n');
+    const r = await docker(['build', '-f', dockerfile, '-t', 'outside:1', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('Successfully tagged outside:1');
+    expect((await inspect('outside:1'))['RootFS']['Layers']).toHaveLength(1);
+  });
+
+  it('builds with -f - (the Dockerfile on stdin, the context from a directory)', async () => {
+    const dir = await writeContext(join(eng.root, 'stdin-df'), { 'a.txt': 'a' });
+    const r = await docker(['build', '-f', '-', '-t', 'stdindf:1', dir], 'FROM scratch\nCOPY a.txt /\nLABEL via=stdin\n');
+    expect(r.code, r.stderr).toBe(0);
+    expect((await inspect('stdindf:1'))['Config']['Labels']).toEqual({ via: 'stdin' });
+  });
+
+  it('still refuses a context whose last entry is cut short', async () => {
+    const whole = await tarOfFiles({ Dockerfile: 'FROM scratch\nCOPY big /\n', big: 'x'.repeat(4000) });
+    // Cut inside the data of the second entry (headers are 512 bytes, the first entry's data one block).
+    const cut = whole.subarray(0, 512 * 3 + 1000);
+    const res = await fetch(`${apiUrl(eng)}/build?t=cut:1`, { method: 'POST', body: new Uint8Array(cut) });
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { message: string }).message).toMatch(/failed to read the build context: invalid tar archive/);
+    expect(ctx.images.resolveTag('docker.io/library/cut:1')).toBeUndefined();
+  });
+
+  it("builds docker-py's out-of-context Dockerfile request (dockerfile= sent twice: the first value is the name)", async () => {
+    const dir = await writeContext(join(eng.root, 'py-outside', 'ctx'), { 'f.txt': 'f' });
+    await writeFile(join(eng.root, 'py-outside', 'Dockerfile'), 'FROM scratch\nCOPY f.txt /\nLABEL by=docker-py\n');
+    const out = await dockerPy(
+      [
+        'import docker, json, sys',
+        'c = docker.from_env()',
+        `img, logs = c.images.build(path=${JSON.stringify(dir)}, dockerfile="../Dockerfile", tag="pyoutside:1")`,
+        'print(json.dumps(img.labels))',
+      ].join('\n'),
+    );
+    expect(JSON.parse(out.trim())).toEqual({ by: 'docker-py' });
+  });
+
+  it('takes the first value of any repeated query parameter, as Go does', async () => {
+    const body = new Uint8Array(await tarOfFiles({ Dockerfile: 'FROM scratch\nLABEL n=1\n', Other: 'FROM scratch\nLABEL n=2\n' }));
+    const res = await fetch(`${apiUrl(eng)}/build?dockerfile=Dockerfile&dockerfile=Other&t=first:1&q=1&q=0`, { method: 'POST', body });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    // q=1 first: quiet output, only the image ID.
+    expect(text).not.toContain('Step 1/');
+    expect((await inspect('first:1'))['Config']['Labels']).toEqual({ n: '1' });
+    const list = await fetch(`${apiUrl(eng)}/images/json?all=0&all=1&filters=${encodeURIComponent('{"reference":["first"]}')}&filters=bogus`);
+    expect(list.status).toBe(200);
+    expect(((await list.json()) as Array<{ RepoTags: string[] }>).map((i) => i.RepoTags)).toEqual([['first:1']]);
+  });
+});
+
+describe('docker builder prune', () => {
+  it('-a removes build cache but never a tagged image, even one a FROM pulled', async () => {
+    const dir = await writeContext(join(eng.root, 'prune-ctx'), { Dockerfile: `FROM ${registry.host}/gaps/base:1\nFROM scratch AS out\nCOPY a /\n`, a: 'a' });
+    const r = await docker(['build', '-t', 'prunes:1', dir]);
+    expect(r.code, r.stderr).toBe(0);
+    const base = await inspect(`${registry.host}/gaps/base:1`);
+    const built = await inspect('prunes:1');
+    const prune = await docker(['builder', 'prune', '-a', '-f']);
+    expect(prune.code, prune.stderr).toBe(0);
+    expect((await inspect(`${registry.host}/gaps/base:1`))['Id']).toBe(base['Id']);
+    expect((await inspect('prunes:1'))['Id']).toBe(built['Id']);
+    const baseRecord = ctx.images.getImage(ctx.images.resolveTag(`${registry.host}/gaps/base:1`)!)!;
+    for (const d of [baseRecord.configDigest, ...baseRecord.layers]) expect(await ctx.store.has(d)).toBe(true);
+    const images = await docker(['images', '--format', '{{.Repository}}:{{.Tag}}']);
+    expect(images.stdout.split('\n')).toContain(`${registry.host}/gaps/base:1`);
+  });
+});
