@@ -229,6 +229,7 @@ export async function collectTaskEvents(
   taskId: string,
   timeoutMs = 30_000,
   onEvent?: (e: ReceivedEvent) => void,
+  onComment?: () => void,
 ): Promise<{ status: number; events: ReceivedEvent[]; comments: number; serverClose: boolean }> {
   const res = await request(`${url}/events/background-task?task_id=${encodeURIComponent(taskId)}`, {
     headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
@@ -245,7 +246,9 @@ export async function collectTaskEvents(
   try {
     const counted = async function* (body: AsyncIterable<Buffer>) {
       for await (const chunk of body) {
-        comments += (chunk.toString('utf8').match(/^: /gm) ?? []).length;
+        const seen = (chunk.toString('utf8').match(/^: /gm) ?? []).length;
+        comments += seen;
+        if (seen > 0) onComment?.();
         yield chunk;
       }
     };

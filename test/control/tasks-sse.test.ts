@@ -22,8 +22,11 @@ const newTask = () =>
 describe('background task events', () => {
   it('delivers every update in order, heartbeats while quiet, and ends with bgtask_done', async () => {
     const op = newTask();
-    const stream = collectTaskEvents(plane.url, key, op.id);
-    await new Promise((r) => setTimeout(r, 200));
+    // The updates go out once a heartbeat has arrived on the quiet stream (however slow the machine).
+    let heartbeat!: () => void;
+    const firstHeartbeat = new Promise<void>((resolve) => (heartbeat = resolve));
+    const stream = collectTaskEvents(plane.url, key, op.id, 30_000, undefined, () => heartbeat());
+    await firstHeartbeat;
     for (let i = 1; i <= 5; i++) plane.ctx.operations.setProgress(op.id, i, 5, `step ${i}`);
     plane.ctx.operations.finish(op.id, { status: 'succeeded' });
     const { events, comments, serverClose } = await stream;
