@@ -64,6 +64,25 @@ export const agentConfigSchema = z
       .optional(),
     /** Where peers and the control plane reach /v2/ and /agent/v1; default http://<peer.host>:<port>. */
     advertiseUrl: httpUrl.optional(),
+    /** Where images land: Stowage's own store (none) or the machine's container runtime. */
+    runtime: z
+      .object({
+        kind: z.enum(['none', 'containerd']).default('none'),
+        containerd: z
+          .object({
+            socket: z.string().min(1).default('/run/containerd/containerd.sock'),
+            /** k8s.io is the namespace the kubelet's CRI plugin uses: images land where pods start from. */
+            namespace: z
+              .string()
+              .regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,75}[A-Za-z0-9])?$/, 'a containerd namespace: letters, digits, dots, dashes, underscores')
+              .default('k8s.io'),
+            snapshotter: z.string().regex(/^[a-z0-9_-]{1,64}$/).default('overlayfs'),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
     transfer: z
       .object({
         /** A cap on the bytes per second all transfers into this machine download together. */

@@ -111,8 +111,10 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     });
     const r = await build(dir, ['-t', 'app:1', '-t', 'app:latest', '--build-arg', 'VERSION=2.5', '--label', 'from.cli=1']);
     expect(r.code, r.stderr + r.stdout).toBe(0);
-    expect(r.stdout).toContain('Step 1/18 : ARG BASE=');
-    expect(r.stdout).toContain(`Step 4/18 : FROM $BASE`);
+    expect(r.stdout).toContain('Step 1/19 : ARG BASE=');
+    expect(r.stdout).toContain(`Step 4/19 : FROM $BASE`);
+    // --label is one more LABEL step, as dockerd adds it.
+    expect(r.stdout).toContain(`Step 19/19 : LABEL "from.cli"='1'`);
     expect(r.stdout).toMatch(/Pulling from base/);
     expect(r.stdout).toMatch(/Successfully built [0-9a-f]{12}/);
     expect(r.stdout).toContain('Successfully tagged app:1');

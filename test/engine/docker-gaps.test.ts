@@ -127,3 +127,71 @@ describe('docker builder prune', () => {
     expect(images.stdout.split('\n')).toContain(`${registry.host}/gaps/base:1`);
   });
 });
+
+describe('build cache (classic builder)', () => {
+  const stepIds = (out: string) => [...out.matchAll(/^ ---> ([0-9a-f]{12})$/gm)].map((m) => m[1]!);
+  const builtId = (out: string) => /Successfully built ([0-9a-f]{12})/.exec(out)?.[1];
+  const dangling = async () => (await docker(['images', '--filter', 'dangling=true', '-q'])).stdout.trim();
+
+  it('identical inputs give the identical image, every step from the cache, and leave no dangling image', async () => {
+    const dir = await writeContext(join(eng.root, 'cache-ctx'), {
+      Dockerfile: [`FROM ${registry.host}/gaps/base:1`, 'ENV MODE=cached', 'COPY a.txt /srv/', 'WORKDIR /srv/work', 'COPY b.txt ./', 'LABEL stage=last'].join('\n'),
+      'a.txt': 'a',
+      'b.txt': 'b',
+    });
+    const first = await docker(['build', '-t', 'cached:1', dir]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).not.toContain('Using cache');
+    const second = await docker(['build', '-t', 'cached:1', dir]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout.match(/ ---> Using cache\n/g)).toHaveLength(5);
+    expect(builtId(second.stdout)).toBe(builtId(first.stdout));
+    expect(stepIds(second.stdout)).toEqual(stepIds(first.stdout));
+    expect(await dangling()).toBe('');
+
+    // Every ID printed after a step is an image; the last is the one built.
+    const ids = stepIds(second.stdout);
+    expect(ids.at(-1)).toBe(builtId(second.stdout));
+    for (const id of ids) {
+      const r = await docker(['image', 'inspect', '--format', '{{.Id}}', id]);
+      expect(r.code, `${id}: ${r.stderr}`).toBe(0);
+      expect(r.stdout.trim().slice(7, 19)).toBe(id);
+    }
+    expect((await inspect(ids[2]!))['Config']['Env']).toContain('MODE=cached');
+
+    // A changed file: the steps before it come from the cache, it and the later ones do not.
+    await writeFile(join(dir, 'b.txt'), 'b2');
+    const third = await docker(['build', '-t', 'cached:2', dir]);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stdout.match(/ ---> Using cache\n/g)).toHaveLength(3);
+    expect(stepIds(third.stdout).slice(0, 4)).toEqual(ids.slice(0, 4));
+    expect(builtId(third.stdout)).not.toBe(builtId(second.stdout));
+
+    // --no-cache runs every step.
+    const fresh = await docker(['build', '--no-cache', '-t', 'cached:3', dir]);
+    expect(fresh.code, fresh.stderr).toBe(0);
+    expect(fresh.stdout).not.toContain('Using cache');
+  });
+
+  it('honours --cache-from once the local cache is gone', async () => {
+    const dir = await writeContext(join(eng.root, 'cachefrom-ctx'), {
+      Dockerfile: [`FROM ${registry.host}/gaps/base:1`, 'COPY c.txt /', 'ENV FROM_CACHE=1', 'COPY d.txt /'].join('\n'),
+      'c.txt': 'c',
+      'd.txt': 'd',
+    });
+    const first = await docker(['build', '-t', 'cachefrom:1', dir]);
+    expect(first.code, first.stderr).toBe(0);
+    expect((await docker(['builder', 'prune', '-a', '-f'])).code).toBe(0);
+
+    const viaCacheFrom = await docker(['build', '--cache-from', 'cachefrom:1', '-t', 'cachefrom:1', dir]);
+    expect(viaCacheFrom.code, viaCacheFrom.stderr).toBe(0);
+    expect(viaCacheFrom.stdout.match(/ ---> Using cache\n/g)).toHaveLength(3);
+    expect(builtId(viaCacheFrom.stdout)).toBe(builtId(first.stdout));
+    expect(await dangling()).toBe('');
+
+    expect((await docker(['builder', 'prune', '-a', '-f'])).code).toBe(0);
+    const without = await docker(['build', '-t', 'cachefrom:2', dir]);
+    expect(without.code, without.stderr).toBe(0);
+    expect(without.stdout).not.toContain('Using cache');
+  });
+});

@@ -13,7 +13,7 @@ import { tmpDir } from '../harness/tmp.js';
  * The dashboard in a real browser (Chromium through playwright-core) against a real cluster: stowd
  * control and three stowd agents as processes, a real registry. What a user sees and clicks: login, the
  * images × machines matrix following a distribute live, a preload started from the catalog and
- * followed to its end, and a user refused what their role may not do.
+ * followed to its end, an unload, a cancel, and a user refused what their role may not do.
  *
  * STOWAGE_DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the matrix mid-distribute there (the
  * README's picture).
@@ -22,6 +22,8 @@ import { tmpDir } from '../harness/tmp.js';
 /** Downloads are capped so a distribute lasts long enough to be seen moving (each target ≥ 6 s). */
 const RATE = 2 * 1024 * 1024;
 const WAIT = { timeout: 90_000 };
+/** A browser, a cluster and slowed transfers on a loaded 2-core machine: each test gets minutes. */
+const TEST_TIMEOUT = 240_000;
 
 let cluster: Cluster;
 let reg: TestRegistry;
@@ -92,9 +94,9 @@ describe('the web dashboard', () => {
     expect(reported.map((m) => m.id)).toEqual(['agent-1', 'agent-2', 'agent-3']);
     await page.getByTestId('machine-agent-1').getByTestId('disk-use').filter({ hasText: /\d/ }).waitFor(WAIT);
     await expectText(page.getByTestId('command').first(), 'stowctl machine list');
-  });
+  }, TEST_TIMEOUT);
 
-  it('rescans the catalog and runs a preload from it to the end', async () => {
+  it('rescans the catalog, runs a preload from it to the end and unloads', async () => {
     await open('Catalog');
     await page.getByLabel('registry').fill(reg.host);
     await expectText(page.getByTestId('rescan-form').getByTestId('command'), `stowctl image rescan ${reg.host}`);
@@ -114,7 +116,15 @@ describe('the web dashboard', () => {
     await task.locator('[data-testid="target-agent-2"][data-status="present"]').waitFor(WAIT);
     await row.getByTestId('installed').filter({ hasText: 'agent-1, agent-2' }).waitFor(WAIT);
     expect(await task.locator('[data-testid="target-agent-3"]').count()).toBe(0);
-  });
+
+    // Unload from one of them: its target ends absent and the catalog shows the image on the other only.
+    await page.getByLabel('target agents').fill('agent-2');
+    await page.getByRole('button', { name: 'Unload' }).click();
+    const unload = page.locator('article.task').filter({ hasText: 'unload' });
+    await unload.locator('[data-testid="target-agent-2"][data-status="absent"]').waitFor(WAIT);
+    await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'unload' }).waitFor(WAIT);
+    await row.getByTestId('installed').filter({ hasText: /^agent-1$/ }).waitFor(WAIT);
+  }, TEST_TIMEOUT);
 
   it('shows a distribute live in the images × machines matrix: transferring, then present', async () => {
     const name = 'example.test/web/app:1.0';
@@ -126,6 +136,15 @@ describe('the web dashboard', () => {
     await page.locator(`[data-testid="cell-agent-1-${digest}"][data-state="present"]`).waitFor(WAIT);
     expect(await cell('agent-2').getAttribute('data-state')).toBe('absent');
     await expectText(page.getByTestId(`row-${digest}`), name);
+
+    // The filter narrows the rows by reference.
+    const toolRow = page.locator('[data-testid^="row-"]').filter({ hasText: toolRef });
+    await toolRow.waitFor(WAIT);
+    await page.getByLabel('filter by reference or digest').fill('web/app');
+    await toolRow.waitFor({ ...WAIT, state: 'detached' });
+    await page.getByTestId(`row-${digest}`).waitFor(WAIT);
+    await page.getByLabel('filter by reference or digest').fill('');
+    await toolRow.waitFor(WAIT);
 
     await page.getByTestId(`row-${digest}`).getByRole('button', { name: 'Distribute…' }).click();
     const form = page.getByTestId('distribute-form');
@@ -145,8 +164,20 @@ describe('the web dashboard', () => {
       await page.getByTestId('matrix').scrollIntoViewIfNeeded();
       await page.screenshot({ path: screenshot, fullPage: true });
     }
+    // The operation under the form streams its targets' progress while they run.
+    await form.locator('[data-testid="target-agent-3"][data-status="running"]').filter({ hasText: /[1-9][\d.]* (KiB|MiB)/ }).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="present"]`).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="present"]`).waitFor(WAIT);
+
+    // The targets' disk use, reported with their heartbeats, now counts the image's bytes.
+    await until(
+      'agent-2 to report the image on its disk',
+      async () => {
+        const r = await cluster.api<{ machines: Machine[] }>('GET', '/api/v1/machines');
+        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 12 * 1024 * 1024 ? true : undefined;
+      },
+      { timeoutMs: 60_000, everyMs: 500 },
+    );
 
     // The operation, followed over SSE under the form, ends with every target present.
     const task = form.locator('article.task[data-status="succeeded"]');
@@ -162,7 +193,26 @@ describe('the web dashboard', () => {
     await page.getByRole('link', { name: id }).click();
     await page.locator(`[data-testid="task-${id}"] [data-testid="target-agent-3"][data-status="present"]`).waitFor(WAIT);
     await expectText(page.locator('.detail').getByTestId('command').first(), `stowctl image operation get ${id}`);
-  });
+  }, TEST_TIMEOUT);
+
+  it('cancels a running operation from the operations view', async () => {
+    const name = 'example.test/web/slow:1.0';
+    const { tar } = await makeImageTar(name, { layers: 2, layerBytes: 6 * 1024 * 1024 });
+    const digest = await cluster.loadImage('agent-1', tar, name);
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
+    const id = created.body.operation.id;
+
+    await open('Operations');
+    await page.getByRole('link', { name: id }).click();
+    const task = page.getByTestId(`task-${id}`);
+    await task.locator('[data-testid="target-agent-3"][data-status="running"]').waitFor(WAIT);
+    await expectText(page.locator('.detail').getByTestId('command').nth(1), `stowctl image operation cancel ${id}`);
+    await page.getByRole('button', { name: 'Cancel operation' }).click();
+
+    await page.locator(`[data-testid="task-${id}"][data-status="cancelled"]`).waitFor(WAIT);
+    await task.locator('[data-testid="target-agent-3"][data-status="failed"]').filter({ hasText: 'CANCELLED' }).waitFor(WAIT);
+    expect((await cluster.settle(id)).status).toBe('cancelled');
+  }, TEST_TIMEOUT);
 
   it('refuses a user what their role may not do, and changes nothing', async () => {
     const preloadsBefore = (await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=preload')).body.operations.length;
@@ -187,7 +237,7 @@ describe('the web dashboard', () => {
     expect(after.body.operations.length).toBe(preloadsBefore);
     const onAgent3 = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-3');
     expect(onAgent3.body.records.filter((r) => r.references.includes(toolRef))).toEqual([]);
-  });
+  }, TEST_TIMEOUT);
 });
 
 /** Waits until the locator's text contains `text` (the UI renders asynchronously). */

@@ -17,15 +17,20 @@ const TABS = [
 ] as const;
 type TabId = (typeof TABS)[number]['id'];
 
-function tabFromHash(): TabId {
+function tabFromHash(): TabId | undefined {
   const id = window.location.hash.replace(/^#\/?/, '').split('/')[0];
-  return TABS.find((t) => t.id === id)?.id ?? 'matrix';
+  return TABS.find((t) => t.id === id)?.id;
+}
+
+/** The cluster views read the superadmin's REST API; other roles start where they can act. */
+function defaultTab(user: User): TabId {
+  return user.role === 'superadmin' ? 'matrix' : 'catalog';
 }
 
 export function App() {
   const [session, setSession] = useState<{ api: Api; user: User }>();
   const [checking, setChecking] = useState(() => sessionStorage.getItem(TOKEN_KEY) !== null);
-  const [tab, setTab] = useState<TabId>(tabFromHash);
+  const [hashTab, setTab] = useState<TabId | undefined>(tabFromHash);
 
   useEffect(() => {
     const onHash = () => setTab(tabFromHash());
@@ -55,6 +60,7 @@ export function App() {
     setSession(undefined);
   };
 
+  const tab = hashTab ?? (session ? defaultTab(session.user) : 'matrix');
   const view = useMemo(() => {
     if (!session) return null;
     const props = { api: session.api, user: session.user };
@@ -100,7 +106,15 @@ export function App() {
           </ul>
         </nav>
       </header>
-      <main className="container-fluid">{view}</main>
+      <main className="container-fluid">
+        {session.user.role !== 'superadmin' && tab !== 'catalog' && (
+          <p className="role-note">
+            Machines, the matrix and operations come from the cluster API, which is the superadmin's: as {session.user.role} of{' '}
+            {session.user.domain ?? 'no domain'}, the <a href="#/catalog">catalog</a> is yours.
+          </p>
+        )}
+        {view}
+      </main>
     </>
   );
 }

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from 'react';
-import { describeError } from './api.js';
+import type { Operation, TaskEvent } from '../../control/wire.js';
+import { type Api, describeError } from './api.js';
 
 export interface Polled<T> {
   data: T | undefined;
@@ -43,4 +44,49 @@ export function usePoll<T>(load: () => Promise<T>, everyMs: number, deps: readon
 
   const refresh = useCallback(() => setTick((t) => t + 1), []);
   return { data, error, refresh };
+}
+
+/**
+ * Follows each operation in `ids` over its SSE stream (GET /api/v1/operations/:id/events) and keeps the
+ * latest state of each: live per-target bytes between polls. A stream ends by itself when its operation
+ * does; `onEnd` is told so (to refresh what the operation changed).
+ */
+export function useOperationStreams(api: Api, ids: readonly string[], onEnd?: () => void): Map<string, Operation> {
+  const [latest, setLatest] = useState<Map<string, Operation>>(() => new Map());
+  const streams = useRef(new Map<string, AbortController>());
+  const onEndRef = useRef(onEnd);
+  onEndRef.current = onEnd;
+
+  const key = [...ids].sort().join(',');
+  useEffect(() => {
+    for (const id of ids) {
+      if (streams.current.has(id)) continue;
+      const abort = new AbortController();
+      streams.current.set(id, abort);
+      void api
+        .events(
+          `/api/v1/operations/${encodeURIComponent(id)}/events`,
+          (event, data) => {
+            const op = (JSON.parse(data) as TaskEvent).operation;
+            setLatest((m) => new Map(m).set(op.id, op));
+            if (event !== 'bgtask_updated') onEndRef.current?.();
+          },
+          abort.signal,
+        )
+        .catch(() => {
+          // The poll still shows the operation; a stream that failed is opened again if it is still running.
+          streams.current.delete(id);
+        });
+    }
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [api, key]);
+
+  useEffect(() => {
+    const open = streams.current;
+    return () => {
+      for (const abort of open.values()) abort.abort();
+      open.clear();
+    };
+  }, [api]);
+  return latest;
 }

@@ -6,15 +6,17 @@ import { Command } from '../components/Command.js';
 import { ErrorNote } from '../components/Notes.js';
 import { TaskView } from '../components/TaskView.js';
 import { bytes, percent, shortDigest } from '../format.js';
-import { usePoll } from '../hooks.js';
+import { useOperationStreams, usePoll } from '../hooks.js';
 
 /**
  * Images × machines: one row per platform image (platform manifest digest), one column per machine, a
- * cell per availability record. Polled every second, with the running operations for the bytes of
- * transfers in flight, so a distribute shows cells turning from transferring to present as it runs.
+ * cell per availability record. Availability is polled every second; each running operation is followed
+ * over SSE for the bytes its targets have moved, so a distribute shows cells counting up, then present.
  */
 
 const POLL_MS = 1000;
+/** A browser keeps six connections per host: streams beyond this many would starve the polls. */
+const MAX_STREAMS = 3;
 
 interface Row {
   digest: string;
@@ -56,7 +58,9 @@ export function MatrixView({ api }: { api: Api; user: User }) {
   const platforms = useMemo(() => [...new Set(rows.map((r) => r.platform))].sort(), [rows]);
   const groups = useMemo(() => [...new Set((snap.data?.machines ?? []).map((m) => m.scaling_group ?? ''))].filter(Boolean).sort(), [snap.data]);
   const machines = (snap.data?.machines ?? []).filter((m) => !group || m.scaling_group === group);
-  const progress = useMemo(() => transferProgress(snap.data?.running ?? []), [snap.data]);
+  const runningIds = useMemo(() => (snap.data?.running ?? []).slice(0, MAX_STREAMS).map((o) => o.id), [snap.data]);
+  const streamed = useOperationStreams(api, runningIds, snap.refresh);
+  const progress = useMemo(() => transferProgress(snap.data?.running ?? [], streamed), [snap.data, streamed]);
 
   const needle = text.trim().toLowerCase();
   const visible = rows.filter((r) => {
@@ -248,9 +252,13 @@ function buildRows(records: Availability[]): Row[] {
   return list.sort((a, b) => (a.references[0] ?? '~').localeCompare(b.references[0] ?? '~') || a.platform.localeCompare(b.platform) || a.digest.localeCompare(b.digest));
 }
 
-/** "<operation id> <machine>" → percent of bytes moved, for targets still running. */
-function transferProgress(running: Operation[]): Map<string, number | undefined> {
+/** "<operation id> <machine>" → percent of bytes moved: from the operation's stream when newer than the poll. */
+function transferProgress(running: Operation[], streamed: Map<string, Operation>): Map<string, number | undefined> {
   const out = new Map<string, number | undefined>();
-  for (const op of running) for (const t of op.targets) out.set(`${op.id} ${t.machine_id}`, percent(t.bytes_transferred, t.bytes_total));
+  for (const polled of running) {
+    const live = streamed.get(polled.id);
+    const op = live && live.updated_at >= polled.updated_at ? live : polled;
+    for (const t of op.targets) out.set(`${op.id} ${t.machine_id}`, percent(t.bytes_transferred, t.bytes_total));
+  }
   return out;
 }

@@ -13,7 +13,7 @@ const ENDED = new Set(['succeeded', 'partially_failed', 'failed', 'cancelled']);
 /** Recent operations; one opened follows its per-target progress live over SSE and can be cancelled. */
 export function OperationsView({ api }: { api: Api; user: User }) {
   const ops = usePoll(() => api.rest<{ operations: Operation[] }>('GET', '/api/v1/operations?limit=50'), 2000, [api]);
-  const [open, setOpen] = useState<string>();
+  const [open, setOpen] = useState<string | undefined>(() => /^#\/operations\/([A-Za-z0-9_-]+)$/.exec(window.location.hash)?.[1]);
   const [lookup, setLookup] = useState('');
   const [cancelError, setCancelError] = useState<string>();
   const list = ops.data?.operations ?? [];
@@ -66,7 +66,9 @@ export function OperationsView({ api }: { api: Api; user: User }) {
                       href={`#/operations/${o.id}`}
                       onClick={(e) => {
                         e.preventDefault();
-                        setOpen(o.id === open ? undefined : o.id);
+                        const next = o.id === open ? undefined : o.id;
+                        setOpen(next);
+                        window.history.replaceState(null, '', next ? `#/operations/${next}` : '#/operations');
                       }}
                     >
                       {o.id}
