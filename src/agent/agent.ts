@@ -64,7 +64,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const { store, images } = runtime;
   const workDir = join(config.dataDir, 'work');
   await mkdir(workDir, { recursive: true });
-  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes };
+  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes, fetch: config.engine.fetch };
 
   const closers: Array<() => Promise<unknown>> = [];
   const closeAll = async (): Promise<void> => {
@@ -89,7 +89,14 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         identity = next;
         authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
       };
-      await peer.register(registryRoutes, { store, images, authorize: (authorization, scope) => authorizer?.(authorization, scope) ?? false });
+      // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
+      const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
+      await peer.register(registryRoutes, {
+        store,
+        images,
+        authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
+        tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
+      });
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
         secret: () => identity?.machine_secret,

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { loadConfigFile, parseConfig } from '../validation.js';
 import { isLoopbackHost } from '../registry/client.js';
+import { DEFAULT_FETCH_MAX_BYTES } from '../engine/fetch-policy.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
@@ -35,6 +36,14 @@ export const agentConfigSchema = z
           .optional(),
         /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */
         maxImportBytes: z.number().int().positive().optional(),
+        /** What `docker import <url>` and `ADD <url>` may download (see src/engine/fetch-policy.ts). */
+        fetch: z
+          .object({
+            /** IPs, CIDRs or host[:port]s exempt from the refusal of loopback, link-local and private addresses. */
+            allow: z.array(z.string().min(1)).default([]),
+            maxBytes: z.number().int().positive().default(DEFAULT_FETCH_MAX_BYTES),
+          })
+          .optional(),
       })
       .default({}),
     registries: z
