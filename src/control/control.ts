@@ -18,6 +18,7 @@ import { RegistryStore } from './catalog/registries.js';
 import { ensurePrivateDir } from '../private-files.js';
 import './catalog/schema.js';
 import './tenancy/schema.js';
+import './tasks/ids.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
