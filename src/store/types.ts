@@ -100,6 +100,11 @@ export interface ContentStoreApi {
    */
   delete(digest: Digest): Promise<boolean>;
   list(): AsyncIterable<BlobInfo>;
+  /**
+   * Removes abandoned ingests (see ContentStore.removeStaleIngests); a store whose ingests live elsewhere
+   * (a runtime's) leaves it out.
+   */
+  removeStaleIngests?(maxAgeMs: number, opts?: { orphansOfAnyAge?: boolean }): Promise<string[]>;
 }
 
 /** One platform-specific image: a manifest whose config digest is the Docker image ID. */
