@@ -10,6 +10,7 @@ import { sessionRoutes } from './rest/session-routes.js';
 import { tokenRoutes } from './rest/token-routes.js';
 import { taskEventRoutes } from './tasks/sse.js';
 import { adminRoutes } from './tenancy/admin-routes.js';
+import { keypairRoutes } from './tenancy/keypair-routes.js';
 
 /** Request bodies are JSON and small; the routes that take inventories raise it for themselves. */
 const BODY_LIMIT = 1024 * 1024;
@@ -29,5 +30,6 @@ export async function buildControlApp(ctx: ControlContext, joinToken: string): P
   await app.register(graphqlRoutes, { ctx });
   await app.register(taskEventRoutes, { ctx, heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
   await app.register(adminRoutes, { ctx });
+  await app.register(keypairRoutes, { ctx });
   return app;
 }
