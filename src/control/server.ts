@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { refuseWithoutCredential } from './auth/early-auth.js';
 import type { ControlContext } from './context.js';
 import { graphqlRoutes } from './graphql/index.js';
 import { dashboardRoutes } from './rest/dashboard-routes.js';
@@ -19,6 +20,7 @@ const BODY_LIMIT = 1024 * 1024;
 export async function buildControlApp(ctx: ControlContext, joinToken: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
   installErrorHandler(app);
+  app.addHook('onRequest', async (request) => refuseWithoutCredential(ctx.db, request));
   app.get('/healthz', async () => ({ ok: true }));
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);
