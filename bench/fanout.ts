@@ -13,7 +13,7 @@
  *   npm run bench:fanout -- [--loopback-size MiB] [--size MiB] [--rate mbit] [--targets 1,2,4,8] [--no-net] [--no-loopback]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { Availability, Operation } from '../src/control/wire.js';
@@ -32,6 +32,21 @@ const flag = (name: string): boolean => process.argv.includes(`--${name}`);
 function peakRssMiB(pid: number | undefined): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024);
+}
+
+/** The content store's blob directory under an agent's data directory (where the runtime adapter keeps it). */
+function findBlobDir(dir: string): string {
+  const candidate = join(dir, 'blobs', 'sha256');
+  if (existsSync(candidate)) return candidate;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (!entry.isDirectory()) continue;
+    try {
+      return findBlobDir(join(dir, entry.name));
+    } catch {
+      // not under this one
+    }
+  }
+  throw new Error(`no blobs/sha256 under ${dir}`);
 }
 
 async function settle(cluster: Cluster, id: string): Promise<Operation> {
@@ -77,7 +92,7 @@ async function loopback(sizeMiB: number): Promise<void> {
     const busy = peakRssMiB(target.process.pid);
 
     // The same bytes, hashed by openssl: the blob files the target now holds.
-    const blobDir = join(target.dataDir, 'blobs', 'sha256');
+    const blobDir = findBlobDir(target.dataDir);
     const files = readdirSync(blobDir).map((f) => join(blobDir, f));
     const bytes = files.reduce((n, f) => n + statSync(f).size, 0);
     opensslSeconds(files); // warm the page cache, as the transfer had it warm on the source
