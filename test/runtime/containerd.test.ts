@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runOk } from '../harness/run.js';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { type Containerd, type RunnableImage, makeRunnableImage, startContainerd } from '../harness/containerd.js';
@@ -87,4 +88,20 @@ describe('agents beside containerd', () => {
     });
     expect(rec.references).toContain('docker.io/stowage-test/direct:2');
   });
+
+  it('a 256 MiB image distributed to a containerd-backed target leaves under 1% of its size under the agent data directory', async () => {
+    const big = await makeRunnableImage('docker.io/stowage-test/big:1', { extraLayers: 4, extraBytes: 64 * 1024 * 1024 });
+    // Uploaded once to agent-1, then agent-2 pulls it from there, as in a distribute.
+    const push = await cluster.stowctl(['--json', 'image', 'push', 'docker.io/stowage-test/big:1', '--archive', big.tar, '--to', 'agent-1,agent-2']);
+    expect(push.code, push.stderr + push.stdout).toBe(0);
+    const target = (JSON.parse(push.stdout) as { operation: Operation }).operation.targets.find((t) => t.machine_id === 'agent-2');
+    expect(target?.status).toBe('present');
+    expect(target?.bytes_transferred).toBeGreaterThan(big.layerBytes);
+
+    const used = Number((await runOk('du', ['-sb', cluster.agents[1]!.dataDir])).split('\t')[0]);
+    expect(big.layerBytes).toBeGreaterThan(256 * 1024 * 1024);
+    expect(used).toBeLessThan(big.layerBytes / 100);
+    const ran = await ctds[1]!.ctr(['run', '--rm', 'docker.io/stowage-test/big:1', 't-big']);
+    expect(ran.stdout).toBe(big.message);
+  }, 900_000);
 });
