@@ -68,7 +68,7 @@ describe('containerd hand-over failures', () => {
     const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=agent-3&digest=${image.manifestDigest}`);
     expect(status.body.records.filter((r) => r.presence.state === 'present')).toEqual([]);
     expect(await online('agent-3')).toBe(true);
-  });
+  }, 300_000);
 
   it('containerd killed mid-transfer: failed at stage runtime, nothing listed after it restarts, and the next distribute works', async () => {
     const id = await distribute('agent-2');
@@ -92,5 +92,5 @@ describe('containerd hand-over failures', () => {
     expect(again.targets[0]?.status, JSON.stringify(again.targets[0]?.failure)).toBe('present');
     const ran = await dying.ctr(['run', '--rm', REF, 't-after']);
     expect(ran.stdout).toBe(image.message);
-  });
+  }, 300_000);
 });

@@ -64,7 +64,7 @@ describe('agents beside containerd', () => {
       const rec = (await records(`agent-${i + 1}`)).find((r) => r.digest === image.manifestDigest);
       expect(rec?.references).toContain(REF);
     }
-  });
+  }, 300_000);
 
   it('ctr images rm on a target drops it from image status; a second distribute moves it again', async () => {
     const rm = await ctds[2]!.ctr(['images', 'rm', REF]);
@@ -77,7 +77,7 @@ describe('agents beside containerd', () => {
     await cluster.waitForImage('agent-3', image.manifestDigest);
     const ran = await ctds[2]!.ctr(['run', '--rm', REF, 't-again']);
     expect(ran.stdout).toBe(image.message);
-  });
+  }, 300_000);
 
   it('an image imported into containerd directly shows in image status, with its tag', async () => {
     const other = await makeRunnableImage('docker.io/stowage-test/direct:2');
@@ -87,7 +87,7 @@ describe('agents beside containerd', () => {
       timeoutMs: 20_000,
     });
     expect(rec.references).toContain('docker.io/stowage-test/direct:2');
-  });
+  }, 300_000);
 
   it('a 256 MiB image distributed to a containerd-backed target leaves under 1% of its size under the agent data directory', async () => {
     const big = await makeRunnableImage('docker.io/stowage-test/big:1', { extraLayers: 4, extraBytes: 64 * 1024 * 1024 });

@@ -52,7 +52,7 @@ describe('agents beside Podman', () => {
       const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=agent-${i + 1}&digest=${image.manifestDigest}`);
       expect(r.body.records.find((x) => x.presence.state === 'present')?.references).toContain(REF);
     }
-  });
+  }, 300_000);
 
   it('podman rmi on a target drops it from image status; a second distribute loads it again', async () => {
     const rmi = await services[2]!.podman(['rmi', '--force', REF]);
@@ -64,5 +64,5 @@ describe('agents beside Podman', () => {
     await cluster.waitForImage('agent-3', image.manifestDigest);
     const ran = await services[2]!.podman(['run', '--rm', REF]);
     expect(ran.stdout, ran.stderr).toBe(image.message);
-  });
+  }, 300_000);
 });
