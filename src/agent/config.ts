@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { loadConfigFile, parseConfig } from '../validation.js';
 import { isLoopbackHost } from '../registry/client.js';
+import { DEFAULT_FETCH_MAX_BYTES } from '../engine/fetch-policy.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
@@ -35,6 +36,14 @@ export const agentConfigSchema = z
           .optional(),
         /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */
         maxImportBytes: z.number().int().positive().optional(),
+        /** What `docker import <url>` and `ADD <url>` may download (see src/engine/fetch-policy.ts). */
+        fetch: z
+          .object({
+            /** IPs, CIDRs or host[:port]s exempt from the refusal of loopback, link-local and private addresses. */
+            allow: z.array(z.string().min(1)).default([]),
+            maxBytes: z.number().int().positive().default(DEFAULT_FETCH_MAX_BYTES),
+          })
+          .optional(),
       })
       .default({}),
     registries: z
@@ -62,6 +71,17 @@ export const agentConfigSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Abandoned ingests (partial files of killed imports and transfers) are collected at start and every
+     * `sweepEveryMs`; a resumable one is kept until untouched for `staleAfterMs`.
+     */
+    ingests: z
+      .object({
+        staleAfterMs: z.number().int().min(0).default(60 * 60 * 1000),
+        sweepEveryMs: z.number().int().min(100).default(10 * 60 * 1000),
+      })
+      .strict()
+      .default({}),
     /** Where peers and the control plane reach /v2/ and /agent/v1; default http://<peer.host>:<port>. */
     advertiseUrl: httpUrl.optional(),
     /** Where images land: Stowage's own store (none) or the machine's container runtime. */

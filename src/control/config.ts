@@ -8,6 +8,11 @@ export const controlConfigSchema = z
     /** Where the SQLite state and the bootstrap tokens live. */
     dataDir: z.string().min(1),
     listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(5070) }).default({}),
+    /**
+     * The key that seals machine secrets and registry passwords in the database (created, 0600, if
+     * missing); default <dataDir>/secrets.key. Keep it out of database backups.
+     */
+    secretsKeyFile: z.string().min(1).optional(),
     /** The token agents join with; generated into <dataDir>/join.token when absent. */
     joinToken: z.string().min(16).optional(),
     /** How often agents send a heartbeat, and after how long without one a machine is offline. */
@@ -19,6 +24,8 @@ export const controlConfigSchema = z
     uploadTimeoutMs: z.number().int().min(1_000).default(60 * 60 * 1000),
     /** Peer tokens minted for transfers live this long. */
     peerTokenTtlSeconds: z.number().int().min(10).default(3_600),
+    /** Tokens the registry token service (GET /token) gives users for an agent's /v2/ live this long. */
+    registryTokenTtlSeconds: z.number().int().min(10).max(86_400).default(900),
     /** Server-Sent Events: keepalive comments while quiet (idle proxies), and how close updates may come. */
     events: z
       .object({ keepaliveMs: z.number().int().min(10).default(15_000), throttleMs: z.number().int().min(0).default(200) })

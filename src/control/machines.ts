@@ -1,6 +1,7 @@
 import { ulid } from 'ulid';
 import { StowageError } from '../errors.js';
-import { type Db, nowIso } from './db/database.js';
+import { SecretBox } from './auth/secret-box.js';
+import { type Db, nowIso, secretBox } from './db/database.js';
 import { newSecret, secretsEqual } from './peer-token.js';
 import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
 
@@ -37,7 +38,23 @@ export class Machines {
   constructor(
     private readonly db: Db,
     readonly offlineAfterMs: number,
-  ) {}
+  ) {
+    this.sealPlainSecrets();
+  }
+
+  /** Machine secrets are stored sealed (see SecretBox); rows written before that are sealed once. */
+  private sealPlainSecrets(): void {
+    const box = secretBox(this.db);
+    const rows = this.db.prepare('SELECT id, secret FROM machines').all() as Array<{ id: string; secret: string }>;
+    const plain = rows.filter((r) => !SecretBox.isSealed(r.secret));
+    if (plain.length === 0) return;
+    const update = this.db.prepare('UPDATE machines SET secret = ? WHERE id = ?');
+    this.db.transaction(() => {
+      for (const r of plain) update.run(box.seal(r.secret, machinePurpose(r.id)), r.id);
+    })();
+    // secure_delete zeroed the old row contents; this drops the WAL pages that still held them.
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
 
   join(req: JoinRequest): { machine: MachineRecord; secret: string } {
     const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
@@ -54,7 +71,7 @@ export class Machines {
         )
         .run({
           id,
-          secret,
+          secret: secretBox(this.db).seal(secret, machinePurpose(id)),
           agent_url: req.agent_url,
           platform: req.platform,
           labels: JSON.stringify(req.labels ?? {}),
@@ -176,7 +193,7 @@ export class Machines {
   private toRecord(r: MachineRow): MachineRecord {
     return {
       id: r.id,
-      secret: r.secret,
+      secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
       agent_url: r.agent_url,
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,
@@ -190,6 +207,10 @@ export class Machines {
       inventory_seq: r.inventory_seq,
     };
   }
+}
+
+function machinePurpose(id: string): string {
+  return `machine:${id}`;
 }
 
 function row(machineId: string, item: InventoryItem, now: string) {

@@ -1,5 +1,6 @@
 import { Readable, Transform } from 'node:stream';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
+import { isPeerToken } from '../control/peer-token.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
 import { type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
@@ -193,7 +194,10 @@ export class RegistryClient {
     const scheme = insecure || isLoopbackHost(opts.host) ? 'http' : 'https';
     this.baseUrl = `${scheme}://${registryEndpoint(opts.host)}`;
     this.origin = new URL(this.baseUrl).origin;
-    this.credentials = opts.credentials;
+    // A Stowage peer token is a bearer token the agent checks itself: sent at once, it needs no token
+    // service round trip, so transfers keep going while the control plane is away.
+    const creds = opts.credentials;
+    this.credentials = creds && !creds.registryToken && isPeerToken(creds.password) ? { ...creds, registryToken: creds.password } : creds;
     this.dispatcher = opts.dispatcher ?? defaultDispatcher();
     this.chunkThreshold = opts.chunkThreshold ?? DEFAULT_CHUNK_THRESHOLD;
     this.chunkSize = Math.max(1, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
@@ -543,6 +547,11 @@ export class RegistryClient {
         throw new StowageError('REGISTRY_ERROR', `cannot reach registry ${this.host}: ${(err as Error).message}`, { cause: err });
       }
       if (res.statusCode !== 401 || attempt > 0 || !sameOrigin) return res;
+      if (this.credentials?.registryToken && sentAuth === `Bearer ${this.credentials.registryToken}`) {
+        // A token given to us is all we have: no token service can make a refused one good.
+        await discard(res.body);
+        throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
+      }
       const challenges = parseWwwAuthenticate(res.headers['www-authenticate']);
       const challenge = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
       if (!challenge) return res;

@@ -201,7 +201,7 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(await ctx.store.has(img.layers[1]!.digest)).toBe(true);
   });
 
-  it('unpacks local archives with ADD, refuses ADD of URLs, records metadata instructions', async () => {
+  it('unpacks local archives with ADD, refuses ADD of a link-local URL, records metadata instructions', async () => {
     const dir = await writeContext(join(root, 'ctx-add'), {
       Dockerfile: [
         'FROM scratch',
@@ -229,10 +229,11 @@ describe('docker build (classic builder) against a Stowage engine', () => {
     expect(img.author).toBe('someone@example.com');
     expect(img.createdBy.at(-1)).toBe('/bin/bash -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" \'\\x00\'}');
 
-    const url = await writeContext(join(root, 'ctx-url'), { Dockerfile: 'FROM scratch\nADD https://example.com/x.tar /x\n' });
+    // URLs are downloaded under the fetch policy (docker-gaps.test.ts): the cloud metadata address is refused.
+    const url = await writeContext(join(root, 'ctx-url'), { Dockerfile: 'FROM scratch\nADD http://169.254.169.254/latest/meta-data /x\n' });
     const r2 = await build(url);
     expect(r2.code).toBe(1);
-    expect(r2.stderr).toContain('ADD failed: downloading https://example.com/x.tar is not supported by this Stowage agent');
+    expect(r2.stderr).toContain('refusing to download http://169.254.169.254/latest/meta-data: 169.254.169.254 is a loopback, link-local or private address');
   });
 
   it('applies .dockerignore (with ! re-includes) to raw API contexts too', async () => {

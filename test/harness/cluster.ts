@@ -115,6 +115,30 @@ function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> 
   });
 }
 
+/** A standalone `stowd agent` process (no control plane): /v2/ read-only and anonymous, the Docker API on a loopback port. */
+export interface StandaloneAgent {
+  peerUrl: string;
+  dockerHost: string;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export async function startStandaloneAgent(): Promise<StandaloneAgent> {
+  const dataDir = await tmpDir('stowage-standalone-');
+  const peer = await freePort();
+  const docker = await freePort();
+  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker)], /agent ready/);
+  return {
+    peerUrl: `http://127.0.0.1:${peer}`,
+    dockerHost: `tcp://127.0.0.1:${docker}`,
+    dataDir,
+    async close() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
+}
+
 function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) resolve();

@@ -13,15 +13,17 @@ import { tmpDir } from '../harness/tmp.js';
  * The dashboard in a real browser (Chromium through playwright-core) against a real cluster: stowd
  * control and three stowd agents as processes, a real registry. What a user sees and clicks: login, the
  * images × machines matrix following a distribute live, a preload started from the catalog and
- * followed to its end, and a user refused what their role may not do.
+ * followed to its end, an unload, a cancel, and a user refused what their role may not do.
  *
  * STOWAGE_DASHBOARD_SCREENSHOT=docs/dashboard.png also saves the matrix mid-distribute there (the
  * README's picture).
  */
 
-/** Downloads are capped so a distribute lasts long enough to be seen moving (each target ≥ 6 s). */
+/** Downloads are capped so a distribute lasts long enough to be seen moving. */
 const RATE = 2 * 1024 * 1024;
 const WAIT = { timeout: 90_000 };
+/** A browser, a cluster and slowed transfers on a loaded 2-core machine: each test gets minutes. */
+const TEST_TIMEOUT = 240_000;
 
 let cluster: Cluster;
 let reg: TestRegistry;
@@ -92,7 +94,7 @@ describe('the web dashboard', () => {
     expect(reported.map((m) => m.id)).toEqual(['agent-1', 'agent-2', 'agent-3']);
     await page.getByTestId('machine-agent-1').getByTestId('disk-use').filter({ hasText: /\d/ }).waitFor(WAIT);
     await expectText(page.getByTestId('command').first(), 'stowctl machine list');
-  });
+  }, TEST_TIMEOUT);
 
   it('rescans the catalog, runs a preload from it to the end and unloads', async () => {
     await open('Catalog');
@@ -122,11 +124,13 @@ describe('the web dashboard', () => {
     await unload.locator('[data-testid="target-agent-2"][data-status="absent"]').waitFor(WAIT);
     await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'unload' }).waitFor(WAIT);
     await row.getByTestId('installed').filter({ hasText: /^agent-1$/ }).waitFor(WAIT);
-  });
+  }, TEST_TIMEOUT);
 
   it('shows a distribute live in the images × machines matrix: transferring, then present', async () => {
     const name = 'example.test/web/app:1.0';
-    const { tar } = await makeImageTar(name, { layers: 2, layerBytes: 6 * 1024 * 1024 });
+    // 16 MiB at the cap: each target runs about 8 s, long enough to be seen doing so.
+    const layerBytes = 8 * 1024 * 1024;
+    const { tar } = await makeImageTar(name, { layers: 2, layerBytes });
     const digest = await cluster.loadImage('agent-1', tar, name);
 
     await open('Images × machines');
@@ -151,11 +155,16 @@ describe('the web dashboard', () => {
     await expectText(form.getByTestId('command'), `stowctl image distribute --digest ${digest} --from agent-1 --to agent-2,agent-3`);
     await form.getByRole('button', { name: 'Distribute', exact: true }).click();
 
-    // The matrix follows the transfer as it runs: both targets are seen transferring before they hold it.
-    await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="transferring"]`).waitFor(WAIT);
-    await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="transferring"]`).waitFor(WAIT);
-    // …with the share of bytes moved so far, from the running operation.
-    await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="transferring"]`).filter({ hasText: /[1-9]\d*%/ }).waitFor(WAIT);
+    // While it runs (each waited for on its own, so none waits behind another): the matrix shows both
+    // targets transferring, with the share of bytes moved so far, and the operation under the form
+    // streams the bytes its targets have received.
+    const transferring = (machine: string) => page.locator(`[data-testid="cell-${machine}-${digest}"][data-state="transferring"]`);
+    await Promise.all([
+      transferring('agent-2').waitFor(WAIT),
+      transferring('agent-3').waitFor(WAIT),
+      transferring('agent-2').filter({ hasText: /[1-9]\d*%/ }).waitFor(WAIT),
+      form.locator('[data-testid="target-agent-3"][data-status="running"]').filter({ hasText: /[1-9][\d.]* (B|KiB|MiB) \/ / }).waitFor(WAIT),
+    ]);
     const screenshot = process.env['STOWAGE_DASHBOARD_SCREENSHOT'];
     if (screenshot) {
       await mkdir(dirname(screenshot), { recursive: true });
@@ -170,7 +179,7 @@ describe('the web dashboard', () => {
       'agent-2 to report the image on its disk',
       async () => {
         const r = await cluster.api<{ machines: Machine[] }>('GET', '/api/v1/machines');
-        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 12 * 1024 * 1024 ? true : undefined;
+        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 2 * layerBytes ? true : undefined;
       },
       { timeoutMs: 60_000, everyMs: 500 },
     );
@@ -189,7 +198,27 @@ describe('the web dashboard', () => {
     await page.getByRole('link', { name: id }).click();
     await page.locator(`[data-testid="task-${id}"] [data-testid="target-agent-3"][data-status="present"]`).waitFor(WAIT);
     await expectText(page.locator('.detail').getByTestId('command').first(), `stowctl image operation get ${id}`);
-  });
+  }, TEST_TIMEOUT);
+
+  it('cancels a running operation from the operations view', async () => {
+    const name = 'example.test/web/slow:1.0';
+    // 24 MiB at the cap: about 12 s to find the running operation and cancel it.
+    const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 8 * 1024 * 1024 });
+    const digest = await cluster.loadImage('agent-1', tar, name);
+    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
+    const id = created.body.operation.id;
+
+    await open('Operations');
+    await page.getByRole('link', { name: id }).click();
+    const task = page.getByTestId(`task-${id}`);
+    await task.locator('[data-testid="target-agent-3"][data-status="running"]').waitFor(WAIT);
+    await expectText(page.locator('.detail').getByTestId('command').nth(1), `stowctl image operation cancel ${id}`);
+    await page.getByRole('button', { name: 'Cancel operation' }).click();
+
+    await page.locator(`[data-testid="task-${id}"][data-status="cancelled"]`).waitFor(WAIT);
+    await task.locator('[data-testid="target-agent-3"][data-status="failed"]').filter({ hasText: 'CANCELLED' }).waitFor(WAIT);
+    expect((await cluster.settle(id)).status).toBe('cancelled');
+  }, TEST_TIMEOUT);
 
   it('refuses a user what their role may not do, and changes nothing', async () => {
     const preloadsBefore = (await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=preload')).body.operations.length;
@@ -214,7 +243,7 @@ describe('the web dashboard', () => {
     expect(after.body.operations.length).toBe(preloadsBefore);
     const onAgent3 = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-3');
     expect(onAgent3.body.records.filter((r) => r.references.includes(toolRef))).toEqual([]);
-  });
+  }, TEST_TIMEOUT);
 });
 
 /** Waits until the locator's text contains `text` (the UI renders asynchronously). */

@@ -100,7 +100,8 @@ export function registerCatalogCommands(image: Command, bind: Bind): void {
         if (!ctx.json) ctx.diag(`${result.msg ?? ''} (task ${result.task_id})`);
         const outcome = await watchTask(ctx, result.task_id);
         ctx.print({ ...result, outcome }, () => renderOutcome(outcome.event, outcome.data.message, outcome.data.operation.targets));
-        return outcome.event === 'bgtask_done' ? 0 : 1;
+        // A partial success ends bgtask_done (as Backend.AI sends it) but is not all targets ok.
+        return outcome.event === 'bgtask_done' && outcome.data.operation.status === 'succeeded' ? 0 : 1;
       }),
     );
   };
@@ -110,7 +111,7 @@ export function registerCatalogCommands(image: Command, bind: Bind): void {
     'preload',
     'pull an image from the catalog onto agents (from a peer that has it, else the registry)',
     ['reference'],
-    'mutation($r: String!, $t: String!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    'mutation($r: String!, $t: [String]!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
     (a, o) => ({ r: a[0], t: o['agents'] }),
     true,
   );
@@ -118,7 +119,7 @@ export function registerCatalogCommands(image: Command, bind: Bind): void {
     'unload',
     'remove an image from agents',
     ['reference'],
-    'mutation($r: String!, $t: String!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    'mutation($r: String!, $t: [String]!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
     (a, o) => ({ r: a[0], t: o['agents'] }),
     true,
   );

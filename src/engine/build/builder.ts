@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join, posix } from 'node:path';
 import { gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { StowageError } from '../../errors.js';
 import { type Digest, digestOf, shortId } from '../../oci/digest.js';
 import { setEnv } from '../changes.js';
+import type { FetchedUrl } from '../fetch-policy.js';
 import { type NewImageRecord, writeImage } from '../store-image.js';
 import { type Descriptor, type ImageConfig, canonicalJson } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
@@ -74,6 +77,8 @@ export interface BuildDeps {
   signal?: AbortSignal | undefined;
   /** The host platform for FROM scratch. */
   defaultPlatform: Platform;
+  /** ADD <url>: fetches under the engine's fetch policy; without it, URLs are refused. */
+  download?: ((url: string, signal?: AbortSignal) => Promise<FetchedUrl>) | undefined;
   /** Steps earlier builds made (the build-cache ledger). */
   stepCache?: StepLookup | undefined;
 }
@@ -150,6 +155,7 @@ export class Builder {
   private step = 0;
   private totalSteps = 0;
   private pending: PendingStep | undefined;
+  private downloads = 0;
   private readonly steps: StepImage[] = [];
 
   constructor(
@@ -730,12 +736,18 @@ export class Builder {
       rel: string;
       node: NodeMeta;
       shown: string;
+      /** A file ADD downloaded (kept as it is: never unpacked). */
+      downloaded?: FileTree;
     }
     const found: Src[] = [];
     for (const src of srcs) {
       if (/^[a-z][a-z0-9+.-]*:\/\//i.test(src) || /^git@/.test(src)) {
         if (!isAdd) throw buildError(`${name} failed: source can't be a URL for COPY`);
-        throw buildError(`ADD failed: downloading ${src} is not supported by this Stowage agent: it has no network access for builds; download the file into the build context and COPY it`);
+        if (!/^https?:\/\//i.test(src) || !this.deps.download) {
+          throw buildError(`ADD failed: downloading ${src} is not supported by this Stowage agent: only http and https URLs are; download it into the build context and COPY it`);
+        }
+        found.push(await this.download(src));
+        continue;
       }
       if (fromContext && escapesRoot(src)) {
         throw buildError(`${name} failed: forbidden path outside the build context: ${src} ()`);
@@ -788,13 +800,13 @@ export class Builder {
           meta: { kind: 'directory', mode: like ? like.mode : 0o755, uid: owner.uid, gid: owner.gid, mtime: like ? like.mtime : new Date(), size: 0 },
         });
     };
-    const addFile = async (srcRel: string, node: NodeMeta, target: string) => {
+    const addFile = async (srcRel: string, node: NodeMeta, target: string, from: FileTree = source) => {
       this.parentEntries(view, target, owner, entries);
       const meta = fileMeta(node);
       const entry: LayerEntry = { path: target, meta };
-      if (node.kind === 'file') entry.source = source.abs(srcRel);
+      if (node.kind === 'file') entry.source = from.abs(srcRel);
       entries.set(target, entry);
-      hashes.push(`${target}:${node.kind}:${meta.mode}:${meta.uid}:${meta.gid}:${node.kind === 'file' ? await hashFile(source.abs(srcRel)) : (node.linkname ?? '')}`);
+      hashes.push(`${target}:${node.kind}:${meta.mode}:${meta.uid}:${meta.gid}:${node.kind === 'file' ? await hashFile(from.abs(srcRel)) : (node.linkname ?? '')}`);
     };
 
     for (const s of found) {
@@ -815,6 +827,10 @@ export class Builder {
       }
       // A file.
       const base = s.rel.slice(s.rel.lastIndexOf('/') + 1);
+      if (s.downloaded) {
+        await addFile(s.rel, s.node, destIsDir ? joinRel(destRel, base) : destRel, s.downloaded);
+        continue;
+      }
       if (isAdd && (await isArchive(source.abs(s.rel)))) {
         await this.addArchive(source.abs(s.rel), destRel, owner, view, entries, hashes);
         continue;
@@ -828,6 +844,35 @@ export class Builder {
     const hash = createHash('sha256').update(hashes.join('\n')).digest('hex');
     const shownDest = destAbs;
     await this.commitLayer(state, entries, `${state.shell.join(' ')} #(nop) ${name} ${hashKind}:${hash} in ${shownDest} `);
+  }
+
+  /**
+   * ADD <url>: the file is downloaded (under the engine's fetch policy) as dockerd does it: named after the
+   * URL's last path segment (or the Content-Disposition filename), mode 0600, the Last-Modified time.
+   */
+  private async download(src: string): Promise<{ rel: string; node: NodeMeta; shown: string; downloaded: FileTree }> {
+    const got = await this.deps.download!(src, this.deps.signal);
+    const original = new URL(src);
+    let filename = original.pathname.slice(original.pathname.lastIndexOf('/') + 1);
+    if (filename === '') {
+      const cd = got.headers['content-disposition'];
+      const m = typeof cd === 'string' ? /filename="?([^";]+)"?/i.exec(cd) : null;
+      filename = m ? posix.basename(m[1]!) : '';
+    }
+    filename = decodeURIComponent(filename);
+    if (filename === '' || filename === '.' || filename === '..' || filename.includes('/')) {
+      got.body.destroy();
+      throw buildError(`ADD failed: cannot determine filename from url: ${src}`);
+    }
+    const dir = join(this.deps.workDir, `url-${this.downloads++}`);
+    await mkdir(dir, { recursive: true });
+    const tree = new FileTree(dir);
+    const ws = createWriteStream(tree.abs(filename), { mode: 0o600, flags: 'wx' });
+    await pipeline(got.body, ws);
+    const lastModified = Date.parse(String(got.headers['last-modified'] ?? ''));
+    const node: NodeMeta = { kind: 'file', mode: 0o600, uid: 0, gid: 0, mtime: new Date(Number.isNaN(lastModified) ? 0 : lastModified), size: ws.bytesWritten };
+    tree.nodes.set(filename, node);
+    return { rel: filename, node, shown: src, downloaded: tree };
   }
 
   /** ADD of a local tar archive: its contents are unpacked at the destination. */

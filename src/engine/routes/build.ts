@@ -14,6 +14,7 @@ import { applyDockerignore, loadContext, readContextFile } from '../build/contex
 import { parseDockerfile } from '../build/dockerfile.js';
 import { parseDuration } from '../build/instructions.js';
 import type { EngineContext } from '../context.js';
+import { DEFAULT_FETCH_POLICY, fetchUnderPolicy } from '../fetch-policy.js';
 import { boolParam, listParam, strParam } from '../params.js';
 import { platformRecord } from '../resolve.js';
 import { openJsonStream, sendError } from '../stream.js';
@@ -185,6 +186,7 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
         { ...query, dockerfile, context, cacheFrom },
         {
           stepCache: await cache.steps(),
+          download: (url, signal) => fetchUnderPolicy(ctx.fetch ?? DEFAULT_FETCH_POLICY, url, signal),
           store: ctx.store,
           images: ctx.images,
           lease,

@@ -19,6 +19,7 @@ const STATUS_CLASS: Record<string, string> = {
   skipped_present: 'ok',
   absent: 'muted',
   offline: 'bad',
+  unknown: 'muted',
   failed: 'bad',
   partially_failed: 'bad',
   cancelled: 'muted',
