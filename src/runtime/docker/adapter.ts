@@ -112,11 +112,13 @@ export class DockerRuntime implements RuntimeAdapter {
   }
 
   async handOver(image: HandOver): Promise<void> {
+    // Engines tag by name:tag only; a digest reference (a transfer without tags) leaves the image untagged.
+    const tags = image.names.filter((n) => !n.includes('@'));
     for (const rec of image.records) {
       this.configOf.set(rec.manifestDigest, rec.configDigest);
       // A docker-save archive names images by tag; an image without one is loaded by ID and tagged after.
-      await this.client.load(exportArchive([{ manifestDigest: rec.manifestDigest, references: [...image.names] }], { store: this.store, images: this.images }));
-      for (const name of image.names) await this.client.tag(rec.configDigest, name);
+      await this.client.load(exportArchive([{ manifestDigest: rec.manifestDigest, references: tags }], { store: this.store, images: this.images }));
+      for (const name of tags) await this.client.tag(rec.configDigest, name);
     }
     await this.sync().catch(() => undefined);
   }
