@@ -3,8 +3,8 @@ import { Agent, type Dispatcher, interceptors, request } from 'undici';
 import { isPeerToken } from '../control/peer-token.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
-import { type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, checkManifestSize } from '../oci/media-types.js';
+import { type Descriptor, type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, checkManifestSize } from '../oci/media-types.js';
 import { isValidTag } from '../oci/reference.js';
 import type { ByteSource } from '../store/types.js';
 import {
@@ -242,6 +242,24 @@ export class RegistryClient {
     }
     const parsed = parseManifestBytes(bytes, bareType(res.headers['content-type']));
     return { bytes, mediaType: parsed.mediaType, digest, parsed };
+  }
+
+  /**
+   * The referrers of a manifest (OCI distribution 1.1): descriptors of the manifests whose subject it is.
+   * A registry without the referrers API (404) has none to give: an empty list.
+   */
+  async getReferrers(repo: string, digest: Digest): Promise<Descriptor[]> {
+    const path = this.repoPath(repo);
+    parseDigest(digest);
+    const res = await this.send({ method: 'GET', url: `/v2/${path}/referrers/${digest}`, scopes: [repositoryScope(path, ['pull'])], headers: { accept: MediaType.OciIndex } });
+    if (res.statusCode === 404) {
+      await discard(res.body);
+      return [];
+    }
+    if (res.statusCode !== 200) await this.fail(res, 'REGISTRY_ERROR', `referrers of ${path}@${digest}`);
+    const bytes = await readBounded(res.body, MAX_MANIFEST_BYTES, `referrers of ${path}@${digest}`);
+    const parsed = parseManifestBytes(bytes, MediaType.OciIndex);
+    return parsed.kind === 'index' ? parsed.index.manifests : [];
   }
 
   /** HEAD of a manifest; undefined when the registry does not have it. */

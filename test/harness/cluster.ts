@@ -43,6 +43,8 @@ export interface Cluster {
   loadImage(agent: string, tar: string, reference: string): Promise<string>;
   /** The operation once it has ended (polled through the REST API, across control-plane restarts). */
   settle(operationId: string, timeoutMs?: number): Promise<Operation>;
+  /** The running control-plane process (e.g. to read its memory from /proc). */
+  controlProcess(): ChildProcess | undefined;
   killControl(signal?: NodeJS.Signals): Promise<void>;
   startControl(): Promise<void>;
   killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
@@ -260,6 +262,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         { timeoutMs, everyMs: 50 },
       );
     },
+    controlProcess: () => control,
     async killControl(signal = 'SIGKILL') {
       if (!control) return;
       const c = control;

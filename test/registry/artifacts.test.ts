@@ -24,8 +24,8 @@ let adminKey: string;
 let image: TestImageInfo;
 let artifact: { digest: Digest; size: number; sbom: Digest };
 
-async function bearer(scope: string): Promise<string> {
-  const res = await request(`${cluster.controlUrl}/token?service=agent-1&scope=${encodeURIComponent(scope)}`, {
+async function bearer(scope: string, service = 'agent-1'): Promise<string> {
+  const res = await request(`${cluster.controlUrl}/token?service=${service}&scope=${encodeURIComponent(scope)}`, {
     headers: { authorization: `Basic ${Buffer.from(`admin:${adminKey}`).toString('base64')}` },
   });
   return `Bearer ${((await res.body.json()) as { token: string }).token}`;
@@ -65,7 +65,7 @@ async function makeArtifactLayout(dir: string, subject: TestImageInfo, tag: stri
 }
 
 beforeAll(async () => {
-  cluster = await startCluster({ agents: 1 });
+  cluster = await startCluster({ agents: 2 });
   peerUrl = cluster.agents[0]!.peerUrl;
   host = new URL(peerUrl).host;
   adminKey = cluster.adminToken;
@@ -109,6 +109,26 @@ describe('OCI artifacts and referrers', () => {
     const list = (await res.body.json()) as Array<{ RepoTags: string[] | null }>;
     expect(list.flatMap((i) => i.RepoTags ?? [])).toEqual(['team/app:1']);
   });
+
+  it('travels with its subject image when the image is distributed to another machine', async () => {
+    const started = await cluster.api<{ operation: { id: string } }>('POST', '/api/v1/operations/distribute', { digest: image.manifestDigest, from: 'agent-1', to: ['agent-2'] });
+    expect(started.status).toBe(202);
+    const op = await cluster.settle(started.body.operation.id);
+    expect(op.status).toBe('succeeded');
+    const auth = await bearer('repository:team/app:pull', 'agent-2');
+    const peer2 = cluster.agents[1]!.peerUrl;
+    const res = await request(`${peer2}/v2/team/app/referrers/${image.manifestDigest}`, { headers: { authorization: auth } });
+    const index = (await res.body.json()) as { manifests: Array<{ digest: string; artifactType?: string }> };
+    expect(index.manifests.map((m) => [m.digest, m.artifactType])).toEqual([[artifact.digest, SBOM_TYPE]]);
+    const manifest = await request(`${peer2}/v2/team/app/manifests/${artifact.digest}`, { headers: { authorization: auth } });
+    expect(digestOf(Buffer.from(await manifest.body.arrayBuffer()))).toBe(artifact.digest);
+    const sbom = await request(`${peer2}/v2/team/app/blobs/${artifact.sbom}`, { headers: { authorization: auth } });
+    expect(digestOf(Buffer.from(await sbom.body.arrayBuffer()))).toBe(artifact.sbom);
+    // agent-2 reports the image, not the artifact.
+    await cluster.waitForImage('agent-2', image.manifestDigest);
+    const status = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-2');
+    expect(status.body.records.map((r) => r.digest)).toEqual([image.manifestDigest]);
+  }, 60_000);
 
   it('refuses to delete a blob a held artifact needs, then deletes the artifact with its blobs', async () => {
     const auth = await bearer('repository:team/app:pull,push,delete');

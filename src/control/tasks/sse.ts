@@ -1,7 +1,7 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ControlContext } from '../context.js';
 import { canSeeOperation } from '../rest/guards.js';
-import { principalOf } from '../tenancy/authenticate.js';
+import { callerOf, requireCaller } from '../tenancy/authenticate.js';
 import type { Operation } from '../wire.js';
 import { taskEvent, taskEventName } from './events.js';
 import { operationIdOf } from './ids.js';
@@ -119,14 +119,11 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
   deliver = send;
 }
 
-/** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key. */
+/** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key or a Backend.AI keypair signature. */
 export const taskEventRoutes: FastifyPluginAsync<{ ctx: ControlContext } & StreamOptions> = async (app, opts) => {
   const { ctx } = opts;
-  app.get('/events/background-task', async (req, reply) => {
-    const principal = principalOf(ctx.db, req);
-    if (!principal) {
-      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: 'an API key is required: Authorization: Bearer <key>' } });
-    }
+  app.get('/events/background-task', { onRequest: requireCaller(ctx) }, async (req, reply) => {
+    const principal = callerOf(req);
     const taskId = (req.query as Record<string, unknown>)['task_id'];
     if (typeof taskId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(taskId)) {
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (a task UUID or an operation ID)' } });
