@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { parsePlatform } from '../oci/platform.js';
 
 /**
  * The wire contract of the cluster: what the control plane's REST API, the agents and stowctl send each
@@ -344,11 +343,9 @@ export const taskEventSchema = z.object({
 });
 export type TaskEvent = z.infer<typeof taskEventSchema>;
 
+/** containerd's specifier grammar, as src/oci/platform.ts parses it (not imported: the dashboard reads this file). */
+const PLATFORM_RE = /^[A-Za-z0-9_-]+(?:\([A-Za-z0-9_.-]*\))?(?:\/[A-Za-z0-9_-]+){0,2}$/;
+
 function isPlatformString(p: string): boolean {
-  try {
-    parsePlatform(p);
-    return true;
-  } catch {
-    return false;
-  }
+  return PLATFORM_RE.test(p);
 }
