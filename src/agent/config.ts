@@ -109,6 +109,8 @@ export const agentConfigSchema = z
         maxBytesPerSecond: z.number().int().positive().optional(),
         /** Blobs one transfer downloads at once (default 3). */
         concurrency: z.number().int().min(1).max(64).optional(),
+        /** A blob download that receives nothing this long is resumed from the next source (default 30000). */
+        stallTimeoutMs: z.number().int().min(100).optional(),
       })
       .strict()
       .default({}),

@@ -267,6 +267,11 @@ export const transferRequestSchema = z.object({
   platform: platformString.optional(),
   /** Tags to record locally once the image is in (normalised references). */
   references: z.array(z.string()).max(1000).default([]),
+  /**
+   * Machines to take blobs from before `source`, nearest first (pipelined fan-out: each may still be
+   * receiving them). Manifests always come from `source`; a peer that fails is passed over for the next.
+   */
+  peers: z.array(transferSourceSchema).max(64).optional(),
 });
 export type TransferRequest = z.infer<typeof transferRequestSchema>;
 
