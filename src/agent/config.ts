@@ -87,7 +87,7 @@ export const agentConfigSchema = z
     /** Where images land: Stowage's own store (none) or the machine's container runtime. */
     runtime: z
       .object({
-        kind: z.enum(['none', 'containerd']).default('none'),
+        kind: z.enum(['none', 'containerd', 'docker']).default('none'),
         containerd: z
           .object({
             socket: z.string().min(1).default('/run/containerd/containerd.sock'),
@@ -98,6 +98,11 @@ export const agentConfigSchema = z
               .default('k8s.io'),
             snapshotter: z.string().regex(/^[a-z0-9_-]{1,64}$/).default('overlayfs'),
           })
+          .strict()
+          .default({}),
+        /** A Docker Engine, or Podman's Docker-compatible service (podman system service). */
+        docker: z
+          .object({ socket: z.string().min(1).default('/var/run/docker.sock') })
           .strict()
           .default({}),
       })
