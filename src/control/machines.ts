@@ -7,7 +7,9 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
 /**
  * Machines and what they hold. An agent joins with the join token and gets an ID and a secret; then it
  * sends its full inventory, deltas after every change and heartbeats. A machine not heard from for
- * `offlineAfterMs` is offline: shown so and never chosen as a source.
+ * `offlineAfterMs` is offline: shown so and never chosen as a source or target. After a control-plane
+ * restart a machine is `unknown` until it calls in (its last word predates this process), then offline
+ * if it has not within `offlineAfterMs`; unknown machines are never chosen either.
  */
 
 interface MachineRow {
@@ -90,7 +92,8 @@ export class Machines {
   requireOnline(id: string): MachineRecord {
     const m = this.require(id);
     if (m.status !== 'online') {
-      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" is offline (last seen ${m.last_seen_at})`, { details: { machine_id: id } });
+      const why = m.status === 'unknown' ? 'has not been heard from since the control plane started' : 'is offline';
+      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" ${why} (last seen ${m.last_seen_at})`, { details: { machine_id: id, status: m.status } });
     }
     return m;
   }
@@ -166,9 +169,11 @@ export class Machines {
   }
 
   private statusOf(lastSeenAt: string): Machine['status'] {
-    // Silence counts only while we were listening: after a restart, machines get a full interval to call in.
-    const heardOrUp = Math.max(Date.parse(lastSeenAt), this.upSince);
-    return Date.now() - heardOrUp <= this.offlineAfterMs ? 'online' : 'offline';
+    const lastSeen = Date.parse(lastSeenAt);
+    const now = Date.now();
+    // Not heard from since this process started: maybe alive, maybe not. It gets a full interval to call in.
+    if (lastSeen < this.upSince) return now - this.upSince <= this.offlineAfterMs ? 'unknown' : 'offline';
+    return now - lastSeen <= this.offlineAfterMs ? 'online' : 'offline';
   }
 
   private toRecord(r: MachineRow): MachineRecord {

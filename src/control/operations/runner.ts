@@ -116,9 +116,12 @@ export class OperationRunner {
     const wanted = req.ref.startsWith('sha256:') ? req.ref : undefined;
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
+    // Where a lost connection leaves the target: before any byte arrived it never got going ('connect').
+    let stage = 'connect';
     try {
       const signal = this.signalFor(opId);
       const outcome = await this.agents.transfer(target, req, signal, (p) => {
+        if (p.bytes_transferred > 0) stage = 'blobs';
         const now = Date.now();
         if (now - lastWrite < PROGRESS_WRITE_MS) return;
         lastWrite = now;
@@ -147,7 +150,7 @@ export class OperationRunner {
         if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
         return { status: 'failed' };
       }
-      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
+      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, stage));
     }
   }
 
