@@ -33,7 +33,7 @@ beforeAll(async () => {
     scalingGroups: ['gpu', 'gpu', 'cpu'],
     control: { seed: { registries: [{ name: reg.host, url: reg.url }] } },
   });
-}, 120_000);
+}, 900_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -72,7 +72,7 @@ describe('catalog through stowctl on a process cluster', () => {
     await cluster.waitForImage('agent-2', images.app.manifestDigest, { absent: true });
     const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', images.app.manifestDigest]);
     expect(status.body.records.filter((r) => r.presence.state === 'present').map((r) => r.machine_id)).toEqual(['agent-1']);
-  }, 120_000);
+  }, 900_000);
 
   it('a finished task survives a control-plane restart: subscribing afterwards yields its final event', async () => {
     const rescan = await json<{ ok: boolean; task_id: string; outcome: { event: string } }>(['catalog', 'rescan', reg.host]);
@@ -89,5 +89,5 @@ describe('catalog through stowctl on a process cluster', () => {
     expect(events).toEqual(['bgtask_done']);
     const watch = await cluster.stowctl(['task', 'watch', rescan.body.task_id]);
     expect(watch.code, watch.stderr).toBe(0);
-  }, 60_000);
+  }, 900_000);
 });

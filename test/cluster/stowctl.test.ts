@@ -39,7 +39,7 @@ beforeAll(async () => {
   await docker(daemon.engineTcp!, ['load', '-i', tar]);
   const imageId = (await docker(daemon.engineTcp!, ['image', 'inspect', '--format', '{{.Id}}', 'example.test/web/app:2.1'])).trim();
   pushed = { digest: '', imageId };
-}, 120_000);
+}, 900_000);
 
 afterAll(async () => {
   await daemon?.close();
@@ -80,7 +80,7 @@ describe('stowctl against a real cluster', () => {
     expect(lines[0]).toMatch(/^MACHINE\s+DIGEST\s+PLATFORM\s+STATE/);
     expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['agent-1', 'agent-2']);
     expect(lines[1]!.indexOf('present')).toBe(lines[0]!.indexOf('STATE'));
-  }, 120_000);
+  }, 900_000);
 
   it('distributes to the third machine (present), then again (skipped_present, zero bytes); docker sees the same ID', async () => {
     const first = await json<{ operation: Operation }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'agent-3']);
@@ -100,7 +100,7 @@ describe('stowctl against a real cluster', () => {
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/MACHINE\s+STATUS\s+BYTES/);
     expect(human.stdout).toMatch(/agent-2\s+skipped_present/);
-  }, 120_000);
+  }, 900_000);
 
   it('pushes from an archive; a second push of it uploads nothing and skips the machines that have it', async () => {
     const { tar, image } = await makeImageTar('example.test/batch/job:7', { layers: 2, layerBytes: 64 * 1024 });
@@ -119,7 +119,7 @@ describe('stowctl against a real cluster', () => {
       ['skipped_present', 0],
       ['skipped_present', 0],
     ]);
-  }, 120_000);
+  }, 900_000);
 
   it('draws live per-target progress bars on a terminal', async () => {
     const { tar } = await makeImageTar('example.test/tty/app:1', { layers: 2, layerBytes: 512 * 1024 });
@@ -130,7 +130,7 @@ describe('stowctl against a real cluster', () => {
     expect(r.stderr).toMatch(/agent-3 +[█░]+ +[\d.]+ (KiB|MiB) \/ [\d.]+ (KiB|MiB)/);
     expect(r.stdout).toMatch(/agent-1\s+present/);
     expect(r.stdout).toMatch(/agent-3\s+present/);
-  }, 60_000);
+  }, 900_000);
 
   it('--expected-digest that does not match fails before anything is sent or recorded', async () => {
     const before = (await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length;
@@ -149,7 +149,7 @@ describe('stowctl against a real cluster', () => {
       DOCKER_HOST: daemon.engineTcp!,
     });
     expect(ok.code, ok.stderr).toBe(0);
-  }, 60_000);
+  }, 900_000);
 
   it('pushing a new tag of an image a machine holds uploads nothing but records the tag there', async () => {
     await docker(daemon.engineTcp!, ['tag', 'example.test/web/app:2.1', 'example.test/web/app:stable']);
@@ -159,7 +159,7 @@ describe('stowctl against a real cluster', () => {
     const listed = await docker(cluster.agents[0]!.dockerHost, ['images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}']);
     expect(listed).toContain(`example.test/web/app:stable ${pushed.imageId}`);
     expect(listed).toContain(`example.test/web/app:2.1 ${pushed.imageId}`);
-  }, 60_000);
+  }, 900_000);
 
   it('inspect, operation list/get and machine list answer with whole objects', async () => {
     const inspect = await json<{ digest: string; platforms: Array<{ config_digest: string; layers: unknown[] }>; references: string[] }>([
@@ -190,7 +190,7 @@ describe('stowctl against a real cluster', () => {
       ['agent-2', 'online'],
       ['agent-3', 'online'],
     ]);
-  }, 60_000);
+  }, 900_000);
 
   it('names images as docker does: short reference, digest prefix from `image status`, image ID; inspect takes short names', async () => {
     const { tar, image } = await makeImageTar('myapp:1.0', { layers: 1, layerBytes: 64 * 1024 });
@@ -234,7 +234,7 @@ describe('stowctl against a real cluster', () => {
     const missing = await json<{ error: { code: string; message: string } }>(['image', 'distribute', 'nothere:1', '--from', 'agent-1', '--to', 'agent-2']);
     expect([missing.code, missing.body.error.code]).toEqual([1, 'IMAGE_NOT_FOUND']);
     expect(missing.body.error.message).toContain('agent-1 holds no image named nothere:1 (docker.io/library/nothere:1)');
-  }, 120_000);
+  }, 900_000);
 
   it('one name on two different images is refused with the candidates listed', async () => {
     const a = await makeImageTar('example.test/same/name:1', { layers: 1 });
@@ -262,7 +262,7 @@ describe('stowctl against a real cluster', () => {
     const dist = await json<{ operation: Operation }>(['image', 'distribute', 'example.test/same/name:1', '--from', 'agent-2', '--to', 'agent-3']);
     expect(dist.code, JSON.stringify(dist.body)).toBe(0);
     expect(dist.body.operation.artifact.digest).toBe(onTwo);
-  }, 120_000);
+  }, 900_000);
 
   it('image ls lists what the machines hold; -o yaml, --format and --no-trunc shape it', async () => {
     const ls = await json<{ images: Array<{ references: string[]; digest: string; machines: string[] }> }>(['image', 'ls', 'myapp:1.0']);
@@ -286,7 +286,7 @@ describe('stowctl against a real cluster', () => {
     const bad = await json<{ error: { code: string; message: string } }>(['image', 'ls', '--format', '{{.Nope}}']);
     expect(bad.code).toBe(2);
     expect(bad.body.error.message).toContain('no field "Nope"');
-  }, 60_000);
+  }, 900_000);
 
   it('defect 4: an archive without the tag is refused; with --tag its only image is pushed under it', async () => {
     const { tar } = await makeImageTar('myapp:1.0', { layers: 1, layerBytes: 64 * 1024 });
@@ -304,7 +304,7 @@ describe('stowctl against a real cluster', () => {
       return out.includes('myapp:9.9') ? out : undefined;
     });
     expect(listed).toContain('myapp:9.9');
-  }, 60_000);
+  }, 900_000);
 
   it('bad input: unknown machine, source without the digest, malformed digest, wrong token', async () => {
     const unknown = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'nope']);
@@ -315,7 +315,7 @@ describe('stowctl against a real cluster', () => {
     expect([malformed.code, malformed.body.error.code]).toEqual([2, 'INVALID_DIGEST']);
     const token = await json<{ error: { code: string } }>(['image', 'status'], { STOWAGE_TOKEN: 'stk_not-a-real-token' });
     expect([token.code, token.body.error.code]).toEqual([2, 'UNAUTHORIZED']);
-  }, 60_000);
+  }, 900_000);
 
   it('keeps platforms apart: an index pushed whole, one platform distributed by index digest and --platform', async () => {
     const dir = await tmpDir('stowage-multi-');
@@ -348,7 +348,7 @@ describe('stowctl against a real cluster', () => {
     // A platform the source does not hold is refused before anything starts.
     const missing = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', index.indexDigest, '--platform', 'linux/s390x', '--from', 'agent-1', '--to', 'agent-3']);
     expect([missing.code, missing.body.error.code]).toEqual([1, 'PLATFORM_NOT_FOUND']);
-  }, 60_000);
+  }, 900_000);
 
   it('an offline target fails with MACHINE_OFFLINE while the others succeed; exit 1', async () => {
     await cluster.killAgent('agent-3');
@@ -381,5 +381,5 @@ describe('stowctl against a real cluster', () => {
       ['agent-2', 'present', undefined],
       ['agent-3', 'failed', 'MACHINE_OFFLINE'],
     ]);
-  }, 60_000);
+  }, 900_000);
 });

@@ -222,8 +222,9 @@ export async function collectTaskEvents(
   url: string,
   token: string,
   taskId: string,
-  timeoutMs = 30_000,
+  timeoutMs = 120_000,
   onEvent?: (e: ReceivedEvent) => void,
+  onComment?: () => void,
 ): Promise<{ status: number; events: ReceivedEvent[]; comments: number }> {
   const res = await request(`${url}/events/background-task?task_id=${encodeURIComponent(taskId)}`, {
     headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
@@ -239,7 +240,9 @@ export async function collectTaskEvents(
   try {
     const counted = async function* (body: AsyncIterable<Buffer>) {
       for await (const chunk of body) {
-        comments += (chunk.toString('utf8').match(/^: /gm) ?? []).length;
+        const n = (chunk.toString('utf8').match(/^: /gm) ?? []).length;
+        comments += n;
+        if (n > 0) onComment?.();
         yield chunk;
       }
     };
@@ -252,4 +255,38 @@ export async function collectTaskEvents(
     clearTimeout(timer);
   }
   return { status: 200, events, comments };
+}
+
+/**
+ * collectTaskEvents, with `connected` resolving at the first event (the snapshot every subscriber gets):
+ * from then on no update can be missed, however long the subscription took; `heartbeat` at the first
+ * keepalive comment.
+ */
+export function subscribeTaskEvents(
+  url: string,
+  token: string,
+  taskId: string,
+  onEvent?: (e: ReceivedEvent) => void,
+): { connected: Promise<void>; heartbeat: Promise<void>; stream: ReturnType<typeof collectTaskEvents> } {
+  let first: () => void = () => {};
+  let beat: () => void = () => {};
+  const connected = new Promise<void>((resolve) => (first = resolve));
+  const heartbeat = new Promise<void>((resolve) => (beat = resolve));
+  const stream = collectTaskEvents(
+    url,
+    token,
+    taskId,
+    undefined,
+    (e) => {
+      first();
+      onEvent?.(e);
+    },
+    () => beat(),
+  );
+  // A refused or ended subscription may have no first event or comment: settle both so the caller sees the stream's answer.
+  void stream.then(
+    () => (first(), beat()),
+    () => (first(), beat()),
+  );
+  return { connected, heartbeat, stream };
 }
