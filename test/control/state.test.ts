@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { authenticateApiKey, createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { parseControlConfig } from '../../src/control/config.js';
 import { openDatabase } from '../../src/control/db/database.js';
@@ -90,15 +90,44 @@ describe('control-plane state', () => {
 
   it('a machine not heard from for offlineAfterMs is offline, and a heartbeat brings it back', async () => {
     const db = await freshDb();
-    const machines = new Machines(db, 150);
-    machines.join(joinReq('m1'));
-    expect(machines.require('m1').status).toBe('online');
-    await new Promise((r) => setTimeout(r, 250));
-    expect(machines.require('m1').status).toBe('offline');
-    expect(() => machines.requireOnline('m1')).toThrow(/offline/);
-    machines.heartbeat('m1', {});
-    expect(machines.require('m1').status).toBe('online');
-    db.close();
+    // The clock is the test's: how long the machine takes to run this must not matter.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2026-01-01T00:00:00Z') });
+    try {
+      const machines = new Machines(db, 150);
+      machines.join(joinReq('m1'));
+      expect(machines.require('m1').status).toBe('online');
+      vi.advanceTimersByTime(151);
+      expect(machines.require('m1').status).toBe('offline');
+      expect(() => machines.requireOnline('m1')).toThrow(/offline/);
+      machines.heartbeat('m1', {});
+      expect(machines.require('m1').status).toBe('online');
+    } finally {
+      vi.useRealTimers();
+      db.close();
+    }
+  });
+
+  it('after a restart a machine is unknown until it calls in, offline if it does not in time, never chosen meanwhile', async () => {
+    const db = await freshDb();
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2026-01-01T00:00:00Z') });
+    try {
+      new Machines(db, 10_000).join(joinReq('m1'));
+      new Machines(db, 10_000).join(joinReq('m2'));
+      vi.advanceTimersByTime(60_000);
+      // A new control-plane process on the same state.
+      const restarted = new Machines(db, 10_000);
+      vi.advanceTimersByTime(1);
+      expect(restarted.require('m1').status).toBe('unknown');
+      expect(() => restarted.requireOnline('m1')).toThrow(/has not been heard from since the control plane started/);
+      restarted.heartbeat('m2', {});
+      expect(restarted.require('m2').status).toBe('online');
+      vi.advanceTimersByTime(10_000);
+      expect(restarted.require('m1').status).toBe('offline');
+      expect(restarted.statuses().get('m1')).toBe('offline');
+    } finally {
+      vi.useRealTimers();
+      db.close();
+    }
   });
 
   it('operations are durable: a new store on the same file lists the unfinished ones with their targets', async () => {
