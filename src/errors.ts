@@ -38,6 +38,8 @@ export type ErrorCode =
   | 'GROUP_NOT_FOUND'
   | 'QUERY_TOO_COMPLEX'
   | 'CANCELLED'
+  | 'RUNTIME_UNAVAILABLE'
+  | 'RUNTIME_ERROR'
   | 'INTERNAL';
 
 const defaultStatus: Record<ErrorCode, number> = {
@@ -76,6 +78,8 @@ const defaultStatus: Record<ErrorCode, number> = {
   GROUP_NOT_FOUND: 404,
   QUERY_TOO_COMPLEX: 400,
   CANCELLED: 409,
+  RUNTIME_UNAVAILABLE: 503,
+  RUNTIME_ERROR: 502,
   INTERNAL: 500,
 };
 

@@ -13,6 +13,7 @@ import { computeInventory } from './inventory.js';
 import { planTransfer } from './transfer-request.js';
 import type { TransferManager } from './transfers.js';
 import { unloadImage } from './unload.js';
+import type { RuntimeAdapter } from '../runtime/runtime.js';
 
 /**
  * The agent's API for the control plane, under /agent/v1 on the peer server, every request with
@@ -31,6 +32,8 @@ export interface AgentApiOptions {
   secret: () => string | undefined;
   store: ContentStoreApi;
   images: ImageIndexApi;
+  /** Where images land; unload takes them out of it too. */
+  runtime: RuntimeAdapter;
   transfers: TransferManager;
   /** The seq of the inventory last acknowledged by the control plane. */
   inventorySeq: () => number;
@@ -104,6 +107,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
     const body = parseBody(unloadRequestSchema, req.body);
     const platform = body.platform === undefined ? undefined : parsePlatform(body.platform);
     const { removed } = await unloadImage({ store: opts.store, images: opts.images }, body.ref, platform);
+    await opts.runtime.remove(removed);
     return { removed };
   });
 }

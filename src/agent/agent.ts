@@ -8,11 +8,14 @@ import { StowageError } from '../errors.js';
 import { defaultPlatform, formatPlatform } from '../oci/platform.js';
 import { type RegistryAuthorizer, peerAuthorizer } from '../registry/peer-auth.js';
 import { registryRoutes } from '../registry/routes.js';
-import { openStore } from '../store/index.js';
+import { openRuntime } from '../runtime/open.js';
+import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
 import { ControlLink } from './control-link.js';
-import { type Identity, readIdentity } from './identity.js';
+import { cachedStoreUsage } from './disk-usage.js';
+import { type Identity, identityPath, readIdentity } from './identity.js';
+import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
@@ -54,25 +57,31 @@ async function startingIdentity(config: AgentConfig): Promise<Identity | undefin
  */
 export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   let identity = await startingIdentity(config); // before anything is created: a start that cannot join changes nothing
-  await mkdir(config.dataDir, { recursive: true });
-  const { store, images } = await openStore(join(config.dataDir, 'store'));
+  // The machine secret (identity.json) and the store live here: owner-only.
+  await ensurePrivateDir(config.dataDir);
+  restrictFilesSync([identityPath(config.dataDir)]);
+  const runtime = await openRuntime(config.runtime, config.dataDir, (message) => console.error(`stowd agent: ${message}`));
+  const { store, images } = runtime;
   const workDir = join(config.dataDir, 'work');
   await mkdir(workDir, { recursive: true });
-  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes };
+  const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes, fetch: config.engine.fetch };
 
   const closers: Array<() => Promise<unknown>> = [];
   const closeAll = async (): Promise<void> => {
     // In reverse: the link and transfers stop before the servers and the store they use.
     for (const close of closers.reverse()) await close().catch(() => undefined);
-    images.close();
+    await runtime.close();
   };
   try {
+    // Before the link starts: the first inventory it sends is what the runtime holds (a runtime that is
+    // down is followed once it answers; the agent serves meanwhile).
+    await runtime.start();
     const peer = Fastify({ logger: false });
     closers.push(() => peer.close());
     let link: ControlLink | undefined;
     if (config.control) {
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
-      const transfers = new TransferManager({ store, images, limiter, concurrency: config.transfer.concurrency });
+      const transfers = new TransferManager({ store, images, runtime, limiter, concurrency: config.transfer.concurrency });
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -86,6 +95,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         secret: () => identity?.machine_secret,
         store,
         images,
+        runtime,
         transfers,
         inventorySeq: () => link?.inventorySeq ?? 0,
       });
@@ -107,6 +117,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         identity,
         heartbeatMs: control.heartbeatMs,
+        diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
       });
       const running = link;

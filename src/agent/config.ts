@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { loadConfigFile, parseConfig } from '../validation.js';
 import { isLoopbackHost } from '../registry/client.js';
+import { DEFAULT_FETCH_MAX_BYTES } from '../engine/fetch-policy.js';
 
 const hostPort = z.string().regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/, 'expected host[:port]');
 
@@ -35,6 +36,14 @@ export const agentConfigSchema = z
           .optional(),
         /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */
         maxImportBytes: z.number().int().positive().optional(),
+        /** What `docker import <url>` and `ADD <url>` may download (see src/engine/fetch-policy.ts). */
+        fetch: z
+          .object({
+            /** IPs, CIDRs or host[:port]s exempt from the refusal of loopback, link-local and private addresses. */
+            allow: z.array(z.string().min(1)).default([]),
+            maxBytes: z.number().int().positive().default(DEFAULT_FETCH_MAX_BYTES),
+          })
+          .optional(),
       })
       .default({}),
     registries: z
@@ -64,6 +73,25 @@ export const agentConfigSchema = z
       .optional(),
     /** Where peers and the control plane reach /v2/ and /agent/v1; default http://<peer.host>:<port>. */
     advertiseUrl: httpUrl.optional(),
+    /** Where images land: Stowage's own store (none) or the machine's container runtime. */
+    runtime: z
+      .object({
+        kind: z.enum(['none', 'containerd']).default('none'),
+        containerd: z
+          .object({
+            socket: z.string().min(1).default('/run/containerd/containerd.sock'),
+            /** k8s.io is the namespace the kubelet's CRI plugin uses: images land where pods start from. */
+            namespace: z
+              .string()
+              .regex(/^[A-Za-z0-9]([A-Za-z0-9._-]{0,75}[A-Za-z0-9])?$/, 'a containerd namespace: letters, digits, dots, dashes, underscores')
+              .default('k8s.io'),
+            snapshotter: z.string().regex(/^[a-z0-9_-]{1,64}$/).default('overlayfs'),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .default({}),
     transfer: z
       .object({
         /** A cap on the bytes per second all transfers into this machine download together. */

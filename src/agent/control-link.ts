@@ -31,6 +31,8 @@ export interface ControlLinkOptions {
   images: ImageIndexApi;
   /** The identity read from identity.json, when it is for this control plane. */
   identity: Identity | undefined;
+  /** Bytes the machine's store holds, sent with heartbeats (a failure leaves it out of that one). */
+  diskUsage?: () => Promise<number>;
   /** Heartbeat interval until the control plane names one. */
   heartbeatMs: number | undefined;
   /** Called whenever the identity changes (after a join). */
@@ -275,11 +277,12 @@ export class ControlLink {
   }
 
   private async heartbeat(identity: Identity): Promise<void> {
+    const diskUsed = await this.opts.diskUsage?.().catch(() => undefined);
     const res = await this.call(
       'POST',
       `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/heartbeat`,
       identity.machine_secret,
-      { ...this.opts.info, inventory_seq: this.seq },
+      { ...this.opts.info, inventory_seq: this.seq, ...(diskUsed === undefined ? {} : { disk_used_bytes: diskUsed }) },
       heartbeatResponseSchema,
     );
     this.heartbeatMs = res.heartbeat_interval_ms;

@@ -1,4 +1,5 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
+import { ensurePrivateDir } from '../private-files.js';
 import { join, resolve } from 'node:path';
 import { parseControlConfig } from '../control/config.js';
 import { type RunningControl, startControl } from '../control/control.js';
@@ -29,7 +30,7 @@ export interface DevCluster {
  */
 export async function startDevCluster(opts: DevClusterOptions): Promise<DevCluster> {
   const root = resolve(opts.dataDir);
-  await mkdir(root, { recursive: true });
+  await ensurePrivateDir(root);
   const control = await startControl(
     parseControlConfig({
       dataDir: join(root, 'control'),

@@ -2,7 +2,8 @@ import type { Failure, TransferEvent } from '../control/wire.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
-import { parseReference, repository } from '../oci/reference.js';
+import { formatReference, parseReference, repository } from '../oci/reference.js';
+import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { platformRecord } from '../engine/resolve.js';
 import { RegistryClient, registryErrorDetails } from '../registry/client.js';
 import { pullImage } from '../registry/pull.js';
@@ -26,7 +27,7 @@ import type { TransferPlan } from './transfer-request.js';
  * aborts. The downstream target still verifies the digest, so trusting an unfinished blob costs nothing.
  */
 
-export type Stage = 'connect' | 'manifest' | 'blobs' | 'record';
+export type Stage = 'connect' | 'manifest' | 'blobs' | 'record' | 'runtime';
 
 const PROGRESS_INTERVAL_MS = 200;
 /** A progress line at least this often, moving or not: a silent stream looks like a dead agent. */
@@ -35,6 +36,8 @@ const KEEPALIVE_MS = 5_000;
 export interface TransferDeps {
   store: ContentStoreApi;
   images: ImageIndexApi;
+  /** Where a transferred image is handed over (none: the store is the machine's image store). */
+  runtime?: RuntimeAdapter | undefined;
   /** The machine-wide download cap, when configured. */
   limiter?: RateLimiter | undefined;
   /** Blobs downloaded at once per transfer. */
@@ -149,6 +152,10 @@ export class TransferManager {
     try {
       const local = this.recordIfPresent(t);
       if (local) {
+        stage = 'runtime';
+        // An upload recorded here but not yet in the runtime is handed over now (a no-op when it is there).
+        const target = t.plan.digest ?? local.manifestDigest;
+        await this.handOver(t, target, [local], new Set([target, local.manifestDigest]));
         t.finish(resultEvent('skipped_present', local, 0));
         return;
       }
@@ -197,10 +204,34 @@ export class TransferManager {
       }
       const record = images.getImage(result.manifestDigest);
       if (!record) throw new StowageError('INTERNAL', `image ${result.manifestDigest} vanished right after it was recorded`);
+      stage = 'runtime';
+      await this.handOver(t, result.indexDigest ?? result.manifestDigest, result.images, presentBefore);
       const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;
       t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
     } catch (err) {
       t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+    }
+  }
+
+  /**
+   * Makes the image startable in the runtime, named with the transfer's references. When that fails, the
+   * records this transfer added are taken back, so the machine does not report an image its runtime lacks.
+   */
+  private async handOver(t: Transfer, target: Digest, records: readonly ImageRecord[], presentBefore: ReadonlySet<Digest>): Promise<void> {
+    const { runtime, images, store } = this.deps;
+    if (!runtime || runtime.kind === 'none') return;
+    try {
+      const index = images.getIndex(target);
+      const size = (await store.stat(target))?.size;
+      if (size === undefined) throw new StowageError('BLOB_NOT_FOUND', `manifest ${target} is not in the runtime's content store`);
+      const names = t.references.size > 0 ? [...t.references] : [formatReference({ ...parseReference(t.plan.source.path), digest: target })];
+      await runtime.handOver({ target, mediaType: index?.mediaType ?? records[0]?.manifestMediaType ?? '', size, records, names });
+    } catch (err) {
+      images.transaction(() => {
+        for (const rec of records) if (!presentBefore.has(rec.manifestDigest)) images.deleteImage(rec.manifestDigest);
+        if (images.getIndex(target) && !presentBefore.has(target)) images.deleteIndex(target);
+      });
+      throw err;
     }
   }
 
@@ -250,6 +281,8 @@ const BLOB_CODES: ReadonlySet<ErrorCode> = new Set(['BLOB_NOT_FOUND', 'DIGEST_MI
 export function failureOf(err: unknown, phase: Stage, host: string): Failure {
   let stage: Stage = phase;
   const code: string = isStowageError(err) ? err.code : 'INTERNAL';
+  // A runtime that is down or refuses fails the hand-over whatever step was running when it did.
+  if (code === 'RUNTIME_UNAVAILABLE' || code === 'RUNTIME_ERROR') stage = 'runtime';
   if (phase === 'connect' && isStowageError(err) && MANIFEST_CODES.has(err.code)) stage = 'manifest';
   if (phase === 'manifest' && isStowageError(err) && BLOB_CODES.has(err.code) && err.details?.['stage'] === 'download') stage = 'blobs';
   const refused = registryErrorDetails(err);

@@ -46,6 +46,10 @@ interface AgentFlags {
   advertiseUrl?: string;
   maxTransferRate?: number;
   standalone?: boolean;
+  runtime: string;
+  containerdSocket: string;
+  containerdNamespace: string;
+  containerdSnapshotter: string;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -67,6 +71,10 @@ program
   .option('--peer-host <host>', 'address the /v2/ endpoint binds', '127.0.0.1')
   .option('--max-transfer-rate <bytes/s>', 'cap on the bytes per second transfers download', integer)
   .option('--standalone', 'run without a control plane even though this data directory joined one')
+  .option('--runtime <kind>', 'where images land: none (Stowage\'s own store) or containerd', 'none')
+  .option('--containerd-socket <path>', "containerd's gRPC socket", '/run/containerd/containerd.sock')
+  .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
+  .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
@@ -82,6 +90,10 @@ program
         'advertiseUrl',
         'peerHost',
         'maxTransferRate',
+        'runtime',
+        'containerdSocket',
+        'containerdNamespace',
+        'containerdSnapshotter',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
@@ -111,6 +123,10 @@ program
           }),
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
+      runtime: {
+        kind: opts.runtime,
+        containerd: { socket: opts.containerdSocket, namespace: opts.containerdNamespace, snapshotter: opts.containerdSnapshotter },
+      },
     };
     let config = opts.config ? await loadAgentConfig(opts.config) : parseAgentConfig(base);
     if (config.control && !config.control.joinToken && joinToken) config = { ...config, control: { ...config.control, joinToken } };
@@ -173,6 +189,7 @@ program
       insecureRegistries: opts.insecureRegistry,
     });
     console.log(`control plane: ${cluster.control.url}`);
+    console.log(`dashboard: ${cluster.control.url}/ui/ (log in with the admin token below)`);
     for (const a of cluster.agents) {
       console.log(`${a.name}: DOCKER_HOST=${a.engineTcp}  /v2/ at ${a.peerUrl}  socket unix://${a.engineSocket}`);
     }

@@ -8,6 +8,11 @@ export const controlConfigSchema = z
     /** Where the SQLite state and the bootstrap tokens live. */
     dataDir: z.string().min(1),
     listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(5070) }).default({}),
+    /**
+     * The key that seals machine secrets and registry passwords in the database (created, 0600, if
+     * missing); default <dataDir>/secrets.key. Keep it out of database backups.
+     */
+    secretsKeyFile: z.string().min(1).optional(),
     /** The token agents join with; generated into <dataDir>/join.token when absent. */
     joinToken: z.string().min(16).optional(),
     /** How often agents send a heartbeat, and after how long without one a machine is offline. */
@@ -28,6 +33,8 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** The built dashboard served at /ui/ (`npm run build`); default: dist/web of this package. */
+    webDir: z.string().min(1).optional(),
   })
   .strict();
 

@@ -1,4 +1,4 @@
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { AgentsClient } from './agents-client.js';
@@ -14,6 +14,8 @@ import { OperationRunner } from './operations/runner.js';
 import { OperationStore } from './operations/store.js';
 import { newSecret } from './peer-token.js';
 import { buildControlApp } from './server.js';
+import { RegistryStore } from './catalog/registries.js';
+import { ensurePrivateDir } from '../private-files.js';
 import './catalog/schema.js';
 import './tenancy/schema.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
@@ -44,9 +46,10 @@ async function fileSecret(path: string, create: () => string | Promise<string>):
 
 /** Starts the control plane: state, API, and the operations a previous run left unfinished. */
 export async function startControl(config: ControlConfig): Promise<RunningControl> {
-  await mkdir(config.dataDir, { recursive: true });
+  await ensurePrivateDir(config.dataDir);
   const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
-  const db = openDatabase(join(config.dataDir, 'control.db'));
+  const db = openDatabase(join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile });
+  new RegistryStore(db).sealPlainPasswords();
   const machines = new Machines(db, config.offlineAfterMs);
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
@@ -64,7 +67,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
 
   if (config.seed) {
     const keys = applyCatalogSeed(db, config.seed);
-    await mkdir(join(config.dataDir, 'tokens'), { recursive: true, mode: 0o700 });
+    await ensurePrivateDir(join(config.dataDir, 'tokens'));
     for (const [name, token] of Object.entries(keys)) await writeFile(join(config.dataDir, 'tokens', `${name}.token`), `${token}\n`, { mode: 0o600 });
   }
 

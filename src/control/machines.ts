@@ -1,6 +1,7 @@
 import { ulid } from 'ulid';
 import { StowageError } from '../errors.js';
-import { type Db, nowIso } from './db/database.js';
+import { SecretBox } from './auth/secret-box.js';
+import { type Db, nowIso, secretBox } from './db/database.js';
 import { newSecret, secretsEqual } from './peer-token.js';
 import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
 
@@ -23,6 +24,7 @@ interface MachineRow {
   inventory_seq: number;
   joined_at: string;
   last_seen_at: string;
+  disk_used_bytes: number | null;
   image_count?: number;
 }
 
@@ -38,7 +40,23 @@ export class Machines {
   constructor(
     private readonly db: Db,
     readonly offlineAfterMs: number,
-  ) {}
+  ) {
+    this.sealPlainSecrets();
+  }
+
+  /** Machine secrets are stored sealed (see SecretBox); rows written before that are sealed once. */
+  private sealPlainSecrets(): void {
+    const box = secretBox(this.db);
+    const rows = this.db.prepare('SELECT id, secret FROM machines').all() as Array<{ id: string; secret: string }>;
+    const plain = rows.filter((r) => !SecretBox.isSealed(r.secret));
+    if (plain.length === 0) return;
+    const update = this.db.prepare('UPDATE machines SET secret = ? WHERE id = ?');
+    this.db.transaction(() => {
+      for (const r of plain) update.run(box.seal(r.secret, machinePurpose(r.id)), r.id);
+    })();
+    // secure_delete zeroed the old row contents; this drops the WAL pages that still held them.
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
 
   join(req: JoinRequest): { machine: MachineRecord; secret: string } {
     const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
@@ -55,7 +73,7 @@ export class Machines {
         )
         .run({
           id,
-          secret,
+          secret: secretBox(this.db).seal(secret, machinePurpose(id)),
           agent_url: req.agent_url,
           platform: req.platform,
           labels: JSON.stringify(req.labels ?? {}),
@@ -73,6 +91,15 @@ export class Machines {
     if (!secret) return undefined;
     const m = this.get(id);
     return m && secretsEqual(secret, m.secret) ? m : undefined;
+  }
+
+  /**
+   * The machine once it is no longer `unknown`: right after a restart, work resumed for it waits until it
+   * calls in (online) or the window closes (offline) instead of failing a live machine.
+   */
+  async requireOnlineWhenKnown(id: string, signal?: AbortSignal): Promise<MachineRecord> {
+    while (this.get(id)?.status === 'unknown' && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, 250));
+    return this.requireOnline(id);
   }
 
   get(id: string): MachineRecord | undefined {
@@ -105,12 +132,12 @@ export class Machines {
     return rows.map((r) => this.toRecord(r));
   }
 
-  heartbeat(id: string, info: Partial<MachineInfo>): MachineRecord {
+  heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): MachineRecord {
     const m = this.require(id);
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined;
     this.db
-      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ? WHERE id = ?')
+      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ?, disk_used_bytes = ? WHERE id = ?')
       .run(
         nowIso(),
         info.agent_url ?? m.agent_url,
@@ -118,6 +145,7 @@ export class Machines {
         JSON.stringify(info.labels ?? m.labels),
         full ? (info.scaling_group ?? null) : m.scaling_group,
         full ? (info.version ?? null) : m.version,
+        info.disk_used_bytes ?? m.disk_used_bytes,
         id,
       );
     return this.require(id);
@@ -179,7 +207,7 @@ export class Machines {
   private toRecord(r: MachineRow): MachineRecord {
     return {
       id: r.id,
-      secret: r.secret,
+      secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
       agent_url: r.agent_url,
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,
@@ -189,9 +217,14 @@ export class Machines {
       joined_at: r.joined_at,
       version: r.version,
       image_count: r.image_count ?? 0,
+      disk_used_bytes: r.disk_used_bytes ?? null,
       inventory_seq: r.inventory_seq,
     };
   }
+}
+
+function machinePurpose(id: string): string {
+  return `machine:${id}`;
 }
 
 function row(machineId: string, item: InventoryItem, now: string) {

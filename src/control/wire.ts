@@ -102,7 +102,11 @@ export const inventoryDeltaSchema = z.object({
 export type InventoryDelta = z.infer<typeof inventoryDeltaSchema>;
 
 /** POST /api/v1/machines/:id/heartbeat */
-export const heartbeatSchema = machineInfoSchema.partial().extend({ inventory_seq: z.number().int().nonnegative() });
+export const heartbeatSchema = machineInfoSchema.partial().extend({
+  inventory_seq: z.number().int().nonnegative(),
+  /** Bytes the machine's content store holds (older agents leave it out). */
+  disk_used_bytes: z.number().int().nonnegative().optional(),
+});
 /** The answer: resync=true when the control plane's seq differs (it then wants a full inventory). */
 export const heartbeatResponseSchema = z.object({ resync: z.boolean(), heartbeat_interval_ms: z.number().int().positive() });
 
@@ -121,6 +125,8 @@ export const machineSchema = z.object({
   joined_at: isoTime,
   version: z.string().nullable(),
   image_count: z.number().int().nonnegative(),
+  /** Bytes of its content store as its agent last reported; null until it has. */
+  disk_used_bytes: z.number().int().nonnegative().nullable(),
 });
 export type Machine = z.infer<typeof machineSchema>;
 

@@ -1,4 +1,5 @@
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import type { FetchPolicy } from './fetch-policy.js';
 
 /** Registry access settings of one agent. */
 export interface RegistrySettings {
@@ -21,6 +22,8 @@ export interface EngineContext {
   version: string;
   /** Largest uncompressed root filesystem `docker import` takes (default DEFAULT_MAX_IMPORT_BYTES). */
   maxImportBytes?: number | undefined;
+  /** What `docker import <url>` and `ADD <url>` may download (default DEFAULT_FETCH_POLICY: no private addresses). */
+  fetch?: FetchPolicy | undefined;
 }
 
 /** 64 GiB, as the largest blob an upload to /v2/ takes. */

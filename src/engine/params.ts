@@ -4,10 +4,13 @@ import { StowageError } from '../errors.js';
 
 type Query = Record<string, unknown>;
 
-/** The last value of a query parameter, when it is a string. */
+/**
+ * The first value of a query parameter, when it is a string: Go's url.Values.Get, which dockerd uses for every
+ * parameter (docker-py sends `dockerfile=` twice for a Dockerfile outside the context: its name, then its text).
+ */
 export function strParam(q: Query, key: string): string | undefined {
   let v = q[key];
-  if (Array.isArray(v)) v = v[v.length - 1];
+  if (Array.isArray(v)) v = v[0];
   return typeof v === 'string' ? v : undefined;
 }
 

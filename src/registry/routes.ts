@@ -4,6 +4,7 @@ import { type Digest, isDigest } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
+import type { LiveBlobReader } from '../store/live-blobs.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
 import { sendError } from './distribution-errors.js';
 import { normalisedRepo } from './name-rule.js';
@@ -17,7 +18,8 @@ import { type UploadSessionOptions, UploadSessions } from './upload-sessions.js'
  *
  *   GET/HEAD /v2/                          API version check
  *   GET/HEAD /v2/<name>/manifests/<ref>    by tag or digest
- *   GET/HEAD /v2/<name>/blobs/<digest>     with Range (206 / 416), Accept-Ranges: bytes
+ *   GET/HEAD /v2/<name>/blobs/<digest>     with Range (206 / 416), Accept-Ranges: bytes; a GET also serves a
+ *                                          blob still arriving (store liveReader), as it arrives
  *   GET      /v2/_catalog                  ?n=&last= with Link pagination
  *   GET      /v2/<name>/tags/list          ?n=&last= with Link pagination
  *   POST/PUT/PATCH/DELETE anything         405 UNSUPPORTED, unless `authorize` is given:
@@ -303,8 +305,12 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     if (!isRepositoryPath(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
     if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
     const info = await store.stat(ref);
-    if (!info) return sendError(reply, 404, 'BLOB_UNKNOWN', `blob unknown to registry: ${ref}`, { digest: ref });
-    const range = parseRange(req.headers.range, info.size);
+    // A blob still arriving is served to GETs as it arrives (pipelined fan-out); a HEAD, which asks whether
+    // the blob is here (e.g. before an upload skips it), says so only once it is whole and verified.
+    const live = info || head ? undefined : store.liveReader?.(ref);
+    if (!info && !live) return sendError(reply, 404, 'BLOB_UNKNOWN', `blob unknown to registry: ${ref}`, { digest: ref });
+    const size = info?.size ?? (live as LiveBlobReader).size;
+    const range = parseRange(req.headers.range, size);
     const blobHeaders = () =>
       reply
         .header('content-type', 'application/octet-stream')
@@ -313,22 +319,26 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
         .header('accept-ranges', 'bytes')
         .header('cache-control', 'max-age=31536000');
     if (range === 'unsatisfiable') {
-      blobHeaders().header('content-range', `bytes */${info.size}`);
-      return sendError(reply, 416, 'RANGE_INVALID', `range ${req.headers.range ?? ''} not satisfiable for ${info.size} bytes`);
+      blobHeaders().header('content-range', `bytes */${size}`);
+      return sendError(reply, 416, 'RANGE_INVALID', `range ${req.headers.range ?? ''} not satisfiable for ${size} bytes`);
     }
     // Open the blob before any of its headers is set: should it vanish (GC) after the stat, the answer
     // is a plain 404, not one carrying its length, digest and a year of cache lifetime. Once open, the
     // file stays readable whole even if it is unlinked.
-    const body = head ? undefined : await store.createReadStream(ref, range);
+    // A live blob's stream fails (the connection is cut) if its ingest does: never a short body that looks whole.
+    const body = head ? undefined : live ? live.stream(range) : await store.createReadStream(ref, range);
     blobHeaders();
     if (range) {
       reply
         .code(206)
-        .header('content-range', `bytes ${range.start}-${range.end}/${info.size}`)
+        .header('content-range', `bytes ${range.start}-${range.end}/${size}`)
         .header('content-length', String(range.end - range.start + 1));
     } else {
-      reply.code(200).header('content-length', String(info.size));
+      reply.code(200).header('content-length', String(size));
     }
+    // The headers go out at once: the first byte of a live blob may be a while coming, and a client that
+    // sees nothing would take the machine for dead.
+    if (live) reply.raw.once('pipe', () => reply.raw.flushHeaders());
     return reply.send(body);
   }
 }

@@ -6,6 +6,7 @@ import { StowageError } from '../errors.js';
 import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
 import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
 import { checkExpected, openFileIngest } from './ingest.js';
+import { type LiveBlobReader, LiveBlobs } from './live-blobs.js';
 import type { BlobInfo, ByteSource, CommitOptions, ContentStoreApi, ExpectedContent, Ingest, Lease } from './types.js';
 
 /** Default ceiling for readBytes: manifests and configs, never layers. */
@@ -33,6 +34,8 @@ export class ContentStore implements ContentStoreApi {
   private readonly leaseCounts = new Map<Digest, number>();
   /** Deletes in flight: has/stat/publish of the digest wait for them (see delete). */
   private readonly deleting = new Map<Digest, Promise<boolean>>();
+  /** Blobs arriving through ingests keyed by their digest, readable before they are whole. */
+  private readonly live = new LiveBlobs();
 
   private constructor(root: string) {
     this.root = root;
@@ -143,7 +146,17 @@ export class ContentStore implements ContentStoreApi {
       (file, info, lease) => this.publish(file, info, lease),
       this.busyIngests,
       (lease) => this.checkLease(lease),
+      { live: this.live, blobPath: (digest) => this.blobPath(digest) },
     );
+  }
+
+  expectBlob(digest: Digest, size: number): () => void {
+    if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `invalid digest "${String(digest).slice(0, 80)}"`);
+    return this.live.expect(digest, size);
+  }
+
+  liveReader(digest: Digest): LiveBlobReader | undefined {
+    return this.live.reader(digest);
   }
 
   lease(digests: Iterable<Digest> = []): Lease {

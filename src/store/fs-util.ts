@@ -29,9 +29,15 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
  * Copies `source` to the end of `fh`, hashing as it goes. Stops with SIZE_MISMATCH as soon as more
  * than `maxSize` bytes (counted across the whole blob, i.e. including digester.size already hashed)
  * arrive, so an oversized source cannot fill the disk. A failing source becomes TRUNCATED; failures
- * of the file itself propagate unchanged.
+ * of the file itself propagate unchanged. `onWritten` hears the running total after each chunk is written.
  */
-export async function pumpSource(source: ByteSource, fh: FileHandle, digester: Digester, maxSize?: number): Promise<void> {
+export async function pumpSource(
+  source: ByteSource,
+  fh: FileHandle,
+  digester: Digester,
+  maxSize?: number,
+  onWritten?: (total: number) => void,
+): Promise<void> {
   const it = (source as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
   let finished = false;
   try {
@@ -59,6 +65,7 @@ export async function pumpSource(source: ByteSource, fh: FileHandle, digester: D
       }
       await writeAll(fh, chunk);
       digester.update(chunk);
+      onWritten?.(digester.size);
     }
   } finally {
     // Stop (and for a Readable, destroy) a source we are abandoning.

@@ -3,8 +3,9 @@ import { createReadStream } from 'node:fs';
 import { constants, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StowageError } from '../errors.js';
-import { Digester, isDigest, verifyContent } from '../oci/digest.js';
+import { type Digest, Digester, isDigest, verifyContent } from '../oci/digest.js';
 import { checkNotShort, isErrno, pumpSource } from './fs-util.js';
+import type { LiveBlobs } from './live-blobs.js';
 import type { BlobInfo, ByteSource, CommitOptions, ExpectedContent, Ingest, Lease } from './types.js';
 
 const MAX_KEY_LENGTH = 4096;
@@ -13,6 +14,12 @@ const MAX_KEY_LENGTH = 4096;
 export type PublishBlob = (file: string, info: BlobInfo, lease: Lease | undefined) => Promise<void>;
 /** Throws unless the lease belongs to the store. Provided by the ContentStore. */
 export type CheckLease = (lease: Lease | undefined) => void;
+
+/** What an ingest keyed by a digest tells, so its bytes can be read while they arrive (live-blobs.ts). */
+export interface LiveHooks {
+  live: LiveBlobs;
+  blobPath: (digest: Digest) => string;
+}
 
 /** Directory name for a key: a hash, so no key can name a path outside ingest/. */
 export function ingestDirName(key: string): string {
@@ -29,7 +36,14 @@ export function checkExpected(expected: ExpectedContent): void {
 }
 
 /** Opens (creating if needed) the ingest directory for `key` and returns a handle at its current end. */
-export async function openFileIngest(ingestRoot: string, key: string, publish: PublishBlob, busy: Set<string>, checkLease: CheckLease): Promise<Ingest> {
+export async function openFileIngest(
+  ingestRoot: string,
+  key: string,
+  publish: PublishBlob,
+  busy: Set<string>,
+  checkLease: CheckLease,
+  hooks?: LiveHooks,
+): Promise<Ingest> {
   if (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_LENGTH) {
     throw new StowageError('BAD_REQUEST', `ingest key must be 1..${MAX_KEY_LENGTH} characters`);
   }
@@ -41,7 +55,9 @@ export async function openFileIngest(ingestRoot: string, key: string, publish: P
   });
   const fh = await open(join(dir, 'data'), 'a');
   try {
-    return new FileIngest(key, dir, (await fh.stat()).size, publish, busy, checkLease);
+    // Only an ingest named by the digest it will have can be read by that digest before it is whole.
+    const live = hooks && isDigest(key) ? { ...hooks, digest: key } : undefined;
+    return new FileIngest(key, dir, (await fh.stat()).size, publish, busy, checkLease, live);
   } finally {
     await fh.close();
   }
@@ -63,8 +79,17 @@ class FileIngest implements Ingest {
    */
   private digester: Digester | undefined;
   private closed = false;
+  private readonly live: (LiveHooks & { digest: Digest }) | undefined;
 
-  constructor(key: string, dir: string, size: number, publish: PublishBlob, busy: Set<string>, checkLease: CheckLease) {
+  constructor(
+    key: string,
+    dir: string,
+    size: number,
+    publish: PublishBlob,
+    busy: Set<string>,
+    checkLease: CheckLease,
+    live: (LiveHooks & { digest: Digest }) | undefined,
+  ) {
     this.key = key;
     this.dir = dir;
     this.data = join(dir, 'data');
@@ -72,6 +97,7 @@ class FileIngest implements Ingest {
     this.publish = publish;
     this.busy = busy;
     this.checkLease = checkLease;
+    this.live = live;
   }
 
   get offset(): number {
@@ -82,9 +108,13 @@ class FileIngest implements Ingest {
     return this.exclusive(async () => {
       const digester = await this.syncHash();
       const fh = await this.openData(constants.O_WRONLY | constants.O_APPEND);
+      const live = this.live;
+      live?.live.writeStarted(live.digest, this.data, digester.size);
+      let whole = false;
       try {
-        await pumpSource(source, fh, digester);
+        await pumpSource(source, fh, digester, undefined, live && ((total) => live.live.grew(live.digest, total)));
         this.size = digester.size;
+        whole = true;
         return { digest: digester.peek(), size: digester.size };
       } catch (err) {
         // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
@@ -95,6 +125,7 @@ class FileIngest implements Ingest {
         throw err;
       } finally {
         await fh.close();
+        live?.live.writeEnded(live.digest, whole);
       }
     });
   }
@@ -122,7 +153,9 @@ class FileIngest implements Ingest {
         await fh.close();
       }
       await this.publish(this.data, actual, opts.lease);
-      await this.remove();
+      const live = this.live;
+      if (live?.digest === actual.digest) live.live.committed(actual.digest, actual.size, live.blobPath(actual.digest));
+      await this.remove(live?.digest === actual.digest);
       return actual;
     });
   }
@@ -132,8 +165,9 @@ class FileIngest implements Ingest {
     await this.exclusive(() => this.remove());
   }
 
-  private async remove(): Promise<void> {
+  private async remove(committed = false): Promise<void> {
     this.closed = true;
+    if (!committed) this.live?.live.dropped(this.live.digest, 'aborted or failed verification');
     await rm(this.dir, { recursive: true, force: true });
   }
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
+import type { LiveBlobReader } from './live-blobs.js';
 
 /**
  * The contract between the store and everything that uses it (archives, registry routes, transfers,
@@ -72,8 +73,22 @@ export interface ContentStoreApi {
   /** Streams a blob in; verifies `expected` when given; atomic and safe under concurrent writers. */
   put(source: ByteSource, expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo>;
   putBytes(data: Uint8Array, expected?: ExpectedContent, opts?: CommitOptions): Promise<BlobInfo>;
-  /** Opens or resumes a named ingest. */
+  /**
+   * Opens or resumes a named ingest. An ingest named by the digest its content will have can be read
+   * (liveReader) while it is written.
+   */
   openIngest(key: string): Promise<Ingest>;
+  /**
+   * Announces that a blob of this digest and size is on its way (a transfer planned it): readers may attach
+   * before its ingest starts. Returns the release, called when the transfer ends; a store without live
+   * reads leaves it out.
+   */
+  expectBlob?(digest: Digest, size: number): () => void;
+  /**
+   * A reader of a blob still arriving (see store/live-blobs.ts): bytes as they are written, the last one only
+   * once the blob is verified, an error if its ingest fails. Undefined when nothing is bringing it in.
+   */
+  liveReader?(digest: Digest): LiveBlobReader | undefined;
   /** A new lease holding `digests` (see Lease); the caller releases it in `finally`. */
   lease(digests?: Iterable<Digest>): Lease;
   /** Whether any lease holds the digest. */

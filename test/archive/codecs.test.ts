@@ -101,10 +101,14 @@ describe('gzip helpers', () => {
     const gz = gzipSync(Buffer.from('y'.repeat(50_000)));
     const { stream } = await decompress(chunked(gz.subarray(0, gz.length - 20)));
     await expect(readAll(stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
-    // fzstd does not check zstd's optional content checksum (layer digests do that job), so cut the frame short.
+    // A frame cut short, and one whose content checksum (the zstd tool writes one) does not match.
     const zst = execFileSync('zstd', ['-q', '-c'], { input: Buffer.from('abc'.repeat(100_000)) });
     const broken = await decompress(chunked(zst.subarray(0, zst.length - 8)));
-    await expect(readAll(broken.stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE' });
+    await expect(readAll(broken.stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE', message: /truncated/ });
+    const badSum = Buffer.from(zst);
+    badSum[badSum.length - 1]! ^= 0xff;
+    const mismatched = await decompress(chunked(badSum));
+    await expect(readAll(mismatched.stream)).rejects.toMatchObject({ code: 'INVALID_ARCHIVE', message: /checksum/i });
   });
 
   it('refuses bzip2 and xz by name', async () => {

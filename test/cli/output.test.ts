@@ -75,6 +75,7 @@ describe('stowctl output formatting', () => {
       joined_at: '2024-05-01T10:00:00Z',
       version: null,
       image_count: 4,
+      disk_used_bytes: null,
     };
     expect(renderMachines([m], NOW).split('\n')).toEqual([
       'ID   STATUS   PLATFORM      SCALING-GROUP   IMAGES   LAST-SEEN   AGENT-URL',

@@ -310,8 +310,13 @@ describe('POST /images/create?fromSrc', () => {
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
       const a = server.address();
       url = `http://127.0.0.1:${typeof a === 'object' && a ? a.port : 0}`;
+      // Loopback is refused by default (see docker-gaps.test.ts): this server is named in the allow-list.
+      engine.ctx.fetch = { allow: [url.slice('http://'.length)], maxBytes: 1024 * 1024 };
     });
-    afterAll(() => new Promise<void>((r) => server.close(() => r())));
+    afterAll(async () => {
+      engine.ctx.fetch = undefined;
+      await new Promise<void>((r) => server.close(() => r()));
+    });
 
     it('a 404 download is a clear error, store unchanged', async () => {
       const r = await call('POST', `/images/create?fromSrc=${encodeURIComponent(`${url}/missing`)}`);

@@ -60,6 +60,8 @@ export interface ClusterOptions {
   scalingGroups?: string[];
   /** Labels of agent i. */
   labels?: Array<Record<string, string>>;
+  /** More `stowd agent` flags for agent i (e.g. its runtime). */
+  agentArgs?: (index: number) => string[];
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
 }
@@ -167,6 +169,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', opts.scalingGroups?.[index] ?? 'default');
     for (const [k, v] of Object.entries(opts.labels?.[index] ?? {})) args.push('--label', `${k}=${v}`);
     if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));
+    args.push(...(opts.agentArgs?.(index) ?? []));
     const { child } = await spawnDaemon(args, /agent ready/);
     children.add(child);
     const agent: ClusterAgent = { name, peerUrl: `http://127.0.0.1:${ports.peer}`, dockerHost: `tcp://127.0.0.1:${ports.docker}`, dataDir, process: child };

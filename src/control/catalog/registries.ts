@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { StowageError } from '../../errors.js';
 import { RegistryClient } from '../../registry/client.js';
-import { type Db, nowIso } from '../db/database.js';
+import { SecretBox } from '../auth/secret-box.js';
+import { type Db, nowIso, secretBox } from '../db/database.js';
 import './schema.js';
 import { CatalogStore } from './store.js';
 
@@ -78,7 +79,8 @@ export class RegistryStore {
         name: r.name,
         url,
         username: r.username ?? null,
-        password: r.password ?? null,
+        // Sealed (see SecretBox): the database alone does not give the registry's password away.
+        password: r.password === undefined ? null : secretBox(this.db).seal(r.password, passwordPurpose(r.name)),
         insecure: r.insecure ? 1 : 0,
         project: r.project ?? null,
         now,
@@ -88,7 +90,7 @@ export class RegistryStore {
 
   get(name: string): RegistryRecord | undefined {
     const row = this.db.prepare('SELECT * FROM registries WHERE name = ?').get(name) as RegistryRow | undefined;
-    return row ? toRecord(row) : undefined;
+    return row ? this.toRecord(row) : undefined;
   }
 
   require(name: string): RegistryRecord {
@@ -98,7 +100,24 @@ export class RegistryStore {
   }
 
   list(): RegistryRecord[] {
-    return (this.db.prepare('SELECT * FROM registries ORDER BY name').all() as RegistryRow[]).map(toRecord);
+    return (this.db.prepare('SELECT * FROM registries ORDER BY name').all() as RegistryRow[]).map((r) => this.toRecord(r));
+  }
+
+  /** Seals passwords stored in the clear by versions before sealing; run once at start. */
+  sealPlainPasswords(): void {
+    const rows = this.db.prepare('SELECT name, password FROM registries WHERE password IS NOT NULL').all() as Array<{ name: string; password: string }>;
+    const plain = rows.filter((r) => !SecretBox.isSealed(r.password));
+    if (plain.length === 0) return;
+    const update = this.db.prepare('UPDATE registries SET password = ? WHERE name = ?');
+    this.db.transaction(() => {
+      for (const r of plain) update.run(secretBox(this.db).seal(r.password, passwordPurpose(r.name)), r.name);
+    })();
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  private toRecord(r: RegistryRow): RegistryRecord {
+    const password = r.password === null ? null : secretBox(this.db).open(r.password, passwordPurpose(r.name));
+    return { name: r.name, url: r.url, username: r.username, password, insecure: r.insecure === 1, project: r.project };
   }
 
   /** Removes the registry, (by cascade) its catalog rows and the aliases left naming nothing: one transaction. */
@@ -111,8 +130,8 @@ export class RegistryStore {
   }
 }
 
-function toRecord(r: RegistryRow): RegistryRecord {
-  return { name: r.name, url: r.url, username: r.username, password: r.password, insecure: r.insecure === 1, project: r.project };
+function passwordPurpose(registry: string): string {
+  return `registry-password:${registry}`;
 }
 
 export function publicRegistry(r: RegistryRecord): PublicRegistry {

@@ -30,7 +30,7 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
         ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
         return;
       }
-      const target = ctx.machines.requireOnline(machineId);
+      const target = await ctx.machines.requireOnlineWhenKnown(machineId, signal);
       ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
       for (const record of held) {
         if (signal.aborted) return;

@@ -77,4 +77,6 @@ export const coreMigrations: Migration[] = [
       );
     `,
   },
+  // What a machine's store holds on disk, from its heartbeats (shown by the dashboard).
+  { id: '0050-machine-disk-use', sql: 'ALTER TABLE machines ADD COLUMN disk_used_bytes INTEGER' },
 ];

@@ -1,6 +1,7 @@
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
+import { ensurePrivateDirSync, ensurePrivateFileSync, restrictFilesSync } from '../../private-files.js';
+import { SecretBox } from '../auth/secret-box.js';
 import { coreMigrations } from './core-schema.js';
 
 /**
@@ -26,14 +27,39 @@ export function registerMigrations(migrations: readonly Migration[]): void {
   }
 }
 
-export function openDatabase(path: string): Db {
-  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+export interface OpenDatabaseOptions {
+  /** The key that seals stored secrets (see SecretBox); default: secrets.key beside the database file. */
+  secretsKeyFile?: string | undefined;
+}
+
+const boxes = new WeakMap<Db, SecretBox>();
+
+/** The box that seals and opens the secrets this database stores. */
+export function secretBox(db: Db): SecretBox {
+  const box = boxes.get(db);
+  if (!box) throw new Error('database opened without openDatabase(): no secrets key');
+  return box;
+}
+
+/**
+ * Opens (creating) the state store. The file, its -wal and -shm are 0600 in a 0700 directory (SQLite
+ * gives -wal/-shm the database file's mode), deleted rows are overwritten, and the secrets key is loaded.
+ */
+export function openDatabase(path: string, opts: OpenDatabaseOptions = {}): Db {
+  const inMemory = path === ':memory:';
+  if (!inMemory) {
+    ensurePrivateDirSync(dirname(path));
+    ensurePrivateFileSync(path);
+  }
   const db = new Database(path);
   db.pragma('journal_mode = WAL');
+  if (!inMemory) restrictFilesSync([`${path}-wal`, `${path}-shm`]);
+  db.pragma('secure_delete = ON');
   db.pragma('synchronous = NORMAL');
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   migrate(db);
+  boxes.set(db, inMemory ? SecretBox.ephemeral() : SecretBox.fromKeyFile(opts.secretsKeyFile ?? join(dirname(path), 'secrets.key')));
   return db;
 }
 

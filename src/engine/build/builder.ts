@@ -1,10 +1,13 @@
 import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { join, posix } from 'node:path';
 import { gunzipSync, constants as zlibConstants } from 'node:zlib';
 import { StowageError } from '../../errors.js';
 import { type Digest, digestOf, shortId } from '../../oci/digest.js';
 import { setEnv } from '../changes.js';
+import type { FetchedUrl } from '../fetch-policy.js';
 import { type NewImageRecord, writeImage } from '../store-image.js';
 import { type Descriptor, type ImageConfig, canonicalJson } from '../../oci/manifest.js';
 import { MediaType } from '../../oci/media-types.js';
@@ -22,6 +25,7 @@ import {
   parsePorts,
 } from './instructions.js';
 import { type LayerEntry, writeLayer } from './layer.js';
+import { type CacheSource, type CachedStep, type StepLookup, matchCacheSource } from './step-cache.js';
 import { cleanInRoot, escapesRoot, hasWildcards, joinRel, matchSegment } from './paths.js';
 import { expandWord, expandWords } from './shell-lex.js';
 import { FileTree, type NodeMeta, extractInto } from './tree.js';
@@ -51,6 +55,10 @@ export interface BuildRequest {
   quiet: boolean;
   pull: boolean;
   platform: Platform | undefined;
+  /** nocache: run every step, reusing nothing. */
+  noCache: boolean;
+  /** `--cache-from` images (local), trusted as cache sources besides the local step cache. */
+  cacheFrom: CacheSource[];
 }
 
 export interface BuildDeps {
@@ -69,6 +77,19 @@ export interface BuildDeps {
   signal?: AbortSignal | undefined;
   /** The host platform for FROM scratch. */
   defaultPlatform: Platform;
+  /** ADD <url>: fetches under the engine's fetch policy; without it, URLs are refused. */
+  download?: ((url: string, signal?: AbortSignal) => Promise<FetchedUrl>) | undefined;
+  /** Steps earlier builds made (the build-cache ledger). */
+  stepCache?: StepLookup | undefined;
+}
+
+/** One step's image, for the build-cache ledger (its blobs are stored and held by the build's lease). */
+export interface StepImage {
+  parent: Digest;
+  createdBy: string;
+  created: string;
+  record: NewImageRecord;
+  layer?: { descriptor: Descriptor; diffId: Digest } | undefined;
 }
 
 export interface BuildResult {
@@ -77,6 +98,15 @@ export interface BuildResult {
   /** Layers written by stages that are not the result (build cache). */
   intermediateBlobs: Array<{ digest: Digest; size: number }>;
   unusedBuildArgs: string[];
+  /** Every step's image, in order (the last is the result). */
+  steps: StepImage[];
+}
+
+/** The step being run: the image it starts from, and the cache hit that served it, if any. */
+interface PendingStep {
+  parent: Digest;
+  parentConfig: ImageConfig;
+  hit: CachedStep | undefined;
 }
 
 const DEFAULT_SHELL = ['/bin/sh', '-c'];
@@ -124,6 +154,9 @@ export class Builder {
   private readonly materialized = new Map<string, Promise<FileTree>>();
   private step = 0;
   private totalSteps = 0;
+  private pending: PendingStep | undefined;
+  private downloads = 0;
+  private readonly steps: StepImage[] = [];
 
   constructor(
     private readonly req: BuildRequest,
@@ -147,6 +180,12 @@ export class Builder {
       if (ix < 0) throw buildError(`failed to reach build target ${this.req.target} in Dockerfile`);
       stages = stages.slice(0, ix + 1);
     }
+    // `--label`s are one more LABEL step of the result, as dockerd's addNodesForLabelOption makes them.
+    const labelStep = labelInstruction(this.req.labels);
+    if (labelStep && stages.length > 0) {
+      const last = stages[stages.length - 1]!;
+      stages = [...stages.slice(0, -1), { ...last, instructions: [...last.instructions, labelStep] }];
+    }
     this.totalSteps = metaArgs.length + stages.length + stages.reduce((n, s) => n + s.instructions.length, 0);
 
     for (const ins of metaArgs) {
@@ -160,24 +199,66 @@ export class Builder {
       for (const ins of stage.instructions) {
         this.checkAborted();
         this.beginStep(ins);
-        await this.dispatch(state, ins);
-        this.say(` ---> ${shortId(this.currentId(state))}\n`);
+        const id = await this.dispatchStep(state, ins);
+        this.say(` ---> ${shortId(id)}\n`);
       }
     }
     const last = this.states[this.states.length - 1]!;
     const record = await this.commit(last);
     const intermediateBlobs = this.states.slice(0, -1).flatMap((s) => s.newBlobs);
     const unused = Object.keys(this.req.buildArgs).filter((k) => !this.usedArgs.has(k) && !BUILTIN_ARGS.has(k)).sort();
-    return { record, intermediateBlobs, unusedBuildArgs: unused };
+    return { record, intermediateBlobs, unusedBuildArgs: unused, steps: this.steps };
+  }
+
+  /**
+   * Runs one instruction as a step of its own: looks it up in the cache (a layer step before writing its
+   * layer, in commitLayer; a metadata step once its command is known), then stores the step's image, whose
+   * ID is what the build prints after the step.
+   */
+  private async dispatchStep(state: StageState, ins: Instruction): Promise<Digest> {
+    const parentConfig = this.finalConfig(state);
+    const parent = digestOf(canonicalJson(parentConfig));
+    const pending: PendingStep = { parent, parentConfig, hit: undefined };
+    this.pending = pending;
+    const before = state.config.history?.length ?? 0;
+    try {
+      await this.dispatch(state, ins);
+    } finally {
+      this.pending = undefined;
+    }
+    const entry = state.config.history?.[before];
+    if (!entry) return parent;
+    if (entry.empty_layer && entry.created_by !== undefined) {
+      pending.hit = await this.cached(pending, entry.created_by, false);
+      if (pending.hit) entry.created = pending.hit.created;
+    }
+    state.config.created = entry.created;
+    if (pending.hit) this.say(' ---> Using cache\n');
+    const record = await this.writeStage(state);
+    const layer = entry.empty_layer ? undefined : { descriptor: state.layers[state.layers.length - 1]!, diffId: state.config.rootfs.diff_ids[state.config.rootfs.diff_ids.length - 1]! };
+    this.steps.push({ parent, createdBy: entry.created_by ?? '', created: entry.created ?? '', record, layer });
+    return record.configDigest;
+  }
+
+  /** The cached result of a step, from the local cache or a `--cache-from` image, when its layer is still here. */
+  private async cached(pending: PendingStep, createdBy: string, withLayer: boolean): Promise<CachedStep | undefined> {
+    if (this.req.noCache) return undefined;
+    const candidates = [this.deps.stepCache?.lookup(pending.parent, createdBy), ...this.req.cacheFrom.map((src) => matchCacheSource(src, pending.parentConfig, createdBy))];
+    for (const hit of candidates) {
+      if (!hit || (hit.layer !== undefined) !== withLayer) continue;
+      if (hit.layer) {
+        // Held from here on, like the layers this build writes.
+        this.deps.lease.add(hit.layer.descriptor.digest);
+        if (!(await this.deps.store.has(hit.layer.descriptor.digest))) continue;
+      }
+      return hit;
+    }
+    return undefined;
   }
 
   private beginStep(ins: Instruction): void {
     this.step++;
     this.say(`Step ${this.step}/${this.totalSteps} : ${ins.original}\n`);
-  }
-
-  private currentId(state: StageState): string {
-    return digestOf(canonicalJson(this.finalConfig(state)));
   }
 
   // ---- FROM ----------------------------------------------------------------------------------------
@@ -215,7 +296,7 @@ export class Builder {
       const config = this.finalConfig(byStage);
       state = this.newState(stage, config, [...byStage.layers], byStage.manifestMediaType, byStage.platform);
       state.shell = [...byStage.shell];
-      this.say(` ---> ${shortId(digestOf(canonicalJson(config)))}\n`);
+      this.say(` ---> ${shortId(digestOf(canonicalJson(this.finalConfig(state))))}\n`);
     } else {
       const base = await this.deps.resolveImage(name, { pull: this.req.pull, platform });
       const config = cloneJson(base.config);
@@ -229,7 +310,7 @@ export class Builder {
         this.say(`# Executing ${triggers.length} build trigger${triggers.length === 1 ? '' : 's'}\n`);
         for (const trigger of triggers) {
           const parsed = parseDockerfile(trigger).instructions;
-          for (const t of parsed) await this.dispatch(state, t);
+          for (const t of parsed) await this.dispatchStep(state, t);
         }
       }
     }
@@ -555,11 +636,19 @@ export class Builder {
 
   private async commitLayer(state: StageState, entries: Map<string, LayerEntry>, createdBy: string): Promise<void> {
     const sorted = [...entries.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-    const blob = await writeLayer(this.deps.store, sorted, this.deps.lease);
-    state.layers.push({ mediaType: state.layerMediaType, digest: blob.digest, size: blob.size });
-    state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, blob.digest] };
-    state.newBlobs.push(blob);
+    const hit = this.pending ? await this.cached(this.pending, createdBy, true) : undefined;
+    if (hit?.layer) {
+      this.pending!.hit = hit;
+      state.layers.push({ ...hit.layer.descriptor });
+      state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, hit.layer.diffId] };
+    } else {
+      const blob = await writeLayer(this.deps.store, sorted, this.deps.lease);
+      state.layers.push({ mediaType: state.layerMediaType, digest: blob.digest, size: blob.size });
+      state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, blob.digest] };
+      state.newBlobs.push(blob);
+    }
     this.history(state, createdBy, false);
+    if (hit) state.config.history![state.config.history!.length - 1]!.created = hit.created;
     if (state.view) {
       for (const e of sorted) {
         const existing = state.view.get(e.path);
@@ -647,12 +736,18 @@ export class Builder {
       rel: string;
       node: NodeMeta;
       shown: string;
+      /** A file ADD downloaded (kept as it is: never unpacked). */
+      downloaded?: FileTree;
     }
     const found: Src[] = [];
     for (const src of srcs) {
       if (/^[a-z][a-z0-9+.-]*:\/\//i.test(src) || /^git@/.test(src)) {
         if (!isAdd) throw buildError(`${name} failed: source can't be a URL for COPY`);
-        throw buildError(`ADD failed: downloading ${src} is not supported by this Stowage agent: it has no network access for builds; download the file into the build context and COPY it`);
+        if (!/^https?:\/\//i.test(src) || !this.deps.download) {
+          throw buildError(`ADD failed: downloading ${src} is not supported by this Stowage agent: only http and https URLs are; download it into the build context and COPY it`);
+        }
+        found.push(await this.download(src));
+        continue;
       }
       if (fromContext && escapesRoot(src)) {
         throw buildError(`${name} failed: forbidden path outside the build context: ${src} ()`);
@@ -705,13 +800,13 @@ export class Builder {
           meta: { kind: 'directory', mode: like ? like.mode : 0o755, uid: owner.uid, gid: owner.gid, mtime: like ? like.mtime : new Date(), size: 0 },
         });
     };
-    const addFile = async (srcRel: string, node: NodeMeta, target: string) => {
+    const addFile = async (srcRel: string, node: NodeMeta, target: string, from: FileTree = source) => {
       this.parentEntries(view, target, owner, entries);
       const meta = fileMeta(node);
       const entry: LayerEntry = { path: target, meta };
-      if (node.kind === 'file') entry.source = source.abs(srcRel);
+      if (node.kind === 'file') entry.source = from.abs(srcRel);
       entries.set(target, entry);
-      hashes.push(`${target}:${node.kind}:${meta.mode}:${node.kind === 'file' ? await hashFile(source.abs(srcRel)) : (node.linkname ?? '')}`);
+      hashes.push(`${target}:${node.kind}:${meta.mode}:${meta.uid}:${meta.gid}:${node.kind === 'file' ? await hashFile(from.abs(srcRel)) : (node.linkname ?? '')}`);
     };
 
     for (const s of found) {
@@ -732,6 +827,10 @@ export class Builder {
       }
       // A file.
       const base = s.rel.slice(s.rel.lastIndexOf('/') + 1);
+      if (s.downloaded) {
+        await addFile(s.rel, s.node, destIsDir ? joinRel(destRel, base) : destRel, s.downloaded);
+        continue;
+      }
       if (isAdd && (await isArchive(source.abs(s.rel)))) {
         await this.addArchive(source.abs(s.rel), destRel, owner, view, entries, hashes);
         continue;
@@ -745,6 +844,35 @@ export class Builder {
     const hash = createHash('sha256').update(hashes.join('\n')).digest('hex');
     const shownDest = destAbs;
     await this.commitLayer(state, entries, `${state.shell.join(' ')} #(nop) ${name} ${hashKind}:${hash} in ${shownDest} `);
+  }
+
+  /**
+   * ADD <url>: the file is downloaded (under the engine's fetch policy) as dockerd does it: named after the
+   * URL's last path segment (or the Content-Disposition filename), mode 0600, the Last-Modified time.
+   */
+  private async download(src: string): Promise<{ rel: string; node: NodeMeta; shown: string; downloaded: FileTree }> {
+    const got = await this.deps.download!(src, this.deps.signal);
+    const original = new URL(src);
+    let filename = original.pathname.slice(original.pathname.lastIndexOf('/') + 1);
+    if (filename === '') {
+      const cd = got.headers['content-disposition'];
+      const m = typeof cd === 'string' ? /filename="?([^";]+)"?/i.exec(cd) : null;
+      filename = m ? posix.basename(m[1]!) : '';
+    }
+    filename = decodeURIComponent(filename);
+    if (filename === '' || filename === '.' || filename === '..' || filename.includes('/')) {
+      got.body.destroy();
+      throw buildError(`ADD failed: cannot determine filename from url: ${src}`);
+    }
+    const dir = join(this.deps.workDir, `url-${this.downloads++}`);
+    await mkdir(dir, { recursive: true });
+    const tree = new FileTree(dir);
+    const ws = createWriteStream(tree.abs(filename), { mode: 0o600, flags: 'wx' });
+    await pipeline(got.body, ws);
+    const lastModified = Date.parse(String(got.headers['last-modified'] ?? ''));
+    const node: NodeMeta = { kind: 'file', mode: 0o600, uid: 0, gid: 0, mtime: new Date(Number.isNaN(lastModified) ? 0 : lastModified), size: ws.bytesWritten };
+    tree.nodes.set(filename, node);
+    return { rel: filename, node, shown: src, downloaded: tree };
   }
 
   /** ADD of a local tar archive: its contents are unpacked at the destination. */
@@ -786,7 +914,7 @@ export class Builder {
       if (node.kind === 'file') entry.source = tree.abs(d);
       this.parentEntries(view, target, owner, entries);
       entries.set(target, entry);
-      hashes.push(`${target}:${node.kind}:${node.mode}:${node.kind === 'file' ? await hashFile(tree.abs(d)) : (node.linkname ?? '')}`);
+      hashes.push(`${target}:${node.kind}:${node.mode}:${meta.uid}:${meta.gid}:${node.kind === 'file' ? await hashFile(tree.abs(d)) : (node.linkname ?? '')}`);
     }
   }
 
@@ -823,13 +951,13 @@ export class Builder {
     return out;
   }
 
-  private async commit(state: StageState): Promise<NewImageRecord> {
-    const labels = this.req.labels;
-    if (Object.keys(labels).length > 0) {
-      state.container['Labels'] = { ...((state.container['Labels'] as Record<string, string> | null | undefined) ?? {}), ...labels };
-    }
+  /** The result: the last step's image (the same blobs again), so its ID is the one printed after that step. */
+  private commit(state: StageState): Promise<NewImageRecord> {
+    return this.writeStage(state);
+  }
+
+  private writeStage(state: StageState): Promise<NewImageRecord> {
     const config = this.finalConfig(state);
-    config.created = new Date().toISOString();
     return writeImage(
       this.deps.store,
       {
@@ -877,3 +1005,20 @@ async function isArchive(path: string): Promise<boolean> {
   }
 }
 
+
+/** The LABEL step dockerd adds for `--label`s: keys sorted, each `"key"='value'` (quoted so nothing expands). */
+function labelInstruction(labels: Record<string, string>): Instruction | undefined {
+  const keys = Object.keys(labels).sort();
+  if (keys.length === 0) return undefined;
+  const quote = (v: string) => `'${v.replace(/'/g, "'\\''")}'`;
+  return {
+    cmd: 'label',
+    original: `LABEL ${keys.map((k) => `${JSON.stringify(k)}='${labels[k]}'`).join(' ')}`,
+    line: 0,
+    flags: [],
+    rest: '',
+    args: [],
+    json: false,
+    pairs: keys.map((k) => ({ key: quote(k), value: quote(labels[k]!) })),
+  };
+}

@@ -5,22 +5,51 @@ import { z } from 'zod';
 import { type Digest, isDigest } from '../../oci/digest.js';
 import { deleteUnreferenced } from '../../store/gc.js';
 import type { ContentStoreApi, ImageIndexApi } from '../../store/types.js';
+import type { StepLookup } from './step-cache.js';
 
 /**
  * The build cache ledger: what builds left in the store that no user asked for by name. Two kinds:
  * - `intermediate`: layers written by stages that are not the build result (multi-stage builds);
- * - `base-image`: images pulled only because a FROM (or COPY --from) needed them.
- * POST /build/prune reclaims them: intermediate blobs always (when no image uses them), base images with all=true.
+ * - `step`: one step's image (the classic builder's cache): the image it started from, its command, the
+ *   image it made (config and manifest stored, not an image record: `docker images` does not list it, but
+ *   `docker image inspect <ID printed after the step>` finds it) and its layer;
+ * - `base-image`: written by older versions for images a FROM pulled; no longer recorded, and never pruned
+ *   (a pulled base image is an ordinary tagged image, as with dockerd).
+ * POST /build/prune reclaims intermediate blobs (when no image uses them).
  * Kept as one JSON file under the engine work directory.
  */
 
-const digestSchema = z.string().refine(isDigest);
+const digestSchema = z.string().refine(isDigest) as unknown as z.ZodType<Digest>;
+const descriptorSchema = z.object({ mediaType: z.string(), digest: digestSchema, size: z.number() });
+const blobsSchema = z.array(z.object({ digest: digestSchema, size: z.number() }));
+const stepRecordSchema = z.object({
+  manifestDigest: digestSchema,
+  manifestMediaType: z.string(),
+  configDigest: digestSchema,
+  platform: z.object({ os: z.string(), architecture: z.string(), variant: z.string().optional() }),
+  layers: z.array(digestSchema),
+  size: z.number(),
+  created: z.string().optional(),
+  labels: z.record(z.string(), z.string()),
+});
 const entrySchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('intermediate'),
     id: z.string(),
     createdAt: z.string(),
-    blobs: z.array(z.object({ digest: digestSchema, size: z.number() })),
+    blobs: blobsSchema,
+  }),
+  z.object({
+    type: z.literal('step'),
+    id: z.string(),
+    createdAt: z.string(),
+    parent: digestSchema,
+    createdBy: z.string(),
+    created: z.string(),
+    image: stepRecordSchema,
+    layer: z.object({ descriptor: descriptorSchema, diffId: digestSchema }).optional(),
+    /** What this step added to the store: its config and manifest, and its layer when it wrote one. */
+    blobs: blobsSchema,
   }),
   z.object({
     type: z.literal('base-image'),
@@ -31,6 +60,7 @@ const entrySchema = z.discriminatedUnion('type', [
   }),
 ]);
 export type CacheEntry = z.infer<typeof entrySchema>;
+export type StepEntry = Extract<CacheEntry, { type: 'step' }>;
 export type NewCacheEntry = CacheEntry extends infer T ? (T extends unknown ? Omit<T, 'createdAt'> & { createdAt?: string } : never) : never;
 
 export interface PruneResult {
@@ -86,14 +116,38 @@ export class BuildCache {
     await rename(tmp, this.file);
   }
 
-  async record(entry: NewCacheEntry): Promise<void> {
+  async record(...added: NewCacheEntry[]): Promise<void> {
+    if (added.length === 0) return;
     await this.exclusive(async () => {
       const entries = await this.load();
-      const full = { ...entry, createdAt: entry.createdAt ?? new Date().toISOString() } as CacheEntry;
-      const rest = entries.filter((e) => e.id !== full.id);
-      rest.push(full);
+      const now = new Date().toISOString();
+      const full = added.map((entry) => ({ ...entry, createdAt: entry.createdAt ?? now }) as CacheEntry);
+      const ids = new Set(full.map((e) => e.id));
+      const rest = entries.filter((e) => !ids.has(e.id));
+      rest.push(...full);
       await this.save(rest);
     });
+  }
+
+  /** The local step cache as it is now: the newest step for each (parent, command). */
+  async steps(): Promise<StepLookup> {
+    const byKey = new Map<string, StepEntry>();
+    for (const e of await this.list()) if (e.type === 'step') byKey.set(`${e.parent}\n${e.createdBy}`, e);
+    return {
+      lookup(parent, createdBy) {
+        const e = byKey.get(`${parent}\n${createdBy}`);
+        return e ? { created: e.created, layer: e.layer } : undefined;
+      },
+    };
+  }
+
+  /** A step image by ID or unique ID prefix, as `docker image inspect` names it. */
+  async findStep(name: string): Promise<StepEntry | undefined> {
+    const hex = name.replace(/^sha256:/, '');
+    if (!/^[a-f0-9]{1,64}$/.test(hex)) return undefined;
+    const hits = new Map<Digest, StepEntry>();
+    for (const e of await this.list()) if (e.type === 'step' && e.image.configDigest.slice(7).startsWith(hex)) hits.set(e.image.configDigest, e);
+    return hits.size === 1 ? [...hits.values()][0] : undefined;
   }
 
   async list(): Promise<CacheEntry[]> {
@@ -113,38 +167,14 @@ export class BuildCache {
       const candidates = new Set<Digest>();
       for (const e of entries) {
         const oldEnough = opts.olderThanMs === undefined || now - Date.parse(e.createdAt) >= opts.olderThanMs;
-        if (!oldEnough || (e.type === 'base-image' && !opts.all)) {
+        // Images a FROM pulled are ordinary images (tagged, listed, shared with other builds): as with dockerd,
+        // no build-cache prune removes them. Entries of this kind written by older versions are dropped.
+        if (e.type === 'base-image') continue;
+        if (!oldEnough) {
           keep.push(e);
           continue;
         }
-        if (e.type === 'intermediate') {
-          for (const b of e.blobs) candidates.add(b.digest);
-          deleted.push(e.id);
-          continue;
-        }
-        // A base image pulled for a build: drop it only while it is still exactly what the build pulled.
-        if (images.resolveTag(e.reference) === e.manifestDigest) {
-          const otherTags = images.tagsFor(e.manifestDigest).filter((t) => t.reference !== e.reference);
-          images.untag(e.reference);
-          const record = images.getImage(e.manifestDigest);
-          if (otherTags.length === 0 && record) {
-            images.removeRepoDigests(e.manifestDigest);
-            images.deleteImage(e.manifestDigest);
-            for (const d of [record.manifestDigest, record.configDigest, ...record.layers]) candidates.add(d);
-          }
-        } else if (images.getIndex(e.manifestDigest) && images.tagsFor(e.manifestDigest).length === 0) {
-          // an index pulled for a build and since untagged: its children go too
-          const idx = images.getIndex(e.manifestDigest)!;
-          images.deleteIndex(e.manifestDigest);
-          candidates.add(e.manifestDigest);
-          for (const child of idx.children) {
-            const rec = images.getImage(child.digest);
-            if (rec && images.tagsFor(child.digest).length === 0) {
-              images.deleteImage(child.digest);
-              for (const d of [rec.manifestDigest, rec.configDigest, ...rec.layers]) candidates.add(d);
-            }
-          }
-        }
+        for (const b of e.blobs) candidates.add(b.digest);
         deleted.push(e.id);
       }
       // Only what is actually deleted counts: a blob a running pull, import or build has leased stays.

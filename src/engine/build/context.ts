@@ -35,7 +35,7 @@ export async function loadContext(body: AsyncIterable<Uint8Array>, dir: string, 
     return tree;
   }
   try {
-    await extractInto(tree, stream, { whiteouts: false, limits });
+    await extractInto(tree, stream, { whiteouts: false, limits, endAtEntryBoundary: true });
   } catch (err) {
     if (err instanceof StowageError && (err.code === 'INVALID_ARCHIVE' || err.code === 'UNSAFE_PATH' || err.code === 'TOO_LARGE' || err.code === 'UNSUPPORTED')) {
       throw new StowageError('BAD_REQUEST', `failed to read the build context: ${err.message}`, { status: err.code === 'TOO_LARGE' ? 413 : 400, cause: err });

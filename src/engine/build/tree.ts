@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { decompress } from '../../oci/archive/gzip.js';
 import tar from 'tar-stream';
 import { StowageError } from '../../errors.js';
+import { completeTarEnd } from './tar-end.js';
 import { type NodeKind, parentOf, resolveInScope, safeEntryPath } from './paths.js';
 
 /** What is known about one path of a file tree (a build context or an image's root filesystem). */
@@ -113,6 +114,8 @@ export interface ExtractOptions {
   capture?: ReadonlySet<string>;
   /** Count bytes across several calls. */
   budget?: { bytes: number; entries: number };
+  /** Accept an archive that stops at an entry boundary without end blocks, as Go's reader does (build contexts). */
+  endAtEntryBoundary?: boolean;
 }
 
 /**
@@ -125,6 +128,9 @@ export async function extractInto(tree: FileTree, source: AsyncIterable<Uint8Arr
   const thisLayer = new Set<string>();
   const extract = tar.extract();
   const handle = async (entry: EntryStream): Promise<void> => {
+    // A truncated archive also errors the entry being read; the extractor reports it, so this must not
+    // become an unhandled 'error' event (which would end the process).
+    entry.once('error', () => undefined);
     const h = entry.header;
     budget.entries++;
     if (budget.entries > limits.maxEntries) throw new StowageError('TOO_LARGE', `archive has more than ${limits.maxEntries} entries`);
@@ -239,7 +245,8 @@ export async function extractInto(tree: FileTree, source: AsyncIterable<Uint8Arr
     extract.on('close', () => reject(failure ?? new Error('archive ended early')));
   });
   try {
-    const plain = await decompressed(source);
+    const unpacked = await decompressed(source);
+    const plain = opts.endAtEntryBoundary ? Readable.from(completeTarEnd(unpacked)) : unpacked;
     plain.on('error', (err) => {
       failure ??= err;
       extract.destroy(err);

@@ -7,12 +7,14 @@ import { type Digest, shortId } from '../../oci/digest.js';
 import { type Descriptor, parseImageConfig, parseManifestBytes } from '../../oci/manifest.js';
 import { type Platform, defaultPlatform, parsePlatform } from '../../oci/platform.js';
 import { familiarString, formatReference, parseReference, withDefaultTag, type ImageReference } from '../../oci/reference.js';
-import { type BaseImage, type BuildRequest, Builder } from '../build/builder.js';
-import { BuildCache } from '../build/cache.js';
+import { type BaseImage, type BuildRequest, Builder, type StepImage } from '../build/builder.js';
+import { BuildCache, type NewCacheEntry } from '../build/cache.js';
+import type { CacheSource } from '../build/step-cache.js';
 import { applyDockerignore, loadContext, readContextFile } from '../build/context.js';
 import { parseDockerfile } from '../build/dockerfile.js';
 import { parseDuration } from '../build/instructions.js';
 import type { EngineContext } from '../context.js';
+import { DEFAULT_FETCH_POLICY, fetchUnderPolicy } from '../fetch-policy.js';
 import { boolParam, listParam, strParam } from '../params.js';
 import { platformRecord } from '../resolve.js';
 import { openJsonStream, sendError } from '../stream.js';
@@ -84,8 +86,25 @@ export async function loadBaseImage(ctx: EngineContext, manifestDigest: Digest, 
 }
 
 /** What the query string says: the build request but for the Dockerfile and context (read from the body), plus the tags. */
-interface BuildQuery extends Omit<BuildRequest, 'dockerfile' | 'context'> {
+interface BuildQuery extends Omit<BuildRequest, 'dockerfile' | 'context' | 'cacheFrom'> {
   tags: ImageReference[];
+  /** `cachefrom`: names of local images to trust as cache sources (missing ones are skipped, as dockerd does). */
+  cacheFromNames: string[];
+}
+
+/** `cachefrom`: a JSON array of image names. */
+function cacheFromParam(q: Record<string, unknown>): string[] {
+  const s = strParam(q, 'cachefrom');
+  if (s === undefined || s === '') return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(s);
+  } catch (err) {
+    throw new StowageError('BAD_REQUEST', `error reading cache-from: ${(err as Error).message}`);
+  }
+  if (parsed === null) return [];
+  if (!Array.isArray(parsed) || !parsed.every((x) => typeof x === 'string')) throw new StowageError('BAD_REQUEST', 'error reading cache-from: expected a JSON array of strings');
+  return parsed as string[];
 }
 
 function parseBuildQuery(q: Record<string, unknown>): BuildQuery {
@@ -110,6 +129,8 @@ function parseBuildQuery(q: Record<string, unknown>): BuildQuery {
     quiet: boolParam(q, 'q'),
     pull: boolParam(q, 'pull'),
     platform: platformRaw ? parsePlatform(platformRaw) : undefined,
+    noCache: boolParam(q, 'nocache'),
+    cacheFromNames: cacheFromParam(q),
   };
 }
 
@@ -156,9 +177,16 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
     // Base images' blobs and the layers, config and manifest the build writes, until the image is recorded.
     const lease = ctx.store.lease();
     try {
+      const cacheFrom: CacheSource[] = [];
+      for (const name of query.cacheFromNames) {
+        const img = await findLocalImage(ctx, name, query.platform, lease).catch(() => undefined);
+        if (img) cacheFrom.push({ config: img.config, layers: img.layers });
+      }
       const builder = new Builder(
-        { ...query, dockerfile, context },
+        { ...query, dockerfile, context, cacheFrom },
         {
+          stepCache: await cache.steps(),
+          download: (url, signal) => fetchUnderPolicy(ctx.fetch ?? DEFAULT_FETCH_POLICY, url, signal),
           store: ctx.store,
           images: ctx.images,
           lease,
@@ -172,12 +200,7 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
               ? await findLocalImage(ctx, name, opts.platform, lease).catch(() => undefined)
               : await findLocalImage(ctx, name, opts.platform, lease);
             if (local && !opts.pull) return local;
-            const hadBefore = local !== undefined;
             const pulled = await pullForBuild(ctx, name, opts.platform, (msg) => (query.quiet ? undefined : stream.write(msg)), request.headers['x-registry-config'], lease);
-            // Pulled only for this build: build cache, reclaimable with `docker builder prune -a`.
-            if (pulled.downloaded && !hadBefore) {
-              await cache.record({ type: 'base-image', id: `base:${pulled.target}`, reference: pulled.reference, manifestDigest: pulled.target });
-            }
             const base = await loadBaseImage(ctx, pulled.manifestDigest, lease);
             if (!base) throw new StowageError('IMAGE_NOT_FOUND', `pulled ${name} but cannot read it back`);
             return base;
@@ -191,9 +214,12 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
       // The image and its tags appear together.
       recordImage(ctx.images, result.record, query.tags);
       const imageId = result.record.configDigest;
+      const ledger: NewCacheEntry[] = [];
       if (result.intermediateBlobs.length > 0) {
-        await cache.record({ type: 'intermediate', id: `stage:${shortId(imageId)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
+        ledger.push({ type: 'intermediate', id: `stage:${shortId(imageId)}:${randomUUID().slice(0, 8)}`, blobs: result.intermediateBlobs });
       }
+      for (const step of result.steps) ledger.push(await stepEntry(ctx, step));
+      await cache.record(...ledger);
       stream.write({ id: 'moby.image.id', aux: { ID: imageId } });
       if (!query.quiet) stream.write({ stream: `Successfully built ${shortId(imageId)}\n` });
       if (!query.quiet) for (const tag of query.tags) stream.write({ stream: `Successfully tagged ${familiarString(tag)}\n` });
@@ -209,6 +235,26 @@ async function handleBuild(request: FastifyRequest, reply: FastifyReply, ctx: En
     cache.active.delete(dir);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** A step's ledger entry: its image and the blobs it stored (config, manifest, its layer). */
+async function stepEntry(ctx: EngineContext, step: StepImage): Promise<NewCacheEntry> {
+  const blobs: Array<{ digest: Digest; size: number }> = [];
+  for (const d of [step.record.configDigest, step.record.manifestDigest]) {
+    const info = await ctx.store.stat(d);
+    if (info) blobs.push(info);
+  }
+  if (step.layer) blobs.push({ digest: step.layer.descriptor.digest, size: step.layer.descriptor.size });
+  return {
+    type: 'step',
+    id: `step:${step.record.configDigest}`,
+    parent: step.parent,
+    createdBy: step.createdBy,
+    created: step.created,
+    image: step.record,
+    layer: step.layer,
+    blobs,
+  };
 }
 
 async function handlePrune(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {

@@ -4,7 +4,6 @@ import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import tar from 'tar-stream';
-import { type Dispatcher, getGlobalDispatcher, interceptors, request as httpRequest } from 'undici';
 import { StowageError } from '../../errors.js';
 import { type Digest, Digester } from '../../oci/digest.js';
 import { decompress } from '../../oci/archive/gzip.js';
@@ -15,6 +14,7 @@ import { type ImageReference, parseReference, withDefaultTag, withTag } from '..
 import { applyChanges, type ImageContainerConfig } from '../changes.js';
 import type { Lease } from '../../store/types.js';
 import { DEFAULT_MAX_IMPORT_BYTES, type EngineContext } from '../context.js';
+import { DEFAULT_FETCH_POLICY, fetchUnderPolicy } from '../fetch-policy.js';
 import { listParam, strParam } from '../params.js';
 import { openJsonStream } from '../stream.js';
 import { recordImage, writeImage } from '../store-image.js';
@@ -218,16 +218,8 @@ function normaliseConfig(c: ImageContainerConfig): Record<string, unknown> {
   };
 }
 
-let downloader: Dispatcher | undefined;
-
-/** undici's global agent with redirects followed (undici 7 takes them as an interceptor, not an option). */
-function downloadDispatcher(): Dispatcher {
-  downloader ??= getGlobalDispatcher().compose(interceptors.redirect({ maxRedirections: 5 }));
-  return downloader;
-}
-
-/** fromSrc: "-" reads the request body; an http(s) URL is downloaded. */
-async function openSource(src: string, request: FastifyRequest): Promise<AsyncIterable<Uint8Array>> {
+/** fromSrc: "-" reads the request body; an http(s) URL is downloaded under the engine's fetch policy. */
+async function openSource(src: string, request: FastifyRequest, ctx: EngineContext): Promise<AsyncIterable<Uint8Array>> {
   if (src === '-') return request.raw;
   let url: URL;
   try {
@@ -239,12 +231,7 @@ async function openSource(src: string, request: FastifyRequest): Promise<AsyncIt
     throw new StowageError('BAD_REQUEST', `invalid fromSrc: unsupported URL scheme ${url.protocol}`);
   }
   request.raw.resume();
-  const res = await httpRequest(url, { method: 'GET', dispatcher: downloadDispatcher() });
-  if (res.statusCode !== 200) {
-    res.body.resume();
-    throw new StowageError('BAD_REQUEST', `failed to download ${src}: HTTP ${res.statusCode}`);
-  }
-  return res.body as unknown as Readable;
+  return (await fetchUnderPolicy(ctx.fetch ?? DEFAULT_FETCH_POLICY, url.href)).body;
 }
 
 async function handleImport(request: FastifyRequest, reply: FastifyReply, ctx: EngineContext): Promise<FastifyReply> {
@@ -263,7 +250,7 @@ async function handleImport(request: FastifyRequest, reply: FastifyReply, ctx: E
       const p = parsePlatform(platformParam);
       platform = { os: p.os, architecture: p.architecture, variant: p.variant };
     }
-    const source = await openSource(src, request);
+    const source = await openSource(src, request, ctx);
     const id = await importRootfs(ctx, source, { reference, message, changes, platform });
     out.write({ status: id });
     out.end();

@@ -2,14 +2,15 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError } from '../../errors.js';
 import type { Digest } from '../../oci/digest.js';
-import { type ImageReference, familiarName, familiarString, formatReference, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
+import { type ImageReference, familiarName, familiarString, formatReference, isImageIdLike, parseReference, withDefaultTag, withTag } from '../../oci/reference.js';
 import { exportArchive, type ExportTarget } from '../../store/export-archive.js';
 import { importArchive } from '../../store/import-archive.js';
 import type { EngineContext } from '../context.js';
 import { imageHistory, inspectImage, summary, unixSeconds } from '../inspect.js';
 import { boolParam, boolParamOr, filterBool, listParam, matchLabels, parseFilters, parseTimestamp, pathMatch, strParam } from '../params.js';
 import { deleteImage, pruneImages } from '../remove.js';
-import { type LocalImage, inventory, isDangling, resolveImage } from '../resolve.js';
+import { type LocalImage, findImage, inventory, isDangling, resolveImage } from '../resolve.js';
+import { BuildCache } from '../build/cache.js';
 import { openJsonStream, sendError } from '../stream.js';
 import { handlePush } from './push.js';
 
@@ -194,6 +195,18 @@ function wildcard(request: FastifyRequest): string {
   return ((request.params as Record<string, string>)['*'] ?? '').replace(/\/+$/, '');
 }
 
+/**
+ * An image a build step made (the IDs `docker build` prints after each step): not an image record, found in
+ * the build cache by ID or ID prefix while its blobs are still stored.
+ */
+async function buildStepImage(ctx: EngineContext, name: string): Promise<LocalImage | undefined> {
+  if (!isImageIdLike(name)) return undefined;
+  const step = await BuildCache.for(ctx.workDir).findStep(name);
+  if (!step || !(await ctx.store.has(step.image.configDigest)) || !(await ctx.store.has(step.image.manifestDigest))) return undefined;
+  const record = { ...step.image, created: step.image.created, addedAt: step.createdAt };
+  return { id: record.configDigest, records: [record], primary: record, tags: [], digests: [], indexChild: false };
+}
+
 export function register(app: FastifyInstance, ctx: EngineContext): void {
   app.get('/images/json', async (request, reply) => json(reply, listImages(ctx, query(request))));
 
@@ -210,7 +223,7 @@ export function register(app: FastifyInstance, ctx: EngineContext): void {
     const hit = splitAction(wildcard(request), ['json', 'history', 'get']);
     if (!hit || hit.name === '') return json(reply, { message: 'page not found' }, 404);
     if (hit.action === 'get') return sendArchive(ctx, reply, [hit.name]);
-    const img = resolveImage(ctx.images, hit.name).image;
+    const img = findImage(ctx.images, hit.name)?.image ?? (await buildStepImage(ctx, hit.name)) ?? resolveImage(ctx.images, hit.name).image;
     if (hit.action === 'json') return json(reply, await inspectImage(ctx.store, ctx.images, img));
     return json(reply, await imageHistory(ctx.store, img));
   });

@@ -1,9 +1,9 @@
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import { Decompress } from 'fzstd';
 import { StowageError } from '../../errors.js';
 import type { LayerCompression } from '../media-types.js';
+import { zstdDecompress } from './zstd.js';
 
 /** gzip's magic (1f 8b) and its only compression method, deflate (08). */
 export function isGzipMagic(head: Uint8Array): boolean {
@@ -76,39 +76,33 @@ export function looksCompressed(head: Uint8Array): boolean {
   return detectCompression(head) !== 'none' || unsupportedCompression(head) !== undefined;
 }
 
-/** A zstd decompressor as a Node stream; fzstd is pure JS, since Node 20's zlib has no zstd. */
-function createZstdDecompress(): Transform {
-  let decoder: Decompress;
-  const transform = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      try {
-        decoder.push(chunk);
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-    flush(cb) {
-      try {
-        decoder.push(new Uint8Array(0), true);
-        cb();
-      } catch (err) {
-        cb(err as Error);
-      }
-    },
-  });
-  decoder = new Decompress((data) => {
-    transform.push(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
-  });
-  return transform;
+/** Bounds on what a compressed stream may expand to. */
+export interface DecompressLimits {
+  /** Most decompressed bytes in all (default 64 GiB). */
+  maxBytes?: number;
+  /**
+   * Most decompressed bytes per compressed byte once past 64 MiB (default 2048; deflate cannot exceed
+   * about 1032, so this only stops zstd bombs, whose ratio reaches millions).
+   */
+  maxRatio?: number;
 }
+
+const DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 ** 3;
+const DEFAULT_MAX_RATIO = 2048;
+/** Below this much output the ratio is not checked: small, very compressible files are normal. */
+const RATIO_FLOOR_BYTES = 64 * 1024 ** 2;
 
 /**
  * Unwraps a whole stream that may be gzip or zstd compressed (told by its first bytes, as Docker does);
- * anything else passes through as is. bzip2 and xz are refused with UNSUPPORTED. Corrupt compressed
- * data makes the returned stream fail with INVALID_ARCHIVE.
+ * anything else passes through as is. bzip2 and xz are refused with UNSUPPORTED. Decoding is streamed
+ * with backpressure (gzip on libuv's thread pool, zstd in small native steps that yield the event loop)
+ * and bounded: more than `limits` allow fails the stream with TOO_LARGE. Corrupt compressed data makes
+ * the returned stream fail with INVALID_ARCHIVE.
  */
-export async function decompress(source: AsyncIterable<Uint8Array>): Promise<{ stream: Readable; compression: LayerCompression }> {
+export async function decompress(
+  source: AsyncIterable<Uint8Array>,
+  limits: DecompressLimits = {},
+): Promise<{ stream: Readable; compression: LayerCompression }> {
   const { head, stream } = await peekStream(source, 6);
   const refused = unsupportedCompression(head);
   if (refused) {
@@ -117,12 +111,43 @@ export async function decompress(source: AsyncIterable<Uint8Array>): Promise<{ s
   }
   const compression = detectCompression(head);
   if (compression === 'none') return { stream, compression };
-  const decoder = compression === 'gzip' ? createGunzip() : createZstdDecompress();
-  // pipeline carries backpressure both ways and destroys the decoder with the source's error.
-  pipeline(stream, decoder).catch(() => {
-    /* reported on the decoder */
+  let compressedBytes = 0;
+  const counted = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      compressedBytes += chunk.length;
+      cb(null, chunk);
+    },
   });
-  const out = new PassThrough();
+  // pipeline carries backpressure both ways and destroys what follows with the source's error.
+  const reported = (): void => {
+    /* reported on the decoder */
+  };
+  let decoder: Readable;
+  if (compression === 'gzip') {
+    const gunzip = createGunzip();
+    pipeline(stream, counted, gunzip).catch(reported);
+    decoder = gunzip;
+  } else {
+    pipeline(stream, counted).catch(reported);
+    decoder = Readable.from(zstdDecompress(counted), { objectMode: false });
+  }
+  const maxBytes = limits.maxBytes ?? DEFAULT_MAX_DECOMPRESSED_BYTES;
+  const maxRatio = limits.maxRatio ?? DEFAULT_MAX_RATIO;
+  let outBytes = 0;
+  const out = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      outBytes += chunk.length;
+      if (outBytes > maxBytes) {
+        cb(new StowageError('TOO_LARGE', `the ${compression} stream decompresses to more than ${maxBytes} bytes`, { details: { limit: maxBytes } }));
+      } else if (outBytes > RATIO_FLOOR_BYTES && outBytes > maxRatio * compressedBytes) {
+        cb(
+          new StowageError('TOO_LARGE', `the ${compression} stream expands more than ${maxRatio} times (${compressedBytes} bytes to over ${outBytes}); refused as a decompression bomb`, {
+            details: { limit: maxRatio },
+          }),
+        );
+      } else cb(null, chunk);
+    },
+  });
   decoder.on('error', (err) => out.destroy(asInvalidCompressed(compression, err)));
   decoder.pipe(out);
   out.on('close', () => {

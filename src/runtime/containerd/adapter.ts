@@ -1,0 +1,164 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Digest } from '../../oci/digest.js';
+import { isIndexMediaType } from '../../oci/media-types.js';
+import { ImageIndex } from '../../store/image-index.js';
+import type { HandOver, RuntimeAdapter } from '../runtime.js';
+import { ContainerdClient, runtimeError } from './client.js';
+import { ContainerdContentStore } from './content-store.js';
+import { ContainerdMirror } from './inventory.js';
+import { AgentLease } from './leases.js';
+import { labelIndex, unpackManifest } from './unpack.js';
+
+/**
+ * The containerd runtime: containerd's content store is the blob store, its image list is the machine's
+ * inventory (followed through its event stream), and a transfer ends with the image unpacked and named in
+ * containerd. The agent keeps only small image records under its data directory, mirrored from containerd.
+ */
+
+export interface ContainerdOptions {
+  socket: string;
+  namespace: string;
+  snapshotter: string;
+  /** Where the mirrored image records live. */
+  dataDir: string;
+  /** Logs what the agent cannot fix itself (containerd gone, an event stream that ended). */
+  log?: (message: string) => void;
+}
+
+const RESUBSCRIBE_MS = 1_000;
+/** A full re-list now and then, in case an event was missed while the stream was being re-opened. */
+const RELIST_MS = 30_000;
+
+export class ContainerdRuntime implements RuntimeAdapter {
+  readonly kind = 'containerd' as const;
+  readonly store: ContainerdContentStore;
+  readonly images: ImageIndex;
+  private readonly client: ContainerdClient;
+  private readonly lease: AgentLease;
+  private readonly mirror: ContainerdMirror;
+  private closed = false;
+  private stream: { cancel(): void } | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  /** The mirror in flight and whether another is wanted after it: events coalesce into one re-list. */
+  private syncing: Promise<void> | undefined;
+  private again = false;
+
+  private constructor(
+    private readonly opts: ContainerdOptions,
+    client: ContainerdClient,
+    store: ContainerdContentStore,
+    lease: AgentLease,
+    images: ImageIndex,
+  ) {
+    this.client = client;
+    this.store = store;
+    this.lease = lease;
+    this.images = images;
+    this.mirror = new ContainerdMirror(store, images);
+  }
+
+  static async open(opts: ContainerdOptions): Promise<ContainerdRuntime> {
+    const client = new ContainerdClient(opts.socket, opts.namespace);
+    const lease = new AgentLease(client);
+    const dir = join(opts.dataDir, 'runtime-containerd');
+    await mkdir(dir, { recursive: true });
+    const store = await ContainerdContentStore.open(client, lease, dir);
+    return new ContainerdRuntime(opts, client, store, lease, ImageIndex.open(dir));
+  }
+
+  private log(message: string): void {
+    this.opts.log?.(message);
+  }
+
+  async start(): Promise<void> {
+    this.subscribe();
+    const relist = setInterval(() => void this.sync().catch(() => undefined), RELIST_MS);
+    relist.unref();
+    this.timers.push(relist);
+    await this.sync().catch((err: unknown) => this.log(`containerd at ${this.opts.socket}: ${(err as Error).message}; will retry`));
+  }
+
+  /** Follows /images/ events of our namespace; each one re-lists. Re-opens the stream when it ends. */
+  private subscribe(): void {
+    if (this.closed) return;
+    const ns = this.opts.namespace.replace(/"/g, '');
+    const call = this.client.subscribe([`namespace=="${ns}",topic~="^/images/"`]);
+    this.stream = call;
+    let opened = false;
+    call.on('data', () => {
+      opened = true;
+      void this.sync().catch(() => undefined);
+    });
+    call.on('metadata', () => {
+      // The stream is up: whatever happened while it was down is picked up by one re-list.
+      opened = true;
+      void this.sync().catch(() => undefined);
+    });
+    const again = (): void => {
+      if (this.closed || this.stream !== call) return;
+      this.stream = undefined;
+      if (opened) this.log(`containerd event stream at ${this.opts.socket} ended; re-subscribing`);
+      const t = setTimeout(() => this.subscribe(), RESUBSCRIBE_MS);
+      t.unref();
+      this.timers.push(t);
+    };
+    call.on('error', again);
+    call.on('end', again);
+  }
+
+  sync(): Promise<void> {
+    if (this.syncing) {
+      this.again = true;
+      return this.syncing;
+    }
+    const run = async (): Promise<void> => {
+      try {
+        do {
+          this.again = false;
+          const list = await this.client.listImages();
+          await this.mirror.apply(list);
+        } while (this.again && !this.closed);
+      } finally {
+        this.syncing = undefined;
+      }
+    };
+    this.syncing = run();
+    return this.syncing;
+  }
+
+  async handOver(image: HandOver): Promise<void> {
+    const lease = await this.lease.id();
+    const deps = { client: this.client, store: this.store, snapshotter: this.opts.snapshotter, lease };
+    if (isIndexMediaType(image.mediaType)) await labelIndex(deps, image.target);
+    for (const rec of image.records) await unpackManifest(deps, rec.manifestDigest);
+    const created: string[] = [];
+    try {
+      for (const name of image.names) {
+        await this.client.putImage(name, { media_type: image.mediaType, digest: image.target, size: image.size }, lease);
+        created.push(name);
+      }
+    } catch (err) {
+      // All names or none: a half-named image would be listed while the transfer says it failed.
+      for (const name of created) await this.client.deleteImage(name).catch(() => undefined);
+      throw runtimeError(err, `image create`);
+    }
+    // The event stream brings the same change; waiting here makes the result visible before the transfer ends.
+    await this.sync().catch(() => undefined);
+  }
+
+  async remove(digests: readonly Digest[]): Promise<void> {
+    const wanted = new Set<string>(digests);
+    for (const img of await this.client.listImages()) if (img.target && wanted.has(img.target.digest)) await this.client.deleteImage(img.name);
+    await this.sync().catch(() => undefined);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.stream?.cancel();
+    await this.syncing?.catch(() => undefined);
+    this.client.close();
+    this.images.close();
+  }
+}

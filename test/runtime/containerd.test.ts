@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Availability, Operation } from '../../src/control/wire.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
+import { type Containerd, type RunnableImage, makeRunnableImage, startContainerd } from '../harness/containerd.js';
+
+/**
+ * Three agents, each beside its own containerd (namespace k8s.io): an image pushed from an archive and
+ * distributed lands in every containerd, unpacked, and `ctr run` starts it; containerd's image list is the
+ * machines' inventory.
+ */
+
+const REF = 'docker.io/stowage-test/hello:1';
+
+let cluster: Cluster;
+const ctds: Containerd[] = [];
+let image: RunnableImage;
+
+async function records(machine: string): Promise<Availability[]> {
+  const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=${machine}`);
+  return r.body.records;
+}
+
+function ctrDigests(out: string, ref: string): string[] {
+  return out
+    .split('\n')
+    .filter((line) => line.startsWith(`${ref} `))
+    .map((line) => /sha256:[a-f0-9]{64}/.exec(line)?.[0] ?? '');
+}
+
+beforeAll(async () => {
+  for (let i = 0; i < 3; i++) ctds.push(await startContainerd());
+  image = await makeRunnableImage(REF);
+  cluster = await startCluster({
+    agents: 3,
+    agentArgs: (i) => ['--runtime', 'containerd', '--containerd-socket', ctds[i]!.socket],
+  });
+}, 180_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  for (const c of ctds) await c.stop();
+});
+
+describe('agents beside containerd', () => {
+  it('push to agent-1 and distribute to agents 2 and 3: every containerd lists the digest and ctr run prints the message', async () => {
+    const push = await cluster.stowctl(['--json', 'image', 'push', REF, '--archive', image.tar, '--to', 'agent-1']);
+    expect(push.code, push.stderr + push.stdout).toBe(0);
+    await cluster.waitForImage('agent-1', image.manifestDigest);
+
+    const dist = await cluster.stowctl(['--json', 'image', 'distribute', '--digest', image.manifestDigest, '--from', 'agent-1', '--to', 'agent-2', '--to', 'agent-3']);
+    expect(dist.code, dist.stderr + dist.stdout).toBe(0);
+    const op = (JSON.parse(dist.stdout) as { operation: Operation }).operation;
+    expect(op.targets.map((t) => t.status).sort()).toEqual(['present', 'present']);
+
+    for (const [i, ctd] of ctds.entries()) {
+      const ls = await ctd.ctr(['images', 'ls']);
+      expect(ls.code, ls.stderr).toBe(0);
+      expect(ctrDigests(ls.stdout, REF), `agent-${i + 1}`).toEqual([image.manifestDigest]);
+      const ran = await ctd.ctr(['run', '--rm', REF, `t-${i}`]);
+      expect(ran.stderr).toBe('');
+      expect(ran.stdout).toBe(image.message);
+      // The machine reports it with the image ID being the config digest.
+      const rec = (await records(`agent-${i + 1}`)).find((r) => r.digest === image.manifestDigest);
+      expect(rec?.references).toContain(REF);
+    }
+  });
+
+  it('ctr images rm on a target drops it from image status; a second distribute moves it again', async () => {
+    const rm = await ctds[2]!.ctr(['images', 'rm', REF]);
+    expect(rm.code, rm.stderr).toBe(0);
+    await cluster.waitForImage('agent-3', image.manifestDigest, { absent: true });
+
+    const again = await cluster.stowctl(['--json', 'image', 'distribute', '--digest', image.manifestDigest, '--from', 'agent-1', '--to', 'agent-3']);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect((JSON.parse(again.stdout) as { operation: Operation }).operation.targets[0]?.status).toBe('present');
+    await cluster.waitForImage('agent-3', image.manifestDigest);
+    const ran = await ctds[2]!.ctr(['run', '--rm', REF, 't-again']);
+    expect(ran.stdout).toBe(image.message);
+  });
+
+  it('an image imported into containerd directly shows in image status, with its tag', async () => {
+    const other = await makeRunnableImage('docker.io/stowage-test/direct:2');
+    const imported = await ctds[1]!.ctr(['images', 'import', '--index-name', 'docker.io/stowage-test/direct:2', other.tar]);
+    expect(imported.code, imported.stderr).toBe(0);
+    const rec = await until('agent-2 to report the direct import', async () => (await records('agent-2')).find((r) => r.digest === other.manifestDigest), {
+      timeoutMs: 20_000,
+    });
+    expect(rec.references).toContain('docker.io/stowage-test/direct:2');
+  });
+});
