@@ -13,6 +13,7 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { agentApiRoutes } from './agent-api.js';
 import type { AgentConfig } from './config.js';
 import { ControlLink } from './control-link.js';
+import { startIngestSweeper } from './ingest-sweeper.js';
 import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, identityPath, readIdentity } from './identity.js';
 import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
@@ -62,6 +63,11 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   restrictFilesSync([identityPath(config.dataDir)]);
   const runtime = await openRuntime(config.runtime, config.dataDir, (message) => console.error(`stowd agent: ${message}`));
   const { store, images } = runtime;
+  const sweeper = await startIngestSweeper(store, {
+    staleAfterMs: config.ingests.staleAfterMs,
+    everyMs: config.ingests.sweepEveryMs,
+    log: (message) => console.error(`stowd agent: ${message}`),
+  });
   const workDir = join(config.dataDir, 'work');
   await mkdir(workDir, { recursive: true });
   const ctx: EngineContext = { store, images, registries: config.registries, workDir, version: STOWAGE_VERSION, maxImportBytes: config.engine.maxImportBytes, fetch: config.engine.fetch };
@@ -70,6 +76,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
   const closeAll = async (): Promise<void> => {
     // In reverse: the link and transfers stop before the servers and the store they use.
     for (const close of closers.reverse()) await close().catch(() => undefined);
+    sweeper.stop();
     await runtime.close();
   };
   try {
@@ -89,7 +96,14 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         identity = next;
         authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
       };
-      await peer.register(registryRoutes, { store, images, authorize: (authorization, scope) => authorizer?.(authorization, scope) ?? false });
+      // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
+      const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
+      await peer.register(registryRoutes, {
+        store,
+        images,
+        authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
+        tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
+      });
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
         secret: () => identity?.machine_secret,

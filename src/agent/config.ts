@@ -71,6 +71,17 @@ export const agentConfigSchema = z
       })
       .strict()
       .optional(),
+    /**
+     * Abandoned ingests (partial files of killed imports and transfers) are collected at start and every
+     * `sweepEveryMs`; a resumable one is kept until untouched for `staleAfterMs`.
+     */
+    ingests: z
+      .object({
+        staleAfterMs: z.number().int().min(0).default(60 * 60 * 1000),
+        sweepEveryMs: z.number().int().min(100).default(10 * 60 * 1000),
+      })
+      .strict()
+      .default({}),
     /** Where peers and the control plane reach /v2/ and /agent/v1; default http://<peer.host>:<port>. */
     advertiseUrl: httpUrl.optional(),
     /** Where images land: Stowage's own store (none) or the machine's container runtime. */

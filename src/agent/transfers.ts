@@ -7,6 +7,7 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { platformRecord } from '../engine/resolve.js';
 import { RegistryClient, registryErrorDetails } from '../registry/client.js';
 import { pullImage } from '../registry/pull.js';
+import { pullReferrers } from '../registry/pull-referrers.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { TransferPlan } from './transfer-request.js';
@@ -204,6 +205,17 @@ export class TransferManager {
       }
       const record = images.getImage(result.manifestDigest);
       if (!record) throw new StowageError('INTERNAL', `image ${result.manifestDigest} vanished right after it was recorded`);
+      // Its signatures, SBOMs and other artifacts come along. Best effort: the image is whole without them,
+      // and a source that cannot list them (no referrers API) must not fail the image's transfer.
+      const subjects = [...(result.indexDigest ? [result.indexDigest] : []), ...result.images.map((r) => r.manifestDigest)];
+      await pullReferrers(client, plan.source.path, subjects, { store, images }, {
+        onBlobBytes: async (n) => {
+          await limiter?.take(n);
+          t.bytesTransferred += n;
+          if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
+          t.progress();
+        },
+      }).catch(() => []);
       stage = 'runtime';
       await this.handOver(t, result.indexDigest ?? result.manifestDigest, result.images, presentBefore);
       const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;

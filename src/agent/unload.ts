@@ -65,9 +65,14 @@ export async function unloadImage(deps: UnloadDeps, ref: string, platform?: Plat
   const { images } = deps;
   const candidates: Digest[] = [];
   const removed: Digest[] = [];
+  let untagged = false;
   images.transaction(() => {
     const target = resolveRef(images, ref);
     if (!target) throw notFound(ref, platform);
+    if (!isDigest(ref) && !platform && images.tagsFor(target).length > 1) {
+      untagged = images.untag(formatReference(parseReference(ref)));
+      return;
+    }
     const index = images.getIndex(target);
     const records = manifestsOf(images, target, index, ref, platform);
     if (records.length === 0) {
@@ -94,6 +99,7 @@ export async function unloadImage(deps: UnloadDeps, ref: string, platform?: Plat
       }
     }
   });
+  if (untagged) return { removed: [], blobs: [] };
   const { removed: blobs } = await collectBlobs(deps, candidates);
   return { removed, blobs };
 }

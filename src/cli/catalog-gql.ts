@@ -55,9 +55,9 @@ export function catalogView(images: readonly CatalogImage[]): ListView<CatalogIm
 }
 
 /** A refused task mutation; a registry that is not configured says how to add one. */
-export function refused(what: string, msg: string | null, registry?: string): CliError {
+export function refused(what: string, msg: string | null, registry?: string, original?: unknown): CliError {
   const text = msg ?? `${what} was refused`;
-  if (registry !== undefined && /REGISTRY_NOT_FOUND|no registry/.test(text)) {
+  if (registry !== undefined && /REGISTRY_NOT_FOUND|no registry|not configured/i.test(text)) {
     const scheme = /^(localhost|127\.|\[::1\])/.test(registry) ? 'http' : 'https';
     return new CliError(
       'REGISTRY_NOT_FOUND',
@@ -66,6 +66,7 @@ export function refused(what: string, msg: string | null, registry?: string): Cl
       { details: { registry } },
     );
   }
+  if (original instanceof CliError) return original;
   return new CliError('REFUSED', text);
 }
 

@@ -120,6 +120,16 @@ export class AvailabilityStore {
     this.db.prepare('DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').run(machine, digest, platform);
   }
 
+  /** An unload's own report that one tag of an image is gone from a machine that keeps its other tags. */
+  dropReference(machine: string, digest: string, platform: string, reference: string): void {
+    const row = this.db.prepare('SELECT refs FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').get(machine, digest, platform) as
+      | { refs: string }
+      | undefined;
+    if (!row) return;
+    const refs = (JSON.parse(row.refs) as string[]).filter((r) => r !== reference);
+    this.db.prepare('UPDATE availability SET refs = ?, updated_at = ? WHERE machine_id = ? AND digest = ? AND platform = ?').run(JSON.stringify(refs), nowIso(), machine, digest, platform);
+  }
+
   /** The references a present record already lists plus `added`: an agent adds tags, it does not drop them here. */
   private mergedRefs(machine: string, digest: string, platform: string, added: readonly string[]): string[] {
     const row = this.db.prepare(`SELECT refs, state FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?`).get(machine, digest, platform) as

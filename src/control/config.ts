@@ -24,6 +24,8 @@ export const controlConfigSchema = z
     uploadTimeoutMs: z.number().int().min(1_000).default(60 * 60 * 1000),
     /** Peer tokens minted for transfers live this long. */
     peerTokenTtlSeconds: z.number().int().min(10).default(3_600),
+    /** Tokens the registry token service (GET /token) gives users for an agent's /v2/ live this long. */
+    registryTokenTtlSeconds: z.number().int().min(10).max(86_400).default(900),
     /** Server-Sent Events: keepalive comments while quiet (idle proxies), and how close updates may come. */
     events: z
       .object({ keepaliveMs: z.number().int().min(10).default(15_000), throttleMs: z.number().int().min(0).default(200) })

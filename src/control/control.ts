@@ -18,6 +18,8 @@ import { RegistryStore } from './catalog/registries.js';
 import { ensurePrivateDir } from '../private-files.js';
 import './catalog/schema.js';
 import './tenancy/schema.js';
+import './tasks/ids.js';
+import { KeypairStore } from './tenancy/keypairs.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
@@ -65,10 +67,18 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   // A database restored from an older backup (or lost) must not lock the operator out of a token on disk.
   if (!authenticateApiKey(db, adminToken)) createApiKey(db, admin().userId, adminToken);
 
+  // The superadmin's Backend.AI keypair, made once beside its token (its secret is shown nowhere else).
+  const keypairs = new KeypairStore(db);
+  await fileSecret(join(config.dataDir, 'admin.keypair'), () => JSON.stringify(keypairs.create(admin().userId)));
+
   if (config.seed) {
     const keys = applyCatalogSeed(db, config.seed);
     await ensurePrivateDir(join(config.dataDir, 'tokens'));
-    for (const [name, token] of Object.entries(keys)) await writeFile(join(config.dataDir, 'tokens', `${name}.token`), `${token}\n`, { mode: 0o600 });
+    for (const [name, token] of Object.entries(keys)) {
+      await writeFile(join(config.dataDir, 'tokens', `${name}.token`), `${token}\n`, { mode: 0o600 });
+      const user = userByName(db, name);
+      if (user) await writeFile(join(config.dataDir, 'tokens', `${name}.keypair`), `${JSON.stringify(keypairs.create(user.userId))}\n`, { mode: 0o600 });
+    }
   }
 
   const app = await buildControlApp(ctx, joinToken);

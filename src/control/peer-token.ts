@@ -10,8 +10,18 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  * Clients send it as the password of Basic auth (any username), which every registry client speaks.
  */
 
-/** pull: read; push: upload blobs and manifests by digest; tag: also point tags (push tokens with t). */
-export type PeerScope = 'pull' | 'push' | 'tag';
+/**
+ * pull: read; push: upload blobs and manifests by digest; tag: also point tags (push tokens with t);
+ * delete: delete manifests, tags and blobs (push tokens with t, or a registry token granting delete).
+ */
+export type PeerScope = 'pull' | 'push' | 'tag' | 'delete';
+
+/** One grant of a registry token, as the Docker token spec writes it (`repository:team/app:pull,push`). */
+export interface AccessGrant {
+  type: 'repository' | 'registry';
+  name: string;
+  actions: string[];
+}
 
 export interface PeerTokenPayload {
   /** The machine whose /v2/ accepts it. */
@@ -24,6 +34,13 @@ export interface PeerTokenPayload {
   exp: number;
   /** The operation it was minted for (for logs). */
   op?: string;
+  /**
+   * Registry tokens (issued by the control plane's /token to a user) name what they grant per repository;
+   * a request must then match one of these as well. Peer tokens carry none: they hold for the whole machine.
+   */
+  acc?: AccessGrant[];
+  /** The user a registry token was issued to (for logs). */
+  sub?: string;
 }
 
 const PREFIX = 'spt.';
@@ -34,6 +51,11 @@ export function newSecret(prefix: string): string {
 
 function sign(secret: string, body: string): string {
   return createHmac('sha256', secret).update(body).digest('base64url');
+}
+
+/** Whether a string has the shape of a peer or registry token (then it is a bearer credential, checked by the agent itself). */
+export function isPeerToken(value: string): boolean {
+  return value.startsWith(PREFIX);
 }
 
 export function mintPeerToken(secret: string, payload: PeerTokenPayload): string {
@@ -56,10 +78,31 @@ export function verifyPeerToken(secret: string, machineId: string, token: string
     return undefined;
   }
   if (payload.m !== machineId || typeof payload.exp !== 'number' || payload.exp * 1000 <= now) return undefined;
-  if ((scope === 'push' || scope === 'tag') && payload.s !== 'push') return undefined;
-  if (scope === 'tag' && payload.t !== true) return undefined;
+  if (scope !== 'pull' && payload.s !== 'push') return undefined;
+  if ((scope === 'tag' || scope === 'delete') && payload.t !== true) return undefined;
   if (payload.s !== 'pull' && payload.s !== 'push') return undefined;
   return payload;
+}
+
+/** The token action a request scope needs in a grant: tags are moved by whoever may push. */
+const ACTION_FOR: Record<PeerScope, string> = { pull: 'pull', push: 'push', tag: 'push', delete: 'delete' };
+
+/** What a /v2/ request touches: one repository, the catalog, or only /v2/ itself (the version check). */
+export type RegistryResource = { kind: 'repository'; name: string } | { kind: 'catalog' } | { kind: 'base' };
+
+/**
+ * Whether the token's grants allow `scope` on `resource`. A token without grants (a peer token) holds for
+ * the whole machine; verifyPeerToken has checked its scope already. Any valid token may ask /v2/ itself.
+ */
+export function grantsAllow(payload: PeerTokenPayload, scope: PeerScope, resource: RegistryResource): boolean {
+  if (payload.acc === undefined || resource.kind === 'base') return true;
+  if (!Array.isArray(payload.acc)) return false;
+  const action = ACTION_FOR[scope];
+  return payload.acc.some((g) => {
+    if (!g || !Array.isArray(g.actions)) return false;
+    if (resource.kind === 'catalog') return g.type === 'registry' && g.name === 'catalog' && g.actions.includes('*');
+    return g.type === 'repository' && g.name === resource.name && (g.actions.includes(action) || g.actions.includes('*'));
+  });
 }
 
 /** Constant-time comparison of a presented bearer secret with the stored one. */

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { refuseWithoutCredential } from './auth/early-auth.js';
 import type { ControlContext } from './context.js';
 import { graphqlRoutes } from './graphql/index.js';
 import { dashboardRoutes } from './rest/dashboard-routes.js';
@@ -7,25 +8,30 @@ import { imageRoutes } from './rest/image-routes.js';
 import { machineRoutes } from './rest/machine-routes.js';
 import { operationRoutes } from './rest/operation-routes.js';
 import { sessionRoutes } from './rest/session-routes.js';
+import { tokenRoutes } from './rest/token-routes.js';
 import { taskEventRoutes } from './tasks/sse.js';
 import { adminRoutes } from './tenancy/admin-routes.js';
+import { keypairRoutes } from './tenancy/keypair-routes.js';
 
 /** Request bodies are JSON and small; the routes that take inventories raise it for themselves. */
 const BODY_LIMIT = 1024 * 1024;
 
-/** The control plane's HTTP API: REST under /api/v1, GraphQL at /admin/gql, SSE for background tasks; the dashboard at /ui/. */
+/** The control plane's HTTP API: REST under /api/v1, GraphQL at /admin/gql, SSE for background tasks, /token for registry clients; the dashboard at /ui/. */
 export async function buildControlApp(ctx: ControlContext, joinToken: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
   installErrorHandler(app);
+  app.addHook('onRequest', async (request) => refuseWithoutCredential(ctx.db, request));
   app.get('/healthz', async () => ({ ok: true }));
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);
   operationRoutes(app, ctx);
+  tokenRoutes(app, ctx);
   sessionRoutes(app, ctx);
   dashboardRoutes(app, ctx.config.webDir);
   // GraphQL also registers the rescan/preload/unload handlers with the runner (before resumeAll).
   await app.register(graphqlRoutes, { ctx });
   await app.register(taskEventRoutes, { ctx, heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
   await app.register(adminRoutes, { ctx });
+  await app.register(keypairRoutes, { ctx });
   return app;
 }

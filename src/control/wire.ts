@@ -324,9 +324,11 @@ export type ImageInspect = z.infer<typeof imageInspectSchema>;
 /** SSE data of bgtask_updated / bgtask_done / bgtask_failed / bgtask_cancelled. */
 export const taskEventSchema = z.object({
   task_id: z.string(),
+  message: z.string(),
   current_progress: z.number(),
   total_progress: z.number(),
-  message: z.string(),
+  /** On bgtask_done of a partial success: what failed (Backend.AI's partial-success payload). */
+  errors: z.array(z.string()).optional(),
   operation: operationSchema,
 });
 export type TaskEvent = z.infer<typeof taskEventSchema>;

@@ -122,7 +122,9 @@ export async function inspectImage(store: ContentStoreApi, images: ImageIndexApi
     Config: containerConfig(config.config as Record<string, unknown> | null | undefined),
     Architecture: config.architecture,
   };
-  if (config.variant) out['Variant'] = config.variant;
+  // The variant (arm64/v8, arm/v7) from the config, else from the platform the image was recorded for.
+  const variant = config.variant ?? img.primary.platform.variant;
+  if (variant) out['Variant'] = variant;
   out['Os'] = config.os;
   if (config['os.version']) out['OsVersion'] = config['os.version'];
   Object.assign(out, {

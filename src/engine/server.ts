@@ -8,6 +8,7 @@ import { register as registerImages } from './routes/images.js';
 import { API_VERSION, MIN_API_VERSION, register as registerSystem } from './routes/system.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerBuildRoutes } from './routes/build.js';
+import { registerDistributionRoutes } from './routes/distribution.js';
 import { registerSearchRoutes } from './routes/search.js';
 import { checkQueryBounds, MAX_QUERY_PARAM_BYTES } from './params.js';
 import { errorMessageOf } from './stream.js';
@@ -143,6 +144,7 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
   registerSearchRoutes(app, ctx);
   registerAuthRoutes(app, ctx);
   registerBuildRoutes(app, ctx);
+  registerDistributionRoutes(app, ctx);
   await app.ready();
   return app;
 }

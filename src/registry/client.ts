@@ -1,9 +1,10 @@
 import { Readable, Transform } from 'node:stream';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
+import { isPeerToken } from '../control/peer-token.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
-import { type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
-import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, checkManifestSize } from '../oci/media-types.js';
+import { type Descriptor, type ParsedManifest, parseManifestBytes } from '../oci/manifest.js';
+import { MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, MediaType, checkManifestSize } from '../oci/media-types.js';
 import { isValidTag } from '../oci/reference.js';
 import type { ByteSource } from '../store/types.js';
 import {
@@ -193,7 +194,10 @@ export class RegistryClient {
     const scheme = insecure || isLoopbackHost(opts.host) ? 'http' : 'https';
     this.baseUrl = `${scheme}://${registryEndpoint(opts.host)}`;
     this.origin = new URL(this.baseUrl).origin;
-    this.credentials = opts.credentials;
+    // A Stowage peer token is a bearer token the agent checks itself: sent at once, it needs no token
+    // service round trip, so transfers keep going while the control plane is away.
+    const creds = opts.credentials;
+    this.credentials = creds && !creds.registryToken && isPeerToken(creds.password) ? { ...creds, registryToken: creds.password } : creds;
     this.dispatcher = opts.dispatcher ?? defaultDispatcher();
     this.chunkThreshold = opts.chunkThreshold ?? DEFAULT_CHUNK_THRESHOLD;
     this.chunkSize = Math.max(1, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
@@ -238,6 +242,24 @@ export class RegistryClient {
     }
     const parsed = parseManifestBytes(bytes, bareType(res.headers['content-type']));
     return { bytes, mediaType: parsed.mediaType, digest, parsed };
+  }
+
+  /**
+   * The referrers of a manifest (OCI distribution 1.1): descriptors of the manifests whose subject it is.
+   * A registry without the referrers API (404) has none to give: an empty list.
+   */
+  async getReferrers(repo: string, digest: Digest): Promise<Descriptor[]> {
+    const path = this.repoPath(repo);
+    parseDigest(digest);
+    const res = await this.send({ method: 'GET', url: `/v2/${path}/referrers/${digest}`, scopes: [repositoryScope(path, ['pull'])], headers: { accept: MediaType.OciIndex } });
+    if (res.statusCode === 404) {
+      await discard(res.body);
+      return [];
+    }
+    if (res.statusCode !== 200) await this.fail(res, 'REGISTRY_ERROR', `referrers of ${path}@${digest}`);
+    const bytes = await readBounded(res.body, MAX_MANIFEST_BYTES, `referrers of ${path}@${digest}`);
+    const parsed = parseManifestBytes(bytes, MediaType.OciIndex);
+    return parsed.kind === 'index' ? parsed.index.manifests : [];
   }
 
   /** HEAD of a manifest; undefined when the registry does not have it. */
@@ -543,6 +565,11 @@ export class RegistryClient {
         throw new StowageError('REGISTRY_ERROR', `cannot reach registry ${this.host}: ${(err as Error).message}`, { cause: err });
       }
       if (res.statusCode !== 401 || attempt > 0 || !sameOrigin) return res;
+      if (this.credentials?.registryToken && sentAuth === `Bearer ${this.credentials.registryToken}`) {
+        // A token given to us is all we have: no token service can make a refused one good.
+        await discard(res.body);
+        throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
+      }
       const challenges = parseWwwAuthenticate(res.headers['www-authenticate']);
       const challenge = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');
       if (!challenge) return res;

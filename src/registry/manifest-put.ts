@@ -23,6 +23,8 @@ export async function putManifest(
   const contentType = req.headers['content-type'];
   try {
     const recorded = await recordPushedManifest(handles, { name, ref, bytes, contentType });
+    // The spec's signal that this registry keeps the referrers list itself (clients then skip the tag schema).
+    if (recorded.subject !== undefined) reply.header('oci-subject', recorded.subject);
     return reply
       .code(201)
       .header('location', `/v2/${name}/manifests/${recorded.digest}`)

@@ -1,7 +1,13 @@
-import { type PeerScope, verifyPeerToken } from '../control/peer-token.js';
+import { type PeerScope, type RegistryResource, grantsAllow, verifyPeerToken } from '../control/peer-token.js';
 
-/** Decides whether a request's Authorization header may do `scope` on this /v2/. */
-export type RegistryAuthorizer = (authorization: string | undefined, scope: PeerScope) => boolean;
+/** What one /v2/ request needs: a scope, on a repository, the catalog or /v2/ itself. */
+export interface RequiredAccess {
+  scope: PeerScope;
+  resource: RegistryResource;
+}
+
+/** Decides whether a request's Authorization header may do what it asks on this /v2/. */
+export type RegistryAuthorizer = (authorization: string | undefined, need: RequiredAccess) => boolean;
 
 /** Bounds the header before any decoding: a peer token is at most 4 KiB. */
 const MAX_AUTHORIZATION_LENGTH = 8192;
@@ -19,12 +25,15 @@ export function presentedToken(authorization: string | undefined): string | unde
 }
 
 /**
- * The authorizer an agent gives registryRoutes: peer tokens minted by the control plane for this machine
- * (see control/peer-token.ts), as the Basic password (any username) or a Bearer token.
+ * The authorizer an agent gives registryRoutes: tokens minted by the control plane with this machine's
+ * secret (see control/peer-token.ts), as the Basic password (any username) or a Bearer token. Peer tokens
+ * hold for the whole machine; registry tokens (the /token flow) only for the repositories they name.
  */
 export function peerAuthorizer(machineId: string, secret: string): RegistryAuthorizer {
-  return (authorization, scope) => {
+  return (authorization, need) => {
     const token = presentedToken(authorization);
-    return token !== undefined && verifyPeerToken(secret, machineId, token, scope) !== undefined;
+    if (token === undefined) return false;
+    const payload = verifyPeerToken(secret, machineId, token, need.scope);
+    return payload !== undefined && grantsAllow(payload, need.scope, need.resource);
   };
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isStowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
-import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
+import { MAX_MANIFEST_BYTES, MediaType } from '../oci/media-types.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
 import type { LiveBlobReader } from '../store/live-blobs.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
@@ -10,8 +10,10 @@ import { sendError } from './distribution-errors.js';
 import { normalisedRepo } from './name-rule.js';
 import { REPOSITORY_PATH_RE, isRepositoryPath } from './names.js';
 import type { RegistryAuthorizer } from './peer-auth.js';
-import { type WriteRoutesOptions, isUploadPath, parseWriteTarget, registerWriteRoutes, uploadStatus } from './upload-routes.js';
+import { referrersIndex } from './referrers.js';
+import { type WriteRoutesOptions, registerWriteRoutes, uploadStatus } from './upload-routes.js';
 import { type UploadSessionOptions, UploadSessions } from './upload-sessions.js';
+import { challengeScope, requiredAccess, v2Rest, v2Target } from './v2-path.js';
 
 /**
  * The OCI distribution endpoint an agent serves to its peers (and to skopeo, crane, docker):
@@ -22,11 +24,14 @@ import { type UploadSessionOptions, UploadSessions } from './upload-sessions.js'
  *                                          blob still arriving (store liveReader), as it arrives
  *   GET      /v2/_catalog                  ?n=&last= with Link pagination
  *   GET      /v2/<name>/tags/list          ?n=&last= with Link pagination
+ *   GET      /v2/<name>/referrers/<digest> the manifests whose subject it is, as an OCI index; ?artifactType=
  *   POST/PUT/PATCH/DELETE anything         405 UNSUPPORTED, unless `authorize` is given:
  *
- * With `authorize`, every request needs it to say yes (reads the 'pull' scope, uploads and manifest PUTs
- * 'push'; else 401 with a Basic challenge), and then, only then, pushes are accepted: blob uploads and
- * manifest PUTs (upload-routes.ts). There is no anonymous write endpoint.
+ * With `authorize`, every request needs it to say yes to the scope it needs (see requiredAccess in
+ * v2-path.ts; else 401 with a challenge: Bearer pointing at the token service when `tokenService` is given,
+ * Basic otherwise), and then, only then, writes are accepted: blob uploads, manifest PUTs and deletes
+ * (upload-routes.ts). There is no anonymous write endpoint. The check and the handlers read the same
+ * decoded path (v2-path.ts).
  *
  * Name rule. Local tags are fully normalised references ("docker.io/library/alpine:3",
  * "127.0.0.1:5000/x:1", "ghcr.io/org/app:2"); a request names a repository without a registry host. A tag
@@ -52,26 +57,15 @@ export interface RegistryRoutesOptions {
   uploads?: UploadSessionOptions | undefined;
   /** Largest blob accepted by an upload (with `authorize` only). */
   maxBlobBytes?: WriteRoutesOptions['maxBlobBytes'];
+  /**
+   * Where standard clients get a token (the Docker/OCI token flow): a 401 then answers
+   * `Bearer realm="<realm>",service="<service>",scope="…"`. Absent (or answering undefined, e.g. before
+   * the machine has joined): `Basic realm="stowage"`.
+   */
+  tokenService?: (() => { realm: string; service: string } | undefined) | undefined;
 }
 
 const MAX_PAGE = 10_000;
-
-/** Splits the wildcard part of /v2/<rest> into what it addresses. */
-type Target =
-  | { kind: 'catalog' }
-  | { kind: 'manifest'; name: string; ref: string }
-  | { kind: 'blob'; name: string; ref: string }
-  | { kind: 'tags'; name: string }
-  | { kind: 'unknown' };
-
-function parseTarget(rest: string): Target {
-  if (rest === '_catalog') return { kind: 'catalog' };
-  const tags = /^(.+)\/tags\/list$/.exec(rest);
-  if (tags) return { kind: 'tags', name: tags[1] as string };
-  const m = /^(.+)\/(manifests|blobs)\/([^/]+)$/.exec(rest);
-  if (m) return { kind: m[2] === 'manifests' ? 'manifest' : 'blob', name: m[1] as string, ref: m[3] as string };
-  return { kind: 'unknown' };
-}
 
 function parsedTag(t: TagRecord): ImageReference | undefined {
   try {
@@ -94,12 +88,13 @@ function matchesName(ref: ImageReference, name: string, normalised: ImageReferen
   return ref.path === name;
 }
 
-/** Resolves `<name>:<tag>` to a local digest by the name rule. */
-function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Digest | undefined {
+/** The tag record `<name>:<tag>` resolves to by the name rule. */
+export function findNameTag(images: ImageIndexApi, name: string, tag: string): TagRecord | undefined {
   const normalised = normalisedRepo(name);
   if (normalised) {
-    const exact = images.resolveTag(formatReference({ ...normalised, tag }));
-    if (exact) return exact;
+    const reference = formatReference({ ...normalised, tag });
+    const exact = images.resolveTag(reference);
+    if (exact) return images.tagsFor(exact).find((t) => t.reference === reference);
   }
   let best: TagRecord | undefined;
   for (const t of images.listTags()) {
@@ -107,7 +102,12 @@ function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Diges
     if (!ref || ref.tag !== tag || ref.digest !== undefined || ref.path !== name) continue;
     if (!best || t.updatedAt > best.updatedAt) best = t;
   }
-  return best?.target;
+  return best;
+}
+
+/** Resolves `<name>:<tag>` to a local digest by the name rule. */
+function resolveNameTag(images: ImageIndexApi, name: string, tag: string): Digest | undefined {
+  return findNameTag(images, name, tag)?.target;
 }
 
 /** Every tag name of `<name>` by the name rule, sorted. */
@@ -132,7 +132,8 @@ function paginate(all: string[], query: Record<string, unknown>): { page: string
   const last = typeof query['last'] === 'string' ? query['last'] : undefined;
   const after = last === undefined ? all : all.filter((x) => x > last);
   if (n === undefined) return { page: after, more: false, n };
-  return { page: after.slice(0, n), more: after.length > n, n };
+  // n=0 asks for nothing: an empty page, and no Link (a next page of 0 entries would never end).
+  return { page: after.slice(0, n), more: n > 0 && after.length > n, n };
 }
 
 function linkFor(path: string, n: number, last: string): string {
@@ -188,14 +189,13 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   let sessions: UploadSessions | undefined;
   if (authorize) {
     app.addHook('onRequest', async (req, reply) => {
-      const path = req.url.split('?')[0] ?? '';
-      const read = (req.method === 'GET' || req.method === 'HEAD') && !isUploadPath(path);
-      // Pointing a tag can replace what others run: it needs a token minted for that, not just any push token.
-      const tagPut = req.method === 'PUT' && /\/manifests\/[^/]+$/.test(path) && !/\/manifests\/sha256:[a-f0-9]{64}$/.test(path);
-      const scope = read ? 'pull' : tagPut ? 'tag' : 'push';
-      if (authorize(req.headers.authorization, scope)) return undefined;
-      reply.header('www-authenticate', 'Basic realm="stowage"');
-      await sendError(reply, 401, 'UNAUTHORIZED', `authentication required: a ${scope} token for this machine`);
+      // The same decoded path the handlers route on (v2-path.ts): what is allowed here is what they do.
+      const need = requiredAccess(req.method, v2Rest(req));
+      const presented = req.headers.authorization;
+      if (authorize(presented, need)) return undefined;
+      reply.header('www-authenticate', challenge(need, presented !== undefined));
+      const what = need.resource.kind === 'repository' ? ` on ${need.resource.name.slice(0, 200)}` : '';
+      await sendError(reply, 401, 'UNAUTHORIZED', `authentication required: a ${need.scope} token for this machine${what}`);
       return reply;
     });
     // Upload bodies stay unread here: the handlers stream them into the store.
@@ -204,7 +204,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     const open = new UploadSessions(store, opts.uploads);
     sessions = open;
     app.addHook('onClose', async () => open.close());
-    registerWriteRoutes(app, { store, images, sessions: open, maxBlobBytes: opts.maxBlobBytes });
+    registerWriteRoutes(app, { store, images, sessions: open, maxBlobBytes: opts.maxBlobBytes, findNameTag });
     app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/', onRequest: refuse, handler: refuse });
   } else {
     for (const url of ['/v2/', '/v2/*']) {
@@ -217,14 +217,12 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     url: '/v2/*',
     exposeHeadRoute: false,
     handler: async (req, reply) => {
-      const rest = (req.params as { '*': string })['*'];
-      const target = parseTarget(rest);
+      const target = v2Target(req);
       const head = req.method === 'HEAD';
-      if (sessions && req.method === 'GET') {
-        const write = parseWriteTarget(rest);
-        if (write.kind === 'upload') return uploadStatus(reply, sessions, write.name, write.uuid);
-      }
       switch (target.kind) {
+        case 'upload':
+          if (sessions && !head) return uploadStatus(reply, sessions, target.name, target.uuid);
+          break;
         case 'catalog':
           return catalog(req, reply);
         case 'tags':
@@ -233,11 +231,36 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
           return manifest(reply, target.name, target.ref, head);
         case 'blob':
           return blob(req, reply, target.name, target.ref, head);
+        case 'referrers':
+          return referrers(req, reply, target.name, target.digest, head);
         default:
-          return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: /v2/${rest.slice(0, 200)}`);
+          break;
       }
+      return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: /v2/${v2Rest(req).slice(0, 200)}`);
     },
   });
+
+  /** The 401's challenge: where to get a token for what the request needs. */
+  function challenge(need: Parameters<RegistryAuthorizer>[1], presented: boolean): string {
+    const service = opts.tokenService?.();
+    if (!service) return 'Basic realm="stowage"';
+    const scope = challengeScope(need);
+    const parts = [`realm="${service.realm}"`, `service="${service.service}"`];
+    if (scope) parts.push(`scope="${scope}"`);
+    if (presented) parts.push('error="insufficient_scope"');
+    return `Bearer ${parts.join(',')}`;
+  }
+
+  async function referrers(req: FastifyRequest, reply: FastifyReply, name: string, digest: string, head: boolean) {
+    if (!isRepositoryPath(name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${name.slice(0, 200)}"`);
+    if (!isDigest(digest)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${digest.slice(0, 100)}"`);
+    const filter = (req.query as Record<string, unknown>)['artifactType'];
+    const artifactType = typeof filter === 'string' && filter !== '' ? filter : undefined;
+    const body = Buffer.from(JSON.stringify(referrersIndex(images.referrersOf(digest), artifactType)));
+    if (artifactType !== undefined) reply.header('oci-filters-applied', 'artifactType');
+    reply.code(200).header('content-type', MediaType.OciIndex).header('content-length', String(body.length));
+    return head ? reply.send() : reply.send(body);
+  }
 
   async function catalog(req: FastifyRequest, reply: FastifyReply) {
     const names = new Set<string>();
@@ -269,11 +292,12 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
       if (!isDigest(ref)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${ref.slice(0, 100)}"`);
       digest = ref;
     } else {
-      if (!isValidTag(ref)) return sendError(reply, 400, 'TAG_INVALID', `invalid tag "${ref.slice(0, 100)}"`);
+      // No such tag can exist, so none is known: 404, as registries answer (the suite's "nonexistent manifest").
+      if (!isValidTag(ref)) return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: invalid tag "${ref.slice(0, 100)}"`, { name, tag: ref.slice(0, 100) });
       digest = resolveNameTag(images, name, ref);
       if (!digest) return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}:${ref}`, { name, tag: ref });
     }
-    const mediaType = images.getImage(digest)?.manifestMediaType ?? images.getIndex(digest)?.mediaType;
+    const mediaType = images.getImage(digest)?.manifestMediaType ?? images.getIndex(digest)?.mediaType ?? images.getArtifact(digest)?.manifestMediaType;
     let bytes: Buffer;
     try {
       bytes = await store.readBytes(digest, MAX_MANIFEST_BYTES);

@@ -2,11 +2,13 @@ import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
-import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
+import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
+import { deleteBlob, deleteManifest } from './content-delete.js';
 import { sendError, uploadRange } from './distribution-errors.js';
 import { putManifest } from './manifest-put.js';
 import { isRepositoryPath } from './names.js';
 import type { UploadSession, UploadSessions } from './upload-sessions.js';
+import { v2Rest, v2Target } from './v2-path.js';
 
 /**
  * The write half of /v2/ (OCI distribution push), registered only when requests are authenticated:
@@ -17,6 +19,8 @@ import type { UploadSession, UploadSessions } from './upload-sessions.js';
  *   GET    /v2/<name>/blobs/uploads/<uuid>            204 with the Range received so far
  *   DELETE /v2/<name>/blobs/uploads/<uuid>            cancel
  *   PUT    /v2/<name>/manifests/<tag|digest>          see manifest-put.ts
+ *   DELETE /v2/<name>/manifests/<tag|digest>          202; see content-delete.ts
+ *   DELETE /v2/<name>/blobs/<digest>                  202; see content-delete.ts
  *
  * Bodies are streamed into the store's ingests, never held whole.
  */
@@ -27,28 +31,11 @@ export interface WriteRoutesOptions {
   sessions: UploadSessions;
   /** Largest blob accepted (default 64 GiB): an upload cannot fill the disk without bound. */
   maxBlobBytes?: number | undefined;
+  /** The tag record `<name>:<tag>` names, by the name rule of routes.ts. */
+  findNameTag: (images: ImageIndexApi, name: string, tag: string) => TagRecord | undefined;
 }
 
 export const DEFAULT_MAX_BLOB_BYTES = 64 * 1024 ** 3;
-
-type WriteTarget =
-  | { kind: 'upload-start'; name: string }
-  | { kind: 'upload'; name: string; uuid: string }
-  | { kind: 'manifest'; name: string; ref: string }
-  | { kind: 'unknown' };
-
-export function parseWriteTarget(rest: string): WriteTarget {
-  const up = /^(.+)\/blobs\/uploads\/([^/]*)$/.exec(rest);
-  if (up) return up[2] === '' ? { kind: 'upload-start', name: up[1] as string } : { kind: 'upload', name: up[1] as string, uuid: up[2] as string };
-  const m = /^(.+)\/manifests\/([^/]+)$/.exec(rest);
-  if (m) return { kind: 'manifest', name: m[1] as string, ref: m[2] as string };
-  return { kind: 'unknown' };
-}
-
-/** Does this /v2/ path (without the prefix) address an upload? Uploads need the push scope even to be read. */
-export function isUploadPath(rest: string): boolean {
-  return /\/blobs\/uploads\/[^/]*$/.test(rest);
-}
 
 function uploadLocation(s: UploadSession): string {
   return `/v2/${s.name}/blobs/uploads/${s.uuid}`;
@@ -99,13 +86,19 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
     handler: async (req, reply) => {
-      const rest = (req.params as { '*': string })['*'];
-      const target = parseWriteTarget(rest);
-      if (target.kind === 'unknown') return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: ${req.method} /v2/${rest.slice(0, 200)}`);
+      const target = v2Target(req); // the path the authorization check read (v2-path.ts)
+      if (target.kind !== 'manifest' && target.kind !== 'blob' && target.kind !== 'upload-start' && target.kind !== 'upload') {
+        return sendError(reply, 404, 'UNSUPPORTED', `no such endpoint: ${req.method} /v2/${v2Rest(req).slice(0, 200)}`);
+      }
       if (!isRepositoryPath(target.name)) return sendError(reply, 400, 'NAME_INVALID', `invalid repository name "${target.name.slice(0, 200)}"`);
       if (target.kind === 'manifest') {
-        if (req.method !== 'PUT') return sendError(reply, 405, 'UNSUPPORTED', `${req.method} of manifests is not supported`);
-        return putManifest(req, reply, { store, images }, target.name, target.ref);
+        if (req.method === 'PUT') return putManifest(req, reply, { store, images }, target.name, target.ref);
+        if (req.method === 'DELETE') return deleteManifest(reply, { store, images }, target.name, target.ref, opts.findNameTag);
+        return sendError(reply, 405, 'UNSUPPORTED', `${req.method} of manifests is not supported`);
+      }
+      if (target.kind === 'blob') {
+        if (req.method === 'DELETE') return deleteBlob(reply, { store, images }, target.ref);
+        return sendError(reply, 405, 'UNSUPPORTED', `${req.method} of blobs is not supported: upload through /v2/${target.name}/blobs/uploads/`);
       }
       if (target.kind === 'upload-start') {
         if (req.method !== 'POST') return sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported on /v2/${target.name}/blobs/uploads/`);

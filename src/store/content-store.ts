@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, opendir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, opendir, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { StowageError } from '../errors.js';
@@ -219,16 +219,20 @@ export class ContentStore implements ContentStoreApi {
 
   /**
    * Removes ingest directories (abandoned resumable ingests, temps of crashed puts) whose data was
-   * last written more than `maxAgeMs` ago. Returns the removed directory names.
+   * last written more than `maxAgeMs` ago; with `orphansOfAnyAge`, also every ingest that only the process
+   * which began it could carry on (put temps, import staging, upload sessions: all but those keyed by the
+   * digest they will have, which a pull resumes), whatever its age: at start, they are a dead process's.
+   * Ingests in use are never touched. Returns the removed directory names.
    */
-  async removeStaleIngests(maxAgeMs: number, opts: { dryRun?: boolean; now?: number } = {}): Promise<string[]> {
+  async removeStaleIngests(maxAgeMs: number, opts: { dryRun?: boolean; now?: number; orphansOfAnyAge?: boolean } = {}): Promise<string[]> {
     const cutoff = (opts.now ?? Date.now()) - maxAgeMs;
     const removed: string[] = [];
     for (const name of await readdir(this.ingestDir)) {
       const dir = join(this.ingestDir, name);
       if (this.busyIngests.has(dir)) continue;
       const mtime = await lastWritten(dir);
-      if (mtime === undefined || mtime >= cutoff) continue;
+      if (mtime === undefined) continue;
+      if (mtime >= cutoff && !(opts.orphansOfAnyAge === true && !(await resumableIngest(dir)))) continue;
       if (!opts.dryRun) await rm(dir, { recursive: true, force: true });
       removed.push(name);
     }
@@ -346,5 +350,15 @@ async function lastWritten(dir: string): Promise<number | undefined> {
   } catch (err) {
     if (isErrno(err, 'ENOENT')) return undefined;
     throw err;
+  }
+}
+
+/** Whether an ingest directory is keyed by a digest (its meta.json says so): one a pull resumes. */
+async function resumableIngest(dir: string): Promise<boolean> {
+  try {
+    const meta = JSON.parse(await readFile(join(dir, 'meta.json'), 'utf8')) as { key?: unknown };
+    return typeof meta.key === 'string' && isDigest(meta.key);
+  } catch {
+    return false;
   }
 }

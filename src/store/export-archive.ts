@@ -166,7 +166,8 @@ export function exportArchive(targets: ExportTarget[], source: ExportSource): Re
 
     const manifest = images.map((img) => ({
       Config: blobPath(img.config.digest as Digest),
-      RepoTags: img.names.map((n) => n.familiar),
+      // null, not [], for an image saved by ID (as dockerd writes it).
+      RepoTags: img.names.length > 0 ? img.names.map((n) => n.familiar) : null,
       Layers: img.layers.map((l) => blobPath(l.digest as Digest)),
     }));
     await file(DOCKER_MANIFEST_FILE, Buffer.from(canonicalJson(manifest)));

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import { StowageError } from '../errors.js';
 import { isDigest, type Digest } from '../oci/digest.js';
 import type { Platform } from '../oci/platform.js';
-import type { ImageIndexApi, ImageRecord, IndexRecord, RepoDigestRecord, TagRecord } from './types.js';
+import type { ArtifactRecord, ImageIndexApi, ImageRecord, IndexRecord, ReferrerRecord, RepoDigestRecord, TagRecord } from './types.js';
 
 /** Bump together with a new entry in MIGRATIONS; PRAGMA user_version records what a file has. */
-export const SCHEMA_VERSION = 1;
+export const SCHEMA_VERSION = 2;
 
 /** MIGRATIONS[n] takes a database from user_version n to n + 1. */
 const MIGRATIONS: readonly string[] = [
@@ -47,6 +47,29 @@ const MIGRATIONS: readonly string[] = [
   ) STRICT;
   CREATE INDEX repo_digests_by_manifest ON repo_digests (manifest_digest);
   `,
+  `
+  CREATE TABLE artifacts (
+    manifest_digest     TEXT PRIMARY KEY,
+    manifest_media_type TEXT NOT NULL,
+    artifact_type       TEXT NOT NULL,
+    subject             TEXT,
+    blobs               TEXT NOT NULL, -- JSON Digest[]
+    size                INTEGER NOT NULL,
+    added_at            TEXT NOT NULL
+  ) STRICT;
+
+  CREATE TABLE referrers (
+    subject       TEXT NOT NULL,
+    digest        TEXT NOT NULL,
+    media_type    TEXT NOT NULL,
+    size          INTEGER NOT NULL,
+    artifact_type TEXT,
+    annotations   TEXT NOT NULL, -- JSON Record<string, string>
+    added_at      TEXT NOT NULL,
+    PRIMARY KEY (subject, digest)
+  ) STRICT;
+  CREATE INDEX referrers_by_digest ON referrers (digest);
+  `,
 ];
 
 interface ImageRow {
@@ -65,6 +88,26 @@ interface IndexRow {
   index_digest: string;
   media_type: string;
   children: string;
+  added_at: string;
+}
+
+interface ArtifactRow {
+  manifest_digest: string;
+  manifest_media_type: string;
+  artifact_type: string;
+  subject: string | null;
+  blobs: string;
+  size: number;
+  added_at: string;
+}
+
+interface ReferrerRow {
+  subject: string;
+  digest: string;
+  media_type: string;
+  size: number;
+  artifact_type: string | null;
+  annotations: string;
   added_at: string;
 }
 
@@ -101,6 +144,30 @@ function toIndex(row: IndexRow): IndexRecord {
     mediaType: row.media_type,
     // JSON has no undefined: an absent platform is stored as null.
     children: children.map((c) => ({ digest: c.digest, platform: c.platform ?? undefined, present: c.present })),
+    addedAt: row.added_at,
+  };
+}
+
+function toArtifact(row: ArtifactRow): ArtifactRecord {
+  return {
+    manifestDigest: row.manifest_digest as Digest,
+    manifestMediaType: row.manifest_media_type,
+    artifactType: row.artifact_type,
+    subject: (row.subject ?? undefined) as Digest | undefined,
+    blobs: JSON.parse(row.blobs) as Digest[],
+    size: row.size,
+    addedAt: row.added_at,
+  };
+}
+
+function toReferrer(row: ReferrerRow): ReferrerRecord {
+  return {
+    subject: row.subject as Digest,
+    digest: row.digest as Digest,
+    mediaType: row.media_type,
+    size: row.size,
+    artifactType: row.artifact_type ?? undefined,
+    annotations: JSON.parse(row.annotations) as Record<string, string>,
     addedAt: row.added_at,
   };
 }
@@ -231,6 +298,7 @@ export class ImageIndex implements ImageIndexApi {
   deleteImage(manifestDigest: Digest): void {
     this.db.transaction(() => {
       this.sql('DELETE FROM images WHERE manifest_digest = ?').run(manifestDigest);
+      this.sql('DELETE FROM referrers WHERE digest = ?').run(manifestDigest);
       this.sql('DELETE FROM tags WHERE target = ?').run(manifestDigest);
       this.sql('DELETE FROM repo_digests WHERE manifest_digest = ?').run(manifestDigest);
     })();
@@ -264,9 +332,82 @@ export class ImageIndex implements ImageIndexApi {
   deleteIndex(indexDigest: Digest): void {
     this.db.transaction(() => {
       this.sql('DELETE FROM indexes WHERE index_digest = ?').run(indexDigest);
+      this.sql('DELETE FROM referrers WHERE digest = ?').run(indexDigest);
       this.sql('DELETE FROM tags WHERE target = ?').run(indexDigest);
     })();
     this.changed();
+  }
+
+  putArtifact(record: Omit<ArtifactRecord, 'addedAt'>): ArtifactRecord {
+    requireDigest(record.manifestDigest, 'manifest digest');
+    if (record.subject !== undefined) requireDigest(record.subject, 'subject digest');
+    record.blobs.forEach((b) => requireDigest(b, 'artifact blob digest'));
+    if (!Number.isSafeInteger(record.size) || record.size < 0) throw new StowageError('BAD_REQUEST', `invalid artifact size ${record.size}`);
+    const row = this.sql(
+      `INSERT INTO artifacts (manifest_digest, manifest_media_type, artifact_type, subject, blobs, size, added_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (manifest_digest) DO UPDATE SET
+         manifest_media_type = excluded.manifest_media_type, artifact_type = excluded.artifact_type,
+         subject = excluded.subject, blobs = excluded.blobs, size = excluded.size
+       RETURNING *`,
+    ).get(
+      record.manifestDigest,
+      requireText(record.manifestMediaType, 'manifest media type'),
+      requireText(record.artifactType, 'artifact type'),
+      record.subject ?? null,
+      JSON.stringify(record.blobs),
+      record.size,
+      new Date().toISOString(),
+    ) as ArtifactRow;
+    this.changed();
+    return toArtifact(row);
+  }
+
+  getArtifact(manifestDigest: Digest): ArtifactRecord | undefined {
+    const row = this.sql('SELECT * FROM artifacts WHERE manifest_digest = ?').get(manifestDigest) as ArtifactRow | undefined;
+    return row && toArtifact(row);
+  }
+
+  listArtifacts(): ArtifactRecord[] {
+    return (this.sql('SELECT * FROM artifacts ORDER BY added_at, manifest_digest').all() as ArtifactRow[]).map(toArtifact);
+  }
+
+  deleteArtifact(manifestDigest: Digest): void {
+    this.db.transaction(() => {
+      this.sql('DELETE FROM artifacts WHERE manifest_digest = ?').run(manifestDigest);
+      this.sql('DELETE FROM referrers WHERE digest = ?').run(manifestDigest);
+      this.sql('DELETE FROM tags WHERE target = ?').run(manifestDigest);
+    })();
+    this.changed();
+  }
+
+  putReferrer(record: Omit<ReferrerRecord, 'addedAt'>): ReferrerRecord {
+    requireDigest(record.subject, 'subject digest');
+    requireDigest(record.digest, 'referrer digest');
+    const row = this.sql(
+      `INSERT INTO referrers (subject, digest, media_type, size, artifact_type, annotations, added_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (subject, digest) DO UPDATE SET media_type = excluded.media_type, size = excluded.size,
+         artifact_type = excluded.artifact_type, annotations = excluded.annotations
+       RETURNING *`,
+    ).get(
+      record.subject,
+      record.digest,
+      requireText(record.mediaType, 'referrer media type'),
+      record.size,
+      record.artifactType ?? null,
+      JSON.stringify(record.annotations ?? {}),
+      new Date().toISOString(),
+    ) as ReferrerRow;
+    this.changed();
+    return toReferrer(row);
+  }
+
+  referrersOf(subject: Digest): ReferrerRecord[] {
+    return (this.sql('SELECT * FROM referrers WHERE subject = ? ORDER BY added_at, digest').all(subject) as ReferrerRow[]).map(toReferrer);
+  }
+
+  removeReferrer(digest: Digest): void {
+    if (this.sql('DELETE FROM referrers WHERE digest = ?').run(digest).changes > 0) this.changed();
   }
 
   tag(reference: string, target: Digest): TagRecord {
@@ -322,8 +463,8 @@ export class ImageIndex implements ImageIndexApi {
   }
 
   /**
-   * Manifests, configs and layers of every image; every index and the children it lists; every tag
-   * target. Listing more than strictly needed only keeps a blob longer; listing less loses data.
+   * Manifests, configs and layers of every image; every index and the children it lists; every artifact's
+   * manifest and blobs; every tag target. Listing more than strictly needed only keeps a blob longer; listing less loses data.
    */
   referencedBlobs(): Set<Digest> {
     const refs = new Set<Digest>();
@@ -337,6 +478,10 @@ export class ImageIndex implements ImageIndexApi {
       for (const row of this.sql('SELECT index_digest, children FROM indexes').iterate() as Iterable<IndexRow>) {
         refs.add(row.index_digest as Digest);
         for (const child of JSON.parse(row.children) as Array<{ digest: Digest }>) refs.add(child.digest);
+      }
+      for (const row of this.sql('SELECT manifest_digest, blobs FROM artifacts').iterate() as Iterable<ArtifactRow>) {
+        refs.add(row.manifest_digest as Digest);
+        for (const blob of JSON.parse(row.blobs) as Digest[]) refs.add(blob);
       }
       for (const row of this.sql('SELECT target FROM tags').iterate() as Iterable<{ target: string }>) {
         refs.add(row.target as Digest);

@@ -100,6 +100,11 @@ export interface ContentStoreApi {
    */
   delete(digest: Digest): Promise<boolean>;
   list(): AsyncIterable<BlobInfo>;
+  /**
+   * Removes abandoned ingests (see ContentStore.removeStaleIngests); a store whose ingests live elsewhere
+   * (a runtime's) leaves it out.
+   */
+  removeStaleIngests?(maxAgeMs: number, opts?: { orphansOfAnyAge?: boolean }): Promise<string[]>;
 }
 
 /** One platform-specific image: a manifest whose config digest is the Docker image ID. */
@@ -123,6 +128,37 @@ export interface IndexRecord {
   indexDigest: Digest;
   mediaType: string;
   children: Array<{ digest: Digest; platform: Platform | undefined; present: boolean }>;
+  addedAt: string;
+}
+
+/**
+ * A manifest that is not a runnable image: an OCI artifact (a signature, an SBOM, a chart: a config that is
+ * not an image config, or an `artifactType`), or an image manifest whose config does not describe its
+ * layers. Stored, tagged, served, referred to and garbage-collected like an image; never shown as one.
+ */
+export interface ArtifactRecord {
+  manifestDigest: Digest;
+  manifestMediaType: string;
+  /** The manifest's artifactType, else its config's media type. */
+  artifactType: string;
+  /** The manifest it refers to (its `subject`), when it has one. */
+  subject: Digest | undefined;
+  /** Config and layer blobs, in manifest order. */
+  blobs: Digest[];
+  /** Manifest + config + layers, as stored. */
+  size: number;
+  addedAt: string;
+}
+
+/** A manifest or index whose `subject` names another manifest: one entry of that manifest's referrers list. */
+export interface ReferrerRecord {
+  subject: Digest;
+  digest: Digest;
+  mediaType: string;
+  /** Size of the referring manifest itself. */
+  size: number;
+  artifactType: string | undefined;
+  annotations: Record<string, string>;
   addedAt: string;
 }
 
@@ -157,6 +193,19 @@ export interface ImageIndexApi {
   getIndex(indexDigest: Digest): IndexRecord | undefined;
   listIndexes(): IndexRecord[];
   deleteIndex(indexDigest: Digest): void;
+
+  putArtifact(record: Omit<ArtifactRecord, 'addedAt'>): ArtifactRecord;
+  getArtifact(manifestDigest: Digest): ArtifactRecord | undefined;
+  listArtifacts(): ArtifactRecord[];
+  /** Also drops the tags that point at the artifact. */
+  deleteArtifact(manifestDigest: Digest): void;
+
+  /** Records that `record.digest` refers to `record.subject` (the subject need not be held). */
+  putReferrer(record: Omit<ReferrerRecord, 'addedAt'>): ReferrerRecord;
+  /** Every manifest and index held whose subject is `subject`, oldest first. */
+  referrersOf(subject: Digest): ReferrerRecord[];
+  /** Forgets `digest` as a referrer (when its manifest is deleted). */
+  removeReferrer(digest: Digest): void;
 
   /** Points a reference at a manifest or index digest (replacing what it pointed at). */
   tag(reference: string, target: Digest): TagRecord;

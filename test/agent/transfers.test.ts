@@ -201,13 +201,19 @@ describe('agent transfers between two joined agents', () => {
     const before = await inventoryOf(b);
     const forged = mintPeerToken(newSecret('sms_'), { m: a.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + 300 });
     const forB = peerToken(b); // genuine, but for another machine
-    for (const password of [forged, forB, 'not-a-token']) {
+    for (const password of [forged, forB]) {
       const body = fromPeer(a, img.digest, { references: ['team/secret:1'] });
       body.source.password = password;
       const result = finalOf(await transfer(b, body));
       expect(result).toMatchObject({ type: 'error', failure: { code: 'UNAUTHORIZED', stage: 'connect' } });
       expect(result.type === 'error' && result.failure.message).toMatch(/refused the credentials/);
     }
+    // A password that is no token goes to A's token service (the control plane, absent in this test).
+    const body = fromPeer(a, img.digest, { references: ['team/secret:1'] });
+    body.source.password = 'not-a-token';
+    const result = finalOf(await transfer(b, body));
+    expect(result).toMatchObject({ type: 'error', failure: { code: 'REGISTRY_ERROR', stage: 'connect' } });
+    expect(result.type === 'error' && result.failure.message).toMatch(/cannot reach the token service/);
     expect(await inventoryOf(b)).toEqual(before);
     expect((await api(b, `/images/${img.digest}`)).status).toBe(404);
     expect(existsSync(blobPath(b, img.configDigest))).toBe(false);

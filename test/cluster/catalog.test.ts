@@ -48,7 +48,8 @@ describe('catalog through stowctl on a process cluster', () => {
     const list = await json<{ images: Array<{ name: string; tag: string; digest: string }> }>(['catalog', 'list']);
     expect(list.code).toBe(0);
     const app = list.body.images.find((i) => i.name.endsWith('test/app') && i.tag === '1');
-    expect(app?.digest).toBe(images.app.manifestDigest);
+    // Backend.AI's digest: the config digest, the image ID `docker images` shows.
+    expect(app?.digest).toBe(images.app.configDigest);
 
     const ref = `${reg.host}/test/app:1`;
     const preload = await cluster.stowctl(['catalog', 'preload', ref, '--agents', 'scaling_group:gpu']);
@@ -83,10 +84,10 @@ describe('catalog through stowctl on a process cluster', () => {
       headers: { authorization: `Bearer ${cluster.adminToken}` },
     });
     expect(res.statusCode).toBe(200);
-    // The stream ends by itself after the final event.
+    // The stream ends by itself after the final event and Backend.AI's server_close.
     const text = await res.body.text();
     const events = [...text.matchAll(/^event: (\S+)$/gm)].map((m) => m[1]);
-    expect(events).toEqual(['bgtask_done']);
+    expect(events).toEqual(['bgtask_done', 'server_close']);
     const watch = await cluster.stowctl(['task', 'watch', rescan.body.task_id]);
     expect(watch.code, watch.stderr).toBe(0);
   }, 900_000);

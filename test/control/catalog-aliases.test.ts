@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { RegistryStore } from '../../src/control/catalog/registries.js';
-import { type CatalogImage, CatalogStore } from '../../src/control/catalog/store.js';
+import { type ScannedImage, CatalogStore } from '../../src/control/catalog/store.js';
 import { type CatalogPlane, startCatalogPlane } from './catalog-harness.js';
 
 /**
@@ -14,7 +14,7 @@ const REG = 'registry.test:5000';
 const OTHER = 'other.test:5000';
 const digest = (n: number) => `sha256:${n.toString(16).padStart(64, '0')}`;
 
-function row(registry: string, name: string, tag: string, n: number): CatalogImage {
+function row(registry: string, name: string, tag: string, n: number): ScannedImage {
   return {
     registry,
     name,

@@ -34,7 +34,7 @@ describe('stowctl catalog …', () => {
   it('rescans with progress lines, then lists the catalog', async () => {
     const r = await stowctl(['catalog', 'rescan', reg.host]);
     expect(r.code).toBe(0);
-    expect(r.stderr).toMatch(/op-\w+: 5\/5 /);
+    expect(r.stderr).toMatch(/[0-9a-f-]{36}: 5\/5 /);
     expect(r.stdout).toMatch(/^done: scanned 5 tags/);
 
     const list = await stowctl(['--json', 'catalog', 'list']);

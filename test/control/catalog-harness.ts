@@ -6,6 +6,8 @@ import { readSse } from '../../src/cli/sse.js';
 import { parseControlConfig } from '../../src/control/config.js';
 import type { ControlContext } from '../../src/control/context.js';
 import { startControl } from '../../src/control/control.js';
+import { operationIdOf } from '../../src/control/tasks/ids.js';
+import type { Operation } from '../../src/control/wire.js';
 import { type TestImageInfo, type TestIndexInfo, makeMultiPlatformLayout, makeTestImage, skopeo } from '../harness/images.js';
 import { tmpDir } from '../harness/tmp.js';
 
@@ -71,15 +73,18 @@ export interface LabelledImages {
   old: TestImageInfo;
 }
 
+/** Backend.AI kernel images carry this label; rescans skip images without it. */
+export const KERNELSPEC = { 'ai.backend.kernelspec': '1' } as const;
+
 /**
- * Pushes to `host`: test/app:1 (resource and accelerator labels), test/multi:1 (linux/amd64 and
+ * Pushes to `host` (every image a Backend.AI kernel image, labelled ai.backend.kernelspec): test/app:1 (resource and accelerator labels), test/multi:1 (linux/amd64 and
  * linux/arm64/v8), test/system:1 (ai.backend.role=SYSTEM), test/old:1, and test/broken:1 whose config blob
  * is then deleted from the registry so its scan fails.
  */
 export async function pushLabelledImages(host: string): Promise<LabelledImages> {
   const push = async (repo: string, labels: Record<string, string>): Promise<TestImageInfo> => {
     const dir = await tmpDir('stowage-layout-');
-    const img = await makeTestImage(dir, { layers: 1, layerBytes: 512, tag: 'x', labels });
+    const img = await makeTestImage(dir, { layers: 1, layerBytes: 512, tag: 'x', labels: { ...KERNELSPEC, ...labels } });
     await skopeo(['copy', `oci:${dir}:x`, `docker://${host}/${repo}`]);
     return img;
   };
@@ -95,7 +100,7 @@ export async function pushLabelledImages(host: string): Promise<LabelledImages> 
   const multi = await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], {
     tag: 'x',
     layers: 1,
-    labels: { 'ai.backend.accelerators': 'cuda', 'ai.backend.resource.max.mem': '8g' },
+    labels: { ...KERNELSPEC, 'ai.backend.accelerators': 'cuda', 'ai.backend.resource.max.mem': '8g' },
   });
   await skopeo(['copy', '--all', `oci:${multiDir}:x`, `docker://${host}/test/multi:1`]);
   const system = await push('test/system:1', { 'ai.backend.role': 'SYSTEM' });
@@ -125,13 +130,13 @@ export async function pushDockerFormatImages(host: string): Promise<DockerFormat
     return { doc: JSON.parse(text) as { mediaType?: string; config?: { digest: string }; manifests?: Array<{ digest: string; platform: { os: string; architecture: string; variant?: string } }> }, digest: `sha256:${createHash('sha256').update(text).digest('hex')}` };
   };
   const dir = await tmpDir('stowage-layout-');
-  await makeTestImage(dir, { layers: 1, layerBytes: 512, tag: 'x', labels: { 'ai.backend.accelerators': 'cuda', 'ai.backend.resource.min.cpu': '2' } });
+  await makeTestImage(dir, { layers: 1, layerBytes: 512, tag: 'x', labels: { ...KERNELSPEC, 'ai.backend.accelerators': 'cuda', 'ai.backend.resource.min.cpu': '2' } });
   await skopeo(['copy', '--format', 'v2s2', `oci:${dir}:x`, `docker://${host}/test/v2s2:1`]);
   const v2 = await raw('test/v2s2:1');
   if (v2.doc.mediaType !== 'application/vnd.docker.distribution.manifest.v2+json') throw new Error(`test/v2s2:1 is ${v2.doc.mediaType}`);
 
   const multiDir = await tmpDir('stowage-layout-');
-  await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1, labels: { 'ai.backend.resource.max.mem': '4g' } });
+  await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1, labels: { ...KERNELSPEC, 'ai.backend.resource.max.mem': '4g' } });
   await skopeo(['copy', '--all', '--format', 'v2s2', `oci:${multiDir}:x`, `docker://${host}/test/list:1`]);
   const list = await raw('test/list:1');
   if (list.doc.mediaType !== 'application/vnd.docker.distribution.manifest.list.v2+json') throw new Error(`test/list:1 is ${list.doc.mediaType}`);
@@ -225,28 +230,34 @@ export async function collectTaskEvents(
   timeoutMs = 120_000,
   onEvent?: (e: ReceivedEvent) => void,
   onComment?: () => void,
-): Promise<{ status: number; events: ReceivedEvent[]; comments: number }> {
+): Promise<{ status: number; events: ReceivedEvent[]; comments: number; serverClose: boolean }> {
   const res = await request(`${url}/events/background-task?task_id=${encodeURIComponent(taskId)}`, {
     headers: { authorization: `Bearer ${token}`, accept: 'text/event-stream' },
     bodyTimeout: timeoutMs,
   });
   if (res.statusCode !== 200) {
     await res.body.dump();
-    return { status: res.statusCode, events: [], comments: 0 };
+    return { status: res.statusCode, events: [], comments: 0, serverClose: false };
   }
   const events: ReceivedEvent[] = [];
   let comments = 0;
+  let serverClose = false;
   const timer = setTimeout(() => res.body.destroy(new Error('SSE stream did not end in time')), timeoutMs);
   try {
     const counted = async function* (body: AsyncIterable<Buffer>) {
       for await (const chunk of body) {
-        const n = (chunk.toString('utf8').match(/^: /gm) ?? []).length;
-        comments += n;
-        if (n > 0) onComment?.();
+        const seen = (chunk.toString('utf8').match(/^: /gm) ?? []).length;
+        comments += seen;
+        if (seen > 0) onComment?.();
         yield chunk;
       }
     };
     for await (const ev of readSse(counted(res.body))) {
+      // Backend.AI's end-of-stream marker, after the terminal event; it carries no task state.
+      if (ev.event === 'server_close') {
+        serverClose = true;
+        continue;
+      }
       const received = { event: ev.event, data: JSON.parse(ev.data) as ReceivedEvent['data'] };
       events.push(received);
       onEvent?.(received);
@@ -254,7 +265,13 @@ export async function collectTaskEvents(
   } finally {
     clearTimeout(timer);
   }
-  return { status: 200, events, comments };
+  return { status: 200, events, comments, serverClose };
+}
+
+/** The operation a task ID (a mutation's task_id UUID) names. */
+export function operationOfTask(plane: CatalogPlane, taskId: string): Operation | undefined {
+  const opId = operationIdOf(plane.ctx.db, taskId);
+  return opId === undefined ? undefined : plane.ctx.operations.get(opId);
 }
 
 /**

@@ -6,7 +6,8 @@ import { RegistryStore } from '../../src/control/catalog/registries.js';
 import { freePort } from '../harness/registry.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { tmpDir } from '../harness/tmp.js';
-import { type CatalogPlane, type LabelledImages, collectTaskEvents, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
+import { skopeo } from '../harness/images.js';
+import { type CatalogPlane, type LabelledImages, collectTaskEvents, operationOfTask, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
 
 /**
  * preload_image / unload_image with real agents (stowd agent processes) joined to an in-process control
@@ -48,20 +49,21 @@ async function startAgent(name: string, scalingGroup: string, labels: string[] =
 
 interface Img {
   name: string;
+  tag: string;
   digest: string;
   installed: boolean;
   installed_agents: string[] | null;
 }
 
-async function installedAgents(digest: string): Promise<string[] | null> {
-  const r = await plane.gql<{ images: Img[] }>(root, '{ images { name digest installed installed_agents } }');
-  return r.body.data?.images.find((i) => i.digest === digest)?.installed_agents ?? null;
+async function installedAgents(name: string, tag = '1'): Promise<string[] | null> {
+  const r = await plane.gql<{ images: Img[] }>(root, '{ images { name tag digest installed installed_agents } }');
+  return r.body.data?.images.find((i) => i.name === name && i.tag === tag)?.installed_agents ?? null;
 }
 
 async function mutate(kind: 'preload_image' | 'unload_image', reference: string, targets: string) {
   const r = await plane.gql<Record<string, { ok: boolean; msg: string; task_id: string }>>(
     root,
-    `mutation($r: String!, $t: String!) { ${kind}(reference: $r, target_agents: $t) { ok msg task_id } }`,
+    `mutation($r: String!, $t: [String]!) { ${kind}(reference: $r, target_agents: $t) { ok msg task_id } }`,
     { r: reference, t: targets },
   );
   expect(r.body.errors).toBeUndefined();
@@ -92,13 +94,36 @@ describe('preload_image and unload_image', () => {
     expect(res.ok).toBe(true);
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_done');
-    const op = plane.ctx.operations.require(res.task_id);
+    const op = operationOfTask(plane, res.task_id)!;
     expect(op.kind).toBe('preload');
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['gpu-1', 'present'],
       ['gpu-2', 'present'],
     ]);
-    expect(await installedAgents(images.app.manifestDigest)).toEqual(['gpu-1', 'gpu-2']);
+    expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
+  });
+
+  it('unloading one tag leaves a sibling tag of the same image installed, on the agent too', async () => {
+    // test/app:sib is test/app:1 under another tag: one digest, two images in Backend.AI's sense.
+    await skopeo(['copy', '--src-tls-verify=false', '--dest-tls-verify=false', `docker://${reg.host}/test/app:1`, `docker://${reg.host}/test/app:sib`]);
+    const scan = await plane.gql<{ rescan_images: { task_id: string } }>(root, `mutation { rescan_images(registry: "${reg.host}") { ok task_id } }`);
+    await collectTaskEvents(plane.url, root, scan.body.data!.rescan_images.task_id);
+    expect(await installedAgents('test/app', 'sib')).toEqual([]);
+    const pre = await mutate('preload_image', `${reg.host}/test/app:sib`, 'gpu-1');
+    await collectTaskEvents(plane.url, root, pre.task_id);
+    expect(await installedAgents('test/app', 'sib')).toEqual(['gpu-1']);
+
+    const un = await mutate('unload_image', `${reg.host}/test/app:sib`, 'gpu-1');
+    const { events } = await collectTaskEvents(plane.url, root, un.task_id);
+    expect(events.at(-1)?.event).toBe('bgtask_done');
+    expect(await installedAgents('test/app', 'sib')).toEqual([]);
+    expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
+    // The agent kept the image under its other tag: its own inventory still reports test/app:1.
+    await new Promise((r) => setTimeout(r, 1500));
+    const held = plane.ctx.availability.query({ machine: 'gpu-1', presentOnly: true }).filter((a) => a.digest === images.app.manifestDigest);
+    expect(held.flatMap((a) => a.references)).toContain(`${reg.host}/test/app:1`);
+    expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
+    await plane.gql(root, `mutation { forget_image(reference: "${reg.host}/test/app:sib") { ok } }`);
   });
 
   it('preloads from a peer that holds it, by label, and a second time is skipped_present', async () => {
@@ -107,39 +132,39 @@ describe('preload_image and unload_image', () => {
     await reg.stop();
     const res = await mutate('preload_image', ref, 'label:zone=a');
     await collectTaskEvents(plane.url, root, res.task_id);
-    const op = plane.ctx.operations.require(res.task_id);
+    const op = operationOfTask(plane, res.task_id)!;
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['cpu-1', 'present'],
       ['gpu-1', 'skipped_present'],
     ]);
-    expect(await installedAgents(images.app.manifestDigest)).toEqual(['cpu-1', 'gpu-1', 'gpu-2']);
+    expect(await installedAgents('test/app')).toEqual(['cpu-1', 'gpu-1', 'gpu-2']);
   });
 
   it('unloads from the agents of a scaling group, and installed_agents drops them', async () => {
     const res = await mutate('unload_image', `${reg.host}/test/app:1`, 'scaling_group:gpu');
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_done');
-    const op = plane.ctx.operations.require(res.task_id);
+    const op = operationOfTask(plane, res.task_id)!;
     expect(op.kind).toBe('unload');
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['gpu-1', 'absent'],
       ['gpu-2', 'absent'],
     ]);
-    expect(await installedAgents(images.app.manifestDigest)).toEqual(['cpu-1']);
+    expect(await installedAgents('test/app')).toEqual(['cpu-1']);
     // The agents' own inventory agrees a moment later (not only the control plane's bookkeeping).
     await new Promise((r) => setTimeout(r, 1500));
-    expect(await installedAgents(images.app.manifestDigest)).toEqual(['cpu-1']);
+    expect(await installedAgents('test/app')).toEqual(['cpu-1']);
   });
 
   it('a cancelled unload writes no target after the cancel: targets read failed CANCELLED', async () => {
     // cpu-1 still holds test/app:1; its agent call is under way when the operation is cancelled.
     const res = await mutate('unload_image', `${reg.host}/test/app:1`, 'cpu-1');
     expect(res.ok).toBe(true);
-    plane.ctx.runner.cancel(res.task_id, 'root');
+    plane.ctx.runner.cancel(operationOfTask(plane, res.task_id)!.id, 'root');
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.map((e) => e.event)).toEqual(['bgtask_cancelled']);
     await plane.ctx.runner.idle();
-    const op = plane.ctx.operations.require(res.task_id);
+    const op = operationOfTask(plane, res.task_id)!;
     expect(op.status).toBe('cancelled');
     expect(op.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([['cpu-1', 'failed', 'CANCELLED']]);
   });

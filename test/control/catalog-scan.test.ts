@@ -8,7 +8,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { type TestImageInfo, makeMultiPlatformLayout, makeTestImage, skopeo } from '../harness/images.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { tmpDir } from '../harness/tmp.js';
-import { type CatalogPlane, type ReceivedEvent, type RegistryProxy, collectTaskEvents, startCatalogPlane, startRegistryProxy } from './catalog-harness.js';
+import { type CatalogPlane, KERNELSPEC, type ReceivedEvent, type RegistryProxy, collectTaskEvents, operationOfTask, startCatalogPlane, startRegistryProxy } from './catalog-harness.js';
 
 /**
  * Rescan edge cases against a real docker-registry, some through a proxy that delays or answers 404:
@@ -25,7 +25,7 @@ const MANY_TAGS = 40;
 
 async function push(repo: string, opts: { arch?: string; labels?: Record<string, string> } = {}): Promise<TestImageInfo> {
   const dir = await tmpDir('stowage-layout-');
-  const img = await makeTestImage(dir, { layers: 1, layerBytes: 256, tag: 'x', ...(opts.arch ? { arch: opts.arch } : {}), labels: opts.labels ?? {} });
+  const img = await makeTestImage(dir, { layers: 1, layerBytes: 256, tag: 'x', ...(opts.arch ? { arch: opts.arch } : {}), labels: { ...KERNELSPEC, ...opts.labels } });
   await skopeo(['copy', `oci:${dir}:x`, `docker://${reg.host}/${repo}`]);
   return img;
 }
@@ -79,7 +79,7 @@ describe('tags that change during a scan', () => {
     app = await push('test/app:1');
     await push('test/gone:1');
     const dir = await tmpDir('stowage-layout-');
-    const multi = await makeMultiPlatformLayout(dir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1 });
+    const multi = await makeMultiPlatformLayout(dir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1, labels: KERNELSPEC });
     await skopeo(['copy', '--all', `oci:${dir}:x`, `docker://${reg.host}/test/multi:1`]);
     multiChild = multi.children[1]!.manifestDigest;
     const first = await rescan();
@@ -158,7 +158,7 @@ describe('cancelling a rescan', () => {
     const { events } = await collectTaskEvents(plane.url, root, taskId, 30_000, (e: ReceivedEvent) => {
       if (requestsAtCancel < 0 && e.event === 'bgtask_updated' && e.data.current_progress > 0) {
         requestsAtCancel = p.requests.length;
-        plane.ctx.runner.cancel(taskId, 'root');
+        plane.ctx.runner.cancel(operationOfTask(plane, taskId)!.id, 'root');
       }
     });
     expect(requestsAtCancel).toBeGreaterThan(0);
@@ -174,6 +174,6 @@ describe('cancelling a rescan', () => {
     expect(p.requests.filter((r) => r.includes('/manifests/')).length).toBeLessThan(MANY_TAGS);
     // Nothing recorded: the vanished tag is still there (the walk was incomplete), and the operation stays cancelled.
     expect(rowKeys()).toEqual(before);
-    expect(plane.ctx.operations.get(taskId)).toMatchObject({ status: 'cancelled' });
+    expect(operationOfTask(plane, taskId)).toMatchObject({ status: 'cancelled' });
   });
 });

@@ -25,15 +25,18 @@ function fieldsOf(sdl: string, type: string): string[] {
 }
 
 describe('schema', () => {
-  it('is exactly the schema of the issue', () => {
+  it('is Backend.AI\'s image schema, with Stowage\'s filters beside it', () => {
     const sdl = printSchema(adminSchema);
     expect(fieldsOf(sdl, 'KVPair')).toEqual(['key: String', 'value: String']);
     expect(fieldsOf(sdl, 'ResourceLimit')).toEqual(['key: String', 'min: String', 'max: String']);
     expect(fieldsOf(sdl, 'Image')).toEqual([
+      'id: UUID',
       'name: String',
       'humanized_name: String',
       'tag: String',
       'registry: String',
+      'architecture: String',
+      'is_local: Boolean',
       'digest: String',
       'labels: [KVPair]',
       'aliases: [String]',
@@ -42,22 +45,30 @@ describe('schema', () => {
       'supported_accelerators: [String]',
       'installed: Boolean',
       'installed_agents: [String]',
+      'hash: String',
     ]);
     expect(fieldsOf(sdl, 'Query')).toEqual([
-      'image(reference: String!): Image',
+      'image(id: String, reference: String, architecture: String): Image',
       'images(is_installed: Boolean, is_operation: Boolean, domain: String, group: String, scaling_group: String): [Image]',
+      'customized_images: [Image]',
     ]);
     expect(fieldsOf(sdl, 'Mutation')).toEqual([
-      'rescan_images(registry: String!): RescanImages',
-      'preload_image(reference: String!, target_agents: String!): PreloadImage',
-      'unload_image(reference: String!, target_agents: String!): UnloadImage',
-      'forget_image(reference: String!): ForgetImage',
-      'alias_image(alias: String!, target: String!): AliasImage',
+      'rescan_images(registry: String, project: String): RescanImages',
+      'preload_image(reference: String, references: [String], target_agents: [String]!): PreloadImage',
+      'unload_image(reference: String, references: [String], target_agents: [String]!): UnloadImage',
+      'forget_image(reference: String!, architecture: String): ForgetImage',
+      'forget_image_by_id(image_id: String!): ForgetImageById',
+      'purge_image_by_id(image_id: String!, options: PurgeImageOptions): PurgeImageById',
+      'untag_image_from_registry(image_id: String!): UntagImageFromRegistry',
+      'alias_image(alias: String!, target: String!, architecture: String): AliasImage',
       'dealias_image(alias: String!): DealiasImage',
     ]);
-    for (const t of ['RescanImages', 'PreloadImage', 'UnloadImage']) expect(fieldsOf(sdl, t)).toEqual(['ok: Boolean', 'msg: String', 'task_id: String']);
-    for (const t of ['ForgetImage', 'AliasImage', 'DealiasImage']) expect(fieldsOf(sdl, t)).toEqual(['ok: Boolean', 'msg: String']);
+    expect(fieldsOf(sdl, 'RescanImages')).toEqual(['ok: Boolean', 'msg: String', 'task_id: UUID']);
+    for (const t of ['PreloadImage', 'UnloadImage']) expect(fieldsOf(sdl, t)).toEqual(['ok: Boolean', 'msg: String', 'task_id: String']);
+    for (const t of ['ForgetImage', 'ForgetImageById', 'UntagImageFromRegistry', 'AliasImage', 'DealiasImage']) expect(fieldsOf(sdl, t)).toEqual(['ok: Boolean', 'msg: String']);
+    expect(fieldsOf(sdl, 'PurgeImageById')).toEqual(['image: Image']);
     expect(sdl).toContain('scalar BigInt');
+    expect(sdl).toContain('scalar UUID');
   });
 
   it('serves the standard introspection query', async () => {
@@ -116,12 +127,14 @@ describe('limits', () => {
     expect(r.body.errors?.[0]?.message).toMatch(/\S/);
   });
 
-  it('reports syntax and validation errors with 400', async () => {
+  it('reports syntax and validation errors as Backend.AI does: HTTP 200 with errors and no data', async () => {
     const syntax = await plane.gql(root, '{ images { name }');
-    expect(syntax.status).toBe(400);
+    expect(syntax.status).toBe(200);
+    expect(syntax.body.data).toBeUndefined();
     expect(syntax.body.errors?.[0]?.extensions?.code).toBe('GRAPHQL_PARSE_FAILED');
     const unknown = await plane.gql(root, '{ images { nope } }');
-    expect(unknown.status).toBe(400);
+    expect(unknown.status).toBe(200);
+    expect(unknown.body.data).toBeUndefined();
     expect(unknown.body.errors?.[0]?.extensions?.code).toBe('GRAPHQL_VALIDATION_FAILED');
   });
 });

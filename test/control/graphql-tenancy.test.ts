@@ -3,11 +3,11 @@ import { CatalogStore } from '../../src/control/catalog/store.js';
 import { applyCatalogSeed } from '../../src/control/tenancy/seed.js';
 import type { InventoryItem } from '../../src/control/wire.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
-import { type CatalogPlane, type LabelledImages, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
+import { type CatalogPlane, type LabelledImages, operationOfTask, pushLabelledImages, startCatalogPlane } from './catalog-harness.js';
 
 /**
  * Tenancy over the admin GraphQL API: domains limit registries, groups and scaling groups limit images to
- * those installed on allowed agents, installed_agents is for superadmins, and refused mutations change
+ * those installed on allowed agents, installed_agents is for superadmins and admins, and refused mutations change
  * nothing. Agents join through the real Machines module with their inventory, as the REST join does.
  */
 
@@ -25,12 +25,13 @@ interface Img {
   installed_agents: string[] | null;
 }
 
-function join(name: string, scalingGroup: string, digests: string[]): void {
-  const inventory: InventoryItem[] = digests.map((d) => ({
+/** An agent holding each [platform manifest digest, tag reference] (an image is installed by its reference, as in Backend.AI). */
+function join(name: string, scalingGroup: string, held: Array<[string, string]>): void {
+  const inventory: InventoryItem[] = held.map(([d, ref]) => ({
     digest: d as InventoryItem['digest'],
     config_digest: d as InventoryItem['digest'],
     platform: 'linux/amd64',
-    references: [],
+    references: [ref],
     size_bytes: 1,
   }));
   plane.ctx.machines.join({
@@ -53,7 +54,8 @@ async function list(who: string, args = ''): Promise<{ images?: Img[]; errors?: 
 beforeAll(async () => {
   reg = await startRegistry();
   images = await pushLabelledImages(reg.host);
-  plane = await startCatalogPlane();
+  // The agents below never heartbeat: they must not turn offline while the file runs on a loaded machine.
+  plane = await startCatalogPlane({ offlineAfterMs: 3_600_000 });
   keys = applyCatalogSeed(plane.ctx.db, {
     registries: [{ name: reg.host, url: reg.url }],
     domains: [
@@ -73,12 +75,12 @@ beforeAll(async () => {
     ],
   });
   const r = await plane.gql<{ rescan_images: { task_id: string } }>(keys['root'], `mutation { rescan_images(registry: "${reg.host}") { ok task_id } }`);
-  expect(r.body.data?.rescan_images.task_id).toMatch(/^op-/);
+  expect(r.body.data?.rescan_images.task_id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   await plane.ctx.runner.idle();
   // app on a gpu agent; system on a cpu agent; multi's amd64 child on both.
-  const amd64 = images.multi.children[0]!.manifestDigest;
-  join('gpu-1', 'gpu', [images.app.manifestDigest, amd64]);
-  join('cpu-1', 'cpu', [images.system.manifestDigest, amd64]);
+  const amd64: [string, string] = [images.multi.children[0]!.manifestDigest, `${reg.host}/test/multi:1`];
+  join('gpu-1', 'gpu', [[images.app.manifestDigest, `${reg.host}/test/app:1`], amd64]);
+  join('cpu-1', 'cpu', [[images.system.manifestDigest, `${reg.host}/test/system:1`], amd64]);
 });
 
 afterAll(async () => {
@@ -99,7 +101,7 @@ describe('images visibility', () => {
     expect(all).toHaveLength(5);
     const app = all!.find((i) => i.name === 'test/app')!;
     expect(app).toMatchObject({ installed: true, installed_agents: ['gpu-1'] });
-    const amd64 = all!.find((i) => i.digest === images.multi.children[0]!.manifestDigest)!;
+    const amd64 = all!.find((i) => i.digest === images.multi.children[0]!.configDigest)!;
     expect(amd64.installed_agents).toEqual(['cpu-1', 'gpu-1']);
     const { images: installed } = await list('root', '(is_installed: true)');
     expect(installed!.map((i) => i.name).sort()).toEqual(['test/app', 'test/multi', 'test/system']);
@@ -109,8 +111,9 @@ describe('images visibility', () => {
 
   it('a user of a domain without that registry sees nothing', async () => {
     expect((await list('olga')).images).toEqual([]);
-    const one = await plane.gql<{ image: unknown }>(keys['olga'], `{ image(reference: "${reg.host}/test/app:1") { name } }`);
+    const one = await plane.gql<{ image: unknown }>(keys['olga'], `{ image(reference: "${reg.host}/test/app:1", architecture: "x86_64") { name } }`);
     expect(one.body.data?.image).toBeNull();
+    expect(one.body.errors?.[0]?.extensions?.code).toBe('IMAGE_NOT_FOUND');
     const other = await list('olga', '(domain: "research")');
     expect(other.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
   });
@@ -120,6 +123,11 @@ describe('images visibility', () => {
     expect(seen).toHaveLength(5);
     expect(seen!.every((i) => i.installed_agents === null)).toBe(true);
     expect(seen!.find((i) => i.name === 'test/app')?.installed).toBe(true);
+  });
+
+  it('an admin of the domain sees installed_agents', async () => {
+    const { images: seen } = await list('ada');
+    expect(seen!.find((i) => i.name === 'test/app')?.installed_agents).toEqual(['gpu-1']);
   });
 
   it('group and scaling_group keep images installed on an allowed agent', async () => {
@@ -186,7 +194,7 @@ describe('mutations', () => {
     expect(r.body.errors).toBeUndefined();
     expect(r.body.data?.rescan_images.ok).toBe(true);
     await plane.ctx.runner.idle();
-    expect(plane.ctx.operations.get(r.body.data!.rescan_images.task_id)).toMatchObject({ status: 'succeeded', actor: 'ada' });
+    expect(operationOfTask(plane, r.body.data!.rescan_images.task_id)).toMatchObject({ status: 'succeeded', actor: 'ada' });
   });
 });
 

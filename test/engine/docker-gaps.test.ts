@@ -4,9 +4,9 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EngineContext } from '../../src/engine/context.js';
-import { makeOciLayout, skopeo } from '../harness/images.js';
+import { makeMultiPlatformLayout, makeOciLayout, skopeo } from '../harness/images.js';
 import type { TestRegistry } from '../harness/registry.js';
-import { run } from '../harness/run.js';
+import { run, runOk } from '../harness/run.js';
 import { tarOfFiles } from '../harness/tar.js';
 import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries } from './core-helpers.js';
 
@@ -290,5 +290,88 @@ describe('downloads on a client\'s behalf (docker import <url>, ADD <url>) under
     const r2 = await docker(['build', '-t', 'addurl:2', refused]);
     expect(r2.code).toBe(1);
     expect(r2.stderr).toContain(`refusing to download http://${b}/rootfs.tar: 127.0.0.1 is a loopback, link-local or private address`);
+  });
+});
+
+describe('pull', () => {
+  it('--platform moves the tag to that platform, with its Variant, as dockerd does', async () => {
+    const multiDir = join(eng.root, 'multi-layout');
+    await makeMultiPlatformLayout(multiDir, ['linux/amd64', 'linux/arm64/v8'], { tag: 'x', layers: 1 });
+    await skopeo(['copy', '--quiet', '--all', `oci:${multiDir}:x`, `docker://${registry.host}/gaps/multi:1`]);
+    const name = `${registry.host}/gaps/multi:1`;
+    const arch = async () => (await docker(['image', 'inspect', '--format', '{{.Architecture}} {{.Variant}}', name])).stdout.trim();
+
+    expect((await docker(['pull', '--platform', 'linux/amd64', name])).code).toBe(0);
+    expect(await arch()).toBe('amd64');
+    const arm = await docker(['pull', '--platform', 'linux/arm64', name]);
+    expect(arm.code, arm.stderr).toBe(0);
+    expect(await arch()).toBe('arm64 v8');
+    const again = await docker(['pull', '--platform', 'linux/arm64', name]);
+    expect(again.stdout).toContain(`Status: Image is up to date for ${name}`);
+    expect((await docker(['pull', '--platform', 'linux/amd64', name])).code).toBe(0);
+    expect(await arch()).toBe('amd64');
+  });
+});
+
+describe('every tag of a repository, and the small ones', () => {
+  const readManifestJson = async (archive: string) => JSON.parse(await runOk('tar', ['-xOf', archive, 'manifest.json'])) as Array<{ RepoTags: string[] | null }>;
+
+  beforeAll(async () => {
+    for (const tag of ['1', '2']) {
+      const layout = join(eng.root, `app-layout-${tag}`);
+      await makeOciLayout(layout, 'x', [{ [`app-${tag}.txt`]: tag }]);
+      await skopeo(['copy', '--quiet', `oci:${layout}:x`, `docker://${registry.host}/gaps/app:${tag}`]);
+    }
+  }, 120_000);
+
+  it('docker pull -a pulls every tag; docker save <repo> exports every tag', async () => {
+    const pull = await docker(['pull', '-a', `${registry.host}/gaps/app`]);
+    expect(pull.code, pull.stderr).toBe(0);
+    const listed = await docker(['images', '--format', '{{.Repository}}:{{.Tag}}', `${registry.host}/gaps/app`]);
+    expect(listed.stdout.split('\n').filter(Boolean).sort()).toEqual([`${registry.host}/gaps/app:1`, `${registry.host}/gaps/app:2`]);
+
+    const archive = join(eng.root, 'app-all.tar');
+    const save = await docker(['save', '-o', archive, `${registry.host}/gaps/app`]);
+    expect(save.code, save.stderr).toBe(0);
+    const tags = (await readManifestJson(archive)).flatMap((m) => m.RepoTags ?? []).sort();
+    expect(tags).toEqual([`${registry.host}/gaps/app:1`, `${registry.host}/gaps/app:2`]);
+  });
+
+  it('docker save <ID> writes RepoTags null', async () => {
+    const id = (await inspect(`${registry.host}/gaps/app:1`))['Id'] as string;
+    const archive = join(eng.root, 'by-id.tar');
+    const save = await docker(['save', '-o', archive, id.slice(7, 19)]);
+    expect(save.code, save.stderr).toBe(0);
+    expect((await readManifestJson(archive)).map((m) => m.RepoTags)).toEqual([null]);
+  });
+
+  it('docker push of a missing tag answers with dockerd\'s wording', async () => {
+    const other = await docker(['push', `${registry.host}/gaps/app:nope`]);
+    expect(other.code).toBe(1);
+    expect(other.stdout + other.stderr).toContain(`tag does not exist: ${registry.host}/gaps/app:nope`);
+    const none = await docker(['push', `${registry.host}/gaps/none:1`]);
+    expect(none.code).toBe(1);
+    expect(none.stdout + none.stderr).toContain(`An image does not exist locally with the tag: ${registry.host}/gaps/none`);
+  });
+
+  it('GET /distribution/{name}/json answers docker-py\'s inspect_distribution', async () => {
+    const out = await dockerPy(
+      [
+        'import docker, json',
+        'c = docker.from_env()',
+        `print(json.dumps([c.api.inspect_distribution("${registry.host}/gaps/multi:1"), c.api.inspect_distribution("${registry.host}/gaps/app:2")]))`,
+      ].join('\n'),
+    );
+    const [multi, single] = JSON.parse(out) as Array<{ Descriptor: { mediaType: string; digest: string; size: number }; Platforms: Array<Record<string, string>> }>;
+    expect(multi!.Descriptor.mediaType).toBe('application/vnd.oci.image.index.v1+json');
+    expect(multi!.Platforms).toEqual([
+      { architecture: 'amd64', os: 'linux' },
+      { architecture: 'arm64', os: 'linux', variant: 'v8' },
+    ]);
+    const pulled = ctx.images.resolveTag(`${registry.host}/gaps/app:2`);
+    expect(single!.Descriptor.digest).toBe(pulled);
+    expect(single!.Platforms).toHaveLength(1);
+    const missing = await fetch(`${apiUrl(eng)}/distribution/${registry.host}/gaps/nothing:1/json`);
+    expect(missing.status).toBe(404);
   });
 });

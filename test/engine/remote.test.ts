@@ -167,7 +167,7 @@ describe('docker push', () => {
   it('refuses an image that is not there', async () => {
     const r = await cli('push', `${reg}/nothere:1`);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`No such image: ${reg}/nothere:1`);
+    expect(r.stderr).toContain(`An image does not exist locally with the tag: ${reg}/nothere`);
     const res = await api(`/images/${reg}/nothere/push?tag=1`, { method: 'POST', headers: { 'X-Registry-Auth': 'e30=' } });
     expect(res.status).toBe(404);
   });

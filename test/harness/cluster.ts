@@ -43,6 +43,8 @@ export interface Cluster {
   loadImage(agent: string, tar: string, reference: string): Promise<string>;
   /** The operation once it has ended (polled through the REST API, across control-plane restarts). */
   settle(operationId: string, timeoutMs?: number): Promise<Operation>;
+  /** The running control-plane process (e.g. to read its memory from /proc). */
+  controlProcess(): ChildProcess | undefined;
   killControl(signal?: NodeJS.Signals): Promise<void>;
   startControl(): Promise<void>;
   killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
@@ -121,6 +123,30 @@ function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> 
       reject(new Error(`stowd ${args[0]} exited with ${code}: ${err}`));
     });
   });
+}
+
+/** A standalone `stowd agent` process (no control plane): /v2/ read-only and anonymous, the Docker API on a loopback port. */
+export interface StandaloneAgent {
+  peerUrl: string;
+  dockerHost: string;
+  dataDir: string;
+  close(): Promise<void>;
+}
+
+export async function startStandaloneAgent(): Promise<StandaloneAgent> {
+  const dataDir = await tmpDir('stowage-standalone-');
+  const peer = await freePort();
+  const docker = await freePort();
+  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker)], /agent ready/);
+  return {
+    peerUrl: `http://127.0.0.1:${peer}`,
+    dockerHost: `tcp://127.0.0.1:${docker}`,
+    dataDir,
+    async close() {
+      child.kill('SIGKILL');
+      await exited(child);
+    },
+  };
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -244,6 +270,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         { timeoutMs, everyMs: 50 },
       );
     },
+    controlProcess: () => control,
     async killControl(signal = 'SIGKILL') {
       if (!control) return;
       const c = control;

@@ -19,7 +19,7 @@ import { tmpDir } from '../harness/tmp.js';
  * README's picture).
  */
 
-/** Downloads are capped so a distribute lasts long enough to be seen moving (each target ≥ 6 s). */
+/** Downloads are capped so a distribute lasts long enough to be seen moving. */
 const RATE = 2 * 1024 * 1024;
 const WAIT = { timeout: 90_000 };
 /** A browser, a cluster and slowed transfers on a loaded 2-core machine: each test gets minutes. */
@@ -128,7 +128,9 @@ describe('the web dashboard', () => {
 
   it('shows a distribute live in the images × machines matrix: transferring, then present', async () => {
     const name = 'example.test/web/app:1.0';
-    const { tar } = await makeImageTar(name, { layers: 2, layerBytes: 6 * 1024 * 1024 });
+    // 16 MiB at the cap: each target runs about 8 s, long enough to be seen doing so.
+    const layerBytes = 8 * 1024 * 1024;
+    const { tar } = await makeImageTar(name, { layers: 2, layerBytes });
     const digest = await cluster.loadImage('agent-1', tar, name);
 
     await open('Images × machines');
@@ -153,19 +155,22 @@ describe('the web dashboard', () => {
     await expectText(form.getByTestId('command'), `stowctl image distribute --digest ${digest} --from agent-1 --to agent-2,agent-3`);
     await form.getByRole('button', { name: 'Distribute', exact: true }).click();
 
-    // The matrix follows the transfer as it runs: both targets are seen transferring before they hold it.
-    await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="transferring"]`).waitFor(WAIT);
-    await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="transferring"]`).waitFor(WAIT);
-    // …with the share of bytes moved so far, from the running operation.
-    await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="transferring"]`).filter({ hasText: /[1-9]\d*%/ }).waitFor(WAIT);
+    // While it runs (each waited for on its own, so none waits behind another): the matrix shows both
+    // targets transferring, with the share of bytes moved so far, and the operation under the form
+    // streams the bytes its targets have received.
+    const transferring = (machine: string) => page.locator(`[data-testid="cell-${machine}-${digest}"][data-state="transferring"]`);
+    await Promise.all([
+      transferring('agent-2').waitFor(WAIT),
+      transferring('agent-3').waitFor(WAIT),
+      transferring('agent-2').filter({ hasText: /[1-9]\d*%/ }).waitFor(WAIT),
+      form.locator('[data-testid="target-agent-3"][data-status="running"]').filter({ hasText: /[1-9][\d.]* (B|KiB|MiB) \/ / }).waitFor(WAIT),
+    ]);
     const screenshot = process.env['STOWAGE_DASHBOARD_SCREENSHOT'];
     if (screenshot) {
       await mkdir(dirname(screenshot), { recursive: true });
       await page.getByTestId('matrix').scrollIntoViewIfNeeded();
       await page.screenshot({ path: screenshot, fullPage: true });
     }
-    // The operation under the form streams its targets' progress while they run.
-    await form.locator('[data-testid="target-agent-3"][data-status="running"]').filter({ hasText: /[1-9][\d.]* (KiB|MiB)/ }).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-2-${digest}"][data-state="present"]`).waitFor(WAIT);
     await page.locator(`[data-testid="cell-agent-3-${digest}"][data-state="present"]`).waitFor(WAIT);
 
@@ -174,7 +179,7 @@ describe('the web dashboard', () => {
       'agent-2 to report the image on its disk',
       async () => {
         const r = await cluster.api<{ machines: Machine[] }>('GET', '/api/v1/machines');
-        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 12 * 1024 * 1024 ? true : undefined;
+        return (r.body.machines.find((m) => m.id === 'agent-2')?.disk_used_bytes ?? 0) >= 2 * layerBytes ? true : undefined;
       },
       { timeoutMs: 60_000, everyMs: 500 },
     );
@@ -197,7 +202,8 @@ describe('the web dashboard', () => {
 
   it('cancels a running operation from the operations view', async () => {
     const name = 'example.test/web/slow:1.0';
-    const { tar } = await makeImageTar(name, { layers: 2, layerBytes: 6 * 1024 * 1024 });
+    // 24 MiB at the cap: about 12 s to find the running operation and cancel it.
+    const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 8 * 1024 * 1024 });
     const digest = await cluster.loadImage('agent-1', tar, name);
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-3'] });
     const id = created.body.operation.id;

@@ -76,9 +76,16 @@ function taskCommand(
   cmd.action(
     bind(async (ctx, opts, positional) => {
       const [{ gql, taskResultSchema, refused, renderOutcome }, { watchTask }] = await Promise.all([import('../catalog-gql.js'), import('../task-watch.js')]);
-      const data = await gql(ctx, spec.mutation, spec.vars(positional, opts));
+      const registry = spec.name === 'rescan' ? positional[0] : undefined;
+      let data: Record<string, unknown>;
+      try {
+        data = await gql(ctx, spec.mutation, spec.vars(positional, opts));
+      } catch (err) {
+        // A registry that is not configured may come back as a GraphQL error: the hint is the same.
+        throw registry !== undefined && err instanceof Error ? refused(spec.name, `${(err as { code?: string }).code ?? ''} ${err.message}`, registry, err) : err;
+      }
       const result = taskResultSchema.parse(Object.values(data)[0]);
-      if (!result.ok || !result.task_id) throw refused(spec.name, result.msg, spec.name === 'rescan' ? positional[0] : undefined);
+      if (!result.ok || !result.task_id) throw refused(spec.name, result.msg, registry);
       if (opts['detach']) {
         ctx.print(result, () => result.task_id ?? '');
         return 0;
@@ -86,7 +93,8 @@ function taskCommand(
       if (!ctx.json) ctx.diag(`${result.msg ?? ''} (task ${result.task_id})`);
       const outcome = await watchTask(ctx, result.task_id);
       ctx.print({ ...result, outcome }, () => renderOutcome(outcome.event, outcome.data.message, outcome.data.operation.targets));
-      return outcome.event === 'bgtask_done' ? 0 : 1;
+      // A partial success ends bgtask_done (as Backend.AI sends it) but is not all targets ok.
+      return outcome.event === 'bgtask_done' && outcome.data.operation.status === 'succeeded' ? 0 : 1;
     }),
   );
 }
@@ -106,7 +114,7 @@ const preload: Register = (parent, bind, deprecatedAs) =>
     name: 'preload',
     description: 'pull an image from the catalog onto agents (from a peer that has it, else the registry)',
     args: ['reference'],
-    mutation: 'mutation($r: String!, $t: String!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    mutation: 'mutation($r: String!, $t: [String]!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
     vars: (a, o) => ({ r: a[0], t: o['agents'] }),
     agents: true,
   });
@@ -116,7 +124,7 @@ const unload: Register = (parent, bind, deprecatedAs) =>
     name: 'unload',
     description: 'remove an image from agents',
     args: ['reference'],
-    mutation: 'mutation($r: String!, $t: String!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    mutation: 'mutation($r: String!, $t: [String]!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
     vars: (a, o) => ({ r: a[0], t: o['agents'] }),
     agents: true,
   });

@@ -10,7 +10,7 @@ export function registerTaskCommands(program: Command, bind: Bind): void {
   const task = program.command('task').description('background tasks (rescan, preload, unload)');
   task
     .command('watch')
-    .argument('<id>', 'task ID (an operation ID, op-…)')
+    .argument('<id>', 'task ID (the UUID a mutation answers, or the operation ID, op-…)')
     .description('follow a background task until it ends, with a progress bar on a terminal')
     .action(
       bind(async (ctx, _opts, args) => {
@@ -19,7 +19,8 @@ export function registerTaskCommands(program: Command, bind: Bind): void {
         const { watchTask } = await import('../task-watch.js');
         const outcome = await watchTask(ctx, id);
         ctx.print(outcome, () => `${outcome.event === 'bgtask_done' ? 'done' : outcome.event.replace('bgtask_', '')}: ${outcome.data.message}`);
-        return outcome.event === 'bgtask_done' ? 0 : 1;
+        // A partial success ends bgtask_done (as Backend.AI sends it) but is not all targets ok.
+        return outcome.event === 'bgtask_done' && outcome.data.operation.status === 'succeeded' ? 0 : 1;
       }),
     );
 }

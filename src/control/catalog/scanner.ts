@@ -4,14 +4,15 @@ import { type Descriptor, type ImageManifest, parseImageConfig } from '../../oci
 import { type Platform, formatPlatform } from '../../oci/platform.js';
 import type { RegistryClient } from '../../registry/client.js';
 import { forEachLimited } from '../../registry/pool.js';
-import { isOperationImage, resourceLimits, supportedAccelerators } from './labels.js';
-import type { CatalogImage } from './store.js';
+import { hasKernelspec, isOperationImage, resourceLimits, supportedAccelerators } from './labels.js';
+import type { ScannedImage } from './store.js';
 
 /**
  * Walks a registry: _catalog, then tags/list of each repository (both Link-paginated by the client), then
  * each tag's manifest (any of the four kinds; one row per platform of an index) and image config. What
  * cannot be read is reported in `problems` and listed in `unreadable` so the catalog keeps what it knew.
  * A tag whose own manifest answers 404 (deleted between tags/list and the GET) has no rows: it goes.
+ * Rows of images without an `ai.backend.kernelspec` label are left out (`skipped`), as Backend.AI does.
  * With `signal`, nothing new starts once it is aborted and the scan rejects with its reason: a partial
  * walk is never returned (its missing tags would read as removed).
  */
@@ -35,7 +36,7 @@ export interface ScanOptions {
 }
 
 export interface ScanResult {
-  rows: CatalogImage[];
+  rows: ScannedImage[];
   /** "repo" (its tags could not be listed) or "repo:tag" (its manifest or config could not be read). */
   unreadable: Set<string>;
   /** One line per problem, "repo:tag: why". */
@@ -43,6 +44,8 @@ export interface ScanResult {
   tags: number;
   /** "repo:tag" listed by tags/list whose manifest was gone by the time it was fetched (no rows: removed). */
   vanished: string[];
+  /** "repo:tag/architecture" read but not recorded: not a Backend.AI image (no ai.backend.kernelspec label). */
+  skipped: string[];
 }
 
 /** Bounds on what one scan takes from a registry. */
@@ -61,6 +64,7 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
   const unreadable = new Set<string>();
   const problems: string[] = [];
   const vanished: string[] = [];
+  const skipped: string[] = [];
 
   // The catalog itself failing is fatal (the registry is unreachable or refuses us): nothing changes.
   checkAborted();
@@ -93,7 +97,7 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
   });
   work.sort((a, b) => (a.repo === b.repo ? a.tag.localeCompare(b.tag) : a.repo.localeCompare(b.repo)));
 
-  const rows: CatalogImage[] = [];
+  const rows: ScannedImage[] = [];
   let done = 0;
   progress({ current: 0, total: work.length, message: `scanning ${work.length} tags` });
   await forEachLimited(work, concurrency, async ({ repo, tag }) => {
@@ -101,7 +105,10 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
     try {
       const found = await scanTag(client, opts.registry, repo, tag, signal);
       if (found === undefined) vanished.push(`${repo}:${tag}`);
-      else rows.push(...found);
+      for (const row of found ?? []) {
+        if (hasKernelspec(row.labels)) rows.push(row);
+        else skipped.push(`${repo}:${tag}/${row.architecture}`);
+      }
     } catch (err) {
       checkAborted();
       unreadable.add(`${repo}:${tag}`);
@@ -113,7 +120,8 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
   });
   checkAborted();
   vanished.sort();
-  return { rows, unreadable, problems, tags: work.length, vanished };
+  skipped.sort();
+  return { rows, unreadable, problems, tags: work.length, vanished, skipped };
 }
 
 /**
@@ -122,7 +130,7 @@ export async function scanRegistry(client: RegistryClient, opts: ScanOptions): P
  * own manifest is gone (404): it was deleted after tags/list. A 404 further down (a child manifest, a
  * config) is an error: the tag exists but cannot be read.
  */
-async function scanTag(client: RegistryClient, registry: string, repo: string, tag: string, signal: AbortSignal | undefined): Promise<CatalogImage[] | undefined> {
+async function scanTag(client: RegistryClient, registry: string, repo: string, tag: string, signal: AbortSignal | undefined): Promise<ScannedImage[] | undefined> {
   let top;
   try {
     top = await client.getManifest(repo, tag);
@@ -135,7 +143,7 @@ async function scanTag(client: RegistryClient, registry: string, repo: string, t
     return [await imageRow(client, { registry, repo, tag, digest: top.digest, indexDigest: null, manifest: top.parsed.manifest })];
   }
   const children = top.parsed.index.manifests.filter((d) => !isAttestation(d)).slice(0, MAX_PLATFORMS_PER_INDEX);
-  const rows: CatalogImage[] = [];
+  const rows: ScannedImage[] = [];
   for (const child of children) {
     signal?.throwIfAborted();
     const m = await client.getManifest(repo, child.digest);
@@ -159,7 +167,7 @@ async function imageRow(
     /** The index entry's platform: it names the row when given (configs may disagree or repeat). */
     indexPlatform?: Platform | undefined;
   },
-): Promise<CatalogImage> {
+): Promise<ScannedImage> {
   const configDigest = a.manifest.config.digest as Digest;
   const config = parseImageConfig(await client.getSmallBlob(a.repo, configDigest));
   const labels = boundedLabels(config.config?.Labels ?? {});

@@ -55,3 +55,19 @@ export const catalogMigrations: Migration[] = [
 ];
 
 registerMigrations(catalogMigrations);
+
+/**
+ * Backend.AI clients name a catalog row by a UUID (Image.id, image(id:), forget_image_by_id): each row gets
+ * one when first recorded, kept across rescans. Existing rows get random v4 UUIDs here.
+ */
+registerMigrations([
+  {
+    id: '0101-catalog-image-ids',
+    sql: `
+      ALTER TABLE catalog_images ADD COLUMN id TEXT;
+      UPDATE catalog_images SET id = lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) || '-'
+        || substr('89ab', 1 + (abs(random()) % 4), 1) || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6)));
+      CREATE UNIQUE INDEX catalog_images_id ON catalog_images(id);
+    `,
+  },
+]);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { StowageError } from '../../errors.js';
 import { defaultPlatform, parsePlatform, platformMatches } from '../../oci/platform.js';
 import { parseReference } from '../../oci/reference.js';
@@ -12,6 +13,8 @@ import './schema.js';
  */
 
 export interface CatalogImage {
+  /** A UUID naming this row (Backend.AI's Image.id); kept across rescans. */
+  id: string;
   registry: string;
   /** Repository path inside the registry ("test/app"). */
   name: string;
@@ -30,6 +33,9 @@ export interface CatalogImage {
   is_operation: boolean;
 }
 
+/** A row as a scan finds it, before the catalog names it with an id. */
+export type ScannedImage = Omit<CatalogImage, 'id'>;
+
 /** A catalog entry's identity without its platform: what references and aliases name. */
 export interface ImageKey {
   registry: string;
@@ -38,6 +44,7 @@ export interface ImageKey {
 }
 
 interface ImageRow {
+  id: string;
   registry: string;
   name: string;
   tag: string;
@@ -67,7 +74,12 @@ export class CatalogStore {
    * see, except those of repositories or tags the scan could not read (`unreadable`, "repo" or "repo:tag"),
    * which keep what an earlier scan found. Aliases left pointing at nothing go too. One transaction.
    */
-  applyScan(registry: string, rows: readonly CatalogImage[], unreadable: ReadonlySet<string>): { added: number; removed: number } {
+  applyScan(
+    registry: string,
+    rows: readonly ScannedImage[],
+    unreadable: ReadonlySet<string>,
+    scope?: { project: string },
+  ): { added: number; removed: number } {
     const now = nowIso();
     let added = 0;
     let removed = 0;
@@ -81,12 +93,14 @@ export class CatalogStore {
       const del = this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? AND platform = ?');
       for (const e of existing) {
         if (seen.has(`${e.name}:${e.tag}@${e.platform}`) || unreadable.has(e.name) || unreadable.has(`${e.name}:${e.tag}`)) continue;
+        // A scan of one project says nothing about the registry's other repositories.
+        if (scope && !e.name.startsWith(`${scope.project}/`)) continue;
         removed += del.run(registry, e.name, e.tag, e.platform).changes;
       }
       const upsert = this.db.prepare(
-        `INSERT INTO catalog_images (registry, name, tag, platform, digest, index_digest, config_digest, architecture, labels, size_bytes,
+        `INSERT INTO catalog_images (id, registry, name, tag, platform, digest, index_digest, config_digest, architecture, labels, size_bytes,
            resource_limits, accelerators, is_operation, scanned_at)
-         VALUES (@registry, @name, @tag, @platform, @digest, @index_digest, @config_digest, @architecture, @labels, @size_bytes,
+         VALUES (@id, @registry, @name, @tag, @platform, @digest, @index_digest, @config_digest, @architecture, @labels, @size_bytes,
            @resource_limits, @accelerators, @is_operation, @now)
          ON CONFLICT(registry, name, tag, platform) DO UPDATE SET digest = @digest, index_digest = @index_digest,
            config_digest = @config_digest, architecture = @architecture, labels = @labels, size_bytes = @size_bytes,
@@ -96,6 +110,7 @@ export class CatalogStore {
         if (r.registry !== registry) throw new StowageError('INTERNAL', `scan row of ${r.registry} recorded under ${registry}`);
         upsert.run({
           ...r,
+          id: randomUUID(),
           labels: JSON.stringify(r.labels),
           resource_limits: JSON.stringify(r.resource_limits),
           accelerators: JSON.stringify(r.accelerators),
@@ -134,7 +149,46 @@ export class CatalogStore {
     const direct = this.resolveReference(reference);
     if (direct.length > 0) return direct;
     const alias = this.aliasTarget(reference);
-    return alias ? this.rowsOf(alias) : [];
+    if (alias) return this.rowsOf(alias);
+    return this.resolveShort(reference);
+  }
+
+  /**
+   * A reference without its registry ("python:3.9", "lablup/python:3.9"), as Backend.AI resolves against
+   * every registry: the repositories named exactly so, else those ending in "/<name>". Several
+   * repositories matching is ambiguous (BAD_REQUEST naming them); none is an empty answer.
+   */
+  resolveShort(reference: string): CatalogImage[] {
+    const m = /^([a-z0-9][a-z0-9._/-]{0,254}?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$/.exec(reference);
+    if (!m) return [];
+    const name = m[1] as string;
+    const tag = m[2] ?? 'latest';
+    const exact = this.db.prepare('SELECT * FROM catalog_images WHERE name = ? AND tag = ? ORDER BY registry, platform').all(name, tag) as ImageRow[];
+    const rows = exact.length > 0 ? exact : (this.db.prepare("SELECT * FROM catalog_images WHERE tag = ? AND name LIKE ? ESCAPE '\\' ORDER BY registry, name, platform").all(tag, `%/${name.replace(/[%_\\]/g, (c) => `\\${c}`)}`) as ImageRow[]);
+    const keys = [...new Set(rows.map((r) => `${r.registry}/${r.name}`))];
+    if (keys.length > 1) {
+      throw new StowageError('BAD_REQUEST', `"${reference}" matches several images (${keys.slice(0, 5).map((k) => `${k}:${tag}`).join(', ')}): name the registry`, {
+        details: { reference, candidates: keys.slice(0, 20) },
+      });
+    }
+    return rows.map(toImage);
+  }
+
+  /** The row with this id (Image.id), if any. */
+  byId(id: string): CatalogImage | undefined {
+    const row = this.db.prepare('SELECT * FROM catalog_images WHERE id = ?').get(id) as ImageRow | undefined;
+    return row ? toImage(row) : undefined;
+  }
+
+  /** Removes one row (forget_image_by_id / purge_image_by_id), and aliases left naming nothing. */
+  forgetRow(id: string): CatalogImage {
+    const row = this.byId(id);
+    if (!row) throw new StowageError('IMAGE_NOT_FOUND', `no image with id ${id} in the catalog`, { details: { id } });
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM catalog_images WHERE id = ?').run(id);
+      this.dropOrphanAliases();
+    })();
+    return row;
   }
 
   /** The rows a reference names as an image reference, aliases aside. */
@@ -209,11 +263,23 @@ export class CatalogStore {
     }
   }
 
-  /** Removes every platform row of the tag a reference names, and its aliases. */
-  forget(reference: string): ImageKey {
+  /**
+   * Removes the rows of the tag a reference names: those of one OCI architecture when `architecture` is
+   * given (IMAGE_NOT_FOUND when the tag has none), else every platform; aliases left naming nothing go too.
+   */
+  forget(reference: string, architecture?: string): ImageKey {
     const key = this.requireKey(reference);
     this.db.transaction(() => {
-      this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ?').run(key.registry, key.name, key.tag);
+      if (architecture === undefined) {
+        this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ?').run(key.registry, key.name, key.tag);
+      } else {
+        const gone = this.db
+          .prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? AND architecture = ?')
+          .run(key.registry, key.name, key.tag, architecture).changes;
+        if (gone === 0) {
+          throw new StowageError('IMAGE_NOT_FOUND', `${formatKey(key)} has no ${architecture} image in the catalog`, { details: { reference, architecture } });
+        }
+      }
       this.dropOrphanAliases();
     })();
     return key;
@@ -246,6 +312,7 @@ export function preferredRow(rows: readonly CatalogImage[]): CatalogImage | unde
 
 function toImage(r: ImageRow): CatalogImage {
   return {
+    id: r.id,
     registry: r.registry,
     name: r.name,
     tag: r.tag,

@@ -2,12 +2,14 @@ import type { ControlContext } from '../context.js';
 import { toFailure } from '../operations/runner.js';
 import type { Operation } from '../wire.js';
 import { type CatalogOpParams, createCatalogOp } from './preload.js';
-import { CatalogStore } from './store.js';
+import { CatalogStore, formatKey } from './store.js';
 
 /**
- * unload_image: an operation (kind "unload") with one target per selected agent. Each agent removes the
- * platform manifests of the tag it holds (by digest, so however it arrived); a target then reads
- * `absent`. One that does not hold it is `absent` at once without a call.
+ * unload_image: an operation (kind "unload") with one target per selected agent. Each agent takes off
+ * the platform manifests it holds under the tag's reference (as Backend.AI counts installations by name):
+ * one the agent also holds under another tag is only untagged, so the sibling tag stays installed; one
+ * held under this tag alone is removed by digest. A target then reads `absent`; one that does not hold
+ * the tag is `absent` at once without a call.
  */
 
 export function createUnload(ctx: ControlContext, reference: string, selector: string, actor: string): Operation {
@@ -22,10 +24,11 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
   ctx.operations.setStage(opId, 'unloading');
   const key = ctx.operations.params<CatalogOpParams>(opId);
   const digests = new Set(new CatalogStore(ctx.db).rowsOf(key).map((r) => r.digest));
+  const reference = formatKey(key);
   await ctx.runner.forEachOpenTarget(opId, async (machineId) => {
     try {
       if (signal.aborted) return;
-      const held = ctx.availability.query({ machine: machineId, presentOnly: true }).filter((a) => digests.has(a.digest));
+      const held = ctx.availability.query({ machine: machineId, presentOnly: true }).filter((a) => digests.has(a.digest) && a.references.includes(reference));
       if (held.length === 0) {
         ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
         return;
@@ -35,8 +38,13 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
       for (const record of held) {
         if (signal.aborted) return;
         // undefined: the agent no longer has it, which is what we want.
-        await ctx.runner.agents.unload(target, { ref: record.digest });
-        ctx.availability.markAbsent(machineId, record.digest, record.platform);
+        if (record.references.length > 1) {
+          await ctx.runner.agents.unload(target, { ref: reference });
+          ctx.availability.dropReference(machineId, record.digest, record.platform, reference);
+        } else {
+          await ctx.runner.agents.unload(target, { ref: record.digest });
+          ctx.availability.markAbsent(machineId, record.digest, record.platform);
+        }
       }
       if (signal.aborted) return;
       ctx.operations.updateTarget(opId, machineId, { status: 'absent' });

@@ -9,7 +9,7 @@ export interface GqlContext {
   principal: Principal;
   catalog: CatalogStore;
   tenancy: TenancyStore;
-  /** Online agents holding each platform manifest digest, read once per request (see presentAgents). */
+  /** Online agents holding each (reference, platform manifest digest), read once per request (see presentAgents). */
   present?: Map<string, PresentAgent[]>;
 }
 
@@ -22,16 +22,28 @@ export function gqlContext(ctx: ControlContext, principal: Principal): GqlContex
   return { ctx, principal, catalog: new CatalogStore(ctx.db), tenancy: new TenancyStore(ctx.db) };
 }
 
-/** digest → online agents reporting it present, from the live inventory (one read per request). */
+/**
+ * The key of an installation: a tag reference ("registry/name:tag") and the platform manifest digest it
+ * names. An image is installed on an agent that holds that digest under that reference, as Backend.AI
+ * counts installations by image name: a sibling tag of the same digest is a different image.
+ */
+export function installKey(reference: string, digest: string): string {
+  return `${reference}\n${digest}`;
+}
+
+/** installKey → online agents reporting it present, from the live inventory (one read per request). */
 export function presentAgents(g: GqlContext): Map<string, PresentAgent[]> {
   if (g.present) return g.present;
   const groups = new Map(g.ctx.machines.list().map((m) => [m.id, m.scaling_group] as const));
   const map = new Map<string, PresentAgent[]>();
   for (const a of g.ctx.availability.query({ presentOnly: true })) {
     if (a.machine_status !== 'online') continue;
-    const list = map.get(a.digest) ?? [];
-    if (!list.some((x) => x.machine_id === a.machine_id)) list.push({ machine_id: a.machine_id, scaling_group: groups.get(a.machine_id) ?? null });
-    map.set(a.digest, list);
+    for (const ref of a.references) {
+      const key = installKey(ref, a.digest);
+      const list = map.get(key) ?? [];
+      if (!list.some((x) => x.machine_id === a.machine_id)) list.push({ machine_id: a.machine_id, scaling_group: groups.get(a.machine_id) ?? null });
+      map.set(key, list);
+    }
   }
   g.present = map;
   return map;

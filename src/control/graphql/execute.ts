@@ -7,9 +7,11 @@ import { adminSchema } from './schema.js';
 
 /**
  * One GraphQL request, start to end: size check, parse (token-bounded), complexity limits, validation,
- * execution. Request-level failures (nothing ran) come back as `status: 400`; execution answers 200 with
- * {data, errors}. Every error carries extensions.code: StowageError codes pass through, anything else is
- * logged and shown as INTERNAL without its details.
+ * variable bounds, execution. Only a request past the limits (QUERY_TOO_COMPLEX) answers 400; everything
+ * else answers 200 with {data?, errors?} as Backend.AI's manager does, including syntax and validation
+ * errors and variables of the wrong type (BAD_USER_INPUT). Every error carries extensions.code:
+ * StowageError codes pass through; only a resolver's unexpected failure is logged (at error level) and
+ * shown as INTERNAL without its details.
  */
 
 export interface GqlRequest {
@@ -30,10 +32,13 @@ export async function runGraphql(req: GqlRequest, context: GqlContext, log: Logg
     document = parse(req.query, { maxTokens: limits.maxTokens });
     checkLimits(document, limits);
   } catch (err) {
-    return { status: 400, body: { errors: [toGraphqlError(err, log)] } };
+    const error = toGraphqlError(err, log);
+    return { status: error.extensions['code'] === 'QUERY_TOO_COMPLEX' ? 400 : 200, body: { errors: [error] } };
   }
   const invalid = validate(adminSchema, document, specifiedRules);
-  if (invalid.length > 0) return { status: 400, body: { errors: invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED')) } };
+  if (invalid.length > 0) return { status: 200, body: { errors: invalid.map((e) => withCode(e, 'GRAPHQL_VALIDATION_FAILED')) } };
+  const tooDeep = variablesTooDeep(req.variables, limits.maxValueDepth);
+  if (tooDeep) return { status: 200, body: { errors: [new GraphQLError(tooDeep, { extensions: { code: 'BAD_USER_INPUT' } })] } };
   const result = await execute({
     schema: adminSchema,
     document,
@@ -42,9 +47,19 @@ export async function runGraphql(req: GqlRequest, context: GqlContext, log: Logg
     operationName: req.operationName ?? undefined,
   });
   const errors = result.errors?.map((e) => toGraphqlError(e, log));
-  // Errors without data mean the request itself was unusable (bad variables, unknown operation).
-  const status = result.data === undefined && errors ? 400 : 200;
-  return { status, body: errors ? { ...result, errors } : result };
+  return { status: 200, body: errors ? { ...result, errors } : result };
+}
+
+/** A message when a variable value nests lists or objects deeper than `max` (walked without recursion). */
+function variablesTooDeep(variables: GqlRequest['variables'], max: number): string | undefined {
+  const stack: Array<{ value: unknown; depth: number }> = [{ value: variables ?? {}, depth: 0 }];
+  while (stack.length > 0) {
+    const { value, depth } = stack.pop() as { value: unknown; depth: number };
+    if (value === null || typeof value !== 'object') continue;
+    if (depth > max) return `variables nest lists or objects more than ${max} levels deep`;
+    for (const v of Array.isArray(value) ? value : Object.values(value)) stack.push({ value: v, depth: depth + 1 });
+  }
+  return undefined;
 }
 
 function toGraphqlError(err: unknown, log: Logger): GraphQLError {
@@ -61,6 +76,9 @@ function toGraphqlError(err: unknown, log: Logger): GraphQLError {
     if (/more tha[nt] \d+ tokens/.test(base.message)) return withCode(base, 'QUERY_TOO_COMPLEX');
     return withCode(base, base.message.startsWith('Syntax Error') ? 'GRAPHQL_PARSE_FAILED' : 'BAD_USER_INPUT');
   }
+  // Coercing the request's input (a variable of the wrong type, a scalar that refuses a value) fails
+  // before any resolver runs, with no path: the caller's mistake, reported with graphql's own message.
+  if (base && base.path === undefined) return withCode(new GraphQLError(base.message, { nodes: base.nodes, source: base.source, positions: base.positions }), 'BAD_USER_INPUT');
   log.error({ err: original }, 'graphql resolver failed');
   return new GraphQLError('internal error', {
     ...(base ? { nodes: base.nodes, path: base.path } : {}),

@@ -3,18 +3,22 @@ import { isStowageError } from '../../errors.js';
 import { z } from 'zod';
 import { registerCatalogOperations } from '../catalog/operations.js';
 import type { ControlContext } from '../context.js';
-import { principalOf } from '../tenancy/authenticate.js';
+import { callerOf, requireCaller } from '../tenancy/authenticate.js';
+import { API_VERSION } from '../tenancy/hmac.js';
 import { gqlContext } from './context.js';
 import { runGraphql } from './execute.js';
 import { DEFAULT_LIMITS } from './limits.js';
 
 /**
- * POST /admin/gql: the admin GraphQL API (schema.ts), `Authorization: Bearer <api key>`, JSON body
- * {query, variables?, operationName?}, answer {data, errors} (400 when nothing could run, 401 without
- * a valid key). Registering the plugin also registers the catalog's operation kinds with the runner.
+ * POST /admin/gql: the admin GraphQL API (schema.ts), `Authorization: Bearer <api key>` or a Backend.AI
+ * keypair signature (checked before the body is read), JSON body {query, variables?, operationName?},
+ * answer {data, errors} (401 without valid credentials). GET / answers Backend.AI's version handshake. Registering the plugin also registers the catalog's operation kinds with the runner.
  * Failures before the handler runs (a body past the limit, malformed JSON, another content type) answer
  * in the same {errors: [{message, extensions: {code}}]} shape: an oversized body is 400 QUERY_TOO_COMPLEX.
  */
+
+/** What GET / reports as the server's own version beside the API version. */
+const STOWAGE_VERSION = 'stowage-0.1.0';
 
 const bodySchema = z.object({
   query: z.string(),
@@ -28,11 +32,10 @@ const BODY_LIMIT = DEFAULT_LIMITS.maxQueryBytes * 4;
 export const graphqlRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (app, opts) => {
   const { ctx } = opts;
   registerCatalogOperations(ctx);
-  app.post('/admin/gql', { bodyLimit: BODY_LIMIT, errorHandler: gqlErrorHandler(ctx) }, async (req, reply) => {
-    const principal = principalOf(ctx.db, req);
-    if (!principal) {
-      return reply.code(401).send({ errors: [{ message: 'an API key is required: Authorization: Bearer <key>', extensions: { code: 'UNAUTHORIZED' } }] });
-    }
+  // Backend.AI's clients ask this first (unsigned) and speak the lower of its version and theirs.
+  app.get('/', async () => ({ version: API_VERSION, manager: STOWAGE_VERSION }));
+  app.post('/admin/gql', { bodyLimit: BODY_LIMIT, errorHandler: gqlErrorHandler(ctx), onRequest: requireCaller(ctx) }, async (req, reply) => {
+    const principal = callerOf(req);
     const body = bodySchema.safeParse(req.body);
     if (!body.success) {
       return reply.code(400).send({ errors: [{ message: 'expected a JSON body {query, variables?, operationName?}', extensions: { code: 'BAD_REQUEST' } }] });

@@ -14,9 +14,11 @@ export interface QueryLimits {
   maxDepth: number;
   maxFields: number;
   maxAliases: number;
+  /** Nesting of list and object values, in literals and in variables. */
+  maxValueDepth: number;
 }
 
-export const DEFAULT_LIMITS: QueryLimits = { maxQueryBytes: 16 * 1024, maxTokens: 3000, maxDepth: 15, maxFields: 500, maxAliases: 30 };
+export const DEFAULT_LIMITS: QueryLimits = { maxQueryBytes: 16 * 1024, maxTokens: 3000, maxDepth: 15, maxFields: 500, maxAliases: 30, maxValueDepth: 32 };
 
 interface Cost {
   depth: number;
@@ -74,8 +76,29 @@ export function measureDocument(doc: DocumentNode): Cost {
   return total;
 }
 
+/** The deepest nesting of list and object literals anywhere in the document (walked without recursion). */
+export function valueDepth(doc: DocumentNode): number {
+  let deepest = 0;
+  const stack: Array<{ node: unknown; depth: number }> = [{ node: doc, depth: 0 }];
+  while (stack.length > 0) {
+    const { node, depth } = stack.pop() as { node: unknown; depth: number };
+    if (node === null || typeof node !== 'object') continue;
+    const kind = (node as { kind?: unknown }).kind;
+    const nested = kind === Kind.LIST || kind === Kind.OBJECT ? depth + 1 : depth;
+    if (nested > deepest) deepest = nested;
+    for (const [key, child] of Object.entries(node)) {
+      if (key === 'loc') continue;
+      if (Array.isArray(child)) for (const c of child) stack.push({ node: c, depth: nested });
+      else if (child && typeof child === 'object') stack.push({ node: child, depth: nested });
+    }
+  }
+  return deepest;
+}
+
 /** Throws QUERY_TOO_COMPLEX naming the first bound the document passes. */
 export function checkLimits(doc: DocumentNode, limits: QueryLimits = DEFAULT_LIMITS): void {
+  const depth = valueDepth(doc);
+  if (depth > limits.maxValueDepth) throw tooComplex(`the query nests list or object values ${depth} levels deep; at most ${limits.maxValueDepth} are allowed`);
   const c = measureDocument(doc);
   if (c.depth > limits.maxDepth) throw tooComplex(`the query nests ${c.depth} levels deep; at most ${limits.maxDepth} are allowed`);
   if (c.aliases > limits.maxAliases) throw tooComplex(`the query uses ${c.aliases} aliases; at most ${limits.maxAliases} are allowed`);

@@ -1,21 +1,26 @@
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
 import type { ControlContext } from '../context.js';
 import { canSeeOperation } from '../rest/guards.js';
-import { principalOf } from '../tenancy/authenticate.js';
+import { callerOf, requireCaller } from '../tenancy/authenticate.js';
 import type { Operation } from '../wire.js';
 import { taskEvent, taskEventName } from './events.js';
+import { operationIdOf } from './ids.js';
 
 /**
- * Server-sent events for a background task (an operation):
- *   event: bgtask_updated   data: TaskEvent   — the current state at once, then every change
- *   event: bgtask_done | bgtask_failed | bgtask_cancelled  — the final state, after which the stream ends
- * A task already finished yields its final event straight away. The listener is attached before the
+ * Server-sent events for a background task (an operation), as Backend.AI's manager sends them:
+ *   event: bgtask_updated   retry: 5   data: TaskEvent   — the current state at once, then every change
+ *   event: bgtask_done | bgtask_failed | bgtask_cancelled  — the final state
+ *   event: server_close     data: {}   — and the stream ends
+ * Backend.AI's client reconnects after `retry` (it reads seconds, so 5 as the manager sends) until it has
+ * seen server_close. A task already finished yields its final event and server_close straight away. The listener is attached before the
  * snapshot is read, so no change falls between the two; repeats of an identical state are not sent.
  * Updates closer than `throttleMs` are coalesced into the latest; a comment line every `heartbeatMs`
  * keeps proxies from closing a quiet stream.
  */
 
 export interface StreamOptions {
+  /** The ID the subscriber named the task by (its UUID), echoed as task_id; the operation ID by default. */
+  taskId?: string;
   heartbeatMs?: number;
   /** bgtask_updated events closer together than this are coalesced into the latest (terminal events never wait). */
   throttleMs?: number;
@@ -23,9 +28,12 @@ export interface StreamOptions {
 
 const DEFAULT_HEARTBEAT_MS = 15_000;
 const DEFAULT_THROTTLE_MS = 200;
+/** What Backend.AI's manager sends as `retry:`; its client sleeps that many seconds before reconnecting. */
+const RETRY_HINT = 5;
 
-/** Streams the task's events on `reply` (hijacked); answers 404 JSON for an unknown task. */
+/** Streams the events of operation `taskId` on `reply` (hijacked); answers 404 JSON for an unknown task. */
 export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply, taskId: string, opts: StreamOptions = {}): Promise<void> {
+  const publicId = opts.taskId ?? taskId;
   const pending: Operation[] = [];
   let deliver: ((op: Operation) => void) | undefined;
   const onChange = (op: Operation) => {
@@ -38,7 +46,7 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
   const snapshot = ctx.operations.get(taskId);
   if (!snapshot) {
     ctx.operations.events.off('changed', onChange);
-    await reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${taskId}` } });
+    await reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${publicId}` } });
     return;
   }
 
@@ -76,12 +84,16 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
   const write = (op: Operation) => {
     if (ended) return;
     const name = taskEventName(op);
-    const data = JSON.stringify(taskEvent(op));
+    const data = JSON.stringify(taskEvent(op, publicId));
     if (data === lastData && name === 'bgtask_updated') return;
     lastData = data;
     lastSentAt = Date.now();
-    raw.write(`id: ${++seq}\nevent: ${name}\ndata: ${data}\n\n`);
-    if (name !== 'bgtask_updated') finish();
+    if (name === 'bgtask_updated') {
+      raw.write(`id: ${++seq}\nevent: ${name}\nretry: ${RETRY_HINT}\ndata: ${data}\n\n`);
+      return;
+    }
+    raw.write(`id: ${++seq}\nevent: ${name}\ndata: ${data}\n\nevent: server_close\ndata: {}\n\n`);
+    finish();
   };
   const send = (op: Operation) => {
     if (taskEventName(op) !== 'bgtask_updated' || Date.now() - lastSentAt >= throttleMs) {
@@ -107,25 +119,23 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
   deliver = send;
 }
 
-/** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key. */
+/** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key or a Backend.AI keypair signature. */
 export const taskEventRoutes: FastifyPluginAsync<{ ctx: ControlContext } & StreamOptions> = async (app, opts) => {
   const { ctx } = opts;
-  app.get('/events/background-task', async (req, reply) => {
-    const principal = principalOf(ctx.db, req);
-    if (!principal) {
-      return reply.code(401).send({ error: { code: 'UNAUTHORIZED', message: 'an API key is required: Authorization: Bearer <key>' } });
-    }
+  app.get('/events/background-task', { onRequest: requireCaller(ctx) }, async (req, reply) => {
+    const principal = callerOf(req);
     const taskId = (req.query as Record<string, unknown>)['task_id'];
     if (typeof taskId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(taskId)) {
-      return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (an operation ID)' } });
+      return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (a task UUID or an operation ID)' } });
     }
+    const opId = operationIdOf(ctx.db, taskId);
     // Another user's task is as unknown as a missing one.
-    const op = ctx.operations.get(taskId);
-    if (op && !canSeeOperation(principal, op.actor)) {
+    const op = opId === undefined ? undefined : ctx.operations.get(opId);
+    if (!op || !canSeeOperation(principal, op.actor)) {
       return reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${taskId}` } });
     }
     const { ctx: _ctx, ...streamOpts } = opts;
-    await streamTaskEvents(ctx, reply, taskId, streamOpts);
+    await streamTaskEvents(ctx, reply, op.id, { ...streamOpts, taskId });
     return reply;
   });
 };

@@ -4,7 +4,8 @@ import { StowageError, isStowageError } from '../../errors.js';
 import { type Principal, createApiKey, createUser } from '../auth/api-keys.js';
 import { type RegistryInput, RegistryStore, publicRegistry } from '../catalog/registries.js';
 import type { ControlContext } from '../context.js';
-import { principalOf } from './authenticate.js';
+import { authenticateRequest } from './authenticate.js';
+import { type IssuedKeypair, KeypairStore } from './keypairs.js';
 import { TenancyStore } from './store.js';
 
 /**
@@ -16,7 +17,7 @@ import { TenancyStore } from './store.js';
  *   GET    /api/v1/admin/domains                            → {domains: [...]}
  *   PUT    /api/v1/admin/domains/:name                      {allowed_registries: [...]}
  *   PUT    /api/v1/admin/domains/:domain/groups/:name       {allowed_scaling_groups: [...]}
- *   POST   /api/v1/admin/users                              {name, role, domain?, groups?} → {user, api_key}
+ *   POST   /api/v1/admin/users                              {name, role, domain?, groups?} → {user, api_key, keypair}
  *   POST   /api/v1/admin/domains/:domain/groups/:name/members {user_id}
  */
 
@@ -52,8 +53,8 @@ export const adminRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (a
     (fn: (req: FastifyRequest, who: Principal) => unknown) =>
     async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
       try {
-        const who = principalOf(ctx.db, req);
-        if (!who) throw new StowageError('UNAUTHORIZED', 'an API key is required: Authorization: Bearer <key>');
+        const who = authenticateRequest(ctx, req);
+        if (!who) throw new StowageError('UNAUTHORIZED', 'credentials are required: Authorization: Bearer <API key>, or a Backend.AI keypair signature');
         if (who.role !== 'superadmin') throw new StowageError('FORBIDDEN', `the admin API needs the superadmin role; ${who.name} is ${who.role}`);
         return await fn(req, who);
       } catch (err) {
@@ -94,11 +95,12 @@ export const adminRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (a
     route((req) => {
       const u = parse(userSchema, req.body);
       if (u.domain) tenancy.requireDomain(u.domain);
-      let out!: { user: Principal; api_key: string };
+      let out!: { user: Principal; api_key: string; keypair: IssuedKeypair };
       ctx.db.transaction(() => {
         const user = createUser(ctx.db, { name: u.name, role: u.role, domain: u.domain ?? null });
         for (const g of u.groups) tenancy.addMember(u.domain ?? '', g, user.userId);
-        out = { user, api_key: createApiKey(ctx.db, user.userId) };
+        // Secrets are in this answer only: the API key is kept hashed, the keypair's secret sealed.
+        out = { user, api_key: createApiKey(ctx.db, user.userId), keypair: new KeypairStore(ctx.db).create(user.userId) };
       })();
       return out;
     }),

@@ -105,3 +105,14 @@ export function mayRescan(tenancy: TenancyStore, principal: Principal, registry:
     throw new StowageError('FORBIDDEN', `registry "${registry}" is not allowed in domain "${principal.domain ?? '(none)'}"`);
   }
 }
+
+/**
+ * The registries a rescan without a registry covers (Backend.AI: "all"): every configured one for a
+ * superadmin, the configured ones the domain allows for an admin; users are refused.
+ */
+export function rescannableRegistries(tenancy: TenancyStore, principal: Principal, configured: readonly string[]): string[] {
+  requireRole(principal, ['superadmin', 'admin'], 'rescan_images');
+  if (principal.role === 'superadmin') return [...configured];
+  const allowed = principal.domain ? (tenancy.getDomain(principal.domain)?.allowed_registries ?? []) : [];
+  return configured.filter((r) => allowed.includes(r));
+}

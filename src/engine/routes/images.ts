@@ -9,7 +9,7 @@ import type { EngineContext } from '../context.js';
 import { imageHistory, inspectImage, summary, unixSeconds } from '../inspect.js';
 import { boolParam, boolParamOr, filterBool, listParam, matchLabels, parseFilters, parseTimestamp, pathMatch, strParam } from '../params.js';
 import { deleteImage, pruneImages } from '../remove.js';
-import { type LocalImage, findImage, inventory, isDangling, resolveImage } from '../resolve.js';
+import { type LocalImage, findImage, inventory, isDangling, platformRecord, resolveImage } from '../resolve.js';
 import { BuildCache } from '../build/cache.js';
 import { openJsonStream, sendError } from '../stream.js';
 import { handlePush } from './push.js';
@@ -109,15 +109,47 @@ export function tagImage(ctx: EngineContext, name: string, repo: string | undefi
 // ---------------------------------------------------------------------------------------------------------
 // GET /images/{name}/get, GET /images/get
 
+/**
+ * What `docker save` names mean, as dockerd's exporter reads them: a repository name alone is every tag of it
+ * (an ID when nothing has that name); a tag, digest or ID is that image. One entry per image, with all its tags.
+ */
 function exportTargets(ctx: EngineContext, names: string[]): ExportTarget[] {
-  const targets: ExportTarget[] = [];
+  const byManifest = new Map<Digest, ExportTarget>();
+  const add = (manifestDigest: Digest, reference: string | undefined) => {
+    const t = byManifest.get(manifestDigest) ?? { manifestDigest, references: [] };
+    if (reference !== undefined && !t.references.includes(reference)) t.references.push(reference);
+    byManifest.set(manifestDigest, t);
+  };
   const inv = inventory(ctx.images);
   for (const name of names) {
+    const repoTags = repositoryTags(ctx, name);
+    if (repoTags.length > 0) {
+      for (const t of repoTags) {
+        const record = platformRecord(ctx.images, t.target);
+        if (record) add(record.manifestDigest, t.reference);
+      }
+      continue;
+    }
     const hit = resolveImage(ctx.images, name, { inventory: inv });
-    const references = hit.reference && hit.reference.tag !== undefined && hit.reference.digest === undefined ? [formatReference(hit.reference)] : [];
-    targets.push({ manifestDigest: hit.record.manifestDigest, references });
+    add(hit.record.manifestDigest, hit.reference && hit.reference.tag !== undefined && hit.reference.digest === undefined ? formatReference(hit.reference) : undefined);
   }
-  return targets;
+  return [...byManifest.values()];
+}
+
+/** The tags of `name` when it is a repository name alone (no tag, no digest), sorted; else none. */
+function repositoryTags(ctx: EngineContext, name: string): Array<{ reference: string; target: Digest }> {
+  let ref: ImageReference;
+  try {
+    ref = parseReference(name);
+  } catch {
+    return [];
+  }
+  if (ref.tag !== undefined || ref.digest !== undefined) return [];
+  const prefix = `${formatReference(ref)}:`;
+  return ctx.images
+    .listTags()
+    .filter((t) => t.reference.startsWith(prefix) && !t.reference.slice(prefix.length).includes('@'))
+    .sort((a, b) => (a.reference < b.reference ? -1 : 1));
 }
 
 /** Waits for the first chunk so a failure before any byte is still an HTTP error. */

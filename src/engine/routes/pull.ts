@@ -121,8 +121,12 @@ export async function pullWithProgress(
       lease,
     });
     const target = pulled.indexDigest ?? pulled.manifestDigest;
+    // An explicit --platform makes the tag name that platform's image, as dockerd's image store does: after
+    // `docker pull --platform linux/arm64 X`, X is the arm64 image even when X's amd64 image was here.
+    const tagTarget = platform !== undefined && ref.tag !== undefined && pulled.indexDigest !== undefined ? pulled.manifestDigest : target;
+    if (tagTarget !== target) ctx.images.tag(formatReference(ref), tagTarget);
     emit({ status: `Digest: ${target}` });
-    const upToDate = !pulled.downloaded && (ref.tag === undefined || previous === target);
+    const upToDate = !pulled.downloaded && (ref.tag === undefined || previous === tagTarget);
     emit({ status: `Status: ${upToDate ? 'Image is up to date for' : 'Downloaded newer image for'} ${familiarString(ref)}` });
     return { reference: formatReference(ref), target, manifestDigest: pulled.manifestDigest, downloaded: !upToDate };
   } catch (err) {
@@ -161,8 +165,14 @@ export async function handlePull(request: FastifyRequest, reply: FastifyReply, c
   let ref: ImageReference;
   let platform: Platform | undefined;
   let auth: RegistryAuth | undefined;
+  let allTags = false;
   try {
-    ref = pullReference(strParam(q, 'fromImage') ?? '', strParam(q, 'tag'));
+    const fromImage = strParam(q, 'fromImage') ?? '';
+    const tag = strParam(q, 'tag');
+    ref = pullReference(fromImage, tag);
+    // A name with no tag (and no tag parameter) is every tag of the repository, as dockerd has it (`docker pull -a`).
+    const named = parseReference(fromImage);
+    allTags = named.tag === undefined && named.digest === undefined && (tag === undefined || tag === '');
     const p = strParam(q, 'platform');
     platform = p ? parsePlatform(p) : undefined;
     auth = decodeRegistryAuth(request.headers['x-registry-auth']);
@@ -171,7 +181,17 @@ export async function handlePull(request: FastifyRequest, reply: FastifyReply, c
     return reply;
   }
   try {
-    await pullWithProgress(ctx, ref, platform, auth, (m) => stream.write(m), clientGone(reply, 'pull'));
+    const signal = clientGone(reply, 'pull');
+    if (!allTags) await pullWithProgress(ctx, ref, platform, auth, (m) => stream.write(m), signal);
+    else {
+      const tags: string[] = [];
+      try {
+        for await (const t of registryClientFor(ctx, ref.domain, auth).tags(ref.path)) if (isValidTag(t)) tags.push(t);
+      } catch (err) {
+        throw translatePullError(err, ref, platform);
+      }
+      for (const t of tags.sort()) await pullWithProgress(ctx, { domain: ref.domain, path: ref.path, tag: t }, platform, auth, (m) => stream.write(m), signal);
+    }
     stream.end();
   } catch (err) {
     stream.error(err);

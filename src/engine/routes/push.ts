@@ -84,7 +84,16 @@ export async function handlePush(request: FastifyRequest, reply: FastifyReply, c
   if (ref.tag !== undefined) {
     const target = ctx.images.resolveTag(`${repo}:${ref.tag}`);
     if (!target) {
-      stream.error(new StowageError('IMAGE_NOT_FOUND', `No such image: ${familiarString({ domain: ref.domain, path: ref.path, tag: ref.tag })}`));
+      // dockerd: no tag of the repository at all, or not this one.
+      const anyTag = ctx.images.listTags().some((t) => t.reference.startsWith(`${repo}:`));
+      stream.error(
+        new StowageError(
+          'IMAGE_NOT_FOUND',
+          anyTag
+            ? `tag does not exist: ${familiarString({ domain: ref.domain, path: ref.path, tag: ref.tag })}`
+            : `An image does not exist locally with the tag: ${familiarName(ref)}`,
+        ),
+      );
       return reply;
     }
     tags = [{ tag: ref.tag, target }];

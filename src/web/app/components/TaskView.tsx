@@ -20,6 +20,8 @@ export function TaskView({ api, taskId, onEnd }: { api: Api; taskId: string; onE
       .events(
         `/events/background-task?task_id=${encodeURIComponent(taskId)}`,
         (event, data) => {
+          // Backend.AI's end-of-stream marker after the final event: no task state in it.
+          if (event === 'server_close') return;
           const parsed = JSON.parse(data) as TaskEvent;
           setLast({ event, data: parsed });
           if (event !== 'bgtask_updated') onEnd?.(event);

@@ -51,7 +51,8 @@ export function CatalogView({ api, user }: { api: Api; user: User }) {
   const run = (mutation: 'rescan_images' | 'preload_image' | 'unload_image', variables: Record<string, string>, title: string) => {
     setError(undefined);
     const args = Object.keys(variables);
-    const query = `mutation(${args.map((a) => `$${a}: String!`).join(', ')}) { ${mutation}(${args.map((a) => `${a}: $${a}`).join(', ')}) { ok msg task_id } }`;
+    // target_agents is a list in the schema (Backend.AI's shape); one selector string is its one item.
+    const query = `mutation(${args.map((a) => `$${a}: ${a === 'target_agents' ? '[String]!' : 'String!'}`).join(', ')}) { ${mutation}(${args.map((a) => `${a}: $${a}`).join(', ')}) { ok msg task_id } }`;
     api
       .gql<Record<string, { ok: boolean; msg: string; task_id: string | null }>>(query, variables)
       .then((data) => {
