@@ -17,6 +17,11 @@ import { runOk } from '../harness/run.js';
 
 const RATE = 4 * 1024 * 1024;
 let cluster: Cluster;
+/**
+ * Big enough that a target cannot finish between "bytes are moving" and the source being frozen, on any
+ * machine: about 24 s per target at the cap.
+ */
+const LONG_LAYER = 32 * 1024 * 1024;
 /** Transfers here are slowed on purpose: waits are long and polls quick. */
 const SLOW = { timeoutMs: 180_000, everyMs: 50 };
 
@@ -25,9 +30,9 @@ async function op(id: string): Promise<Operation> {
   return r.body.operation;
 }
 
-async function loadImage(name: string): Promise<string> {
+async function loadImage(name: string, layerBytes = 3 * 1024 * 1024): Promise<string> {
   // 3 layers of 3 MiB of random bytes: about 2.3 s per target at the cap.
-  const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 3 * 1024 * 1024 });
+  const { tar } = await makeImageTar(name, { layers: 3, layerBytes });
   return cluster.loadImage('agent-1', tar, name);
 }
 
@@ -117,7 +122,7 @@ describe('faults during distribute', () => {
   }, 900_000);
 
   it('a target agent killed mid-distribute fails alone; the others finish; it returns intact', async () => {
-    const digest = await loadImage('example.test/crash/agent:1');
+    const digest = await loadImage('example.test/crash/agent:1', LONG_LAYER);
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
     const id = created.body.operation.id;
     await until('agent-3 to receive bytes', async () => {
@@ -158,7 +163,7 @@ describe('faults during distribute', () => {
   }, 900_000);
 
   it('a target stopped with SIGTERM mid-distribute fails AGENT_UNREACHABLE, as a killed one does', async () => {
-    const digest = await loadImage('example.test/crash/agent-term:1');
+    const digest = await loadImage('example.test/crash/agent-term:1', LONG_LAYER);
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
     const id = created.body.operation.id;
     await until('agent-3 to receive bytes', async () => {
@@ -220,7 +225,7 @@ describe('faults during distribute', () => {
   }, 900_000);
 
   it('a cancelled distribute ends cancelled at once: its stream says so, unfinished targets fail CANCELLED, nothing is claimed', async () => {
-    const digest = await loadImage('example.test/crash/cancel:1');
+    const digest = await loadImage('example.test/crash/cancel:1', LONG_LAYER);
     const follower = cluster.stowctl(['--json', 'image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
     const running = await until('bytes to move', async () => {
       const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
