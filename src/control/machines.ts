@@ -8,9 +8,7 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
 /**
  * Machines and what they hold. An agent joins with the join token and gets an ID and a secret; then it
  * sends its full inventory, deltas after every change and heartbeats. A machine not heard from for
- * `offlineAfterMs` is offline: shown so and never chosen as a source or target. After a control-plane
- * restart a machine is `unknown` until it calls in (its last word predates this process), then offline
- * if it has not within `offlineAfterMs`; unknown machines are never chosen either.
+ * `offlineAfterMs` is offline: shown so and never chosen as a source.
  */
 
 interface MachineRow {
@@ -98,15 +96,6 @@ export class Machines {
     this.upSince = Date.now();
   }
 
-  /**
-   * The machine once it is no longer `unknown`: right after a restart, work resumed for it waits until it
-   * calls in (online) or the window closes (offline) instead of failing a live machine.
-   */
-  async requireOnlineWhenKnown(id: string, signal?: AbortSignal): Promise<MachineRecord> {
-    while (this.get(id)?.status === 'unknown' && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, 250));
-    return this.requireOnline(id);
-  }
-
   get(id: string): MachineRecord | undefined {
     const row = this.db
       .prepare(`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m WHERE id = ?`)
@@ -124,8 +113,7 @@ export class Machines {
   requireOnline(id: string): MachineRecord {
     const m = this.require(id);
     if (m.status !== 'online') {
-      const why = m.status === 'unknown' ? 'has not been heard from since the control plane started' : 'is offline';
-      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" ${why} (last seen ${m.last_seen_at})`, { details: { machine_id: id, status: m.status } });
+      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" is offline (last seen ${m.last_seen_at})`, { details: { machine_id: id } });
     }
     return m;
   }
@@ -202,11 +190,9 @@ export class Machines {
   }
 
   private statusOf(lastSeenAt: string): Machine['status'] {
-    const lastSeen = Date.parse(lastSeenAt);
-    const now = Date.now();
-    // Not heard from since this process started: maybe alive, maybe not. It gets a full interval to call in.
-    if (lastSeen < this.upSince) return now - this.upSince <= this.offlineAfterMs ? 'unknown' : 'offline';
-    return now - lastSeen <= this.offlineAfterMs ? 'online' : 'offline';
+    // Silence counts only while we were listening: after a restart, machines get a full interval to call in.
+    const heardOrUp = Math.max(Date.parse(lastSeenAt), this.upSince);
+    return Date.now() - heardOrUp <= this.offlineAfterMs ? 'online' : 'offline';
   }
 
   private toRecord(r: MachineRow): MachineRecord {

@@ -72,7 +72,7 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
     let platform = 'unknown';
     try {
       if (signal.aborted) return;
-      const target = await ctx.machines.requireOnlineWhenKnown(machineId, signal);
+      const target = ctx.machines.requireOnline(machineId);
       const row = rowFor(rows, key, target);
       platform = row.platform;
       const references = [formatKey(key)];

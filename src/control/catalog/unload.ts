@@ -33,7 +33,7 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
         ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
         return;
       }
-      const target = await ctx.machines.requireOnlineWhenKnown(machineId, signal);
+      const target = ctx.machines.requireOnline(machineId);
       ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
       for (const record of held) {
         if (signal.aborted) return;

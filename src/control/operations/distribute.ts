@@ -59,8 +59,8 @@ export async function transferFromSource(ctx: ControlContext, opId: string, para
   await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
     const platformGuess = params.platform ?? 'unknown';
     try {
-      const target = await ctx.machines.requireOnlineWhenKnown(machineId);
-      const source = await ctx.machines.requireOnlineWhenKnown(params.from);
+      const target = ctx.machines.requireOnline(machineId);
+      const source = ctx.machines.requireOnline(params.from);
       const record = chooseRecord(sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
       const req = peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ctx.config.peerTokenTtlSeconds });
       await ctx.runner.runTransfer(opId, target, req, { platform: record.platform, resumed: wasRunning });

@@ -170,7 +170,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
  */
 async function confirmUpload(ctx: ControlContext, opId: string, params: PushParams): Promise<Failure | undefined> {
   try {
-    const machine = await ctx.machines.requireOnlineWhenKnown(params.upload_machine);
+    const machine = ctx.machines.requireOnline(params.upload_machine);
     const password = pullToken(machine, 300, opId);
     const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
     const outcome = await ctx.runner.agents.transfer(
