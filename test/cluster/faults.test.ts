@@ -17,55 +17,18 @@ import { runOk } from '../harness/run.js';
 
 const RATE = 4 * 1024 * 1024;
 let cluster: Cluster;
-/**
- * Big enough that a target cannot finish between "bytes are moving" and the source being frozen, on any
- * machine: about 24 s per target at the cap.
- */
-const LONG_LAYER = 32 * 1024 * 1024;
 /** Transfers here are slowed on purpose: waits are long and polls quick. */
-const SLOW = { timeoutMs: 180_000, everyMs: 50 };
+const SLOW = { timeoutMs: 60_000, everyMs: 50 };
 
 async function op(id: string): Promise<Operation> {
   const r = await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`);
   return r.body.operation;
 }
 
-async function loadImage(name: string, layerBytes = 3 * 1024 * 1024): Promise<string> {
+async function loadImage(name: string): Promise<string> {
   // 3 layers of 3 MiB of random bytes: about 2.3 s per target at the cap.
-  const { tar } = await makeImageTar(name, { layers: 3, layerBytes });
+  const { tar } = await makeImageTar(name, { layers: 3, layerBytes: 3 * 1024 * 1024 });
   return cluster.loadImage('agent-1', tar, name);
-}
-
-/**
- * Freezes an agent (SIGSTOP) so whatever it serves stalls: a transfer from it cannot finish, however
- * slow or fast the machine is, until thaw() (SIGCONT). This is what makes "in the middle" certain.
- */
-function freeze(name: string): void {
-  cluster.agents.find((a) => a.name === name)!.process.kill('SIGSTOP');
-}
-
-async function thaw(name: string): Promise<void> {
-  cluster.agents.find((a) => a.name === name)!.process.kill('SIGCONT');
-  await until(`${name} online again`, async () => {
-    const r = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
-    return r.body.machines.find((m) => m.id === name && m.status === 'online');
-  });
-}
-
-/**
- * Stops the control plane with SIGTERM and resolves once it exited; fails if it is still up after
- * `deadlineMs`: long enough for any loaded machine, far shorter than what it must not wait for.
- */
-async function stopsWithin(deadlineMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the control plane was still running ${deadlineMs} ms after SIGTERM`)), deadlineMs);
-  });
-  try {
-    await Promise.race([cluster.killControl('SIGTERM'), late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Starts a distribute to agent-2 and agent-3 and resolves once bytes move and neither has finished. */
@@ -81,7 +44,7 @@ async function distributeMidway(digest: string): Promise<string> {
 
 beforeAll(async () => {
   cluster = await startCluster({ agents: 3, maxTransferRate: RATE });
-}, 900_000);
+}, 120_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -102,7 +65,7 @@ describe('faults during distribute', () => {
     for (const name of ['agent-2', 'agent-3']) await cluster.waitForImage(name, digest);
     const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
     expect(listed).toContain('example.test/crash/control:1');
-  }, 900_000);
+  }, 120_000);
 
   it('stowctl following a distribute survives a control-plane SIGKILL and restart, and reports the end', async () => {
     const digest = await loadImage('example.test/crash/follow:1');
@@ -113,26 +76,24 @@ describe('faults during distribute', () => {
       return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
     }, SLOW);
     await cluster.killControl('SIGKILL');
+    await new Promise((r) => setTimeout(r, 500));
     await cluster.startControl();
     const r = await cli;
     expect(r.code, r.stderr).toBe(0);
     const final = (JSON.parse(r.stdout) as { operation: Operation }).operation;
     expect(final.status).toBe('succeeded');
     expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
-  }, 900_000);
+  }, 120_000);
 
   it('a target agent killed mid-distribute fails alone; the others finish; it returns intact', async () => {
-    const digest = await loadImage('example.test/crash/agent:1', LONG_LAYER);
+    const digest = await loadImage('example.test/crash/agent:1');
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
     const id = created.body.operation.id;
     await until('agent-3 to receive bytes', async () => {
       const o = await op(id);
       return (o.targets.find((t) => t.machine_id === 'agent-3')?.bytes_transferred ?? 0) > 0 ? o : undefined;
     }, SLOW);
-    // The source frozen, agent-3 cannot finish before it dies, however the machine is loaded.
-    freeze('agent-1');
     await cluster.killAgent('agent-3', 'SIGKILL');
-    await thaw('agent-1');
 
     const final = await cluster.settle(id);
     expect(final.status).toBe('partially_failed');
@@ -140,8 +101,6 @@ describe('faults during distribute', () => {
     expect(two).toMatchObject({ machine_id: 'agent-2', status: 'present' });
     expect(three).toMatchObject({ machine_id: 'agent-3', status: 'failed' });
     expect(three!.failure?.code).toBe('AGENT_UNREACHABLE');
-    // Bytes had moved: the failure says so, not "connect".
-    expect(three!.failure?.stage).toBe('blobs');
 
     // Nothing is recorded as present on agent-3 that is not there.
     const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${digest}&machine=agent-3`);
@@ -160,36 +119,7 @@ describe('faults during distribute', () => {
     const done = await cluster.settle(retry.body.operation.id);
     expect(done.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'present' });
     await cluster.waitForImage('agent-3', digest);
-  }, 900_000);
-
-  it('a target stopped with SIGTERM mid-distribute fails AGENT_UNREACHABLE, as a killed one does', async () => {
-    const digest = await loadImage('example.test/crash/agent-term:1', LONG_LAYER);
-    const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2', 'agent-3'] });
-    const id = created.body.operation.id;
-    await until('agent-3 to receive bytes', async () => {
-      const o = await op(id);
-      return (o.targets.find((t) => t.machine_id === 'agent-3')?.bytes_transferred ?? 0) > 0 ? o : undefined;
-    }, SLOW);
-    freeze('agent-1');
-    await cluster.killAgent('agent-3', 'SIGTERM');
-    await thaw('agent-1');
-
-    const final = await cluster.settle(id);
-    expect(final.status).toBe('partially_failed');
-    expect(final.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([
-      ['agent-2', 'present', undefined],
-      ['agent-3', 'failed', 'AGENT_UNREACHABLE'],
-    ]);
-    // stowctl shows the same code.
-    const shown = await cluster.stowctl(['operation', 'get', id]);
-    expect(shown.stdout).toMatch(/agent-3\s+failed\s+.*AGENT_UNREACHABLE/);
-
-    await cluster.startAgent('agent-3');
-    await until('agent-3 online', async () => {
-      const r = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
-      return r.body.machines.find((m) => m.id === 'agent-3' && m.status === 'online');
-    }, SLOW);
-  }, 900_000);
+  }, 120_000);
 
   it('a push whose uploader went quiet survives a control-plane stop: SIGTERM exits at once, and after the restart the finished upload is found and fanned out', async () => {
     // The uploader's side, as stowctl does it, but it never reports back.
@@ -211,8 +141,9 @@ describe('faults during distribute', () => {
     local.images.close();
 
     // Stopping does not wait for a report that will not come, and leaves the operation to resume.
-    // It waits for no upload report (which would take uploadTimeoutMs, an hour).
-    await stopsWithin(60_000);
+    const stopping = Date.now();
+    await cluster.killControl('SIGTERM');
+    expect(Date.now() - stopping).toBeLessThan(5_000);
     await cluster.startControl();
     const final = await cluster.settle(operation.id);
     expect(final.status).toBe('succeeded');
@@ -222,19 +153,17 @@ describe('faults during distribute', () => {
     ]);
     const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: { DOCKER_HOST: cluster.agents[2]!.dockerHost } });
     expect(listed).toContain('example.test/quiet/uploader:1');
-  }, 900_000);
+  }, 120_000);
 
   it('a cancelled distribute ends cancelled at once: its stream says so, unfinished targets fail CANCELLED, nothing is claimed', async () => {
-    const digest = await loadImage('example.test/crash/cancel:1', LONG_LAYER);
+    const digest = await loadImage('example.test/crash/cancel:1');
     const follower = cluster.stowctl(['--json', 'image', 'distribute', '--digest', digest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
     const running = await until('bytes to move', async () => {
       const r = await cluster.api<{ operations: Operation[] }>('GET', '/api/v1/operations?kind=distribute&limit=1');
       const o = r.body.operations[0];
       return o && o.artifact.digest === digest && o.targets.some((t) => t.bytes_transferred > 0) ? o : undefined;
     }, SLOW);
-    // The source frozen, the transfers cannot end before the cancel arrives, however slowly stowctl starts.
-    freeze('agent-1');
-    const cancel = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]).finally(() => thaw('agent-1'));
+    const cancel = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]);
     expect(cancel.code, cancel.stderr).toBe(0);
     const cancelled = (JSON.parse(cancel.stdout) as { operation: Operation }).operation;
     expect(cancelled.status).toBe('cancelled');
@@ -250,21 +179,17 @@ describe('faults during distribute', () => {
     const again = await cluster.stowctl(['--json', 'operation', 'cancel', running.id]);
     expect(again.code).toBe(1);
     expect((JSON.parse(again.stdout) as { error: { code: string } }).error.code).toBe('CONFLICT');
-  }, 900_000);
+  }, 120_000);
 
   it('SIGTERM during a distribute stops the control plane at once; after the restart the operation ends as if uninterrupted', async () => {
     const digest = await loadImage('example.test/crash/term:1');
     const id = await distributeMidway(digest);
-    // With the source frozen the transfers cannot end: a control plane waiting for them would not stop.
-    freeze('agent-1');
-    try {
-      await stopsWithin(45_000);
-    } finally {
-      await thaw('agent-1').catch(() => cluster.agents[0]!.process.kill('SIGCONT'));
-    }
+    const stopping = Date.now();
+    await cluster.killControl('SIGTERM');
+    expect(Date.now() - stopping).toBeLessThan(3_000);
     await cluster.startControl();
     const final = await cluster.settle(id);
     expect(final.status).toBe('succeeded');
     expect(final.targets.map((t) => t.status)).toEqual(['present', 'present']);
-  }, 900_000);
+  }, 120_000);
 });
