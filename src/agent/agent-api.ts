@@ -20,8 +20,10 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
  * `Authorization: Bearer <machine secret>`:
  *
  *   POST /agent/v1/transfers        fetch an image from a peer or registry; NDJSON progress, result or error
+ *   POST /agent/v1/transfers/refresh  renewed tokens / new peers for a running transfer (204, or 404)
  *   GET  /agent/v1/images/:digest   the inventory item of one platform image (404 IMAGE_NOT_FOUND)
  *   GET  /agent/v1/inventory        {seq, items}
+ *   GET  /agent/v1/stats            {blob_bytes_served}
  *   POST /agent/v1/unload           {ref, platform?} → {removed}
  *
  * Errors are `{error: {code, message}}` with the code's status.
@@ -37,6 +39,13 @@ export interface AgentApiOptions {
   transfers: TransferManager;
   /** The seq of the inventory last acknowledged by the control plane. */
   inventorySeq: () => number;
+  /** Counters of what this machine did for others (GET /agent/v1/stats). */
+  stats?: (() => AgentStats) | undefined;
+}
+
+export interface AgentStats {
+  /** Blob bytes this machine's /v2/ has sent since it started (what it uploaded to peers and clients). */
+  blob_bytes_served: number;
 }
 
 function errorBody(code: string, message: string, details?: Record<string, unknown>): ErrorBody {
@@ -90,6 +99,14 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
     return reply.code(200).type('application/x-ndjson').header('cache-control', 'no-store').send(out);
   });
 
+  // The same request again, for a transfer already running: it takes the renewed peer tokens and the new
+  // peers (a re-plan) without opening another progress stream. 404 when no such transfer runs.
+  app.post('/transfers/refresh', async (req: FastifyRequest, reply: FastifyReply) => {
+    const plan = planTransfer(parseBody(transferRequestSchema, req.body));
+    if (!opts.transfers.refresh(plan)) throw new StowageError('TRANSFER_NOT_FOUND', 'no such transfer is running here');
+    return reply.code(204).send();
+  });
+
   app.get('/images/:digest', async (req: FastifyRequest<{ Params: { digest: string } }>) => {
     const { digest } = req.params;
     if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `"${digest.slice(0, 80)}" is not a sha256 digest`);
@@ -97,6 +114,8 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
     if (!item) throw new StowageError('IMAGE_NOT_FOUND', `no image ${digest} on this machine`);
     return item;
   });
+
+  app.get('/stats', async () => opts.stats?.() ?? { blob_bytes_served: 0 });
 
   app.get('/inventory', async () => {
     const seq = opts.inventorySeq();

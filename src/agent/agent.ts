@@ -88,7 +88,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     let link: ControlLink | undefined;
     if (config.control) {
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
-      const transfers = new TransferManager({ store, images, runtime, limiter, concurrency: config.transfer.concurrency });
+      const transfers = new TransferManager({ store, images, runtime, limiter, concurrency: config.transfer.concurrency, stallTimeoutMs: config.transfer.stallTimeoutMs });
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -98,11 +98,13 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       };
       // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
+      const served = { blobBytes: 0 };
       await peer.register(registryRoutes, {
         store,
         images,
         authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
         tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
+        onBlobBytesServed: (n) => (served.blobBytes += n),
       });
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
@@ -112,6 +114,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         runtime,
         transfers,
         inventorySeq: () => link?.inventorySeq ?? 0,
+        stats: () => ({ blob_bytes_served: served.blobBytes }),
       });
       const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
       const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address());

@@ -87,7 +87,7 @@ export const agentConfigSchema = z
     /** Where images land: Stowage's own store (none) or the machine's container runtime. */
     runtime: z
       .object({
-        kind: z.enum(['none', 'containerd']).default('none'),
+        kind: z.enum(['none', 'containerd', 'docker']).default('none'),
         containerd: z
           .object({
             socket: z.string().min(1).default('/run/containerd/containerd.sock'),
@@ -100,6 +100,11 @@ export const agentConfigSchema = z
           })
           .strict()
           .default({}),
+        /** A Docker Engine, or Podman's Docker-compatible service (podman system service). */
+        docker: z
+          .object({ socket: z.string().min(1).default('/var/run/docker.sock') })
+          .strict()
+          .default({}),
       })
       .strict()
       .default({}),
@@ -109,6 +114,8 @@ export const agentConfigSchema = z
         maxBytesPerSecond: z.number().int().positive().optional(),
         /** Blobs one transfer downloads at once (default 3). */
         concurrency: z.number().int().min(1).max(64).optional(),
+        /** A blob download that receives nothing this long is resumed from the next source (default 30000). */
+        stallTimeoutMs: z.number().int().min(100).optional(),
       })
       .strict()
       .default({}),

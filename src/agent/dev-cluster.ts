@@ -3,6 +3,8 @@ import { ensurePrivateDir } from '../private-files.js';
 import { join, resolve } from 'node:path';
 import { parseControlConfig } from '../control/config.js';
 import { type RunningControl, startControl } from '../control/control.js';
+import { startLocalContainerd } from '../runtime/containerd/daemon.js';
+import { startLocalPodman } from '../runtime/docker/podman-service.js';
 import { type RunningAgent, startAgent } from './agent.js';
 import { parseAgentConfig } from './config.js';
 
@@ -14,13 +16,15 @@ export interface DevClusterOptions {
   /** First agent port; agent i uses basePort+2i for /v2/ + /agent/v1 and basePort+2i+1 for the Docker API. 0 = any. */
   basePort: number;
   insecureRegistries: string[];
+  /** none (default); containerd or podman: each agent beside a runtime of its own under <agent>/<runtime>. */
+  runtime?: 'none' | 'containerd' | 'podman';
   /** Shorter heartbeats for tests. */
   heartbeatIntervalMs?: number;
 }
 
 export interface DevCluster {
   control: RunningControl;
-  agents: Array<{ name: string } & RunningAgent>;
+  agents: Array<{ name: string; runtimeSocket?: string } & RunningAgent>;
   close(): Promise<void>;
 }
 
@@ -41,6 +45,8 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     }),
   );
   const agents: DevCluster['agents'] = [];
+  const containerds: Array<{ stop(): Promise<void> }> = [];
+  const stopContainerds = (): Promise<unknown> => Promise.allSettled(containerds.map((c) => c.stop()));
   try {
     for (let i = 0; i < opts.agents; i++) {
       const name = `agent-${i + 1}`;
@@ -52,11 +58,22 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
         registries: { insecureRegistries: opts.insecureRegistries, searchRegistries: opts.insecureRegistries },
         control: { url: control.url, joinToken: control.joinToken, name, labels: { dev: 'true' }, scalingGroup: 'default' },
       });
+      if (opts.runtime === 'containerd') {
+        const ctd = await startLocalContainerd(join(root, name, 'containerd'));
+        containerds.push(ctd);
+        config.runtime = { ...config.runtime, kind: 'containerd', containerd: { ...config.runtime.containerd, socket: ctd.socket } };
+      } else if (opts.runtime === 'podman') {
+        const podman = await startLocalPodman(join(root, name, 'podman'));
+        containerds.push(podman);
+        config.runtime = { ...config.runtime, kind: 'docker', docker: { socket: podman.socket } };
+      }
       const agent = await startAgent(config);
-      agents.push({ name, ...agent });
+      const socket = config.runtime.kind === 'containerd' ? config.runtime.containerd.socket : config.runtime.kind === 'docker' ? config.runtime.docker.socket : undefined;
+      agents.push({ name, ...agent, ...(socket ? { runtimeSocket: socket } : {}) });
     }
   } catch (err) {
     await Promise.allSettled(agents.map((a) => a.close()));
+    await stopContainerds();
     await control.close();
     throw err;
   }
@@ -70,6 +87,7 @@ export async function startDevCluster(opts: DevClusterOptions): Promise<DevClust
     agents,
     async close() {
       await Promise.allSettled(agents.map((a) => a.close()));
+      await stopContainerds();
       await control.close();
     },
   };

@@ -1,18 +1,25 @@
-import type { TransferRequest } from '../control/wire.js';
+import type { TransferRequest, TransferSource } from '../control/wire.js';
 import { StowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { type Platform, formatPlatform, parsePlatform } from '../oci/platform.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
 import { isRepositoryPath } from '../registry/names.js';
 
-/** A transfer request checked and normalised: everything a transfer needs, nothing it must still doubt. */
-export interface TransferPlan {
-  /** Identifies the transfer: requests with the same key share one. */
-  key: string;
-  /** Registry host[:port] taken from source.registry_url. */
+/** A registry or peer agent to read from: host, scheme, credentials and the repository path to ask under. */
+export interface SourcePlan {
+  /** Registry host[:port] taken from registry_url. */
   host: string;
   insecure: boolean;
   credentials: { username: string; password: string } | undefined;
+  repository: string;
+}
+
+/** A transfer request checked and normalised: everything a transfer needs, nothing it must still doubt. */
+export interface TransferPlan extends SourcePlan {
+  /** Identifies the transfer: requests with the same key share one. */
+  key: string;
+  /** Machines to take blobs from before the source, nearest first (see TransferRequest.peers). */
+  peers: SourcePlan[];
   /** The image on the source, by digest or by tag. */
   source: ImageReference;
   digest: Digest | undefined;
@@ -39,25 +46,38 @@ export function normaliseReferences(refs: readonly string[]): string[] {
   });
 }
 
-/** Throws a 400 StowageError naming what is wrong; parses nothing twice later. */
-export function planTransfer(req: TransferRequest): TransferPlan {
+/** Checks one source (or peer) of a request; `field` names it in errors. */
+function planSource(src: TransferSource, field: string): SourcePlan & { url: URL } {
   let url: URL;
   try {
-    url = new URL(req.source.registry_url);
+    url = new URL(src.registry_url);
   } catch {
-    throw bad('BAD_REQUEST', `source.registry_url "${req.source.registry_url}" is not a URL`);
+    throw bad('BAD_REQUEST', `${field}.registry_url "${src.registry_url}" is not a URL`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad('BAD_REQUEST', 'source.registry_url must be http:// or https://');
-  if (url.username || url.password) throw bad('BAD_REQUEST', 'source.registry_url must not carry credentials; use source.username/password');
-  if (!isRepositoryPath(req.source.repository)) throw bad('BAD_REQUEST', `source.repository "${req.source.repository}" is not a repository name`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw bad('BAD_REQUEST', `${field}.registry_url must be http:// or https://`);
+  if (url.username || url.password) throw bad('BAD_REQUEST', `${field}.registry_url must not carry credentials; use ${field}.username/password`);
+  if (!isRepositoryPath(src.repository)) throw bad('BAD_REQUEST', `${field}.repository "${src.repository}" is not a repository name`);
+  const { username, password } = src;
+  if (username !== undefined && password === undefined) throw bad('BAD_REQUEST', `${field}.username needs ${field}.password`);
+  return {
+    url,
+    host: url.host,
+    insecure: src.insecure ?? url.protocol === 'http:',
+    credentials: password === undefined ? undefined : { username: username ?? 'stowage', password },
+    repository: src.repository,
+  };
+}
+
+/** Throws a 400 StowageError naming what is wrong; parses nothing twice later. */
+export function planTransfer(req: TransferRequest): TransferPlan {
+  const { url, ...origin } = planSource(req.source, 'source');
+  const peers = (req.peers ?? []).map((p, i) => {
+    const { url: _url, ...peer } = planSource(p, `peers[${i}]`);
+    return peer;
+  });
   const digest = isDigest(req.ref) ? req.ref : undefined;
   if (!digest && !isValidTag(req.ref)) throw bad('INVALID_REFERENCE', `ref "${req.ref}" is neither a sha256 digest nor a tag`);
   const platform = req.platform === undefined ? undefined : parsePlatform(req.platform);
-  const username = req.source.username;
-  const password = req.source.password;
-  if (username !== undefined && password === undefined) {
-    throw bad('BAD_REQUEST', 'source.username needs source.password');
-  }
   const source: ImageReference = { domain: url.host, path: req.source.repository };
   if (digest) source.digest = digest;
   else source.tag = req.ref;
@@ -66,10 +86,9 @@ export function planTransfer(req: TransferRequest): TransferPlan {
   // first one's failure (a source that went down) or its token. The blobs are still fetched once (pull.ts).
   const key = digest ? `${url.host}|${digest}|${wanted}` : `${url.host}/${req.source.repository}:${req.ref}|${wanted}`;
   return {
+    ...origin,
     key,
-    host: url.host,
-    insecure: req.source.insecure ?? url.protocol === 'http:',
-    credentials: password === undefined ? undefined : { username: username ?? 'stowage', password },
+    peers,
     source,
     digest,
     platform,

@@ -6,11 +6,11 @@ import { formatReference, parseReference, repository } from '../oci/reference.js
 import type { RuntimeAdapter } from '../runtime/runtime.js';
 import { platformRecord } from '../engine/resolve.js';
 import { RegistryClient, registryErrorDetails } from '../registry/client.js';
-import { pullImage } from '../registry/pull.js';
+import { type BlobSource, pullImage } from '../registry/pull.js';
 import { pullReferrers } from '../registry/pull-referrers.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
 import type { RateLimiter } from './rate-limit.js';
-import type { TransferPlan } from './transfer-request.js';
+import type { SourcePlan, TransferPlan } from './transfer-request.js';
 
 /**
  * Transfers into this machine: an image fetched from a peer's /v2/ (or a registry) with pullImage, so only
@@ -20,12 +20,12 @@ import type { TransferPlan } from './transfer-request.js';
  * attaches to the running one and hears its events from then on. A transfer outlives the requests that
  * follow it (a control plane that restarts reconnects and attaches again); close() aborts what still runs.
  *
- * Pipelined fan-out (next step, not built): a target could serve a blob it is still receiving. Blobs arrive
- * through store ingests keyed by digest (openIngest(digest)); an ingest registry shared with the /v2/ routes
- * (digest → {bytes written so far, expected size, a "grew" event}) would let GET /v2/…/blobs/<digest> of a
- * blob not yet committed tail the ingest file: send what is written, wait for more, end at the expected
- * size, and fail the response (so the client's own digest check and Range resume take over) if the ingest
- * aborts. The downstream target still verifies the digest, so trusting an unfinished blob costs nothing.
+ * Pipelined fan-out: once a transfer knows which blobs it will fetch (onPlan), it announces them to the
+ * store (expectBlob), so this machine's /v2/ serves them to the next machine while they arrive (see
+ * store/live-blobs.ts). Blobs come from the request's peers first, nearest first, then from the source; a
+ * peer that fails or stalls is passed over and the next one resumes with Range. Every blob is still
+ * verified here before it becomes visible. A request that attaches (or a refresh) brings renewed peer
+ * tokens and a new list of peers, which the next blob and the next resume use.
  */
 
 export type Stage = 'connect' | 'manifest' | 'blobs' | 'record' | 'runtime';
@@ -43,7 +43,11 @@ export interface TransferDeps {
   limiter?: RateLimiter | undefined;
   /** Blobs downloaded at once per transfer. */
   concurrency?: number | undefined;
+  /** A blob download silent this long is cut and resumed from the next source (default 30 s). */
+  stallTimeoutMs?: number | undefined;
 }
+
+const DEFAULT_STALL_TIMEOUT_MS = 30_000;
 
 type Listener = (event: TransferEvent) => void;
 
@@ -55,12 +59,16 @@ export class Transfer {
   bytesTotal: number | null = null;
   /** References still to record (requests that attach add theirs). */
   readonly references = new Set<string>();
+  /** Where blobs come from now: the latest request's peers and credentials (see refresh). */
+  private sources: { origin: SourcePlan; peers: SourcePlan[] };
+  private readonly clients = new Map<string, RegistryClient>();
   private lastProgressAt = 0;
   private progressTimer: NodeJS.Timeout | undefined;
   private readonly keepalive: NodeJS.Timeout;
 
   constructor(readonly plan: TransferPlan) {
     for (const r of plan.references) this.references.add(r);
+    this.sources = { origin: plan, peers: plan.peers };
     this.keepalive = setInterval(() => {
       if (Date.now() - this.lastProgressAt >= KEEPALIVE_MS) this.progress();
     }, KEEPALIVE_MS);
@@ -69,6 +77,28 @@ export class Transfer {
 
   get finished(): boolean {
     return this.final !== undefined;
+  }
+
+  /** A later request for the same transfer: its references, fresh credentials and peers take effect. */
+  refresh(plan: TransferPlan): void {
+    for (const r of plan.references) this.references.add(r);
+    this.sources = { origin: plan, peers: plan.peers };
+  }
+
+  /** The blob sources in order of preference, with the latest credentials. */
+  blobSources(): BlobSource[] {
+    const { origin, peers } = this.sources;
+    return [...peers, origin].map((p) => ({ client: this.client(p), path: p.repository }));
+  }
+
+  client(p: SourcePlan): RegistryClient {
+    const key = `${p.insecure ? 'http' : 'https'}://${p.host}|${p.credentials?.username ?? ''}|${p.credentials?.password ?? ''}`;
+    let client = this.clients.get(key);
+    if (!client) {
+      client = new RegistryClient({ host: p.host, insecure: p.insecure, ...(p.credentials ? { credentials: p.credentials } : {}) });
+      this.clients.set(key, client);
+    }
+    return client;
   }
 
   /** Hears the current progress now, then every event; a finished transfer answers its final event. */
@@ -131,7 +161,7 @@ export class TransferManager {
     if (this.abort.signal.aborted) throw shuttingDown();
     const existing = this.running.get(plan.key);
     if (existing && !existing.transfer.finished) {
-      for (const r of plan.references) existing.transfer.references.add(r);
+      existing.transfer.refresh(plan);
       return existing.transfer;
     }
     const transfer = new Transfer(plan);
@@ -142,6 +172,14 @@ export class TransferManager {
     return transfer;
   }
 
+  /** Brings a running transfer the request's credentials and peers; false when no such transfer runs. */
+  refresh(plan: TransferPlan): boolean {
+    const existing = this.running.get(plan.key);
+    if (!existing || existing.transfer.finished) return false;
+    existing.transfer.refresh(plan);
+    return true;
+  }
+
   /** Aborts every running transfer and waits for them to settle. */
   async close(): Promise<void> {
     this.abort.abort(shuttingDown());
@@ -150,6 +188,7 @@ export class TransferManager {
 
   private async run(t: Transfer): Promise<void> {
     let stage: Stage = 'connect';
+    const announced: Array<() => void> = [];
     try {
       const local = this.recordIfPresent(t);
       if (local) {
@@ -162,7 +201,7 @@ export class TransferManager {
       }
       const { plan } = t;
       const { store, images, limiter } = this.deps;
-      const client = new RegistryClient({ host: plan.host, insecure: plan.insecure, ...(plan.credentials ? { credentials: plan.credentials } : {}) });
+      const client = t.client(plan);
       const presentBefore = new Set<Digest>();
       const recorded = new Set<string>();
       const result = await pullImage(
@@ -174,6 +213,8 @@ export class TransferManager {
           concurrency: this.deps.concurrency,
           signal: this.abort.signal,
           recordSourceNames: false,
+          blobSources: () => t.blobSources(),
+          stallTimeoutMs: this.deps.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
           onManifest: (top) => {
             stage = 'manifest';
             const digests = top.parsed.kind === 'index' ? top.parsed.index.manifests.map((d) => d.digest) : [top.digest];
@@ -181,6 +222,11 @@ export class TransferManager {
           },
           onPlan: (missing) => {
             stage = 'blobs';
+            // Announced before the plan is reported: whoever learns of it may ask this machine for them.
+            for (const l of missing) {
+              const release = store.expectBlob?.(l.digest, l.size);
+              if (release) announced.push(release);
+            }
             t.bytesTotal = (t.bytesTotal ?? t.bytesTransferred) + missing.reduce((n, l) => n + l.size, 0);
             t.progress();
           },
@@ -222,6 +268,8 @@ export class TransferManager {
       t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
     } catch (err) {
       t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+    } finally {
+      for (const release of announced) release();
     }
   }
 

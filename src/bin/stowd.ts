@@ -50,6 +50,7 @@ interface AgentFlags {
   containerdSocket: string;
   containerdNamespace: string;
   containerdSnapshotter: string;
+  dockerSocket: string;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -71,10 +72,11 @@ program
   .option('--peer-host <host>', 'address the /v2/ endpoint binds', '127.0.0.1')
   .option('--max-transfer-rate <bytes/s>', 'cap on the bytes per second transfers download', integer)
   .option('--standalone', 'run without a control plane even though this data directory joined one')
-  .option('--runtime <kind>', 'where images land: none (Stowage\'s own store) or containerd', 'none')
+  .option('--runtime <kind>', 'where images land: none (Stowage\'s own store), containerd, or docker (Docker Engine / Podman API)', 'none')
   .option('--containerd-socket <path>', "containerd's gRPC socket", '/run/containerd/containerd.sock')
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
   .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
+  .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
@@ -94,6 +96,7 @@ program
         'containerdSocket',
         'containerdNamespace',
         'containerdSnapshotter',
+        'dockerSocket',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
@@ -126,6 +129,7 @@ program
       runtime: {
         kind: opts.runtime,
         containerd: { socket: opts.containerdSocket, namespace: opts.containerdNamespace, snapshotter: opts.containerdSnapshotter },
+        docker: { socket: opts.dockerSocket },
       },
     };
     let config = opts.config ? await loadAgentConfig(opts.config) : parseAgentConfig(base);
@@ -180,8 +184,11 @@ program
   .option('--control-port <port>', 'port of the control plane', integer, 5070)
   .option('--base-port <port>', 'first agent port (each agent takes two)', integer, 5080)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
-  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[] }) => {
+  .option('--runtime <kind>', 'none, or containerd / podman: each agent beside a runtime of its own (needs root)', 'none')
+  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[]; runtime: string }, command: Command) => {
+    if (!['none', 'containerd', 'podman'].includes(opts.runtime)) command.error(`stowd dev: --runtime must be none, containerd or podman, not "${opts.runtime}"`, { exitCode: 2 });
     const cluster = await startDevCluster({
+      runtime: opts.runtime as 'none' | 'containerd' | 'podman',
       dataDir: opts.dataDir,
       agents: opts.agents,
       controlPort: opts.controlPort,
@@ -192,6 +199,8 @@ program
     console.log(`dashboard: ${cluster.control.url}/ui/ (log in with the admin token below)`);
     for (const a of cluster.agents) {
       console.log(`${a.name}: DOCKER_HOST=${a.engineTcp}  /v2/ at ${a.peerUrl}  socket unix://${a.engineSocket}`);
+      if (a.runtimeSocket && opts.runtime === 'containerd') console.log(`  containerd: ctr -a ${a.runtimeSocket} -n k8s.io images ls`);
+      if (a.runtimeSocket && opts.runtime === 'podman') console.log(`  podman: podman --url unix://${a.runtimeSocket} images`);
     }
     console.log('\nTo use it from another shell:');
     console.log(`  export STOWAGE_HOST=${cluster.control.url}`);

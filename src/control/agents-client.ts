@@ -72,6 +72,15 @@ export class AgentsClient {
     throw new StowageError('AGENT_UNREACHABLE', `agent ${machine.id} closed the transfer before it ended`, { details: { machine_id: machine.id } });
   }
 
+  /** Renewed tokens and peers for a transfer the agent runs; false when it runs no such transfer (any more). */
+  async refreshTransfer(machine: MachineRecord, req: TransferRequest): Promise<boolean> {
+    const res = await this.call(machine, 'POST', '/agent/v1/transfers/refresh', req);
+    await res.body.dump();
+    if (res.statusCode === 204) return true;
+    if (res.statusCode === 404) return false;
+    throw new StowageError('AGENT_ERROR', `agent ${machine.id} answered HTTP ${res.statusCode} to a transfer refresh`, { status: 502, details: { machine_id: machine.id } });
+  }
+
   /** The agent's record of a platform manifest, or undefined when it does not hold it. */
   async getImage(machine: MachineRecord, digest: string): Promise<InventoryItem | undefined> {
     const res = await this.call(machine, 'GET', `/agent/v1/images/${digest}`);

@@ -16,7 +16,14 @@ import { type OperationStatus, machineStatuses, operationKinds, operationStatuse
  */
 
 const digestString = z.string().regex(/^sha256:[a-f0-9]{64}$/, 'expected a sha256 digest (sha256:<64 hex>)');
-const platformString = z.string().min(1).max(100);
+/** os/arch[/variant] by containerd's grammar ("linux/arm64/v8"); anything else (e.g. "../../x") is refused. */
+const platformString = z
+  .string()
+  .min(1)
+  .max(100)
+  .refine((p) => isPlatformString(p), 'expected a platform os/arch[/variant], e.g. linux/amd64');
+/** Sizes, counts and sequence numbers: whole, not negative, exact in a double (no 1e300). */
+const safeCount = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 const isoTime = z.string();
 
 // ---------------------------------------------------------------------------------------------
@@ -47,7 +54,7 @@ export const inventoryItemSchema = z.object({
   platform: platformString,
   /** Fully normalised tags pointing at the manifest or its index ("docker.io/library/alpine:3.19"). */
   references: z.array(z.string()).max(1000),
-  size_bytes: z.number().int().nonnegative(),
+  size_bytes: safeCount,
 });
 export type InventoryItem = z.infer<typeof inventoryItemSchema>;
 
@@ -72,7 +79,7 @@ export const joinRequestSchema = machineInfoSchema.extend({
     .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'machine names are lowercase letters, digits and dashes, up to 63')
     .optional(),
   inventory: z.array(inventoryItemSchema).max(MAX_INVENTORY_ITEMS),
-  inventory_seq: z.number().int().nonnegative(),
+  inventory_seq: safeCount,
 });
 export type JoinRequest = z.infer<typeof joinRequestSchema>;
 
@@ -85,7 +92,7 @@ export type JoinResponse = z.infer<typeof joinResponseSchema>;
 
 /** PUT /api/v1/machines/:id/inventory — the whole inventory (after join, or when asked to resync). */
 export const fullInventorySchema = z.object({
-  seq: z.number().int().nonnegative(),
+  seq: safeCount,
   items: z.array(inventoryItemSchema).max(MAX_INVENTORY_ITEMS),
 });
 
@@ -94,8 +101,8 @@ export const fullInventorySchema = z.object({
  * 409 INVENTORY_RESYNC when its seq for the machine is not base_seq; the agent then sends a full one.
  */
 export const inventoryDeltaSchema = z.object({
-  base_seq: z.number().int().nonnegative(),
-  seq: z.number().int().positive(),
+  base_seq: safeCount,
+  seq: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
   upserted: z.array(inventoryItemSchema).max(MAX_INVENTORY_ITEMS),
   removed: z.array(digestString).max(MAX_INVENTORY_ITEMS),
 });
@@ -103,9 +110,9 @@ export type InventoryDelta = z.infer<typeof inventoryDeltaSchema>;
 
 /** POST /api/v1/machines/:id/heartbeat */
 export const heartbeatSchema = machineInfoSchema.partial().extend({
-  inventory_seq: z.number().int().nonnegative(),
+  inventory_seq: safeCount,
   /** Bytes the machine's content store holds (older agents leave it out). */
-  disk_used_bytes: z.number().int().nonnegative().optional(),
+  disk_used_bytes: safeCount.optional(),
 });
 /** The answer: resync=true when the control plane's seq differs (it then wants a full inventory). */
 export const heartbeatResponseSchema = z.object({ resync: z.boolean(), heartbeat_interval_ms: z.number().int().positive() });
@@ -124,9 +131,9 @@ export const machineSchema = z.object({
   last_seen_at: isoTime,
   joined_at: isoTime,
   version: z.string().nullable(),
-  image_count: z.number().int().nonnegative(),
+  image_count: safeCount,
   /** Bytes of its content store as its agent last reported; null until it has. */
-  disk_used_bytes: z.number().int().nonnegative().nullable(),
+  disk_used_bytes: safeCount.nullable(),
 });
 export type Machine = z.infer<typeof machineSchema>;
 
@@ -145,7 +152,7 @@ export const availabilitySchema = z.object({
   config_digest: digestString.nullable(),
   platform: z.string(),
   references: z.array(z.string()),
-  size_bytes: z.number().int().nonnegative(),
+  size_bytes: safeCount,
   presence: presenceSchema,
   machine_status: z.enum(machineStatuses),
   updated_at: isoTime,
@@ -160,8 +167,8 @@ export { machineStatuses, operationKinds, operationStatuses, targetStatuses, typ
 export const targetResultSchema = z.object({
   machine_id: z.string(),
   status: z.enum(targetStatuses),
-  bytes_transferred: z.number().int().nonnegative(),
-  bytes_total: z.number().int().nonnegative().nullable(),
+  bytes_transferred: safeCount,
+  bytes_total: safeCount.nullable(),
   failure: failureSchema.optional(),
   started_at: isoTime.nullable(),
   finished_at: isoTime.nullable(),
@@ -173,7 +180,7 @@ export const artifactSchema = z.object({
   digest: digestString.nullable(),
   reference: z.string().nullable(),
   platform: z.string().nullable(),
-  size_bytes: z.number().int().nonnegative().nullable(),
+  size_bytes: safeCount.nullable(),
 });
 export type Artifact = z.infer<typeof artifactSchema>;
 
@@ -213,7 +220,7 @@ export const pushRequestSchema = z.object({
   digest: digestString,
   reference: z.string().min(1).max(512).optional(),
   platform: platformString.optional(),
-  size_bytes: z.number().int().nonnegative(),
+  size_bytes: safeCount,
   to: z.array(z.string().min(1)).min(1).max(1000),
   expected_digest: digestString.optional(),
 });
@@ -235,7 +242,7 @@ export const pushResponseSchema = z.object({ operation: operationSchema, upload:
 
 /** POST /api/v1/operations/:id/upload-finished — stowctl reports how its upload ended. */
 export const uploadFinishedSchema = z.discriminatedUnion('outcome', [
-  z.object({ outcome: z.literal('uploaded'), bytes_transferred: z.number().int().nonnegative() }),
+  z.object({ outcome: z.literal('uploaded'), bytes_transferred: safeCount }),
   z.object({ outcome: z.literal('failed'), failure: failureSchema }),
 ]);
 
@@ -264,6 +271,11 @@ export const transferRequestSchema = z.object({
   platform: platformString.optional(),
   /** Tags to record locally once the image is in (normalised references). */
   references: z.array(z.string()).max(1000).default([]),
+  /**
+   * Machines to take blobs from before `source`, nearest first (pipelined fan-out: each may still be
+   * receiving them). Manifests always come from `source`; a peer that fails is passed over for the next.
+   */
+  peers: z.array(transferSourceSchema).max(64).optional(),
 });
 export type TransferRequest = z.infer<typeof transferRequestSchema>;
 
@@ -280,8 +292,8 @@ export const transferEventSchema = z.discriminatedUnion('type', [
     digest: digestString,
     config_digest: digestString,
     platform: z.string(),
-    bytes_transferred: z.number().int().nonnegative(),
-    size_bytes: z.number().int().nonnegative(),
+    bytes_transferred: safeCount,
+    size_bytes: safeCount,
   }),
   z.object({ type: z.literal('error'), failure: failureSchema }),
 ]);
@@ -302,10 +314,10 @@ export const inspectPlatformSchema = z.object({
   platform: z.string(),
   config_digest: digestString,
   media_type: z.string(),
-  size_bytes: z.number().int().nonnegative(),
+  size_bytes: safeCount,
   created: z.string().nullable(),
   labels: z.record(z.string()),
-  layers: z.array(z.object({ digest: digestString, size_bytes: z.number().int().nonnegative(), media_type: z.string() })),
+  layers: z.array(z.object({ digest: digestString, size_bytes: safeCount, media_type: z.string() })),
 });
 
 export const imageInspectSchema = z.object({
@@ -332,3 +344,10 @@ export const taskEventSchema = z.object({
   operation: operationSchema,
 });
 export type TaskEvent = z.infer<typeof taskEventSchema>;
+
+/** containerd's specifier grammar, as src/oci/platform.ts parses it (not imported: the dashboard reads this file). */
+const PLATFORM_RE = /^[A-Za-z0-9_-]+(?:\([A-Za-z0-9_.-]*\))?(?:\/[A-Za-z0-9_-]+){0,2}$/;
+
+function isPlatformString(p: string): boolean {
+  return PLATFORM_RE.test(p);
+}

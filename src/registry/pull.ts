@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, shortId } from '../oci/digest.js';
 import type { Descriptor, ImageIndex, ImageManifest } from '../oci/manifest.js';
@@ -68,6 +69,22 @@ export interface PullOptions {
    * transfer from a peer agent, whose host:port is no name for the image.
    */
   recordSourceNames?: boolean | undefined;
+  /**
+   * Where blobs (configs and layers) come from, in order of preference; default the registry the manifest
+   * came from. A blob is fetched from the first; when a source fails (refuses, does not have it, drops the
+   * connection, stalls, sends bad bytes), the next one resumes it with Range from the bytes already here.
+   * The last gets `retries` more attempts. Asked again for each attempt, so it may hand out renewed
+   * credentials or a new plan.
+   */
+  blobSources?: (() => readonly BlobSource[]) | undefined;
+  /** A blob download that receives nothing for this long is cut and resumed from the next source. */
+  stallTimeoutMs?: number | undefined;
+}
+
+/** A registry (or peer agent) to take blobs from, and the repository path blobs are asked under there. */
+export interface BlobSource {
+  client: RegistryClient;
+  path: string;
 }
 
 export interface PullResult {
@@ -367,23 +384,35 @@ async function downloadBlob(
   };
 
   for (let attempt = 0; ; attempt++) {
+    const sources = opts.blobSources?.() ?? [{ client, path }];
+    // One attempt per preferred source, in order; the last one (the origin) gets the retries.
+    const index = Math.min(attempt, sources.length - 1);
+    const source = sources[index] as BlobSource;
+    const fallback = index < sources.length - 1;
+    const host = source.client.host;
     const start = ingest.offset;
     try {
       if (start < total) {
-        const body = await client.getBlob(path, desc.digest, { start });
+        const body = await source.client.getBlob(source.path, desc.digest, { start });
+        const stall = stallGuard(body, opts.stallTimeoutMs, host, desc.digest);
         let received = start;
         const counted = async function* (): AsyncIterable<Uint8Array> {
-          for await (const chunk of body as AsyncIterable<Buffer>) {
-            opts.signal?.throwIfAborted();
-            received += chunk.length;
-            if (received > total) {
-              throw new StowageError('SIZE_MISMATCH', `registry ${client.host} sent more than the ${total} bytes of ${desc.digest}`, {
-                details: { expected: total },
-              });
+          try {
+            for await (const chunk of body as AsyncIterable<Buffer>) {
+              stall.fed();
+              opts.signal?.throwIfAborted();
+              received += chunk.length;
+              if (received > total) {
+                throw new StowageError('SIZE_MISMATCH', `registry ${host} sent more than the ${total} bytes of ${desc.digest}`, {
+                  details: { expected: total },
+                });
+              }
+              await opts.onBlobBytes?.(chunk.length);
+              yield chunk;
+              emit(received);
             }
-            await opts.onBlobBytes?.(chunk.length);
-            yield chunk;
-            emit(received);
+          } finally {
+            stall.stop();
           }
         };
         emit(start, true);
@@ -399,15 +428,37 @@ async function downloadBlob(
     } catch (err) {
       // A dropped connection (or a short body) is resumed from where the ingest got to.
       if (opts.signal?.aborted) throw err; // the ingest stays for a later pull to resume
+      const badBytes = isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH');
+      if (fallback) {
+        // A peer that fails in any way is passed over; bad bytes from it are dropped, the rest is resumed.
+        if (badBytes) {
+          await ingest.abort().catch(() => undefined);
+          ingest = await store.openIngest(desc.digest);
+        }
+        continue;
+      }
       const resumable = isStowageError(err, 'TRUNCATED') || (isStowageError(err, 'REGISTRY_ERROR') && err.details?.['status'] === undefined);
-      if (resumable && attempt < retries) continue;
+      if (resumable && attempt - index < retries) continue;
       if (!resumable) await ingest.abort().catch(() => undefined);
       if (isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH')) {
-        throw new StowageError(err.code, `registry ${client.host} sent bad content for ${path}@${desc.digest}: ${err.message}`, {
+        throw new StowageError(err.code, `registry ${host} sent bad content for ${source.path}@${desc.digest}: ${err.message}`, {
           details: { ...err.details, digest: desc.digest, stage: 'download' },
         });
       }
       throw err;
     }
   }
+}
+
+/** Cuts `body` (as TRUNCATED, so the download resumes elsewhere) when no byte arrives for `ms`. */
+function stallGuard(body: Readable, ms: number | undefined, host: string, digest: Digest): { fed(): void; stop(): void } {
+  if (ms === undefined || ms <= 0) return { fed: () => undefined, stop: () => undefined };
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => body.destroy(new StowageError('TRUNCATED', `${host} sent nothing of ${digest} for ${ms} ms`)), ms);
+    timer.unref();
+  };
+  arm();
+  return { fed: arm, stop: () => clearTimeout(timer) };
 }

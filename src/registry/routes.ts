@@ -1,3 +1,4 @@
+import { type Readable, Transform, pipeline } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isStowageError } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
@@ -57,6 +58,8 @@ export interface RegistryRoutesOptions {
   uploads?: UploadSessionOptions | undefined;
   /** Largest blob accepted by an upload (with `authorize` only). */
   maxBlobBytes?: WriteRoutesOptions['maxBlobBytes'];
+  /** Hears the size of every chunk of blob bytes sent (a counter of what this endpoint uploaded). */
+  onBlobBytesServed?: ((bytes: number) => void) | undefined;
   /**
    * Where standard clients get a token (the Docker/OCI token flow): a 401 then answers
    * `Bearer realm="<realm>",service="<service>",scope="…"`. Absent (or answering undefined, e.g. before
@@ -363,6 +366,19 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     // The headers go out at once: the first byte of a live blob may be a while coming, and a client that
     // sees nothing would take the machine for dead.
     if (live) reply.raw.once('pipe', () => reply.raw.flushHeaders());
-    return reply.send(body);
+    const count = opts.onBlobBytesServed;
+    return reply.send(body && count ? counting(body, count) : body);
   }
+}
+
+/** `body` as it is read, each chunk's size told to `count`; an error or a close on either side ends both. */
+function counting(body: Readable, count: (bytes: number) => void): Readable {
+  const counted = new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      count(chunk.length);
+      done(null, chunk);
+    },
+  });
+  pipeline(body, counted, () => undefined);
+  return counted;
 }

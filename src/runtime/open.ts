@@ -2,11 +2,13 @@ import { join } from 'node:path';
 import { openStore } from '../store/index.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import { ContainerdRuntime } from './containerd/adapter.js';
+import { DockerRuntime } from './docker/adapter.js';
 import type { HandOver, RuntimeAdapter } from './runtime.js';
 
 export interface RuntimeConfig {
-  kind: 'none' | 'containerd';
+  kind: 'none' | 'containerd' | 'docker';
   containerd: { socket: string; namespace: string; snapshotter: string };
+  docker: { socket: string };
 }
 
 /** Stowage's own store as the machine's image store: nothing to hand over, nothing to follow. */
@@ -28,6 +30,7 @@ class NoRuntime implements RuntimeAdapter {
 /** The configured runtime adapter, with its store and image records under `dataDir`. */
 export async function openRuntime(config: RuntimeConfig, dataDir: string, log?: (message: string) => void): Promise<RuntimeAdapter> {
   if (config.kind === 'containerd') return ContainerdRuntime.open({ ...config.containerd, dataDir, ...(log ? { log } : {}) });
+  if (config.kind === 'docker') return DockerRuntime.open({ socket: config.docker.socket, dataDir, ...(log ? { log } : {}) });
   const { store, images } = await openStore(join(dataDir, 'store'));
   return new NoRuntime(store, images);
 }

@@ -79,7 +79,8 @@ export class ContentStore implements ContentStoreApi {
         await fh.close();
         return Readable.from([]);
       }
-      return fh.createReadStream({ start, end: last });
+      // Large reads: a blob goes out in 1 MiB pieces, not 64 KiB ones.
+      return fh.createReadStream({ start, end: last, highWaterMark: 1024 * 1024 });
     } catch (err) {
       await fh.close();
       throw err;

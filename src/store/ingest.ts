@@ -146,6 +146,7 @@ class FileIngest implements Ingest {
         await this.remove();
         throw err;
       }
+      if (this.live?.digest === actual.digest) this.live.live.verified(actual.digest);
       const fh = await this.openData(constants.O_RDONLY);
       try {
         await fh.sync();

@@ -12,14 +12,14 @@ import { isErrno } from './fs-util.js';
  * An entry exists while a transfer expects the blob (`expect`, with the size its descriptor gives) or an
  * ingest keyed by its digest is writing it. A reader tails the ingest's data file: it sends what is
  * written, waits for more, and ends at the expected size. It never sends the blob's final byte before the
- * ingest has verified the whole blob and committed it, so a reader of a blob whose ingest fails (aborted,
+ * ingest has verified the whole blob against its digest, so a reader of a blob whose ingest fails (aborted,
  * wrong digest, given up) sees its connection fail, never a truncated or wrong blob that looks whole; the
  * downstream machine still verifies the digest itself, and resumes with Range from another source.
  */
 
 const READ_CHUNK = 1024 * 1024;
 
-type State = 'waiting' | 'writing' | 'committed' | 'failed';
+type State = 'waiting' | 'writing' | 'verified' | 'committed' | 'failed';
 
 class LiveBlob extends EventEmitter {
   size: number | undefined;
@@ -106,6 +106,14 @@ export class LiveBlobs {
     if (!whole) this.settleIfOrphaned(digest, entry);
   }
 
+  /** The whole blob matched its digest (its fsync and rename follow): its final byte may go out. */
+  verified(digest: Digest): void {
+    const entry = this.entries.get(digest);
+    if (!entry || entry.state !== 'writing') return;
+    entry.state = 'verified';
+    entry.changed();
+  }
+
   committed(digest: Digest, size: number, blobFile: string): void {
     const entry = this.entries.get(digest);
     if (!entry) return;
@@ -143,7 +151,7 @@ export class LiveBlobs {
   /** Nothing expects the blob and nothing writes it: it is not coming, whoever waits for it is told so. */
   private settleIfOrphaned(digest: Digest, entry: LiveBlob): void {
     if (entry.state === 'committed' || entry.expectations > 0 || entry.writers > 0) return;
-    if (entry.state === 'writing' && entry.written === entry.size) return; // whole on disk: its commit follows
+    if ((entry.state === 'writing' || entry.state === 'verified') && entry.written === entry.size) return; // whole: its commit follows
     if (this.entries.get(digest) === entry) this.entries.delete(digest);
     entry.state = 'failed';
     entry.error ??= new StowageError('TRUNCATED', `${digest} stopped arriving before it was whole`);
@@ -181,7 +189,7 @@ function tail(entry: LiveBlob, generation: number, start: number, end: number, s
         if (pos > end) return;
         // Bytes that may be sent now: what is on disk, but never the final byte of an unverified blob.
         let limit = Math.min(entry.written, end + 1);
-        if (entry.state !== 'committed' && limit >= size) limit = size - 1;
+        if (entry.state !== 'verified' && entry.state !== 'committed' && limit >= size) limit = size - 1;
         if (pos < limit && entry.file !== undefined) {
           fh ??= await openCurrent(entry);
           if (!fh) {

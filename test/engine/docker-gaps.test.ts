@@ -375,3 +375,22 @@ describe('every tag of a repository, and the small ones', () => {
     expect(missing.status).toBe(404);
   });
 });
+
+describe('docker push of a built image', () => {
+  it('sends gzip-compressed layers, as dockerd does, under the same image ID', async () => {
+    const dir = await writeContext(join(eng.root, 'push-built'), { Dockerfile: 'FROM scratch\nCOPY big.txt /\n', 'big.txt': 'compressible '.repeat(10_000) });
+    const name = `${registry.host}/gaps/built:1`;
+    const b = await docker(['build', '-t', name, dir]);
+    expect(b.code, b.stderr).toBe(0);
+    const id = (await inspect(name))['Id'] as string;
+    const p = await docker(['push', name]);
+    expect(p.code, p.stderr).toBe(0);
+    const res = await fetch(`http://${registry.host}/v2/gaps/built/manifests/1`, {
+      headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' },
+    });
+    const manifest = (await res.json()) as { config: { digest: string }; layers: Array<{ mediaType: string; size: number }> };
+    expect(manifest.layers.map((l) => l.mediaType)).toEqual(['application/vnd.docker.image.rootfs.diff.tar.gzip']);
+    expect(manifest.layers[0]!.size).toBeLessThan(10_000);
+    expect(manifest.config.digest).toBe(id);
+  });
+});

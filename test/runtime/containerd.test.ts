@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runOk } from '../harness/run.js';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { type Containerd, type RunnableImage, makeRunnableImage, startContainerd } from '../harness/containerd.js';
@@ -63,7 +64,7 @@ describe('agents beside containerd', () => {
       const rec = (await records(`agent-${i + 1}`)).find((r) => r.digest === image.manifestDigest);
       expect(rec?.references).toContain(REF);
     }
-  });
+  }, 300_000);
 
   it('ctr images rm on a target drops it from image status; a second distribute moves it again', async () => {
     const rm = await ctds[2]!.ctr(['images', 'rm', REF]);
@@ -76,7 +77,7 @@ describe('agents beside containerd', () => {
     await cluster.waitForImage('agent-3', image.manifestDigest);
     const ran = await ctds[2]!.ctr(['run', '--rm', REF, 't-again']);
     expect(ran.stdout).toBe(image.message);
-  });
+  }, 300_000);
 
   it('an image imported into containerd directly shows in image status, with its tag', async () => {
     const other = await makeRunnableImage('docker.io/stowage-test/direct:2');
@@ -86,5 +87,21 @@ describe('agents beside containerd', () => {
       timeoutMs: 20_000,
     });
     expect(rec.references).toContain('docker.io/stowage-test/direct:2');
-  });
+  }, 300_000);
+
+  it('a 256 MiB image distributed to a containerd-backed target leaves under 1% of its size under the agent data directory', async () => {
+    const big = await makeRunnableImage('docker.io/stowage-test/big:1', { extraLayers: 4, extraBytes: 64 * 1024 * 1024 });
+    // Uploaded once to agent-1, then agent-2 pulls it from there, as in a distribute.
+    const push = await cluster.stowctl(['--json', 'image', 'push', 'docker.io/stowage-test/big:1', '--archive', big.tar, '--to', 'agent-1,agent-2']);
+    expect(push.code, push.stderr + push.stdout).toBe(0);
+    const target = (JSON.parse(push.stdout) as { operation: Operation }).operation.targets.find((t) => t.machine_id === 'agent-2');
+    expect(target?.status).toBe('present');
+    expect(target?.bytes_transferred).toBeGreaterThan(big.layerBytes);
+
+    const used = Number((await runOk('du', ['-sb', cluster.agents[1]!.dataDir])).split('\t')[0]);
+    expect(big.layerBytes).toBeGreaterThan(256 * 1024 * 1024);
+    expect(used).toBeLessThan(big.layerBytes / 100);
+    const ran = await ctds[1]!.ctr(['run', '--rm', 'docker.io/stowage-test/big:1', 't-big']);
+    expect(ran.stdout).toBe(big.message);
+  }, 900_000);
 });

@@ -46,7 +46,8 @@ beforeAll(async () => {
   const webDir = await buildDashboard();
   reg = await startRegistry();
   const layout = await tmpDir('stowage-layout-');
-  await makeTestImage(layout, { layers: 1, layerBytes: 64 * 1024, tag: 'x' });
+  // A Backend.AI kernel image (the catalog records only those).
+  await makeTestImage(layout, { layers: 1, layerBytes: 64 * 1024, tag: 'x', labels: { 'ai.backend.kernelspec': '1' } });
   toolRef = `${reg.host}/team/tool:1`;
   await skopeo(['copy', `oci:${layout}:x`, `docker://${toolRef}`]);
   cluster = await startCluster({
@@ -102,6 +103,10 @@ describe('the web dashboard', () => {
     await expectText(page.getByTestId('rescan-form').getByTestId('command'), `stowctl image rescan ${reg.host}`);
     await page.getByRole('button', { name: 'Rescan' }).click();
     await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'rescan' }).waitFor(WAIT);
+    // The line shown is one stowctl takes: run as shown, it rescans too.
+    const line = (await page.getByTestId('rescan-form').getByTestId('command').locator('code').textContent()) ?? '';
+    const shown = await cluster.stowctl(line.split(' ').slice(1));
+    expect(shown.code, `${line}: ${shown.stderr}`).toBe(0);
 
     const row = page.getByTestId(`catalog-${toolRef}`);
     await row.waitFor(WAIT);

@@ -3,7 +3,7 @@ import { parsePlatform, platformMatches } from '../../oci/platform.js';
 import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
 import { toFailure } from '../operations/runner.js';
-import { peerTransferRequest } from '../operations/transfer-plan.js';
+import { peerTransferRequest, renewEveryMs } from '../operations/transfer-plan.js';
 import type { Operation, TransferRequest } from '../wire.js';
 import { type RegistryRecord, RegistryStore } from './registries.js';
 import { type CatalogImage, CatalogStore, type ImageKey, formatKey } from './store.js';
@@ -78,7 +78,9 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
       const references = [formatKey(key)];
       const peer = peerRequest(ctx, opId, row, target, references);
       if (peer) {
-        const r = await ctx.runner.runTransfer(opId, target, peer, { platform, resumed: wasRunning });
+        // Renewed before the peer token expires (the same request, minted again).
+        const again = (): TransferRequest => peerRequest(ctx, opId, row, target, references) ?? peer;
+        const r = await ctx.runner.runTransfer(opId, target, again, { platform, resumed: wasRunning, renewEveryMs: renewEveryMs(ctx.config.peerTokenTtlSeconds) });
         if (r.status !== 'failed' || !registry || signal.aborted) return;
         ctx.log.warn({ opId, machineId }, 'preload from a peer failed; trying the registry');
       }

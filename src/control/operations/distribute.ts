@@ -2,11 +2,15 @@ import { StowageError } from '../../errors.js';
 import type { ControlContext } from '../context.js';
 import type { DistributeRequest, Operation } from '../wire.js';
 import { toFailure } from './runner.js';
-import { chooseRecord, peerTransferRequest, sourceRecords } from './transfer-plan.js';
+import type { MachineRecord } from '../machines.js';
+import { FanoutChain } from './fanout.js';
+import { isTargetDone } from './store.js';
+import { chooseRecord, peerTransferRequest, renewEveryMs, sourceRecords } from './transfer-plan.js';
 
 /**
- * distribute: every target pulls the image (manifest and only the blobs it lacks) straight from the
- * source agent's /v2/; the control plane only tells them to and records what they report.
+ * distribute: every target pulls the image (manifest and only the blobs it lacks) from the source agent's
+ * /v2/ and from the targets before it, pipelined (fanout.ts); the control plane only tells them to and
+ * records what they report. No image byte passes through the control plane.
  */
 
 export interface DistributeParams {
@@ -54,19 +58,40 @@ export async function runDistribute(ctx: ControlContext, opId: string): Promise<
   ctx.operations.finish(opId);
 }
 
-/** Every open target of the operation pulls `params.digest` from `params.from`. */
+/**
+ * Every open target of the operation gets `params.digest` from `params.from`, pipelined along a chain
+ * (fanout.ts): each takes its blobs from the targets before it, nearest first, and the source.
+ */
 export async function transferFromSource(ctx: ControlContext, opId: string, params: DistributeParams): Promise<void> {
+  const open = ctx.operations.require(opId).targets.filter((t) => !isTargetDone(t.status)).map((t) => t.machine_id);
+  const chain = new FanoutChain(open);
+  const ttl = ctx.config.peerTokenTtlSeconds;
   await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
     const platformGuess = params.platform ?? 'unknown';
+    let holder = false;
     try {
+      await chain.upstreamReady(machineId);
       const target = ctx.machines.requireOnline(machineId);
       const source = ctx.machines.requireOnline(params.from);
       const record = chooseRecord(sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
-      const req = peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ctx.config.peerTokenTtlSeconds });
-      await ctx.runner.runTransfer(opId, target, req, { platform: record.platform, resumed: wasRunning });
+      const peers = (): MachineRecord[] =>
+        chain
+          .peersOf(machineId)
+          .map((id) => ctx.machines.get(id))
+          .filter((m): m is MachineRecord => m !== undefined && m.status === 'online');
+      const request = () => peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: peers() });
+      const result = await ctx.runner.runTransfer(opId, target, request, {
+        platform: record.platform,
+        resumed: wasRunning,
+        onStarted: () => chain.started(machineId),
+        renewEveryMs: renewEveryMs(ttl),
+      });
+      holder = result.status === 'present' || result.status === 'skipped_present';
     } catch (err) {
       // Nothing was asked of the target: no availability record, just the target's failure.
       ctx.runner.failTarget(opId, machineId, undefined, platformGuess, toFailure(err, 'plan'));
+    } finally {
+      chain.ended(machineId, holder);
     }
   });
 }

@@ -24,6 +24,15 @@ export interface TransferTargetResult {
 
 const PROGRESS_WRITE_MS = 250;
 
+export interface TransferRunOptions {
+  platform: string;
+  resumed: boolean;
+  /** Called once the agent knows what it will fetch (its first progress with a total). */
+  onStarted?: (() => void) | undefined;
+  /** How often to send the agent a renewed request (built again: new tokens, current peers). */
+  renewEveryMs?: number | undefined;
+}
+
 export class OperationRunner {
   private readonly handlers = new Map<OperationKind, KindHandler>();
   private readonly running = new Map<string, Promise<void>>();
@@ -111,17 +120,29 @@ export class OperationRunner {
    * or failed, with the availability records to match. `resumed` says the target was running before a
    * restart: whatever the agent finished meanwhile was this operation's doing, so it counts as present.
    */
-  async runTransfer(opId: string, target: MachineRecord, req: TransferRequest, opts: { platform: string; resumed: boolean }): Promise<TransferTargetResult> {
+  async runTransfer(
+    opId: string,
+    target: MachineRecord,
+    request: TransferRequest | (() => TransferRequest),
+    opts: TransferRunOptions,
+  ): Promise<TransferTargetResult> {
+    const build = typeof request === 'function' ? request : () => request;
+    const req = build();
     this.operations.updateTarget(opId, target.id, { status: 'running', failure: null });
     const wanted = req.ref.startsWith('sha256:') ? req.ref : undefined;
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
-    // Where a lost connection leaves the target: before any byte arrived it never got going ('connect').
-    let stage = 'connect';
+    let started = false;
+    // Peer tokens expire: a transfer longer than their lifetime gets the request again, with new ones.
+    const renew = opts.renewEveryMs === undefined ? undefined : setInterval(() => void this.renew(target, build), opts.renewEveryMs);
+    renew?.unref();
     try {
       const signal = this.signalFor(opId);
       const outcome = await this.agents.transfer(target, req, signal, (p) => {
-        if (p.bytes_transferred > 0) stage = 'blobs';
+        if (!started && p.bytes_total !== null) {
+          started = true;
+          opts.onStarted?.();
+        }
         const now = Date.now();
         if (now - lastWrite < PROGRESS_WRITE_MS) return;
         lastWrite = now;
@@ -150,7 +171,18 @@ export class OperationRunner {
         if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
         return { status: 'failed' };
       }
-      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, stage));
+      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
+    } finally {
+      clearInterval(renew);
+    }
+  }
+
+  /** Sends a running transfer its request again (fresh tokens, current peers); failures wait for the next turn. */
+  private async renew(target: MachineRecord, build: () => TransferRequest): Promise<void> {
+    try {
+      await this.agents.refreshTransfer(target, build());
+    } catch (err) {
+      this.log.info({ machine: target.id, err: (err as Error).message }, 'renewing a transfer failed; trying again later');
     }
   }
 

@@ -3,7 +3,7 @@ import { parseReference } from '../../oci/reference.js';
 import type { AvailabilityStore } from '../availability.js';
 import type { MachineRecord } from '../machines.js';
 import { pullToken } from '../peer-client.js';
-import type { Availability, TransferRequest } from '../wire.js';
+import type { Availability, TransferRequest, TransferSource } from '../wire.js';
 
 /**
  * What a target pulls from a source agent: the requested digest (a platform manifest, or an index with a
@@ -56,15 +56,29 @@ export function peerTransferRequest(opts: {
   digest: string;
   record: Availability;
   ttlSeconds: number;
+  /** Machines to take blobs from before the source, nearest first (see fanout.ts). */
+  peers?: readonly MachineRecord[];
 }): TransferRequest {
   const { source, record, digest } = opts;
-  const password = pullToken(source, opts.ttlSeconds, opts.operationId);
+  const repository = repositoryOf(record.references);
+  const from = (m: MachineRecord): TransferSource => ({
+    registry_url: m.agent_url,
+    repository,
+    username: 'stowage',
+    password: pullToken(m, opts.ttlSeconds, opts.operationId),
+  });
   const isIndex = record.digest !== digest;
   return {
     operation_id: opts.operationId,
-    source: { registry_url: source.agent_url, repository: repositoryOf(record.references), username: 'stowage', password },
+    source: from(source),
     ref: digest,
     ...(isIndex ? { platform: record.platform } : {}),
     references: record.references,
+    ...(opts.peers && opts.peers.length > 0 ? { peers: opts.peers.map(from) } : {}),
   };
+}
+
+/** How often a transfer gets renewed tokens: well before they expire. */
+export function renewEveryMs(ttlSeconds: number): number {
+  return Math.max(1_000, Math.floor((ttlSeconds * 1000) / 3));
 }

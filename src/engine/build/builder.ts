@@ -331,7 +331,7 @@ export class Builder {
       config,
       container,
       layers,
-      layerMediaType: oci ? MediaType.OciLayer : MediaType.DockerLayer,
+      layerMediaType: oci ? MediaType.OciLayerGzip : MediaType.DockerLayerGzip,
       manifestMediaType: oci ? MediaType.OciManifest : MediaType.DockerManifest,
       args: new Map(),
       shell: [...DEFAULT_SHELL],
@@ -644,8 +644,8 @@ export class Builder {
     } else {
       const blob = await writeLayer(this.deps.store, sorted, this.deps.lease);
       state.layers.push({ mediaType: state.layerMediaType, digest: blob.digest, size: blob.size });
-      state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, blob.digest] };
-      state.newBlobs.push(blob);
+      state.config.rootfs = { ...state.config.rootfs, diff_ids: [...state.config.rootfs.diff_ids, blob.diffId] };
+      state.newBlobs.push({ digest: blob.digest, size: blob.size });
     }
     this.history(state, createdBy, false);
     if (hit) state.config.history![state.config.history!.length - 1]!.created = hit.created;

@@ -1,6 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { once } from 'node:events';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 import tar from 'tar-stream';
+import { type Digest, Digester } from '../../oci/digest.js';
 import type { BlobInfo, ContentStoreApi, Lease } from '../../store/types.js';
 import type { NodeMeta } from './tree.js';
 
@@ -41,9 +45,28 @@ function header(e: LayerEntry): tar.Header {
  * Streams a layer tar straight into the content store. The layer is stored uncompressed, so its
  * blob digest is also its diff_id. The layer is added to `lease` as it is committed.
  */
-export async function writeLayer(store: ContentStoreApi, entries: LayerEntry[], lease: Lease): Promise<BlobInfo> {
+/** A stored layer: the gzip blob, and the digest of the tar inside it (its diff ID). */
+export interface WrittenLayer extends BlobInfo {
+  diffId: Digest;
+}
+
+/**
+ * Stores the layer gzip-compressed, as dockerd pushes built layers (it keeps them unpacked locally; the
+ * store keeps what is pushed). The same entries give the same bytes: the gzip header carries no time.
+ */
+export async function writeLayer(store: ContentStoreApi, entries: LayerEntry[], lease: Lease): Promise<WrittenLayer> {
   const pack = tar.pack();
-  const put = store.put(pack as unknown as AsyncIterable<Uint8Array>, undefined, { lease });
+  const digester = new Digester();
+  const gzip = createGzip();
+  const tarBytes = async function* (): AsyncGenerator<Buffer> {
+    for await (const chunk of pack as unknown as AsyncIterable<Buffer>) {
+      digester.update(chunk);
+      yield chunk;
+    }
+  };
+  const compressing = pipeline(Readable.from(tarBytes()), gzip);
+  compressing.catch(() => undefined); // observed below
+  const put = store.put(gzip, undefined, { lease });
   put.catch(() => undefined); // observed below
   try {
     for (const e of entries) {
@@ -82,8 +105,9 @@ export async function writeLayer(store: ContentStoreApi, entries: LayerEntry[], 
     pack.finalize();
   } catch (err) {
     pack.destroy(err as Error);
-    await put.catch(() => undefined);
+    await Promise.allSettled([compressing, put]);
     throw err;
   }
-  return put;
+  const [, blob] = await Promise.all([compressing, put]);
+  return { ...blob, diffId: digester.digest() };
 }

@@ -119,7 +119,8 @@ export class ContainerdMirror {
       if (first) {
         for (const rec of images.listImages()) if (!keptManifests.has(rec.manifestDigest) && !nextTargets.has(rec.manifestDigest)) goneTargets.add(rec.manifestDigest);
         for (const idx of images.listIndexes()) if (!nextTargets.has(idx.indexDigest)) goneTargets.add(idx.indexDigest);
-        for (const t of images.listTags()) if (next.get(t.reference) === undefined) images.untag(t.reference);
+        const named = new Set([...next.keys()].map((n) => nameOf(n).tag).filter((t): t is string => t !== undefined));
+        for (const t of images.listTags()) if (!named.has(t.reference)) images.untag(t.reference);
       } else {
         for (const [name, digest] of previous) {
           const tag = nameOf(name).tag;

@@ -67,6 +67,8 @@ export function useOperationStreams(api: Api, ids: readonly string[], onEnd?: ()
         .events(
           `/api/v1/operations/${encodeURIComponent(id)}/events`,
           (event, data) => {
+            // server_close (Backend.AI's end marker) carries no operation.
+            if (!event.startsWith('bgtask_')) return;
             const op = (JSON.parse(data) as TaskEvent).operation;
             setLatest((m) => new Map(m).set(op.id, op));
             if (event !== 'bgtask_updated') onEndRef.current?.();

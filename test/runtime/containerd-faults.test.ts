@@ -1,0 +1,96 @@
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Availability, Operation } from '../../src/control/wire.js';
+import { type Cluster, startCluster, until } from '../harness/cluster.js';
+import { type Containerd, type RunnableImage, makeRunnableImage, startContainerd } from '../harness/containerd.js';
+import { tmpDir } from '../harness/tmp.js';
+
+/**
+ * Hand-over failures: an agent whose containerd socket is missing, and one whose containerd dies in the middle
+ * of a transfer. The target fails at stage `runtime` with a clear code, containerd lists nothing of the image,
+ * and the agent keeps serving (a later distribute succeeds once containerd is back).
+ */
+
+const REF = 'docker.io/stowage-test/faults:1';
+const RATE = 4 * 1024 * 1024;
+
+let cluster: Cluster;
+let source: Containerd;
+let dying: Containerd;
+let missingSocket: string;
+let image: RunnableImage;
+
+async function operation(id: string): Promise<Operation> {
+  return (await cluster.api<{ operation: Operation }>('GET', `/api/v1/operations/${id}`)).body.operation;
+}
+
+async function distribute(to: string): Promise<string> {
+  const r = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest: image.manifestDigest, from: 'agent-1', to: [to] });
+  expect(r.status, JSON.stringify(r.body)).toBeLessThan(300);
+  return r.body.operation.id;
+}
+
+async function online(machine: string): Promise<boolean> {
+  const r = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
+  return r.body.machines.some((m) => m.id === machine && m.status === 'online');
+}
+
+beforeAll(async () => {
+  source = await startContainerd();
+  dying = await startContainerd();
+  missingSocket = join(await tmpDir('stowage-nosock-'), 'containerd.sock');
+  // 32 MiB of layers: at RATE bytes/s into agent-2, the transfer is under way for seconds.
+  image = await makeRunnableImage(REF, { extraLayers: 2, extraBytes: 16 * 1024 * 1024 });
+  const sockets = [source.socket, dying.socket, missingSocket];
+  cluster = await startCluster({
+    agents: 3,
+    agentArgs: (i) => ['--runtime', 'containerd', '--containerd-socket', sockets[i]!, ...(i === 1 ? ['--max-transfer-rate', String(RATE)] : [])],
+  });
+  const push = await cluster.stowctl(['--json', 'image', 'push', REF, '--archive', image.tar, '--to', 'agent-1']);
+  expect(push.code, push.stderr + push.stdout).toBe(0);
+}, 240_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  await source?.stop();
+  await dying?.stop();
+});
+
+describe('containerd hand-over failures', () => {
+  it('a missing containerd socket: the agent serves, and a distribute to it fails at stage runtime', async () => {
+    expect(await online('agent-3')).toBe(true);
+    const op = await cluster.settle(await distribute('agent-3'));
+    expect(op.status).toBe('failed');
+    const target = op.targets[0]!;
+    expect(target.status).toBe('failed');
+    expect(target.failure).toMatchObject({ code: 'RUNTIME_UNAVAILABLE', stage: 'runtime' });
+    expect(target.failure?.message).toContain('containerd');
+    const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=agent-3&digest=${image.manifestDigest}`);
+    expect(status.body.records.filter((r) => r.presence.state === 'present')).toEqual([]);
+    expect(await online('agent-3')).toBe(true);
+  }, 300_000);
+
+  it('containerd killed mid-transfer: failed at stage runtime, nothing listed after it restarts, and the next distribute works', async () => {
+    const id = await distribute('agent-2');
+    await until('bytes to arrive at agent-2', async () => ((await operation(id)).targets[0]?.bytes_transferred ?? 0) > 1024 * 1024 ? true : undefined, {
+      timeoutMs: 60_000,
+      everyMs: 50,
+    });
+    await dying.stop();
+    const op = await cluster.settle(id, 120_000);
+    const target = op.targets[0]!;
+    expect(target.status).toBe('failed');
+    expect(target.failure).toMatchObject({ code: 'RUNTIME_UNAVAILABLE', stage: 'runtime' });
+
+    await dying.restart();
+    const ls = await dying.ctr(['images', 'ls', '-q']);
+    expect(ls.code, ls.stderr).toBe(0);
+    expect(ls.stdout.trim()).toBe('');
+    expect(await online('agent-2')).toBe(true);
+
+    const again = await cluster.settle(await distribute('agent-2'), 180_000);
+    expect(again.targets[0]?.status, JSON.stringify(again.targets[0]?.failure)).toBe('present');
+    const ran = await dying.ctr(['run', '--rm', REF, 't-after']);
+    expect(ran.stdout).toBe(image.message);
+  }, 300_000);
+});

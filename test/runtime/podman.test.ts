@@ -1,0 +1,68 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Availability, Operation } from '../../src/control/wire.js';
+import { type Cluster, startCluster } from '../harness/cluster.js';
+import { type RunnableImage, makeRunnableImage } from '../harness/containerd.js';
+import { type PodmanService, startPodman } from '../harness/podman.js';
+
+/**
+ * Three agents with `--runtime docker`, each beside its own Podman service: an image pushed from an archive
+ * and distributed is loaded into every Podman (same image ID, the config digest) and `podman run` starts it;
+ * `podman rmi` on a machine drops it from image status.
+ */
+
+const REF = 'docker.io/stowage-test/podhello:1';
+
+let cluster: Cluster;
+const services: PodmanService[] = [];
+let image: RunnableImage;
+
+interface PodmanImage {
+  Id: string;
+  Names?: string[];
+}
+
+async function podmanImages(i: number): Promise<PodmanImage[]> {
+  const r = await services[i]!.podman(['images', '--format', 'json']);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as PodmanImage[];
+}
+
+beforeAll(async () => {
+  for (let i = 0; i < 3; i++) services.push(await startPodman());
+  image = await makeRunnableImage(REF);
+  cluster = await startCluster({ agents: 3, agentArgs: (i) => ['--runtime', 'docker', '--docker-socket', services[i]!.socket] });
+}, 400_000);
+
+afterAll(async () => {
+  await cluster?.close();
+  for (const s of services) await s.stop();
+});
+
+describe('agents beside Podman', () => {
+  it('push to agent-1 and distribute to agents 2 and 3: every Podman holds the image ID and podman run prints the message', async () => {
+    const push = await cluster.stowctl(['--json', 'image', 'push', REF, '--archive', image.tar, '--to', 'agent-1']);
+    expect(push.code, push.stderr + push.stdout).toBe(0);
+    const dist = await cluster.stowctl(['--json', 'image', 'distribute', '--digest', image.manifestDigest, '--from', 'agent-1', '--to', 'agent-2,agent-3']);
+    expect(dist.code, dist.stderr + dist.stdout).toBe(0);
+    for (let i = 0; i < 3; i++) {
+      const held = (await podmanImages(i)).find((img) => `sha256:${img.Id.replace(/^sha256:/, '')}` === image.configDigest);
+      expect(held?.Names, `agent-${i + 1}`).toContain(REF);
+      const ran = await services[i]!.podman(['run', '--rm', REF]);
+      expect(ran.stdout, ran.stderr).toBe(image.message);
+      const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=agent-${i + 1}&digest=${image.manifestDigest}`);
+      expect(r.body.records.find((x) => x.presence.state === 'present')?.references).toContain(REF);
+    }
+  }, 300_000);
+
+  it('podman rmi on a target drops it from image status; a second distribute loads it again', async () => {
+    const rmi = await services[2]!.podman(['rmi', '--force', REF]);
+    expect(rmi.code, rmi.stderr).toBe(0);
+    await cluster.waitForImage('agent-3', image.manifestDigest, { absent: true });
+    const again = await cluster.stowctl(['--json', 'image', 'distribute', '--digest', image.manifestDigest, '--from', 'agent-1', '--to', 'agent-3']);
+    expect(again.code, again.stderr + again.stdout).toBe(0);
+    expect((JSON.parse(again.stdout) as { operation: Operation }).operation.targets[0]?.status).toMatch(/^(present|skipped_present)$/);
+    await cluster.waitForImage('agent-3', image.manifestDigest);
+    const ran = await services[2]!.podman(['run', '--rm', REF]);
+    expect(ran.stdout, ran.stderr).toBe(image.message);
+  }, 300_000);
+});
