@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// Runs the built CLI when `npm run build` has produced it, else the TypeScript source through tsx.
-// STOWAGE_FROM_SOURCE=1 always runs the source: the tests set it, so they never test a stale dist/.
+// Runs the built daemon (dist/, built by `npm ci` through `prepare`, or `npm run build`), else the
+// TypeScript source through tsx. STOWAGE_FROM_SOURCE=1 forces the source (the tests set it, so an
+// old build never hides a change).
 import { existsSync } from 'node:fs';
-import { fileURLToPath, pathToFileURL } from 'node:url';
 
-const built = fileURLToPath(new URL('../dist/stowd.js', import.meta.url));
-if (existsSync(built) && process.env.STOWAGE_FROM_SOURCE !== '1') {
-  await import(pathToFileURL(built).href);
+const built = new URL('../dist/stowd.js', import.meta.url);
+if (process.env.STOWAGE_FROM_SOURCE !== '1' && existsSync(built)) {
+  await import(built.href);
 } else {
   const { register } = await import('tsx/esm/api');
   register();

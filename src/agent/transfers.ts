@@ -145,6 +145,11 @@ export class Transfer {
   }
 }
 
+/** A target going away is AGENT_UNREACHABLE to the operation, whether it was stopped or killed. */
+function shuttingDown(): StowageError {
+  return new StowageError('AGENT_UNREACHABLE', 'the agent is shutting down', { status: 503 });
+}
+
 export class TransferManager {
   private readonly running = new Map<string, { transfer: Transfer; done: Promise<void> }>();
   private readonly abort = new AbortController();
@@ -153,7 +158,7 @@ export class TransferManager {
 
   /** Starts the transfer, or attaches to the running one with the same key (adding its references). */
   start(plan: TransferPlan): Transfer {
-    if (this.abort.signal.aborted) throw new StowageError('CONFLICT', 'the agent is shutting down', { status: 503 });
+    if (this.abort.signal.aborted) throw shuttingDown();
     const existing = this.running.get(plan.key);
     if (existing && !existing.transfer.finished) {
       existing.transfer.refresh(plan);
@@ -177,7 +182,7 @@ export class TransferManager {
 
   /** Aborts every running transfer and waits for them to settle. */
   async close(): Promise<void> {
-    this.abort.abort(new StowageError('CONFLICT', 'the agent is shutting down', { status: 503 }));
+    this.abort.abort(shuttingDown());
     await Promise.allSettled([...this.running.values()].map((r) => r.done));
   }
 

@@ -1,6 +1,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { STOWAGE_VERSION, startAgent } from '../agent/agent.js';
 import { loadAgentConfig, parseAgentConfig } from '../agent/config.js';
+import { identityPath, readIdentity } from '../agent/identity.js';
 import { startDevCluster } from '../agent/dev-cluster.js';
 import { loadControlConfig, parseControlConfig } from '../control/config.js';
 import { startControl } from '../control/control.js';
@@ -44,6 +45,7 @@ interface AgentFlags {
   scalingGroup?: string;
   advertiseUrl?: string;
   maxTransferRate?: number;
+  standalone?: boolean;
   runtime: string;
   containerdSocket: string;
   containerdNamespace: string;
@@ -69,6 +71,7 @@ program
   .option('--advertise-url <url>', 'URL peers and the control plane reach this agent at (default: the /v2/ address)')
   .option('--peer-host <host>', 'address the /v2/ endpoint binds', '127.0.0.1')
   .option('--max-transfer-rate <bytes/s>', 'cap on the bytes per second transfers download', integer)
+  .option('--standalone', 'run without a control plane even though this data directory joined one')
   .option('--runtime <kind>', 'where images land: none (Stowage\'s own store), containerd, or docker (Docker Engine / Podman API)', 'none')
   .option('--containerd-socket <path>', "containerd's gRPC socket", '/run/containerd/containerd.sock')
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
@@ -131,6 +134,17 @@ program
     };
     let config = opts.config ? await loadAgentConfig(opts.config) : parseAgentConfig(base);
     if (config.control && !config.control.joinToken && joinToken) config = { ...config, control: { ...config.control, joinToken } };
+    if (!config.control && !opts.standalone) {
+      // A machine that joined, restarted without its control plane, would drop out of the cluster unnoticed.
+      const joined = await readIdentity(config.dataDir).catch(() => undefined);
+      if (joined) {
+        command.error(
+          `stowd agent: ${identityPath(config.dataDir)} says this machine joined control plane ${joined.control_url} as ${joined.machine_id}; ` +
+            `start it with --control-url ${joined.control_url} (or "control" in the configuration file), or pass --standalone to run without a control plane`,
+          { exitCode: 2 },
+        );
+      }
+    }
     const agent = await startAgent(config);
     console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}`);
     if (config.control) {

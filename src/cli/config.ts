@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { CliError } from './errors.js';
 
 /**
@@ -30,9 +30,12 @@ export interface ConfigInput {
   config?: string | undefined;
 }
 
-const fileSchema = z
-  .object({ host: z.string().min(1).optional(), token: z.string().min(1).optional() })
-  .passthrough();
+/** The file's shape; zod is loaded only when there is a file to check. */
+async function fileSchema() {
+  const { z } = await import('zod');
+  return z.object({ host: z.string().min(1).optional(), token: z.string().min(1).optional() }).passthrough();
+}
+type ConfigFile = z.infer<Awaited<ReturnType<typeof fileSchema>>>;
 
 /** The default config file path for this environment. */
 export function defaultConfigPath(env: NodeJS.ProcessEnv): string {
@@ -46,7 +49,7 @@ function configError(message: string, details?: Record<string, unknown>): CliErr
 }
 
 /** Reads the config file: a missing default file is no error, a missing named one is. */
-async function readConfigFile(path: string, explicit: boolean): Promise<z.infer<typeof fileSchema> | undefined> {
+async function readConfigFile(path: string, explicit: boolean): Promise<ConfigFile | undefined> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -61,7 +64,7 @@ async function readConfigFile(path: string, explicit: boolean): Promise<z.infer<
   } catch (err) {
     throw configError(`config file ${path} is not JSON: ${(err as Error).message}`, { path });
   }
-  const r = fileSchema.safeParse(parsed);
+  const r = (await fileSchema()).safeParse(parsed);
   if (!r.success) {
     const issue = r.error.issues[0];
     throw configError(`config file ${path}: ${issue ? `${issue.path.join('.') || 'top level'}: ${issue.message}` : 'invalid'}; expected {"host": "http://…", "token": "…"}`, { path });

@@ -1,9 +1,8 @@
-import { type CliConfig, resolveConfig } from './config.js';
+import type { CliConfig } from './config.js';
 import { CliError } from './errors.js';
-import { ApiClient } from './http.js';
+import type { ApiClient } from './http.js';
 import { type CliIo, writeLine } from './io.js';
-import { toJson } from './output.js';
-import { type ProgressMode, progressMode } from './progress.js';
+import { type ListView, type ViewOptions, isMachineOutput, renderList, renderObject, viewOptions } from './view.js';
 
 /** The global flags, as commander parsed them. */
 export interface GlobalOptions {
@@ -11,13 +10,24 @@ export interface GlobalOptions {
   token?: string | undefined;
   config?: string | undefined;
   json?: boolean | undefined;
+  output?: string | undefined;
+  format?: string | undefined;
+  trunc?: boolean | undefined;
   debug?: boolean | undefined;
   dryRun?: boolean | undefined;
 }
 
-/** What every command gets: the streams, the global flags, the API client and the output helpers. */
+export type ProgressMode = 'bars' | 'lines' | 'none';
+
+/**
+ * What every command gets: the streams, the global flags, the API client and the output helpers.
+ * The configuration reader and the HTTP client are imported when first asked for, so commands that
+ * need neither (help, completion) start without loading them.
+ */
 export class CommandContext {
+  /** Output for programs (-o json|yaml, --format): no progress, errors as objects. */
   readonly json: boolean;
+  readonly view: ViewOptions;
   readonly debug: boolean;
   readonly dryRun: boolean;
   private client: ApiClient | undefined;
@@ -27,16 +37,20 @@ export class CommandContext {
     readonly io: CliIo,
     private readonly globals: GlobalOptions,
   ) {
-    this.json = globals.json === true;
+    this.view = viewOptions(globals);
+    this.json = isMachineOutput(this.view);
     this.debug = globals.debug === true;
     this.dryRun = globals.dryRun === true;
   }
 
+  /** Live bars on a terminal, plain lines otherwise, nothing when the output is for programs. */
   get progress(): ProgressMode {
-    return progressMode({ json: this.json, stream: this.io.stderr });
+    if (this.json) return 'none';
+    return this.io.stderr.isTTY ? 'bars' : 'lines';
   }
 
   async resolvedConfig(): Promise<CliConfig> {
+    const { resolveConfig } = await import('./config.js');
     this.config ??= await resolveConfig(this.globals, this.io.env);
     return this.config;
   }
@@ -51,21 +65,27 @@ export class CommandContext {
     if (!cfg.token && !this.dryRun) {
       throw new CliError('CONFIG_ERROR', 'no API token: pass --token, set STOWAGE_TOKEN, or put "token" in the config file', { exitCode: 2 });
     }
+    const { ApiClient } = await import('./http.js');
     this.client = new ApiClient({
       host: cfg.host,
       token: cfg.token,
       debug: this.debug,
       dryRun: this.dryRun,
-      json: this.json,
+      json: this.view.mode === 'json',
       stdout: this.io.stdout,
       stderr: this.io.stderr,
     });
     return this.client;
   }
 
-  /** The result: the whole object with --json, else the human rendering. */
+  /** A single-object answer: the whole object with -o json|yaml, --format over it, else the human rendering. */
   print(value: unknown, human: () => string): void {
-    writeLine(this.io.stdout, this.json ? toJson(value) : human());
+    writeLine(this.io.stdout, renderObject(value, human, this.view));
+  }
+
+  /** A list answer: the whole object with -o json|yaml, --format per row, else a table (-o wide: more columns). */
+  list<T>(value: unknown, view: ListView<T>): void {
+    writeLine(this.io.stdout, renderList(value, view, this.view));
   }
 
   /** A diagnostic line on stderr. */

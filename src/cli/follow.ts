@@ -3,7 +3,6 @@ import type { z } from 'zod';
 import { type Operation, TERMINAL_OPERATION_STATUSES, taskEventSchema } from '../control/wire.js';
 import { CliError } from './errors.js';
 import type { ApiClient } from './http.js';
-import { formatBytes } from './output.js';
 import type { OperationView } from './progress.js';
 import { operationResponseSchema } from './responses.js';
 import { readSse } from './sse.js';
@@ -100,17 +99,3 @@ export function operationExitCode(op: Operation): 0 | 1 {
   if (op.status !== 'succeeded') return 1;
   return op.targets.every((t) => t.status === 'present' || t.status === 'skipped_present') ? 0 : 1;
 }
-
-/** The rows of the per-target result table. */
-export function targetRows(op: Operation): string[][] {
-  return op.targets.map((t) => [
-    t.machine_id,
-    t.status,
-    t.bytes_total !== null && t.status !== 'present' && t.status !== 'skipped_present'
-      ? `${formatBytes(t.bytes_transferred)} / ${formatBytes(t.bytes_total)}`
-      : formatBytes(t.bytes_transferred),
-    t.failure ? `${t.failure.code}: ${t.failure.message}${t.failure.stage ? ` (stage ${t.failure.stage})` : ''}` : '',
-  ]);
-}
-
-export const TARGET_HEADERS = ['MACHINE', 'STATUS', 'BYTES', 'ERROR'] as const;

@@ -1,4 +1,4 @@
-import { Agent, type Dispatcher, request } from 'undici';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { z } from 'zod';
 import { errorBodySchema } from '../control/wire.js';
 import { CliError, DryRunStop } from './errors.js';
@@ -8,9 +8,21 @@ import { type OutStream, writeLine } from './io.js';
  * The control-plane REST client: JSON in and out, Bearer token, every non-2xx answer turned into a
  * CliError with the server's code. --debug logs each request and response line to stderr (token
  * redacted); --dry-run prints the request it would send and stops the command (DryRunStop).
+ * It speaks through node:http(s), which Node has loaded already, so a short command starts fast.
  */
 
-export type Method = 'GET' | 'POST';
+export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+/** An answer: status, headers and the body as a stream (read it or destroy it). */
+export interface Response {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  body: IncomingMessage;
+}
+
+const CONNECT_TIMEOUT_MS = 10_000;
+/** Silence allowed while waiting for the headers or between chunks of a JSON answer. */
+const IDLE_TIMEOUT_MS = 60_000;
 export type Query = Record<string, string | number | undefined>;
 
 export interface ApiClientOptions {
@@ -21,7 +33,6 @@ export interface ApiClientOptions {
   json: boolean;
   stdout: OutStream;
   stderr: OutStream;
-  dispatcher?: Dispatcher;
 }
 
 export interface PlannedRequest {
@@ -34,19 +45,11 @@ export interface PlannedRequest {
 export const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 const MAX_ERROR_BYTES = 64 * 1024;
 
-let sharedDispatcher: Dispatcher | undefined;
-function defaultDispatcher(): Dispatcher {
-  sharedDispatcher ??= new Agent({ connect: { timeout: 10_000 }, headersTimeout: 60_000, bodyTimeout: 60_000 });
-  return sharedDispatcher;
-}
-
 export class ApiClient {
   readonly host: string;
-  private readonly dispatcher: Dispatcher;
 
   constructor(private readonly opts: ApiClientOptions) {
     this.host = opts.host;
-    this.dispatcher = opts.dispatcher ?? defaultDispatcher();
   }
 
   url(path: string, query?: Query): string {
@@ -90,10 +93,10 @@ export class ApiClient {
    * Opens a streaming GET (server-sent events); the caller reads and destroys the body. Never times out
    * between chunks: an operation may be quiet for long.
    */
-  async stream(path: string, accept: string, signal?: AbortSignal): Promise<Dispatcher.ResponseData['body']> {
+  async stream(path: string, accept: string): Promise<IncomingMessage> {
     const url = this.url(path);
     this.planned({ method: 'GET', url });
-    const res = await this.send('GET', url, undefined, { accept, bodyTimeout: 0, signal });
+    const res = await this.send('GET', url, undefined, { accept, idleTimeoutMs: 0 });
     return res.body;
   }
 
@@ -119,28 +122,19 @@ export class ApiClient {
     if (this.opts.debug) writeLine(this.opts.stderr, `[debug] ${line}`);
   }
 
-  private async send(
-    method: Method,
-    url: string,
-    body: unknown,
-    extra: { accept: string; bodyTimeout?: number; signal?: AbortSignal | undefined },
-  ): Promise<Dispatcher.ResponseData> {
+  private async send(method: Method, url: string, body: unknown, extra: { accept: string; idleTimeoutMs?: number }): Promise<Response> {
     const headers: Record<string, string> = { accept: extra.accept, 'user-agent': 'stowctl' };
     if (this.opts.token) headers['authorization'] = `Bearer ${this.opts.token}`;
     const payload = body === undefined ? undefined : JSON.stringify(body);
-    if (payload !== undefined) headers['content-type'] = 'application/json';
+    if (payload !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(payload));
+    }
     this.debug(`> ${method} ${url}${this.opts.token ? ' (authorization: Bearer ***)' : ' (no token)'}${payload !== undefined ? ` ${payload}` : ''}`);
     const started = Date.now();
-    let res: Dispatcher.ResponseData;
+    let res: Response;
     try {
-      res = await request(url, {
-        method,
-        headers,
-        body: payload ?? null,
-        dispatcher: this.dispatcher,
-        ...(extra.bodyTimeout !== undefined ? { bodyTimeout: extra.bodyTimeout } : {}),
-        ...(extra.signal ? { signal: extra.signal } : {}),
-      });
+      res = await httpRequest(method, url, headers, payload, extra.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
     } catch (err) {
       this.debug(`< ${method} ${url} failed: ${(err as Error).message}`);
       throw connectionError(this.host, err);
@@ -151,6 +145,35 @@ export class ApiClient {
   }
 }
 
+/**
+ * One request over node:http or node:https: fails when connecting takes longer than CONNECT_TIMEOUT_MS
+ * or the server is silent for `idleMs` (0: never) before or while answering.
+ */
+async function httpRequest(method: Method, url: string, headers: Record<string, string>, payload: string | undefined, idleMs: number): Promise<Response> {
+  const u = new URL(url);
+  const mod = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  return new Promise<Response>((resolve, reject) => {
+    const req = mod.request(u, { method, headers, agent: false });
+    const connectTimer = setTimeout(() => req.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), CONNECT_TIMEOUT_MS);
+    req.once('socket', (socket) => {
+      if (!socket.connecting) clearTimeout(connectTimer);
+      else socket.once('connect', () => clearTimeout(connectTimer));
+      if (idleMs > 0) {
+        socket.setTimeout(idleMs, () => req.destroy(Object.assign(new Error(`no answer for ${idleMs / 1000} s`), { code: 'ETIMEDOUT' })));
+      }
+    });
+    req.once('error', (err) => {
+      clearTimeout(connectTimer);
+      reject(err);
+    });
+    req.once('response', (body) => {
+      clearTimeout(connectTimer);
+      resolve({ statusCode: body.statusCode ?? 0, headers: body.headers, body });
+    });
+    req.end(payload);
+  });
+}
+
 /** Unreachable control plane: say where we tried and why. */
 export function connectionError(host: string, err: unknown): CliError {
   const e = err as NodeJS.ErrnoException & { cause?: NodeJS.ErrnoException };
@@ -158,7 +181,7 @@ export function connectionError(host: string, err: unknown): CliError {
   return new CliError('CONNECTION_FAILED', `cannot reach the control plane at ${host}: ${why}`, { details: { host }, cause: err });
 }
 
-async function errorFrom(res: Dispatcher.ResponseData, method: Method, url: string): Promise<CliError> {
+async function errorFrom(res: Response, method: Method, url: string): Promise<CliError> {
   let text = '';
   try {
     text = await readText(res.body, MAX_ERROR_BYTES, url);
@@ -184,7 +207,7 @@ async function errorFrom(res: Dispatcher.ResponseData, method: Method, url: stri
   });
 }
 
-async function readText(body: Dispatcher.ResponseData['body'], limit: number, url: string): Promise<string> {
+async function readText(body: IncomingMessage, limit: number, url: string): Promise<string> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {

@@ -29,6 +29,8 @@ export interface LocalImageOptions {
   dockerHost?: string | undefined;
   /** Pick this platform from an index. */
   platform?: string | undefined;
+  /** With --archive: the archive's only image may be pushed under `image` though it is not tagged so (--tag). */
+  retag?: boolean | undefined;
 }
 
 export interface LocalImage {
@@ -147,9 +149,19 @@ function pick(result: ImportResult, images: ImageIndexApi, wanted: Wanted, opts:
   }
   const tagged = wanted.reference ? images.resolveTag(wanted.reference) : undefined;
   if (tagged) return tagged;
-  // A docker save of an image ID, or an archive tagged otherwise: its only image is the one meant.
-  if (tops.length === 1) return tops[0]!;
+  // The Docker API saved the image it found under that name (an ID prefix, say): its only image is the one meant.
+  if (opts.archive === undefined && tops.length === 1) return tops[0]!;
   const tags = images.listTags().map((t) => t.reference);
+  if (tops.length === 1) {
+    // An untagged archive (docker save of an ID, an OCI layout naming only "1.0") has no tag to contradict.
+    if (opts.retag || tags.length === 0) return tops[0]!;
+    // A tagged archive that does not hold the tag: its only image gets it only when asked to (--tag), never silently.
+    throw new StowageError(
+      'IMAGE_NOT_FOUND',
+      `${from} holds ${tags.join(', ')}, not ${wanted.reference}: push a tag it holds, or add --tag to push its only image as ${wanted.reference}`,
+      { details: { tags } },
+    );
+  }
   throw new StowageError('IMAGE_NOT_FOUND', `${from} holds ${tops.length} images and none is tagged ${wanted.reference}; its tags: ${tags.join(', ') || 'none'}`, {
     details: { tags },
   });

@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { STOWAGE_VERSION } from '../agent/version.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
+import { registerImageList } from './commands/images.js';
 import { registerMachine } from './commands/machine.js';
 import { registerOperation } from './commands/operation.js';
 import { registerPush } from './commands/push.js';
@@ -12,11 +13,16 @@ import { CommandContext, type GlobalOptions } from './context.js';
 import { DryRunStop, toCliError, usageError } from './errors.js';
 import { type CliIo, processIo, writeLine } from './io.js';
 import { toJson } from './output.js';
+import { OUTPUT_MODES, isMachineOutput, viewOptionsFromArgv } from './view.js';
+import { toYaml } from './yaml.js';
 
 /**
  * stowctl: the operator CLI over the control plane's REST API. main() never exits the process: it
  * returns the exit code (0 ok, 1 an operation, target or request failed, 2 usage or configuration),
  * so tests and other programs can drive it with their own streams.
+ *
+ * Startup is kept short: this module and the command declarations load only commander and small
+ * helpers; what a command does (HTTP client, schemas, image store, progress bars) is imported when it runs.
  */
 
 function buildProgram(io: CliIo, bind: Bind): Command {
@@ -26,7 +32,10 @@ function buildProgram(io: CliIo, bind: Bind): Command {
     .option('--host <url>', 'control plane URL (env STOWAGE_HOST; default http://127.0.0.1:5070)')
     .option('--token <token>', 'API token (env STOWAGE_TOKEN)')
     .option('--config <file>', 'config file {host, token} (default $XDG_CONFIG_HOME/stowage/stowctl.json)')
-    .option('--json', 'print whole response objects (and errors) as JSON')
+    .option('-o, --output <format>', `output: ${OUTPUT_MODES.join(', ')} (table is the default)`)
+    .option('--json', 'print whole response objects (and errors) as JSON (= -o json)')
+    .option('--format <template>', 'print each row through a Go-like template: \'{{.Digest}} {{join .References ","}}\', \'{{json .}}\', \'table …\'')
+    .option('--no-trunc', 'do not shorten digests and lists')
     .option('--debug', 'log each request and response line to stderr (token redacted)')
     .option('--dry-run', 'print the request that would be sent, send nothing')
     .showHelpAfterError('(run with --help for usage)')
@@ -36,14 +45,27 @@ function buildProgram(io: CliIo, bind: Bind): Command {
     });
 
   const image = program.command('image').description('images on the machines of the cluster');
+  registerImageList(image, bind);
   registerStatus(image, bind);
   registerDistribute(image, bind);
   registerPush(image, bind);
   registerOperation(image, bind);
   registerOperation(program, bind);
-  registerCatalogCommands(image, bind);
   registerMachine(program, bind);
+  registerCatalogCommands(program, image, bind);
   registerTaskCommands(program, bind);
+  program
+    .command('completion')
+    .description('print a shell completion script: source <(stowctl completion bash)')
+    .argument('<shell>', 'bash or zsh')
+    .action(
+      bind(async (ctx, _opts, [shell]) => {
+        const { bashCompletion, zshCompletion } = await import('./completion.js');
+        if (shell === 'bash') ctx.io.stdout.write(bashCompletion(program));
+        else if (shell === 'zsh') ctx.io.stdout.write(zshCompletion(program));
+        else throw usageError(`completion: "${shell}" is not bash or zsh`);
+      }),
+    );
 
   // Every (sub)command reports errors through exitOverride instead of exiting, and prints to our streams.
   const configure = (cmd: Command): void => {
@@ -58,8 +80,10 @@ function buildProgram(io: CliIo, bind: Bind): Command {
 export async function main(argv: readonly string[], io: CliIo = processIo()): Promise<number> {
   let exitCode = 0;
   let ctx: CommandContext | undefined;
-  // Whether --json was asked for, known even when parsing fails.
-  const jsonWanted = argv.includes('--json');
+  // The output format, known even when parsing fails: errors then come as objects in that format.
+  const early = viewOptionsFromArgv(argv);
+  const machine = isMachineOutput(early);
+  const printError = (error: unknown): void => writeLine(io.stdout, early.mode === 'yaml' ? toYaml({ error }) : toJson({ error }));
 
   const bind: Bind = (fn: Action) => async (...commanderArgs: unknown[]) => {
     const cmd = commanderArgs[commanderArgs.length - 1] as Command;
@@ -69,9 +93,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   };
 
   const program = buildProgram(io, bind);
-  // With --json, commander's own error text would be a second, non-JSON message: ours replaces it.
-  if (jsonWanted) program.configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s), outputError: () => {} });
-  for (const sub of program.commands) if (jsonWanted) silenceErrors(sub, io);
+  // For programs, commander's own error text would be a second, non-JSON message: ours replaces it.
+  if (machine) silenceErrors(program, io);
 
   try {
     await program.parseAsync([...argv], { from: 'user' });
@@ -82,12 +105,12 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
       // --help and --version; a bare `stowctl image` (help shown as an error) is a usage error.
       if (err.exitCode === 0) return 0;
       const e = usageError(err.code === 'commander.help' ? 'a command is required' : err.message.replace(/^error: /, ''));
-      if (jsonWanted) writeLine(io.stdout, toJson({ error: e.toJSON() }));
+      if (machine) printError(e.toJSON());
       return 2;
     }
     const e = toCliError(err);
-    if (ctx?.json ?? jsonWanted) {
-      writeLine(io.stdout, toJson({ error: e.toJSON() }));
+    if (ctx?.json ?? machine) {
+      printError(e.toJSON());
     } else {
       writeLine(io.stderr, `stowctl: ${e.message}${e.code !== 'USAGE' ? ` [${e.code}]` : ''}`);
     }

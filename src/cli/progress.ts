@@ -1,6 +1,7 @@
 import cliProgress from 'cli-progress';
 import type { Operation, TargetResult } from '../control/wire.js';
 import type { PushProgressEvent } from '../registry/push.js';
+import type { ProgressMode } from './context.js';
 import { type OutStream, writeLine } from './io.js';
 import { formatBytes, formatDuration, formatRate } from './output.js';
 
@@ -10,12 +11,7 @@ import { formatBytes, formatDuration, formatRate } from './output.js';
  * stderr stays for errors).
  */
 
-export type ProgressMode = 'bars' | 'lines' | 'none';
-
-export function progressMode(opts: { json: boolean; stream: OutStream }): ProgressMode {
-  if (opts.json) return 'none';
-  return opts.stream.isTTY ? 'bars' : 'lines';
-}
+export type { ProgressMode };
 
 /** Bytes per second over the last few seconds of samples. */
 export class RateMeter {

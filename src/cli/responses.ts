@@ -8,3 +8,8 @@ export const statusResponseSchema = z.object({ records: z.array(availabilitySche
 export const operationsResponseSchema = z.object({ operations: z.array(operationSchema) });
 export const operationResponseSchema = z.object({ operation: operationSchema });
 export { imageInspectSchema, pushResponseSchema };
+export const registriesResponseSchema = z.object({
+  registries: z.array(z.object({ name: z.string(), url: z.string(), insecure: z.boolean(), project: z.string().nullish() }).passthrough()),
+});
+/** Answers stowctl prints whole without reading fields. */
+export const anyObjectSchema = z.record(z.unknown());

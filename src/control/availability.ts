@@ -146,7 +146,7 @@ export class AvailabilityStore {
   }
 }
 
-function toAvailability(r: AvailabilityRow, machineStatus: 'online' | 'offline'): Availability {
+function toAvailability(r: AvailabilityRow, machineStatus: Availability['machine_status']): Availability {
   let presence: Presence;
   if (r.state === 'present') presence = { state: 'present' };
   else if (r.state === 'transferring') presence = { state: 'transferring', operation_id: r.operation_id ?? '' };

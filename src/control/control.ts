@@ -86,6 +86,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   let url: string;
   try {
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
+    machines.listening();
   } catch (err) {
     await app.close();
     db.close();

@@ -33,7 +33,7 @@ export interface MachineRecord extends Machine {
 
 export class Machines {
   /** When this control plane started listening: it cannot have heard from anyone before. */
-  private readonly upSince = Date.now();
+  private upSince = Date.now();
 
   constructor(
     private readonly db: Db,
@@ -89,6 +89,11 @@ export class Machines {
     if (!secret) return undefined;
     const m = this.get(id);
     return m && secretsEqual(secret, m.secret) ? m : undefined;
+  }
+
+  /** Called once the API listens: machines get their whole window to call in from then, however long startup took. */
+  listening(): void {
+    this.upSince = Date.now();
   }
 
   get(id: string): MachineRecord | undefined {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type OperationStatus, machineStatuses, operationKinds, operationStatuses, targetStatuses } from './wire-values.js';
 
 /**
  * The wire contract of the cluster: what the control plane's REST API, the agents and stowctl send each
@@ -125,7 +126,8 @@ export const machineSchema = z.object({
   platform: z.string(),
   labels: z.record(z.string()),
   scaling_group: z.string().nullable(),
-  status: z.enum(['online', 'offline']),
+  /** unknown: not heard from since the control plane (re)started, for up to offlineAfterMs. */
+  status: z.enum(machineStatuses),
   last_seen_at: isoTime,
   joined_at: isoTime,
   version: z.string().nullable(),
@@ -152,7 +154,7 @@ export const availabilitySchema = z.object({
   references: z.array(z.string()),
   size_bytes: safeCount,
   presence: presenceSchema,
-  machine_status: z.enum(['online', 'offline']),
+  machine_status: z.enum(machineStatuses),
   updated_at: isoTime,
 });
 export type Availability = z.infer<typeof availabilitySchema>;
@@ -160,12 +162,7 @@ export type Availability = z.infer<typeof availabilitySchema>;
 // ---------------------------------------------------------------------------------------------
 // Operations
 
-export const operationKinds = ['push', 'distribute', 'preload', 'unload', 'rescan'] as const;
-export type OperationKind = (typeof operationKinds)[number];
-export const operationStatuses = ['pending', 'running', 'succeeded', 'partially_failed', 'failed', 'cancelled'] as const;
-export type OperationStatus = (typeof operationStatuses)[number];
-export const targetStatuses = ['pending', 'running', 'present', 'skipped_present', 'absent', 'failed'] as const;
-export type TargetStatus = (typeof targetStatuses)[number];
+export { machineStatuses, operationKinds, operationStatuses, targetStatuses, type MachineStatus, type OperationKind, type OperationStatus, type TargetStatus } from './wire-values.js';
 
 export const targetResultSchema = z.object({
   machine_id: z.string(),

@@ -43,8 +43,13 @@ describe('stowctl local image', () => {
     expect(existsSync(root)).toBe(false);
   });
 
-  it('takes the only image of an archive tagged otherwise, and refuses a platform it does not have', async () => {
-    const img = await readLocalImage({ image: 'something/else:2', archive: tar });
+  it('refuses a tag the archive does not hold unless --tag names its only image so; refuses a platform it does not have', async () => {
+    const refused = await readLocalImage({ image: 'something/else:2', archive: tar }).catch((e: unknown) => e);
+    expect(isStowageError(refused, 'IMAGE_NOT_FOUND')).toBe(true);
+    expect((refused as Error).message).toContain('holds docker.io/team/app:1, not docker.io/something/else:2');
+    expect((refused as Error).message).toContain('--tag');
+
+    const img = await readLocalImage({ image: 'something/else:2', archive: tar, retag: true });
     expect(img.configDigests).toEqual([image.configDigest]);
     expect(img.reference).toBe('docker.io/something/else:2');
     await img.close();

@@ -27,16 +27,19 @@ describe('stowctl usage, dry-run and config', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("unknown command 'bogus'");
 
-    const missing = await runCli(['image', 'distribute', '--from', 'a', '--to', 'b'], env);
+    const missing = await runCli(['image', 'distribute', '--digest', DIGEST_A, '--to', 'b'], env);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toContain("required option '--digest <digest>' not specified");
+    expect(missing.stderr).toContain("required option '--from <id>' not specified");
+    const noImage = await runCli(['image', 'distribute', '--from', 'a', '--to', 'b'], env);
+    expect(noImage.code).toBe(2);
+    expect(noImage.stderr).toContain('image distribute takes an image or --digest');
 
     const bare = await runCli(['image'], env);
     expect(bare.code).toBe(2);
 
     const inspect = await runCli(['--json', 'image', 'inspect'], env);
     expect(inspect.code).toBe(2);
-    expect(JSON.parse(inspect.stdout)).toEqual({ error: { code: 'USAGE', message: 'image inspect needs --digest or --reference' } });
+    expect(JSON.parse(inspect.stdout)).toEqual({ error: { code: 'USAGE', message: 'image inspect needs an image, --digest or --reference' } });
 
     const help = await runCli(['image', 'distribute', '--help'], env);
     expect(help.code).toBe(0);

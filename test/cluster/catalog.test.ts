@@ -33,7 +33,7 @@ beforeAll(async () => {
     scalingGroups: ['gpu', 'gpu', 'cpu'],
     control: { seed: { registries: [{ name: reg.host, url: reg.url }] } },
   });
-}, 120_000);
+}, 900_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -42,17 +42,17 @@ afterAll(async () => {
 
 describe('catalog through stowctl on a process cluster', () => {
   it('rescans, lists, preloads onto a scaling group and unloads, with operations to show for it', async () => {
-    const rescan = await cluster.stowctl(['image', 'rescan', reg.host]);
+    const rescan = await cluster.stowctl(['catalog', 'rescan', reg.host]);
     expect(rescan.code, rescan.stderr).toBe(0);
 
-    const list = await json<{ images: Array<{ name: string; tag: string; digest: string }> }>(['image', 'list']);
+    const list = await json<{ images: Array<{ name: string; tag: string; digest: string }> }>(['catalog', 'list']);
     expect(list.code).toBe(0);
     const app = list.body.images.find((i) => i.name.endsWith('test/app') && i.tag === '1');
     // Backend.AI's digest: the config digest, the image ID `docker images` shows.
     expect(app?.digest).toBe(images.app.configDigest);
 
     const ref = `${reg.host}/test/app:1`;
-    const preload = await cluster.stowctl(['image', 'preload', ref, '--agents', 'scaling_group:gpu']);
+    const preload = await cluster.stowctl(['catalog', 'preload', ref, '--agents', 'scaling_group:gpu']);
     expect(preload.code, preload.stderr).toBe(0);
 
     const ops = await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--kind', 'preload']);
@@ -66,17 +66,17 @@ describe('catalog through stowctl on a process cluster', () => {
     expect(listed).toContain(`${reg.host}/test/app:1`);
     await cluster.waitForImage('agent-2', images.app.manifestDigest);
 
-    const unload = await cluster.stowctl(['image', 'unload', ref, '--agents', 'agent-2']);
+    const unload = await cluster.stowctl(['catalog', 'unload', ref, '--agents', 'agent-2']);
     expect(unload.code, unload.stderr).toBe(0);
     const unloads = await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--kind', 'unload']);
     expect(unloads.body.operations[0]!.targets).toMatchObject([{ machine_id: 'agent-2', status: 'absent' }]);
     await cluster.waitForImage('agent-2', images.app.manifestDigest, { absent: true });
     const status = await json<{ records: Availability[] }>(['image', 'status', '--digest', images.app.manifestDigest]);
     expect(status.body.records.filter((r) => r.presence.state === 'present').map((r) => r.machine_id)).toEqual(['agent-1']);
-  }, 120_000);
+  }, 900_000);
 
   it('a finished task survives a control-plane restart: subscribing afterwards yields its final event', async () => {
-    const rescan = await json<{ ok: boolean; task_id: string; outcome: { event: string } }>(['image', 'rescan', reg.host]);
+    const rescan = await json<{ ok: boolean; task_id: string; outcome: { event: string } }>(['catalog', 'rescan', reg.host]);
     expect(rescan.body.outcome.event).toBe('bgtask_done');
     await cluster.killControl();
     await cluster.startControl();
@@ -90,5 +90,5 @@ describe('catalog through stowctl on a process cluster', () => {
     expect(events).toEqual(['bgtask_done', 'server_close']);
     const watch = await cluster.stowctl(['task', 'watch', rescan.body.task_id]);
     expect(watch.code, watch.stderr).toBe(0);
-  }, 60_000);
+  }, 900_000);
 });

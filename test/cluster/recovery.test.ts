@@ -22,7 +22,7 @@ const dbFiles = ['control.db', 'control.db-wal', 'control.db-shm'];
 
 beforeAll(async () => {
   cluster = await startCluster({ agents: 2 });
-}, 60_000);
+}, 900_000);
 
 afterAll(async () => {
   await cluster?.close();
@@ -50,7 +50,7 @@ describe('control-plane state lost or rolled back', () => {
       return d.includes(second) ? d : undefined;
     });
     expect(digests).toContain(first);
-  }, 60_000);
+  }, 900_000);
 
   it('a lost database: the agents join again with the join token and report everything they hold', async () => {
     const held = await load('example.test/recover/three:1');
@@ -66,5 +66,5 @@ describe('control-plane state lost or rolled back', () => {
     await cluster.waitForImage('agent-1', held);
     const status = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-1');
     expect(status.body.records.length).toBeGreaterThanOrEqual(3);
-  }, 60_000);
+  }, 900_000);
 });

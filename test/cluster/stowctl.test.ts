@@ -39,7 +39,7 @@ beforeAll(async () => {
   await docker(daemon.engineTcp!, ['load', '-i', tar]);
   const imageId = (await docker(daemon.engineTcp!, ['image', 'inspect', '--format', '{{.Id}}', 'example.test/web/app:2.1'])).trim();
   pushed = { digest: '', imageId };
-}, 120_000);
+}, 900_000);
 
 afterAll(async () => {
   await daemon?.close();
@@ -80,7 +80,7 @@ describe('stowctl against a real cluster', () => {
     expect(lines[0]).toMatch(/^MACHINE\s+DIGEST\s+PLATFORM\s+STATE/);
     expect(lines.slice(1).map((l) => l.split(/\s+/)[0])).toEqual(['agent-1', 'agent-2']);
     expect(lines[1]!.indexOf('present')).toBe(lines[0]!.indexOf('STATE'));
-  }, 120_000);
+  }, 900_000);
 
   it('distributes to the third machine (present), then again (skipped_present, zero bytes); docker sees the same ID', async () => {
     const first = await json<{ operation: Operation }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'agent-3']);
@@ -100,7 +100,7 @@ describe('stowctl against a real cluster', () => {
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(/MACHINE\s+STATUS\s+BYTES/);
     expect(human.stdout).toMatch(/agent-2\s+skipped_present/);
-  }, 120_000);
+  }, 900_000);
 
   it('pushes from an archive; a second push of it uploads nothing and skips the machines that have it', async () => {
     const { tar, image } = await makeImageTar('example.test/batch/job:7', { layers: 2, layerBytes: 64 * 1024 });
@@ -119,7 +119,7 @@ describe('stowctl against a real cluster', () => {
       ['skipped_present', 0],
       ['skipped_present', 0],
     ]);
-  }, 120_000);
+  }, 900_000);
 
   it('draws live per-target progress bars on a terminal', async () => {
     const { tar } = await makeImageTar('example.test/tty/app:1', { layers: 2, layerBytes: 512 * 1024 });
@@ -130,7 +130,7 @@ describe('stowctl against a real cluster', () => {
     expect(r.stderr).toMatch(/agent-3 +[█░]+ +[\d.]+ (KiB|MiB) \/ [\d.]+ (KiB|MiB)/);
     expect(r.stdout).toMatch(/agent-1\s+present/);
     expect(r.stdout).toMatch(/agent-3\s+present/);
-  }, 60_000);
+  }, 900_000);
 
   it('--expected-digest that does not match fails before anything is sent or recorded', async () => {
     const before = (await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length;
@@ -149,7 +149,7 @@ describe('stowctl against a real cluster', () => {
       DOCKER_HOST: daemon.engineTcp!,
     });
     expect(ok.code, ok.stderr).toBe(0);
-  }, 60_000);
+  }, 900_000);
 
   it('pushing a new tag of an image a machine holds uploads nothing but records the tag there', async () => {
     await docker(daemon.engineTcp!, ['tag', 'example.test/web/app:2.1', 'example.test/web/app:stable']);
@@ -159,7 +159,7 @@ describe('stowctl against a real cluster', () => {
     const listed = await docker(cluster.agents[0]!.dockerHost, ['images', '--no-trunc', '--format', '{{.Repository}}:{{.Tag}} {{.ID}}']);
     expect(listed).toContain(`example.test/web/app:stable ${pushed.imageId}`);
     expect(listed).toContain(`example.test/web/app:2.1 ${pushed.imageId}`);
-  }, 60_000);
+  }, 900_000);
 
   it('inspect, operation list/get and machine list answer with whole objects', async () => {
     const inspect = await json<{ digest: string; platforms: Array<{ config_digest: string; layers: unknown[] }>; references: string[] }>([
@@ -190,7 +190,121 @@ describe('stowctl against a real cluster', () => {
       ['agent-2', 'online'],
       ['agent-3', 'online'],
     ]);
-  }, 60_000);
+  }, 900_000);
+
+  it('names images as docker does: short reference, digest prefix from `image status`, image ID; inspect takes short names', async () => {
+    const { tar, image } = await makeImageTar('myapp:1.0', { layers: 1, layerBytes: 64 * 1024 });
+    const push = await json<{ operation: Operation }>(['image', 'push', 'myapp:1.0', '--archive', tar, '--to', 'agent-1']);
+    expect(push.code, push.stderr).toBe(0);
+    const digest = push.body.operation.artifact.digest!;
+    expect(push.body.operation.artifact.reference).toBe('docker.io/library/myapp:1.0');
+    await cluster.waitForImage('agent-1', digest);
+
+    // A short name, as the operator typed it for push.
+    const byName = await json<{ operation: Operation }>(['image', 'distribute', 'myapp:1.0', '--from', 'agent-1', '--to', 'agent-2']);
+    expect(byName.code, JSON.stringify(byName.body)).toBe(0);
+    expect(byName.body.operation.artifact.digest).toBe(digest);
+    expect(byName.body.operation.targets[0]).toMatchObject({ machine_id: 'agent-2', status: 'present' });
+
+    // Defect 2: inspect normalizes short names, by flag and by argument.
+    for (const args of [['--reference', 'myapp:1.0'], ['myapp:1.0']]) {
+      const inspect = await json<{ digest: string; platforms: Array<{ config_digest: string }> }>(['image', 'inspect', ...args]);
+      expect(inspect.code, JSON.stringify(inspect.body)).toBe(0);
+      expect(inspect.body.digest).toBe(digest);
+      expect(inspect.body.platforms[0]!.config_digest).toBe(image.configDigest);
+    }
+
+    // The 12-hex digest `image status` prints is enough.
+    const table = await cluster.stowctl(['image', 'status', 'myapp:1.0', '--machine', 'agent-2']);
+    expect(table.code, table.stderr).toBe(0);
+    const shown = table.stdout.trim().split('\n')[1]!.split(/\s+/)[1]!;
+    expect(shown).toBe(digest.slice('sha256:'.length, 'sha256:'.length + 12));
+    const byPrefix = await json<{ operation: Operation }>(['image', 'distribute', shown, '--from', 'agent-2', '--to', 'agent-3']);
+    expect(byPrefix.code, JSON.stringify(byPrefix.body)).toBe(0);
+    expect(byPrefix.body.operation.artifact.digest).toBe(digest);
+
+    // The image ID `docker images` shows.
+    const id = (await docker(cluster.agents[0]!.dockerHost, ['images', '--format', '{{.ID}}', 'myapp:1.0'])).trim();
+    expect(`sha256:${id}`).toBe(image.configDigest.slice(0, 'sha256:'.length + id.length));
+    const byId = await json<{ operation: Operation }>(['image', 'distribute', id, '--from', 'agent-1', '--to', 'agent-3']);
+    expect(byId.code, JSON.stringify(byId.body)).toBe(0);
+    expect(byId.body.operation.targets[0]).toMatchObject({ machine_id: 'agent-3', status: 'skipped_present' });
+
+    // A name the source does not hold says what it was read as.
+    const missing = await json<{ error: { code: string; message: string } }>(['image', 'distribute', 'nothere:1', '--from', 'agent-1', '--to', 'agent-2']);
+    expect([missing.code, missing.body.error.code]).toEqual([1, 'IMAGE_NOT_FOUND']);
+    expect(missing.body.error.message).toContain('agent-1 holds no image named nothere:1 (docker.io/library/nothere:1)');
+  }, 900_000);
+
+  it('one name on two different images is refused with the candidates listed', async () => {
+    const a = await makeImageTar('example.test/same/name:1', { layers: 1 });
+    const b = await makeImageTar('example.test/same/name:1', { layers: 1 });
+    const onOne = await cluster.loadImage('agent-1', a.tar, 'example.test/same/name:1');
+    const onTwo = await cluster.loadImage('agent-2', b.tar, 'example.test/same/name:1');
+    expect(onOne).not.toBe(onTwo);
+    const r = await json<{ error: { code: string; message: string; details: { candidates: Array<{ digest: string; machines: string[] }> } } }>([
+      'image',
+      'inspect',
+      'example.test/same/name:1',
+    ]);
+    expect([r.code, r.body.error.code]).toEqual([2, 'AMBIGUOUS_IMAGE']);
+    expect(r.body.error.details.candidates.map((c) => [c.digest, c.machines])).toEqual(
+      [
+        [onOne, ['agent-1']],
+        [onTwo, ['agent-2']],
+      ].sort((x, y) => String(x[0]).localeCompare(String(y[0]))),
+    );
+    const human = await cluster.stowctl(['image', 'inspect', 'example.test/same/name:1']);
+    expect(human.code).toBe(2);
+    expect(human.stderr).toContain('names 2 different images');
+    expect(human.stderr).toContain(`${onOne.slice(7, 19)}  example.test/same/name:1  on agent-1`);
+    // Where the source is named, its own image is meant: no ambiguity.
+    const dist = await json<{ operation: Operation }>(['image', 'distribute', 'example.test/same/name:1', '--from', 'agent-2', '--to', 'agent-3']);
+    expect(dist.code, JSON.stringify(dist.body)).toBe(0);
+    expect(dist.body.operation.artifact.digest).toBe(onTwo);
+  }, 900_000);
+
+  it('image ls lists what the machines hold; -o yaml, --format and --no-trunc shape it', async () => {
+    const ls = await json<{ images: Array<{ references: string[]; digest: string; machines: string[] }> }>(['image', 'ls', 'myapp:1.0']);
+    expect(ls.code).toBe(0);
+    expect(ls.body.images).toHaveLength(1);
+    expect(ls.body.images[0]!.machines).toEqual(['agent-1', 'agent-2', 'agent-3']);
+    const digest = ls.body.images[0]!.digest;
+
+    const human = await cluster.stowctl(['image', 'ls']);
+    expect(human.stdout.split('\n')[0]).toMatch(/^REFERENCE\s+DIGEST\s+IMAGE-ID\s+PLATFORM\s+SIZE\s+MACHINES$/);
+    expect(human.stdout).toMatch(new RegExp(`docker.io/library/myapp:1.0\\s+${digest.slice(7, 19)}\\s`));
+
+    const format = await cluster.stowctl(['image', 'ls', 'myapp:1.0', '--format', '{{.Digest}} {{join .Machines ","}}']);
+    expect(format.stdout.trim()).toBe(`${digest} agent-1,agent-2,agent-3`);
+    const yaml = await cluster.stowctl(['image', 'ls', 'myapp:1.0', '-o', 'yaml']);
+    expect(yaml.stdout).toContain(`images:\n- references:\n  - docker.io/library/myapp:1.0\n  digest: ${digest}`);
+    const full = await cluster.stowctl(['image', 'status', 'myapp:1.0', '--no-trunc']);
+    expect(full.stdout).toContain(digest);
+    const wide = await cluster.stowctl(['machine', 'ls', '-o', 'wide']);
+    expect(wide.stdout.split('\n')[0]).toMatch(/LABELS\s+VERSION\s+JOINED$/);
+    const bad = await cluster.stowctl(['image', 'ls', '--format', '{{.Nope}}']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('no field "Nope"');
+  }, 900_000);
+
+  it('defect 4: an archive without the tag is refused; with --tag its only image is pushed under it', async () => {
+    const { tar } = await makeImageTar('myapp:1.0', { layers: 1, layerBytes: 64 * 1024 });
+    const before = (await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length;
+    const refused = await json<{ error: { code: string; message: string } }>(['image', 'push', 'myapp:9.9', '--archive', tar, '--to', 'agent-1']);
+    expect([refused.code, refused.body.error.code]).toEqual([1, 'IMAGE_NOT_FOUND']);
+    expect(refused.body.error.message).toContain('holds docker.io/library/myapp:1.0, not docker.io/library/myapp:9.9');
+    expect((await json<{ operations: Operation[] }>(['image', 'operation', 'list', '--limit', '1000'])).body.operations.length).toBe(before);
+
+    const tagged = await json<{ operation: Operation }>(['image', 'push', 'myapp:9.9', '--archive', tar, '--tag', '--to', 'agent-1']);
+    expect(tagged.code, JSON.stringify(tagged.body)).toBe(0);
+    expect(tagged.body.operation.artifact.reference).toBe('docker.io/library/myapp:9.9');
+    const listed = await until('agent-1 to report myapp:9.9', async () => {
+      const out = await docker(cluster.agents[0]!.dockerHost, ['images', '--format', '{{.Repository}}:{{.Tag}}']);
+      return out.includes('myapp:9.9') ? out : undefined;
+    });
+    expect(listed).toContain('myapp:9.9');
+  }, 900_000);
 
   it('bad input: unknown machine, source without the digest, malformed digest, wrong token', async () => {
     const unknown = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', pushed.digest, '--from', 'agent-1', '--to', 'nope']);
@@ -201,7 +315,7 @@ describe('stowctl against a real cluster', () => {
     expect([malformed.code, malformed.body.error.code]).toEqual([2, 'INVALID_DIGEST']);
     const token = await json<{ error: { code: string } }>(['image', 'status'], { STOWAGE_TOKEN: 'stk_not-a-real-token' });
     expect([token.code, token.body.error.code]).toEqual([2, 'UNAUTHORIZED']);
-  }, 60_000);
+  }, 900_000);
 
   it('keeps platforms apart: an index pushed whole, one platform distributed by index digest and --platform', async () => {
     const dir = await tmpDir('stowage-multi-');
@@ -234,7 +348,7 @@ describe('stowctl against a real cluster', () => {
     // A platform the source does not hold is refused before anything starts.
     const missing = await json<{ error: { code: string } }>(['image', 'distribute', '--digest', index.indexDigest, '--platform', 'linux/s390x', '--from', 'agent-1', '--to', 'agent-3']);
     expect([missing.code, missing.body.error.code]).toEqual([1, 'PLATFORM_NOT_FOUND']);
-  }, 60_000);
+  }, 900_000);
 
   it('an offline target fails with MACHINE_OFFLINE while the others succeed; exit 1', async () => {
     await cluster.killAgent('agent-3');
@@ -267,5 +381,5 @@ describe('stowctl against a real cluster', () => {
       ['agent-2', 'present', undefined],
       ['agent-3', 'failed', 'MACHINE_OFFLINE'],
     ]);
-  }, 60_000);
+  }, 900_000);
 });

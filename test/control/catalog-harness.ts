@@ -227,7 +227,7 @@ export async function collectTaskEvents(
   url: string,
   token: string,
   taskId: string,
-  timeoutMs = 30_000,
+  timeoutMs = 120_000,
   onEvent?: (e: ReceivedEvent) => void,
   onComment?: () => void,
 ): Promise<{ status: number; events: ReceivedEvent[]; comments: number; serverClose: boolean }> {
@@ -272,4 +272,38 @@ export async function collectTaskEvents(
 export function operationOfTask(plane: CatalogPlane, taskId: string): Operation | undefined {
   const opId = operationIdOf(plane.ctx.db, taskId);
   return opId === undefined ? undefined : plane.ctx.operations.get(opId);
+}
+
+/**
+ * collectTaskEvents, with `connected` resolving at the first event (the snapshot every subscriber gets):
+ * from then on no update can be missed, however long the subscription took; `heartbeat` at the first
+ * keepalive comment.
+ */
+export function subscribeTaskEvents(
+  url: string,
+  token: string,
+  taskId: string,
+  onEvent?: (e: ReceivedEvent) => void,
+): { connected: Promise<void>; heartbeat: Promise<void>; stream: ReturnType<typeof collectTaskEvents> } {
+  let first: () => void = () => {};
+  let beat: () => void = () => {};
+  const connected = new Promise<void>((resolve) => (first = resolve));
+  const heartbeat = new Promise<void>((resolve) => (beat = resolve));
+  const stream = collectTaskEvents(
+    url,
+    token,
+    taskId,
+    undefined,
+    (e) => {
+      first();
+      onEvent?.(e);
+    },
+    () => beat(),
+  );
+  // A refused or ended subscription may have no first event or comment: settle both so the caller sees the stream's answer.
+  void stream.then(
+    () => (first(), beat()),
+    () => (first(), beat()),
+  );
+  return { connected, heartbeat, stream };
 }

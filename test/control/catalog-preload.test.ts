@@ -33,7 +33,8 @@ async function startAgent(name: string, scalingGroup: string, labels: string[] =
   await new Promise<void>((resolve, reject) => {
     let out = '';
     let err = '';
-    const timer = setTimeout(() => reject(new Error(`agent ${name} did not start: ${err}`)), 30_000);
+    // A deadline for hangs: a loaded machine may take a minute to start an agent.
+    const timer = setTimeout(() => reject(new Error(`agent ${name} did not start: ${err}`)), 180_000);
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString();
       if (/agent ready/.test(out)) {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
-import { type CatalogPlane, collectTaskEvents, startCatalogPlane } from './catalog-harness.js';
+import { type CatalogPlane, collectTaskEvents, startCatalogPlane, subscribeTaskEvents } from './catalog-harness.js';
 
 /**
  * GET /events/background-task over a real HTTP connection: every change of the operation arrives in
@@ -25,7 +25,7 @@ describe('background task events', () => {
     // The updates go out once a heartbeat has arrived on the quiet stream (however slow the machine).
     let heartbeat!: () => void;
     const firstHeartbeat = new Promise<void>((resolve) => (heartbeat = resolve));
-    const stream = collectTaskEvents(plane.url, key, op.id, 30_000, undefined, () => heartbeat());
+    const stream = collectTaskEvents(plane.url, key, op.id, 120_000, undefined, () => heartbeat());
     await firstHeartbeat;
     for (let i = 1; i <= 5; i++) plane.ctx.operations.setProgress(op.id, i, 5, `step ${i}`);
     plane.ctx.operations.finish(op.id, { status: 'succeeded' });
@@ -58,8 +58,8 @@ describe('background task events', () => {
       artifact: { digest: null, reference: 'r', platform: null, size_bytes: null },
       targets: ['a', 'b'],
     });
-    const stream = collectTaskEvents(plane.url, key, op.id);
-    await new Promise((r) => setTimeout(r, 100));
+    const { stream, connected } = subscribeTaskEvents(plane.url, key, op.id);
+    await connected;
     plane.ctx.operations.updateTarget(op.id, 'a', { status: 'present' });
     plane.ctx.operations.updateTarget(op.id, 'b', { status: 'failed', failure: { code: 'X', message: 'y' } });
     plane.ctx.operations.finish(op.id);
@@ -90,10 +90,15 @@ describe('throttling', () => {
     try {
       const k = createApiKey(throttled.ctx.db, createUser(throttled.ctx.db, { name: 't', role: 'user' }).userId);
       const op = throttled.ctx.operations.create({ kind: 'rescan', actor: 't', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
-      const stream = collectTaskEvents(throttled.url, k, op.id);
-      await new Promise((r) => setTimeout(r, 100));
+      let sawLast: () => void = () => {};
+      const lastSeen = new Promise<void>((resolve) => (sawLast = resolve));
+      const { stream, connected } = subscribeTaskEvents(throttled.url, k, op.id, (e) => {
+        if (e.data.message === 'step 20') sawLast();
+      });
+      await connected;
       for (let i = 1; i <= 20; i++) throttled.ctx.operations.setProgress(op.id, i, 20, `step ${i}`);
-      await new Promise((r) => setTimeout(r, 600));
+      // The throttle delivers the latest state of the burst by itself; only then does the task end.
+      await lastSeen;
       throttled.ctx.operations.finish(op.id, { status: 'succeeded' });
       const { events } = await stream;
       expect(events.length).toBeLessThan(6);

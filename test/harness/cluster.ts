@@ -73,7 +73,7 @@ export interface ClusterOptions {
  * be restarting.
  */
 export async function until<T>(what: string, probe: () => Promise<T | undefined>, opts: { timeoutMs?: number; everyMs?: number } = {}): Promise<T> {
-  const end = Date.now() + (opts.timeoutMs ?? 30_000);
+  const end = Date.now() + (opts.timeoutMs ?? 120_000);
   for (;;) {
     try {
       const value = await probe();
@@ -88,6 +88,14 @@ export async function until<T>(what: string, probe: () => Promise<T | undefined>
 
 const ENDED = ['succeeded', 'partially_failed', 'failed', 'cancelled'];
 
+/**
+ * Deadlines are for hangs, not for speed: on a loaded 2-core machine running two suites side by side a
+ * daemon can take a minute to start (TypeScript compiled on the fly) and a report many seconds to land.
+ */
+const DAEMON_START_MS = 180_000;
+const JOIN_MS = 180_000;
+const REPORT_MS = 120_000;
+
 /** Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). */
 function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
   return new Promise((resolve, reject) => {
@@ -97,7 +105,7 @@ function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> 
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`stowd ${args[0]} did not start in time: ${err}`));
-    }, 30_000);
+    }, DAEMON_START_MS);
     child.stdout?.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       const m = ready.exec(out);
@@ -236,7 +244,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
           const present = r.status === 200 && r.body.records.some((x) => x.presence.state === 'present');
           return present !== (o.absent === true) ? true : undefined;
         },
-        { timeoutMs: o.timeoutMs ?? 15_000 },
+        { timeoutMs: o.timeoutMs ?? REPORT_MS },
       );
     },
     async loadImage(agent, tar, reference) {
@@ -249,10 +257,10 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
           const r = await api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=${agent}`);
           return r.body.records.find((x) => x.references.includes(reference))?.digest;
         },
-        { timeoutMs: 60_000 },
+        { timeoutMs: REPORT_MS },
       );
     },
-    settle(operationId, timeoutMs = 60_000) {
+    settle(operationId, timeoutMs = 240_000) {
       return until(
         `operation ${operationId} to end`,
         async () => {
@@ -292,7 +300,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
         const r = await api<{ machines: Array<{ status: string }> }>('GET', '/api/v1/machines');
         return r.status === 200 && r.body.machines.filter((m) => m.status === 'online').length >= opts.agents ? true : undefined;
       },
-      { timeoutMs: 20_000 },
+      { timeoutMs: JOIN_MS },
     );
   } catch (err) {
     await cluster.close();

@@ -1,49 +1,21 @@
 import type { Command } from 'commander';
-import { z } from 'zod';
-import type { CommandContext } from '../context.js';
-import { CliError } from '../errors.js';
-import { formatBytes, formatList, formatTable, shortDigest } from '../output.js';
-import { watchTask } from './task.js';
+import { usageError } from '../errors.js';
 import type { Bind } from './types.js';
 
 /**
- * stowctl image list / rescan / preload / unload / alias / dealias / forget, over the admin GraphQL API
- * (POST /admin/gql). Task-starting commands follow the task to its end (like `task watch`) unless
- * --detach; their exit code is 1 when the task did not succeed. GraphQL errors keep their code
- * (FORBIDDEN, …); {ok: false} answers exit 1 with the server's message.
+ * `stowctl catalog ls | rescan | preload | unload | alias | dealias | forget | registry …`: the registry
+ * catalog, over the admin GraphQL API (catalog-gql.ts) and the admin REST for registries. Task-starting
+ * commands follow the task to its end (like `task watch`) unless --detach; their exit code is 1 when the
+ * task did not succeed. The old spellings under `image` (`image rescan`, …) still work and say so.
  */
 
-const gqlErrorSchema = z.object({ message: z.string(), extensions: z.object({ code: z.string().optional() }).passthrough().optional() });
-const gqlResponseSchema = z.object({ data: z.record(z.unknown()).nullish(), errors: z.array(gqlErrorSchema).optional() });
+type Register = (parent: Command, bind: Bind, deprecatedAs?: string) => void;
 
-async function gql(ctx: CommandContext, query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
-  const api = await ctx.api();
-  const res = await api.call('POST', '/admin/gql', gqlResponseSchema, { body: { query, variables } });
-  const first = res.errors?.[0];
-  if (first) throw new CliError(first.extensions?.code ?? 'GRAPHQL_ERROR', first.message);
-  return res.data ?? {};
-}
-
-const imageSchema = z.object({
-  name: z.string().nullable(),
-  tag: z.string().nullable(),
-  registry: z.string().nullable(),
-  digest: z.string().nullable(),
-  size_bytes: z.union([z.number(), z.string()]).nullable(),
-  aliases: z.array(z.string()).nullable(),
-  supported_accelerators: z.array(z.string()).nullable(),
-  resource_limits: z.array(z.object({ key: z.string().nullable(), min: z.string().nullable(), max: z.string().nullable() })).nullable(),
-  installed: z.boolean().nullable(),
-  installed_agents: z.array(z.string()).nullable(),
-});
-const resultSchema = z.object({ ok: z.boolean().nullable(), msg: z.string().nullable(), task_id: z.string().nullish() });
-
-const IMAGE_FIELDS = 'name tag registry digest size_bytes aliases supported_accelerators resource_limits { key min max } installed installed_agents';
-
-export function registerCatalogCommands(image: Command, bind: Bind): void {
-  image
-    .command('list')
-    .alias('ls')
+export function registerCatalogCommands(program: Command, image: Command, bind: Bind): void {
+  const catalog = program.command('catalog').description('the registry catalog: what the registries hold, rescans, preload and unload');
+  catalog
+    .command('ls')
+    .alias('list')
     .description('images in the catalog (what rescans found), with where they are installed')
     .option('--installed', 'only images installed on some agent')
     .option('--not-installed', 'only images installed nowhere')
@@ -53,6 +25,7 @@ export function registerCatalogCommands(image: Command, bind: Bind): void {
     .option('--scaling-group <name>', 'images installed on an agent of the scaling group')
     .action(
       bind(async (ctx, opts) => {
+        const { gql, catalogImageSchema, catalogView, CATALOG_IMAGE_FIELDS } = await import('../catalog-gql.js');
         const vars = {
           is_installed: opts['installed'] ? true : opts['notInstalled'] ? false : null,
           is_operation: opts['operation'] ? true : null,
@@ -63,94 +36,175 @@ export function registerCatalogCommands(image: Command, bind: Bind): void {
         const data = await gql(
           ctx,
           `query($is_installed: Boolean, $is_operation: Boolean, $domain: String, $group: String, $scaling_group: String) {
-            images(is_installed: $is_installed, is_operation: $is_operation, domain: $domain, group: $group, scaling_group: $scaling_group) { ${IMAGE_FIELDS} } }`,
+            images(is_installed: $is_installed, is_operation: $is_operation, domain: $domain, group: $group, scaling_group: $scaling_group) { ${CATALOG_IMAGE_FIELDS} } }`,
           vars,
         );
-        const images = z.array(imageSchema).parse(data['images'] ?? []);
-        ctx.print({ images }, () =>
-          formatTable(
-            ['IMAGE', 'DIGEST', 'SIZE', 'ACCELERATORS', 'LIMITS', 'INSTALLED'],
-            images.map((i) => [
-              `${i.registry}/${i.name}:${i.tag}${i.aliases?.length ? ` (${i.aliases.join(', ')})` : ''}`,
-              shortDigest(i.digest),
-              formatBytes(Number(i.size_bytes)),
-              formatList(i.supported_accelerators ?? []),
-              formatList((i.resource_limits ?? []).map((l) => `${l.key}=${l.min}..${l.max ?? ''}`), 4),
-              i.installed_agents ? formatList(i.installed_agents) : i.installed ? 'yes' : 'no',
-            ]),
-          ),
-        );
+        const images = catalogImageSchema.array().parse(data['images'] ?? []);
+        ctx.list({ images }, catalogView(images));
       }),
     );
-
-  const taskCommand = (name: string, description: string, args: string[], mutation: string, vars: (a: string[], o: Record<string, unknown>) => Record<string, unknown>, agents: boolean) => {
-    const cmd = image.command(name).description(description);
-    for (const a of args) cmd.argument(`<${a}>`);
-    if (agents) cmd.requiredOption('--agents <selector>', 'target agents: *, machine IDs (comma-separated), label:key=value, scaling_group:name');
-    cmd.option('--detach', 'print the task ID and return without following the task');
-    cmd.action(
-      bind(async (ctx, opts, positional) => {
-        const data = await gql(ctx, mutation, vars(positional, opts));
-        const result = resultSchema.parse(Object.values(data)[0]);
-        if (!result.ok || !result.task_id) throw new CliError('REFUSED', result.msg ?? `${name} was refused`);
-        if (opts['detach']) {
-          ctx.print(result, () => result.task_id ?? '');
-          return 0;
-        }
-        if (!ctx.json) ctx.diag(`${result.msg ?? ''} (task ${result.task_id})`);
-        const outcome = await watchTask(ctx, result.task_id);
-        ctx.print({ ...result, outcome }, () => renderOutcome(outcome.event, outcome.data.message, outcome.data.operation.targets));
-        // A partial success ends bgtask_done (as Backend.AI sends it) but is not all targets ok.
-        return outcome.event === 'bgtask_done' && outcome.data.operation.status === 'succeeded' ? 0 : 1;
-      }),
-    );
-  };
-
-  taskCommand('rescan', 'rescan a registry into the catalog', ['registry'], 'mutation($r: String!) { rescan_images(registry: $r) { ok msg task_id } }', (a) => ({ r: a[0] }), false);
-  taskCommand(
-    'preload',
-    'pull an image from the catalog onto agents (from a peer that has it, else the registry)',
-    ['reference'],
-    'mutation($r: String!, $t: [String]!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
-    (a, o) => ({ r: a[0], t: o['agents'] }),
-    true,
-  );
-  taskCommand(
-    'unload',
-    'remove an image from agents',
-    ['reference'],
-    'mutation($r: String!, $t: [String]!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
-    (a, o) => ({ r: a[0], t: o['agents'] }),
-    true,
-  );
-
-  const simple = (name: string, description: string, args: string[], mutation: string, vars: (a: string[]) => Record<string, unknown>) => {
-    const cmd = image.command(name).description(description);
-    for (const a of args) cmd.argument(`<${a}>`);
-    cmd.action(
-      bind(async (ctx, _opts, positional) => {
-        const data = await gql(ctx, mutation, vars(positional));
-        const result = resultSchema.parse(Object.values(data)[0]);
-        if (!result.ok) throw new CliError('REFUSED', result.msg ?? `${name} was refused`);
-        ctx.print(result, () => result.msg ?? 'ok');
-      }),
-    );
-  };
-  simple('alias', 'name a catalog image by an alias', ['alias', 'target'], 'mutation($a: String!, $t: String!) { alias_image(alias: $a, target: $t) { ok msg } }', (a) => ({
-    a: a[0],
-    t: a[1],
-  }));
-  simple('dealias', 'remove an alias', ['alias'], 'mutation($a: String!) { dealias_image(alias: $a) { ok msg } }', (a) => ({ a: a[0] }));
-  simple('forget', 'remove an image from the catalog (not from agents)', ['reference'], 'mutation($r: String!) { forget_image(reference: $r) { ok msg } }', (a) => ({
-    r: a[0],
-  }));
+  for (const register of [rescan, preload, unload, alias, dealias, forget]) {
+    register(catalog, bind);
+    register(image, bind, 'catalog');
+  }
+  registerRegistryCommands(catalog, bind);
 }
 
-function renderOutcome(event: string, message: string, targets: ReadonlyArray<{ machine_id: string; status: string; failure?: { code: string; message: string } | undefined }>): string {
-  const head = `${event === 'bgtask_done' ? 'done' : event.replace('bgtask_', '')}: ${message}`;
-  if (targets.length === 0) return head;
-  return `${head}\n${formatTable(
-    ['MACHINE', 'STATUS', 'ERROR'],
-    targets.map((t) => [t.machine_id, t.status, t.failure ? `${t.failure.code}: ${t.failure.message}` : '']),
-  )}`;
+/** A catalog command, or its old spelling under `image` that works the same and points to the new one. */
+function declare(parent: Command, name: string, description: string, bind: Bind, deprecatedAs?: string): Command {
+  const cmd = parent.command(name).description(deprecatedAs ? `(deprecated: use \`stowctl ${deprecatedAs} ${name}\`) ${description}` : description);
+  if (deprecatedAs) {
+    cmd.hook('preAction', (_this, action) => {
+      const stderr = (action.configureOutput() as { writeErr?: (s: string) => void }).writeErr;
+      stderr?.(`stowctl: \`image ${name}\` is deprecated; use \`stowctl ${deprecatedAs} ${name}\`\n`);
+    });
+  }
+  void bind;
+  return cmd;
+}
+
+function taskCommand(
+  parent: Command,
+  bind: Bind,
+  deprecatedAs: string | undefined,
+  spec: { name: string; description: string; args: string[]; mutation: string; vars: (a: string[], o: Record<string, unknown>) => Record<string, unknown>; agents: boolean },
+): void {
+  const cmd = declare(parent, spec.name, spec.description, bind, deprecatedAs);
+  for (const a of spec.args) cmd.argument(`<${a}>`);
+  if (spec.agents) cmd.requiredOption('--agents <selector>', 'target agents: *, machine IDs (comma-separated), label:key=value, scaling_group:name');
+  cmd.option('--detach', 'print the task ID and return without following the task');
+  cmd.action(
+    bind(async (ctx, opts, positional) => {
+      const [{ gql, taskResultSchema, refused, renderOutcome }, { watchTask }] = await Promise.all([import('../catalog-gql.js'), import('../task-watch.js')]);
+      const registry = spec.name === 'rescan' ? positional[0] : undefined;
+      let data: Record<string, unknown>;
+      try {
+        data = await gql(ctx, spec.mutation, spec.vars(positional, opts));
+      } catch (err) {
+        // A registry that is not configured may come back as a GraphQL error: the hint is the same.
+        throw registry !== undefined && err instanceof Error ? refused(spec.name, `${(err as { code?: string }).code ?? ''} ${err.message}`, registry, err) : err;
+      }
+      const result = taskResultSchema.parse(Object.values(data)[0]);
+      if (!result.ok || !result.task_id) throw refused(spec.name, result.msg, registry);
+      if (opts['detach']) {
+        ctx.print(result, () => result.task_id ?? '');
+        return 0;
+      }
+      if (!ctx.json) ctx.diag(`${result.msg ?? ''} (task ${result.task_id})`);
+      const outcome = await watchTask(ctx, result.task_id);
+      ctx.print({ ...result, outcome }, () => renderOutcome(outcome.event, outcome.data.message, outcome.data.operation.targets));
+      // A partial success ends bgtask_done (as Backend.AI sends it) but is not all targets ok.
+      return outcome.event === 'bgtask_done' && outcome.data.operation.status === 'succeeded' ? 0 : 1;
+    }),
+  );
+}
+
+const rescan: Register = (parent, bind, deprecatedAs) =>
+  taskCommand(parent, bind, deprecatedAs, {
+    name: 'rescan',
+    description: 'rescan a registry into the catalog',
+    args: ['registry'],
+    mutation: 'mutation($r: String!) { rescan_images(registry: $r) { ok msg task_id } }',
+    vars: (a) => ({ r: a[0] }),
+    agents: false,
+  });
+
+const preload: Register = (parent, bind, deprecatedAs) =>
+  taskCommand(parent, bind, deprecatedAs, {
+    name: 'preload',
+    description: 'pull an image from the catalog onto agents (from a peer that has it, else the registry)',
+    args: ['reference'],
+    mutation: 'mutation($r: String!, $t: [String]!) { preload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    vars: (a, o) => ({ r: a[0], t: o['agents'] }),
+    agents: true,
+  });
+
+const unload: Register = (parent, bind, deprecatedAs) =>
+  taskCommand(parent, bind, deprecatedAs, {
+    name: 'unload',
+    description: 'remove an image from agents',
+    args: ['reference'],
+    mutation: 'mutation($r: String!, $t: [String]!) { unload_image(reference: $r, target_agents: $t) { ok msg task_id } }',
+    vars: (a, o) => ({ r: a[0], t: o['agents'] }),
+    agents: true,
+  });
+
+function simple(parent: Command, bind: Bind, deprecatedAs: string | undefined, name: string, description: string, args: string[], mutation: string): void {
+  const cmd = declare(parent, name, description, bind, deprecatedAs);
+  for (const a of args) cmd.argument(`<${a}>`);
+  cmd.action(
+    bind(async (ctx, _opts, positional) => {
+      const { gql, taskResultSchema, refused } = await import('../catalog-gql.js');
+      const vars = Object.fromEntries(args.map((a, i) => [a, positional[i]]));
+      const data = await gql(ctx, mutation, vars);
+      const result = taskResultSchema.parse(Object.values(data)[0]);
+      if (!result.ok) throw refused(name, result.msg);
+      ctx.print(result, () => result.msg ?? 'ok');
+    }),
+  );
+}
+
+const alias: Register = (parent, bind, deprecatedAs) =>
+  simple(parent, bind, deprecatedAs, 'alias', 'name a catalog image by an alias', ['alias', 'target'], 'mutation($alias: String!, $target: String!) { alias_image(alias: $alias, target: $target) { ok msg } }');
+const dealias: Register = (parent, bind, deprecatedAs) =>
+  simple(parent, bind, deprecatedAs, 'dealias', 'remove an alias', ['alias'], 'mutation($alias: String!) { dealias_image(alias: $alias) { ok msg } }');
+const forget: Register = (parent, bind, deprecatedAs) =>
+  simple(parent, bind, deprecatedAs, 'forget', 'remove an image from the catalog (not from agents)', ['reference'], 'mutation($reference: String!) { forget_image(reference: $reference) { ok msg } }');
+
+/** `catalog registry ls|add|rm` over the superadmin REST (/api/v1/admin/registries). */
+function registerRegistryCommands(catalog: Command, bind: Bind): void {
+  const registry = catalog.command('registry').description('the registries rescans read (superadmin)');
+  registry
+    .command('ls')
+    .alias('list')
+    .description('configured registries (passwords are never shown)')
+    .action(
+      bind(async (ctx) => {
+        const { registriesResponseSchema } = await import('../responses.js');
+        const api = await ctx.api();
+        const res = await api.call('GET', '/api/v1/admin/registries', registriesResponseSchema);
+        ctx.list(res, {
+          rows: res.registries,
+          empty: 'No registries are configured: `stowctl catalog registry add HOST[:PORT]`.',
+          columns: [
+            { header: 'NAME', cell: (r) => r.name },
+            { header: 'URL', cell: (r) => r.url },
+            { header: 'INSECURE', cell: (r) => (r.insecure ? 'yes' : 'no') },
+            { header: 'PROJECT', cell: (r) => r.project ?? '-' },
+          ],
+        });
+      }),
+    );
+  registry
+    .command('add')
+    .description('configure a registry (or change one) by its host[:port] as references spell it')
+    .argument('<name>', 'host[:port], e.g. registry.internal:5000')
+    .option('--url <url>', 'scheme and host (default https://NAME, http:// with --insecure)')
+    .option('--insecure', 'plain HTTP')
+    .option('--project <name>', 'scan only <project>/… repositories')
+    .action(
+      bind(async (ctx, opts, [name]) => {
+        if (!/^[A-Za-z0-9.-]+(:[0-9]+)?$/.test(name!)) throw usageError(`"${name}" is not a registry host[:port]`);
+        const body: Record<string, unknown> = {};
+        if (opts['url'] !== undefined) body['url'] = opts['url'];
+        if (opts['insecure']) body['insecure'] = true;
+        if (opts['project'] !== undefined) body['project'] = opts['project'];
+        const { anyObjectSchema } = await import('../responses.js');
+        const api = await ctx.api();
+        const res = await api.call('PUT', `/api/v1/admin/registries/${encodeURIComponent(name!)}`, anyObjectSchema, { body });
+        ctx.print(res, () => `registry ${name} configured; \`stowctl catalog rescan ${name}\` reads it`);
+      }),
+    );
+  registry
+    .command('rm')
+    .description('remove a registry and its catalog rows')
+    .argument('<name>', 'host[:port]')
+    .action(
+      bind(async (ctx, _opts, [name]) => {
+        const { anyObjectSchema } = await import('../responses.js');
+        const api = await ctx.api();
+        const res = await api.call('DELETE', `/api/v1/admin/registries/${encodeURIComponent(name!)}`, anyObjectSchema);
+        ctx.print(res, () => `registry ${name} removed`);
+      }),
+    );
 }

@@ -1,6 +1,4 @@
 import type { Command } from 'commander';
-import { renderMachines } from '../render.js';
-import { machinesResponseSchema } from '../responses.js';
 import type { Bind } from './types.js';
 
 export function registerMachine(program: Command, bind: Bind): void {
@@ -11,9 +9,10 @@ export function registerMachine(program: Command, bind: Bind): void {
     .description('list the machines that joined, with their status and image count')
     .action(
       bind(async (ctx) => {
+        const [{ machinesResponseSchema }, { machinesView }] = await Promise.all([import('../responses.js'), import('../render.js')]);
         const api = await ctx.api();
         const res = await api.call('GET', '/api/v1/machines', machinesResponseSchema);
-        ctx.print(res, () => renderMachines(res.machines));
+        ctx.list(res, machinesView(res.machines));
       }),
     );
 }

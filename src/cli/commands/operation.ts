@@ -1,8 +1,6 @@
 import type { Command } from 'commander';
-import { operationKinds, operationStatuses } from '../../control/wire.js';
+import { operationKinds, operationStatuses } from '../../control/wire-values.js';
 import { enumArg, positiveIntArg } from '../flags.js';
-import { renderOperation, renderOperationList } from '../render.js';
-import { operationResponseSchema, operationsResponseSchema } from '../responses.js';
 import type { Bind } from './types.js';
 
 /** `operation list|get|cancel`, registered under `image` and at the top level alike. */
@@ -16,10 +14,11 @@ export function registerOperation(parent: Command, bind: Bind): void {
     .option('--limit <n>', 'at most this many', positiveIntArg('--limit'))
     .action(
       bind(async (ctx, opts) => {
+        const [{ operationsResponseSchema }, { operationsView }] = await Promise.all([import('../responses.js'), import('../render.js')]);
         const api = await ctx.api();
         const query = { kind: opts['kind'] as string | undefined, status: opts['status'] as string | undefined, limit: opts['limit'] as number | undefined };
         const res = await api.call('GET', '/api/v1/operations', operationsResponseSchema, { query });
-        ctx.print(res, () => renderOperationList(res.operations));
+        ctx.list(res, operationsView(res.operations));
       }),
     );
   op.command('get')
@@ -27,6 +26,7 @@ export function registerOperation(parent: Command, bind: Bind): void {
     .argument('<id>', 'operation ID (op-…)')
     .action(
       bind(async (ctx, _opts, [id]) => {
+        const [{ operationResponseSchema }, { renderOperation }] = await Promise.all([import('../responses.js'), import('../render.js')]);
         const api = await ctx.api();
         const res = await api.call('GET', `/api/v1/operations/${encodeURIComponent(id!)}`, operationResponseSchema);
         ctx.print(res, () => renderOperation(res.operation));
@@ -37,6 +37,7 @@ export function registerOperation(parent: Command, bind: Bind): void {
     .argument('<id>', 'operation ID (op-…)')
     .action(
       bind(async (ctx, _opts, [id]) => {
+        const [{ operationResponseSchema }, { renderOperation }] = await Promise.all([import('../responses.js'), import('../render.js')]);
         const api = await ctx.api();
         const res = await api.call('POST', `/api/v1/operations/${encodeURIComponent(id!)}/cancel`, operationResponseSchema);
         ctx.print(res, () => renderOperation(res.operation));

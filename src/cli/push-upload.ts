@@ -1,0 +1,78 @@
+import type { Operation, PushRequest, UploadGrant } from '../control/wire.js';
+import { RegistryClient } from '../registry/client.js';
+import { pushImage } from '../registry/push.js';
+import type { CommandContext } from './context.js';
+import { CliError, toCliError } from './errors.js';
+import { finish } from './finish.js';
+import type { ApiClient } from './http.js';
+import type { LocalImage } from './local-image.js';
+import { uploadView } from './progress.js';
+import { operationResponseSchema, pushResponseSchema } from './responses.js';
+
+/**
+ * The control-plane side of `image push`, once the image is read and checked: create the push
+ * operation, upload once to the first target's /v2/ (only the blobs it lacks), report how the upload
+ * ended, then follow the operation as it distributes to the rest.
+ */
+export async function runPush(ctx: CommandContext, img: LocalImage, o: { to: string[]; platform: string | undefined; expected: string | undefined }): Promise<number> {
+  const body: PushRequest = { digest: img.digest, size_bytes: img.sizeBytes, to: o.to };
+  if (img.reference) body.reference = img.reference;
+  const platform = o.platform ?? img.platform;
+  if (platform) body.platform = platform;
+  if (o.expected !== undefined) body.expected_digest = o.expected;
+  const api = await ctx.api();
+  const res = await api.call('POST', '/api/v1/operations/push', pushResponseSchema, { body });
+  let op = res.operation;
+  if (res.upload) op = await upload(ctx, api, img, op, res.upload);
+  return finish(ctx, api, op);
+}
+
+async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: Operation, grant: UploadGrant): Promise<Operation> {
+  const path = `/api/v1/operations/${encodeURIComponent(op.id)}/upload-finished`;
+  const view = uploadView(ctx.progress, ctx.io.stderr, `upload → ${grant.machine_id}`);
+  let failure: CliError | undefined;
+  try {
+    const url = new URL(grant.registry_url);
+    const client = new RegistryClient({
+      host: url.host,
+      insecure: url.protocol === 'http:',
+      credentials: { username: grant.username, password: grant.password },
+    });
+    await pushImage(client, img.handles, img.digest, grant.repository, grant.tag, { onProgress: (e) => view.onEvent(e) });
+  } catch (err) {
+    failure = toCliError(err);
+  } finally {
+    view.stop();
+  }
+  if (failure) {
+    // Tell the control plane, so the operation ends failed instead of waiting for an upload that never comes.
+    try {
+      await reportUpload(api, path, { outcome: 'failed', failure: { code: failure.code, message: failure.message, stage: 'upload' } });
+    } catch (err) {
+      ctx.diag(`stowctl: could not report the failed upload of ${op.id}: ${(err as Error).message}`);
+    }
+    throw new CliError(failure.code, `upload to ${grant.machine_id} failed: ${failure.message}`, {
+      details: { operation_id: op.id, stage: 'upload', ...(failure.details ?? {}) },
+      cause: failure,
+    });
+  }
+  return reportUpload(api, path, { outcome: 'uploaded', bytes_transferred: view.bytesSent() });
+}
+
+const REPORT_PATIENCE_MS = 60_000;
+
+/**
+ * Reports how the upload ended. A control plane that restarts meanwhile still waits for this report
+ * (the operation resumes in its upload stage), so an unreachable one is retried for a minute.
+ */
+async function reportUpload(api: ApiClient, path: string, body: Record<string, unknown>): Promise<Operation> {
+  const until = Date.now() + REPORT_PATIENCE_MS;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return (await api.call('POST', path, operationResponseSchema, { body })).operation;
+    } catch (err) {
+      if (toCliError(err).code !== 'CONNECTION_FAILED' || Date.now() + delay > until) throw err;
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
