@@ -204,6 +204,13 @@ export class TransferManager {
       const client = t.client(plan);
       const presentBefore = new Set<Digest>();
       const recorded = new Set<string>();
+      // Every received blob byte (image and referrers alike) passes the agent's rate cap and counts as progress.
+      const countBytes = async (n: number): Promise<void> => {
+        await limiter?.take(n);
+        t.bytesTransferred += n;
+        if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
+        t.progress();
+      };
       const result = await pullImage(
         client,
         plan.source,
@@ -230,12 +237,7 @@ export class TransferManager {
             t.bytesTotal = (t.bytesTotal ?? t.bytesTransferred) + missing.reduce((n, l) => n + l.size, 0);
             t.progress();
           },
-          onBlobBytes: async (n) => {
-            await limiter?.take(n);
-            t.bytesTransferred += n;
-            if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
-            t.progress();
-          },
+          onBlobBytes: countBytes,
           onRecord: (target, records) => {
             stage = 'record';
             recordNames(images, target, records, t.references, recorded);
@@ -255,12 +257,7 @@ export class TransferManager {
       // and a source that cannot list them (no referrers API) must not fail the image's transfer.
       const subjects = [...(result.indexDigest ? [result.indexDigest] : []), ...result.images.map((r) => r.manifestDigest)];
       await pullReferrers(client, plan.source.path, subjects, { store, images }, {
-        onBlobBytes: async (n) => {
-          await limiter?.take(n);
-          t.bytesTransferred += n;
-          if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
-          t.progress();
-        },
+        onBlobBytes: countBytes,
       }).catch(() => []);
       stage = 'runtime';
       await this.handOver(t, result.indexDigest ?? result.manifestDigest, result.images, presentBefore);

@@ -83,6 +83,9 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   // The output format, known even when parsing fails: errors then come as objects in that format.
   const early = viewOptionsFromArgv(argv);
   const machine = isMachineOutput(early);
+  // Errors come as objects only where the output is JSON or YAML; a --format template's error is text on
+  // stderr, as docker prints it (the template is the user's layout, not something a script parses).
+  const errorsAsObjects = early.mode === 'json' || early.mode === 'yaml';
   const printError = (error: unknown): void => writeLine(io.stdout, early.mode === 'yaml' ? toYaml({ error }) : toJson({ error }));
 
   const bind: Bind = (fn: Action) => async (...commanderArgs: unknown[]) => {
@@ -105,11 +108,12 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
       // --help and --version; a bare `stowctl image` (help shown as an error) is a usage error.
       if (err.exitCode === 0) return 0;
       const e = usageError(err.code === 'commander.help' ? 'a command is required' : err.message.replace(/^error: /, ''));
-      if (machine) printError(e.toJSON());
+      if (errorsAsObjects) printError(e.toJSON());
+      else if (machine) writeLine(io.stderr, `stowctl: ${e.message}`);
       return 2;
     }
     const e = toCliError(err);
-    if (ctx?.json ?? machine) {
+    if (ctx ? ctx.view.mode === 'json' || ctx.view.mode === 'yaml' : errorsAsObjects) {
       printError(e.toJSON());
     } else {
       writeLine(io.stderr, `stowctl: ${e.message}${e.code !== 'USAGE' ? ` [${e.code}]` : ''}`);

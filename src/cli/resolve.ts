@@ -77,6 +77,8 @@ export function resolveFromRecords(name: string, records: readonly Availability[
       references: [...new Set(rs.flatMap((r) => r.references))].sort(),
       machines: [...new Set(rs.map((r) => r.machine_id))].sort(),
     }));
+    // In digest order, so the list reads the same on every call whatever order the control plane answered in.
+    candidates.sort((x, y) => x.digest.localeCompare(y.digest));
     const lines = candidates.map((c) => `  ${shortDigest(c.digest)}  ${c.references.join(',') || '-'}  on ${c.machines.join(',')}`);
     throw new CliError('AMBIGUOUS_IMAGE', `"${name}" names ${candidates.length} different images; use a longer digest prefix or the full digest:\n${lines.join('\n')}`, {
       exitCode: 2,

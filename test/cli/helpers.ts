@@ -19,7 +19,8 @@ export interface CliResult {
 /** An environment without the caller's stowctl settings: no STOWAGE_*, a fresh XDG config home. */
 export function cleanEnv(configHome: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const k of Object.keys(env)) if (k.startsWith('STOWAGE_') || k === 'DOCKER_HOST') delete env[k];
+  // The user's settings go; STOWAGE_FROM_SOURCE stays, so the CLI under test is this source, never an old dist/.
+  for (const k of Object.keys(env)) if ((k.startsWith('STOWAGE_') && k !== 'STOWAGE_FROM_SOURCE') || k === 'DOCKER_HOST') delete env[k];
   return { ...env, XDG_CONFIG_HOME: configHome, ...extra };
 }
 
