@@ -15,7 +15,7 @@ describe('dashboard stowctl equivalents', () => {
   it('spells each action as stowctl takes it', () => {
     const digest = `sha256:${'a'.repeat(64)}`;
     expect(stowctl.distribute(digest, 'agent-1', ['agent-2', 'agent-3'])).toBe(`stowctl image distribute --digest ${digest} --from agent-1 --to agent-2,agent-3`);
-    expect(stowctl.preload('reg:5000/app:1', '*')).toBe("stowctl image preload reg:5000/app:1 --agents '*'");
+    expect(stowctl.preload('reg:5000/app:1', '*')).toBe("stowctl catalog preload reg:5000/app:1 --agents '*'");
     expect(stowctl.operationCancel('op-01ABC')).toBe('stowctl image operation cancel op-01ABC');
   });
 });

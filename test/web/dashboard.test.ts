@@ -100,7 +100,7 @@ describe('the web dashboard', () => {
   it('rescans the catalog, runs a preload from it to the end and unloads', async () => {
     await open('Catalog');
     await page.getByLabel('registry').fill(reg.host);
-    await expectText(page.getByTestId('rescan-form').getByTestId('command'), `stowctl image rescan ${reg.host}`);
+    await expectText(page.getByTestId('rescan-form').getByTestId('command'), `stowctl catalog rescan ${reg.host}`);
     await page.getByRole('button', { name: 'Rescan' }).click();
     await page.locator('article.task[data-status="succeeded"]').filter({ hasText: 'rescan' }).waitFor(WAIT);
     // The line shown is one stowctl takes: run as shown, it rescans too.
@@ -112,7 +112,7 @@ describe('the web dashboard', () => {
     await row.waitFor(WAIT);
     await row.getByRole('button', { name: 'Select' }).click();
     await page.getByLabel('target agents').fill('label:zone=a');
-    await expectText(page.getByTestId('preload-form').getByTestId('command'), `stowctl image preload ${toolRef} --agents label:zone=a`);
+    await expectText(page.getByTestId('preload-form').getByTestId('command'), `stowctl catalog preload ${toolRef} --agents label:zone=a`);
     await page.getByRole('button', { name: 'Preload' }).click();
 
     const task = page.locator('article.task').filter({ hasText: 'preload' });

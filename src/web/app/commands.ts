@@ -21,8 +21,8 @@ export const stowctl = {
   operationGet: (id: string) => cmd('image', 'operation', 'get', id),
   operationCancel: (id: string) => cmd('image', 'operation', 'cancel', id),
   taskWatch: (id: string) => cmd('task', 'watch', id),
-  catalogList: () => cmd('image', 'list'),
-  rescan: (registry: string) => cmd('image', 'rescan', registry),
-  preload: (reference: string, selector: string) => cmd('image', 'preload', reference, '--agents', selector),
-  unload: (reference: string, selector: string) => cmd('image', 'unload', reference, '--agents', selector),
+  catalogList: () => cmd('catalog', 'ls'),
+  rescan: (registry: string) => cmd('catalog', 'rescan', registry),
+  preload: (reference: string, selector: string) => cmd('catalog', 'preload', reference, '--agents', selector),
+  unload: (reference: string, selector: string) => cmd('catalog', 'unload', reference, '--agents', selector),
 };
