@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StowageError } from '../../errors.js';
 
@@ -20,8 +20,13 @@ function answers(socket: string): Promise<boolean> {
 export async function startLocalPodman(dir: string, timeoutMs = 120_000): Promise<LocalPodman> {
   await mkdir(join(dir, 'tmp'), { recursive: true });
   const socket = join(dir, 'podman.sock');
+  // Containers get limits a host's hard limits allow (podman's defaults exceed them on some machines, and
+  // `podman run` then fails).
+  const conf = join(dir, 'containers.conf');
+  await writeFile(conf, '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n');
   const global = ['--root', join(dir, 'root'), '--runroot', join(dir, 'run'), '--tmpdir', join(dir, 'tmp'), '--runtime', 'runc', '--cgroup-manager', 'cgroupfs', '--events-backend', 'file'];
-  const child: ChildProcess = spawn('podman', [...global, 'system', 'service', '--time=0', `unix://${socket}`], { stdio: 'ignore' });
+  const env = { ...process.env, CONTAINERS_CONF: conf };
+  const child: ChildProcess = spawn('podman', [...global, 'system', 'service', '--time=0', `unix://${socket}`], { stdio: 'ignore', env });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const failed = new Promise<never>((_, reject) => {
     child.once('error', (err) => reject(new StowageError('UNSUPPORTED', `cannot start podman (is it installed?): ${err.message}`)));
