@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Digest } from '../../oci/digest.js';
 import { isIndexMediaType } from '../../oci/media-types.js';
 import { ImageIndex } from '../../store/image-index.js';
+import { CoalescedRun } from '../coalesced-run.js';
 import type { HandOver, RuntimeAdapter } from '../runtime.js';
 import { ContainerdClient, runtimeError } from './client.js';
 import { ContainerdContentStore } from './content-store.js';
@@ -40,9 +41,11 @@ export class ContainerdRuntime implements RuntimeAdapter {
   private closed = false;
   private stream: { cancel(): void } | undefined;
   private timers: NodeJS.Timeout[] = [];
-  /** The mirror in flight and whether another is wanted after it: events coalesce into one re-list. */
-  private syncing: Promise<void> | undefined;
-  private again = false;
+  /** Events coalesce into one re-list of containerd's images. */
+  private readonly lister = new CoalescedRun(
+    async () => this.mirror.apply(await this.client.listImages()),
+    () => this.closed,
+  );
 
   private constructor(
     private readonly opts: ContainerdOptions,
@@ -108,23 +111,7 @@ export class ContainerdRuntime implements RuntimeAdapter {
   }
 
   sync(): Promise<void> {
-    if (this.syncing) {
-      this.again = true;
-      return this.syncing;
-    }
-    const run = async (): Promise<void> => {
-      try {
-        do {
-          this.again = false;
-          const list = await this.client.listImages();
-          await this.mirror.apply(list);
-        } while (this.again && !this.closed);
-      } finally {
-        this.syncing = undefined;
-      }
-    };
-    this.syncing = run();
-    return this.syncing;
+    return this.lister.run();
   }
 
   async handOver(image: HandOver): Promise<void> {
@@ -157,7 +144,7 @@ export class ContainerdRuntime implements RuntimeAdapter {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.stream?.cancel();
-    await this.syncing?.catch(() => undefined);
+    await this.lister.idle();
     this.client.close();
     this.images.close();
   }

@@ -4,6 +4,7 @@ import { exportArchive } from '../../store/export-archive.js';
 import { openStore } from '../../store/index.js';
 import type { ContentStore } from '../../store/content-store.js';
 import type { ImageIndex } from '../../store/image-index.js';
+import { CoalescedRun } from '../coalesced-run.js';
 import type { HandOver, RuntimeAdapter } from '../runtime.js';
 import { DockerEngineClient, type EngineImage } from './client.js';
 
@@ -23,8 +24,11 @@ export class DockerRuntime implements RuntimeAdapter {
   private readonly client: DockerEngineClient;
   private readonly abort = new AbortController();
   private timers: NodeJS.Timeout[] = [];
-  private syncing: Promise<void> | undefined;
-  private again = false;
+  /** Events coalesce into one re-list of the engine's images. */
+  private readonly lister = new CoalescedRun(
+    async () => this.mirror(await this.client.listImages()),
+    () => this.abort.signal.aborted,
+  );
   /** Image IDs the engine held at the previous list (undefined before the first). */
   private previous: Set<string> | undefined;
   /** Manifest digest → image ID of every record seen: unload asks after the record is gone. */
@@ -68,22 +72,7 @@ export class DockerRuntime implements RuntimeAdapter {
   }
 
   sync(): Promise<void> {
-    if (this.syncing) {
-      this.again = true;
-      return this.syncing;
-    }
-    const run = async (): Promise<void> => {
-      try {
-        do {
-          this.again = false;
-          this.mirror(await this.client.listImages());
-        } while (this.again && !this.abort.signal.aborted);
-      } finally {
-        this.syncing = undefined;
-      }
-    };
-    this.syncing = run();
-    return this.syncing;
+    return this.lister.run();
   }
 
   /**
@@ -136,7 +125,7 @@ export class DockerRuntime implements RuntimeAdapter {
   async close(): Promise<void> {
     this.abort.abort();
     for (const t of this.timers) clearTimeout(t);
-    await this.syncing?.catch(() => undefined);
+    await this.lister.idle();
     await this.client.close();
     this.images.close();
   }
