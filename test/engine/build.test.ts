@@ -9,7 +9,7 @@ import { parseManifestBytes } from '../../src/oci/manifest.js';
 import { makeOciLayout, skopeo } from '../harness/images.js';
 import type { TestRegistry } from '../harness/registry.js';
 import { tarOfFiles as tarOf } from '../harness/tar.js';
-import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries } from './core-helpers.js';
+import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries, writeContext } from './core-helpers.js';
 
 let setup: Awaited<ReturnType<typeof startEngineWithRegistry>>;
 let root: string;
@@ -17,15 +17,6 @@ let ctx: EngineContext;
 let eng: CoreEngine;
 let registry: TestRegistry;
 let docker: DockerRunner;
-
-async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) {
-    await mkdir(join(dir, name, '..'), { recursive: true });
-    await writeFile(join(dir, name), content);
-  }
-  return dir;
-}
 
 const build = (dir: string, args: string[] = []) => docker(['build', ...args, dir]);
 

@@ -1,4 +1,4 @@
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EngineContext, RegistrySettings } from '../../src/engine/context.js';
 import { buildEngineApp, listenEngine } from '../../src/engine/server.js';
@@ -98,4 +98,14 @@ export async function jsonMessages(res: Response): Promise<Array<Record<string, 
     .split(/\r?\n/)
     .filter((l) => l.trim() !== '')
     .map((l) => JSON.parse(l) as Record<string, any>);
+}
+
+/** A build context directory holding `files` (path → content), made under `dir`. */
+export async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(join(dir, name, '..'), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
+  return dir;
 }

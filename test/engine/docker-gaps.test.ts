@@ -8,7 +8,7 @@ import { makeMultiPlatformLayout, makeOciLayout, skopeo } from '../harness/image
 import type { TestRegistry } from '../harness/registry.js';
 import { run, runOk } from '../harness/run.js';
 import { tarOfFiles } from '../harness/tar.js';
-import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries } from './core-helpers.js';
+import { type CoreEngine, type DockerRunner, apiUrl, startEngineWithRegistry, tarEntries, writeContext } from './core-helpers.js';
 
 /**
  * Docker Engine API gaps real clients hit (issue 11): each case drives the docker 28 CLI (classic builder) or
@@ -20,15 +20,6 @@ let ctx: EngineContext;
 let eng: CoreEngine;
 let registry: TestRegistry;
 let docker: DockerRunner;
-
-async function writeContext(dir: string, files: Record<string, string>): Promise<string> {
-  await mkdir(dir, { recursive: true });
-  for (const [name, content] of Object.entries(files)) {
-    await mkdir(join(dir, name, '..'), { recursive: true });
-    await writeFile(join(dir, name), content);
-  }
-  return dir;
-}
 
 async function inspect(reference: string): Promise<Record<string, any>> {
   const r = await docker(['image', 'inspect', reference]);
