@@ -35,6 +35,8 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** GET /metrics (Prometheus): an admin or superadmin API key is needed unless `anonymous` opens it to all. */
+    metrics: z.object({ anonymous: z.boolean().default(false) }).strict().default({}),
     /** The built dashboard served at /ui/ (`npm run build`); default: dist/web of this package. */
     webDir: z.string().min(1).optional(),
   })

@@ -8,6 +8,7 @@ import type { ControlConfig } from './config.js';
 import type { ControlContext } from './context.js';
 import { openDatabase } from './db/database.js';
 import { Machines } from './machines.js';
+import { ControlMetrics } from './metrics.js';
 import { runDistribute } from './operations/distribute.js';
 import { UploadWaiters, runPush } from './operations/push.js';
 import { OperationRunner } from './operations/runner.js';
@@ -56,8 +57,9 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
   const agents = new AgentsClient();
-  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency);
-  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log };
+  const metrics = new ControlMetrics(db, machines);
+  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
+  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics };
   runner.register('distribute', (id) => runDistribute(ctx, id));
   runner.register('push', (id) => runPush(ctx, id));
 

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { instrumentHttp, metricsRoute } from '../metrics/http.js';
 import { refuseWithoutCredential } from './auth/early-auth.js';
 import type { ControlContext } from './context.js';
 import { graphqlRoutes } from './graphql/index.js';
@@ -7,6 +8,7 @@ import { installErrorHandler } from './rest/errors.js';
 import { imageRoutes } from './rest/image-routes.js';
 import { machineRoutes } from './rest/machine-routes.js';
 import { operationRoutes } from './rest/operation-routes.js';
+import { requireUser } from './rest/guards.js';
 import { sessionRoutes } from './rest/session-routes.js';
 import { tokenRoutes } from './rest/token-routes.js';
 import { taskEventRoutes } from './tasks/sse.js';
@@ -19,9 +21,13 @@ const BODY_LIMIT = 1024 * 1024;
 /** The control plane's HTTP API: REST under /api/v1, GraphQL at /admin/gql, SSE for background tasks, /token for registry clients; the dashboard at /ui/. */
 export async function buildControlApp(ctx: ControlContext, joinToken: string): Promise<FastifyInstance> {
   const app = Fastify({ logger: false, bodyLimit: BODY_LIMIT });
+  instrumentHttp(app, ctx.metrics, 'control');
   installErrorHandler(app);
   app.addHook('onRequest', async (request) => refuseWithoutCredential(ctx.db, request));
   app.get('/healthz', async () => ({ ok: true }));
+  metricsRoute(app, ctx.metrics, (request) => {
+    if (!ctx.config.metrics.anonymous) requireUser(ctx, request, ['superadmin', 'admin']);
+  });
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);
   operationRoutes(app, ctx);
