@@ -18,6 +18,11 @@ export const controlConfigSchema = z
     /** How often agents send a heartbeat, and after how long without one a machine is offline. */
     heartbeatIntervalMs: z.number().int().min(100).default(5_000),
     offlineAfterMs: z.number().int().min(200).default(20_000),
+    /**
+     * After a restart, a machine not heard from since is `unknown` (never chosen) for this long, then
+     * offline; work the restart interrupted waits this long for its machines to call in.
+     */
+    unknownAfterRestartMs: z.number().int().min(0).default(60_000),
     /** Targets of one operation worked on at once. */
     targetConcurrency: z.number().int().min(1).max(256).default(16),
     /** How long stowctl has to finish a push upload before the operation fails. */

@@ -52,7 +52,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
   const db = openDatabase(join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile });
   new RegistryStore(db).sealPlainPasswords();
-  const machines = new Machines(db, config.offlineAfterMs);
+  const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
   const agents = new AgentsClient();

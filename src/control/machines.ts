@@ -8,7 +8,9 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
 /**
  * Machines and what they hold. An agent joins with the join token and gets an ID and a secret; then it
  * sends its full inventory, deltas after every change and heartbeats. A machine not heard from for
- * `offlineAfterMs` is offline: shown so and never chosen as a source.
+ * `offlineAfterMs` is offline: shown so and never chosen as a source or target. After a control-plane
+ * restart a machine is `unknown` until it calls in (its last word predates this process), and offline
+ * if it has not within `unknownAfterRestartMs`; an unknown machine is never chosen either.
  */
 
 interface MachineRow {
@@ -31,6 +33,9 @@ export interface MachineRecord extends Machine {
   inventory_seq: number;
 }
 
+/** How often work resumed after a restart looks again whether an unknown machine has called in. */
+const KNOWN_POLL_MS = 250;
+
 export class Machines {
   /** When this control plane started listening: it cannot have heard from anyone before. */
   private upSince = Date.now();
@@ -38,6 +43,7 @@ export class Machines {
   constructor(
     private readonly db: Db,
     readonly offlineAfterMs: number,
+    readonly unknownAfterRestartMs: number = offlineAfterMs,
   ) {
     this.sealPlainSecrets();
   }
@@ -113,9 +119,21 @@ export class Machines {
   requireOnline(id: string): MachineRecord {
     const m = this.require(id);
     if (m.status !== 'online') {
-      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" is offline (last seen ${m.last_seen_at})`, { details: { machine_id: id } });
+      const why = m.status === 'unknown' ? 'has not been heard from since the control plane restarted' : 'is offline';
+      throw new StowageError('MACHINE_OFFLINE', `machine "${id}" ${why} (last seen ${m.last_seen_at})`, {
+        details: { machine_id: id, status: m.status },
+      });
     }
     return m;
+  }
+
+  /**
+   * requireOnline for work a restart interrupted: while the machine is `unknown` it waits for it to call
+   * in (or for the grace period to end, when it is offline) instead of failing a machine that is alive.
+   */
+  async requireOnlineOnceKnown(id: string, signal?: AbortSignal): Promise<MachineRecord> {
+    while (this.get(id)?.status === 'unknown' && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, KNOWN_POLL_MS));
+    return this.requireOnline(id);
   }
 
   list(): MachineRecord[] {
@@ -183,16 +201,18 @@ export class Machines {
     );
   }
 
-  /** Online or offline, by machine ID: what availability records show, without list()'s image counts. */
+  /** Online, offline or unknown, by machine ID: what availability records show, without list()'s image counts. */
   statuses(): Map<string, Machine['status']> {
     const rows = this.db.prepare('SELECT id, last_seen_at FROM machines').all() as Array<{ id: string; last_seen_at: string }>;
     return new Map(rows.map((r) => [r.id, this.statusOf(r.last_seen_at)]));
   }
 
   private statusOf(lastSeenAt: string): Machine['status'] {
-    // Silence counts only while we were listening: after a restart, machines get a full interval to call in.
-    const heardOrUp = Math.max(Date.parse(lastSeenAt), this.upSince);
-    return Date.now() - heardOrUp <= this.offlineAfterMs ? 'online' : 'offline';
+    const lastSeen = Date.parse(lastSeenAt);
+    const now = Date.now();
+    // Not heard from since this process started: maybe alive, maybe not. It gets the grace period to call in.
+    if (lastSeen < this.upSince) return now - this.upSince <= this.unknownAfterRestartMs ? 'unknown' : 'offline';
+    return now - lastSeen <= this.offlineAfterMs ? 'online' : 'offline';
   }
 
   private toRecord(r: MachineRow): MachineRecord {

@@ -253,6 +253,25 @@ describe('POST /images/create?fromSrc', () => {
     await expectUnchanged();
   });
 
+  // A body shorter than one tar block once left the import waiting forever: each one must settle, quickly.
+  for (const [what, body] of [
+    ['one byte', Buffer.from('x')],
+    ['100 bytes of text', Buffer.alloc(100, 'A')],
+    ['511 zero bytes', Buffer.alloc(511)],
+    ['a truncated tar header', Buffer.alloc(300, 0x30)],
+    ['a gzip header alone', Buffer.from([0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 3])],
+    ['a zstd magic alone', Buffer.from([0x28, 0xb5, 0x2f, 0xfd])],
+  ] as const) {
+    it(`settles on ${what} with an error, store unchanged`, async () => {
+      const res = await request(`${base}/images/create?fromSrc=-&repo=short&tag=1`, { method: 'POST', body, headersTimeout: 20_000, bodyTimeout: 20_000 });
+      const text = await res.body.text();
+      const r: Answer = { status: res.statusCode, contentType: undefined, text };
+      const message = r.status === 200 ? streamError(r) : (JSON.parse(r.text) as { message: string }).message;
+      expect(message).toMatch(/invalid tar archive|empty|truncated|unexpected end/i);
+      await expectUnchanged();
+    });
+  }
+
   it('refuses a tar with a .. entry', async () => {
     const t = await tarOf([
       { name: 'ok', data: 'fine' },

@@ -46,7 +46,11 @@ export interface Cluster {
   /** The running control-plane process (e.g. to read its memory from /proc). */
   controlProcess(): ChildProcess | undefined;
   killControl(signal?: NodeJS.Signals): Promise<void>;
-  startControl(): Promise<void>;
+  /**
+   * Starts the control plane again; resolves once the agents in `waitFor` (default: every agent process
+   * still running) are online to it.
+   */
+  startControl(opts?: { waitFor?: string[] }): Promise<void>;
   killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
   startAgent(name: string): Promise<ClusterAgent>;
   close(): Promise<void>;
@@ -183,6 +187,33 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const agents: ClusterAgent[] = [];
   const agentPorts = new Map<string, { peer: number; docker: number }>();
 
+  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await request(`${controlUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+  /**
+   * A restarted control plane calls a machine `unknown` until it is heard from again (and chooses it for
+   * nothing meanwhile): like an operator, tests go on once every agent that runs has called in.
+   */
+  const restartControlProcess = async (o: { waitFor?: string[] } = {}): Promise<void> => {
+    await startControlProcess();
+    const running = o.waitFor ?? agents.filter((a) => a.process.exitCode === null && a.process.signalCode === null).map((a) => a.name);
+    await until(
+      `${running.join(', ')} to call in after the restart`,
+      async () => {
+        const r = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
+        const online = new Set(r.body.machines.filter((m) => m.status === 'online').map((m) => m.id));
+        return r.status === 200 && running.every((name) => online.has(name)) ? true : undefined;
+      },
+      { timeoutMs: JOIN_MS },
+    );
+  };
+
   const startAgentProcess = async (name: string): Promise<ClusterAgent> => {
     let ports = agentPorts.get(name);
     if (!ports) {
@@ -203,16 +234,6 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     if (i >= 0) agents[i] = agent;
     else agents.push(agent);
     return agent;
-  };
-
-  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const res = await request(`${controlUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.body.text();
-    return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
   };
 
   const cluster: Cluster = {
@@ -278,7 +299,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       c.kill(signal);
       await exited(c);
     },
-    startControl: startControlProcess,
+    startControl: restartControlProcess,
     async killAgent(name, signal = 'SIGKILL') {
       const agent = agents.find((a) => a.name === name);
       if (!agent) throw new Error(`no agent ${name}`);

@@ -6,7 +6,7 @@ import { peerRegistryClient, pullToken } from '../peer-client.js';
 import { mintPeerToken } from '../peer-token.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
 import { transferFromSource, uniqueTargets } from './distribute.js';
-import { toFailure } from './runner.js';
+import { onlineMachineFor, toFailure } from './runner.js';
 
 /**
  * push: stowctl holds the image; it uploads it once, over the OCI distribution protocol, to the first
@@ -170,7 +170,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
  */
 async function confirmUpload(ctx: ControlContext, opId: string, params: PushParams): Promise<Failure | undefined> {
   try {
-    const machine = ctx.machines.requireOnline(params.upload_machine);
+    const machine = await onlineMachineFor(ctx, opId, params.upload_machine);
     const password = pullToken(machine, 300, opId);
     const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
     const outcome = await ctx.runner.agents.transfer(

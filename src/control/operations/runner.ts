@@ -3,7 +3,7 @@ import { StowageError, isStowageError } from '../../errors.js';
 import { forEachLimited } from '../../registry/pool.js';
 import type { AgentsClient } from '../agents-client.js';
 import type { AvailabilityStore } from '../availability.js';
-import type { MachineRecord } from '../machines.js';
+import type { MachineRecord, Machines } from '../machines.js';
 import type { Failure, Operation, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
 import { type OperationStore, isTargetDone, isTerminal } from './store.js';
 
@@ -38,6 +38,8 @@ export class OperationRunner {
   private readonly running = new Map<string, Promise<void>>();
   /** One abort controller per running operation: cancel() aborts it, handlers pass its signal on. */
   private readonly controllers = new Map<string, AbortController>();
+  /** Operations this process took over from a previous run (their machines may not have called in yet). */
+  private readonly resumed = new Set<string>();
 
   constructor(
     private readonly operations: OperationStore,
@@ -72,8 +74,14 @@ export class OperationRunner {
       .finally(() => {
         this.running.delete(opId);
         this.controllers.delete(opId);
+        this.resumed.delete(opId);
       });
     this.running.set(opId, work);
+  }
+
+  /** Whether the operation was left unfinished by a previous run and taken over by resumeAll. */
+  wasResumed(opId: string): boolean {
+    return this.resumed.has(opId);
   }
 
   /** Aborted when the operation is cancelled: handlers stop starting work and pass it to what they await. */
@@ -97,7 +105,10 @@ export class OperationRunner {
   /** After a restart: every operation left pending or running is carried on by its handler. */
   resumeAll(): number {
     const ops = this.operations.unfinished();
-    for (const op of ops) this.start(op.id);
+    for (const op of ops) {
+      this.resumed.add(op.id);
+      this.start(op.id);
+    }
     return ops.length;
   }
 
@@ -196,4 +207,13 @@ export class OperationRunner {
 export function toFailure(err: unknown, stage: string): Failure {
   if (isStowageError(err)) return { code: err.code, message: err.message, stage };
   return { code: 'INTERNAL', message: (err as Error)?.message ?? String(err), stage };
+}
+
+/**
+ * The machine an operation's step runs on, which must be online. Work a restart interrupted waits for a
+ * machine still `unknown` (not heard from since) to call in; new work fails it at once (MACHINE_OFFLINE).
+ */
+export async function onlineMachineFor(ctx: { machines: Machines; runner: OperationRunner }, opId: string, machineId: string): Promise<MachineRecord> {
+  if (!ctx.runner.wasResumed(opId)) return ctx.machines.requireOnline(machineId);
+  return ctx.machines.requireOnlineOnceKnown(machineId, ctx.runner.signalFor(opId));
 }

@@ -82,7 +82,11 @@ class TarCheck extends Transform {
         stream.resume();
       });
       this.extract.on('finish', () => resolve());
-      this.extract.on('error', (err) => reject(err));
+      this.extract.on('error', (err) => {
+        // A corrupt tar stops the import at the next chunk rather than after the rest of the body.
+        this.failure ??= err;
+        reject(err);
+      });
     });
     this.done.catch(() => undefined);
   }
@@ -103,8 +107,19 @@ class TarCheck extends Transform {
       cb(null, chunk);
       return;
     }
-    if (this.extract.write(chunk)) cb(null, chunk);
-    else this.extract.once('drain', () => cb(null, chunk));
+    if (this.extract.write(chunk)) {
+      cb(null, chunk);
+      return;
+    }
+    // A refused entry or a corrupt header destroys the extract while it is full: 'drain' never comes then,
+    // so 'close' settles the wait too (the failure is reported by the next chunk or by _flush).
+    const settle = (): void => {
+      this.extract.off('drain', settle);
+      this.extract.off('close', settle);
+      cb(null, chunk);
+    };
+    this.extract.once('drain', settle);
+    this.extract.once('close', settle);
   }
 
   override _flush(cb: TransformCallback): void {

@@ -149,6 +149,9 @@ export async function decompress(
     },
   });
   decoder.on('error', (err) => out.destroy(asInvalidCompressed(compression, err)));
+  // A caller may still be setting up (awaiting an ingest) when a short or corrupt input fails: the error
+  // stays on the stream (pipeline and for-await report it) instead of crashing the process as unhandled.
+  out.on('error', () => undefined);
   decoder.pipe(out);
   out.on('close', () => {
     if (!decoder.readableEnded) decoder.destroy();
