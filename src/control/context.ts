@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { ControlTls } from '../cluster/tls-files.js';
 import type { AvailabilityStore } from './availability.js';
 import type { ControlConfig } from './config.js';
 import type { Db } from './db/database.js';
@@ -17,4 +19,6 @@ export interface ControlContext {
   runner: OperationRunner;
   uploads: UploadWaiters;
   log: Logger;
+  /** Set when the control plane serves TLS: its material, and the dispatcher that reaches agents with its certificate. */
+  tls?: ControlTls & { agentDispatcher: Dispatcher };
 }

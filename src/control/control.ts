@@ -20,6 +20,8 @@ import './catalog/schema.js';
 import './tenancy/schema.js';
 import './tasks/ids.js';
 import { KeypairStore } from './tenancy/keypairs.js';
+import { hasClusterCa, loadControlTls } from '../cluster/tls-files.js';
+import { clusterDispatcher } from '../cluster/tls-client.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
@@ -55,9 +57,13 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
-  const agents = new AgentsClient();
+  // TLS once `stowd init` made the cluster CA here (unless plain HTTP is asked for explicitly).
+  const tlsMaterial = !config.insecureHttp && (await hasClusterCa(config.dataDir)) ? await loadControlTls(config.dataDir) : undefined;
+  const clientTls = tlsMaterial && { ca: tlsMaterial.ca.certPem, cert: tlsMaterial.server.certPem, key: tlsMaterial.server.keyPem };
+  const agents = new AgentsClient(clientTls ? { tls: clientTls } : {});
   const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency);
   const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log };
+  if (tlsMaterial && clientTls) ctx.tls = { ...tlsMaterial, agentDispatcher: clusterDispatcher(clientTls) };
   runner.register('distribute', (id) => runDistribute(ctx, id));
   runner.register('push', (id) => runPush(ctx, id));
 
@@ -86,6 +92,8 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   let url: string;
   try {
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
+    // Fastify names the scheme after its own https option; the server here is made by a factory.
+    if (ctx.tls) url = url.replace(/^http:/, 'https:');
     machines.listening();
   } catch (err) {
     await app.close();
@@ -105,6 +113,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
       availability.freeze();
       ctx.uploads.closeAll();
       await agents.close();
+      await ctx.tls?.agentDispatcher.close();
       await runner.idle();
       db.close();
     },
