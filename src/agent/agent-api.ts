@@ -111,7 +111,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
   app.get('/images/:digest', async (req: FastifyRequest<{ Params: { digest: string } }>) => {
     const { digest } = req.params;
     if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `"${digest.slice(0, 80)}" is not a sha256 digest`);
-    const item = computeInventory(opts.images).get(digest);
+    const item = computeInventory(opts.images, (rec) => opts.runtime.holds(rec)).get(digest);
     if (!item) throw new StowageError('IMAGE_NOT_FOUND', `no image ${digest} on this machine`);
     return item;
   });
@@ -120,7 +120,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
 
   app.get('/inventory', async () => {
     const seq = opts.inventorySeq();
-    return { seq, items: [...computeInventory(opts.images).values()] };
+    return { seq, items: [...computeInventory(opts.images, (rec) => opts.runtime.holds(rec)).values()] };
   });
 
   app.post('/unload', async (req: FastifyRequest) => {

@@ -139,11 +139,11 @@ export interface StandaloneAgent {
   close(): Promise<void>;
 }
 
-export async function startStandaloneAgent(): Promise<StandaloneAgent> {
+export async function startStandaloneAgent(extraArgs: string[] = []): Promise<StandaloneAgent> {
   const dataDir = await tmpDir('stowage-standalone-');
   const peer = await freePort();
   const docker = await freePort();
-  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker)], /agent ready/);
+  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker), ...extraArgs], /agent ready/);
   return {
     peerUrl: `http://127.0.0.1:${peer}`,
     dockerHost: `tcp://127.0.0.1:${docker}`,
