@@ -144,12 +144,15 @@ export class OperationRunner {
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
     let started = false;
+    // Whether image bytes had reached the target: a target that goes away then failed moving blobs.
+    let moved = false;
     // Peer tokens expire: a transfer longer than their lifetime gets the request again, with new ones.
     const renew = opts.renewEveryMs === undefined ? undefined : setInterval(() => void this.renew(target, build), opts.renewEveryMs);
     renew?.unref();
     try {
       const signal = this.signalFor(opId);
       const outcome = await this.agents.transfer(target, req, signal, (p) => {
+        if (p.bytes_transferred > 0) moved = true;
         if (!started && p.bytes_total !== null) {
           started = true;
           opts.onStarted?.();
@@ -182,7 +185,7 @@ export class OperationRunner {
         if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
         return { status: 'failed' };
       }
-      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
+      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, moved ? 'blobs' : 'connect'));
     } finally {
       clearInterval(renew);
     }
