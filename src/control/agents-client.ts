@@ -25,10 +25,11 @@ const MAX_LINE = 64 * 1024;
 export class AgentsClient {
   private readonly dispatcher: Dispatcher;
 
-  constructor(opts: { idleTimeoutMs?: number } = {}) {
+  constructor(opts: { idleTimeoutMs?: number; tls?: { ca: string; cert: string; key: string } } = {}) {
     // A transfer sends progress lines at least every few seconds; silence for this long means it is gone.
     const idle = opts.idleTimeoutMs ?? 60_000;
-    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, connectTimeout: 10_000 });
+    // Agents serving TLS take only clients with a cluster certificate: the control plane presents its own.
+    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, connectTimeout: 10_000, ...(opts.tls ? { connect: opts.tls } : {}) });
   }
 
   /** `signal` only stops following: the agent's transfer goes on (it is shared and outlives its requests). */

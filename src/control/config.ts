@@ -40,6 +40,15 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** GET /metrics (Prometheus): an admin or superadmin API key is needed unless `anonymous` opens it to all. */
+    metrics: z.object({ anonymous: z.boolean().default(false) }).strict().default({}),
+    /**
+     * Serve plain HTTP. Without it `stowd control` serves HTTPS with the certificates `stowd init` made in
+     * the data directory, and refuses to start when there are none.
+     */
+    insecureHttp: z.boolean().default(false),
+    /** Machine certificates signed for agents live this long; agents renew them at two thirds of it. */
+    machineCertLifetimeSeconds: z.number().int().min(10).default(30 * 24 * 3600),
     /** The built dashboard served at /ui/ (`npm run build`); default: dist/web of this package. */
     webDir: z.string().min(1).optional(),
   })

@@ -170,7 +170,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const { writeFile } = await import('node:fs/promises');
   await writeFile(
     controlConfig,
-    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
+    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, insecureHttp: true, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
   );
   let control: ChildProcess | undefined;
   const children = new Set<ChildProcess>();

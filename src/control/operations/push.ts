@@ -97,7 +97,7 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
   if (!uploadTo) throw new StowageError('MACHINE_OFFLINE', 'every target is offline: nowhere to upload to', { details: { machine_ids: targets } });
   const repository = reference?.path ?? 'stowage/push';
   // The records say so, and the agent confirms: an upload skipped on a stale record would be missed.
-  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(uploadTo, repository, req.digest).catch(() => false));
+  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(ctx, uploadTo, repository, req.digest).catch(() => false));
   const deadline = Date.now() + ctx.config.uploadTimeoutMs;
   const params: PushParams = {
     digest: req.digest,
@@ -203,9 +203,9 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
 
 /** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
 function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {
-  return manifestOn(ctx.machines.require(params.upload_machine), params.repository, params.digest);
+  return manifestOn(ctx, ctx.machines.require(params.upload_machine), params.repository, params.digest);
 }
 
-async function manifestOn(machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
-  return (await peerRegistryClient(machine).headManifest(repository, digest)) !== undefined;
+async function manifestOn(ctx: ControlContext, machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
+  return (await peerRegistryClient(machine, ctx.tls?.agentDispatcher).headManifest(repository, digest)) !== undefined;
 }
