@@ -296,7 +296,9 @@ export class TransferManager {
       const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;
       t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
     } catch (err) {
-      t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+      // Stopped mid-way (SIGTERM): whatever the interrupted step threw, the target went away.
+      const cause = this.abort.signal.aborted ? shuttingDown() : err;
+      t.finish({ type: 'error', failure: failureOf(cause, stage, t.plan.host) });
     } finally {
       for (const release of announced) release();
     }
