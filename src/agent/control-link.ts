@@ -1,7 +1,9 @@
 import { type Dispatcher, request } from 'undici';
 import type { z } from 'zod';
 import {
+  type BlobSourcesResponse,
   type MachineInfo,
+  blobSourcesResponseSchema,
   errorBodySchema,
   heartbeatResponseSchema,
   joinResponseSchema,
@@ -94,6 +96,23 @@ export class ControlLink {
 
   start(): void {
     this.loop ??= this.run();
+  }
+
+  /**
+   * Which other machines hold these blobs, with pull tokens for them (asked beside the inventory loop: a
+   * mirror's question must not wait behind a retrying delta). Nothing is known before the machine joined.
+   */
+  async blobSources(digests: readonly string[]): Promise<BlobSourcesResponse['sources']> {
+    const identity = this.identity;
+    if (!identity || digests.length === 0 || this.closed) return {};
+    const res = await this.call(
+      'POST',
+      `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/blob-sources`,
+      identity.machine_secret,
+      { digests },
+      blobSourcesResponseSchema,
+    );
+    return res.sources;
   }
 
   /** Resolves once the inventory as it is now has been acknowledged by the control plane. */
@@ -216,7 +235,7 @@ export class ControlLink {
   private snapshot(): InventoryMap {
     // Taken before the request: a change during it marks dirty and goes in the next delta.
     this.dirty = false;
-    return computeInventory(this.opts.images);
+    return computeInventory(this.opts.images, { layers: true });
   }
 
   private async join(): Promise<void> {
@@ -254,7 +273,7 @@ export class ControlLink {
   }
 
   private async sendDelta(identity: Identity, base: InventoryMap): Promise<void> {
-    const next = computeInventory(this.opts.images);
+    const next = computeInventory(this.opts.images, { layers: true });
     const { upserted, removed } = diffInventory(base, next);
     if (upserted.length === 0 && removed.length === 0) return;
     const seq = this.seq + 1;

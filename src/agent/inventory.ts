@@ -1,4 +1,4 @@
-import type { InventoryItem } from '../control/wire.js';
+import { type InventoryItem, MAX_LAYERS_PER_IMAGE } from '../control/wire.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { ImageIndexApi } from '../store/types.js';
@@ -10,8 +10,11 @@ import type { ImageIndexApi } from '../store/types.js';
 
 export type InventoryMap = Map<Digest, InventoryItem>;
 
-/** One item per image record: its index (when one names it), config, platform, tags and size. */
-export function computeInventory(images: ImageIndexApi): InventoryMap {
+/**
+ * One item per image record: its index (when one names it), config, platform, tags and size; with `layers`,
+ * also its layer digests (what the control plane needs to tell where a blob is).
+ */
+export function computeInventory(images: ImageIndexApi, opts: { layers?: boolean } = {}): InventoryMap {
   const tagsByTarget = new Map<Digest, string[]>();
   for (const t of images.listTags()) {
     const list = tagsByTarget.get(t.target);
@@ -40,6 +43,7 @@ export function computeInventory(images: ImageIndexApi): InventoryMap {
       size_bytes: rec.size,
     };
     if (indexes[0] !== undefined) item.index_digest = indexes[0];
+    if (opts.layers) item.layers = rec.layers.slice(0, MAX_LAYERS_PER_IMAGE);
     out.set(rec.manifestDigest, item);
   }
   return out;
@@ -52,6 +56,7 @@ function sameItem(a: InventoryItem, b: InventoryItem): boolean {
     a.config_digest === b.config_digest &&
     a.platform === b.platform &&
     a.size_bytes === b.size_bytes &&
+    a.layers?.length === b.layers?.length &&
     a.references.length === b.references.length &&
     a.references.every((r, i) => r === b.references[i])
   );

@@ -51,6 +51,8 @@ interface AgentFlags {
   containerdNamespace: string;
   containerdSnapshotter: string;
   dockerSocket: string;
+  mirrorPort?: number;
+  mirrorUpstream?: string;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -77,6 +79,8 @@ program
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
   .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
   .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
+  .option('--mirror-port <port>', "serve a pull-through registry mirror for this machine's runtime on this loopback port", integer)
+  .option('--mirror-upstream <host>', 'registry the mirror asks when a request names none (containerd names it with ?ns=)', 'docker.io')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
@@ -97,6 +101,8 @@ program
         'containerdNamespace',
         'containerdSnapshotter',
         'dockerSocket',
+        'mirrorPort',
+        'mirrorUpstream',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
@@ -126,6 +132,7 @@ program
           }),
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
+      ...(opts.mirrorPort === undefined ? {} : { mirror: { host: '127.0.0.1', port: opts.mirrorPort, defaultUpstream: opts.mirrorUpstream } }),
       runtime: {
         kind: opts.runtime,
         containerd: { socket: opts.containerdSocket, namespace: opts.containerdNamespace, snapshotter: opts.containerdSnapshotter },
@@ -146,7 +153,7 @@ program
       }
     }
     const agent = await startAgent(config);
-    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}`);
+    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}${agent.mirrorUrl ? `, registry mirror at ${agent.mirrorUrl}` : ''}`);
     if (config.control) {
       const id = agent.machineId;
       console.log(id ? `machine ${id}, control plane ${config.control.url}` : `joining control plane ${config.control.url} (advertising ${agent.advertiseUrl})`);

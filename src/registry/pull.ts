@@ -55,8 +55,9 @@ export interface PullOptions {
   /**
    * Called with the size of each chunk of blob bytes received, before it is written: awaiting it paces the
    * download (a bandwidth cap), and the sum is what actually crossed the network (resumed prefixes excluded).
+   * `from` is the source the chunk came from.
    */
-  onBlobBytes?: ((bytes: number) => Promise<void> | void) | undefined;
+  onBlobBytes?: ((bytes: number, from: BlobSource) => Promise<void> | void) | undefined;
   /** Called once a platform manifest's config is in, with the layers that must still be downloaded. */
   onPlan?: ((missing: readonly Descriptor[]) => void) | undefined;
   /**
@@ -136,6 +137,27 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   } finally {
     // The records are written (or the pull failed): what they name is theirs now.
     if (lease !== opts.lease) lease.release();
+  }
+}
+
+/**
+ * Fetches one blob into the store unless it is there already: from the first of `opts.blobSources` that
+ * serves it, resuming from the next one with Range when a source fails, and verified against its digest and
+ * size before it becomes visible (bad bytes are dropped). A download of the same blob already under way in
+ * this store is joined, not repeated. For callers that move single blobs, such as a pull-through mirror.
+ */
+export async function fetchBlobInto(
+  desc: Descriptor,
+  store: ContentStoreApi,
+  opts: Pick<PullOptions, 'onBlobBytes' | 'signal' | 'stallTimeoutMs' | 'retries'> & { blobSources: () => readonly BlobSource[] },
+): Promise<void> {
+  const first = opts.blobSources()[0];
+  if (!first) throw new StowageError('BLOB_NOT_FOUND', `no source for blob ${desc.digest}`);
+  const lease = store.lease();
+  try {
+    await fetchBlob(first.client, first.path, desc, store, opts, false, { downloaded: false, lease });
+  } finally {
+    lease.release();
   }
 }
 
@@ -407,7 +429,7 @@ async function downloadBlob(
                   details: { expected: total },
                 });
               }
-              await opts.onBlobBytes?.(chunk.length);
+              await opts.onBlobBytes?.(chunk.length, source);
               yield chunk;
               emit(received);
             }
