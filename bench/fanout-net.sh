@@ -271,7 +271,7 @@ api() { # api METHOD PATH [JSON]: the control plane's REST API as the superadmin
 
 log "starting the control plane in $CTL ($CTL_IP:$CTL_PORT)"
 cat > "$WORK/control/control.json" <<EOF
-{ "dataDir": "$WORK/control/data", "listen": { "host": "$CTL_IP", "port": $CTL_PORT },
+{ "dataDir": "$WORK/control/data", "listen": { "host": "$CTL_IP", "port": $CTL_PORT }, "insecureHttp": true,
   "heartbeatIntervalMs": 2000, "offlineAfterMs": 30000, "targetConcurrency": 64 }
 EOF
 ip netns exec "$CTL" node "$STOWD" control --config "$WORK/control/control.json" > "$WORK/logs/control.log" 2>&1 &

@@ -2,6 +2,8 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Fastify from 'fastify';
+import { pino } from 'pino';
+import { instrumentHttp, metricsRoute } from '../metrics/http.js';
 import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
 import { StowageError } from '../errors.js';
@@ -18,6 +20,7 @@ import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, identityPath, readIdentity } from './identity.js';
 import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
 import { type RunningMirror, startMirror } from './mirror-server.js';
+import { AgentMetrics, metricsAuthorizer } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
@@ -88,10 +91,24 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     await runtime.start();
     const peer = Fastify({ logger: false });
     closers.push(() => peer.close());
+    let transfersRunning = (): number => 0;
+    const metrics = new AgentMetrics({ running: () => transfersRunning(), inventoryImages: () => images.listImages().length });
+    instrumentHttp(peer, metrics, 'peer');
+    const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
     let link: ControlLink | undefined;
     if (config.control) {
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
-      const transfers = new TransferManager({ store, images, runtime, limiter, concurrency: config.transfer.concurrency, stallTimeoutMs: config.transfer.stallTimeoutMs });
+      const transfers = new TransferManager({
+        store,
+        images,
+        runtime,
+        limiter,
+        concurrency: config.transfer.concurrency,
+        stallTimeoutMs: config.transfer.stallTimeoutMs,
+        metrics,
+        log,
+      });
+      transfersRunning = () => transfers.runningCount;
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -108,8 +125,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
         tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
-        onBlobBytesServed: (n) => (served.blobBytes += n),
+        onBlobBytesServed: (n) => {
+          served.blobBytes += n;
+          metrics.servedBytes.inc(n);
+        },
       });
+      metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => identity?.machine_secret));
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
         secret: () => identity?.machine_secret,
@@ -139,6 +160,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           version: STOWAGE_VERSION,
         },
         images,
+        runtime,
         identity,
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
@@ -155,7 +177,8 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       }
       return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url);
     }
-    await peer.register(registryRoutes, { store, images });
+    await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
+    metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => undefined));
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
     let mirrorUrl: string | undefined;
     if (config.mirror) {

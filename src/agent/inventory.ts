@@ -1,7 +1,7 @@
 import { type InventoryItem, MAX_LAYERS_PER_IMAGE } from '../control/wire.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
-import type { ImageIndexApi } from '../store/types.js';
+import type { ImageIndexApi, ImageRecord } from '../store/types.js';
 
 /**
  * What the control plane knows of this machine: one item per platform image record, keyed by manifest
@@ -11,10 +11,11 @@ import type { ImageIndexApi } from '../store/types.js';
 export type InventoryMap = Map<Digest, InventoryItem>;
 
 /**
- * One item per image record: its index (when one names it), config, platform, tags and size; with `layers`,
- * also its layer digests (what the control plane needs to tell where a blob is).
+ * One item per image record: its index (when one names it), config, platform, tags and size. With `holds`,
+ * only the records it accepts (those the machine's runtime lists); with `layers`, also each image's layer
+ * digests (what the control plane needs to tell where a blob is).
  */
-export function computeInventory(images: ImageIndexApi, opts: { layers?: boolean } = {}): InventoryMap {
+export function computeInventory(images: ImageIndexApi, holds?: (record: ImageRecord) => boolean, opts: { layers?: boolean } = {}): InventoryMap {
   const tagsByTarget = new Map<Digest, string[]>();
   for (const t of images.listTags()) {
     const list = tagsByTarget.get(t.target);
@@ -32,6 +33,7 @@ export function computeInventory(images: ImageIndexApi, opts: { layers?: boolean
   }
   const out: InventoryMap = new Map();
   for (const rec of images.listImages()) {
+    if (holds && !holds(rec)) continue;
     const indexes = indexesOf.get(rec.manifestDigest) ?? [];
     const references = new Set(tagsByTarget.get(rec.manifestDigest) ?? []);
     for (const idx of indexes) for (const r of tagsByTarget.get(idx) ?? []) references.add(r);

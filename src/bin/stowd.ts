@@ -6,6 +6,8 @@ import { startDevCluster } from '../agent/dev-cluster.js';
 import { loadControlConfig, parseControlConfig } from '../control/config.js';
 import { startControl } from '../control/control.js';
 import { isStowageError } from '../errors.js';
+import { defaultControlNames, hasClusterCa, initCluster, readCa } from '../cluster/tls-files.js';
+import { writeClientCert } from '../cluster/client-cert.js';
 
 function integer(value: string): number {
   const n = Number(value);
@@ -53,6 +55,7 @@ interface AgentFlags {
   dockerSocket: string;
   mirrorPort?: number;
   mirrorUpstream?: string;
+  metricsTokenFile?: string;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -81,6 +84,7 @@ program
   .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
   .option('--mirror-port <port>', "serve a pull-through registry mirror for this machine's runtime on this loopback port", integer)
   .option('--mirror-upstream <host>', 'registry the mirror asks when a request names none (containerd names it with ?ns=)', 'docker.io')
+  .option('--metrics-token-file <file>', 'file holding a token that may read GET /metrics (besides the machine secret)')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
@@ -103,6 +107,7 @@ program
         'dockerSocket',
         'mirrorPort',
         'mirrorUpstream',
+        'metricsTokenFile',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
@@ -133,6 +138,7 @@ program
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
       ...(opts.mirrorPort === undefined ? {} : { mirror: { host: '127.0.0.1', port: opts.mirrorPort, defaultUpstream: opts.mirrorUpstream } }),
+      ...(opts.metricsTokenFile ? { metrics: { tokenFile: opts.metricsTokenFile } } : {}),
       runtime: {
         kind: opts.runtime,
         containerd: { socket: opts.containerdSocket, namespace: opts.containerdNamespace, snapshotter: opts.containerdSnapshotter },
@@ -162,21 +168,63 @@ program
   });
 
 program
+  .command('init')
+  .description('create a cluster: its CA, the control plane\'s certificate and a join token that pins the CA')
+  .option('--dir <dir>', "the control plane's data directory", '.stowage/control')
+  .option('--san <name>', "a DNS name or IP address agents and clients reach the control plane at (repeatable; default localhost, 127.0.0.1, ::1 and this host's name)", collect, [])
+  .action(async (opts: { dir: string; san: string[] }) => {
+    const names = opts.san.length > 0 ? opts.san : defaultControlNames();
+    const made = await initCluster(opts.dir, names);
+    console.log(`cluster CA: ${made.caFile} (sha256 ${made.caFingerprint})`);
+    console.log(`control-plane certificate for ${names.join(', ')}`);
+    console.log(`join token in ${opts.dir}/join.token (it pins the CA): ${made.joinToken}`);
+    console.log(`start the control plane with: stowd control --data-dir ${opts.dir}`);
+  });
+
+program
+  .command('client-cert')
+  .description('issue a TLS client certificate from the cluster CA (for the Docker API over tcp:// with --tlsverify)')
+  .requiredOption('--user <name>', 'whom the certificate names')
+  .requiredOption('--out <dir>', 'where to write ca.pem, cert.pem and key.pem (DOCKER_CERT_PATH)')
+  .option('--dir <dir>', "the control plane's data directory (holds the CA)", '.stowage/control')
+  .option('--days <n>', 'validity in days', integer, 365)
+  .action(async (opts: { user: string; out: string; dir: string; days: number }) => {
+    const ca = await readCa(opts.dir);
+    await writeClientCert(ca, { user: opts.user, outDir: opts.out, lifetimeMs: Math.max(1, opts.days) * 24 * 3600 * 1000 });
+    console.log(`client certificate for ${opts.user} in ${opts.out} (ca.pem, cert.pem, key.pem)`);
+  });
+
+program
   .command('control')
   .description('run the control plane: state, REST + GraphQL API, operations')
   .option('-c, --config <file>', 'control-plane configuration file (JSON)')
   .option('--data-dir <dir>', 'data directory', '.stowage/control')
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--port <port>', 'port of the API', integer, 5070)
-  .action(async (opts: { config?: string; dataDir: string; host: string; port: number }, command: Command) => {
+  .option('--insecure-http', 'serve plain HTTP (without it: HTTPS with the certificates `stowd init` made)')
+  .option('--machine-cert-lifetime <seconds>', 'lifetime of the machine certificates signed for agents (renewed at two thirds)', integer)
+  .action(async (opts: { config?: string; dataDir: string; host: string; port: number; insecureHttp?: boolean; machineCertLifetime?: number }, command: Command) => {
     if (opts.config) {
-      const clashing = ['dataDir', 'host', 'port'].filter((name) => command.getOptionValueSource(name) === 'cli');
-      if (clashing.length > 0) command.error('stowd control: --data-dir, --host and --port cannot be combined with --config', { exitCode: 2 });
+      const clashing = ['dataDir', 'host', 'port', 'machineCertLifetime'].filter((name) => command.getOptionValueSource(name) === 'cli');
+      if (clashing.length > 0) command.error('stowd control: --data-dir, --host, --port and --machine-cert-lifetime cannot be combined with --config', { exitCode: 2 });
     }
     const joinToken = process.env['STOWAGE_JOIN_TOKEN'];
-    const config = opts.config
+    let config = opts.config
       ? await loadControlConfig(opts.config)
-      : parseControlConfig({ dataDir: opts.dataDir, listen: { host: opts.host, port: opts.port }, ...(joinToken ? { joinToken } : {}) });
+      : parseControlConfig({
+          dataDir: opts.dataDir,
+          listen: { host: opts.host, port: opts.port },
+          ...(joinToken ? { joinToken } : {}),
+          ...(opts.machineCertLifetime !== undefined ? { machineCertLifetimeSeconds: opts.machineCertLifetime } : {}),
+        });
+    if (opts.insecureHttp) config = { ...config, insecureHttp: true };
+    // Plain HTTP only when asked for: secrets and tokens must not cross the network in clear by accident.
+    if (!config.insecureHttp && !(await hasClusterCa(config.dataDir))) {
+      command.error(
+        `stowd control: ${config.dataDir} has no cluster CA: run \`stowd init --dir ${config.dataDir}\` first, or pass --insecure-http ("insecureHttp": true in a configuration file) to serve plain HTTP`,
+        { exitCode: 2 },
+      );
+    }
     const control = await startControl(config);
     console.log(`control plane ready at ${control.url} (resumed ${control.resumed} unfinished operations)`);
     console.log(`admin token in ${config.dataDir}/admin.token, join token in ${config.dataDir}/join.token`);

@@ -22,18 +22,21 @@ export interface CliConfig {
   tokenSource: Source | undefined;
   /** The config file read, when one was. */
   file: string | undefined;
+  /** A CA certificate file (PEM) to trust for an https:// control plane, e.g. the cluster CA. */
+  cacert: string | undefined;
 }
 
 export interface ConfigInput {
   host?: string | undefined;
   token?: string | undefined;
   config?: string | undefined;
+  cacert?: string | undefined;
 }
 
 /** The file's shape; zod is loaded only when there is a file to check. */
 async function fileSchema() {
   const { z } = await import('zod');
-  return z.object({ host: z.string().min(1).optional(), token: z.string().min(1).optional() }).passthrough();
+  return z.object({ host: z.string().min(1).optional(), token: z.string().min(1).optional(), cacert: z.string().min(1).optional() }).passthrough();
 }
 type ConfigFile = z.infer<Awaited<ReturnType<typeof fileSchema>>>;
 
@@ -101,7 +104,9 @@ export async function resolveConfig(input: ConfigInput, env: NodeJS.ProcessEnv):
   };
   const host = pick(input.host, 'STOWAGE_HOST', file?.host) ?? { value: DEFAULT_HOST, source: 'default' as const };
   const token = pick(input.token, 'STOWAGE_TOKEN', file?.token);
+  const cacert = pick(input.cacert, 'STOWAGE_CACERT', file?.cacert);
   return {
+    cacert: cacert?.value,
     host: normalizeHost(host.value, host.source),
     hostSource: host.source,
     token: token?.value,

@@ -9,6 +9,7 @@ export interface GlobalOptions {
   host?: string | undefined;
   token?: string | undefined;
   config?: string | undefined;
+  cacert?: string | undefined;
   json?: boolean | undefined;
   output?: string | undefined;
   format?: string | undefined;
@@ -66,8 +67,16 @@ export class CommandContext {
       throw new CliError('CONFIG_ERROR', 'no API token: pass --token, set STOWAGE_TOKEN, or put "token" in the config file', { exitCode: 2 });
     }
     const { ApiClient } = await import('./http.js');
+    let ca: string | undefined;
+    if (cfg.cacert) {
+      const { readFile } = await import('node:fs/promises');
+      ca = await readFile(cfg.cacert, 'utf8').catch((err: Error) => {
+        throw new CliError('CONFIG_ERROR', `cannot read the CA certificate ${cfg.cacert}: ${err.message}`, { exitCode: 2 });
+      });
+    }
     this.client = new ApiClient({
       host: cfg.host,
+      ...(ca ? { ca } : {}),
       token: cfg.token,
       debug: this.debug,
       dryRun: this.dryRun,

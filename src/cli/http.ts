@@ -28,6 +28,8 @@ export type Query = Record<string, string | number | undefined>;
 export interface ApiClientOptions {
   host: string;
   token: string | undefined;
+  /** A CA certificate (PEM) trusted for https:// beside the system roots. */
+  ca?: string;
   debug: boolean;
   dryRun: boolean;
   json: boolean;
@@ -134,7 +136,7 @@ export class ApiClient {
     const started = Date.now();
     let res: Response;
     try {
-      res = await httpRequest(method, url, headers, payload, extra.idleTimeoutMs ?? IDLE_TIMEOUT_MS);
+      res = await httpRequest(method, url, headers, payload, extra.idleTimeoutMs ?? IDLE_TIMEOUT_MS, this.opts.ca);
     } catch (err) {
       this.debug(`< ${method} ${url} failed: ${(err as Error).message}`);
       throw connectionError(this.host, err);
@@ -149,11 +151,14 @@ export class ApiClient {
  * One request over node:http or node:https: fails when connecting takes longer than CONNECT_TIMEOUT_MS
  * or the server is silent for `idleMs` (0: never) before or while answering.
  */
-async function httpRequest(method: Method, url: string, headers: Record<string, string>, payload: string | undefined, idleMs: number): Promise<Response> {
+async function httpRequest(method: Method, url: string, headers: Record<string, string>, payload: string | undefined, idleMs: number, ca: string | undefined): Promise<Response> {
   const u = new URL(url);
-  const mod = u.protocol === 'https:' ? await import('node:https') : await import('node:http');
+  const https = u.protocol === 'https:';
+  const mod = https ? await import('node:https') : await import('node:http');
+  // A private CA is trusted beside the system roots, not instead of them.
+  const trust = https && ca ? { ca: [...(await import('node:tls')).rootCertificates, ca] } : {};
   return new Promise<Response>((resolve, reject) => {
-    const req = mod.request(u, { method, headers, agent: false });
+    const req = mod.request(u, { method, headers, agent: false, ...trust });
     const connectTimer = setTimeout(() => req.destroy(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), CONNECT_TIMEOUT_MS);
     req.once('socket', (socket) => {
       if (!socket.connecting) clearTimeout(connectTimer);

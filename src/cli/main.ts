@@ -31,6 +31,7 @@ function buildProgram(io: CliIo, bind: Bind): Command {
     .version(STOWAGE_VERSION)
     .option('--host <url>', 'control plane URL (env STOWAGE_HOST; default http://127.0.0.1:5070)')
     .option('--token <token>', 'API token (env STOWAGE_TOKEN)')
+    .option('--cacert <file>', 'CA certificate (PEM) to trust for an https:// control plane, e.g. its tls/ca.pem (env STOWAGE_CACERT)')
     .option('--config <file>', 'config file {host, token} (default $XDG_CONFIG_HOME/stowage/stowctl.json)')
     .option('-o, --output <format>', `output: ${OUTPUT_MODES.join(', ')} (table is the default)`)
     .option('--json', 'print whole response objects (and errors) as JSON (= -o json)')

@@ -25,10 +25,11 @@ const MAX_LINE = 64 * 1024;
 export class AgentsClient {
   private readonly dispatcher: Dispatcher;
 
-  constructor(opts: { idleTimeoutMs?: number } = {}) {
+  constructor(opts: { idleTimeoutMs?: number; tls?: { ca: string; cert: string; key: string } } = {}) {
     // A transfer sends progress lines at least every few seconds; silence for this long means it is gone.
     const idle = opts.idleTimeoutMs ?? 60_000;
-    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, connectTimeout: 10_000 });
+    // Agents serving TLS take only clients with a cluster certificate: the control plane presents its own.
+    this.dispatcher = new Agent({ headersTimeout: idle, bodyTimeout: idle, connectTimeout: 10_000, ...(opts.tls ? { connect: opts.tls } : {}) });
   }
 
   /** `signal` only stops following: the agent's transfer goes on (it is shared and outlives its requests). */
@@ -137,6 +138,10 @@ async function agentError(machine: MachineRecord, res: Dispatcher.ResponseData):
     parsed = undefined;
   }
   if (parsed?.success) {
+    // A target shutting down refuses new work with AGENT_UNREACHABLE: to the operation it went away, as if killed.
+    if (parsed.data.error.code === 'AGENT_UNREACHABLE') {
+      return new StowageError('AGENT_UNREACHABLE', `agent ${machine.id} went away: ${parsed.data.error.message}`, { details: { machine_id: machine.id } });
+    }
     return new StowageError('AGENT_ERROR', `agent ${machine.id}: ${parsed.data.error.code}: ${parsed.data.error.message}`, {
       status: 502,
       details: { machine_id: machine.id, agent_code: parsed.data.error.code },

@@ -18,6 +18,11 @@ export const controlConfigSchema = z
     /** How often agents send a heartbeat, and after how long without one a machine is offline. */
     heartbeatIntervalMs: z.number().int().min(100).default(5_000),
     offlineAfterMs: z.number().int().min(200).default(20_000),
+    /**
+     * After a restart, a machine not heard from since is `unknown` (never chosen) for this long, then
+     * offline; work the restart interrupted waits this long for its machines to call in.
+     */
+    unknownAfterRestartMs: z.number().int().min(0).default(60_000),
     /** Targets of one operation worked on at once. */
     targetConcurrency: z.number().int().min(1).max(256).default(16),
     /** How long stowctl has to finish a push upload before the operation fails. */
@@ -35,6 +40,15 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** GET /metrics (Prometheus): an admin or superadmin API key is needed unless `anonymous` opens it to all. */
+    metrics: z.object({ anonymous: z.boolean().default(false) }).strict().default({}),
+    /**
+     * Serve plain HTTP. Without it `stowd control` serves HTTPS with the certificates `stowd init` made in
+     * the data directory, and refuses to start when there are none.
+     */
+    insecureHttp: z.boolean().default(false),
+    /** Machine certificates signed for agents live this long; agents renew them at two thirds of it. */
+    machineCertLifetimeSeconds: z.number().int().min(10).default(30 * 24 * 3600),
     /** The built dashboard served at /ui/ (`npm run build`); default: dist/web of this package. */
     webDir: z.string().min(1).optional(),
   })

@@ -1,8 +1,11 @@
 import type { Logger } from 'pino';
+import type { Dispatcher } from 'undici';
+import type { ControlTls } from '../cluster/tls-files.js';
 import type { AvailabilityStore } from './availability.js';
 import type { ControlConfig } from './config.js';
 import type { Db } from './db/database.js';
 import type { Machines } from './machines.js';
+import type { ControlMetrics } from './metrics.js';
 import type { OperationRunner } from './operations/runner.js';
 import type { UploadWaiters } from './operations/push.js';
 import type { OperationStore } from './operations/store.js';
@@ -17,4 +20,7 @@ export interface ControlContext {
   runner: OperationRunner;
   uploads: UploadWaiters;
   log: Logger;
+  metrics: ControlMetrics;
+  /** Set when the control plane serves TLS: its material, and the dispatcher that reaches agents with its certificate. */
+  tls?: ControlTls & { agentDispatcher: Dispatcher };
 }

@@ -8,6 +8,7 @@ import type { ControlConfig } from './config.js';
 import type { ControlContext } from './context.js';
 import { openDatabase } from './db/database.js';
 import { Machines } from './machines.js';
+import { ControlMetrics } from './metrics.js';
 import { runDistribute } from './operations/distribute.js';
 import { UploadWaiters, runPush } from './operations/push.js';
 import { OperationRunner } from './operations/runner.js';
@@ -20,6 +21,8 @@ import './catalog/schema.js';
 import './tenancy/schema.js';
 import './tasks/ids.js';
 import { KeypairStore } from './tenancy/keypairs.js';
+import { hasClusterCa, loadControlTls } from '../cluster/tls-files.js';
+import { clusterDispatcher } from '../cluster/tls-client.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
 
 export interface RunningControl {
@@ -52,12 +55,18 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
   const db = openDatabase(join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile });
   new RegistryStore(db).sealPlainPasswords();
-  const machines = new Machines(db, config.offlineAfterMs);
+  const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
+  machines.onWriteLost = (err) => log.warn({ err }, 'a heartbeat could not be recorded (disk full); the machine stays online from memory');
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
-  const agents = new AgentsClient();
-  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency);
-  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log };
+  // TLS once `stowd init` made the cluster CA here (unless plain HTTP is asked for explicitly).
+  const tlsMaterial = !config.insecureHttp && (await hasClusterCa(config.dataDir)) ? await loadControlTls(config.dataDir) : undefined;
+  const clientTls = tlsMaterial && { ca: tlsMaterial.ca.certPem, cert: tlsMaterial.server.certPem, key: tlsMaterial.server.keyPem };
+  const agents = new AgentsClient(clientTls ? { tls: clientTls } : {});
+  const metrics = new ControlMetrics(db, machines);
+  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
+  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics };
+  if (tlsMaterial && clientTls) ctx.tls = { ...tlsMaterial, agentDispatcher: clusterDispatcher(clientTls) };
   runner.register('distribute', (id) => runDistribute(ctx, id));
   runner.register('push', (id) => runPush(ctx, id));
 
@@ -86,6 +95,8 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   let url: string;
   try {
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
+    // Fastify names the scheme after its own https option; the server here is made by a factory.
+    if (ctx.tls) url = url.replace(/^http:/, 'https:');
     machines.listening();
   } catch (err) {
     await app.close();
@@ -105,6 +116,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
       availability.freeze();
       ctx.uploads.closeAll();
       await agents.close();
+      await ctx.tls?.agentDispatcher.close();
       await runner.idle();
       db.close();
     },

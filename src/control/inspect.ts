@@ -30,7 +30,7 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
   // A reference may name an index on one machine; the digest to show is what was asked, else the index, else the manifest.
   const digest = (q.digest ?? readFrom.index_digest ?? readFrom.digest) as Digest;
   const machine = ctx.machines.require(readFrom.machine_id);
-  const client = peerRegistryClient(machine);
+  const client = peerRegistryClient(machine, ctx.tls?.agentDispatcher);
   const repo = repositoryOf(readFrom.references);
   const top = await client.getManifest(repo, digest);
   const onMachine = matching.filter((r) => r.machine_id === machine.id);

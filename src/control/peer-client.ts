@@ -1,3 +1,4 @@
+import type { Dispatcher } from 'undici';
 import { RegistryClient } from '../registry/client.js';
 import type { MachineRecord } from './machines.js';
 import { mintPeerToken } from './peer-token.js';
@@ -7,12 +8,17 @@ export function pullToken(machine: MachineRecord, ttlSeconds: number, operationI
   return mintPeerToken(machine.secret, { m: machine.id, s: 'pull', exp: Math.floor(Date.now() / 1000) + ttlSeconds, ...(operationId ? { op: operationId } : {}) });
 }
 
-/** The control plane reading a machine's /v2/ itself (inspect, checking an upload), with a pull token. */
-export function peerRegistryClient(machine: MachineRecord): RegistryClient {
+/**
+ * The control plane reading a machine's /v2/ itself (inspect, checking an upload), with a pull token; over
+ * mutual TLS (`tls`: a dispatcher presenting the control plane's certificate) when the agent serves https.
+ */
+export function peerRegistryClient(machine: MachineRecord, tls?: Dispatcher): RegistryClient {
   const url = new URL(machine.agent_url);
+  const https = url.protocol === 'https:' && tls !== undefined;
   return new RegistryClient({
     host: url.host,
     insecure: url.protocol === 'http:',
+    ...(https ? { forceHttps: true, dispatcher: tls } : {}),
     credentials: { username: 'stowage', password: pullToken(machine, 60) },
   });
 }

@@ -88,6 +88,8 @@ export const joinRequestSchema = machineInfoSchema.extend({
     .optional(),
   inventory: z.array(inventoryItemSchema).max(MAX_INVENTORY_ITEMS),
   inventory_seq: safeCount,
+  /** A PEM certificate signing request for the machine certificate (control planes that serve TLS sign it). */
+  csr: z.string().max(16 * 1024).optional(),
 });
 export type JoinRequest = z.infer<typeof joinRequestSchema>;
 
@@ -95,8 +97,14 @@ export const joinResponseSchema = z.object({
   machine_id: z.string(),
   machine_secret: z.string(),
   heartbeat_interval_ms: z.number().int().positive(),
+  /** The machine certificate signed from the join's CSR (PEM), when the control plane serves TLS. */
+  certificate: z.string().optional(),
 });
 export type JoinResponse = z.infer<typeof joinResponseSchema>;
+
+/** POST /api/v1/machines/:id/certificate — a new machine certificate before the current one expires. */
+export const certificateRequestSchema = z.object({ csr: z.string().min(1).max(16 * 1024) });
+export const certificateResponseSchema = z.object({ certificate: z.string() });
 
 /** PUT /api/v1/machines/:id/inventory — the whole inventory (after join, or when asked to resync). */
 export const fullInventorySchema = z.object({

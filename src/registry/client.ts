@@ -38,6 +38,8 @@ export interface RegistryClientOptions {
   host: string;
   /** Use plain HTTP. Loopback hosts (localhost, 127.x, ::1) always do. */
   insecure?: boolean | ((host: string) => boolean);
+  /** Speak HTTPS even to a loopback host (a cluster member serving TLS); overrides `insecure`. */
+  forceHttps?: boolean;
   credentials?: Credentials;
   /** Blobs larger than this are uploaded in PATCH chunks (default 32 MiB). */
   chunkThreshold?: number;
@@ -191,7 +193,7 @@ export class RegistryClient {
     if (!opts.host || /[/\s]/.test(opts.host)) throw new StowageError('BAD_REQUEST', `invalid registry host "${opts.host}"`);
     this.host = opts.host;
     const insecure = typeof opts.insecure === 'function' ? opts.insecure(opts.host) : opts.insecure === true;
-    const scheme = insecure || isLoopbackHost(opts.host) ? 'http' : 'https';
+    const scheme = opts.forceHttps ? 'https' : insecure || isLoopbackHost(opts.host) ? 'http' : 'https';
     this.baseUrl = `${scheme}://${registryEndpoint(opts.host)}`;
     this.origin = new URL(this.baseUrl).origin;
     // A Stowage peer token is a bearer token the agent checks itself: sent at once, it needs no token

@@ -61,7 +61,8 @@ export class PullThroughMirror {
   private readonly holderCache = new Map<Digest, { at: number; holders: Promise<PeerHolder[]> }>();
   private readonly fills = new Map<Digest, Promise<void>>();
   private readonly peerClients = new Map<string, RegistryClient>();
-  private readonly fromPeers = new WeakSet<RegistryClient>();
+  /** host[:port] of the peers blobs were asked from (what onBlobBytes names), to count by source. */
+  private readonly peerHosts = new Set<string>();
 
   constructor(private readonly opts: MirrorOptions) {}
 
@@ -126,7 +127,7 @@ export class PullThroughMirror {
         blobSources: () => sources,
         stallTimeoutMs: this.opts.stallTimeoutMs,
         onBlobBytes: (n, from) => {
-          if (this.fromPeers.has(from.client)) this.stats.bytesFromPeers += n;
+          if (this.peerHosts.has(from)) this.stats.bytesFromPeers += n;
           else this.stats.bytesFromUpstream += n;
         },
       });
@@ -183,7 +184,7 @@ export class PullThroughMirror {
         insecure: url.protocol === 'http:',
         ...(p.password !== undefined ? { credentials: { username: p.username ?? 'stowage', password: p.password } } : {}),
       });
-      this.fromPeers.add(client);
+      this.peerHosts.add(client.host);
       remember(this.peerClients, key, client, 256);
     }
     return client;

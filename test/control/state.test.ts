@@ -107,6 +107,76 @@ describe('control-plane state', () => {
     }
   });
 
+  it('after a restart a machine is unknown until it calls in, offline if it does not within the grace period, never chosen meanwhile', async () => {
+    const db = await freshDb();
+    // The clock is the test's: how long the machine takes to run this must not matter.
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2026-01-01T00:00:00Z') });
+    try {
+      const before = new Machines(db, 10_000, 30_000);
+      before.join(joinReq('m1'));
+      before.join(joinReq('m2'));
+      vi.advanceTimersByTime(5_000);
+      // A new control-plane process on the same state, heard from by no one yet.
+      const restarted = new Machines(db, 10_000, 30_000);
+      restarted.listening();
+      vi.advanceTimersByTime(1);
+      expect(restarted.require('m1').status).toBe('unknown');
+      expect(restarted.statuses().get('m1')).toBe('unknown');
+      let caught: unknown;
+      try {
+        restarted.requireOnline('m1');
+      } catch (err) {
+        caught = err;
+      }
+      expect(isStowageError(caught, 'MACHINE_OFFLINE')).toBe(true);
+      expect((caught as Error).message).toMatch(/"m1" has not been heard from since the control plane restarted/);
+      restarted.heartbeat('m2', {});
+      expect(restarted.require('m2').status).toBe('online');
+      // Unknown for the whole grace period (longer than offlineAfterMs), offline after it.
+      vi.advanceTimersByTime(29_000);
+      expect(restarted.require('m1').status).toBe('unknown');
+      vi.advanceTimersByTime(1_000);
+      expect(restarted.require('m1').status).toBe('offline');
+      expect(() => restarted.requireOnline('m1')).toThrow(/"m1" is offline/);
+      expect(restarted.require('m2').status).toBe('offline');
+      restarted.heartbeat('m1', {});
+      expect(restarted.require('m1').status).toBe('online');
+    } finally {
+      vi.useRealTimers();
+      db.close();
+    }
+  });
+
+  it('work resumed after a restart waits for an unknown machine to call in, and fails it MACHINE_OFFLINE once the grace period ends', async () => {
+    const db = await freshDb();
+    try {
+      new Machines(db, 10_000).join(joinReq('m1'));
+      new Machines(db, 10_000).join(joinReq('m2'));
+      // Last heard from well before this "process" started.
+      db.prepare('UPDATE machines SET last_seen_at = ?').run('2020-01-01T00:00:00.000Z');
+      const restarted = new Machines(db, 10_000, 120_000);
+      restarted.listening();
+      let settled = false;
+      const waiting = restarted.requireOnlineOnceKnown('m1').finally(() => (settled = true));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(restarted.require('m1').status).toBe('unknown');
+      expect(settled).toBe(false);
+      restarted.heartbeat('m1', {});
+      expect((await waiting).status).toBe('online');
+
+      // A machine that never calls in: the wait ends with the grace period, as MACHINE_OFFLINE.
+      const short = new Machines(db, 10_000, 300);
+      short.listening();
+      await expect(short.requireOnlineOnceKnown('m2')).rejects.toThrow(/"m2" is offline/);
+      // A cancelled operation stops waiting at once.
+      const aborted = new Machines(db, 10_000, 120_000);
+      aborted.listening();
+      await expect(aborted.requireOnlineOnceKnown('m2', AbortSignal.abort())).rejects.toThrow(/has not been heard from since the control plane restarted/);
+    } finally {
+      db.close();
+    }
+  });
+
   it('operations are durable: a new store on the same file lists the unfinished ones with their targets', async () => {
     const dir = await tmpDir('stowage-control-');
     const db = openDatabase(join(dir, 'c.db'));

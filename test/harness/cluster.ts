@@ -46,7 +46,11 @@ export interface Cluster {
   /** The running control-plane process (e.g. to read its memory from /proc). */
   controlProcess(): ChildProcess | undefined;
   killControl(signal?: NodeJS.Signals): Promise<void>;
-  startControl(): Promise<void>;
+  /**
+   * Starts the control plane again; resolves once the agents in `waitFor` (default: every agent process
+   * still running) are online to it.
+   */
+  startControl(opts?: { waitFor?: string[] }): Promise<void>;
   killAgent(name: string, signal?: NodeJS.Signals): Promise<void>;
   startAgent(name: string): Promise<ClusterAgent>;
   close(): Promise<void>;
@@ -64,6 +68,8 @@ export interface ClusterOptions {
   labels?: Array<Record<string, string>>;
   /** More `stowd agent` flags for agent i (e.g. its runtime). */
   agentArgs?: (index: number) => string[];
+  /** Runs once before agent i first starts, e.g. to mount a small tmpfs at its data directory. */
+  prepareAgentDataDir?: (index: number, dataDir: string) => Promise<void>;
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
 }
@@ -133,11 +139,11 @@ export interface StandaloneAgent {
   close(): Promise<void>;
 }
 
-export async function startStandaloneAgent(): Promise<StandaloneAgent> {
+export async function startStandaloneAgent(extraArgs: string[] = []): Promise<StandaloneAgent> {
   const dataDir = await tmpDir('stowage-standalone-');
   const peer = await freePort();
   const docker = await freePort();
-  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker)], /agent ready/);
+  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker), ...extraArgs], /agent ready/);
   return {
     peerUrl: `http://127.0.0.1:${peer}`,
     dockerHost: `tcp://127.0.0.1:${docker}`,
@@ -166,7 +172,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const { writeFile } = await import('node:fs/promises');
   await writeFile(
     controlConfig,
-    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
+    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, insecureHttp: true, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
   );
   let control: ChildProcess | undefined;
   const children = new Set<ChildProcess>();
@@ -183,15 +189,43 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const agents: ClusterAgent[] = [];
   const agentPorts = new Map<string, { peer: number; docker: number }>();
 
+  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await request(`${controlUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+  /**
+   * A restarted control plane calls a machine `unknown` until it is heard from again (and chooses it for
+   * nothing meanwhile): like an operator, tests go on once every agent that runs has called in.
+   */
+  const restartControlProcess = async (o: { waitFor?: string[] } = {}): Promise<void> => {
+    await startControlProcess();
+    const running = o.waitFor ?? agents.filter((a) => a.process.exitCode === null && a.process.signalCode === null).map((a) => a.name);
+    await until(
+      `${running.join(', ')} to call in after the restart`,
+      async () => {
+        const r = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
+        const online = new Set(r.body.machines.filter((m) => m.status === 'online').map((m) => m.id));
+        return r.status === 200 && running.every((name) => online.has(name)) ? true : undefined;
+      },
+      { timeoutMs: JOIN_MS },
+    );
+  };
+
   const startAgentProcess = async (name: string): Promise<ClusterAgent> => {
+    const dataDir = join(root, name);
+    const index = Number(name.slice('agent-'.length)) - 1;
     let ports = agentPorts.get(name);
     if (!ports) {
       ports = { peer: await freePort(), docker: await freePort() };
       agentPorts.set(name, ports);
+      await opts.prepareAgentDataDir?.(index, dataDir);
     }
-    const dataDir = join(root, name);
     const args = ['agent', '--data-dir', dataDir, '--peer-port', String(ports.peer), '--docker-port', String(ports.docker)];
-    const index = Number(name.slice('agent-'.length)) - 1;
     args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', opts.scalingGroups?.[index] ?? 'default');
     for (const [k, v] of Object.entries(opts.labels?.[index] ?? {})) args.push('--label', `${k}=${v}`);
     if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));
@@ -203,16 +237,6 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     if (i >= 0) agents[i] = agent;
     else agents.push(agent);
     return agent;
-  };
-
-  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const res = await request(`${controlUrl}${path}`, {
-      method,
-      headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-    });
-    const text = await res.body.text();
-    return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
   };
 
   const cluster: Cluster = {
@@ -278,7 +302,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       c.kill(signal);
       await exited(c);
     },
-    startControl: startControlProcess,
+    startControl: restartControlProcess,
     async killAgent(name, signal = 'SIGKILL') {
       const agent = agents.find((a) => a.name === name);
       if (!agent) throw new Error(`no agent ${name}`);

@@ -2,7 +2,7 @@ import { StowageError } from '../../errors.js';
 import { parsePlatform, platformMatches } from '../../oci/platform.js';
 import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
-import { toFailure } from '../operations/runner.js';
+import { onlineMachineFor, toFailure } from '../operations/runner.js';
 import { peerTransferRequest, renewEveryMs } from '../operations/transfer-plan.js';
 import type { Operation, TransferRequest } from '../wire.js';
 import { type RegistryRecord, RegistryStore } from './registries.js';
@@ -72,7 +72,7 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
     let platform = 'unknown';
     try {
       if (signal.aborted) return;
-      const target = ctx.machines.requireOnline(machineId);
+      const target = await onlineMachineFor(ctx, opId, machineId);
       const row = rowFor(rows, key, target);
       platform = row.platform;
       const references = [formatKey(key)];
@@ -82,7 +82,7 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
         const again = (): TransferRequest => peerRequest(ctx, opId, row, target, references) ?? peer;
         const r = await ctx.runner.runTransfer(opId, target, again, { platform, resumed: wasRunning, renewEveryMs: renewEveryMs(ctx.config.peerTokenTtlSeconds) });
         if (r.status !== 'failed' || !registry || signal.aborted) return;
-        ctx.log.warn({ opId, machineId }, 'preload from a peer failed; trying the registry');
+        ctx.runner.logFor(opId).warn({ machine: machineId }, 'preload from a peer failed; trying the registry');
       }
       if (!registry) throw new StowageError('REGISTRY_NOT_FOUND', `registry "${key.registry}" is no longer configured`);
       if (signal.aborted) return;

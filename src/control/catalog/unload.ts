@@ -1,5 +1,5 @@
 import type { ControlContext } from '../context.js';
-import { toFailure } from '../operations/runner.js';
+import { onlineMachineFor, toFailure } from '../operations/runner.js';
 import type { Operation } from '../wire.js';
 import { type CatalogOpParams, createCatalogOp } from './preload.js';
 import { CatalogStore, formatKey } from './store.js';
@@ -33,7 +33,7 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
         ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
         return;
       }
-      const target = ctx.machines.requireOnline(machineId);
+      const target = await onlineMachineFor(ctx, opId, machineId);
       ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
       for (const record of held) {
         if (signal.aborted) return;

@@ -1,7 +1,7 @@
 import { StowageError } from '../../errors.js';
 import type { ControlContext } from '../context.js';
 import type { DistributeRequest, Operation } from '../wire.js';
-import { toFailure } from './runner.js';
+import { onlineMachineFor, toFailure } from './runner.js';
 import type { MachineRecord } from '../machines.js';
 import { FanoutChain } from './fanout.js';
 import { isTargetDone } from './store.js';
@@ -71,8 +71,8 @@ export async function transferFromSource(ctx: ControlContext, opId: string, para
     let holder = false;
     try {
       await chain.upstreamReady(machineId);
-      const target = ctx.machines.requireOnline(machineId);
-      const source = ctx.machines.requireOnline(params.from);
+      const target = await onlineMachineFor(ctx, opId, machineId);
+      const source = await onlineMachineFor(ctx, opId, params.from);
       const record = chooseRecord(sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
       const peers = (): MachineRecord[] =>
         chain

@@ -6,7 +6,7 @@ import { peerRegistryClient, pullToken } from '../peer-client.js';
 import { mintPeerToken } from '../peer-token.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
 import { transferFromSource, uniqueTargets } from './distribute.js';
-import { toFailure } from './runner.js';
+import { onlineMachineFor, toFailure } from './runner.js';
 
 /**
  * push: stowctl holds the image; it uploads it once, over the OCI distribution protocol, to the first
@@ -97,7 +97,7 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
   if (!uploadTo) throw new StowageError('MACHINE_OFFLINE', 'every target is offline: nowhere to upload to', { details: { machine_ids: targets } });
   const repository = reference?.path ?? 'stowage/push';
   // The records say so, and the agent confirms: an upload skipped on a stale record would be missed.
-  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(uploadTo, repository, req.digest).catch(() => false));
+  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(ctx, uploadTo, repository, req.digest).catch(() => false));
   const deadline = Date.now() + ctx.config.uploadTimeoutMs;
   const params: PushParams = {
     digest: req.digest,
@@ -170,7 +170,7 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
  */
 async function confirmUpload(ctx: ControlContext, opId: string, params: PushParams): Promise<Failure | undefined> {
   try {
-    const machine = ctx.machines.requireOnline(params.upload_machine);
+    const machine = await onlineMachineFor(ctx, opId, params.upload_machine);
     const password = pullToken(machine, 300, opId);
     const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
     const outcome = await ctx.runner.agents.transfer(
@@ -185,7 +185,8 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
       ctx.runner.signalFor(opId),
       () => {},
     );
-    if (outcome.type === 'error') return { ...outcome.failure, stage: 'verify' };
+    // A runtime that would not take the image is the runtime's failure, not the upload's.
+    if (outcome.type === 'error') return { ...outcome.failure, stage: outcome.failure.stage === 'runtime' ? 'runtime' : 'verify' };
     ctx.availability.markPresent(machine.id, {
       digest: outcome.digest,
       platform: outcome.platform,
@@ -203,9 +204,9 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
 
 /** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
 function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {
-  return manifestOn(ctx.machines.require(params.upload_machine), params.repository, params.digest);
+  return manifestOn(ctx, ctx.machines.require(params.upload_machine), params.repository, params.digest);
 }
 
-async function manifestOn(machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
-  return (await peerRegistryClient(machine).headManifest(repository, digest)) !== undefined;
+async function manifestOn(ctx: ControlContext, machine: MachineRecord, repository: string, digest: string): Promise<boolean> {
+  return (await peerRegistryClient(machine, ctx.tls?.agentDispatcher).headManifest(repository, digest)) !== undefined;
 }

@@ -5,7 +5,10 @@ import type { ControlContext } from '../context.js';
 import { publicMachine } from '../machines.js';
 import { secretsEqual } from '../peer-token.js';
 import { blobSources } from '../blob-sources.js';
-import { blobSourcesRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { signCsr } from '../../cluster/pki.js';
+import { parseJoinSecret } from '../../cluster/join-token.js';
+import type { MachineRecord } from '../machines.js';
+import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
 import { parseWith } from './errors.js';
 import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
 
@@ -13,23 +16,47 @@ import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
 const INVENTORY_BODY_LIMIT = 64 * 1024 * 1024;
 
 /** Joining, inventories and heartbeats from agents; the machine list for operators. */
-export function machineRoutes(app: FastifyInstance, ctx: ControlContext, joinToken: string): void {
+export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoinToken: string): void {
+  // The token file may carry the CA pin (sjt_…@sha256:…); agents present the secret before it.
+  const joinToken = parseJoinSecret(fullJoinToken);
+  /** The machine's certificate: named after it, valid for the host it is reached at (its agent_url). */
+  const machineCertificate = (machine: MachineRecord, csr: string): Promise<string> => {
+    const tls = ctx.tls;
+    if (!tls) throw new StowageError('BAD_REQUEST', 'this control plane serves no TLS: it signs no certificates');
+    const host = new URL(machine.agent_url).hostname.replace(/^\[|\]$/g, '');
+    return signCsr(tls.ca, csr, { name: machine.id, altNames: [host], use: 'both', lifetimeMs: ctx.config.machineCertLifetimeSeconds * 1000 });
+  };
   // The join token comes as the bearer, so a stranger is refused before a large body is read; the body
   // repeats it (the wire contract), and both must match.
   const joinTokenFirst = {
     bodyLimit: INVENTORY_BODY_LIMIT,
     onRequest: async (request: FastifyRequest) => {
       const presented = bearerToken(request.headers.authorization);
-      if (presented === undefined || !secretsEqual(presented, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong or missing join token (Authorization: Bearer sjt_…)');
+      if (presented === undefined || !secretsEqual(parseJoinSecret(presented), joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong or missing join token (Authorization: Bearer sjt_…)');
     },
   };
 
   app.post('/api/v1/machines/join', joinTokenFirst, async (request, reply) => {
     const req = parseWith(joinRequestSchema, request.body);
-    if (!secretsEqual(req.join_token, joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
-    const { machine, secret } = ctx.machines.join(req);
+    if (!secretsEqual(parseJoinSecret(req.join_token), joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
+    if (ctx.tls && req.csr === undefined) throw new StowageError('BAD_REQUEST', 'this control plane serves TLS: the join needs a csr for the machine certificate');
+    const { csr, ...joinRequest } = req;
+    const { machine, secret } = ctx.machines.join(joinRequest);
+    const certificate = ctx.tls && csr !== undefined ? await machineCertificate(machine, csr) : undefined;
     ctx.log.info({ machine: machine.id, agent_url: machine.agent_url }, 'machine joined');
-    return reply.code(201).send({ machine_id: machine.id, machine_secret: secret, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs });
+    return reply.code(201).send({
+      machine_id: machine.id,
+      machine_secret: secret,
+      heartbeat_interval_ms: ctx.config.heartbeatIntervalMs,
+      ...(certificate ? { certificate } : {}),
+    });
+  });
+
+  // A machine renews its certificate (new key, new CSR) before the current one expires.
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/certificate', async (request) => {
+    const machine = requireMachine(ctx, request, request.params.id);
+    const { csr } = parseWith(certificateRequestSchema, request.body);
+    return { certificate: await machineCertificate(machine, csr) };
   });
 
   // The machine is authenticated before its (large) body is read.

@@ -1,0 +1,25 @@
+import { rootCertificates } from 'node:tls';
+import { Agent, type Dispatcher, interceptors } from 'undici';
+
+/** What a cluster member presents and trusts on its outgoing connections. */
+export interface ClientTls {
+  /** The cluster CA (PEM). */
+  ca: string;
+  /** This member's certificate and key (PEM), presented for mutual TLS. */
+  cert?: string;
+  key?: string;
+}
+
+/**
+ * An undici dispatcher for a cluster member's requests: the cluster CA trusted beside the system roots
+ * (transfers also reach public registries through it), its certificate presented, redirects followed
+ * (blob CDNs), as the registry client's default dispatcher does.
+ */
+export function clusterDispatcher(tls: ClientTls, opts: { headersTimeout?: number; bodyTimeout?: number; connections?: number } = {}): Dispatcher {
+  return new Agent({
+    headersTimeout: opts.headersTimeout ?? 60_000,
+    bodyTimeout: opts.bodyTimeout ?? 300_000,
+    ...(opts.connections ? { connections: opts.connections } : {}),
+    connect: { ca: [...rootCertificates, tls.ca], ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}) },
+  }).compose(interceptors.redirect({ maxRedirections: 5 }));
+}
