@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import { bearerToken } from '../control/auth/api-keys.js';
 import { type ErrorBody, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
 import { secretsEqual } from '../control/peer-token.js';
-import { StowageError, isStowageError } from '../errors.js';
+import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
@@ -68,7 +68,8 @@ function authorised(req: FastifyRequest, secret: string | undefined): boolean {
 }
 
 export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions): Promise<void> {
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((caught, _req, reply) => {
+    const err = storageFullOr(caught);
     if (isStowageError(err)) return reply.code(err.status).send(errorBody(err.code, err.message, err.details));
     const status = (err as { statusCode?: unknown }).statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) return reply.code(status).send(errorBody('BAD_REQUEST', (err as Error).message));
