@@ -153,6 +153,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           version: STOWAGE_VERSION,
         },
         images,
+        runtime,
         identity,
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),

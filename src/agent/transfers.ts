@@ -1,5 +1,5 @@
 import type { Failure, TransferEvent } from '../control/wire.js';
-import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
+import { type ErrorCode, StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
 import { formatReference, parseReference, repository } from '../oci/reference.js';
@@ -296,7 +296,9 @@ export class TransferManager {
       const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;
       t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
     } catch (err) {
-      t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+      // Stopped mid-way (SIGTERM): whatever the interrupted step threw, the target went away.
+      const cause = this.abort.signal.aborted ? shuttingDown() : err;
+      t.finish({ type: 'error', failure: failureOf(cause, stage, t.plan.host) });
     } finally {
       for (const release of announced) release();
     }
@@ -368,6 +370,7 @@ const BLOB_CODES: ReadonlySet<ErrorCode> = new Set(['BLOB_NOT_FOUND', 'DIGEST_MI
 
 /** The failure line: a stable code, a message naming the source, and where it went wrong. */
 export function failureOf(err: unknown, phase: Stage, host: string): Failure {
+  err = storageFullOr(err);
   let stage: Stage = phase;
   const code: string = isStowageError(err) ? err.code : 'INTERNAL';
   // A runtime that is down or refuses fails the hand-over whatever step was running when it did.

@@ -1,5 +1,5 @@
 import { ulid } from 'ulid';
-import { StowageError } from '../errors.js';
+import { StowageError, isStorageFull } from '../errors.js';
 import { SecretBox } from './auth/secret-box.js';
 import { type Db, nowIso, secretBox } from './db/database.js';
 import { prepared } from './db/statements.js';
@@ -12,6 +12,9 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
  * `offlineAfterMs` is offline: shown so and never chosen as a source or target. After a control-plane
  * restart a machine is `unknown` until it calls in (its last word predates this process), and offline
  * if it has not within `unknownAfterRestartMs`; an unknown machine is never chosen either.
+ *
+ * When a machine was last heard from is also kept in memory: status follows the later of that and the
+ * database's last_seen_at, so a heartbeat whose UPDATE fails (a full disk) does not take machines offline.
  */
 
 interface MachineRow {
@@ -42,6 +45,8 @@ export class Machines {
   private readonly openedSecrets = new Map<string, { sealed: string; plain: string }>();
   /** When this control plane started listening: it cannot have heard from anyone before. */
   private upSince = Date.now();
+  /** When each machine last called in (epoch ms), whether or not the database could record it. */
+  private readonly heardAt = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -165,29 +170,46 @@ export class Machines {
   heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): { inventory_seq: number } {
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined;
-    const row = prepared(
-      this.db,
-      `UPDATE machines SET last_seen_at = @now, agent_url = COALESCE(@agent_url, agent_url), platform = COALESCE(@platform, platform),
-         labels = COALESCE(@labels, labels), scaling_group = CASE WHEN @full THEN @scaling_group ELSE scaling_group END,
-         version = CASE WHEN @full THEN @version ELSE version END, disk_used_bytes = COALESCE(@disk_used_bytes, disk_used_bytes)
-       WHERE id = @id RETURNING inventory_seq`,
-    ).get({
-      id,
-      now: nowIso(),
-      agent_url: info.agent_url ?? null,
-      platform: info.platform ?? null,
-      labels: info.labels === undefined ? null : JSON.stringify(info.labels),
-      full: full ? 1 : 0,
-      scaling_group: info.scaling_group ?? null,
-      version: info.version ?? null,
-      disk_used_bytes: info.disk_used_bytes ?? null,
-    }) as { inventory_seq: number } | undefined;
+    let row: { inventory_seq: number } | undefined;
+    try {
+      row = prepared(
+        this.db,
+        `UPDATE machines SET last_seen_at = @now, agent_url = COALESCE(@agent_url, agent_url), platform = COALESCE(@platform, platform),
+           labels = COALESCE(@labels, labels), scaling_group = CASE WHEN @full THEN @scaling_group ELSE scaling_group END,
+           version = CASE WHEN @full THEN @version ELSE version END, disk_used_bytes = COALESCE(@disk_used_bytes, disk_used_bytes)
+         WHERE id = @id RETURNING inventory_seq`,
+      ).get({
+        id,
+        now: nowIso(),
+        agent_url: info.agent_url ?? null,
+        platform: info.platform ?? null,
+        labels: info.labels === undefined ? null : JSON.stringify(info.labels),
+        full: full ? 1 : 0,
+        scaling_group: info.scaling_group ?? null,
+        version: info.version ?? null,
+        disk_used_bytes: info.disk_used_bytes ?? null,
+      }) as { inventory_seq: number } | undefined;
+    } catch (err) {
+      // The machine is alive whether or not a full disk let us write it down: heardAt keeps it online.
+      if (!isStorageFull(err)) throw err;
+      row = prepared(this.db, 'SELECT inventory_seq FROM machines WHERE id = ?').get(id) as { inventory_seq: number } | undefined;
+      if (row) this.onWriteLost?.(err);
+    }
     if (!row) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
+    this.heard(id);
     return row;
+  }
+
+  /** Told of a heartbeat the database could not record (a full disk), e.g. to log it. */
+  onWriteLost: ((err: unknown) => void) | undefined;
+
+  private heard(id: string): void {
+    this.heardAt.set(id, Date.now());
   }
 
   /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */
   replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): void {
+    this.heard(id);
     this.db.transaction(() => {
       prepared(this.db, `DELETE FROM availability WHERE machine_id = ? AND state = 'present'`).run(id);
       const upsert = this.upsertStatement();
@@ -199,6 +221,7 @@ export class Machines {
 
   /** Applies a delta; INVENTORY_RESYNC when it does not follow what we hold (the agent then sends it all). */
   applyDelta(id: string, delta: InventoryDelta): void {
+    this.heard(id);
     this.db.transaction(() => {
       const m = this.require(id);
       if (m.inventory_seq !== delta.base_seq) {
@@ -228,7 +251,13 @@ export class Machines {
   /** Online, offline or unknown, by machine ID: what availability records show, without list()'s image counts. */
   statuses(): Map<string, Machine['status']> {
     const rows = prepared(this.db, 'SELECT id, last_seen_at FROM machines').all() as Array<{ id: string; last_seen_at: string }>;
-    return new Map(rows.map((r) => [r.id, this.statusOf(r.last_seen_at)]));
+    return new Map(rows.map((r) => [r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at))]));
+  }
+
+  /** The later of the recorded last_seen_at and when this process last heard from the machine. */
+  private lastSeen(id: string, recorded: string): string {
+    const heard = this.heardAt.get(id);
+    return heard !== undefined && heard > Date.parse(recorded) ? new Date(heard).toISOString() : recorded;
   }
 
   private statusOf(lastSeenAt: string): Machine['status'] {
@@ -240,6 +269,7 @@ export class Machines {
   }
 
   private toRecord(r: MachineRow): MachineRecord {
+    const lastSeenAt = this.lastSeen(r.id, r.last_seen_at);
     return {
       id: r.id,
       secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
@@ -247,8 +277,8 @@ export class Machines {
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,
       scaling_group: r.scaling_group,
-      status: this.statusOf(r.last_seen_at),
-      last_seen_at: r.last_seen_at,
+      status: this.statusOf(lastSeenAt),
+      last_seen_at: lastSeenAt,
       joined_at: r.joined_at,
       version: r.version,
       image_count: r.image_count ?? 0,

@@ -417,7 +417,15 @@ async function downloadBlob(
           }
         };
         emit(start, true);
-        await ingest.write(counted());
+        // Aborted (the agent stopping) while the source sends nothing: the read ends now, not at the stall timeout.
+        const cut = (): void => void body.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
+        opts.signal?.addEventListener('abort', cut, { once: true });
+        try {
+          if (opts.signal?.aborted) cut();
+          await ingest.write(counted());
+        } finally {
+          opts.signal?.removeEventListener('abort', cut);
+        }
       }
       if (report) {
         emit(total, true);

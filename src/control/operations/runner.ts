@@ -182,12 +182,15 @@ export class OperationRunner {
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
     let started = false;
+    // Whether image bytes had reached the target: a target that goes away then failed moving blobs.
+    let moved = false;
     // Peer tokens expire: a transfer longer than their lifetime gets the request again, with new ones.
     const renew = opts.renewEveryMs === undefined ? undefined : setInterval(() => void this.renew(opId, target, build), opts.renewEveryMs);
     renew?.unref();
     try {
       const signal = this.signalFor(opId);
       const outcome = await this.agents.transfer(target, req, signal, (p) => {
+        if (p.bytes_transferred > 0) moved = true;
         if (!started && p.bytes_total !== null) {
           started = true;
           opts.onStarted?.();
@@ -222,7 +225,7 @@ export class OperationRunner {
         if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
         return ended({ status: 'failed' }, { code: 'CANCELLED', message: 'the operation was cancelled', stage: 'transfer' });
       }
-      const failure = toFailure(err, 'connect');
+      const failure = toFailure(err, moved ? 'blobs' : 'connect');
       return ended(this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
     } finally {
       clearInterval(renew);
