@@ -172,13 +172,14 @@ export class Machines {
     const full = info.agent_url !== undefined;
     let row: { inventory_seq: number } | undefined;
     try {
-      row = prepared(
+      // all(), not get(): the statement must run to its end, where the write commits and a failure shows.
+      [row] = prepared(
         this.db,
         `UPDATE machines SET last_seen_at = @now, agent_url = COALESCE(@agent_url, agent_url), platform = COALESCE(@platform, platform),
            labels = COALESCE(@labels, labels), scaling_group = CASE WHEN @full THEN @scaling_group ELSE scaling_group END,
            version = CASE WHEN @full THEN @version ELSE version END, disk_used_bytes = COALESCE(@disk_used_bytes, disk_used_bytes)
          WHERE id = @id RETURNING inventory_seq`,
-      ).get({
+      ).all({
         id,
         now: nowIso(),
         agent_url: info.agent_url ?? null,
@@ -188,7 +189,7 @@ export class Machines {
         scaling_group: info.scaling_group ?? null,
         version: info.version ?? null,
         disk_used_bytes: info.disk_used_bytes ?? null,
-      }) as { inventory_seq: number } | undefined;
+      }) as Array<{ inventory_seq: number }>;
     } catch (err) {
       // The machine is alive whether or not a full disk let us write it down: heardAt keeps it online.
       if (!isStorageFull(err)) throw err;
