@@ -20,6 +20,8 @@ import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
+import { MachineTls } from './machine-tls.js';
+import { mutualTlsServer } from '../cluster/tls-server.js';
 
 export interface RunningAgent {
   /** Base URL of the /v2/ endpoint (and of /agent/v1 when joined), as bound. */
@@ -83,12 +85,34 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     // Before the link starts: the first inventory it sends is what the runtime holds (a runtime that is
     // down is followed once it answers; the agent serves meanwhile).
     await runtime.start();
-    const peer = Fastify({ logger: false });
-    closers.push(() => peer.close());
     let link: ControlLink | undefined;
     if (config.control) {
+      // An https:// control plane means a TLS cluster: this machine serves /v2/ and /agent/v1 with the
+      // certificate it gets on joining, to clients that present one from the cluster CA.
+      const tls = config.control.url.startsWith('https:')
+        ? await MachineTls.open({
+            dataDir: config.dataDir,
+            controlUrl: config.control.url,
+            joinToken: config.control.joinToken,
+            identity: () => identity,
+            log: (message) => console.error(`stowd agent: ${message}`),
+          })
+        : undefined;
+      if (tls) closers.push(() => tls.close());
+      const peerTls = tls && mutualTlsServer(tls.certificate);
+      if (tls && peerTls) tls.onCertificate((c) => peerTls.setCertificate(c));
+      const peer = Fastify({ logger: false, ...(peerTls ? { serverFactory: peerTls.serverFactory } : {}) });
+      closers.push(() => peer.close());
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
-      const transfers = new TransferManager({ store, images, runtime, limiter, concurrency: config.transfer.concurrency, stallTimeoutMs: config.transfer.stallTimeoutMs });
+      const transfers = new TransferManager({
+        store,
+        images,
+        runtime,
+        limiter,
+        concurrency: config.transfer.concurrency,
+        stallTimeoutMs: config.transfer.stallTimeoutMs,
+        tlsDispatcher: tls && (() => tls.peerDispatcher()),
+      });
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -116,8 +140,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         inventorySeq: () => link?.inventorySeq ?? 0,
         stats: () => ({ blob_bytes_served: served.blobBytes }),
       });
-      const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
-      const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address());
+      let peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
+      if (tls) peerAddress = peerAddress.replace(/^http:/, 'https:');
+      const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), tls ? 'https' : 'http');
       const control = config.control;
       link = new ControlLink({
         dataDir: config.dataDir,
@@ -136,25 +161,30 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
+        ...(tls ? { dispatcher: () => tls.controlDispatcher(), certificates: tls } : {}),
       });
+      // A machine that joined earlier renews its certificate when due (at once when it has none left).
+      if (tls && identity) tls.scheduleRenewal(tls.certificate ? undefined : 0);
       const running = link;
       closers.push(() => running.close());
       link.start();
-      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running);
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, tls);
     }
+    const peer = Fastify({ logger: false });
+    closers.push(() => peer.close());
     await peer.register(registryRoutes, { store, images });
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
-    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address()), undefined);
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, undefined);
   } catch (err) {
     await closeAll();
     throw err;
   }
 }
 
-/** http://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
-function defaultAdvertiseUrl(host: string, address: AddressInfo | string | null): string {
+/** http(s)://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
+function defaultAdvertiseUrl(host: string, address: AddressInfo | string | null, scheme: 'http' | 'https'): string {
   const port = typeof address === 'object' && address !== null ? address.port : 0;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 async function startEngine(
@@ -165,10 +195,20 @@ async function startEngine(
   peerUrl: string,
   advertiseUrl: string,
   link: ControlLink | undefined,
+  tls: MachineTls | undefined,
 ): Promise<RunningAgent> {
   const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
   const engineApp = await buildEngineApp(ctx);
-  const engine = await listenEngine(engineApp, { socketPath: engineSocket, tcp: config.engine.tcp });
+  const tcp = config.engine.tcp;
+  if (tcp?.tlsVerify && !tls) {
+    throw new StowageError('BAD_REQUEST', 'the Docker API over TCP with TLS (tlsVerify) needs a machine certificate: join an https:// control plane');
+  }
+  const engine = await listenEngine(engineApp, {
+    socketPath: engineSocket,
+    ...(tcp ? { tcp: { host: tcp.host, port: tcp.port } } : {}),
+    ...(tcp?.tlsVerify && tls ? { tls: tls.certificate ?? null } : {}),
+  });
+  if (tcp?.tlsVerify && tls) tls.onCertificate((c) => engine.setCertificate(c));
   closers.push(() => engine.close());
   return {
     peerUrl,
