@@ -41,6 +41,7 @@ export type ErrorCode =
   | 'CANCELLED'
   | 'RUNTIME_UNAVAILABLE'
   | 'RUNTIME_ERROR'
+  | 'INSUFFICIENT_STORAGE'
   | 'INTERNAL';
 
 const defaultStatus: Record<ErrorCode, number> = {
@@ -82,6 +83,7 @@ const defaultStatus: Record<ErrorCode, number> = {
   CANCELLED: 409,
   RUNTIME_UNAVAILABLE: 503,
   RUNTIME_ERROR: 502,
+  INSUFFICIENT_STORAGE: 507,
   INTERNAL: 500,
 };
 
@@ -105,4 +107,23 @@ export class StowageError extends Error {
 
 export function isStowageError(err: unknown, code?: ErrorCode): err is StowageError {
   return err instanceof StowageError && (code === undefined || err.code === code);
+}
+
+/** errno codes (and SQLite's) that mean the disk or the quota is full: retrying without freeing space cannot help. */
+const STORAGE_FULL_CODES = new Set(['ENOSPC', 'EDQUOT', 'SQLITE_FULL']);
+
+export function isStorageFull(err: unknown): boolean {
+  if (isStowageError(err, 'INSUFFICIENT_STORAGE')) return true;
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && STORAGE_FULL_CODES.has(code);
+}
+
+/**
+ * A full disk as INSUFFICIENT_STORAGE (HTTP 507) with a message saying so; any other error unchanged.
+ * `where` names what was being written ("the image store", "the control plane's database").
+ */
+export function storageFullOr(err: unknown, where = 'the image store'): unknown {
+  if (!isStorageFull(err) || isStowageError(err)) return err;
+  const code = (err as { code: string }).code;
+  return new StowageError('INSUFFICIENT_STORAGE', `no space left on the disk holding ${where} (${code}); nothing was kept: free space and retry`, { cause: err });
 }

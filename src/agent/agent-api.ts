@@ -4,7 +4,7 @@ import type { z } from 'zod';
 import { bearerToken } from '../control/auth/api-keys.js';
 import { type ErrorBody, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
 import { secretsEqual } from '../control/peer-token.js';
-import { StowageError, isStowageError } from '../errors.js';
+import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
@@ -68,7 +68,8 @@ function authorised(req: FastifyRequest, secret: string | undefined): boolean {
 }
 
 export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions): Promise<void> {
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((caught, _req, reply) => {
+    const err = storageFullOr(caught);
     if (isStowageError(err)) return reply.code(err.status).send(errorBody(err.code, err.message, err.details));
     const status = (err as { statusCode?: unknown }).statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) return reply.code(status).send(errorBody('BAD_REQUEST', (err as Error).message));
@@ -110,7 +111,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
   app.get('/images/:digest', async (req: FastifyRequest<{ Params: { digest: string } }>) => {
     const { digest } = req.params;
     if (!isDigest(digest)) throw new StowageError('INVALID_DIGEST', `"${digest.slice(0, 80)}" is not a sha256 digest`);
-    const item = computeInventory(opts.images).get(digest);
+    const item = computeInventory(opts.images, (rec) => opts.runtime.holds(rec)).get(digest);
     if (!item) throw new StowageError('IMAGE_NOT_FOUND', `no image ${digest} on this machine`);
     return item;
   });
@@ -119,7 +120,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
 
   app.get('/inventory', async () => {
     const seq = opts.inventorySeq();
-    return { seq, items: [...computeInventory(opts.images).values()] };
+    return { seq, items: [...computeInventory(opts.images, (rec) => opts.runtime.holds(rec)).values()] };
   });
 
   app.post('/unload', async (req: FastifyRequest) => {

@@ -2,6 +2,8 @@ import { mkdir } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import Fastify from 'fastify';
+import { pino } from 'pino';
+import { instrumentHttp, metricsRoute } from '../metrics/http.js';
 import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
 import { StowageError } from '../errors.js';
@@ -17,6 +19,7 @@ import { startIngestSweeper } from './ingest-sweeper.js';
 import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, identityPath, readIdentity } from './identity.js';
 import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
+import { AgentMetrics, metricsAuthorizer } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
@@ -85,6 +88,16 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     // Before the link starts: the first inventory it sends is what the runtime holds (a runtime that is
     // down is followed once it answers; the agent serves meanwhile).
     await runtime.start();
+    let transfersRunning = (): number => 0;
+    const metrics = new AgentMetrics({ running: () => transfersRunning(), inventoryImages: () => images.listImages().length });
+    const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
+    /** The /v2/ (and /agent/v1) server; over mutual TLS when given a TLS server factory. */
+    const peerServer = (tlsServer?: ReturnType<typeof mutualTlsServer>) => {
+      const server = Fastify({ logger: false, ...(tlsServer ? { serverFactory: tlsServer.serverFactory } : {}) });
+      closers.push(() => server.close());
+      instrumentHttp(server, metrics, 'peer');
+      return server;
+    };
     let link: ControlLink | undefined;
     if (config.control) {
       // An https:// control plane means a TLS cluster: this machine serves /v2/ and /agent/v1 with the
@@ -101,8 +114,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       if (tls) closers.push(() => tls.close());
       const peerTls = tls && mutualTlsServer(tls.certificate);
       if (tls && peerTls) tls.onCertificate((c) => peerTls.setCertificate(c));
-      const peer = Fastify({ logger: false, ...(peerTls ? { serverFactory: peerTls.serverFactory } : {}) });
-      closers.push(() => peer.close());
+      const peer = peerServer(peerTls);
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
       const transfers = new TransferManager({
         store,
@@ -112,7 +124,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         concurrency: config.transfer.concurrency,
         stallTimeoutMs: config.transfer.stallTimeoutMs,
         tlsDispatcher: tls && (() => tls.peerDispatcher()),
+        metrics,
+        log,
       });
+      transfersRunning = () => transfers.runningCount;
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
       let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
@@ -128,8 +143,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
         tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
-        onBlobBytesServed: (n) => (served.blobBytes += n),
+        onBlobBytesServed: (n) => {
+          served.blobBytes += n;
+          metrics.servedBytes.inc(n);
+        },
       });
+      metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => identity?.machine_secret));
       await peer.register(agentApiRoutes, {
         prefix: '/agent/v1',
         secret: () => identity?.machine_secret,
@@ -157,6 +176,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           version: STOWAGE_VERSION,
         },
         images,
+        runtime,
         identity,
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
@@ -170,9 +190,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       link.start();
       return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, tls);
     }
-    const peer = Fastify({ logger: false });
-    closers.push(() => peer.close());
-    await peer.register(registryRoutes, { store, images });
+    const peer = peerServer();
+    await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
+    metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => undefined));
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
     return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, undefined);
   } catch (err) {

@@ -110,6 +110,14 @@ export const agentConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * GET /metrics (Prometheus) on the peer endpoint: open to the control plane's machine credentials (the
+     * machine secret as Bearer), to the token in `tokenFile` (a scraper's), or to anyone with `anonymous`.
+     */
+    metrics: z
+      .object({ anonymous: z.boolean().default(false), tokenFile: z.string().min(1).optional() })
+      .strict()
+      .default({}),
     transfer: z
       .object({
         /** A cap on the bytes per second all transfers into this machine download together. */

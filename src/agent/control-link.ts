@@ -6,7 +6,7 @@ import {
   heartbeatResponseSchema,
   joinResponseSchema,
 } from '../control/wire.js';
-import type { ImageIndexApi } from '../store/types.js';
+import type { ImageIndexApi, ImageRecord } from '../store/types.js';
 import { type Identity, writeIdentity } from './identity.js';
 import { type InventoryMap, computeInventory, diffInventory } from './inventory.js';
 
@@ -29,6 +29,8 @@ export interface ControlLinkOptions {
   /** What the machine tells about itself on join and in heartbeats. */
   info: MachineInfo;
   images: ImageIndexApi;
+  /** With a container runtime: which records it lists (only those are reported) and when that changes. */
+  runtime?: { holds(record: ImageRecord): boolean; onHoldsChange(listener: () => void): () => void };
   /** The identity read from identity.json, when it is for this control plane. */
   identity: Identity | undefined;
   /** Bytes the machine's store holds, sent with heartbeats (a failure leaves it out of that one). */
@@ -83,7 +85,12 @@ export class ControlLink {
   constructor(private readonly opts: ControlLinkOptions) {
     this.identity = opts.identity;
     this.heartbeatMs = opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS;
-    this.unsubscribe = opts.images.onChange(() => this.changed());
+    const offImages = opts.images.onChange(() => this.changed());
+    const offRuntime = opts.runtime?.onHoldsChange(() => this.changed());
+    this.unsubscribe = () => {
+      offImages();
+      offRuntime?.();
+    };
   }
 
   get machineId(): string | undefined {
@@ -216,10 +223,15 @@ export class ControlLink {
     (this.opts.log ?? ((l: string) => process.stderr.write(`stowd agent: ${l}\n`)))(line);
   }
 
+  private inventory(): InventoryMap {
+    const { runtime } = this.opts;
+    return computeInventory(this.opts.images, runtime && ((rec) => runtime.holds(rec)));
+  }
+
   private snapshot(): InventoryMap {
     // Taken before the request: a change during it marks dirty and goes in the next delta.
     this.dirty = false;
-    return computeInventory(this.opts.images);
+    return this.inventory();
   }
 
   private async join(): Promise<void> {
@@ -263,7 +275,7 @@ export class ControlLink {
   }
 
   private async sendDelta(identity: Identity, base: InventoryMap): Promise<void> {
-    const next = computeInventory(this.opts.images);
+    const next = this.inventory();
     const { upserted, removed } = diffInventory(base, next);
     if (upserted.length === 0 && removed.length === 0) return;
     const seq = this.seq + 1;

@@ -1,7 +1,7 @@
 import type { InventoryItem } from '../control/wire.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
-import type { ImageIndexApi } from '../store/types.js';
+import type { ImageIndexApi, ImageRecord } from '../store/types.js';
 
 /**
  * What the control plane knows of this machine: one item per platform image record, keyed by manifest
@@ -10,8 +10,11 @@ import type { ImageIndexApi } from '../store/types.js';
 
 export type InventoryMap = Map<Digest, InventoryItem>;
 
-/** One item per image record: its index (when one names it), config, platform, tags and size. */
-export function computeInventory(images: ImageIndexApi): InventoryMap {
+/**
+ * One item per image record: its index (when one names it), config, platform, tags and size. With `holds`,
+ * only the records it accepts (those the machine's runtime lists).
+ */
+export function computeInventory(images: ImageIndexApi, holds?: (record: ImageRecord) => boolean): InventoryMap {
   const tagsByTarget = new Map<Digest, string[]>();
   for (const t of images.listTags()) {
     const list = tagsByTarget.get(t.target);
@@ -29,6 +32,7 @@ export function computeInventory(images: ImageIndexApi): InventoryMap {
   }
   const out: InventoryMap = new Map();
   for (const rec of images.listImages()) {
+    if (holds && !holds(rec)) continue;
     const indexes = indexesOf.get(rec.manifestDigest) ?? [];
     const references = new Set(tagsByTarget.get(rec.manifestDigest) ?? []);
     for (const idx of indexes) for (const r of tagsByTarget.get(idx) ?? []) references.add(r);

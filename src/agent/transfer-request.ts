@@ -18,6 +18,8 @@ export interface SourcePlan {
 
 /** A transfer request checked and normalised: everything a transfer needs, nothing it must still doubt. */
 export interface TransferPlan extends SourcePlan {
+  /** The control plane's operation that asked for it (named on every log line of its work). */
+  operationId: string;
   /** Identifies the transfer: requests with the same key share one. */
   key: string;
   /** Machines to take blobs from before the source, nearest first (see TransferRequest.peers). */
@@ -90,6 +92,7 @@ export function planTransfer(req: TransferRequest): TransferPlan {
   const key = digest ? `${url.host}|${digest}|${wanted}` : `${url.host}/${req.source.repository}:${req.ref}|${wanted}`;
   return {
     ...origin,
+    operationId: req.operation_id,
     key,
     peers,
     source,

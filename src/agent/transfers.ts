@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import type { Failure, TransferEvent } from '../control/wire.js';
-import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
+import { type ErrorCode, StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
 import { formatReference, parseReference, repository } from '../oci/reference.js';
@@ -10,6 +10,8 @@ import { RegistryClient, registryErrorDetails } from '../registry/client.js';
 import { type BlobSource, pullImage } from '../registry/pull.js';
 import { pullReferrers } from '../registry/pull-referrers.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord } from '../store/types.js';
+import type { Logger } from 'pino';
+import type { AgentMetrics } from './metrics.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { SourcePlan, TransferPlan } from './transfer-request.js';
 
@@ -48,6 +50,9 @@ export interface TransferDeps {
   stallTimeoutMs?: number | undefined;
   /** The dispatcher presenting this machine's certificate, for https:// sources (mutual TLS with peers). */
   tlsDispatcher?: (() => Dispatcher | undefined) | undefined;
+  metrics?: AgentMetrics | undefined;
+  /** Transfer lines carry the operation ID (operation_id) of the control plane's operation. */
+  log?: Logger | undefined;
 }
 
 const DEFAULT_STALL_TIMEOUT_MS = 30_000;
@@ -84,6 +89,10 @@ export class Transfer {
   get finished(): boolean {
     return this.final !== undefined;
   }
+
+  private resolveEnded: (event: TransferEvent) => void = () => undefined;
+  /** Resolves with the final event (declared after resolveEnded, which its executor sets). */
+  readonly ended = new Promise<TransferEvent>((resolve) => (this.resolveEnded = resolve));
 
   /** A later request for the same transfer: its references, fresh credentials and peers take effect. */
   refresh(plan: TransferPlan): void {
@@ -154,6 +163,7 @@ export class Transfer {
     this.final = event;
     this.emit(event);
     this.listeners.clear();
+    this.resolveEnded(event);
   }
 }
 
@@ -192,6 +202,11 @@ export class TransferManager {
     return true;
   }
 
+  /** Transfers under way. */
+  get runningCount(): number {
+    return this.running.size;
+  }
+
   /** Aborts every running transfer and waits for them to settle. */
   async close(): Promise<void> {
     this.abort.abort(shuttingDown());
@@ -199,6 +214,22 @@ export class TransferManager {
   }
 
   private async run(t: Transfer): Promise<void> {
+    const log = this.deps.log?.child({ operation_id: t.plan.operationId, ref: t.plan.digest ?? t.plan.source.tag });
+    const startedAt = performance.now();
+    const ended = t.ended.then((event) => {
+      const status = event.type === 'result' ? event.status : 'failed';
+      const seconds = (performance.now() - startedAt) / 1000;
+      this.deps.metrics?.transfers.inc({ status });
+      this.deps.metrics?.transferDuration.observe({ status }, seconds);
+      if (event.type === 'error') log?.warn({ failure: event.failure, seconds }, 'transfer failed');
+      else log?.info({ status, bytes: t.bytesTransferred, seconds }, 'transfer ended');
+    });
+    log?.info({ source: t.plan.host, peers: t.plan.peers.length }, 'transfer started');
+    await this.transfer(t);
+    await ended;
+  }
+
+  private async transfer(t: Transfer): Promise<void> {
     let stage: Stage = 'connect';
     const announced: Array<() => void> = [];
     try {
@@ -217,7 +248,8 @@ export class TransferManager {
       const presentBefore = new Set<Digest>();
       const recorded = new Set<string>();
       // Every received blob byte (image and referrers alike) passes the agent's rate cap and counts as progress.
-      const countBytes = async (n: number): Promise<void> => {
+      const countBytes = async (n: number, source: string = plan.host): Promise<void> => {
+        this.deps.metrics?.receivedBytes.inc({ source }, n);
         await limiter?.take(n);
         t.bytesTransferred += n;
         if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
@@ -276,7 +308,9 @@ export class TransferManager {
       const skipped = presentBefore.has(result.manifestDigest) && t.bytesTransferred === 0;
       t.finish(resultEvent(skipped ? 'skipped_present' : 'present', record, t.bytesTransferred));
     } catch (err) {
-      t.finish({ type: 'error', failure: failureOf(err, stage, t.plan.host) });
+      // Stopped mid-way (SIGTERM): whatever the interrupted step threw, the target went away.
+      const cause = this.abort.signal.aborted ? shuttingDown() : err;
+      t.finish({ type: 'error', failure: failureOf(cause, stage, t.plan.host) });
     } finally {
       for (const release of announced) release();
     }
@@ -348,6 +382,7 @@ const BLOB_CODES: ReadonlySet<ErrorCode> = new Set(['BLOB_NOT_FOUND', 'DIGEST_MI
 
 /** The failure line: a stable code, a message naming the source, and where it went wrong. */
 export function failureOf(err: unknown, phase: Stage, host: string): Failure {
+  err = storageFullOr(err);
   let stage: Stage = phase;
   const code: string = isStowageError(err) ? err.code : 'INTERNAL';
   // A runtime that is down or refuses fails the hand-over whatever step was running when it did.

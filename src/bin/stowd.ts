@@ -55,6 +55,7 @@ interface AgentFlags {
   containerdNamespace: string;
   containerdSnapshotter: string;
   dockerSocket: string;
+  metricsTokenFile?: string;
 }
 
 const program = new Command('stowd').description('Stowage daemons').version(STOWAGE_VERSION);
@@ -83,6 +84,7 @@ program
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
   .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
   .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
+  .option('--metrics-token-file <file>', 'file holding a token that may read GET /metrics (besides the machine secret)')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
       // One source of truth: flags given beside a configuration file would be silently ignored.
@@ -105,6 +107,7 @@ program
         'containerdNamespace',
         'containerdSnapshotter',
         'dockerSocket',
+        'metricsTokenFile',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
         const flags = clashing.map((name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ');
@@ -134,6 +137,7 @@ program
           }),
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
+      ...(opts.metricsTokenFile ? { metrics: { tokenFile: opts.metricsTokenFile } } : {}),
       runtime: {
         kind: opts.runtime,
         containerd: { socket: opts.containerdSocket, namespace: opts.containerdNamespace, snapshotter: opts.containerdSnapshotter },

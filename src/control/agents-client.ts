@@ -138,6 +138,10 @@ async function agentError(machine: MachineRecord, res: Dispatcher.ResponseData):
     parsed = undefined;
   }
   if (parsed?.success) {
+    // A target shutting down refuses new work with AGENT_UNREACHABLE: to the operation it went away, as if killed.
+    if (parsed.data.error.code === 'AGENT_UNREACHABLE') {
+      return new StowageError('AGENT_UNREACHABLE', `agent ${machine.id} went away: ${parsed.data.error.message}`, { details: { machine_id: machine.id } });
+    }
     return new StowageError('AGENT_ERROR', `agent ${machine.id}: ${parsed.data.error.code}: ${parsed.data.error.message}`, {
       status: 502,
       details: { machine_id: machine.id, agent_code: parsed.data.error.code },

@@ -40,6 +40,8 @@ export const controlConfigSchema = z
      * users it creates are written to <dataDir>/tokens/<name>.token.
      */
     seed: catalogSeedSchema.optional(),
+    /** GET /metrics (Prometheus): an admin or superadmin API key is needed unless `anonymous` opens it to all. */
+    metrics: z.object({ anonymous: z.boolean().default(false) }).strict().default({}),
     /**
      * Serve plain HTTP. Without it `stowd control` serves HTTPS with the certificates `stowd init` made in
      * the data directory, and refuses to start when there are none.

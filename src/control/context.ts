@@ -5,6 +5,7 @@ import type { AvailabilityStore } from './availability.js';
 import type { ControlConfig } from './config.js';
 import type { Db } from './db/database.js';
 import type { Machines } from './machines.js';
+import type { ControlMetrics } from './metrics.js';
 import type { OperationRunner } from './operations/runner.js';
 import type { UploadWaiters } from './operations/push.js';
 import type { OperationStore } from './operations/store.js';
@@ -19,6 +20,7 @@ export interface ControlContext {
   runner: OperationRunner;
   uploads: UploadWaiters;
   log: Logger;
+  metrics: ControlMetrics;
   /** Set when the control plane serves TLS: its material, and the dispatcher that reaches agents with its certificate. */
   tls?: ControlTls & { agentDispatcher: Dispatcher };
 }

@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { instrumentHttp, metricsRoute } from '../metrics/http.js';
 import { refuseWithoutCredential } from './auth/early-auth.js';
 import type { ControlContext } from './context.js';
 import { graphqlRoutes } from './graphql/index.js';
@@ -9,6 +10,7 @@ import { installErrorHandler } from './rest/errors.js';
 import { imageRoutes } from './rest/image-routes.js';
 import { machineRoutes } from './rest/machine-routes.js';
 import { operationRoutes } from './rest/operation-routes.js';
+import { requireUser } from './rest/guards.js';
 import { sessionRoutes } from './rest/session-routes.js';
 import { tokenRoutes } from './rest/token-routes.js';
 import { taskEventRoutes } from './tasks/sse.js';
@@ -33,11 +35,15 @@ export async function buildControlApp(ctx: ControlContext, joinToken: string): P
         }
       : {}),
   });
+  instrumentHttp(app, ctx.metrics, 'control');
   installErrorHandler(app);
   // The CA certificate is public: an agent fetches it once and checks it against its join token's pin.
   if (tls) app.get('/api/v1/ca', async (_request, reply) => reply.type('application/x-pem-file').send(tls.ca.certPem));
   app.addHook('onRequest', async (request) => refuseWithoutCredential(ctx.db, request));
   app.get('/healthz', async () => ({ ok: true }));
+  metricsRoute(app, ctx.metrics, (request) => {
+    if (!ctx.config.metrics.anonymous) requireUser(ctx, request, ['superadmin', 'admin']);
+  });
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);
   operationRoutes(app, ctx);

@@ -13,7 +13,7 @@ import { registerBuildRoutes } from './routes/build.js';
 import { registerDistributionRoutes } from './routes/distribution.js';
 import { registerSearchRoutes } from './routes/search.js';
 import { checkQueryBounds, MAX_QUERY_PARAM_BYTES } from './params.js';
-import { errorMessageOf } from './stream.js';
+import { errorMessageOf, errorStatusOf } from './stream.js';
 
 /** The Docker Engine API version served, and the oldest one accepted. */
 export { API_VERSION, MIN_API_VERSION };
@@ -124,12 +124,7 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
   app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
 
   app.setErrorHandler((err: FastifyError | Error, _request, reply) => {
-    let status = 500;
-    if (isStowageError(err)) status = err.status;
-    else {
-      const s = (err as FastifyError).statusCode;
-      if (typeof s === 'number' && s >= 400 && s < 600) status = s;
-    }
+    const status = errorStatusOf(err);
     if (reply.sent || reply.raw.headersSent) {
       reply.raw.destroy();
       return;

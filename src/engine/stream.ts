@@ -1,5 +1,5 @@
 import type { FastifyReply } from 'fastify';
-import { isStowageError } from '../errors.js';
+import { isStowageError, storageFullOr } from '../errors.js';
 
 /**
  * Docker's newline-delimited JSON progress stream (`application/json`, one message per line, each
@@ -27,11 +27,13 @@ export interface JsonStream {
 }
 
 export function errorMessageOf(err: unknown): string {
+  err = storageFullOr(err);
   if (err instanceof Error) return err.message;
   return String(err);
 }
 
 export function errorStatusOf(err: unknown): number {
+  err = storageFullOr(err);
   if (isStowageError(err)) return err.status;
   const s = (err as { statusCode?: unknown } | null)?.statusCode;
   return typeof s === 'number' && s >= 400 && s < 600 ? s : 500;

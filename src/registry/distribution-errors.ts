@@ -19,6 +19,8 @@ export type DistributionCode =
   | 'TOOMANYREQUESTS'
   | 'RANGE_INVALID'
   | 'PAGINATION_NUMBER_INVALID'
+  /** Not in the spec: the agent's disk is full (HTTP 507); clients print code and message as for any other. */
+  | 'INSUFFICIENT_STORAGE'
   | 'UNKNOWN';
 
 export function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {

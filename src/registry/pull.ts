@@ -55,8 +55,9 @@ export interface PullOptions {
   /**
    * Called with the size of each chunk of blob bytes received, before it is written: awaiting it paces the
    * download (a bandwidth cap), and the sum is what actually crossed the network (resumed prefixes excluded).
+   * `source` is the host[:port] that sent them (a peer or the origin).
    */
-  onBlobBytes?: ((bytes: number) => Promise<void> | void) | undefined;
+  onBlobBytes?: ((bytes: number, source: string) => Promise<void> | void) | undefined;
   /** Called once a platform manifest's config is in, with the layers that must still be downloaded. */
   onPlan?: ((missing: readonly Descriptor[]) => void) | undefined;
   /**
@@ -407,7 +408,7 @@ async function downloadBlob(
                   details: { expected: total },
                 });
               }
-              await opts.onBlobBytes?.(chunk.length);
+              await opts.onBlobBytes?.(chunk.length, host);
               yield chunk;
               emit(received);
             }
@@ -416,7 +417,15 @@ async function downloadBlob(
           }
         };
         emit(start, true);
-        await ingest.write(counted());
+        // Aborted (the agent stopping) while the source sends nothing: the read ends now, not at the stall timeout.
+        const cut = (): void => void body.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
+        opts.signal?.addEventListener('abort', cut, { once: true });
+        try {
+          if (opts.signal?.aborted) cut();
+          await ingest.write(counted());
+        } finally {
+          opts.signal?.removeEventListener('abort', cut);
+        }
       }
       if (report) {
         emit(total, true);

@@ -1,6 +1,6 @@
 import { type Readable, Transform, pipeline } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isStowageError } from '../errors.js';
+import { isStowageError, storageFullOr } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../oci/media-types.js';
@@ -173,6 +173,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   app.setErrorHandler((err, _req, reply) => {
     if (isStowageError(err, 'BLOB_NOT_FOUND')) return sendError(reply, 404, 'BLOB_UNKNOWN', err.message);
     if (isStowageError(err, 'INVALID_DIGEST')) return sendError(reply, 400, 'DIGEST_INVALID', err.message);
+    const full = storageFullOr(err);
+    if (isStowageError(full, 'INSUFFICIENT_STORAGE')) return sendError(reply, 507, 'INSUFFICIENT_STORAGE', full.message);
     const status = (err as { statusCode?: number }).statusCode;
     if (status !== undefined && status >= 400 && status < 500) return sendError(reply, status, 'UNKNOWN', (err as Error).message);
     reply.log.error({ err }, 'registry route failed');

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { StowageError, isStowageError } from '../errors.js';
+import { StowageError, isStorageFull, isStowageError, storageFullOr } from '../errors.js';
 import { type Digest, isDigest } from '../oci/digest.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
 import { deleteBlob, deleteManifest } from './content-delete.js';
@@ -53,14 +53,36 @@ function hasBody(raw: IncomingMessage): boolean {
   return raw.headers['transfer-encoding'] !== undefined;
 }
 
-/** The request body, failing with TOO_LARGE once the blob would pass `limit` bytes (counting `already`). */
+/**
+ * The request body, failing with TOO_LARGE once the blob would pass `limit` bytes (counting `already`).
+ * Stopping early leaves the request open (not destroyed), so drainRequest can let the client read the answer.
+ */
 async function* bounded(raw: IncomingMessage, already: number, limit: number): AsyncIterable<Uint8Array> {
   let total = already;
-  for await (const chunk of raw as AsyncIterable<Buffer>) {
+  for await (const chunk of raw.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     total += chunk.length;
     if (total > limit) throw new StowageError('TOO_LARGE', `blob is larger than the ${limit} bytes accepted`, { details: { limit } });
     yield chunk;
   }
+}
+
+/** Most bytes of an unread request body discarded so the client sees an error answer rather than a reset. */
+const MAX_DRAIN_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Reads and discards the rest of a request whose answer is an error. A client still sending (skopeo, docker)
+ * reads the answer only once its body is out; closing the connection under it instead turns a clear 507 or
+ * 413 into "use of closed network connection". Past MAX_DRAIN_BYTES the connection is closed after all.
+ */
+function drainRequest(raw: IncomingMessage): void {
+  if (raw.readableEnded || raw.destroyed) return;
+  let drained = 0;
+  raw.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > MAX_DRAIN_BYTES) raw.destroy();
+  });
+  raw.on('error', () => undefined);
+  raw.resume();
 }
 
 /** TOO_LARGE before anything is read when the declared length already passes the limit (so the 413 gets through). */
@@ -119,6 +141,7 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
             return sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported on an upload`);
         }
       } catch (err) {
+        drainRequest(req.raw);
         return sendUploadError(reply, err);
       }
     },
@@ -134,6 +157,7 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
         checkDeclaredLength(req.raw, 0, maxBlob);
         await store.put(bounded(req.raw, 0, maxBlob), { digest });
       } catch (err) {
+        drainRequest(req.raw);
         return sendUploadError(reply, err);
       }
       return blobCreated(reply, name, digest);
@@ -167,8 +191,9 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
       checkDeclaredLength(req.raw, offset, maxBlob);
       await sessions.use(session, async () => ({ result: await session.ingest.write(bounded(req.raw, offset, maxBlob)) }));
     } catch (err) {
-      // An upload past the limit cannot be finished: drop it rather than keep its bytes until it expires.
-      if (isStowageError(err, 'TOO_LARGE')) await sessions.cancel(session).catch(() => undefined);
+      // An upload past the limit, or one the disk had no room for (its bytes are already gone), cannot be
+      // finished: drop it rather than keep it until it expires.
+      if (isStowageError(err, 'TOO_LARGE') || isStorageFull(err)) await sessions.cancel(session).catch(() => undefined);
       throw err;
     }
     return uploadAccepted(reply.code(202), session);
@@ -191,7 +216,7 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
       });
     } catch (err) {
       if (isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH')) sessions.forget(session);
-      if (isStowageError(err, 'TOO_LARGE')) await sessions.cancel(session).catch(() => undefined);
+      if (isStowageError(err, 'TOO_LARGE') || isStorageFull(err)) await sessions.cancel(session).catch(() => undefined);
       throw err;
     }
     return blobCreated(reply, session.name, digest);
@@ -220,8 +245,11 @@ export function uploadStatus(reply: FastifyReply, sessions: UploadSessions, name
 
 /** Maps what the store and the sessions throw to distribution errors. */
 function sendUploadError(reply: FastifyReply, err: unknown): FastifyReply {
+  err = storageFullOr(err);
   if (!isStowageError(err)) throw err;
   switch (err.code) {
+    case 'INSUFFICIENT_STORAGE':
+      return sendError(reply, 507, 'INSUFFICIENT_STORAGE', err.message);
     case 'DIGEST_MISMATCH':
     case 'INVALID_DIGEST':
       return sendError(reply, 400, 'DIGEST_INVALID', err.message);

@@ -22,6 +22,12 @@ class NoRuntime implements RuntimeAdapter {
   async handOver(_image: HandOver): Promise<void> {}
   async remove(): Promise<void> {}
   async sync(): Promise<void> {}
+  holds(): boolean {
+    return true;
+  }
+  onHoldsChange(): () => void {
+    return () => undefined;
+  }
   async close(): Promise<void> {
     this.images.close();
   }

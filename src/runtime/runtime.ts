@@ -38,5 +38,26 @@ export interface RuntimeAdapter {
   remove(digests: readonly Digest[]): Promise<void>;
   /** Resolves once the agent's records reflect what the runtime holds now. */
   sync(): Promise<void>;
+  /**
+   * Whether the runtime lists this platform image as of its last list. Only those are reported: a record
+   * written by a transfer or an upload that has not been handed over (or whose hand-over failed) is not.
+   */
+  holds(record: ImageRecord): boolean;
+  /** Calls `listener` whenever holds() may answer differently; returns the unsubscribe. */
+  onHoldsChange(listener: () => void): () => void;
   close(): Promise<void>;
+}
+
+/** The listeners of onHoldsChange. */
+export class HoldsListeners {
+  private readonly listeners = new Set<() => void>();
+
+  add(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  emit(): void {
+    for (const l of [...this.listeners]) l();
+  }
 }

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, opendir, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { StowageError } from '../errors.js';
+import { StowageError, storageFullOr } from '../errors.js';
 import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
 import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
 import { checkExpected, openFileIngest } from './ingest.js';
@@ -107,10 +107,10 @@ export class ContentStore implements ContentStoreApi {
     this.checkLease(opts.lease);
     // A private temp per writer: concurrent puts of one digest never share a file.
     const dir = join(this.ingestDir, `put-${randomUUID()}`);
-    await mkdir(dir);
-    const tmp = join(dir, 'data');
     this.busyIngests.add(dir); // a slow source must not look stale to removeStaleIngests
     try {
+      await mkdir(dir);
+      const tmp = join(dir, 'data');
       const digester = new Digester();
       const fh = await open(tmp, 'wx');
       try {
@@ -124,6 +124,8 @@ export class ContentStore implements ContentStoreApi {
       verifyContent(actual, expected);
       await this.publish(tmp, actual, opts.lease);
       return actual;
+    } catch (err) {
+      throw storageFullOr(err);
     } finally {
       this.busyIngests.delete(dir);
       await rm(dir, { recursive: true, force: true });

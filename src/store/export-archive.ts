@@ -80,17 +80,38 @@ async function blobSize(store: ContentStoreApi, d: Descriptor): Promise<number> 
   return info.size;
 }
 
+/** The reader went away (a client that disconnected, a runtime that cut the load): nothing more is read. */
+function archiveClosed(): StowageError {
+  return new StowageError('CANCELLED', 'the archive stream was closed before it was complete');
+}
+
+function isDestroyed(stream: unknown): boolean {
+  // streamx (tar-stream) says `destroying` from the call on; node streams say `destroyed`.
+  const s = stream as { destroyed?: boolean; destroying?: boolean };
+  return s.destroyed === true || s.destroying === true;
+}
+
 async function writeEntry(pack: tar.Pack, header: Partial<tar.Header> & { name: string }, body: AsyncIterable<Uint8Array> | Buffer): Promise<void> {
+  if (isDestroyed(pack)) {
+    if (!Buffer.isBuffer(body)) (body as { destroy?: () => void }).destroy?.();
+    throw archiveClosed();
+  }
   await new Promise<void>((resolve, reject) => {
     if (Buffer.isBuffer(body)) {
-      pack.entry(header, body, (err) => (err ? reject(err) : resolve()));
+      // An entry's failure (the reader went away: ECONNRESET, …) arrives through the callback; the entry
+      // also emits it as 'error', which must not go unheard (that would take the process down).
+      pack.entry(header, body, (err) => (err ? reject(err) : resolve())).on('error', () => undefined);
       return;
     }
     const entry = pack.entry(header, (err) => (err ? reject(err) : resolve()));
+    entry.on('error', () => undefined); // reported through the callback (see above)
     void (async () => {
       try {
         for await (const chunk of body) {
+          // Leaving the loop ends `body` (the store's read stream is closed, not left open).
+          if (isDestroyed(entry) || isDestroyed(pack)) throw archiveClosed();
           if (!entry.write(chunk)) {
+            if (isDestroyed(entry)) throw archiveClosed();
             await new Promise<void>((r) => {
               const done = (): void => {
                 entry.off('drain', done);
@@ -175,6 +196,10 @@ export function exportArchive(targets: ExportTarget[], source: ExportSource): Re
     pack.finalize();
   };
 
+  // A reader that goes away stops the production (its pending entry included).
+  out.once('close', () => {
+    if (!isDestroyed(pack)) pack.destroy();
+  });
   produce().catch((err: unknown) => {
     pack.destroy(err as Error);
     out.destroy(err as Error);

@@ -1,5 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { StowageError, isStowageError } from '../errors.js';
+import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digester } from '../oci/digest.js';
 import type { ByteSource } from './types.js';
 
@@ -63,7 +63,11 @@ export async function pumpSource(
           details: { expected: maxSize, actual: digester.size + chunk.byteLength },
         });
       }
-      await writeAll(fh, chunk);
+      try {
+        await writeAll(fh, chunk);
+      } catch (err) {
+        throw storageFullOr(err);
+      }
       digester.update(chunk);
       onWritten?.(digester.size);
     }

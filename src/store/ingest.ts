@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { constants, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { StowageError } from '../errors.js';
+import { StowageError, isStorageFull, storageFullOr } from '../errors.js';
 import { type Digest, Digester, isDigest, verifyContent } from '../oci/digest.js';
 import { checkNotShort, isErrno, pumpSource } from './fs-util.js';
 import type { LiveBlobs } from './live-blobs.js';
@@ -48,12 +48,19 @@ export async function openFileIngest(
     throw new StowageError('BAD_REQUEST', `ingest key must be 1..${MAX_KEY_LENGTH} characters`);
   }
   const dir = join(ingestRoot, ingestDirName(key));
-  await mkdir(dir, { recursive: true });
-  // The key is kept only for people and tools inspecting the directory; nothing reads it back.
-  await writeFile(join(dir, 'meta.json'), JSON.stringify({ key }), { flag: 'wx' }).catch((err: unknown) => {
-    if (!isErrno(err, 'EEXIST')) throw err;
-  });
-  const fh = await open(join(dir, 'data'), 'a');
+  let fh;
+  try {
+    await mkdir(dir, { recursive: true });
+    // The key is kept only for people and tools inspecting the directory; nothing reads it back.
+    await writeFile(join(dir, 'meta.json'), JSON.stringify({ key }), { flag: 'wx' }).catch((err: unknown) => {
+      if (!isErrno(err, 'EEXIST')) throw err;
+    });
+    fh = await open(join(dir, 'data'), 'a');
+  } catch (err) {
+    // A full disk leaves no half-made ingest directory behind.
+    if (isStorageFull(err)) await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    throw storageFullOr(err);
+  }
   try {
     // Only an ingest named by the digest it will have can be read by that digest before it is whole.
     const live = hooks && isDigest(key) ? { ...hooks, digest: key } : undefined;
@@ -105,35 +112,51 @@ class FileIngest implements Ingest {
   }
 
   write(source: ByteSource): Promise<BlobInfo> {
-    return this.exclusive(async () => {
-      const digester = await this.syncHash();
-      const fh = await this.openData(constants.O_WRONLY | constants.O_APPEND);
-      const live = this.live;
-      live?.live.writeStarted(live.digest, this.data, digester.size);
-      let whole = false;
-      try {
-        await pumpSource(source, fh, digester, undefined, live && ((total) => live.live.grew(live.digest, total)));
-        this.size = digester.size;
-        whole = true;
-        return { digest: digester.peek(), size: digester.size };
-      } catch (err) {
-        // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
-        // and hash in step; a failed write may not, and then the hash is rebuilt from the file.
-        const onDisk = await fh.stat().then((s) => s.size, () => -1);
-        if (onDisk !== digester.size) this.digester = undefined;
-        this.size = onDisk === -1 ? digester.size : onDisk;
-        throw err;
-      } finally {
-        await fh.close();
-        live?.live.writeEnded(live.digest, whole);
-      }
-    });
+    return this.exclusive(() => this.removedWhenFull(() => this.writeLocked(source)));
+  }
+
+  /**
+   * A full disk ends the ingest: its partial file is removed at once (keeping it to resume would hold the
+   * very space that is missing) and the error is INSUFFICIENT_STORAGE.
+   */
+  private async removedWhenFull<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (!isStorageFull(err)) throw err;
+      await this.remove().catch(() => undefined);
+      throw storageFullOr(err);
+    }
+  }
+
+  private async writeLocked(source: ByteSource): Promise<BlobInfo> {
+    const digester = await this.syncHash();
+    const fh = await this.openData(constants.O_WRONLY | constants.O_APPEND);
+    const live = this.live;
+    live?.live.writeStarted(live.digest, this.data, digester.size);
+    let whole = false;
+    try {
+      await pumpSource(source, fh, digester, undefined, live && ((total) => live.live.grew(live.digest, total)));
+      this.size = digester.size;
+      whole = true;
+      return { digest: digester.peek(), size: digester.size };
+    } catch (err) {
+      // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
+      // and hash in step; a failed write may not, and then the hash is rebuilt from the file.
+      const onDisk = await fh.stat().then((s) => s.size, () => -1);
+      if (onDisk !== digester.size) this.digester = undefined;
+      this.size = onDisk === -1 ? digester.size : onDisk;
+      throw err;
+    } finally {
+      await fh.close();
+      live?.live.writeEnded(live.digest, whole);
+    }
   }
 
   async commit(expected: ExpectedContent = {}, opts: CommitOptions = {}): Promise<BlobInfo> {
     checkExpected(expected);
     this.checkLease(opts.lease);
-    return this.exclusive(async () => {
+    return this.exclusive(() => this.removedWhenFull(async () => {
       const digester = await this.syncHash();
       this.digester = undefined; // digest() finalises it
       const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
@@ -158,7 +181,7 @@ class FileIngest implements Ingest {
       if (live?.digest === actual.digest) live.live.committed(actual.digest, actual.size, live.blobPath(actual.digest));
       await this.remove(live?.digest === actual.digest);
       return actual;
-    });
+    }));
   }
 
   async abort(): Promise<void> {

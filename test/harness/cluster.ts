@@ -68,6 +68,8 @@ export interface ClusterOptions {
   labels?: Array<Record<string, string>>;
   /** More `stowd agent` flags for agent i (e.g. its runtime). */
   agentArgs?: (index: number) => string[];
+  /** Runs once before agent i first starts, e.g. to mount a small tmpfs at its data directory. */
+  prepareAgentDataDir?: (index: number, dataDir: string) => Promise<void>;
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
 }
@@ -137,11 +139,11 @@ export interface StandaloneAgent {
   close(): Promise<void>;
 }
 
-export async function startStandaloneAgent(): Promise<StandaloneAgent> {
+export async function startStandaloneAgent(extraArgs: string[] = []): Promise<StandaloneAgent> {
   const dataDir = await tmpDir('stowage-standalone-');
   const peer = await freePort();
   const docker = await freePort();
-  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker)], /agent ready/);
+  const { child } = await spawnDaemon(['agent', '--data-dir', dataDir, '--peer-port', String(peer), '--docker-port', String(docker), ...extraArgs], /agent ready/);
   return {
     peerUrl: `http://127.0.0.1:${peer}`,
     dockerHost: `tcp://127.0.0.1:${docker}`,
@@ -215,14 +217,15 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   };
 
   const startAgentProcess = async (name: string): Promise<ClusterAgent> => {
+    const dataDir = join(root, name);
+    const index = Number(name.slice('agent-'.length)) - 1;
     let ports = agentPorts.get(name);
     if (!ports) {
       ports = { peer: await freePort(), docker: await freePort() };
       agentPorts.set(name, ports);
+      await opts.prepareAgentDataDir?.(index, dataDir);
     }
-    const dataDir = join(root, name);
     const args = ['agent', '--data-dir', dataDir, '--peer-port', String(ports.peer), '--docker-port', String(ports.docker)];
-    const index = Number(name.slice('agent-'.length)) - 1;
     args.push('--control-url', controlUrl, '--join-token', joinToken, '--name', name, '--scaling-group', opts.scalingGroups?.[index] ?? 'default');
     for (const [k, v] of Object.entries(opts.labels?.[index] ?? {})) args.push('--label', `${k}=${v}`);
     if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));

@@ -3,6 +3,9 @@ import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster } from '../harness/cluster.js';
 import { type RunnableImage, makeRunnableImage } from '../harness/containerd.js';
 import { type PodmanService, startPodman } from '../harness/podman.js';
+import { skopeo } from '../harness/images.js';
+import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { until } from '../harness/cluster.js';
 
 /**
  * Three agents with `--runtime docker`, each beside its own Podman service: an image pushed from an archive
@@ -15,6 +18,12 @@ const REF = 'docker.io/stowage-test/podhello:1';
 let cluster: Cluster;
 const services: PodmanService[] = [];
 let image: RunnableImage;
+let registry: TestRegistry;
+
+async function records(machine: string): Promise<Availability[]> {
+  const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=${machine}`);
+  return r.body.records;
+}
 
 interface PodmanImage {
   Id: string;
@@ -36,6 +45,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.close();
   for (const s of services) await s.stop();
+  await registry?.stop();
 });
 
 describe('agents beside Podman', () => {
@@ -64,5 +74,32 @@ describe('agents beside Podman', () => {
     await cluster.waitForImage('agent-3', image.manifestDigest);
     const ran = await services[2]!.podman(['run', '--rm', REF]);
     expect(ran.stdout, ran.stderr).toBe(image.message);
+  }, 300_000);
+
+  it('podman pull, tag and rmi on the machine show in image status, by the registry manifest digest and the image ID', async () => {
+    registry = await startRegistry();
+    const direct = await makeRunnableImage('docker.io/stowage-test/pulled:1');
+    const ref = `${registry.host}/stowage-test/pulled:1`;
+    await skopeo(['copy', `oci:${direct.layout}`, `docker://${ref}`]);
+    const pull = await services[1]!.podman(['pull', '--tls-verify=false', ref]);
+    expect(pull.code, pull.stderr).toBe(0);
+    const pulled = await until('agent-2 to report the pulled image', async () => (await records('agent-2')).find((r) => r.digest === direct.manifestDigest && r.presence.state === 'present'), {
+      timeoutMs: 60_000,
+    });
+    expect(pulled.config_digest).toBe(direct.configDigest);
+    expect(pulled.platform).toBe('linux/amd64');
+    expect(pulled.references).toEqual([ref]);
+
+    // A tag-only change.
+    const tag = await services[1]!.podman(['tag', ref, 'docker.io/stowage-test/pulled:renamed']);
+    expect(tag.code, tag.stderr).toBe(0);
+    await until('agent-2 to report the new tag', async () => {
+      const rec = (await records('agent-2')).find((r) => r.digest === direct.manifestDigest);
+      return rec?.references.includes('docker.io/stowage-test/pulled:renamed') ? true : undefined;
+    }, { timeoutMs: 60_000 });
+
+    const rmi = await services[1]!.podman(['rmi', '--force', direct.configDigest.slice('sha256:'.length)]);
+    expect(rmi.code, rmi.stderr).toBe(0);
+    await cluster.waitForImage('agent-2', direct.manifestDigest, { absent: true });
   }, 300_000);
 });

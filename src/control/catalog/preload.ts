@@ -82,7 +82,7 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
         const again = (): TransferRequest => peerRequest(ctx, opId, row, target, references) ?? peer;
         const r = await ctx.runner.runTransfer(opId, target, again, { platform, resumed: wasRunning, renewEveryMs: renewEveryMs(ctx.config.peerTokenTtlSeconds) });
         if (r.status !== 'failed' || !registry || signal.aborted) return;
-        ctx.log.warn({ opId, machineId }, 'preload from a peer failed; trying the registry');
+        ctx.runner.logFor(opId).warn({ machine: machineId }, 'preload from a peer failed; trying the registry');
       }
       if (!registry) throw new StowageError('REGISTRY_NOT_FOUND', `registry "${key.registry}" is no longer configured`);
       if (signal.aborted) return;

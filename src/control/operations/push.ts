@@ -185,7 +185,8 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
       ctx.runner.signalFor(opId),
       () => {},
     );
-    if (outcome.type === 'error') return { ...outcome.failure, stage: 'verify' };
+    // A runtime that would not take the image is the runtime's failure, not the upload's.
+    if (outcome.type === 'error') return { ...outcome.failure, stage: outcome.failure.stage === 'runtime' ? 'runtime' : 'verify' };
     ctx.availability.markPresent(machine.id, {
       digest: outcome.digest,
       platform: outcome.platform,

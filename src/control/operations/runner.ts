@@ -4,6 +4,7 @@ import { forEachLimited } from '../../registry/pool.js';
 import type { AgentsClient } from '../agents-client.js';
 import type { AvailabilityStore } from '../availability.js';
 import type { MachineRecord, Machines } from '../machines.js';
+import type { ControlMetrics } from '../metrics.js';
 import type { Failure, Operation, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
 import { type OperationStore, isTargetDone, isTerminal } from './store.js';
 
@@ -47,7 +48,13 @@ export class OperationRunner {
     readonly agents: AgentsClient,
     private readonly log: Logger,
     private readonly targetConcurrency: number,
+    private readonly metrics: ControlMetrics,
   ) {}
+
+  /** The log of one operation's work: every line names it (operation_id). */
+  logFor(opId: string): Logger {
+    return this.log.child({ operation_id: opId });
+  }
 
   register(kind: OperationKind, handler: KindHandler): void {
     this.handlers.set(kind, handler);
@@ -59,7 +66,9 @@ export class OperationRunner {
     const op = this.operations.get(opId);
     if (!op || isTerminal(op.status)) return;
     const handler = this.handlers.get(op.kind);
+    const log = this.logFor(opId);
     this.controllers.set(opId, new AbortController());
+    log.info({ kind: op.kind, status: op.status, targets: op.targets.length }, 'operation started');
     const work = (async () => {
       if (!handler) throw new Error(`no handler for ${op.kind} operations`);
       await handler(opId);
@@ -67,16 +76,27 @@ export class OperationRunner {
       .catch((err: unknown) => {
         if (this.signalFor(opId).aborted) return; // cancelled: cancel() has recorded how it ended
         // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
-        if (isStowageError(err)) this.log.info({ opId, code: err.code }, err.message);
-        else this.log.error({ err, opId }, 'operation failed');
+        if (isStowageError(err)) log.info({ code: err.code }, err.message);
+        else log.error({ err }, 'operation failed');
         this.operations.abandon(opId, 'failed', toFailure(err, 'internal'));
       })
       .finally(() => {
         this.running.delete(opId);
         this.controllers.delete(opId);
+        this.recordEnd(opId, log);
         this.resumed.delete(opId);
       });
     this.running.set(opId, work);
+  }
+
+  /** Counts and times an operation that has ended (one left running by a shutdown is not counted). */
+  private recordEnd(opId: string, log: Logger): void {
+    const ended = this.operations.summary(opId);
+    if (!ended || !isTerminal(ended.status)) return;
+    const seconds = Math.max(0, (Date.parse(ended.finished_at ?? ended.updated_at) - Date.parse(ended.created_at)) / 1000);
+    this.metrics.operationDuration.observe({ kind: ended.kind, status: ended.status }, seconds);
+    this.metrics.operationsEnded.inc({ kind: ended.kind, status: ended.status });
+    log.info({ kind: ended.kind, status: ended.status, seconds }, 'operation ended');
   }
 
   /** Whether the operation was left unfinished by a previous run and taken over by resumeAll. */
@@ -139,27 +159,50 @@ export class OperationRunner {
   ): Promise<TransferTargetResult> {
     const build = typeof request === 'function' ? request : () => request;
     const req = build();
+    const log = this.logFor(opId).child({ machine: target.id });
+    const kind = this.operations.summary(opId)?.kind ?? 'unknown';
+    const startedAt = performance.now();
+    // Bytes count as they are reported, by the operation's source machine (or the registry) and the target.
+    const bytes = this.metrics.transferBytes.labels({ source: this.sourceLabel(opId, req), target: target.id });
+    let counted = 0;
+    const count = (total: number): void => {
+      if (total > counted) bytes.inc(total - counted);
+      counted = Math.max(counted, total);
+    };
+    const ended = (result: TransferTargetResult, failure?: Failure): TransferTargetResult => {
+      const seconds = (performance.now() - startedAt) / 1000;
+      this.metrics.transferDuration.observe({ kind, status: result.status }, seconds);
+      if (failure) log.warn({ status: result.status, failure, seconds }, 'target failed');
+      else log.info({ status: result.status, bytes: counted, seconds }, 'target ended');
+      return result;
+    };
+    log.info({ ref: req.ref, peers: req.peers?.length ?? 0 }, 'target transfer requested');
     this.operations.updateTarget(opId, target.id, { status: 'running', failure: null });
     const wanted = req.ref.startsWith('sha256:') ? req.ref : undefined;
     if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
     let started = false;
+    // Whether image bytes had reached the target: a target that goes away then failed moving blobs.
+    let moved = false;
     // Peer tokens expire: a transfer longer than their lifetime gets the request again, with new ones.
-    const renew = opts.renewEveryMs === undefined ? undefined : setInterval(() => void this.renew(target, build), opts.renewEveryMs);
+    const renew = opts.renewEveryMs === undefined ? undefined : setInterval(() => void this.renew(opId, target, build), opts.renewEveryMs);
     renew?.unref();
     try {
       const signal = this.signalFor(opId);
       const outcome = await this.agents.transfer(target, req, signal, (p) => {
+        if (p.bytes_transferred > 0) moved = true;
         if (!started && p.bytes_total !== null) {
           started = true;
           opts.onStarted?.();
         }
+        count(p.bytes_transferred);
         const now = Date.now();
         if (now - lastWrite < PROGRESS_WRITE_MS) return;
         lastWrite = now;
         this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total });
       });
-      if (outcome.type === 'error') return this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure);
+      if (outcome.type === 'error') return ended(this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure), outcome.failure);
+      count(outcome.bytes_transferred);
       const status: TargetStatus = outcome.status === 'skipped_present' && opts.resumed ? 'present' : outcome.status;
       if (wanted && wanted !== outcome.digest) this.availability.clearTransfer(target.id, wanted, opts.platform);
       this.availability.markPresent(target.id, {
@@ -175,25 +218,37 @@ export class OperationRunner {
         bytesTransferred: outcome.bytes_transferred,
         bytesTotal: status === 'skipped_present' ? 0 : outcome.bytes_transferred,
       });
-      return { status, platform: outcome.platform };
+      return ended({ status, platform: outcome.platform });
     } catch (err) {
       if (this.signalFor(opId).aborted) {
         // Cancelled: no claim either way; the agent's own inventory will tell if it finished anyway.
         if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
-        return { status: 'failed' };
+        return ended({ status: 'failed' }, { code: 'CANCELLED', message: 'the operation was cancelled', stage: 'transfer' });
       }
-      return this.failTarget(opId, target.id, wanted, opts.platform, toFailure(err, 'connect'));
+      const failure = toFailure(err, moved ? 'blobs' : 'connect');
+      return ended(this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
     } finally {
       clearInterval(renew);
     }
   }
 
+  /** The source a transfer's bytes count under: the operation's source machine, else the registry's host. */
+  private sourceLabel(opId: string, req: TransferRequest): string {
+    const machine = this.operations.summary(opId)?.source_machine;
+    if (machine) return machine;
+    try {
+      return new URL(req.source.registry_url).host;
+    } catch {
+      return 'unknown';
+    }
+  }
+
   /** Sends a running transfer its request again (fresh tokens, current peers); failures wait for the next turn. */
-  private async renew(target: MachineRecord, build: () => TransferRequest): Promise<void> {
+  private async renew(opId: string, target: MachineRecord, build: () => TransferRequest): Promise<void> {
     try {
       await this.agents.refreshTransfer(target, build());
     } catch (err) {
-      this.log.info({ machine: target.id, err: (err as Error).message }, 'renewing a transfer failed; trying again later');
+      this.logFor(opId).info({ machine: target.id, err: (err as Error).message }, 'renewing a transfer failed; trying again later');
     }
   }
 

@@ -56,6 +56,8 @@ export interface NewOperation {
   stage?: string;
 }
 
+export type OperationSummary = Pick<OperationRow, 'kind' | 'status' | 'source_machine' | 'created_at' | 'updated_at' | 'finished_at'>;
+
 export interface ListFilter {
   kind?: string | undefined;
   status?: string | undefined;
@@ -109,6 +111,13 @@ export class OperationStore {
     const op = this.get(id);
     if (!op) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
     return op;
+  }
+
+  /** The operation's own row, without its targets: cheap where the targets are not needed. */
+  summary(id: string): OperationSummary | undefined {
+    return this.db.prepare('SELECT kind, status, source_machine, created_at, updated_at, finished_at FROM operations WHERE id = ?').get(id) as
+      | OperationSummary
+      | undefined;
   }
 
   params<T>(id: string): T {

@@ -4,7 +4,8 @@ import type { Digest } from '../../oci/digest.js';
 import { isIndexMediaType } from '../../oci/media-types.js';
 import { ImageIndex } from '../../store/image-index.js';
 import { CoalescedRun } from '../coalesced-run.js';
-import type { HandOver, RuntimeAdapter } from '../runtime.js';
+import { type HandOver, HoldsListeners, type RuntimeAdapter } from '../runtime.js';
+import type { ImageRecord } from '../../store/types.js';
 import { ContainerdClient, runtimeError } from './client.js';
 import { ContainerdContentStore } from './content-store.js';
 import { ContainerdMirror } from './inventory.js';
@@ -41,9 +42,12 @@ export class ContainerdRuntime implements RuntimeAdapter {
   private closed = false;
   private stream: { cancel(): void } | undefined;
   private timers: NodeJS.Timeout[] = [];
+  private readonly holdsListeners = new HoldsListeners();
   /** Events coalesce into one re-list of containerd's images. */
   private readonly lister = new CoalescedRun(
-    async () => this.mirror.apply(await this.client.listImages()),
+    async () => {
+      if (await this.mirror.apply(await this.client.listImages())) this.holdsListeners.emit();
+    },
     () => this.closed,
   );
 
@@ -112,6 +116,14 @@ export class ContainerdRuntime implements RuntimeAdapter {
 
   sync(): Promise<void> {
     return this.lister.run();
+  }
+
+  holds(record: ImageRecord): boolean {
+    return this.mirror.holds(record.manifestDigest);
+  }
+
+  onHoldsChange(listener: () => void): () => void {
+    return this.holdsListeners.add(listener);
   }
 
   async handOver(image: HandOver): Promise<void> {

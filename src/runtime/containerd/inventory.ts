@@ -84,14 +84,21 @@ export class ContainerdMirror {
   /** name → target digest, as of the previous mirror (undefined before the first). */
   private previous: Map<string, Digest> | undefined;
   private readonly cache = new Map<Digest, Resolved>();
+  /** The platform images containerd's list stood for at the last mirror. */
+  private held = new Set<Digest>();
 
   constructor(
     private readonly store: ContentStoreApi,
     private readonly images: ImageIndexApi,
   ) {}
 
-  /** Applies containerd's image list to the records (see the class comment). */
-  async apply(list: readonly ContainerdImage[]): Promise<void> {
+  /** Whether containerd's list (at the last mirror) has an image that is, or whose index has, this manifest. */
+  holds(manifestDigest: Digest): boolean {
+    return this.held.has(manifestDigest);
+  }
+
+  /** Applies containerd's image list to the records (see the class comment); true when holds() changed. */
+  async apply(list: readonly ContainerdImage[]): Promise<boolean> {
     const next = new Map<string, Digest>();
     const resolved = new Map<Digest, Resolved>();
     for (const img of list) {
@@ -154,6 +161,9 @@ export class ContainerdMirror {
       }
     });
     this.previous = next;
+    const changed = keptManifests.size !== this.held.size || [...keptManifests].some((d) => !this.held.has(d));
+    this.held = keptManifests;
+    return changed;
   }
 }
 

@@ -10,6 +10,20 @@ import { StowageError } from '../../errors.js';
 export interface EngineImage {
   Id: string;
   RepoTags: string[] | null;
+  /** "repo@sha256:…": the registry manifest digest of an image pulled by that repository. */
+  RepoDigests?: string[] | null;
+  /** Podman only: the digest of the image's manifest (for a pulled image, the registry's, per platform). */
+  Digest?: string;
+  Size?: number;
+}
+
+/** The part of GET /images/{id}/json the inventory needs. */
+export interface EngineImageDetails {
+  Architecture?: string;
+  Os?: string;
+  Variant?: string;
+  Created?: string;
+  Size?: number;
 }
 
 const API = '/v1.41';
@@ -46,6 +60,11 @@ export class DockerEngineClient {
   async listImages(): Promise<EngineImage[]> {
     const res = await this.call('GET', '/images/json', 'image list');
     return (await res.body.json()) as EngineImage[];
+  }
+
+  async inspect(id: string): Promise<EngineImageDetails> {
+    const res = await this.call('GET', `/images/${encodeURIComponent(id)}/json`, `inspect of ${id}`);
+    return (await res.body.json()) as EngineImageDetails;
   }
 
   /** POST /images/load with `archive` as the body; reads the answer through and throws on an error line. */

@@ -1,0 +1,90 @@
+import { Counter, Gauge, Histogram } from 'prom-client';
+import { DURATION_BUCKETS, MetricsRegistry } from '../metrics/registry.js';
+import type { Db } from './db/database.js';
+import type { Machines } from './machines.js';
+
+/**
+ * The control plane's Prometheus series. Counters and histograms are fed by the operation runner as work
+ * happens; gauges (operations, machines, inventories) are read from the state store at each scrape, so
+ * they are right after a restart and whichever code path changed the rows.
+ */
+export class ControlMetrics extends MetricsRegistry {
+  /** Image bytes targets received, by the operation's source machine (or registry) and the target machine. */
+  readonly transferBytes = new Counter({
+    name: 'stowage_transfer_bytes_total',
+    help: 'Image bytes moved onto target machines, by source and target',
+    labelNames: ['source', 'target'] as const,
+    registers: [this.registry],
+  });
+  readonly transferDuration = new Histogram({
+    name: 'stowage_transfer_duration_seconds',
+    help: 'Time one target of an operation took, from its request to the agent to its result, by outcome',
+    labelNames: ['kind', 'status'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly operationDuration = new Histogram({
+    name: 'stowage_operation_duration_seconds',
+    help: 'Time from an operation being created to its end, by kind and final status',
+    labelNames: ['kind', 'status'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly operationsEnded = new Counter({
+    name: 'stowage_operations_ended_total',
+    help: 'Operations that ended in this process, by kind and final status',
+    labelNames: ['kind', 'status'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(db: Db, machines: Machines) {
+    super();
+    const byKindStatus = db.prepare('SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status');
+    new Gauge({
+      name: 'stowage_operations',
+      help: 'Operations in the state store, by kind and status',
+      labelNames: ['kind', 'status'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of byKindStatus.all() as Array<{ kind: string; status: string; n: number }>) this.set({ kind: r.kind, status: r.status }, r.n);
+      },
+    });
+    new Gauge({
+      name: 'stowage_machines',
+      help: 'Machines by status',
+      labelNames: ['status'] as const,
+      registers: [this.registry],
+      collect() {
+        const counts: Record<string, number> = { online: 0, offline: 0 };
+        for (const status of machines.statuses().values()) counts[status] = (counts[status] ?? 0) + 1;
+        for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
+      },
+    });
+    const inventories = db.prepare(
+      `SELECT m.id AS machine, COUNT(a.digest) AS images, COALESCE(SUM(a.size_bytes), 0) AS bytes
+       FROM machines m LEFT JOIN availability a ON a.machine_id = m.id AND a.state = 'present' GROUP BY m.id`,
+    );
+    type InventoryRow = { machine: string; images: number; bytes: number };
+    new Gauge({
+      name: 'stowage_inventory_images',
+      help: 'Platform images each machine reports holding',
+      labelNames: ['machine'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of inventories.all() as InventoryRow[]) this.set({ machine: r.machine }, r.images);
+      },
+    });
+    new Gauge({
+      name: 'stowage_inventory_bytes',
+      help: 'Sum of the sizes of the images each machine reports holding',
+      labelNames: ['machine'] as const,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const r of inventories.all() as InventoryRow[]) this.set({ machine: r.machine }, r.bytes);
+      },
+    });
+  }
+}
