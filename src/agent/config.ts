@@ -31,7 +31,7 @@ export const agentConfigSchema = z
         // certificates from the cluster CA (tlsVerify, as dockerd's --tlsverify); without that it may only
         // face this machine: no open door.
         tcp: listenSchema
-          .extend({ tlsVerify: z.boolean().default(false) })
+          .extend({ tlsVerify: z.boolean().optional() })
           .refine((l) => l.tlsVerify || isLoopbackHost(l.host), {
             message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost) unless it requires TLS client certificates (tlsVerify)',
           })

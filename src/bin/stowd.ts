@@ -122,7 +122,7 @@ program
     const base = {
       dataDir: opts.dataDir,
       peer: { host: opts.peerHost, port: opts.peerPort },
-      engine: opts.dockerPort === undefined ? {} : { tcp: { host: opts.dockerHost, port: opts.dockerPort, tlsVerify: opts.dockerTlsverify === true } },
+      engine: opts.dockerPort === undefined ? {} : { tcp: { host: opts.dockerHost, port: opts.dockerPort, ...(opts.dockerTlsverify ? { tlsVerify: true } : {}) } },
       registries: { insecureRegistries: opts.insecureRegistry, searchRegistries: opts.insecureRegistry },
       ...(opts.controlUrl === undefined
         ? {}
