@@ -1,5 +1,5 @@
 import { ulid } from 'ulid';
-import { StowageError } from '../errors.js';
+import { StowageError, isStorageFull } from '../errors.js';
 import { SecretBox } from './auth/secret-box.js';
 import { type Db, nowIso, secretBox } from './db/database.js';
 import { newSecret, secretsEqual } from './peer-token.js';
@@ -11,6 +11,9 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
  * `offlineAfterMs` is offline: shown so and never chosen as a source or target. After a control-plane
  * restart a machine is `unknown` until it calls in (its last word predates this process), and offline
  * if it has not within `unknownAfterRestartMs`; an unknown machine is never chosen either.
+ *
+ * When a machine was last heard from is also kept in memory: status follows the later of that and the
+ * database's last_seen_at, so a heartbeat whose UPDATE fails (a full disk) does not take machines offline.
  */
 
 interface MachineRow {
@@ -39,6 +42,8 @@ const KNOWN_POLL_MS = 250;
 export class Machines {
   /** When this control plane started listening: it cannot have heard from anyone before. */
   private upSince = Date.now();
+  /** When each machine last called in (epoch ms), whether or not the database could record it. */
+  private readonly heardAt = new Map<string, number>();
 
   constructor(
     private readonly db: Db,
@@ -145,25 +150,40 @@ export class Machines {
 
   heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): MachineRecord {
     const m = this.require(id);
+    this.heard(id);
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined;
-    this.db
-      .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ?, disk_used_bytes = ? WHERE id = ?')
-      .run(
-        nowIso(),
-        info.agent_url ?? m.agent_url,
-        info.platform ?? m.platform,
-        JSON.stringify(info.labels ?? m.labels),
-        full ? (info.scaling_group ?? null) : m.scaling_group,
-        full ? (info.version ?? null) : m.version,
-        info.disk_used_bytes ?? m.disk_used_bytes,
-        id,
-      );
+    try {
+      this.db
+        .prepare('UPDATE machines SET last_seen_at = ?, agent_url = ?, platform = ?, labels = ?, scaling_group = ?, version = ?, disk_used_bytes = ? WHERE id = ?')
+        .run(
+          nowIso(),
+          info.agent_url ?? m.agent_url,
+          info.platform ?? m.platform,
+          JSON.stringify(info.labels ?? m.labels),
+          full ? (info.scaling_group ?? null) : m.scaling_group,
+          full ? (info.version ?? null) : m.version,
+          info.disk_used_bytes ?? m.disk_used_bytes,
+          id,
+        );
+    } catch (err) {
+      // The machine is alive whether or not a full disk let us write it down: heardAt keeps it online.
+      if (!isStorageFull(err)) throw err;
+      this.onWriteLost?.(err);
+    }
     return this.require(id);
+  }
+
+  /** Told of a heartbeat the database could not record (a full disk), e.g. to log it. */
+  onWriteLost: ((err: unknown) => void) | undefined;
+
+  private heard(id: string): void {
+    this.heardAt.set(id, Date.now());
   }
 
   /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */
   replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): void {
+    this.heard(id);
     this.db.transaction(() => {
       this.db.prepare(`DELETE FROM availability WHERE machine_id = ? AND state = 'present'`).run(id);
       const upsert = this.upsertStatement();
@@ -175,6 +195,7 @@ export class Machines {
 
   /** Applies a delta; INVENTORY_RESYNC when it does not follow what we hold (the agent then sends it all). */
   applyDelta(id: string, delta: InventoryDelta): void {
+    this.heard(id);
     this.db.transaction(() => {
       const m = this.require(id);
       if (m.inventory_seq !== delta.base_seq) {
@@ -204,7 +225,13 @@ export class Machines {
   /** Online, offline or unknown, by machine ID: what availability records show, without list()'s image counts. */
   statuses(): Map<string, Machine['status']> {
     const rows = this.db.prepare('SELECT id, last_seen_at FROM machines').all() as Array<{ id: string; last_seen_at: string }>;
-    return new Map(rows.map((r) => [r.id, this.statusOf(r.last_seen_at)]));
+    return new Map(rows.map((r) => [r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at))]));
+  }
+
+  /** The later of the recorded last_seen_at and when this process last heard from the machine. */
+  private lastSeen(id: string, recorded: string): string {
+    const heard = this.heardAt.get(id);
+    return heard !== undefined && heard > Date.parse(recorded) ? new Date(heard).toISOString() : recorded;
   }
 
   private statusOf(lastSeenAt: string): Machine['status'] {
@@ -216,6 +243,7 @@ export class Machines {
   }
 
   private toRecord(r: MachineRow): MachineRecord {
+    const lastSeenAt = this.lastSeen(r.id, r.last_seen_at);
     return {
       id: r.id,
       secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
@@ -223,8 +251,8 @@ export class Machines {
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,
       scaling_group: r.scaling_group,
-      status: this.statusOf(r.last_seen_at),
-      last_seen_at: r.last_seen_at,
+      status: this.statusOf(lastSeenAt),
+      last_seen_at: lastSeenAt,
       joined_at: r.joined_at,
       version: r.version,
       image_count: r.image_count ?? 0,
