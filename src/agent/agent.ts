@@ -19,6 +19,7 @@ import { startIngestSweeper } from './ingest-sweeper.js';
 import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, identityPath, readIdentity } from './identity.js';
 import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
+import { type RunningMirror, startMirror } from './mirror-server.js';
 import { AgentMetrics, metricsAuthorizer } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
@@ -35,6 +36,8 @@ export interface RunningAgent {
   engineSocket: string;
   /** TCP address of the Docker Engine API when configured (DOCKER_HOST=tcp://…). */
   engineTcp: string | undefined;
+  /** Base URL of the pull-through registry mirror, when configured. */
+  mirrorUrl: string | undefined;
   /** The machine ID given by the control plane, once joined (undefined when standalone). */
   readonly machineId: string | undefined;
   /** Resolves once the control plane has acknowledged the inventory as it is now (immediately when standalone). */
@@ -138,6 +141,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
       const served = { blobBytes: 0 };
+      let mirror: RunningMirror | undefined;
       await peer.register(registryRoutes, {
         store,
         images,
@@ -157,7 +161,10 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         runtime,
         transfers,
         inventorySeq: () => link?.inventorySeq ?? 0,
-        stats: () => ({ blob_bytes_served: served.blobBytes }),
+        stats: () => ({
+          blob_bytes_served: served.blobBytes,
+          ...(mirror ? { mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers, mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream } : {}),
+        }),
       });
       let peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
       if (tls) peerAddress = peerAddress.replace(/^http:/, 'https:');
@@ -188,17 +195,38 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       const running = link;
       closers.push(() => running.close());
       link.start();
-      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, tls);
+      if (config.mirror) {
+        // Blobs from the machines the control plane says hold them, before the upstream registry.
+        mirror = await startMirror(config.mirror, ctx, (digests) => running.blobSources(digests), {
+          stallTimeoutMs: config.transfer.stallTimeoutMs,
+          log: agentLog,
+          peerTls: tls && (() => tls.peerDispatcher()),
+        });
+        const started = mirror;
+        closers.push(() => started.close());
+      }
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls);
     }
     const peer = peerServer();
     await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
     metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => undefined));
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
-    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, undefined);
+    let mirrorUrl: string | undefined;
+    if (config.mirror) {
+      // Standalone: no peers to ask, a caching mirror of the upstream registry.
+      const standalone = await startMirror(config.mirror, ctx, async () => ({}), { stallTimeoutMs: config.transfer.stallTimeoutMs, log: agentLog });
+      closers.push(() => standalone.close());
+      mirrorUrl = standalone.url;
+    }
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined);
   } catch (err) {
     await closeAll();
     throw err;
   }
+}
+
+function agentLog(line: string): void {
+  console.error(`stowd agent: ${line}`);
 }
 
 /** http(s)://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
@@ -215,6 +243,7 @@ async function startEngine(
   peerUrl: string,
   advertiseUrl: string,
   link: ControlLink | undefined,
+  mirrorUrl: string | undefined,
   tls: MachineTls | undefined,
 ): Promise<RunningAgent> {
   const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
@@ -235,6 +264,7 @@ async function startEngine(
     advertiseUrl,
     engineSocket,
     engineTcp: engine.addresses.find((a) => a.startsWith('tcp://')),
+    mirrorUrl,
     get machineId() {
       return link?.machineId;
     },

@@ -111,6 +111,23 @@ export const agentConfigSchema = z
       .strict()
       .default({}),
     /**
+     * A pull-through registry mirror for this machine's container runtime (containerd hosts.toml, Docker
+     * registry-mirrors): blobs from peers that hold them, the rest from the upstream registry. Anonymous, so
+     * it binds loopback only.
+     */
+    mirror: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535),
+        /** The registry asked when a request names none (Docker's mirrors are Docker Hub's; containerd sends ?ns=). */
+        defaultUpstream: hostPort.default('docker.io'),
+      })
+      .strict()
+      .refine((m) => isLoopbackHost(m.host), {
+        message: 'the registry mirror is anonymous and must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
+      })
+      .optional(),
+    /**
      * GET /metrics (Prometheus) on the peer endpoint: open to the control plane's machine credentials (the
      * machine secret as Bearer), to the token in `tokenFile` (a scraper's), or to anyone with `anonymous`.
      */

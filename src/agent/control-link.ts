@@ -1,7 +1,9 @@
 import { type Dispatcher, request } from 'undici';
 import type { z } from 'zod';
 import {
+  type BlobSourcesResponse,
   type MachineInfo,
+  blobSourcesResponseSchema,
   errorBodySchema,
   heartbeatResponseSchema,
   joinResponseSchema,
@@ -104,6 +106,23 @@ export class ControlLink {
 
   start(): void {
     this.loop ??= this.run();
+  }
+
+  /**
+   * Which other machines hold these blobs, with pull tokens for them (asked beside the inventory loop: a
+   * mirror's question must not wait behind a retrying delta). Nothing is known before the machine joined.
+   */
+  async blobSources(digests: readonly string[]): Promise<BlobSourcesResponse['sources']> {
+    const identity = this.identity;
+    if (!identity || digests.length === 0 || this.closed) return {};
+    const res = await this.call(
+      'POST',
+      `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/blob-sources`,
+      identity.machine_secret,
+      { digests },
+      blobSourcesResponseSchema,
+    );
+    return res.sources;
   }
 
   /** Resolves once the inventory as it is now has been acknowledged by the control plane. */
@@ -225,7 +244,7 @@ export class ControlLink {
 
   private inventory(): InventoryMap {
     const { runtime } = this.opts;
-    return computeInventory(this.opts.images, runtime && ((rec) => runtime.holds(rec)));
+    return computeInventory(this.opts.images, runtime && ((rec) => runtime.holds(rec)), { layers: true });
   }
 
   private snapshot(): InventoryMap {

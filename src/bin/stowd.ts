@@ -55,6 +55,8 @@ interface AgentFlags {
   containerdNamespace: string;
   containerdSnapshotter: string;
   dockerSocket: string;
+  mirrorPort?: number;
+  mirrorUpstream?: string;
   metricsTokenFile?: string;
 }
 
@@ -84,6 +86,8 @@ program
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
   .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
   .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
+  .option('--mirror-port <port>', "serve a pull-through registry mirror for this machine's runtime on this loopback port", integer)
+  .option('--mirror-upstream <host>', 'registry the mirror asks when a request names none (containerd names it with ?ns=)', 'docker.io')
   .option('--metrics-token-file <file>', 'file holding a token that may read GET /metrics (besides the machine secret)')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
@@ -107,6 +111,8 @@ program
         'containerdNamespace',
         'containerdSnapshotter',
         'dockerSocket',
+        'mirrorPort',
+        'mirrorUpstream',
         'metricsTokenFile',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
@@ -137,6 +143,7 @@ program
           }),
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
+      ...(opts.mirrorPort === undefined ? {} : { mirror: { host: '127.0.0.1', port: opts.mirrorPort, defaultUpstream: opts.mirrorUpstream } }),
       ...(opts.metricsTokenFile ? { metrics: { tokenFile: opts.metricsTokenFile } } : {}),
       runtime: {
         kind: opts.runtime,
@@ -158,7 +165,7 @@ program
       }
     }
     const agent = await startAgent(config);
-    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}`);
+    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}${agent.mirrorUrl ? `, registry mirror at ${agent.mirrorUrl}` : ''}`);
     if (config.control) {
       const id = agent.machineId;
       console.log(id ? `machine ${id}, control plane ${config.control.url}` : `joining control plane ${config.control.url} (advertising ${agent.advertiseUrl})`);

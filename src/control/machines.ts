@@ -215,10 +215,11 @@ export class Machines {
   private upsertStatement() {
     // A reported image wins over a transfer record of the same image: the agent is the authority.
     return this.db.prepare(
-      `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, operation_id, failure, updated_at)
-       VALUES (@machine_id, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, 'present', NULL, NULL, @updated_at)
+      `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, layers, state, operation_id, failure, updated_at)
+       VALUES (@machine_id, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, @layers, 'present', NULL, NULL, @updated_at)
        ON CONFLICT(machine_id, digest, platform) DO UPDATE SET index_digest = @index_digest, config_digest = @config_digest, refs = @refs,
-         size_bytes = @size_bytes, state = 'present', operation_id = NULL, failure = NULL, updated_at = @updated_at`,
+         size_bytes = @size_bytes, layers = COALESCE(@layers, availability.layers), state = 'present', operation_id = NULL, failure = NULL,
+         updated_at = @updated_at`,
     );
   }
 
@@ -275,6 +276,7 @@ function row(machineId: string, item: InventoryItem, now: string) {
     config_digest: item.config_digest,
     refs: JSON.stringify(item.references),
     size_bytes: item.size_bytes,
+    layers: item.layers ? JSON.stringify(item.layers) : null,
     updated_at: now,
   };
 }

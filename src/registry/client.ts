@@ -343,6 +343,21 @@ export class RegistryClient {
     return bytes;
   }
 
+  /** HEAD of a blob: its size (Content-Length), or undefined when the registry does not have it. */
+  async blobSize(repo: string, digest: Digest): Promise<number | undefined> {
+    const path = this.repoPath(repo);
+    parseDigest(digest);
+    const res = await this.send({ method: 'HEAD', url: `/v2/${path}/blobs/${digest}`, scopes: [repositoryScope(path, ['pull'])] });
+    await discard(res.body);
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) await this.fail(res, 'BLOB_NOT_FOUND', `blob ${path}@${digest}`);
+    const len = header(res.headers, 'content-length');
+    if (len === undefined || !/^\d{1,15}$/.test(len)) {
+      throw new StowageError('REGISTRY_ERROR', `registry ${this.host} did not say how large blob ${path}@${digest} is`);
+    }
+    return Number(len);
+  }
+
   /** HEAD of a blob: does the registry have it? */
   async blobExists(repo: string, digest: Digest): Promise<boolean> {
     const path = this.repoPath(repo);

@@ -144,7 +144,7 @@ function linkFor(path: string, n: number, last: string): string {
 }
 
 /** Parses a single `bytes=` range against a size; undefined = serve the whole blob, 'unsatisfiable' = 416. */
-function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
+export function parseRange(header: string | undefined, size: number): { start: number; end: number } | 'unsatisfiable' | undefined {
   if (!header) return undefined;
   const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
   if (!m) return undefined; // malformed or multi-range: ignored, as RFC 9110 allows

@@ -79,4 +79,6 @@ export const coreMigrations: Migration[] = [
   },
   // What a machine's store holds on disk, from its heartbeats (shown by the dashboard).
   { id: '0050-machine-disk-use', sql: 'ALTER TABLE machines ADD COLUMN disk_used_bytes INTEGER' },
+  // The layer digests of a present image (JSON array), from agent inventories: where a blob can be read.
+  { id: '0060-availability-layers', sql: 'ALTER TABLE availability ADD COLUMN layers TEXT' },
 ];

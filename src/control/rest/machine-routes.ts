@@ -4,10 +4,11 @@ import { bearerToken } from '../auth/api-keys.js';
 import type { ControlContext } from '../context.js';
 import { publicMachine } from '../machines.js';
 import { secretsEqual } from '../peer-token.js';
+import { blobSources } from '../blob-sources.js';
 import { signCsr } from '../../cluster/pki.js';
 import { parseJoinSecret } from '../../cluster/join-token.js';
 import type { MachineRecord } from '../machines.js';
-import { certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
 import { parseWith } from './errors.js';
 import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
 
@@ -79,6 +80,14 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
     const { inventory_seq, ...info } = beat;
     const machine = ctx.machines.heartbeat(request.params.id, info);
     return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs };
+  });
+
+  // Where other machines hold these blobs, with pull tokens for them: an agent's pull-through mirror asks
+  // before it takes a blob from the upstream registry.
+  const blobSourcesFirst = { bodyLimit: 1024 * 1024, onRequest: machineFirst.onRequest };
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/blob-sources', blobSourcesFirst, async (request) => {
+    const body = parseWith(blobSourcesRequestSchema, request.body);
+    return blobSources(ctx.db, ctx.machines, request.params.id, body.digests, ctx.config.peerTokenTtlSeconds);
   });
 
   app.get('/api/v1/machines', async (request) => {
