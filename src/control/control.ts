@@ -66,7 +66,9 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const agents = new AgentsClient(clientTls ? { tls: clientTls } : {});
   const metrics = new ControlMetrics(db, machines);
   const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
-  const revocations = new Revocations(agents, () => machines.list().filter((m) => m.status === 'online'), log);
+  // Kept as long as the longest-lived token it may refuse, plus a margin for clocks.
+  const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
+  const revocations = new Revocations(agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
   // An operation's peer grants (stowctl's upload grant, transfer pull tokens) end with it.
   runner.onEnded = (opId) => void revocations.revokeOperation(opId);
   const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics, revocations };

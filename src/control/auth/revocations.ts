@@ -3,8 +3,6 @@ import type { AgentsClient } from '../agents-client.js';
 import type { MachineRecord } from '../machines.js';
 import type { RevokedTokens } from '../peer-token.js';
 
-/** How long a revocation is kept: longer than any token it refuses can live. */
-const KEEP_MS = 24 * 3600 * 1000;
 /** How long a revoke waits for each agent to confirm before answering (the heartbeat answer repeats it). */
 const PUSH_TIMEOUT_MS = 5_000;
 
@@ -23,17 +21,19 @@ export class Revocations {
     private readonly agents: AgentsClient,
     private readonly onlineMachines: () => MachineRecord[],
     private readonly log: Logger,
+    /** How long a revocation is kept: longer than any token it refuses can live. */
+    private readonly keepMs: number,
   ) {}
 
   /** Revokes the tokens of an API key on every online agent; resolves once they confirmed (or timed out). */
   revokeKey(keyId: string): Promise<void> {
-    this.keys.set(keyId, Date.now() + KEEP_MS);
+    this.keys.set(keyId, Date.now() + this.keepMs);
     return this.push({ keys: [keyId], operations: [] });
   }
 
   /** Revokes the peer grants of an operation that ended. */
   revokeOperation(operationId: string): Promise<void> {
-    this.operations.set(operationId, Date.now() + KEEP_MS);
+    this.operations.set(operationId, Date.now() + this.keepMs);
     return this.push({ keys: [], operations: [operationId] });
   }
 
