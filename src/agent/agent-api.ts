@@ -23,7 +23,7 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
  *   POST /agent/v1/transfers/refresh  renewed tokens / new peers for a running transfer (204, or 404)
  *   GET  /agent/v1/images/:digest   the inventory item of one platform image (404 IMAGE_NOT_FOUND)
  *   GET  /agent/v1/inventory        {seq, items}
- *   GET  /agent/v1/stats            {blob_bytes_served}
+ *   GET  /agent/v1/stats            {blob_bytes_served, mirror_bytes_from_peers?, mirror_bytes_from_upstream?}
  *   POST /agent/v1/unload           {ref, platform?} → {removed}
  *
  * Errors are `{error: {code, message}}` with the code's status.
@@ -46,6 +46,9 @@ export interface AgentApiOptions {
 export interface AgentStats {
   /** Blob bytes this machine's /v2/ has sent since it started (what it uploaded to peers and clients). */
   blob_bytes_served: number;
+  /** With a pull-through mirror: the blob bytes it took from peers, and from upstream registries. */
+  mirror_bytes_from_peers?: number;
+  mirror_bytes_from_upstream?: number;
 }
 
 function errorBody(code: string, message: string, details?: Record<string, unknown>): ErrorBody {

@@ -27,11 +27,13 @@ export const agentConfigSchema = z
     engine: z
       .object({
         socketPath: z.string().optional(),
-        // The Docker Engine API can write to the store and has no authentication of its own yet, so
-        // its TCP listener may only face this machine: no open door.
+        // The Docker Engine API can write to the store. Over TCP it authenticates clients only by TLS client
+        // certificates from the cluster CA (tlsVerify, as dockerd's --tlsverify); without that it may only
+        // face this machine: no open door.
         tcp: listenSchema
-          .refine((l) => isLoopbackHost(l.host), {
-            message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
+          .extend({ tlsVerify: z.boolean().optional() })
+          .refine((l) => l.tlsVerify || isLoopbackHost(l.host), {
+            message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost) unless it requires TLS client certificates (tlsVerify)',
           })
           .optional(),
         /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */
@@ -108,6 +110,23 @@ export const agentConfigSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * A pull-through registry mirror for this machine's container runtime (containerd hosts.toml, Docker
+     * registry-mirrors): blobs from peers that hold them, the rest from the upstream registry. Anonymous, so
+     * it binds loopback only.
+     */
+    mirror: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535),
+        /** The registry asked when a request names none (Docker's mirrors are Docker Hub's; containerd sends ?ns=). */
+        defaultUpstream: hostPort.default('docker.io'),
+      })
+      .strict()
+      .refine((m) => isLoopbackHost(m.host), {
+        message: 'the registry mirror is anonymous and must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
+      })
+      .optional(),
     /**
      * GET /metrics (Prometheus) on the peer endpoint: open to the control plane's machine credentials (the
      * machine secret as Bearer), to the token in `tokenFile` (a scraper's), or to anyone with `anonymous`.

@@ -1,4 +1,4 @@
-import type { InventoryItem } from '../control/wire.js';
+import { type InventoryItem, MAX_LAYERS_PER_IMAGE } from '../control/wire.js';
 import type { Digest } from '../oci/digest.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { ImageIndexApi, ImageRecord } from '../store/types.js';
@@ -12,9 +12,10 @@ export type InventoryMap = Map<Digest, InventoryItem>;
 
 /**
  * One item per image record: its index (when one names it), config, platform, tags and size. With `holds`,
- * only the records it accepts (those the machine's runtime lists).
+ * only the records it accepts (those the machine's runtime lists); with `layers`, also each image's layer
+ * digests (what the control plane needs to tell where a blob is).
  */
-export function computeInventory(images: ImageIndexApi, holds?: (record: ImageRecord) => boolean): InventoryMap {
+export function computeInventory(images: ImageIndexApi, holds?: (record: ImageRecord) => boolean, opts: { layers?: boolean } = {}): InventoryMap {
   const tagsByTarget = new Map<Digest, string[]>();
   for (const t of images.listTags()) {
     const list = tagsByTarget.get(t.target);
@@ -44,6 +45,7 @@ export function computeInventory(images: ImageIndexApi, holds?: (record: ImageRe
       size_bytes: rec.size,
     };
     if (indexes[0] !== undefined) item.index_digest = indexes[0];
+    if (opts.layers) item.layers = rec.layers.slice(0, MAX_LAYERS_PER_IMAGE);
     out.set(rec.manifestDigest, item);
   }
   return out;
@@ -56,6 +58,7 @@ function sameItem(a: InventoryItem, b: InventoryItem): boolean {
     a.config_digest === b.config_digest &&
     a.platform === b.platform &&
     a.size_bytes === b.size_bytes &&
+    a.layers?.length === b.layers?.length &&
     a.references.length === b.references.length &&
     a.references.every((r, i) => r === b.references[i])
   );

@@ -39,6 +39,8 @@ interface AgentFlags {
   peerPort: number;
   peerHost: string;
   dockerPort?: number;
+  dockerHost: string;
+  dockerTlsverify?: boolean;
   insecureRegistry: string[];
   controlUrl?: string;
   joinToken?: string;
@@ -53,6 +55,8 @@ interface AgentFlags {
   containerdNamespace: string;
   containerdSnapshotter: string;
   dockerSocket: string;
+  mirrorPort?: number;
+  mirrorUpstream?: string;
   metricsTokenFile?: string;
 }
 
@@ -64,7 +68,9 @@ program
   .option('-c, --config <file>', 'agent configuration file (JSON)')
   .option('--data-dir <dir>', 'data directory', '.stowage/agent')
   .option('--peer-port <port>', 'port of the /v2/ endpoint', integer, 5080)
-  .option('--docker-port <port>', 'also serve the Docker Engine API on this loopback TCP port', integer)
+  .option('--docker-port <port>', 'also serve the Docker Engine API on this TCP port', integer)
+  .option('--docker-host <address>', 'address the Docker Engine API TCP port binds (beyond loopback only with --docker-tlsverify)', '127.0.0.1')
+  .option('--docker-tlsverify', 'the Docker Engine API over TCP speaks TLS and takes only clients with a certificate from the cluster CA (stowd client-cert), as dockerd --tlsverify')
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
   .option('--control-url <url>', 'control plane to join and report to')
   .option('--join-token <token>', 'join token for the first join (or STOWAGE_JOIN_TOKEN)')
@@ -80,6 +86,8 @@ program
   .option('--containerd-namespace <ns>', 'containerd namespace images land in (k8s.io: where the kubelet looks)', 'k8s.io')
   .option('--containerd-snapshotter <name>', 'snapshotter images are unpacked into', 'overlayfs')
   .option('--docker-socket <path>', 'socket of the Docker Engine or Podman service (--runtime docker)', '/var/run/docker.sock')
+  .option('--mirror-port <port>', "serve a pull-through registry mirror for this machine's runtime on this loopback port", integer)
+  .option('--mirror-upstream <host>', 'registry the mirror asks when a request names none (containerd names it with ?ns=)', 'docker.io')
   .option('--metrics-token-file <file>', 'file holding a token that may read GET /metrics (besides the machine secret)')
   .action(async (opts: AgentFlags, command: Command) => {
     if (opts.config) {
@@ -88,6 +96,8 @@ program
         'dataDir',
         'peerPort',
         'dockerPort',
+        'dockerHost',
+        'dockerTlsverify',
         'insecureRegistry',
         'controlUrl',
         'name',
@@ -101,6 +111,8 @@ program
         'containerdNamespace',
         'containerdSnapshotter',
         'dockerSocket',
+        'mirrorPort',
+        'mirrorUpstream',
         'metricsTokenFile',
       ].filter((name) => command.getOptionValueSource(name) === 'cli');
       if (clashing.length > 0) {
@@ -116,7 +128,7 @@ program
     const base = {
       dataDir: opts.dataDir,
       peer: { host: opts.peerHost, port: opts.peerPort },
-      engine: opts.dockerPort === undefined ? {} : { tcp: { host: '127.0.0.1', port: opts.dockerPort } },
+      engine: opts.dockerPort === undefined ? {} : { tcp: { host: opts.dockerHost, port: opts.dockerPort, ...(opts.dockerTlsverify ? { tlsVerify: true } : {}) } },
       registries: { insecureRegistries: opts.insecureRegistry, searchRegistries: opts.insecureRegistry },
       ...(opts.controlUrl === undefined
         ? {}
@@ -131,6 +143,7 @@ program
           }),
       ...(opts.advertiseUrl ? { advertiseUrl: opts.advertiseUrl } : {}),
       ...(opts.maxTransferRate ? { transfer: { maxBytesPerSecond: opts.maxTransferRate } } : {}),
+      ...(opts.mirrorPort === undefined ? {} : { mirror: { host: '127.0.0.1', port: opts.mirrorPort, defaultUpstream: opts.mirrorUpstream } }),
       ...(opts.metricsTokenFile ? { metrics: { tokenFile: opts.metricsTokenFile } } : {}),
       runtime: {
         kind: opts.runtime,
@@ -152,7 +165,7 @@ program
       }
     }
     const agent = await startAgent(config);
-    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}`);
+    console.log(`agent ready: /v2/ at ${agent.peerUrl}, Docker API at unix://${agent.engineSocket}${agent.engineTcp ? ` and ${agent.engineTcp}` : ''}${agent.mirrorUrl ? `, registry mirror at ${agent.mirrorUrl}` : ''}`);
     if (config.control) {
       const id = agent.machineId;
       console.log(id ? `machine ${id}, control plane ${config.control.url}` : `joining control plane ${config.control.url} (advertising ${agent.advertiseUrl})`);

@@ -56,6 +56,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const db = openDatabase(join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile });
   new RegistryStore(db).sealPlainPasswords();
   const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
+  machines.onWriteLost = (err) => log.warn({ err }, 'a heartbeat could not be recorded (disk full); the machine stays online from memory');
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
   // TLS once `stowd init` made the cluster CA here (unless plain HTTP is asked for explicitly).

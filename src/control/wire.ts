@@ -44,6 +44,9 @@ export type ErrorBody = z.infer<typeof errorBodySchema>;
 // ---------------------------------------------------------------------------------------------
 // Inventory (agent → control plane)
 
+/** More layers than any image can have (Docker caps an image at 127). */
+export const MAX_LAYERS_PER_IMAGE = 10_000;
+
 /** One platform image held by an agent. `digest` is the platform manifest digest (the identity). */
 export const inventoryItemSchema = z.object({
   digest: digestString,
@@ -55,6 +58,11 @@ export const inventoryItemSchema = z.object({
   /** Fully normalised tags pointing at the manifest or its index ("docker.io/library/alpine:3.19"). */
   references: z.array(z.string()).max(1000),
   size_bytes: safeCount,
+  /**
+   * The image's layer blob digests, so the control plane can tell where a blob is (the pull-through mirror
+   * takes blobs from peers that hold them). Older agents leave it out.
+   */
+  layers: z.array(digestString).max(MAX_LAYERS_PER_IMAGE).optional(),
 });
 export type InventoryItem = z.infer<typeof inventoryItemSchema>;
 
@@ -359,3 +367,18 @@ const PLATFORM_RE = /^[A-Za-z0-9_-]+(?:\([A-Za-z0-9_.-]*\))?(?:\/[A-Za-z0-9_-]+)
 function isPlatformString(p: string): boolean {
   return PLATFORM_RE.test(p);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Blob holders (agent → control plane): where in the cluster a blob can be read (pull-through mirror)
+
+export const MAX_BLOB_SOURCE_DIGESTS = 1_000;
+
+/** POST /api/v1/machines/:id/blob-sources: which other online machines hold these blobs. */
+export const blobSourcesRequestSchema = z.object({ digests: z.array(digestString).min(1).max(MAX_BLOB_SOURCE_DIGESTS) });
+export type BlobSourcesRequest = z.infer<typeof blobSourcesRequestSchema>;
+
+/** Per asked digest, the holders (possibly none), each with a pull token for its /v2/. */
+export const blobSourcesResponseSchema = z.object({
+  sources: z.record(z.array(transferSourceSchema.extend({ machine_id: z.string() }))),
+});
+export type BlobSourcesResponse = z.infer<typeof blobSourcesResponseSchema>;

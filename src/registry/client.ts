@@ -17,6 +17,7 @@ import {
   parseWwwAuthenticate,
   repositoryScope,
 } from './auth.js';
+import { STOWAGE_ERROR_HEADER, STOWAGE_MESSAGE_HEADER } from './distribution-errors.js';
 import { isRepositoryPath } from './names.js';
 
 /**
@@ -341,6 +342,21 @@ export class RegistryClient {
     const actual = digestOf(bytes);
     if (actual !== digest) throw new StowageError('DIGEST_MISMATCH', `blob ${digest} arrived with digest ${actual}`, { details: { expected: digest, actual } });
     return bytes;
+  }
+
+  /** HEAD of a blob: its size (Content-Length), or undefined when the registry does not have it. */
+  async blobSize(repo: string, digest: Digest): Promise<number | undefined> {
+    const path = this.repoPath(repo);
+    parseDigest(digest);
+    const res = await this.send({ method: 'HEAD', url: `/v2/${path}/blobs/${digest}`, scopes: [repositoryScope(path, ['pull'])] });
+    await discard(res.body);
+    if (res.statusCode === 404) return undefined;
+    if (res.statusCode !== 200) await this.fail(res, 'BLOB_NOT_FOUND', `blob ${path}@${digest}`);
+    const len = header(res.headers, 'content-length');
+    if (len === undefined || !/^\d{1,15}$/.test(len)) {
+      throw new StowageError('REGISTRY_ERROR', `registry ${this.host} did not say how large blob ${path}@${digest} is`);
+    }
+    return Number(len);
   }
 
   /** HEAD of a blob: does the registry have it? */
@@ -686,6 +702,9 @@ export class RegistryClient {
     } catch {
       res.body.destroy();
     }
+    // An agent says what failed in headers too (a HEAD answer has no body).
+    registryCode ??= header(res.headers, STOWAGE_ERROR_HEADER);
+    registryMessage ??= header(res.headers, STOWAGE_MESSAGE_HEADER);
     const status = res.statusCode;
     const details = { status, registryCode, registryMessage, registry: this.host };
     const said = registryMessage ? `: ${registryMessage}` : registryCode ? `: ${registryCode}` : '';

@@ -140,6 +140,27 @@ export async function pullImage(client: RegistryClient, ref: string | ImageRefer
   }
 }
 
+/**
+ * Fetches one blob into the store unless it is there already: from the first of `opts.blobSources` that
+ * serves it, resuming from the next one with Range when a source fails, and verified against its digest and
+ * size before it becomes visible (bad bytes are dropped). A download of the same blob already under way in
+ * this store is joined, not repeated. For callers that move single blobs, such as a pull-through mirror.
+ */
+export async function fetchBlobInto(
+  desc: Descriptor,
+  store: ContentStoreApi,
+  opts: Pick<PullOptions, 'onBlobBytes' | 'signal' | 'stallTimeoutMs' | 'retries'> & { blobSources: () => readonly BlobSource[] },
+): Promise<void> {
+  const first = opts.blobSources()[0];
+  if (!first) throw new StowageError('BLOB_NOT_FOUND', `no source for blob ${desc.digest}`);
+  const lease = store.lease();
+  try {
+    await fetchBlob(first.client, first.path, desc, store, opts, false, { downloaded: false, lease });
+  } finally {
+    lease.release();
+  }
+}
+
 async function pullLeased(
   client: RegistryClient,
   parsed: ImageReference,

@@ -1,12 +1,14 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { ZodError, type ZodType, type ZodTypeDef } from 'zod';
-import { StowageError, isStowageError } from '../../errors.js';
+import { StowageError, isStowageError, storageFullOr } from '../../errors.js';
 import { describeIssues } from '../../validation.js';
 import type { ErrorBody } from '../wire.js';
 
 /** Every error of /api/v1 and /agent/v1 as `{error: {code, message, details?}}` with its status. */
 export function installErrorHandler(app: FastifyInstance): void {
-  app.setErrorHandler((err: FastifyError | Error, request, reply) => {
+  app.setErrorHandler((caught: FastifyError | Error, request, reply) => {
+    // A write the full disk refused (SQLITE_FULL, ENOSPC) is 507 INSUFFICIENT_STORAGE, not an internal error.
+    const err = storageFullOr(caught, "the control plane's database") as FastifyError | Error;
     const body = toErrorBody(err);
     const status = isStowageError(err) ? err.status : err instanceof ZodError ? 400 : ((err as FastifyError).statusCode ?? 500);
     if (status >= 500) request.log.error({ err }, 'request failed');

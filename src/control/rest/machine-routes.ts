@@ -4,12 +4,13 @@ import { bearerToken } from '../auth/api-keys.js';
 import type { ControlContext } from '../context.js';
 import { publicMachine } from '../machines.js';
 import { secretsEqual } from '../peer-token.js';
+import { blobSources } from '../blob-sources.js';
 import { signCsr } from '../../cluster/pki.js';
 import { parseJoinSecret } from '../../cluster/join-token.js';
 import type { MachineRecord } from '../machines.js';
-import { certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
 import { parseWith } from './errors.js';
-import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
+import { CLUSTER_ROLES, requireMachine, requireMachineSecret, requireUser } from './guards.js';
 
 /** Inventories reach 100k items; only these routes take bodies this large. */
 const INVENTORY_BODY_LIMIT = 64 * 1024 * 1024;
@@ -59,7 +60,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   // The machine is authenticated before its (large) body is read.
-  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => void requireMachine(ctx, request, request.params.id) };
+  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
 
   app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
@@ -74,11 +75,19 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
-    requireMachine(ctx, request, request.params.id);
+    requireMachineSecret(ctx, request, request.params.id);
     const beat = parseWith(heartbeatSchema, request.body);
     const { inventory_seq, ...info } = beat;
     const machine = ctx.machines.heartbeat(request.params.id, info);
     return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs };
+  });
+
+  // Where other machines hold these blobs, with pull tokens for them: an agent's pull-through mirror asks
+  // before it takes a blob from the upstream registry.
+  const blobSourcesFirst = { bodyLimit: 1024 * 1024, onRequest: machineFirst.onRequest };
+  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/blob-sources', blobSourcesFirst, async (request) => {
+    const body = parseWith(blobSourcesRequestSchema, request.body);
+    return blobSources(ctx.db, ctx.machines, request.params.id, body.digests, ctx.config.peerTokenTtlSeconds);
   });
 
   app.get('/api/v1/machines', async (request) => {

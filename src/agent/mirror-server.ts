@@ -1,0 +1,40 @@
+import type { Dispatcher } from 'undici';
+import Fastify from 'fastify';
+import type { EngineContext } from '../engine/context.js';
+import { registryClientFor } from '../engine/registry-auth.js';
+import type { Digest } from '../oci/digest.js';
+import { type PeerHolder, PullThroughMirror } from '../registry/mirror.js';
+import { mirrorRoutes } from '../registry/mirror-routes.js';
+import type { AgentConfig } from './config.js';
+
+/** The agent's pull-through registry mirror (registry/mirror.ts) on its own loopback listener. */
+export interface RunningMirror {
+  mirror: PullThroughMirror;
+  /** http://<host>:<port>, what hosts.toml and registry-mirrors name. */
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startMirror(
+  config: NonNullable<AgentConfig['mirror']>,
+  ctx: EngineContext,
+  holders: (digests: readonly Digest[]) => Promise<Record<string, PeerHolder[] | undefined>>,
+  opts: { stallTimeoutMs?: number | undefined; log: (line: string) => void; peerTls?: (() => Dispatcher | undefined) | undefined },
+): Promise<RunningMirror> {
+  const mirror = new PullThroughMirror({
+    store: ctx.store,
+    // The agent's configured credentials and insecure registries, as its own pulls use them.
+    upstream: (host) => registryClientFor(ctx, host, undefined),
+    holders,
+    stallTimeoutMs: opts.stallTimeoutMs,
+    log: opts.log,
+    peerTls: opts.peerTls,
+  });
+  const app = Fastify({ logger: false });
+  await app.register(mirrorRoutes, { mirror, defaultUpstream: config.defaultUpstream });
+  await app.listen({ host: config.host, port: config.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  return { mirror, url: `http://${host}:${port}`, close: () => app.close() };
+}
