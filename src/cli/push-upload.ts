@@ -48,14 +48,19 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
     view.stop();
   }
   if (failure) {
+    // An agent whose runtime holds the blobs (containerd) refuses them with the runtime's own code.
+    const registryCode = failure.details?.['registryCode'];
+    const runtime = registryCode === 'RUNTIME_UNAVAILABLE' || registryCode === 'RUNTIME_ERROR';
+    const code = runtime ? registryCode : failure.code;
+    const stage = runtime ? 'runtime' : 'upload';
     // Tell the control plane, so the operation ends failed instead of waiting for an upload that never comes.
     try {
-      await reportUpload(api, path, { outcome: 'failed', failure: { code: failure.code, message: failure.message, stage: 'upload' } });
+      await reportUpload(api, path, { outcome: 'failed', failure: { code, message: failure.message, stage } });
     } catch (err) {
       ctx.diag(`stowctl: could not report the failed upload of ${op.id}: ${(err as Error).message}`);
     }
-    throw new CliError(failure.code, `upload to ${grant.machine_id} failed: ${failure.message}`, {
-      details: { operation_id: op.id, stage: 'upload', ...(failure.details ?? {}) },
+    throw new CliError(code, `upload to ${grant.machine_id} failed: ${failure.message}`, {
+      details: { operation_id: op.id, stage, ...(failure.details ?? {}) },
       cause: failure,
     });
   }

@@ -1,4 +1,5 @@
 import { type Db, nowIso } from './db/database.js';
+import { prepared } from './db/statements.js';
 import type { Machines } from './machines.js';
 import type { Availability, Failure, Presence } from './wire.js';
 
@@ -54,8 +55,7 @@ export class AvailabilityStore {
       args.push(filter.machine);
     }
     if (filter.presentOnly) where.push(`state = 'present'`);
-    const rows = this.db
-      .prepare(`SELECT * FROM availability ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY machine_id, digest, platform`)
+    const rows = prepared(this.db, `SELECT * FROM availability ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY machine_id, digest, platform`)
       .all(...args) as AvailabilityRow[];
     const status = this.machines.statuses();
     return rows.map((r) => toAvailability(r, status.get(r.machine_id) ?? 'offline'));
@@ -69,8 +69,7 @@ export class AvailabilityStore {
   /** Notes a transfer under way, unless the machine already reports the image. */
   markTransferring(machine: string, digest: string, platform: string, operationId: string): void {
     if (this.frozen) return;
-    this.db
-      .prepare(
+    prepared(this.db,
         `INSERT INTO availability (machine_id, digest, platform, state, operation_id, updated_at) VALUES (?, ?, ?, 'transferring', ?, ?)
          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'transferring', operation_id = excluded.operation_id,
            failure = NULL, updated_at = excluded.updated_at WHERE state != 'present'`,
@@ -80,8 +79,7 @@ export class AvailabilityStore {
 
   markFailed(machine: string, digest: string, platform: string, operationId: string, failure: Failure): void {
     if (this.frozen) return;
-    this.db
-      .prepare(
+    prepared(this.db,
         `INSERT INTO availability (machine_id, digest, platform, state, operation_id, failure, updated_at) VALUES (?, ?, ?, 'failed', ?, ?, ?)
          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'failed', operation_id = excluded.operation_id,
            failure = excluded.failure, updated_at = excluded.updated_at WHERE state != 'present'`,
@@ -95,8 +93,7 @@ export class AvailabilityStore {
     item: { digest: string; platform: string; config_digest: string; size_bytes: number; references: string[]; index_digest?: string | undefined },
   ): void {
     if (this.frozen) return;
-    this.db
-      .prepare(
+    prepared(this.db,
         `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, updated_at)
          VALUES (@machine, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, 'present', @now)
          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'present', operation_id = NULL, failure = NULL,
@@ -117,22 +114,22 @@ export class AvailabilityStore {
 
   /** An unload's own report that the image is gone (the agent's inventory delta may lag it). */
   markAbsent(machine: string, digest: string, platform: string): void {
-    this.db.prepare('DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').run(machine, digest, platform);
+    prepared(this.db, 'DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').run(machine, digest, platform);
   }
 
   /** An unload's own report that one tag of an image is gone from a machine that keeps its other tags. */
   dropReference(machine: string, digest: string, platform: string, reference: string): void {
-    const row = this.db.prepare('SELECT refs FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').get(machine, digest, platform) as
+    const row = prepared(this.db, 'SELECT refs FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').get(machine, digest, platform) as
       | { refs: string }
       | undefined;
     if (!row) return;
     const refs = (JSON.parse(row.refs) as string[]).filter((r) => r !== reference);
-    this.db.prepare('UPDATE availability SET refs = ?, updated_at = ? WHERE machine_id = ? AND digest = ? AND platform = ?').run(JSON.stringify(refs), nowIso(), machine, digest, platform);
+    prepared(this.db, 'UPDATE availability SET refs = ?, updated_at = ? WHERE machine_id = ? AND digest = ? AND platform = ?').run(JSON.stringify(refs), nowIso(), machine, digest, platform);
   }
 
   /** The references a present record already lists plus `added`: an agent adds tags, it does not drop them here. */
   private mergedRefs(machine: string, digest: string, platform: string, added: readonly string[]): string[] {
-    const row = this.db.prepare(`SELECT refs, state FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?`).get(machine, digest, platform) as
+    const row = prepared(this.db, `SELECT refs, state FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?`).get(machine, digest, platform) as
       | { refs: string; state: string }
       | undefined;
     const existing = row?.state === 'present' ? (JSON.parse(row.refs) as string[]) : [];
@@ -142,7 +139,7 @@ export class AvailabilityStore {
   /** Drops a transfer record that ended without the image (e.g. the operation was abandoned). */
   clearTransfer(machine: string, digest: string, platform: string): void {
     if (this.frozen) return;
-    this.db.prepare(`DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ? AND state = 'transferring'`).run(machine, digest, platform);
+    prepared(this.db, `DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ? AND state = 'transferring'`).run(machine, digest, platform);
   }
 }
 

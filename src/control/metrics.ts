@@ -56,7 +56,7 @@ export class ControlMetrics extends MetricsRegistry {
       labelNames: ['status'] as const,
       registers: [this.registry],
       collect() {
-        const counts: Record<string, number> = { online: 0, offline: 0 };
+        const counts: Record<string, number> = { online: 0, offline: 0, unknown: 0 };
         for (const status of machines.statuses().values()) counts[status] = (counts[status] ?? 0) + 1;
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },

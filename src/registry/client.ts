@@ -17,6 +17,7 @@ import {
   parseWwwAuthenticate,
   repositoryScope,
 } from './auth.js';
+import { STOWAGE_ERROR_HEADER, STOWAGE_MESSAGE_HEADER } from './distribution-errors.js';
 import { isRepositoryPath } from './names.js';
 
 /**
@@ -701,6 +702,9 @@ export class RegistryClient {
     } catch {
       res.body.destroy();
     }
+    // An agent says what failed in headers too (a HEAD answer has no body).
+    registryCode ??= header(res.headers, STOWAGE_ERROR_HEADER);
+    registryMessage ??= header(res.headers, STOWAGE_MESSAGE_HEADER);
     const status = res.statusCode;
     const details = { status, registryCode, registryMessage, registry: this.host };
     const said = registryMessage ? `: ${registryMessage}` : registryCode ? `: ${registryCode}` : '';

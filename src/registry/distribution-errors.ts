@@ -21,7 +21,19 @@ export type DistributionCode =
   | 'PAGINATION_NUMBER_INVALID'
   /** Not in the spec: the agent's disk is full (HTTP 507); clients print code and message as for any other. */
   | 'INSUFFICIENT_STORAGE'
-  | 'UNKNOWN';
+  | 'UNKNOWN'
+  // Stowage's own, for a machine whose container runtime is the blob store and fails.
+  | 'RUNTIME_UNAVAILABLE'
+  | 'RUNTIME_ERROR';
+
+/** Stowage's error code and message of a failed answer, as headers (a HEAD answer has no body). */
+export const STOWAGE_ERROR_HEADER = 'stowage-error-code';
+export const STOWAGE_MESSAGE_HEADER = 'stowage-error-message';
+
+/** Printable ASCII only, bounded: fit for a header value. */
+export function headerSafe(text: string): string {
+  return text.replace(/[^\x20-\x7e]/g, ' ').slice(0, 500);
+}
 
 export function sendError(reply: FastifyReply, status: number, code: DistributionCode, message: string, detail?: unknown): FastifyReply {
   const err: Record<string, unknown> = { code, message };

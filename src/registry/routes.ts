@@ -7,7 +7,7 @@ import { MAX_MANIFEST_BYTES, MediaType } from '../oci/media-types.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
 import type { LiveBlobReader } from '../store/live-blobs.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
-import { sendError } from './distribution-errors.js';
+import { type DistributionCode, STOWAGE_ERROR_HEADER, STOWAGE_MESSAGE_HEADER, headerSafe, sendError } from './distribution-errors.js';
 import { normalisedRepo } from './name-rule.js';
 import { REPOSITORY_PATH_RE, isRepositoryPath } from './names.js';
 import type { RegistryAuthorizer } from './peer-auth.js';
@@ -173,6 +173,12 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
   app.setErrorHandler((err, _req, reply) => {
     if (isStowageError(err, 'BLOB_NOT_FOUND')) return sendError(reply, 404, 'BLOB_UNKNOWN', err.message);
     if (isStowageError(err, 'INVALID_DIGEST')) return sendError(reply, 400, 'DIGEST_INVALID', err.message);
+    // The machine's runtime holds the blobs (containerd) and would not take or give them: say so, by its code.
+    // Also as headers: a HEAD answer has no body to carry it.
+    if (isStowageError(err, 'RUNTIME_UNAVAILABLE') || isStowageError(err, 'RUNTIME_ERROR')) {
+      reply.header(STOWAGE_ERROR_HEADER, err.code).header(STOWAGE_MESSAGE_HEADER, headerSafe(err.message));
+      return sendError(reply, 503, err.code as DistributionCode, err.message);
+    }
     const full = storageFullOr(err);
     if (isStowageError(full, 'INSUFFICIENT_STORAGE')) return sendError(reply, 507, 'INSUFFICIENT_STORAGE', full.message);
     const status = (err as { statusCode?: number }).statusCode;

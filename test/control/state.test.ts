@@ -107,6 +107,43 @@ describe('control-plane state', () => {
     }
   });
 
+  it('a heartbeat updates what the agent says it is in one write, and answers the inventory seq held', async () => {
+    const db = await freshDb();
+    try {
+      const machines = new Machines(db, 60_000);
+      machines.join({ ...joinReq('m1'), labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0' });
+      // A partial heartbeat (an older agent) keeps what it does not name.
+      expect(machines.heartbeat('m1', { disk_used_bytes: 42 })).toEqual({ inventory_seq: 1 });
+      expect(machines.require('m1')).toMatchObject({ labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0', disk_used_bytes: 42 });
+      // A full one replaces it all: a scaling group it no longer names is one it left.
+      machines.heartbeat('m1', { agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' } });
+      expect(machines.require('m1')).toMatchObject({ agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' }, scaling_group: null, version: null, disk_used_bytes: 42 });
+      expect(() => machines.heartbeat('nobody', {})).toThrow(/no machine "nobody"/);
+      expect(machines.hasSecret('m1', 'wrong')).toBe(false);
+    } finally {
+      db.close();
+    }
+  });
+
+  it('a target change emits that target alone, not the whole operation', async () => {
+    const db = await freshDb();
+    try {
+      const ops = new OperationStore(db);
+      const op = ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
+      const snapshots: unknown[] = [];
+      const targets: Array<{ operation_id: string; target: TargetResult }> = [];
+      ops.events.on('changed', (o) => snapshots.push(o));
+      ops.events.on('target', (t) => targets.push(t));
+      ops.updateTarget(op.id, 'b', { status: 'running', bytesTransferred: 7, bytesTotal: 10 });
+      expect(snapshots).toHaveLength(0);
+      expect(targets).toMatchObject([{ operation_id: op.id, target: { machine_id: 'b', status: 'running', bytes_transferred: 7, bytes_total: 10 } }]);
+      ops.finish(op.id, { status: 'cancelled' });
+      expect(snapshots).toHaveLength(1);
+    } finally {
+      db.close();
+    }
+  });
+
   it('after a restart a machine is unknown until it calls in, offline if it does not within the grace period, never chosen meanwhile', async () => {
     const db = await freshDb();
     // The clock is the test's: how long the machine takes to run this must not matter.

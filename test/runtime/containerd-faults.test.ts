@@ -92,5 +92,31 @@ describe('containerd hand-over failures', () => {
     expect(again.targets[0]?.status, JSON.stringify(again.targets[0]?.failure)).toBe('present');
     const ran = await dying.ctr(['run', '--rm', REF, 't-after']);
     expect(ran.stdout).toBe(image.message);
+
+    // The agent follows the restarted containerd again: a change made there directly is reported.
+    const direct = await makeRunnableImage('docker.io/stowage-test/after-restart:1');
+    const imported = await dying.ctr(['images', 'import', direct.tar]);
+    expect(imported.code, imported.stderr).toBe(0);
+    await cluster.waitForImage('agent-2', direct.manifestDigest, { timeoutMs: 120_000 });
+    const rm = await dying.ctr(['images', 'rm', REF]);
+    expect(rm.code, rm.stderr).toBe(0);
+    await cluster.waitForImage('agent-2', image.manifestDigest, { absent: true, timeoutMs: 120_000 });
+  }, 300_000);
+
+  it('a push to an agent whose containerd socket is missing: that target failed at stage runtime, nothing reported', async () => {
+    const push = await cluster.stowctl(['--json', 'image', 'push', REF, '--archive', image.tar, '--to', 'agent-3']);
+    expect(push.code, push.stdout + push.stderr).toBe(1);
+    // The blobs go straight into containerd's content store, so the upload itself meets the missing runtime.
+    const error = (JSON.parse(push.stdout) as { error: { code: string; details: { operation_id: string; stage: string } } }).error;
+    expect(error).toMatchObject({ code: 'RUNTIME_UNAVAILABLE', details: { stage: 'runtime' } });
+    const op = await cluster.settle(error.details.operation_id);
+    expect(op.status).toBe('failed');
+    const target = op.targets.find((t) => t.machine_id === 'agent-3');
+    expect(target?.status).toBe('failed');
+    expect(target?.failure).toMatchObject({ code: 'RUNTIME_UNAVAILABLE', stage: 'runtime' });
+    expect(target?.failure?.message).toContain('containerd is not answering');
+    const status = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-3');
+    expect(status.body.records.filter((r) => r.presence.state === 'present')).toEqual([]);
+    expect(await online('agent-3')).toBe(true);
   }, 300_000);
 });

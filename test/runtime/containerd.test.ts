@@ -1,8 +1,11 @@
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runOk } from '../harness/run.js';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { type Containerd, type RunnableImage, makeRunnableImage, startContainerd } from '../harness/containerd.js';
+import { skopeo } from '../harness/images.js';
+import { type TestRegistry, startRegistry } from '../harness/registry.js';
 
 /**
  * Three agents, each beside its own containerd (namespace k8s.io): an image pushed from an archive and
@@ -15,6 +18,7 @@ const REF = 'docker.io/stowage-test/hello:1';
 let cluster: Cluster;
 const ctds: Containerd[] = [];
 let image: RunnableImage;
+let registry: TestRegistry | undefined;
 
 async function records(machine: string): Promise<Availability[]> {
   const r = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?machine=${machine}`);
@@ -40,6 +44,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.close();
   for (const c of ctds) await c.stop();
+  await registry?.stop();
 });
 
 describe('agents beside containerd', () => {
@@ -86,9 +91,26 @@ describe('agents beside containerd', () => {
     const imported = await ctds[1]!.ctr(['images', 'import', other.tar]);
     expect(imported.code, imported.stderr).toBe(0);
     const rec = await until('agent-2 to report the direct import', async () => (await records('agent-2')).find((r) => r.digest === other.manifestDigest), {
-      timeoutMs: 20_000,
+      timeoutMs: 120_000,
     });
     expect(rec.references).toContain('docker.io/stowage-test/direct:2');
+  }, 300_000);
+
+  it('an image pulled into containerd directly from a registry (ctr images pull --plain-http) shows in image status', async () => {
+    registry = await startRegistry();
+    const pulled = await makeRunnableImage('docker.io/stowage-test/ctrpulled:1');
+    const ref = `${registry.host}/stowage-test/ctrpulled:1`;
+    await skopeo(['copy', `oci:${pulled.layout}`, `docker://${ref}`]);
+    const pull = await ctds[2]!.ctr(['images', 'pull', '--plain-http', ref]);
+    expect(pull.code, pull.stderr).toBe(0);
+    const rec = await until('agent-3 to report the pulled image', async () => (await records('agent-3')).find((r) => r.digest === pulled.manifestDigest && r.presence.state === 'present'), {
+      timeoutMs: 120_000,
+    });
+    expect(rec.config_digest).toBe(pulled.configDigest);
+    expect(rec.platform).toBe('linux/amd64');
+    expect(rec.references).toEqual([ref]);
+    const ran = await ctds[2]!.ctr(['run', '--rm', ref, 't-pulled']);
+    expect(ran.stdout).toBe(pulled.message);
   }, 300_000);
 
   it('a 256 MiB image distributed to a containerd-backed target leaves under 1% of its size under the agent data directory', async () => {
@@ -106,4 +128,32 @@ describe('agents beside containerd', () => {
     const ran = await ctds[1]!.ctr(['run', '--rm', 'docker.io/stowage-test/big:1', 't-big']);
     expect(ran.stdout).toBe(big.message);
   }, 900_000);
+
+  it('clients that hang up in the middle of GET /images/get do not take the agent down', async () => {
+    const host = cluster.agents[0]!.dockerHost.replace('tcp://', 'http://');
+    // The 256 MiB image of the test before: each client reads 1 MiB of its export, then goes away.
+    const big = `${host}/images/get?names=${encodeURIComponent('docker.io/stowage-test/big:1')}`;
+    for (let i = 0; i < 3; i++) {
+      const controller = new AbortController();
+      const res = await request(big, { signal: controller.signal });
+      expect(res.statusCode).toBe(200);
+      let got = 0;
+      const read = (async () => {
+        for await (const chunk of res.body) {
+          got += (chunk as Buffer).length;
+          if (got > 1024 * 1024) controller.abort();
+        }
+      })();
+      await expect(read).rejects.toThrow();
+      expect(got).toBeLessThan(256 * 1024 * 1024);
+    }
+    const url = `${host}/images/get?names=${encodeURIComponent(REF)}`;
+    // Still serving, and a whole export still works.
+    const whole = await request(url);
+    expect(whole.statusCode).toBe(200);
+    let size = 0;
+    for await (const chunk of whole.body) size += (chunk as Buffer).length;
+    expect(size).toBeGreaterThan(image.layerBytes);
+    expect(cluster.agents[0]!.process.exitCode).toBeNull();
+  }, 300_000);
 });

@@ -84,7 +84,7 @@ describe('agents beside Podman', () => {
     const pull = await services[1]!.podman(['pull', '--tls-verify=false', ref]);
     expect(pull.code, pull.stderr).toBe(0);
     const pulled = await until('agent-2 to report the pulled image', async () => (await records('agent-2')).find((r) => r.digest === direct.manifestDigest && r.presence.state === 'present'), {
-      timeoutMs: 60_000,
+      timeoutMs: 120_000,
     });
     expect(pulled.config_digest).toBe(direct.configDigest);
     expect(pulled.platform).toBe('linux/amd64');
@@ -96,7 +96,7 @@ describe('agents beside Podman', () => {
     await until('agent-2 to report the new tag', async () => {
       const rec = (await records('agent-2')).find((r) => r.digest === direct.manifestDigest);
       return rec?.references.includes('docker.io/stowage-test/pulled:renamed') ? true : undefined;
-    }, { timeoutMs: 60_000 });
+    }, { timeoutMs: 120_000 });
 
     const rmi = await services[1]!.podman(['rmi', '--force', direct.configDigest.slice('sha256:'.length)]);
     expect(rmi.code, rmi.stderr).toBe(0);

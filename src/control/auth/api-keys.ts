@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { ulid } from 'ulid';
 import { StowageError } from '../../errors.js';
 import { type Db, nowIso } from '../db/database.js';
+import { prepared } from '../db/statements.js';
 import { newSecret } from '../peer-token.js';
 
 export type Role = 'superadmin' | 'admin' | 'user';
@@ -21,7 +22,7 @@ function hashKey(token: string): string {
 export function createUser(db: Db, user: { name: string; role: Role; domain?: string | null }): Principal {
   const id = `u-${ulid()}`;
   try {
-    db.prepare('INSERT INTO users (id, name, role, domain, created_at) VALUES (?, ?, ?, ?, ?)').run(id, user.name, user.role, user.domain ?? null, nowIso());
+    prepared(db, 'INSERT INTO users (id, name, role, domain, created_at) VALUES (?, ?, ?, ?, ?)').run(id, user.name, user.role, user.domain ?? null, nowIso());
   } catch (err) {
     if (String((err as Error).message).includes('UNIQUE')) throw new StowageError('CONFLICT', `user ${user.name} exists`);
     throw err;
@@ -31,20 +32,19 @@ export function createUser(db: Db, user: { name: string; role: Role; domain?: st
 
 /** A new API key for the user; the token is returned once and only its hash is kept. */
 export function createApiKey(db: Db, userId: string, token = newSecret('stk_')): string {
-  db.prepare('INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)').run(hashKey(token), userId, nowIso());
+  prepared(db, 'INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)').run(hashKey(token), userId, nowIso());
   return token;
 }
 
 export function authenticateApiKey(db: Db, token: string): Principal | undefined {
   if (!token.startsWith('stk_') || token.length > 256) return undefined;
-  const row = db
-    .prepare('SELECT u.id, u.name, u.role, u.domain FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?')
+  const row = prepared(db, 'SELECT u.id, u.name, u.role, u.domain FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?')
     .get(hashKey(token)) as { id: string; name: string; role: Role; domain: string | null } | undefined;
   return row ? { userId: row.id, name: row.name, role: row.role, domain: row.domain } : undefined;
 }
 
 export function userByName(db: Db, name: string): Principal | undefined {
-  const row = db.prepare('SELECT id, name, role, domain FROM users WHERE name = ?').get(name) as
+  const row = prepared(db, 'SELECT id, name, role, domain FROM users WHERE name = ?').get(name) as
     | { id: string; name: string; role: Role; domain: string | null }
     | undefined;
   return row ? { userId: row.id, name: row.name, role: row.role, domain: row.domain } : undefined;

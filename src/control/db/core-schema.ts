@@ -81,4 +81,14 @@ export const coreMigrations: Migration[] = [
   { id: '0050-machine-disk-use', sql: 'ALTER TABLE machines ADD COLUMN disk_used_bytes INTEGER' },
   // The layer digests of a present image (JSON array), from agent inventories: where a blob can be read.
   { id: '0060-availability-layers', sql: 'ALTER TABLE availability ADD COLUMN layers TEXT' },
+  // The status queries at fleet scale: unfinished operations at start, listings by kind and status (and
+  // the metrics' counts of them), an operation's targets in order without a sort.
+  {
+    id: '0065-status-indexes',
+    sql: `
+      CREATE INDEX operations_status ON operations(status, id);
+      CREATE INDEX operations_kind_status ON operations(kind, status, id);
+      CREATE INDEX operation_targets_position ON operation_targets(operation_id, position);
+    `,
+  },
 ];

@@ -19,6 +19,13 @@
 
 type Outcome = 'running' | 'holder' | 'failed';
 
+/**
+ * Peers named in one transfer request, nearest first. A blob comes from the first that has it; the rest
+ * are fallbacks for a peer that dies or stalls. Naming every target before it (up to N-1, each with a
+ * peer token of its own) would make planning a distribute to N machines cost N² tokens.
+ */
+export const MAX_PEERS_PER_TARGET = 8;
+
 interface Link {
   outcome: Outcome;
   ready: Promise<void>;
@@ -28,9 +35,11 @@ interface Link {
 export class FanoutChain {
   private readonly links = new Map<string, Link>();
   private readonly order: readonly string[];
+  private readonly position = new Map<string, number>();
 
   constructor(targets: readonly string[]) {
     this.order = targets;
+    targets.forEach((id, i) => this.position.set(id, i));
     for (const id of targets) {
       let markReady!: () => void;
       const ready = new Promise<void>((resolve) => (markReady = resolve));
@@ -40,7 +49,7 @@ export class FanoutChain {
 
   /** Resolves once the target before `id` has announced what it fetches, or has ended (at once for the first). */
   async upstreamReady(id: string): Promise<void> {
-    const i = this.order.indexOf(id);
+    const i = this.position.get(id) ?? -1;
     const before = i > 0 ? this.links.get(this.order[i - 1] as string) : undefined;
     await before?.ready;
   }
@@ -58,11 +67,11 @@ export class FanoutChain {
     link.markReady();
   }
 
-  /** The targets before `id` that hold the image or are receiving it, nearest first. */
+  /** The targets before `id` that hold the image or are receiving it, nearest first (MAX_PEERS_PER_TARGET at most). */
   peersOf(id: string): string[] {
-    const i = this.order.indexOf(id);
+    const i = this.position.get(id) ?? -1;
     const out: string[] = [];
-    for (let j = i - 1; j >= 0; j--) {
+    for (let j = i - 1; j >= 0 && out.length < MAX_PEERS_PER_TARGET; j--) {
       const peer = this.order[j] as string;
       if (this.links.get(peer)?.outcome !== 'failed') out.push(peer);
     }

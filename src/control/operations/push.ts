@@ -120,7 +120,8 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
     ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'skipped_present', bytesTransferred: 0, bytesTotal: 0 });
     return { operation: ctx.operations.require(op.id), upload: null };
   }
-  const operation = ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'running' });
+  ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'running' });
+  const operation = ctx.operations.require(op.id);
   const upload: UploadGrant = {
     machine_id: uploadTo.id,
     registry_url: uploadTo.agent_url,

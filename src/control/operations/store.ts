@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { ulid } from 'ulid';
 import { StowageError } from '../../errors.js';
 import { type Db, nowIso } from '../db/database.js';
+import { prepared } from '../db/statements.js';
 import {
   type Artifact,
   type Failure,
@@ -15,8 +16,9 @@ import {
 
 /**
  * Operations, durable in the database: created before any work starts, updated as it runs, so a restart
- * finds every unfinished one (see recovery in runner.ts). Every change is also emitted as a snapshot on
- * `events` ("changed", op) for the SSE streams.
+ * finds every unfinished one (see recovery in runner.ts). Changes are emitted on `events` for the SSE
+ * streams: "changed" with a whole snapshot when the operation itself changes (created, stage, progress,
+ * end), "target" with just that target (a TargetChange) when one target does.
  */
 
 interface OperationRow {
@@ -56,6 +58,13 @@ export interface NewOperation {
   stage?: string;
 }
 
+/** What `events` emits as "target": one target's new state, and the operation's updated_at with it. */
+export interface TargetChange {
+  operation_id: string;
+  updated_at: string;
+  target: TargetResult;
+}
+
 export type OperationSummary = Pick<OperationRow, 'kind' | 'status' | 'source_machine' | 'created_at' | 'updated_at' | 'finished_at'>;
 
 export interface ListFilter {
@@ -90,20 +99,19 @@ export class OperationStore {
     const id = `op-${ulid()}`;
     const now = nowIso();
     this.db.transaction(() => {
-      this.db
-        .prepare(
+      prepared(this.db,
           `INSERT INTO operations (id, kind, status, stage, actor, artifact, source_machine, params, created_at, updated_at)
            VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
         )
         .run(id, op.kind, op.stage ?? 'created', op.actor, JSON.stringify(op.artifact), op.sourceMachine ?? null, JSON.stringify(op.params ?? {}), now, now);
-      const insert = this.db.prepare(`INSERT INTO operation_targets (operation_id, machine_id, position, status) VALUES (?, ?, ?, 'pending')`);
+      const insert = prepared(this.db, `INSERT INTO operation_targets (operation_id, machine_id, position, status) VALUES (?, ?, ?, 'pending')`);
       op.targets.forEach((machine, i) => insert.run(id, machine, i));
     })();
     return this.emit(id);
   }
 
   get(id: string): Operation | undefined {
-    const row = this.db.prepare('SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
+    const row = prepared(this.db, 'SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
     return row ? this.toOperation(row) : undefined;
   }
 
@@ -115,13 +123,13 @@ export class OperationStore {
 
   /** The operation's own row, without its targets: cheap where the targets are not needed. */
   summary(id: string): OperationSummary | undefined {
-    return this.db.prepare('SELECT kind, status, source_machine, created_at, updated_at, finished_at FROM operations WHERE id = ?').get(id) as
+    return prepared(this.db, 'SELECT kind, status, source_machine, created_at, updated_at, finished_at FROM operations WHERE id = ?').get(id) as
       | OperationSummary
       | undefined;
   }
 
   params<T>(id: string): T {
-    const row = this.db.prepare('SELECT params FROM operations WHERE id = ?').get(id) as { params: string } | undefined;
+    const row = prepared(this.db, 'SELECT params FROM operations WHERE id = ?').get(id) as { params: string } | undefined;
     if (!row) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
     return JSON.parse(row.params) as T;
   }
@@ -138,70 +146,75 @@ export class OperationStore {
       args.push(filter.status);
     }
     const limit = Math.min(Math.max(filter.limit ?? 50, 1), 1000);
-    const sql = `SELECT * FROM operations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ${limit}`;
-    return (this.db.prepare(sql).all(...args) as OperationRow[]).map((r) => this.toOperation(r));
+    const sql = `SELECT * FROM operations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
+    return (prepared(this.db, sql).all(...args, limit) as OperationRow[]).map((r) => this.toOperation(r));
   }
 
   /** Operations a restart must pick up again. */
   unfinished(): Operation[] {
-    return (this.db.prepare(`SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`).all() as OperationRow[]).map((r) =>
+    return (prepared(this.db, `SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`).all() as OperationRow[]).map((r) =>
       this.toOperation(r),
     );
   }
 
   setStage(id: string, stage: string, status: OperationStatus = 'running'): Operation {
     if (this.frozen) return this.require(id);
-    this.db.prepare('UPDATE operations SET stage = ?, status = ?, updated_at = ? WHERE id = ?').run(stage, status, nowIso(), id);
+    prepared(this.db, 'UPDATE operations SET stage = ?, status = ?, updated_at = ? WHERE id = ?').run(stage, status, nowIso(), id);
     return this.emit(id);
   }
 
   setArtifact(id: string, artifact: Artifact): Operation {
     if (this.frozen) return this.require(id);
-    this.db.prepare('UPDATE operations SET artifact = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(artifact), nowIso(), id);
+    prepared(this.db, 'UPDATE operations SET artifact = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(artifact), nowIso(), id);
     return this.emit(id);
   }
 
   setParams(id: string, params: Record<string, unknown>): void {
     if (this.frozen) return;
-    this.db.prepare('UPDATE operations SET params = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(params), nowIso(), id);
+    prepared(this.db, 'UPDATE operations SET params = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(params), nowIso(), id);
   }
 
   setProgress(id: string, current: number, total: number, message: string): Operation {
     if (this.frozen) return this.require(id);
-    this.db.prepare('UPDATE operations SET progress = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ current, total, message }), nowIso(), id);
+    prepared(this.db, 'UPDATE operations SET progress = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ current, total, message }), nowIso(), id);
     return this.emit(id);
   }
 
+  /**
+   * Changes one target. Only that target is read and written, and only it is emitted ("target", a
+   * TargetChange): with thousands of targets, progress must not re-read and re-send the whole operation.
+   */
   updateTarget(
     id: string,
     machineId: string,
     change: { status?: TargetStatus; bytesTransferred?: number; bytesTotal?: number | null; failure?: Failure | null },
-  ): Operation {
-    if (this.frozen) return this.require(id);
-    const now = nowIso();
-    const current = this.db.prepare('SELECT * FROM operation_targets WHERE operation_id = ? AND machine_id = ?').get(id, machineId) as TargetRow | undefined;
+  ): TargetResult {
+    const current = prepared(this.db, 'SELECT * FROM operation_targets WHERE operation_id = ? AND machine_id = ?').get(id, machineId) as TargetRow | undefined;
     if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
+    if (this.frozen) return toTargetResult(current);
+    const now = nowIso();
     const status = change.status ?? current.status;
-    const startedAt = current.started_at ?? (status === 'running' ? now : null);
-    const finishedAt = isTargetDone(status) ? (current.finished_at ?? now) : null;
-    const failure = change.failure === undefined ? current.failure : change.failure === null ? null : JSON.stringify(change.failure);
-    this.db
-      .prepare(
+    const next: TargetRow = {
+      machine_id: machineId,
+      status,
+      bytes_transferred: change.bytesTransferred ?? current.bytes_transferred,
+      bytes_total: change.bytesTotal === undefined ? current.bytes_total : change.bytesTotal,
+      failure: change.failure === undefined ? current.failure : change.failure === null ? null : JSON.stringify(change.failure),
+      started_at: current.started_at ?? (status === 'running' ? now : null),
+      finished_at: isTargetDone(status) ? (current.finished_at ?? now) : null,
+    };
+    this.db.transaction(() => {
+      prepared(
+        this.db,
         `UPDATE operation_targets SET status = ?, bytes_transferred = ?, bytes_total = ?, failure = ?, started_at = ?, finished_at = ?
          WHERE operation_id = ? AND machine_id = ?`,
-      )
-      .run(
-        status,
-        change.bytesTransferred ?? current.bytes_transferred,
-        change.bytesTotal === undefined ? current.bytes_total : change.bytesTotal,
-        failure,
-        startedAt,
-        finishedAt,
-        id,
-        machineId,
-      );
-    this.db.prepare('UPDATE operations SET updated_at = ? WHERE id = ?').run(now, id);
-    return this.emit(id);
+      ).run(next.status, next.bytes_transferred, next.bytes_total, next.failure, next.started_at, next.finished_at, id, machineId);
+      prepared(this.db, 'UPDATE operations SET updated_at = ? WHERE id = ?').run(now, id);
+    })();
+    const target = toTargetResult(next);
+    const event: TargetChange = { operation_id: id, updated_at: now, target };
+    this.events.emit('target', event);
+    return target;
   }
 
   /** Ends the operation; its status follows from the targets unless given. */
@@ -210,8 +223,7 @@ export class OperationStore {
     if (this.frozen || isTerminal(op.status)) return op;
     const status = opts.status ?? statusFromTargets(op.targets);
     const now = nowIso();
-    this.db
-      .prepare('UPDATE operations SET status = ?, stage = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?')
+    prepared(this.db, 'UPDATE operations SET status = ?, stage = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?')
       .run(status, opts.stage ?? 'done', opts.error ? JSON.stringify(opts.error) : null, now, now, id);
     return this.emit(id);
   }
@@ -234,17 +246,7 @@ export class OperationStore {
   }
 
   private toOperation(row: OperationRow): Operation {
-    const targets = (this.db.prepare('SELECT * FROM operation_targets WHERE operation_id = ? ORDER BY position').all(row.id) as TargetRow[]).map(
-      (t): TargetResult => ({
-        machine_id: t.machine_id,
-        status: t.status,
-        bytes_transferred: t.bytes_transferred,
-        bytes_total: t.bytes_total,
-        ...(t.failure ? { failure: JSON.parse(t.failure) as Failure } : {}),
-        started_at: t.started_at,
-        finished_at: t.finished_at,
-      }),
-    );
+    const targets = (prepared(this.db, 'SELECT * FROM operation_targets WHERE operation_id = ? ORDER BY position').all(row.id) as TargetRow[]).map(toTargetResult);
     return {
       id: row.id,
       kind: row.kind,
@@ -261,6 +263,18 @@ export class OperationStore {
       ...(row.error ? { error: JSON.parse(row.error) as Failure } : {}),
     };
   }
+}
+
+function toTargetResult(t: TargetRow): TargetResult {
+  return {
+    machine_id: t.machine_id,
+    status: t.status,
+    bytes_transferred: t.bytes_transferred,
+    bytes_total: t.bytes_total,
+    ...(t.failure ? { failure: JSON.parse(t.failure) as Failure } : {}),
+    started_at: t.started_at,
+    finished_at: t.finished_at,
+  };
 }
 
 /** succeeded when every target ended well, failed when none did, partially_failed in between. */

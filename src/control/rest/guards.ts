@@ -15,6 +15,13 @@ export function requireUser(ctx: ControlContext, request: FastifyRequest, roles?
   return principal;
 }
 
+/** That the caller is the agent `machineId`, by the secret it got at join, reading nothing else; 401 otherwise. */
+export function requireMachineSecret(ctx: ControlContext, request: FastifyRequest, machineId: string): void {
+  if (!ctx.machines.hasSecret(machineId, bearerToken(request.headers.authorization))) {
+    throw new StowageError('UNAUTHORIZED', `not authenticated as machine "${machineId}"`);
+  }
+}
+
 /** The calling agent, authenticated by the secret it got at join; 401 otherwise. */
 export function requireMachine(ctx: ControlContext, request: FastifyRequest, machineId: string): MachineRecord {
   const machine = ctx.machines.authenticate(machineId, bearerToken(request.headers.authorization));

@@ -10,7 +10,7 @@ import { parseJoinSecret } from '../../cluster/join-token.js';
 import type { MachineRecord } from '../machines.js';
 import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
 import { parseWith } from './errors.js';
-import { CLUSTER_ROLES, requireMachine, requireUser } from './guards.js';
+import { CLUSTER_ROLES, requireMachine, requireMachineSecret, requireUser } from './guards.js';
 
 /** Inventories reach 100k items; only these routes take bodies this large. */
 const INVENTORY_BODY_LIMIT = 64 * 1024 * 1024;
@@ -60,7 +60,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   // The machine is authenticated before its (large) body is read.
-  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => void requireMachine(ctx, request, request.params.id) };
+  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
 
   app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
@@ -75,7 +75,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
-    requireMachine(ctx, request, request.params.id);
+    requireMachineSecret(ctx, request, request.params.id);
     const beat = parseWith(heartbeatSchema, request.body);
     const { inventory_seq, ...info } = beat;
     const machine = ctx.machines.heartbeat(request.params.id, info);

@@ -3,6 +3,7 @@ import type { ControlContext } from '../context.js';
 import { canSeeOperation } from '../rest/guards.js';
 import { callerOf, requireCaller } from '../tenancy/authenticate.js';
 import type { Operation } from '../wire.js';
+import type { TargetChange } from '../operations/store.js';
 import { taskEvent, taskEventName } from './events.js';
 import { operationIdOf } from './ids.js';
 
@@ -34,18 +35,29 @@ const RETRY_HINT = 5;
 /** Streams the events of operation `taskId` on `reply` (hijacked); answers 404 JSON for an unknown task. */
 export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply, taskId: string, opts: StreamOptions = {}): Promise<void> {
   const publicId = opts.taskId ?? taskId;
-  const pending: Operation[] = [];
-  let deliver: ((op: Operation) => void) | undefined;
+  // Events before the snapshot is read are queued, then applied in order on top of it.
+  const pending: Array<Operation | TargetChange> = [];
+  let deliver: ((change: Operation | TargetChange) => void) | undefined;
   const onChange = (op: Operation) => {
     if (op.id !== taskId) return;
     if (deliver) deliver(op);
     else pending.push(op);
   };
+  const onTarget = (change: TargetChange) => {
+    if (change.operation_id !== taskId) return;
+    if (deliver) deliver(change);
+    else pending.push(change);
+  };
+  const unsubscribe = () => {
+    ctx.operations.events.off('changed', onChange);
+    ctx.operations.events.off('target', onTarget);
+  };
   ctx.operations.events.on('changed', onChange);
+  ctx.operations.events.on('target', onTarget);
 
   const snapshot = ctx.operations.get(taskId);
   if (!snapshot) {
-    ctx.operations.events.off('changed', onChange);
+    unsubscribe();
     await reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${publicId}` } });
     return;
   }
@@ -76,7 +88,7 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
     ended = true;
     clearInterval(heartbeat);
     if (timer) clearTimeout(timer);
-    ctx.operations.events.off('changed', onChange);
+    unsubscribe();
     raw.end();
   };
   raw.on('close', finish);
@@ -112,11 +124,46 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
     }, throttleMs - (Date.now() - lastSentAt));
   };
 
+  // This stream's own copy of the operation: a target change patches it in place (no re-read of the
+  // operation), and what is sent is always its latest state.
+  const current = new LiveOperation(snapshot);
+  const apply = (change: Operation | TargetChange): void => {
+    if (current.apply(change)) send(current.op);
+  };
+  send(current.op);
   // Changes queued while the snapshot was read may be older than it: only those after it count.
-  send(snapshot);
-  for (const op of pending) if (op.updated_at >= snapshot.updated_at) send(op);
+  for (const change of pending) if (change.updated_at >= snapshot.updated_at) apply(change);
   pending.length = 0;
-  deliver = send;
+  deliver = apply;
+}
+
+/** An operation kept current from the store's events: whole snapshots replace it, target changes patch it. */
+class LiveOperation {
+  op: Operation;
+  private index = new Map<string, number>();
+
+  constructor(snapshot: Operation) {
+    this.op = this.adopt(snapshot);
+  }
+
+  /** Applies a change; false when it is older than what is held (it changes nothing then). */
+  apply(change: Operation | TargetChange): boolean {
+    if ('target' in change) {
+      const i = this.index.get(change.target.machine_id);
+      if (i === undefined || change.updated_at < this.op.updated_at) return false;
+      this.op.targets[i] = change.target;
+      this.op.updated_at = change.updated_at;
+      return true;
+    }
+    if (change.updated_at < this.op.updated_at) return false;
+    this.op = this.adopt(change);
+    return true;
+  }
+
+  private adopt(op: Operation): Operation {
+    this.index = new Map(op.targets.map((t, i) => [t.machine_id, i]));
+    return { ...op, targets: [...op.targets] };
+  }
 }
 
 /** GET /events/background-task?task_id=… (Backend.AI's path), Bearer API key or a Backend.AI keypair signature. */
