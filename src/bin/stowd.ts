@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { STOWAGE_VERSION, startAgent } from '../agent/agent.js';
 import { loadAgentConfig, parseAgentConfig } from '../agent/config.js';
@@ -39,6 +40,8 @@ interface AgentFlags {
   peerPort: number;
   peerHost: string;
   dockerPort?: number;
+  dockerHost: string;
+  dockerTlsverify?: boolean;
   insecureRegistry: string[];
   controlUrl?: string;
   joinToken?: string;
@@ -66,7 +69,9 @@ program
   .option('-c, --config <file>', 'agent configuration file (JSON)')
   .option('--data-dir <dir>', 'data directory', '.stowage/agent')
   .option('--peer-port <port>', 'port of the /v2/ endpoint', integer, 5080)
-  .option('--docker-port <port>', 'also serve the Docker Engine API on this loopback TCP port', integer)
+  .option('--docker-port <port>', 'also serve the Docker Engine API on this TCP port', integer)
+  .option('--docker-host <address>', 'address the Docker Engine API TCP port binds (beyond loopback only with --docker-tlsverify)', '127.0.0.1')
+  .option('--docker-tlsverify', 'the Docker Engine API over TCP speaks TLS and takes only clients with a certificate from the cluster CA (stowd client-cert), as dockerd --tlsverify')
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
   .option('--control-url <url>', 'control plane to join and report to')
   .option('--join-token <token>', 'join token for the first join (or STOWAGE_JOIN_TOKEN)')
@@ -92,6 +97,8 @@ program
         'dataDir',
         'peerPort',
         'dockerPort',
+        'dockerHost',
+        'dockerTlsverify',
         'insecureRegistry',
         'controlUrl',
         'name',
@@ -122,7 +129,7 @@ program
     const base = {
       dataDir: opts.dataDir,
       peer: { host: opts.peerHost, port: opts.peerPort },
-      engine: opts.dockerPort === undefined ? {} : { tcp: { host: '127.0.0.1', port: opts.dockerPort } },
+      engine: opts.dockerPort === undefined ? {} : { tcp: { host: opts.dockerHost, port: opts.dockerPort, ...(opts.dockerTlsverify ? { tlsVerify: true } : {}) } },
       registries: { insecureRegistries: opts.insecureRegistry, searchRegistries: opts.insecureRegistry },
       ...(opts.controlUrl === undefined
         ? {}
@@ -240,7 +247,8 @@ program
   .option('--base-port <port>', 'first agent port (each agent takes two)', integer, 5080)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
   .option('--runtime <kind>', 'none, or containerd / podman: each agent beside a runtime of its own (needs root)', 'none')
-  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[]; runtime: string }, command: Command) => {
+  .option('--tls', 'every link over TLS: a cluster CA under <data-dir>/control/tls, HTTPS control plane, mutual TLS between machines')
+  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[]; runtime: string; tls?: boolean }, command: Command) => {
     if (!['none', 'containerd', 'podman'].includes(opts.runtime)) command.error(`stowd dev: --runtime must be none, containerd or podman, not "${opts.runtime}"`, { exitCode: 2 });
     const cluster = await startDevCluster({
       runtime: opts.runtime as 'none' | 'containerd' | 'podman',
@@ -249,6 +257,7 @@ program
       controlPort: opts.controlPort,
       basePort: opts.basePort,
       insecureRegistries: opts.insecureRegistry,
+      tls: opts.tls === true,
     });
     console.log(`control plane: ${cluster.control.url}`);
     console.log(`dashboard: ${cluster.control.url}/ui/ (log in with the admin token below)`);
@@ -260,6 +269,7 @@ program
     console.log('\nTo use it from another shell:');
     console.log(`  export STOWAGE_HOST=${cluster.control.url}`);
     console.log(`  export STOWAGE_TOKEN=${cluster.control.adminToken}`);
+    if (opts.tls) console.log(`  export STOWAGE_CACERT=${resolve(opts.dataDir, 'control', 'tls', 'ca.pem')}`);
     console.log(`  export DOCKER_HOST=${cluster.agents[0]?.engineTcp ?? ''}   # ${cluster.agents[0]?.name ?? ''}'s Docker API`);
     console.log('local cluster running; Ctrl-C stops it');
     stopOnSignal(() => cluster.close());
