@@ -24,6 +24,8 @@ import { AgentMetrics, metricsAuthorizer } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { TransferManager } from './transfers.js';
 import { STOWAGE_VERSION } from './version.js';
+import { MachineTls } from './machine-tls.js';
+import { mutualTlsServer } from '../cluster/tls-server.js';
 
 export interface RunningAgent {
   /** Base URL of the /v2/ endpoint (and of /agent/v1 when joined), as bound. */
@@ -89,14 +91,33 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     // Before the link starts: the first inventory it sends is what the runtime holds (a runtime that is
     // down is followed once it answers; the agent serves meanwhile).
     await runtime.start();
-    const peer = Fastify({ logger: false });
-    closers.push(() => peer.close());
     let transfersRunning = (): number => 0;
     const metrics = new AgentMetrics({ running: () => transfersRunning(), inventoryImages: () => images.listImages().length });
-    instrumentHttp(peer, metrics, 'peer');
     const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
+    /** The /v2/ (and /agent/v1) server; over mutual TLS when given a TLS server factory. */
+    const peerServer = (tlsServer?: ReturnType<typeof mutualTlsServer>) => {
+      const server = Fastify({ logger: false, ...(tlsServer ? { serverFactory: tlsServer.serverFactory } : {}) });
+      closers.push(() => server.close());
+      instrumentHttp(server, metrics, 'peer');
+      return server;
+    };
     let link: ControlLink | undefined;
     if (config.control) {
+      // An https:// control plane means a TLS cluster: this machine serves /v2/ and /agent/v1 with the
+      // certificate it gets on joining, to clients that present one from the cluster CA.
+      const tls = config.control.url.startsWith('https:')
+        ? await MachineTls.open({
+            dataDir: config.dataDir,
+            controlUrl: config.control.url,
+            joinToken: config.control.joinToken,
+            identity: () => identity,
+            log: (message) => console.error(`stowd agent: ${message}`),
+          })
+        : undefined;
+      if (tls) closers.push(() => tls.close());
+      const peerTls = tls && mutualTlsServer(tls.certificate);
+      if (tls && peerTls) tls.onCertificate((c) => peerTls.setCertificate(c));
+      const peer = peerServer(peerTls);
       const limiter = config.transfer.maxBytesPerSecond ? new RateLimiter(config.transfer.maxBytesPerSecond) : undefined;
       const transfers = new TransferManager({
         store,
@@ -105,6 +126,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         limiter,
         concurrency: config.transfer.concurrency,
         stallTimeoutMs: config.transfer.stallTimeoutMs,
+        tlsDispatcher: tls && (() => tls.peerDispatcher()),
         metrics,
         log,
       });
@@ -144,8 +166,9 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           ...(mirror ? { mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers, mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream } : {}),
         }),
       });
-      const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
-      const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address());
+      let peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
+      if (tls) peerAddress = peerAddress.replace(/^http:/, 'https:');
+      const advertiseUrl = config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), tls ? 'https' : 'http');
       const control = config.control;
       link = new ControlLink({
         dataDir: config.dataDir,
@@ -165,18 +188,26 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
+        ...(tls ? { dispatcher: () => tls.controlDispatcher(), certificates: tls } : {}),
       });
+      // A machine that joined earlier renews its certificate when due (at once when it has none left).
+      if (tls && identity) tls.scheduleRenewal(tls.certificate ? undefined : 0);
       const running = link;
       closers.push(() => running.close());
       link.start();
       if (config.mirror) {
         // Blobs from the machines the control plane says hold them, before the upstream registry.
-        mirror = await startMirror(config.mirror, ctx, (digests) => running.blobSources(digests), { stallTimeoutMs: config.transfer.stallTimeoutMs, log: agentLog });
+        mirror = await startMirror(config.mirror, ctx, (digests) => running.blobSources(digests), {
+          stallTimeoutMs: config.transfer.stallTimeoutMs,
+          log: agentLog,
+          peerTls: tls && (() => tls.peerDispatcher()),
+        });
         const started = mirror;
         closers.push(() => started.close());
       }
-      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url);
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls);
     }
+    const peer = peerServer();
     await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
     metricsRoute(peer, metrics, await metricsAuthorizer(config.metrics, () => undefined));
     const peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
@@ -187,7 +218,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       closers.push(() => standalone.close());
       mirrorUrl = standalone.url;
     }
-    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address()), undefined, mirrorUrl);
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined);
   } catch (err) {
     await closeAll();
     throw err;
@@ -198,10 +229,10 @@ function agentLog(line: string): void {
   console.error(`stowd agent: ${line}`);
 }
 
-/** http://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
-function defaultAdvertiseUrl(host: string, address: AddressInfo | string | null): string {
+/** http(s)://<peer.host>:<bound port>: what peers reach when nothing else is configured. */
+function defaultAdvertiseUrl(host: string, address: AddressInfo | string | null, scheme: 'http' | 'https'): string {
   const port = typeof address === 'object' && address !== null ? address.port : 0;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 async function startEngine(
@@ -213,10 +244,20 @@ async function startEngine(
   advertiseUrl: string,
   link: ControlLink | undefined,
   mirrorUrl: string | undefined,
+  tls: MachineTls | undefined,
 ): Promise<RunningAgent> {
   const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
   const engineApp = await buildEngineApp(ctx);
-  const engine = await listenEngine(engineApp, { socketPath: engineSocket, tcp: config.engine.tcp });
+  const tcp = config.engine.tcp;
+  if (tcp?.tlsVerify && !tls) {
+    throw new StowageError('BAD_REQUEST', 'the Docker API over TCP with TLS (tlsVerify) needs a machine certificate: join an https:// control plane');
+  }
+  const engine = await listenEngine(engineApp, {
+    socketPath: engineSocket,
+    ...(tcp ? { tcp: { host: tcp.host, port: tcp.port } } : {}),
+    ...(tcp?.tlsVerify && tls ? { tls: tls.certificate ?? null } : {}),
+  });
+  if (tcp?.tlsVerify && tls) tls.onCertificate((c) => engine.setCertificate(c));
   closers.push(() => engine.close());
   return {
     peerUrl,

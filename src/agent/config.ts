@@ -27,11 +27,13 @@ export const agentConfigSchema = z
     engine: z
       .object({
         socketPath: z.string().optional(),
-        // The Docker Engine API can write to the store and has no authentication of its own yet, so
-        // its TCP listener may only face this machine: no open door.
+        // The Docker Engine API can write to the store. Over TCP it authenticates clients only by TLS client
+        // certificates from the cluster CA (tlsVerify, as dockerd's --tlsverify); without that it may only
+        // face this machine: no open door.
         tcp: listenSchema
-          .refine((l) => isLoopbackHost(l.host), {
-            message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost)',
+          .extend({ tlsVerify: z.boolean().optional() })
+          .refine((l) => l.tlsVerify || isLoopbackHost(l.host), {
+            message: 'the Docker Engine API TCP listener must bind a loopback address (127.0.0.0/8, ::1 or localhost) unless it requires TLS client certificates (tlsVerify)',
           })
           .optional(),
         /** Largest uncompressed root filesystem `docker import` takes (default 64 GiB). */

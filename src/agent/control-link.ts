@@ -42,7 +42,10 @@ export interface ControlLinkOptions {
   /** Called whenever the identity changes (after a join). */
   onIdentity: (identity: Identity) => void;
   log?: (line: string) => void;
-  dispatcher?: Dispatcher;
+  /** How to reach the control plane; a function when it must be prepared first (the pinned CA fetched). */
+  dispatcher?: Dispatcher | (() => Promise<Dispatcher>);
+  /** With a TLS control plane: a CSR goes with the join, and the certificate signed from it comes back. */
+  certificates?: { csr(): Promise<string>; accept(certificatePem: string): Promise<void> };
 }
 
 const DEBOUNCE_MS = 50;
@@ -257,14 +260,20 @@ export class ControlLink {
     }
     const inventory = this.snapshot();
     const seq = this.seq + 1;
+    const certificates = this.opts.certificates;
     const body = {
       ...this.opts.info,
+      ...(certificates ? { csr: await certificates.csr() } : {}),
       join_token: joinToken,
       ...(this.opts.name ? { name: this.opts.name } : {}),
       inventory: [...inventory.values()],
       inventory_seq: seq,
     };
     const res = await this.call('POST', '/api/v1/machines/join', joinToken, body, joinResponseSchema);
+    if (certificates) {
+      if (!res.certificate) throw new ControlError(0, 'NO_CERTIFICATE', 'the control plane signed no machine certificate for the join');
+      await certificates.accept(res.certificate);
+    }
     const identity: Identity = { control_url: this.opts.controlUrl, machine_id: res.machine_id, machine_secret: res.machine_secret };
     await writeIdentity(this.opts.dataDir, identity);
     this.identity = identity;
@@ -330,6 +339,7 @@ export class ControlLink {
     schema?: S,
   ): Promise<z.infer<S>> {
     const headers: Record<string, string> = { 'content-type': 'application/json', authorization: `Bearer ${bearer}` };
+    const dispatcher = typeof this.opts.dispatcher === 'function' ? await this.opts.dispatcher() : this.opts.dispatcher;
     const res = await request(`${this.opts.controlUrl}${path}`, {
       method,
       headers,
@@ -337,7 +347,7 @@ export class ControlLink {
       headersTimeout: REQUEST_TIMEOUT_MS,
       bodyTimeout: REQUEST_TIMEOUT_MS,
       signal: this.abort.signal,
-      ...(this.opts.dispatcher ? { dispatcher: this.opts.dispatcher } : {}),
+      ...(dispatcher ? { dispatcher } : {}),
     });
     const text = await res.body.text();
     let json: unknown;

@@ -1,3 +1,4 @@
+import type { Dispatcher } from 'undici';
 import Fastify from 'fastify';
 import type { EngineContext } from '../engine/context.js';
 import { registryClientFor } from '../engine/registry-auth.js';
@@ -18,7 +19,7 @@ export async function startMirror(
   config: NonNullable<AgentConfig['mirror']>,
   ctx: EngineContext,
   holders: (digests: readonly Digest[]) => Promise<Record<string, PeerHolder[] | undefined>>,
-  opts: { stallTimeoutMs?: number | undefined; log: (line: string) => void },
+  opts: { stallTimeoutMs?: number | undefined; log: (line: string) => void; peerTls?: (() => Dispatcher | undefined) | undefined },
 ): Promise<RunningMirror> {
   const mirror = new PullThroughMirror({
     store: ctx.store,
@@ -27,6 +28,7 @@ export async function startMirror(
     holders,
     stallTimeoutMs: opts.stallTimeoutMs,
     log: opts.log,
+    peerTls: opts.peerTls,
   });
   const app = Fastify({ logger: false });
   await app.register(mirrorRoutes, { mirror, defaultUpstream: config.defaultUpstream });

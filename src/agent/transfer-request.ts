@@ -10,6 +10,8 @@ export interface SourcePlan {
   /** Registry host[:port] taken from registry_url. */
   host: string;
   insecure: boolean;
+  /** The URL said https:// (a cluster member serving TLS is reached over https even on loopback). */
+  https: boolean;
   credentials: { username: string; password: string } | undefined;
   repository: string;
 }
@@ -65,6 +67,7 @@ function planSource(src: TransferSource, field: string): SourcePlan & { url: URL
     url,
     host: url.host,
     insecure: src.insecure ?? url.protocol === 'http:',
+    https: url.protocol === 'https:',
     credentials: password === undefined ? undefined : { username: username ?? 'stowage', password },
     repository: src.repository,
   };

@@ -1,3 +1,4 @@
+import type { Dispatcher } from 'undici';
 import type { Failure, TransferEvent } from '../control/wire.js';
 import { type ErrorCode, StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -47,6 +48,8 @@ export interface TransferDeps {
   concurrency?: number | undefined;
   /** A blob download silent this long is cut and resumed from the next source (default 30 s). */
   stallTimeoutMs?: number | undefined;
+  /** The dispatcher presenting this machine's certificate, for https:// sources (mutual TLS with peers). */
+  tlsDispatcher?: (() => Dispatcher | undefined) | undefined;
   metrics?: AgentMetrics | undefined;
   /** Transfer lines carry the operation ID (operation_id) of the control plane's operation. */
   log?: Logger | undefined;
@@ -71,7 +74,10 @@ export class Transfer {
   private progressTimer: NodeJS.Timeout | undefined;
   private readonly keepalive: NodeJS.Timeout;
 
-  constructor(readonly plan: TransferPlan) {
+  constructor(
+    readonly plan: TransferPlan,
+    private readonly tlsDispatcher?: () => Dispatcher | undefined,
+  ) {
     for (const r of plan.references) this.references.add(r);
     this.sources = { origin: plan, peers: plan.peers };
     this.keepalive = setInterval(() => {
@@ -101,10 +107,16 @@ export class Transfer {
   }
 
   client(p: SourcePlan): RegistryClient {
-    const key = `${p.insecure ? 'http' : 'https'}://${p.host}|${p.credentials?.username ?? ''}|${p.credentials?.password ?? ''}`;
+    const tls = p.https ? this.tlsDispatcher?.() : undefined;
+    const key = `${p.insecure ? 'http' : 'https'}://${p.host}|${p.credentials?.username ?? ''}|${p.credentials?.password ?? ''}|${tls ? 'tls' : ''}`;
     let client = this.clients.get(key);
     if (!client) {
-      client = new RegistryClient({ host: p.host, insecure: p.insecure, ...(p.credentials ? { credentials: p.credentials } : {}) });
+      client = new RegistryClient({
+        host: p.host,
+        insecure: p.insecure,
+        ...(tls ? { forceHttps: true, dispatcher: tls } : {}),
+        ...(p.credentials ? { credentials: p.credentials } : {}),
+      });
       this.clients.set(key, client);
     }
     return client;
@@ -174,7 +186,7 @@ export class TransferManager {
       existing.transfer.refresh(plan);
       return existing.transfer;
     }
-    const transfer = new Transfer(plan);
+    const transfer = new Transfer(plan, this.deps.tlsDispatcher);
     const done = this.run(transfer).finally(() => {
       if (this.running.get(plan.key)?.transfer === transfer) this.running.delete(plan.key);
     });

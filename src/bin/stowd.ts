@@ -39,6 +39,8 @@ interface AgentFlags {
   peerPort: number;
   peerHost: string;
   dockerPort?: number;
+  dockerHost: string;
+  dockerTlsverify?: boolean;
   insecureRegistry: string[];
   controlUrl?: string;
   joinToken?: string;
@@ -66,7 +68,9 @@ program
   .option('-c, --config <file>', 'agent configuration file (JSON)')
   .option('--data-dir <dir>', 'data directory', '.stowage/agent')
   .option('--peer-port <port>', 'port of the /v2/ endpoint', integer, 5080)
-  .option('--docker-port <port>', 'also serve the Docker Engine API on this loopback TCP port', integer)
+  .option('--docker-port <port>', 'also serve the Docker Engine API on this TCP port', integer)
+  .option('--docker-host <address>', 'address the Docker Engine API TCP port binds (beyond loopback only with --docker-tlsverify)', '127.0.0.1')
+  .option('--docker-tlsverify', 'the Docker Engine API over TCP speaks TLS and takes only clients with a certificate from the cluster CA (stowd client-cert), as dockerd --tlsverify')
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
   .option('--control-url <url>', 'control plane to join and report to')
   .option('--join-token <token>', 'join token for the first join (or STOWAGE_JOIN_TOKEN)')
@@ -92,6 +96,8 @@ program
         'dataDir',
         'peerPort',
         'dockerPort',
+        'dockerHost',
+        'dockerTlsverify',
         'insecureRegistry',
         'controlUrl',
         'name',
@@ -122,7 +128,7 @@ program
     const base = {
       dataDir: opts.dataDir,
       peer: { host: opts.peerHost, port: opts.peerPort },
-      engine: opts.dockerPort === undefined ? {} : { tcp: { host: '127.0.0.1', port: opts.dockerPort } },
+      engine: opts.dockerPort === undefined ? {} : { tcp: { host: opts.dockerHost, port: opts.dockerPort, ...(opts.dockerTlsverify ? { tlsVerify: true } : {}) } },
       registries: { insecureRegistries: opts.insecureRegistry, searchRegistries: opts.insecureRegistry },
       ...(opts.controlUrl === undefined
         ? {}

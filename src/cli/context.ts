@@ -59,6 +59,9 @@ export class CommandContext {
   /** The control-plane client; a token is required unless nothing will be sent (--dry-run). */
   async api(): Promise<ApiClient> {
     if (this.client) return this.client;
+    // Loaded while the configuration is read: each module a command waits for in turn delays its answer.
+    const http = import('./http.js');
+    http.catch(() => undefined);
     const cfg = await this.resolvedConfig();
     if (this.debug) {
       this.diag(`[debug] host ${cfg.host} (from ${cfg.hostSource}); token ${cfg.tokenSource ? `from ${cfg.tokenSource}` : 'not set'}${cfg.file ? `; config file ${cfg.file}` : ''}`);
@@ -66,7 +69,7 @@ export class CommandContext {
     if (!cfg.token && !this.dryRun) {
       throw new CliError('CONFIG_ERROR', 'no API token: pass --token, set STOWAGE_TOKEN, or put "token" in the config file', { exitCode: 2 });
     }
-    const { ApiClient } = await import('./http.js');
+    const { ApiClient } = await http;
     let ca: string | undefined;
     if (cfg.cacert) {
       const { readFile } = await import('node:fs/promises');

@@ -1,4 +1,5 @@
-import { Command, CommanderError } from 'commander';
+import { createRequire } from 'node:module';
+import type * as Commander from 'commander';
 import { STOWAGE_VERSION } from '../agent/version.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
@@ -24,6 +25,10 @@ import { toYaml } from './yaml.js';
  * Startup is kept short: this module and the command declarations load only commander and small
  * helpers; what a command does (HTTP client, schemas, image store, progress bars) is imported when it runs.
  */
+
+// commander is CommonJS: require() spares startup the ESM wrapper and the scan of its exports import() does.
+const { Command, CommanderError } = createRequire(import.meta.url)('commander') as typeof Commander;
+type Command = Commander.Command;
 
 function buildProgram(io: CliIo, bind: Bind): Command {
   const program = new Command('stowctl')

@@ -1,5 +1,7 @@
 import { chmod, lstat, rm } from 'node:fs/promises';
-import { type Server, createServer } from 'node:http';
+import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { type Server as HttpsServer, createServer as createHttpsServer } from 'node:https';
+import type { ServingTls } from '../cluster/tls-server.js';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { isStowageError } from '../errors.js';
 import type { EngineContext } from './context.js';
@@ -148,11 +150,18 @@ export interface EngineListenOptions {
   /** A unix socket path (replaced when a stale socket is there). */
   socketPath?: string;
   tcp?: { host: string; port: number };
+  /**
+   * Serve TCP over TLS taking only clients with a certificate from the cluster CA (dockerd's --tlsverify);
+   * null: not yet (every handshake fails until setCertificate).
+   */
+  tls?: ServingTls | null;
 }
 
 export interface EngineListener {
   /** `unix:///path` and/or `tcp://host:port`, usable as DOCKER_HOST. */
   addresses: string[];
+  /** A new certificate for the TLS listener (renewal). */
+  setCertificate(tls: ServingTls): void;
   close(): Promise<void>;
 }
 
@@ -184,8 +193,17 @@ export async function listenEngine(app: FastifyInstance, opts: EngineListenOptio
   await app.ready();
   const servers: Server[] = [];
   const addresses: string[] = [];
-  const make = (): Server => {
-    const s = createServer({ maxHeaderSize: MAX_REQUEST_HEAD_BYTES }, (req, res) => app.routing(req, res));
+  let tlsServer: HttpsServer | undefined;
+  const make = (tls?: ServingTls | null): Server => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => app.routing(req, res);
+    let s: Server;
+    if (tls !== undefined) {
+      const key = tls ? { key: tls.key, cert: tls.cert, ca: [tls.ca] } : {};
+      tlsServer = createHttpsServer({ maxHeaderSize: MAX_REQUEST_HEAD_BYTES, requestCert: true, rejectUnauthorized: true, ...key }, handler);
+      s = tlsServer as unknown as Server;
+    } else {
+      s = createServer({ maxHeaderSize: MAX_REQUEST_HEAD_BYTES }, handler);
+    }
     s.keepAliveTimeout = 65_000;
     servers.push(s);
     return s;
@@ -199,7 +217,7 @@ export async function listenEngine(app: FastifyInstance, opts: EngineListenOptio
       addresses.push(`unix://${opts.socketPath}`);
     }
     if (opts.tcp) {
-      const s = make();
+      const s = make(opts.tls);
       await listenServer(s, { host: opts.tcp.host, port: opts.tcp.port });
       const a = s.address();
       const port = a && typeof a === 'object' ? a.port : opts.tcp.port;
@@ -212,6 +230,9 @@ export async function listenEngine(app: FastifyInstance, opts: EngineListenOptio
   }
   return {
     addresses,
+    setCertificate(tls) {
+      tlsServer?.setSecureContext({ key: tls.key, cert: tls.cert, ca: [tls.ca] });
+    },
     async close() {
       await Promise.all(
         servers.map(

@@ -1,4 +1,5 @@
-import { collectDefaultMetrics, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { LoopStallMonitor } from './loop-stall.js';
 
 /**
  * One Prometheus registry per daemon (a control plane and its agents may share a process in tests and in
@@ -13,8 +14,37 @@ export class MetricsRegistry {
     if (!this.defaults) {
       this.defaults = true;
       collectDefaultMetrics({ register: this.registry, prefix: 'stowage_', eventLoopMonitoringPrecision: 10 });
+      this.registerLoopStall();
     }
     return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+
+  /**
+   * Event-loop stalls caused by this process's own work (see LoopStallMonitor), unlike the lag series, which
+   * also count the time a loaded machine did not schedule the process. The maximum is per scrape interval.
+   */
+  private registerLoopStall(): void {
+    const monitor = new LoopStallMonitor();
+    monitor.start();
+    let taken = { maxStallMs: 0, ticks: 0 };
+    new Gauge({
+      name: 'stowage_event_loop_stall_max_seconds',
+      help: 'Longest time the event loop was held by this process (its main thread on CPU) since the previous scrape',
+      registers: [this.registry],
+      collect() {
+        taken = monitor.take();
+        this.set(taken.maxStallMs / 1000);
+      },
+    });
+    new Counter({
+      name: 'stowage_event_loop_stall_probe_ticks_total',
+      help: 'Ticks of the event-loop stall probe (it measures only while it ticks)',
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(taken.ticks);
+      },
+    });
   }
 }
 

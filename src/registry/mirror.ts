@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
 import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/manifest.js';
@@ -32,6 +33,8 @@ export interface MirrorOptions {
   /** A blob download silent this long moves on to the next source. */
   stallTimeoutMs?: number | undefined;
   log?: (line: string) => void;
+  /** In a TLS cluster: the dispatcher presenting this machine's certificate to peers' https:// /v2/. */
+  peerTls?: (() => Dispatcher | undefined) | undefined;
 }
 
 /** What the mirror moved, by where it came from (GET /agent/v1/stats). */
@@ -176,12 +179,14 @@ export class PullThroughMirror {
 
   private peerClient(p: PeerHolder): RegistryClient {
     const url = new URL(p.registry_url);
-    const key = `${p.registry_url}|${p.password ?? ''}`;
+    const tls = url.protocol === 'https:' ? this.opts.peerTls?.() : undefined;
+    const key = `${p.registry_url}|${p.password ?? ''}|${tls ? 'tls' : ''}`;
     let client = this.peerClients.get(key);
     if (!client) {
       client = new RegistryClient({
         host: url.host,
         insecure: url.protocol === 'http:',
+        ...(tls ? { forceHttps: true, dispatcher: tls } : {}),
         ...(p.password !== undefined ? { credentials: { username: p.username ?? 'stowage', password: p.password } } : {}),
       });
       this.peerHosts.add(client.host);

@@ -1,5 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
+import { createGzip } from 'node:zlib';
 import { CompressStream } from 'zstd-napi';
 
 /**
@@ -25,8 +26,41 @@ export async function writeZstdBomb(file: string, expandBytes: number): Promise<
   return written;
 }
 
-/** A ustar header for a regular file (sizes beyond 8 GiB are not needed here). */
-function tarHeader(name: string, size: number): Buffer {
+/** The same for gzip: a tar whose first entry claims `expandBytes`, gzip at level 9 (about 1 KiB per MiB). */
+export async function writeGzipBomb(file: string, expandBytes: number): Promise<number> {
+  const out = createWriteStream(file);
+  const gz = createGzip({ level: 9 });
+  gz.pipe(out);
+  let written = 0;
+  gz.on('data', (c: Buffer) => (written += c.length));
+  const write = async (chunk: Buffer): Promise<void> => {
+    if (!gz.write(chunk)) await once(gz, 'drain');
+  };
+  await write(tarHeader('layer.tar', expandBytes));
+  const zeros = Buffer.alloc(4 * 1024 * 1024);
+  for (let left = expandBytes; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
+  gz.end();
+  await once(out, 'close');
+  return written;
+}
+
+/** A gzip tar of `count` directories (e/0/, e/1/, …): an archive that is all entries and no content. */
+export async function writeManyEntriesTar(file: string, count: number): Promise<number> {
+  const out = createWriteStream(file);
+  const gz = createGzip({ level: 6 });
+  gz.pipe(out);
+  let written = 0;
+  gz.on('data', (c: Buffer) => (written += c.length));
+  for (let i = 0; i < count; i++) {
+    if (!gz.write(tarHeader(`e/${i}/`, 0, '5'))) await once(gz, 'drain');
+  }
+  gz.end(Buffer.alloc(1024));
+  await once(out, 'close');
+  return written;
+}
+
+/** A ustar header, of a regular file unless `type` says otherwise (sizes beyond 8 GiB are not needed here). */
+function tarHeader(name: string, size: number, type = '0'): Buffer {
   const h = Buffer.alloc(512);
   h.write(name, 0, 'utf8');
   h.write('0000644\0', 100);
@@ -35,7 +69,7 @@ function tarHeader(name: string, size: number): Buffer {
   h.write(size.toString(8).padStart(11, '0') + '\0', 124);
   h.write('00000000000\0', 136);
   h.write('        ', 148);
-  h.write('0', 156);
+  h.write(type, 156);
   h.write('ustar\0', 257);
   h.write('00', 263);
   let sum = 0;

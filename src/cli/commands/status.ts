@@ -16,10 +16,9 @@ export function registerStatus(image: Command, bind: Bind): void {
     .option('--machine <id>', 'only this machine', machineArg('--machine'))
     .action(
       bind(async (ctx, opts, [name]) => {
-        const [{ statusResponseSchema }, { availabilityView }] = await Promise.all([import('../responses.js'), import('../render.js')]);
-        const api = await ctx.api();
+        const [{ statusResponseCheck }, { availabilityView }, api] = await Promise.all([import('../status-check.js'), import('../render.js'), ctx.api()]);
         const query = { digest: opts['digest'] as string | undefined, machine: opts['machine'] as string | undefined };
-        const res = await api.call('GET', '/api/v1/images/status', statusResponseSchema, { query });
+        const res = await api.call('GET', '/api/v1/images/status', statusResponseCheck, { query });
         const records = name === undefined ? res.records : (await import('../resolve.js')).matchRecords(name, res.records);
         ctx.list(name === undefined ? res : { records }, availabilityView(records));
       }),
