@@ -37,6 +37,9 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
       host: url.host,
       insecure: url.protocol === 'http:',
       credentials: { username: grant.username, password: grant.password },
+      // Every blob in one streamed PUT, never PATCH chunks: the agent then writes it through the digest's own
+      // ingest, so the other targets read it while it arrives (registry/whole-blob-upload.ts).
+      chunkThreshold: Number.MAX_SAFE_INTEGER,
     });
     await pushImage(client, img.handles, img.digest, grant.repository, grant.tag, { onProgress: (e) => view.onEvent(e) });
   } catch (err) {
