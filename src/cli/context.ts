@@ -10,6 +10,8 @@ export interface GlobalOptions {
   token?: string | undefined;
   config?: string | undefined;
   cacert?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
   json?: boolean | undefined;
   output?: string | undefined;
   format?: string | undefined;
@@ -49,6 +51,20 @@ export class CommandContext {
   get progress(): ProgressMode {
     if (this.json) return 'none';
     return this.io.stderr.isTTY ? 'bars' : 'lines';
+  }
+
+  /** The CA to trust and the client certificate to present, read from the files the configuration names. */
+  async tlsFiles(): Promise<{ ca?: string; cert?: string; key?: string }> {
+    const cfg = await this.resolvedConfig();
+    const { readFile } = await import('node:fs/promises');
+    const read = async (what: string, path: string | undefined): Promise<string | undefined> =>
+      path === undefined
+        ? undefined
+        : readFile(path, 'utf8').catch((err: Error) => {
+            throw new CliError('CONFIG_ERROR', `cannot read the ${what} ${path}: ${err.message}`, { exitCode: 2 });
+          });
+    const [ca, cert, key] = await Promise.all([read('CA certificate', cfg.cacert), read('client certificate', cfg.cert), read('client key', cfg.key)]);
+    return { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}) };
   }
 
   async resolvedConfig(): Promise<CliConfig> {
