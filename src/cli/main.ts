@@ -23,7 +23,8 @@ import { toYaml } from './yaml.js';
  * so tests and other programs can drive it with their own streams.
  *
  * Startup is kept short: this module and the command declarations load only commander and small
- * helpers; what a command does (HTTP client, schemas, image store, progress bars) is imported when it runs.
+ * helpers (the small HTTP client and config reader among them); what a command does that is heavy
+ * (node:http, schemas, image store, progress bars) is imported when it runs.
  */
 
 // commander is CommonJS: require() spares startup the ESM wrapper and the scan of its exports import() does.
