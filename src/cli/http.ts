@@ -1,6 +1,4 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import type { z } from 'zod';
-import { errorBodySchema } from '../control/wire.js';
 import { CliError, DryRunStop } from './errors.js';
 import { type OutStream, writeLine } from './io.js';
 
@@ -12,6 +10,20 @@ import { type OutStream, writeLine } from './io.js';
  */
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+export interface CheckIssue {
+  path: ReadonlyArray<string | number>;
+  message: string;
+}
+
+/**
+ * What checks an answer: a zod schema, or a hand-written check of the same shape where loading zod
+ * would cost a short command more than its request (status-check.ts). `_output` only carries the type.
+ */
+export interface ResponseCheck<T> {
+  readonly _output: T;
+  safeParse(value: unknown): { success: true } | { success: false; error: { issues: readonly CheckIssue[] } };
+}
 
 /** An answer: status, headers and the body as a stream (read it or destroy it). */
 export interface Response {
@@ -61,7 +73,7 @@ export class ApiClient {
   }
 
   /** Sends a JSON request and parses the answer with `schema`. */
-  async call<S extends z.ZodTypeAny>(method: Method, path: string, schema: S, opts: { query?: Query; body?: unknown } = {}): Promise<z.infer<S>> {
+  async call<T>(method: Method, path: string, schema: ResponseCheck<T>, opts: { query?: Query; body?: unknown } = {}): Promise<T> {
     const url = this.url(path, opts.query);
     this.planned({ method, url, ...(opts.body !== undefined ? { body: opts.body } : {}) });
     const res = await this.send(method, url, opts.body, { accept: 'application/json' });
@@ -88,7 +100,7 @@ export class ApiClient {
     }
     // The raw object, not r.data: zod drops fields it does not know, and --json prints the whole answer.
     // (The response schemas have no defaults or transforms, so a valid raw object is the parsed one.)
-    return parsed as z.infer<S>;
+    return parsed as T;
   }
 
   /**
@@ -196,7 +208,10 @@ async function errorFrom(res: Response, method: Method, url: string): Promise<Cl
   // A wrong or missing token is the operator's configuration: exit 2 like any configuration error.
   const exitCode = res.statusCode === 401 ? 2 : 1;
   try {
-    const r = errorBodySchema.safeParse(JSON.parse(text));
+    const body: unknown = JSON.parse(text);
+    // The schemas load only when there is an error body to read.
+    const { errorBodySchema } = await import('../control/wire.js');
+    const r = errorBodySchema.safeParse(body);
     if (r.success) {
       const { code, message, details, stage } = r.data.error;
       const all = { ...(details ?? {}), ...(stage ? { stage } : {}) };

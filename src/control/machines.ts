@@ -121,12 +121,17 @@ export class Machines {
     if (!secret) return false;
     const row = prepared(this.db, 'SELECT secret FROM machines WHERE id = ?').get(id) as { secret: string } | undefined;
     if (!row) return false;
+    return secretsEqual(secret, this.openSecret(id, row.secret));
+  }
+
+  /** The machine's secret, opened once per sealed value. */
+  private openSecret(id: string, sealed: string): string {
     let opened = this.openedSecrets.get(id);
-    if (opened?.sealed !== row.secret) {
-      opened = { sealed: row.secret, plain: secretBox(this.db).open(row.secret, machinePurpose(id)) };
+    if (opened?.sealed !== sealed) {
+      opened = { sealed, plain: secretBox(this.db).open(sealed, machinePurpose(id)) };
       this.openedSecrets.set(id, opened);
     }
-    return secretsEqual(secret, opened.plain);
+    return opened.plain;
   }
 
   /** Called once the API listens: machines get their whole window to call in from then, however long startup took. */
@@ -281,6 +286,21 @@ export class Machines {
     return new Map(rows.map((r) => [r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at))]));
   }
 
+  /**
+   * The statuses of some machines: one lookup each, where statuses() reads every machine (a status query
+   * or a distribute step names a few machines of a large fleet).
+   */
+  statusesOf(ids: Iterable<string>): Map<string, Machine['status']> {
+    const lookup = prepared(this.db, 'SELECT last_seen_at FROM machines WHERE id = ?');
+    const out = new Map<string, Machine['status']>();
+    for (const id of ids) {
+      if (out.has(id)) continue;
+      const row = lookup.get(id) as { last_seen_at: string } | undefined;
+      if (row) out.set(id, this.statusOf(this.lastSeen(id, row.last_seen_at)));
+    }
+    return out;
+  }
+
   /** The later of the recorded last_seen_at and when this process last heard from the machine. */
   private lastSeen(id: string, recorded: string): string {
     const heard = this.heardAt.get(id);
@@ -299,7 +319,7 @@ export class Machines {
     const lastSeenAt = this.lastSeen(r.id, r.last_seen_at);
     return {
       id: r.id,
-      secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
+      secret: this.openSecret(r.id, r.secret),
       agent_url: r.agent_url,
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,

@@ -9,6 +9,7 @@ import { putManifest } from './manifest-put.js';
 import { isRepositoryPath } from './names.js';
 import type { UploadSession, UploadSessions } from './upload-sessions.js';
 import { v2Rest, v2Target } from './v2-path.js';
+import { putWholeBlob } from './whole-blob-upload.js';
 
 /**
  * The write half of /v2/ (OCI distribution push), registered only when requests are authenticated:
@@ -85,6 +86,12 @@ function drainRequest(raw: IncomingMessage): void {
   raw.resume();
 }
 
+/** The body's declared length (Content-Length), when it gives one. */
+function declaredLength(raw: IncomingMessage): number | undefined {
+  const len = raw.headers['content-length'];
+  return len !== undefined && /^\d{1,15}$/.test(len) ? Number(len) : undefined;
+}
+
 /** TOO_LARGE before anything is read when the declared length already passes the limit (so the 413 gets through). */
 function checkDeclaredLength(raw: IncomingMessage, already: number, limit: number): void {
   const len = Number(raw.headers['content-length'] ?? 0);
@@ -155,7 +162,7 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
       if (!isDigest(digest)) return sendError(reply, 400, 'DIGEST_INVALID', `invalid digest "${digest.slice(0, 100)}"`);
       try {
         checkDeclaredLength(req.raw, 0, maxBlob);
-        await store.put(bounded(req.raw, 0, maxBlob), { digest });
+        await putWholeBlob(store, bounded(req.raw, 0, maxBlob), digest, declaredLength(req.raw));
       } catch (err) {
         drainRequest(req.raw);
         return sendUploadError(reply, err);
@@ -204,6 +211,7 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
     if (digest === undefined || !isDigest(digest)) {
       return sendError(reply, 400, 'DIGEST_INVALID', digest === undefined ? 'the digest query parameter is required to finish an upload' : `invalid digest "${digest.slice(0, 100)}"`);
     }
+    if (session.ingest.offset === 0 && hasBody(req.raw)) return finishWhole(req, reply, session, digest);
     try {
       await sessions.use(session, async () => {
         if (hasBody(req.raw)) {
@@ -217,6 +225,30 @@ export function registerWriteRoutes(app: FastifyInstance, opts: WriteRoutesOptio
     } catch (err) {
       if (isStowageError(err, 'DIGEST_MISMATCH') || isStowageError(err, 'SIZE_MISMATCH')) sessions.forget(session);
       if (isStowageError(err, 'TOO_LARGE') || isStorageFull(err)) await sessions.cancel(session).catch(() => undefined);
+      throw err;
+    }
+    return blobCreated(reply, session.name, digest);
+  }
+
+  /**
+   * The PUT brings every byte of the upload: they go through the digest's own ingest, so peers read them as
+   * they arrive (whole-blob-upload.ts). The session's ingest held nothing and goes either way.
+   */
+  async function finishWhole(req: FastifyRequest, reply: FastifyReply, session: UploadSession, digest: Digest) {
+    let ran = false;
+    try {
+      await sessions.use(session, async () => {
+        ran = true;
+        try {
+          checkDeclaredLength(req.raw, 0, maxBlob);
+          await putWholeBlob(store, bounded(req.raw, 0, maxBlob), digest, declaredLength(req.raw));
+        } finally {
+          await session.ingest.abort().catch(() => undefined);
+        }
+        return { result: undefined, done: true };
+      });
+    } catch (err) {
+      if (ran) sessions.forget(session); // its ingest is gone; a request refused as busy leaves it to the other
       throw err;
     }
     return blobCreated(reply, session.name, digest);

@@ -138,6 +138,52 @@ describe('stowctl usage, dry-run and config', () => {
     expect(r.stdout).toBe('No machines have joined.\n');
   });
 
+  it('image status checks the answer it prints: a malformed record is BAD_RESPONSE, an error body keeps the server\'s code', async () => {
+    const record = {
+      machine_id: 'm1',
+      digest: DIGEST_A,
+      index_digest: null,
+      config_digest: null,
+      platform: 'linux/amd64',
+      references: ['docker.io/library/app:1'],
+      size_bytes: 2048,
+      presence: { state: 'present' },
+      machine_status: 'unknown',
+      updated_at: '2026-01-01T00:00:00.000Z',
+    };
+    const answers: Record<string, [number, unknown]> = {
+      good: [200, { records: [record] }],
+      bad: [200, { records: [record, { ...record, presence: { state: 'somewhere' } }] }],
+      refused: [403, { error: { code: 'FORBIDDEN', message: 'not yours' } }],
+    };
+    const server = await recordingServer((req, res) => {
+      const machine = new URL(req.url, 'http://x').searchParams.get('machine') ?? '';
+      const [status, body] = answers[machine] ?? [404, {}];
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    });
+    try {
+      const status = (machine: string, ...flags: string[]) => runCli([...flags, '--host', server.url, '--token', 't', 'image', 'status', '--machine', machine], env);
+      const good = await status('good');
+      expect(good.code, good.stderr).toBe(0);
+      expect(good.stdout).toMatch(/^m1 +aaaaaaaaaaaa +linux\/amd64 +present \(unknown\) +2\.00 KiB +docker\.io\/library\/app:1 /m);
+      const goodJson = await status('good', '--json');
+      expect(JSON.parse(goodJson.stdout)).toEqual({ records: [record] });
+
+      const bad = await status('bad', '--json');
+      expect(bad.code).toBe(1);
+      const error = JSON.parse(bad.stdout).error;
+      expect(error.code).toBe('BAD_RESPONSE');
+      expect(error.message).toContain('unexpected answer at records.1.presence.state');
+
+      const refused = await status('refused');
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain('stowctl: not yours [FORBIDDEN]');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('reports an unreachable control plane with exit 1, as JSON with --json', async () => {
     const host = `http://127.0.0.1:${await closedPort()}`;
     const r = await runCli(['--json', '--host', host, '--token', 't', 'machine', 'list'], env);
