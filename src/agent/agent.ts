@@ -205,7 +205,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         const started = mirror;
         closers.push(() => started.close());
       }
-      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls);
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls, metrics);
     }
     const peer = peerServer();
     await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
@@ -218,7 +218,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       closers.push(() => standalone.close());
       mirrorUrl = standalone.url;
     }
-    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined);
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined, metrics);
   } catch (err) {
     await closeAll();
     throw err;
@@ -245,9 +245,10 @@ async function startEngine(
   link: ControlLink | undefined,
   mirrorUrl: string | undefined,
   tls: MachineTls | undefined,
+  metrics: AgentMetrics,
 ): Promise<RunningAgent> {
   const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
-  const engineApp = await buildEngineApp(ctx);
+  const engineApp = await buildEngineApp(ctx, { instrument: (app) => instrumentHttp(app, metrics, 'docker') });
   const tcp = config.engine.tcp;
   if (tcp?.tlsVerify && !tls) {
     throw new StowageError('BAD_REQUEST', 'the Docker API over TCP with TLS (tlsVerify) needs a machine certificate: join an https:// control plane');

@@ -22,6 +22,7 @@ import { tmpDir } from '../harness/tmp.js';
  */
 
 const STOWD = join(import.meta.dirname, '..', '..', 'bin', 'stowd.js');
+const STOWCTL = join(import.meta.dirname, '..', '..', 'bin', 'stowctl.js');
 /** Short on purpose: agents renew at two thirds of it, so a renewal happens while the test runs. */
 const MACHINE_CERT_LIFETIME_S = 60;
 const IMAGE = 'example.test/tls/app:1.0';
@@ -202,6 +203,21 @@ describe('a cluster made with stowd init', () => {
     const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: dockerEnv(agents[1]!) });
     expect(listed.split('\n')).toContain(IMAGE);
   }, 300_000);
+
+  it('lets stowctl push into the cluster with a client certificate, and not without one', async () => {
+    const ref = 'example.test/tls/pushed:2';
+    const { tar } = await makeImageTar(ref, { layers: 1, layerBytes: 64 * 1024 });
+    const env = { STOWAGE_HOST: controlUrl, STOWAGE_TOKEN: adminToken, STOWAGE_CACERT: join(root, 'control', 'tls', 'ca.pem') };
+    const push = ['--json', 'image', 'push', ref, '--archive', tar, '--to', 'agent-2'];
+    const refused = await run(process.execPath, [STOWCTL, ...push], env, { timeoutMs: 300_000 });
+    expect(refused.code).toBe(1);
+    expect((JSON.parse(refused.stdout) as { error: { details?: { stage?: string } } }).error.details?.stage).toBe('upload');
+    const pushed = await run(process.execPath, [STOWCTL, ...push], { ...env, STOWAGE_CERT: join(clientCertDir, 'cert.pem'), STOWAGE_KEY: join(clientCertDir, 'key.pem') }, { timeoutMs: 300_000 });
+    expect(pushed.code, pushed.stdout + pushed.stderr).toBe(0);
+    expect((JSON.parse(pushed.stdout) as { operation: Operation }).operation.status).toBe('succeeded');
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: dockerEnv(agents[1]!) });
+    expect(listed.split('\n')).toContain(ref);
+  }, 600_000);
 
   it('refuses clients without the CA, and peers presenting no certificate or one from another CA', async () => {
     const untrusted = await run('curl', ['-sS', `${controlUrl}/healthz`]);
