@@ -4,7 +4,7 @@ import { STOWAGE_VERSION } from '../agent/version.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
 import { registerImageList } from './commands/images.js';
-import { registerMachine } from './commands/machine.js';
+import { registerApiKey, registerMachine } from './commands/machine.js';
 import { registerOperation } from './commands/operation.js';
 import { registerPush } from './commands/push.js';
 import { registerStatus } from './commands/status.js';
@@ -23,7 +23,8 @@ import { toYaml } from './yaml.js';
  * so tests and other programs can drive it with their own streams.
  *
  * Startup is kept short: this module and the command declarations load only commander and small
- * helpers; what a command does (HTTP client, schemas, image store, progress bars) is imported when it runs.
+ * helpers (the small HTTP client and config reader among them); what a command does that is heavy
+ * (node:http, schemas, image store, progress bars) is imported when it runs.
  */
 
 // commander is CommonJS: require() spares startup the ESM wrapper and the scan of its exports import() does.
@@ -60,6 +61,7 @@ function buildProgram(io: CliIo, bind: Bind): Command {
   registerOperation(image, bind);
   registerOperation(program, bind);
   registerMachine(program, bind);
+  registerApiKey(program, bind);
   registerCatalogCommands(program, image, bind);
   registerTaskCommands(program, bind);
   program

@@ -24,7 +24,7 @@ import { tmpDir } from '../harness/tmp.js';
 const STOWD = join(import.meta.dirname, '..', '..', 'bin', 'stowd.js');
 const STOWCTL = join(import.meta.dirname, '..', '..', 'bin', 'stowctl.js');
 /** Short on purpose: agents renew at two thirds of it, so a renewal happens while the test runs. */
-const MACHINE_CERT_LIFETIME_S = 60;
+const MACHINE_CERT_LIFETIME_S = 90;
 const IMAGE = 'example.test/tls/app:1.0';
 
 const children: ChildProcess[] = [];
@@ -33,14 +33,15 @@ let controlUrl: string;
 let caPem: string;
 let adminToken: string;
 let dispatcher: Agent;
-const agents: Array<{ name: string; dataDir: string; peerPort: number; dockerPort: number }> = [];
+const agents: Array<{ name: string; dataDir: string; peerPort: number; dockerPort: number; args: string[]; child?: ChildProcess }> = [];
 let clientCertDir: string;
 let digest: string;
 
-function startDaemon(args: string[], ready: RegExp): Promise<RegExpExecArray> {
+function startDaemon(args: string[], ready: RegExp, started?: (child: ChildProcess) => void): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [STOWD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
+    started?.(child);
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`stowd ${args[0]} did not start: ${err}`)), 180_000);
@@ -109,27 +110,13 @@ beforeAll(async () => {
   await runOk(process.execPath, [STOWD, 'client-cert', '--dir', controlDir, '--user', 'alice', '--out', clientCertDir], { timeoutMs: 120_000 });
 
   for (const name of ['agent-1', 'agent-2']) {
-    const agent = { name, dataDir: join(root, name), peerPort: await freePort(), dockerPort: await freePort() };
+    const dataDir = join(root, name);
+    const peerPort = await freePort();
+    const dockerPort = await freePort();
+    const args = ['agent', '--data-dir', dataDir, '--peer-port', String(peerPort), '--docker-port', String(dockerPort), '--docker-tlsverify', '--control-url', controlUrl, '--name', name];
+    const agent: (typeof agents)[number] = { name, dataDir, peerPort, dockerPort, args };
     agents.push(agent);
-    await startDaemon(
-      [
-        'agent',
-        '--data-dir',
-        agent.dataDir,
-        '--peer-port',
-        String(agent.peerPort),
-        '--docker-port',
-        String(agent.dockerPort),
-        '--docker-tlsverify',
-        '--control-url',
-        controlUrl,
-        '--join-token',
-        joinToken,
-        '--name',
-        name,
-      ],
-      /agent ready/,
-    );
+    await startDaemon([...args, '--join-token', joinToken], /agent ready/, (child) => (agent.child = child));
   }
   await until(
     'both agents to join over TLS',
@@ -272,5 +259,25 @@ describe('a cluster made with stowd init', () => {
     // The machine is still in the cluster with the new certificate.
     const machines = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
     expect(machines.body.machines.find((m) => m.id === agent.name)?.status).toBe('online');
+  }, 300_000);
+
+  it('brings a restarted agent back with the CA and certificate it kept, without the join token', async () => {
+    const agent = agents[0]!;
+    const old = agent.child!;
+    old.kill('SIGKILL');
+    const restartedAt = Date.now();
+    await new Promise((resolve) => (old.exitCode !== null || old.signalCode !== null ? resolve(undefined) : old.once('exit', resolve)));
+    await startDaemon(agent.args, /agent ready/, (child) => (agent.child = child));
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: dockerEnv(agent) });
+    expect(listed.split('\n')).toContain(IMAGE);
+    await until(
+      'agent-1 to call in again over TLS',
+      async () => {
+        const r = await api<{ machines: Array<{ id: string; status: string; last_seen_at: string }> }>('GET', '/api/v1/machines');
+        const m = r.body.machines.find((x) => x.id === agent.name);
+        return m?.status === 'online' && Date.parse(m.last_seen_at) > restartedAt ? true : undefined;
+      },
+      { timeoutMs: 180_000 },
+    );
   }, 300_000);
 });
