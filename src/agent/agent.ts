@@ -8,7 +8,7 @@ import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
 import { StowageError } from '../errors.js';
 import { defaultPlatform, formatPlatform } from '../oci/platform.js';
-import { type RegistryAuthorizer, peerAuthorizer } from '../registry/peer-auth.js';
+import { type RegistryAuthorizer, RevocationSet, peerAuthorizer } from '../registry/peer-auth.js';
 import { registryRoutes } from '../registry/routes.js';
 import { openRuntime } from '../runtime/open.js';
 import type { RuntimeAdapter } from '../runtime/runtime.js';
@@ -133,10 +133,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       transfersRunning = () => transfers.runningCount;
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
-      let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
+      // Tokens of revoked API keys and ended operations, refused though their signature holds.
+      const revoked = new RevocationSet();
+      let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret, revoked);
       const setIdentity = (next: Identity): void => {
         identity = next;
-        authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
+        authorizer = peerAuthorizer(next.machine_id, next.machine_secret, revoked);
       };
       // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
@@ -161,6 +163,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         runtime,
         transfers,
         inventorySeq: () => link?.inventorySeq ?? 0,
+        revoke: (tokens) => revoked.add(tokens),
         stats: () => ({
           blob_bytes_served: served.blobBytes,
           ...(mirror ? { mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers, mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream } : {}),
@@ -188,6 +191,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
+        onRevoked: (tokens) => revoked.add(tokens),
         ...(tls ? { dispatcher: () => tls.controlDispatcher(), certificates: tls } : {}),
       });
       // A machine that joined earlier renews its certificate when due (at once when it has none left).

@@ -4,7 +4,7 @@ import { STOWAGE_VERSION } from '../agent/version.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
 import { registerImageList } from './commands/images.js';
-import { registerMachine } from './commands/machine.js';
+import { registerApiKey, registerMachine } from './commands/machine.js';
 import { registerOperation } from './commands/operation.js';
 import { registerPush } from './commands/push.js';
 import { registerStatus } from './commands/status.js';
@@ -61,6 +61,7 @@ function buildProgram(io: CliIo, bind: Bind): Command {
   registerOperation(image, bind);
   registerOperation(program, bind);
   registerMachine(program, bind);
+  registerApiKey(program, bind);
   registerCatalogCommands(program, image, bind);
   registerTaskCommands(program, bind);
   program

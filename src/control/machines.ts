@@ -1,7 +1,7 @@
 import { ulid } from 'ulid';
 import { StowageError, isStorageFull } from '../errors.js';
 import { SecretBox } from './auth/secret-box.js';
-import { type Db, nowIso, secretBox } from './db/database.js';
+import { type Db, nowIso, registerMigrations, secretBox } from './db/database.js';
 import { prepared } from './db/statements.js';
 import { newSecret, secretsEqual } from './peer-token.js';
 import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
@@ -16,6 +16,14 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
  * When a machine was last heard from is also kept in memory: status follows the later of that and the
  * database's last_seen_at, so a heartbeat whose UPDATE fails (a full disk) does not take machines offline.
  */
+
+registerMigrations([
+  {
+    // Machines revoked by an operator: their names may not join again (a new machine needs a new name).
+    id: '0900-revoked-machines',
+    sql: `CREATE TABLE revoked_machines (id TEXT PRIMARY KEY, revoked_at TEXT NOT NULL);`,
+  },
+]);
 
 interface MachineRow {
   id: string;
@@ -72,6 +80,9 @@ export class Machines {
 
   join(req: JoinRequest): { machine: MachineRecord; secret: string } {
     const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
+    if (this.db.prepare('SELECT 1 FROM revoked_machines WHERE id = ?').get(id)) {
+      throw new StowageError('FORBIDDEN', `machine "${id}" was revoked and may not join again under that name`, { details: { machine_id: id } });
+    }
     const secret = newSecret('sms_');
     const now = nowIso();
     this.db.transaction(() => {
@@ -211,6 +222,19 @@ export class Machines {
 
   private heard(id: string): void {
     this.heardAt.set(id, Date.now());
+  }
+
+  /**
+   * Revokes a machine: forgets it, its secret and what it held, and refuses its name at join from now on;
+   * MACHINE_NOT_FOUND when there is none.
+   */
+  revoke(id: string): void {
+    this.require(id);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM machines WHERE id = ?').run(id);
+      this.db.prepare('INSERT OR REPLACE INTO revoked_machines (id, revoked_at) VALUES (?, ?)').run(id, nowIso());
+    })();
+    this.heardAt.delete(id);
   }
 
   /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */

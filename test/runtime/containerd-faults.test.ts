@@ -125,6 +125,11 @@ describe('containerd hand-over failures', () => {
   it('a containerd that appears later at the missing socket is picked up: the next distribute to that agent works', async () => {
     late = await startContainerd({ dir: dirname(missingSocket) });
     expect(late.socket).toBe(missingSocket);
+    // The agent follows it: an image imported there directly is reported.
+    const direct = await makeRunnableImage('docker.io/stowage-test/late:1');
+    const imported = await late.ctr(['images', 'import', direct.tar]);
+    expect(imported.code, imported.stderr).toBe(0);
+    await cluster.waitForImage('agent-3', direct.manifestDigest, { timeoutMs: 120_000 });
     const op = await cluster.settle(await distribute('agent-3'), 180_000);
     expect(op.targets[0]?.status, JSON.stringify(op.targets[0]?.failure)).toBe('present');
     const ran = await late.ctr(['run', '--rm', REF, 't-late']);

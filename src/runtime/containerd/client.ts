@@ -264,6 +264,11 @@ export class ContainerdClient {
 
   // events
 
+  /** Whether the events channel is (or gets) connected within `timeoutMs`. */
+  eventsReady(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => this.eventsSvc.waitForReady(new Date(Date.now() + timeoutMs), (err) => resolve(!err)));
+  }
+
   subscribe(filters: string[]): grpc.ClientReadableStream<{ namespace: string; topic: string }> {
     const md = new grpc.Metadata(); // events of every namespace come through; the filter picks ours
     return (this.eventsSvc['Subscribe'] as ServerStream).call(this.eventsSvc, { filters }, md) as grpc.ClientReadableStream<{ namespace: string; topic: string }>;
