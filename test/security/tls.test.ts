@@ -35,6 +35,7 @@ let adminToken: string;
 let dispatcher: Agent;
 const agents: Array<{ name: string; dataDir: string; peerPort: number; dockerPort: number; args: string[]; child?: ChildProcess }> = [];
 let clientCertDir: string;
+let joinToken: string;
 let digest: string;
 
 function startDaemon(args: string[], ready: RegExp, started?: (child: ChildProcess) => void): Promise<RegExpExecArray> {
@@ -104,7 +105,7 @@ beforeAll(async () => {
   controlUrl = ready[1] ?? '';
   caPem = await readFile(join(controlDir, 'tls', 'ca.pem'), 'utf8');
   adminToken = (await readFile(join(controlDir, 'admin.token'), 'utf8')).trim();
-  const joinToken = (await readFile(join(controlDir, 'join.token'), 'utf8')).trim();
+  joinToken = (await readFile(join(controlDir, 'join.token'), 'utf8')).trim();
   dispatcher = new Agent({ connect: { ca: caPem } });
   clientCertDir = join(root, 'alice');
   await runOk(process.execPath, [STOWD, 'client-cert', '--dir', controlDir, '--user', 'alice', '--out', clientCertDir], { timeoutMs: 120_000 });
@@ -230,6 +231,25 @@ describe('a cluster made with stowd init', () => {
       expect(plain.stdout).not.toBe('401');
     }
   }, 120_000);
+
+  it('never joins a control plane whose CA is not the one the join token pins', async () => {
+    // The same secret, pinning another CA: as if the control-plane address led somewhere else.
+    const otherPin = `${joinToken.slice(0, joinToken.indexOf('@sha256:'))}@sha256:${'ab'.repeat(32)}`;
+    const dataDir = join(root, 'agent-pinned');
+    const child = spawn(process.execPath, [STOWD, 'agent', '--data-dir', dataDir, '--peer-port', String(await freePort()), '--control-url', controlUrl, '--name', 'agent-pinned'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, STOWAGE_JOIN_TOKEN: otherPin },
+    });
+    children.push(child);
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.stdout.resume();
+    await until('the agent to refuse the CA', async () => (err.includes('is not the one the join token pins') ? true : undefined), { timeoutMs: 180_000 });
+    child.kill('SIGKILL');
+    const machines = await api<{ machines: Array<{ id: string }> }>('GET', '/api/v1/machines');
+    expect(machines.body.machines.map((m) => m.id)).not.toContain('agent-pinned');
+    await expect(stat(join(dataDir, 'identity.json'))).rejects.toThrow();
+  }, 300_000);
 
   it('renews machine certificates before they expire, and serves the new one', async () => {
     const agent = agents[1]!;
