@@ -70,7 +70,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
   const revocations = new Revocations(agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
   // An operation's peer grants (stowctl's upload grant, transfer pull tokens) end with it.
-  runner.onEnded = (opId) => void revocations.revokeOperation(opId);
+  runner.onEnded = (opId) => void revocations.revokeOperation(opId).catch((err: unknown) => log.warn({ err, operation_id: opId }, 'revoking the grants of an ended operation failed'));
   const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics, revocations };
   if (tlsMaterial && clientTls) ctx.tls = { ...tlsMaterial, agentDispatcher: clusterDispatcher(clientTls) };
   runner.register('distribute', (id) => runDistribute(ctx, id));
