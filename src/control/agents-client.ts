@@ -3,6 +3,7 @@ import { Agent, type Dispatcher, request } from 'undici';
 import { StowageError } from '../errors.js';
 import type { MachineRecord } from './machines.js';
 import {
+  type IncomingRequest,
   type InventoryItem,
   type TransferEvent,
   type TransferRequest,
@@ -103,12 +104,26 @@ export class AgentsClient {
     return unloadResponseSchema.parse(await res.body.json()).removed;
   }
 
+  /** Tells the agent an image is being pushed to it (its manifest, blobs to expect), for `ttlSeconds` at most. */
+  async announceIncoming(machine: MachineRecord, body: IncomingRequest): Promise<void> {
+    const res = await this.call(machine, 'POST', '/agent/v1/incoming', body);
+    if (res.statusCode !== 204) throw await agentError(machine, res);
+    await res.body.dump();
+  }
+
+  /** Withdraws the announcement (the push ended); false when the agent had none. */
+  async withdrawIncoming(machine: MachineRecord, operationId: string): Promise<boolean> {
+    const res = await this.call(machine, 'DELETE', `/agent/v1/incoming/${encodeURIComponent(operationId)}`);
+    await res.body.dump();
+    return res.statusCode === 204;
+  }
+
   /** Cuts every call in flight (shutdown must not wait for transfers; the agents carry on with them). */
   async close(): Promise<void> {
     await this.dispatcher.destroy();
   }
 
-  private async call(machine: MachineRecord, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Dispatcher.ResponseData> {
+  private async call(machine: MachineRecord, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<Dispatcher.ResponseData> {
     try {
       return await request(new URL(path, machine.agent_url), {
         method,
