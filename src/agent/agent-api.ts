@@ -2,8 +2,8 @@ import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { bearerToken } from '../control/auth/api-keys.js';
-import { type ErrorBody, incomingRequestSchema, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
-import { secretsEqual } from '../control/peer-token.js';
+import { type ErrorBody, incomingRequestSchema, revokedTokensSchema, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
+import { type RevokedTokens, secretsEqual } from '../control/peer-token.js';
 import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';
@@ -46,6 +46,8 @@ export interface AgentApiOptions {
   inventorySeq: () => number;
   /** Counters of what this machine did for others (GET /agent/v1/stats). */
   stats?: (() => AgentStats) | undefined;
+  /** Told of tokens to refuse from now on (POST /agent/v1/revocations, when the control plane revokes them). */
+  revoke?: ((tokens: RevokedTokens) => void) | undefined;
 }
 
 export interface AgentStats {
@@ -90,6 +92,12 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
       return reply.code(401).header('www-authenticate', 'Bearer').send(errorBody('UNAUTHORIZED', 'a valid machine secret is required (Authorization: Bearer <machine secret>)'));
     }
     return undefined;
+  });
+
+  app.post('/revocations', async (req: FastifyRequest) => {
+    const tokens = parseBody(revokedTokensSchema, req.body);
+    opts.revoke?.(tokens);
+    return { ok: true };
   });
 
   app.post('/transfers', async (req: FastifyRequest, reply: FastifyReply) => {

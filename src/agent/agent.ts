@@ -8,7 +8,7 @@ import { buildEngineApp, listenEngine } from '../engine/server.js';
 import type { EngineContext } from '../engine/context.js';
 import { StowageError } from '../errors.js';
 import { defaultPlatform, formatPlatform } from '../oci/platform.js';
-import { type RegistryAuthorizer, peerAuthorizer } from '../registry/peer-auth.js';
+import { type RegistryAuthorizer, RevocationSet, peerAuthorizer } from '../registry/peer-auth.js';
 import { registryRoutes } from '../registry/routes.js';
 import { openRuntime } from '../runtime/open.js';
 import type { RuntimeAdapter } from '../runtime/runtime.js';
@@ -134,10 +134,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       transfersRunning = () => transfers.runningCount;
       closers.push(() => transfers.close());
       // Until the machine has joined, /v2/ and /agent/v1 refuse everyone: there is no secret to check yet.
-      let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret);
+      // Tokens of revoked API keys and ended operations, refused though their signature holds.
+      const revoked = new RevocationSet();
+      let authorizer: RegistryAuthorizer | undefined = identity && peerAuthorizer(identity.machine_id, identity.machine_secret, revoked);
       const setIdentity = (next: Identity): void => {
         identity = next;
-        authorizer = peerAuthorizer(next.machine_id, next.machine_secret);
+        authorizer = peerAuthorizer(next.machine_id, next.machine_secret, revoked);
       };
       // Standard clients get their token from the control plane's token service (the Docker/OCI token flow).
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
@@ -166,6 +168,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         transfers,
         incoming,
         inventorySeq: () => link?.inventorySeq ?? 0,
+        revoke: (tokens) => revoked.add(tokens),
         stats: () => ({
           blob_bytes_served: served.blobBytes,
           ...(mirror ? { mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers, mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream } : {}),
@@ -193,6 +196,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         heartbeatMs: control.heartbeatMs,
         diskUsage: cachedStoreUsage(store),
         onIdentity: setIdentity,
+        onRevoked: (tokens) => revoked.add(tokens),
         ...(tls ? { dispatcher: () => tls.controlDispatcher(), certificates: tls } : {}),
       });
       // A machine that joined earlier renews its certificate when due (at once when it has none left).
@@ -210,7 +214,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         const started = mirror;
         closers.push(() => started.close());
       }
-      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls);
+      return await startEngine(config, ctx, closers, closeAll, peerAddress, advertiseUrl, running, mirror?.url, tls, metrics);
     }
     const peer = peerServer();
     await peer.register(registryRoutes, { store, images, onBlobBytesServed: (n) => metrics.servedBytes.inc(n) });
@@ -223,7 +227,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       closers.push(() => standalone.close());
       mirrorUrl = standalone.url;
     }
-    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined);
+    return await startEngine(config, ctx, closers, closeAll, peerAddress, config.advertiseUrl ?? defaultAdvertiseUrl(config.peer.host, peer.server.address(), 'http'), undefined, mirrorUrl, undefined, metrics);
   } catch (err) {
     await closeAll();
     throw err;
@@ -250,9 +254,10 @@ async function startEngine(
   link: ControlLink | undefined,
   mirrorUrl: string | undefined,
   tls: MachineTls | undefined,
+  metrics: AgentMetrics,
 ): Promise<RunningAgent> {
   const engineSocket = config.engine.socketPath ?? join(config.dataDir, 'docker.sock');
-  const engineApp = await buildEngineApp(ctx);
+  const engineApp = await buildEngineApp(ctx, { instrument: (app) => instrumentHttp(app, metrics, 'docker') });
   const tcp = config.engine.tcp;
   if (tcp?.tlsVerify && !tls) {
     throw new StowageError('BAD_REQUEST', 'the Docker API over TCP with TLS (tlsVerify) needs a machine certificate: join an https:// control plane');

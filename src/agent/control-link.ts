@@ -8,6 +8,7 @@ import {
   heartbeatResponseSchema,
   joinResponseSchema,
 } from '../control/wire.js';
+import type { RevokedTokens } from '../control/peer-token.js';
 import type { ImageIndexApi, ImageRecord } from '../store/types.js';
 import { type Identity, writeIdentity } from './identity.js';
 import { type InventoryMap, computeInventory, diffInventory } from './inventory.js';
@@ -41,6 +42,8 @@ export interface ControlLinkOptions {
   heartbeatMs: number | undefined;
   /** Called whenever the identity changes (after a join). */
   onIdentity: (identity: Identity) => void;
+  /** Told of the revocations each heartbeat answer lists. */
+  onRevoked?: ((tokens: RevokedTokens) => void) | undefined;
   log?: (line: string) => void;
   /** How to reach the control plane; a function when it must be prepared first (the pinned CA fetched). */
   dispatcher?: Dispatcher | (() => Promise<Dispatcher>);
@@ -327,6 +330,7 @@ export class ControlLink {
     );
     this.heartbeatMs = res.heartbeat_interval_ms;
     this.nextHeartbeatAt = Date.now() + this.heartbeatMs;
+    if (res.revoked) this.opts.onRevoked?.(res.revoked);
     if (res.resync) this.acked = undefined;
   }
 

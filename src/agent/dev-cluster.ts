@@ -7,6 +7,7 @@ import { startLocalContainerd } from '../runtime/containerd/daemon.js';
 import { startLocalPodman } from '../runtime/docker/podman-service.js';
 import { type RunningAgent, startAgent } from './agent.js';
 import { parseAgentConfig } from './config.js';
+import { hasClusterCa, initCluster } from '../cluster/tls-files.js';
 
 export interface DevClusterOptions {
   dataDir: string;
@@ -20,6 +21,8 @@ export interface DevClusterOptions {
   runtime?: 'none' | 'containerd' | 'podman';
   /** Shorter heartbeats for tests. */
   heartbeatIntervalMs?: number;
+  /** Every link over TLS, as a cluster made with `stowd init` (the CA made under control/ the first time). */
+  tls?: boolean;
 }
 
 export interface DevCluster {
@@ -35,9 +38,13 @@ export interface DevCluster {
 export async function startDevCluster(opts: DevClusterOptions): Promise<DevCluster> {
   const root = resolve(opts.dataDir);
   await ensurePrivateDir(root);
+  const controlDir = join(root, 'control');
+  if (opts.tls && !(await hasClusterCa(controlDir))) await initCluster(controlDir, ['localhost', '127.0.0.1', '::1']);
   const control = await startControl(
     parseControlConfig({
-      dataDir: join(root, 'control'),
+      dataDir: controlDir,
+      // Plain unless asked: a directory once run with --tls keeps its CA for the next --tls run.
+      insecureHttp: opts.tls !== true,
       listen: { host: '127.0.0.1', port: opts.controlPort },
       ...(opts.heartbeatIntervalMs ? { heartbeatIntervalMs: opts.heartbeatIntervalMs, offlineAfterMs: opts.heartbeatIntervalMs * 4 } : {}),
       // The registries named on the command line are the catalog's too (rescan_images).

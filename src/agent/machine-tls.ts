@@ -1,3 +1,4 @@
+import { type KeyObject, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, type Dispatcher, request } from 'undici';
@@ -94,6 +95,8 @@ export class MachineTls {
     const ca = this.ca;
     if (!key || !ca) throw new StowageError('BAD_REQUEST', 'a machine certificate came without a CSR having been sent');
     if (!issuedBy(certPem, ca)) throw new StowageError('UNAUTHORIZED', 'the control plane answered with a certificate the cluster CA did not sign');
+    // A join and a renewal racing each other must not pair one's certificate with the other's key.
+    if (!certifiesKey(certPem, key)) throw new StowageError('CONFLICT', 'the machine certificate is not for the key of the last CSR; asking again');
     const dir = tlsDir(this.dataDir);
     await writePrivateFile(join(dir, 'machine.key'), key);
     await writePrivateFile(join(dir, 'machine.pem'), certPem);
@@ -187,6 +190,11 @@ export class MachineTls {
       await insecure.close();
     }
   }
+}
+
+function certifiesKey(certPem: string, keyPem: string): boolean {
+  const spki = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' });
+  return spki(new X509Certificate(certPem).publicKey).equals(spki(createPublicKey(createPrivateKey(keyPem))));
 }
 
 async function readOptional(path: string): Promise<string | undefined> {

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { STOWAGE_VERSION, startAgent } from '../agent/agent.js';
 import { loadAgentConfig, parseAgentConfig } from '../agent/config.js';
@@ -246,7 +247,8 @@ program
   .option('--base-port <port>', 'first agent port (each agent takes two)', integer, 5080)
   .option('--insecure-registry <host>', 'registry reached over plain HTTP (repeatable)', collect, [])
   .option('--runtime <kind>', 'none, or containerd / podman: each agent beside a runtime of its own (needs root)', 'none')
-  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[]; runtime: string }, command: Command) => {
+  .option('--tls', 'every link over TLS: a cluster CA under <data-dir>/control/tls, HTTPS control plane, mutual TLS between machines')
+  .action(async (opts: { dataDir: string; agents: number; controlPort: number; basePort: number; insecureRegistry: string[]; runtime: string; tls?: boolean }, command: Command) => {
     if (!['none', 'containerd', 'podman'].includes(opts.runtime)) command.error(`stowd dev: --runtime must be none, containerd or podman, not "${opts.runtime}"`, { exitCode: 2 });
     const cluster = await startDevCluster({
       runtime: opts.runtime as 'none' | 'containerd' | 'podman',
@@ -255,6 +257,7 @@ program
       controlPort: opts.controlPort,
       basePort: opts.basePort,
       insecureRegistries: opts.insecureRegistry,
+      tls: opts.tls === true,
     });
     console.log(`control plane: ${cluster.control.url}`);
     console.log(`dashboard: ${cluster.control.url}/ui/ (log in with the admin token below)`);
@@ -266,6 +269,7 @@ program
     console.log('\nTo use it from another shell:');
     console.log(`  export STOWAGE_HOST=${cluster.control.url}`);
     console.log(`  export STOWAGE_TOKEN=${cluster.control.adminToken}`);
+    if (opts.tls) console.log(`  export STOWAGE_CACERT=${resolve(opts.dataDir, 'control', 'tls', 'ca.pem')}`);
     console.log(`  export DOCKER_HOST=${cluster.agents[0]?.engineTcp ?? ''}   # ${cluster.agents[0]?.name ?? ''}'s Docker API`);
     console.log('local cluster running; Ctrl-C stops it');
     stopOnSignal(() => cluster.close());

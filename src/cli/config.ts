@@ -24,6 +24,9 @@ export interface CliConfig {
   file: string | undefined;
   /** A CA certificate file (PEM) to trust for an https:// control plane, e.g. the cluster CA. */
   cacert: string | undefined;
+  /** A client certificate and its key (PEM files, `stowd client-cert`), presented to agents of a TLS cluster. */
+  cert: string | undefined;
+  key: string | undefined;
 }
 
 export interface ConfigInput {
@@ -31,12 +34,14 @@ export interface ConfigInput {
   token?: string | undefined;
   config?: string | undefined;
   cacert?: string | undefined;
+  cert?: string | undefined;
+  key?: string | undefined;
 }
 
 /** The file's shape; zod is loaded only when there is a file to check. */
 async function fileSchema() {
   const { z } = await import('zod');
-  return z.object({ host: z.string().min(1).optional(), token: z.string().min(1).optional(), cacert: z.string().min(1).optional() }).passthrough();
+  return z.object({ host: z.string().min(1).optional(), token: z.string().min(1).optional(), cacert: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).passthrough();
 }
 type ConfigFile = z.infer<Awaited<ReturnType<typeof fileSchema>>>;
 
@@ -105,8 +110,13 @@ export async function resolveConfig(input: ConfigInput, env: NodeJS.ProcessEnv):
   const host = pick(input.host, 'STOWAGE_HOST', file?.host) ?? { value: DEFAULT_HOST, source: 'default' as const };
   const token = pick(input.token, 'STOWAGE_TOKEN', file?.token);
   const cacert = pick(input.cacert, 'STOWAGE_CACERT', file?.cacert);
+  const cert = pick(input.cert, 'STOWAGE_CERT', file?.cert);
+  const key = pick(input.key, 'STOWAGE_KEY', file?.key);
+  if ((cert === undefined) !== (key === undefined)) throw configError('a client certificate needs its key: give both --cert and --key (STOWAGE_CERT, STOWAGE_KEY)');
   return {
     cacert: cacert?.value,
+    cert: cert?.value,
+    key: key?.value,
     host: normalizeHost(host.value, host.source),
     hostSource: host.source,
     token: token?.value,

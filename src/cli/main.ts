@@ -4,7 +4,7 @@ import { STOWAGE_VERSION } from '../agent/version.js';
 import { registerCatalogCommands } from './commands/catalog.js';
 import { registerDistribute } from './commands/distribute.js';
 import { registerImageList } from './commands/images.js';
-import { registerMachine } from './commands/machine.js';
+import { registerApiKey, registerMachine } from './commands/machine.js';
 import { registerOperation } from './commands/operation.js';
 import { registerPush } from './commands/push.js';
 import { registerStatus } from './commands/status.js';
@@ -23,7 +23,8 @@ import { toYaml } from './yaml.js';
  * so tests and other programs can drive it with their own streams.
  *
  * Startup is kept short: this module and the command declarations load only commander and small
- * helpers; what a command does (HTTP client, schemas, image store, progress bars) is imported when it runs.
+ * helpers (the small HTTP client and config reader among them); what a command does that is heavy
+ * (node:http, schemas, image store, progress bars) is imported when it runs.
  */
 
 // commander is CommonJS: require() spares startup the ESM wrapper and the scan of its exports import() does.
@@ -37,6 +38,8 @@ function buildProgram(io: CliIo, bind: Bind): Command {
     .option('--host <url>', 'control plane URL (env STOWAGE_HOST; default http://127.0.0.1:5070)')
     .option('--token <token>', 'API token (env STOWAGE_TOKEN)')
     .option('--cacert <file>', 'CA certificate (PEM) to trust for an https:// control plane, e.g. its tls/ca.pem (env STOWAGE_CACERT)')
+    .option('--cert <file>', 'client certificate (PEM, from stowd client-cert) presented to the agents of a TLS cluster on push (env STOWAGE_CERT)')
+    .option('--key <file>', 'key of --cert (env STOWAGE_KEY)')
     .option('--config <file>', 'config file {host, token} (default $XDG_CONFIG_HOME/stowage/stowctl.json)')
     .option('-o, --output <format>', `output: ${OUTPUT_MODES.join(', ')} (table is the default)`)
     .option('--json', 'print whole response objects (and errors) as JSON (= -o json)')
@@ -58,6 +61,7 @@ function buildProgram(io: CliIo, bind: Bind): Command {
   registerOperation(image, bind);
   registerOperation(program, bind);
   registerMachine(program, bind);
+  registerApiKey(program, bind);
   registerCatalogCommands(program, image, bind);
   registerTaskCommands(program, bind);
   program

@@ -1,4 +1,5 @@
 import type { Operation, PushRequest, UploadGrant } from '../control/wire.js';
+import { clusterDispatcher } from '../cluster/tls-client.js';
 import { RegistryClient } from '../registry/client.js';
 import { pushImage } from '../registry/push.js';
 import type { CommandContext } from './context.js';
@@ -35,9 +36,13 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
   let failure: CliError | undefined;
   try {
     const url = new URL(grant.registry_url);
+    // An agent of a TLS cluster takes only clients with a certificate from the cluster CA (--cert/--key).
+    const https = url.protocol === 'https:';
+    const tls = https ? await ctx.tlsFiles() : undefined;
     const client = new RegistryClient({
       host: url.host,
       insecure: url.protocol === 'http:',
+      ...(https && tls ? { forceHttps: true, dispatcher: clusterDispatcher(tls) } : {}),
       credentials: { username: grant.username, password: grant.password },
       // Every blob in one streamed PUT, never PATCH chunks: the agent then writes it through the digest's own
       // ingest, so the other targets read it while it arrives (registry/whole-blob-upload.ts).

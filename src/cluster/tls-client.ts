@@ -3,8 +3,8 @@ import { Agent, type Dispatcher, interceptors } from 'undici';
 
 /** What a cluster member presents and trusts on its outgoing connections. */
 export interface ClientTls {
-  /** The cluster CA (PEM). */
-  ca: string;
+  /** The cluster CA (PEM); without it, the system roots only. */
+  ca?: string;
   /** This member's certificate and key (PEM), presented for mutual TLS. */
   cert?: string;
   key?: string;
@@ -20,6 +20,6 @@ export function clusterDispatcher(tls: ClientTls, opts: { headersTimeout?: numbe
     headersTimeout: opts.headersTimeout ?? 60_000,
     bodyTimeout: opts.bodyTimeout ?? 300_000,
     ...(opts.connections ? { connections: opts.connections } : {}),
-    connect: { ca: [...rootCertificates, tls.ca], ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}) },
+    connect: { ca: [...rootCertificates, ...(tls.ca ? [tls.ca] : [])], ...(tls.cert && tls.key ? { cert: tls.cert, key: tls.key } : {}) },
   }).compose(interceptors.redirect({ maxRedirections: 5 }));
 }

@@ -2,6 +2,7 @@ import { createInterface } from 'node:readline';
 import { Agent, type Dispatcher, request } from 'undici';
 import { StowageError } from '../errors.js';
 import type { MachineRecord } from './machines.js';
+import type { RevokedTokens } from './peer-token.js';
 import {
   type IncomingRequest,
   type InventoryItem,
@@ -118,15 +119,23 @@ export class AgentsClient {
     return res.statusCode === 204;
   }
 
+  /** Tells the agent to refuse these tokens from now on. */
+  async revoke(machine: MachineRecord, tokens: RevokedTokens, signal?: AbortSignal): Promise<void> {
+    const res = await this.call(machine, 'POST', '/agent/v1/revocations', tokens, signal);
+    await res.body.dump();
+    if (res.statusCode !== 200) throw new StowageError('AGENT_ERROR', `agent ${machine.id} answered ${res.statusCode} to a revocation`, { details: { machine_id: machine.id } });
+  }
+
   /** Cuts every call in flight (shutdown must not wait for transfers; the agents carry on with them). */
   async close(): Promise<void> {
     await this.dispatcher.destroy();
   }
 
-  private async call(machine: MachineRecord, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown): Promise<Dispatcher.ResponseData> {
+  private async call(machine: MachineRecord, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     try {
       return await request(new URL(path, machine.agent_url), {
         method,
+        ...(signal ? { signal } : {}),
         headers: { authorization: `Bearer ${machine.secret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
         dispatcher: this.dispatcher,

@@ -23,6 +23,9 @@ interface AvailabilityRow {
   updated_at: string;
 }
 
+/** Above this many machines in a result, their statuses are read in one scan instead of one by one. */
+const STATUS_LOOKUPS_MAX = 256;
+
 export interface StatusFilter {
   /** Matches a platform manifest digest or the index digest it belongs to. */
   digest?: string | undefined;
@@ -57,7 +60,9 @@ export class AvailabilityStore {
     if (filter.presentOnly) where.push(`state = 'present'`);
     const rows = prepared(this.db, `SELECT * FROM availability ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY machine_id, digest, platform`)
       .all(...args) as AvailabilityRow[];
-    const status = this.machines.statuses();
+    // Few machines (one, or the holders of one image): look those up; many: read them all at once.
+    const machineIds = new Set(rows.map((r) => r.machine_id));
+    const status = machineIds.size <= STATUS_LOOKUPS_MAX ? this.machines.statusesOf(machineIds) : this.machines.statuses();
     return rows.map((r) => toAvailability(r, status.get(r.machine_id) ?? 'offline'));
   }
 

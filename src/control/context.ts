@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Dispatcher } from 'undici';
 import type { ControlTls } from '../cluster/tls-files.js';
 import type { AvailabilityStore } from './availability.js';
+import type { Revocations } from './auth/revocations.js';
 import type { ControlConfig } from './config.js';
 import type { Db } from './db/database.js';
 import type { Machines } from './machines.js';
@@ -21,6 +22,8 @@ export interface ControlContext {
   uploads: UploadWaiters;
   log: Logger;
   metrics: ControlMetrics;
+  /** Tokens the agents must refuse (revoked API keys, ended operations). */
+  revocations: Revocations;
   /** Set when the control plane serves TLS: its material, and the dispatcher that reaches agents with its certificate. */
   tls?: ControlTls & { agentDispatcher: Dispatcher };
 }

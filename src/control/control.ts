@@ -16,6 +16,7 @@ import { OperationStore } from './operations/store.js';
 import { newSecret } from './peer-token.js';
 import { buildControlApp } from './server.js';
 import { RegistryStore } from './catalog/registries.js';
+import { Revocations } from './auth/revocations.js';
 import { ensurePrivateDir } from '../private-files.js';
 import './catalog/schema.js';
 import './tenancy/schema.js';
@@ -65,7 +66,12 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const agents = new AgentsClient(clientTls ? { tls: clientTls } : {});
   const metrics = new ControlMetrics(db, machines);
   const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
-  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics };
+  // Kept as long as the longest-lived token it may refuse, plus a margin for clocks.
+  const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
+  const revocations = new Revocations(agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
+  // An operation's peer grants (stowctl's upload grant, transfer pull tokens) end with it.
+  runner.onEnded = (opId) => void revocations.revokeOperation(opId).catch((err: unknown) => log.warn({ err, operation_id: opId }, 'revoking the grants of an ended operation failed'));
+  const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics, revocations };
   if (tlsMaterial && clientTls) ctx.tls = { ...tlsMaterial, agentDispatcher: clusterDispatcher(clientTls) };
   runner.register('distribute', (id) => runDistribute(ctx, id));
   runner.register('push', (id) => runPush(ctx, id));

@@ -1,7 +1,7 @@
 import { ulid } from 'ulid';
 import { StowageError, isStorageFull } from '../errors.js';
 import { SecretBox } from './auth/secret-box.js';
-import { type Db, nowIso, secretBox } from './db/database.js';
+import { type Db, nowIso, registerMigrations, secretBox } from './db/database.js';
 import { prepared } from './db/statements.js';
 import { newSecret, secretsEqual } from './peer-token.js';
 import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
@@ -16,6 +16,14 @@ import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo }
  * When a machine was last heard from is also kept in memory: status follows the later of that and the
  * database's last_seen_at, so a heartbeat whose UPDATE fails (a full disk) does not take machines offline.
  */
+
+registerMigrations([
+  {
+    // Machines revoked by an operator: their names may not join again (a new machine needs a new name).
+    id: '0900-revoked-machines',
+    sql: `CREATE TABLE revoked_machines (id TEXT PRIMARY KEY, revoked_at TEXT NOT NULL);`,
+  },
+]);
 
 interface MachineRow {
   id: string;
@@ -72,6 +80,9 @@ export class Machines {
 
   join(req: JoinRequest): { machine: MachineRecord; secret: string } {
     const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
+    if (this.db.prepare('SELECT 1 FROM revoked_machines WHERE id = ?').get(id)) {
+      throw new StowageError('FORBIDDEN', `machine "${id}" was revoked and may not join again under that name`, { details: { machine_id: id } });
+    }
     const secret = newSecret('sms_');
     const now = nowIso();
     this.db.transaction(() => {
@@ -110,12 +121,17 @@ export class Machines {
     if (!secret) return false;
     const row = prepared(this.db, 'SELECT secret FROM machines WHERE id = ?').get(id) as { secret: string } | undefined;
     if (!row) return false;
+    return secretsEqual(secret, this.openSecret(id, row.secret));
+  }
+
+  /** The machine's secret, opened once per sealed value. */
+  private openSecret(id: string, sealed: string): string {
     let opened = this.openedSecrets.get(id);
-    if (opened?.sealed !== row.secret) {
-      opened = { sealed: row.secret, plain: secretBox(this.db).open(row.secret, machinePurpose(id)) };
+    if (opened?.sealed !== sealed) {
+      opened = { sealed, plain: secretBox(this.db).open(sealed, machinePurpose(id)) };
       this.openedSecrets.set(id, opened);
     }
-    return secretsEqual(secret, opened.plain);
+    return opened.plain;
   }
 
   /** Called once the API listens: machines get their whole window to call in from then, however long startup took. */
@@ -208,6 +224,19 @@ export class Machines {
     this.heardAt.set(id, Date.now());
   }
 
+  /**
+   * Revokes a machine: forgets it, its secret and what it held, and refuses its name at join from now on;
+   * MACHINE_NOT_FOUND when there is none.
+   */
+  revoke(id: string): void {
+    this.require(id);
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM machines WHERE id = ?').run(id);
+      this.db.prepare('INSERT OR REPLACE INTO revoked_machines (id, revoked_at) VALUES (?, ?)').run(id, nowIso());
+    })();
+    this.heardAt.delete(id);
+  }
+
   /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */
   replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): void {
     this.heard(id);
@@ -257,6 +286,21 @@ export class Machines {
     return new Map(rows.map((r) => [r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at))]));
   }
 
+  /**
+   * The statuses of some machines: one lookup each, where statuses() reads every machine (a status query
+   * or a distribute step names a few machines of a large fleet).
+   */
+  statusesOf(ids: Iterable<string>): Map<string, Machine['status']> {
+    const lookup = prepared(this.db, 'SELECT last_seen_at FROM machines WHERE id = ?');
+    const out = new Map<string, Machine['status']>();
+    for (const id of ids) {
+      if (out.has(id)) continue;
+      const row = lookup.get(id) as { last_seen_at: string } | undefined;
+      if (row) out.set(id, this.statusOf(this.lastSeen(id, row.last_seen_at)));
+    }
+    return out;
+  }
+
   /** The later of the recorded last_seen_at and when this process last heard from the machine. */
   private lastSeen(id: string, recorded: string): string {
     const heard = this.heardAt.get(id);
@@ -275,7 +319,7 @@ export class Machines {
     const lastSeenAt = this.lastSeen(r.id, r.last_seen_at);
     return {
       id: r.id,
-      secret: secretBox(this.db).open(r.secret, machinePurpose(r.id)),
+      secret: this.openSecret(r.id, r.secret),
       agent_url: r.agent_url,
       platform: r.platform,
       labels: JSON.parse(r.labels) as Record<string, string>,

@@ -3,6 +3,12 @@ import { DURATION_BUCKETS, MetricsRegistry } from '../metrics/registry.js';
 import type { Db } from './db/database.js';
 import type { Machines } from './machines.js';
 
+interface InventoryRow {
+  machine: string;
+  images: number;
+  bytes: number;
+}
+
 /**
  * The control plane's Prometheus series. Counters and histograms are fed by the operation runner as work
  * happens; gauges (operations, machines, inventories) are read from the state store at each scrape, so
@@ -61,11 +67,16 @@ export class ControlMetrics extends MetricsRegistry {
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     });
-    const inventories = db.prepare(
-      `SELECT m.id AS machine, COUNT(a.digest) AS images, COALESCE(SUM(a.size_bytes), 0) AS bytes
-       FROM machines m LEFT JOIN availability a ON a.machine_id = m.id AND a.state = 'present' GROUP BY m.id`,
-    );
-    type InventoryRow = { machine: string; images: number; bytes: number };
+    // One read per scrape feeds both inventory gauges (the covering index availability_inventory makes it
+    // an index scan); machines that hold nothing show 0.
+    const inventoryRows = db.prepare(`SELECT machine_id AS machine, COUNT(*) AS images, SUM(size_bytes) AS bytes FROM availability WHERE state = 'present' GROUP BY machine_id`);
+    const machineIds = db.prepare('SELECT id FROM machines');
+    const readInventories = (): InventoryRow[] => {
+      const held = new Map((inventoryRows.all() as InventoryRow[]).map((r) => [r.machine, r]));
+      return (machineIds.all() as Array<{ id: string }>).map((m) => held.get(m.id) ?? { machine: m.id, images: 0, bytes: 0 });
+    };
+    // The registry collects in registration order: the images gauge reads, the bytes gauge takes that read.
+    let read: InventoryRow[] | undefined;
     new Gauge({
       name: 'stowage_inventory_images',
       help: 'Platform images each machine reports holding',
@@ -73,7 +84,8 @@ export class ControlMetrics extends MetricsRegistry {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const r of inventories.all() as InventoryRow[]) this.set({ machine: r.machine }, r.images);
+        read = readInventories();
+        for (const r of read) this.set({ machine: r.machine }, r.images);
       },
     });
     new Gauge({
@@ -83,7 +95,9 @@ export class ControlMetrics extends MetricsRegistry {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const r of inventories.all() as InventoryRow[]) this.set({ machine: r.machine }, r.bytes);
+        const rows = read ?? readInventories();
+        read = undefined;
+        for (const r of rows) this.set({ machine: r.machine }, r.bytes);
       },
     });
   }

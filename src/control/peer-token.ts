@@ -41,6 +41,16 @@ export interface PeerTokenPayload {
   acc?: AccessGrant[];
   /** The user a registry token was issued to (for logs). */
   sub?: string;
+  /** The ID of the API key a registry token was issued for: revoking the key revokes the token. */
+  kid?: string;
+}
+
+/** What agents must refuse though signed and unexpired: tokens of revoked API keys and of ended operations. */
+export interface RevokedTokens {
+  /** API key IDs (see keyId in auth/api-keys.ts). */
+  keys: string[];
+  /** Operation IDs whose peer grants ended with them. */
+  operations: string[];
 }
 
 const PREFIX = 'spt.';

@@ -132,7 +132,13 @@ export const heartbeatSchema = machineInfoSchema.partial().extend({
   disk_used_bytes: safeCount.optional(),
 });
 /** The answer: resync=true when the control plane's seq differs (it then wants a full inventory). */
-export const heartbeatResponseSchema = z.object({ resync: z.boolean(), heartbeat_interval_ms: z.number().int().positive() });
+export const revokedTokensSchema = z.object({ keys: z.array(z.string().max(64)).max(100_000), operations: z.array(z.string().max(128)).max(100_000) });
+export const heartbeatResponseSchema = z.object({
+  resync: z.boolean(),
+  heartbeat_interval_ms: z.number().int().positive(),
+  /** Tokens the agent must refuse (absent from control planes that predate revocation). */
+  revoked: revokedTokensSchema.optional(),
+});
 
 // ---------------------------------------------------------------------------------------------
 // Machines and availability (control plane → stowctl)

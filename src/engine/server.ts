@@ -62,7 +62,12 @@ function commonHeaders(ctx: EngineContext): Record<string, string> {
  * unversioned and under `/v1.xx/`; errors are `{"message": …}` with Docker's status codes; request bodies
  * (tar archives, build contexts) are left unread for the handlers to stream.
  */
-export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstance> {
+export interface EngineAppOptions {
+  /** Called with the app before any hook or route is added (the agent times every request for its metrics). */
+  instrument?: ((app: FastifyInstance) => void) | undefined;
+}
+
+export async function buildEngineApp(ctx: EngineContext, opts: EngineAppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
     logger: false,
     // Image names carry ':' and '/', digests '@': keep paths as sent.
@@ -87,6 +92,7 @@ export async function buildEngineApp(ctx: EngineContext): Promise<FastifyInstanc
     },
   });
 
+  opts.instrument?.(app);
   const headers = commonHeaders(ctx);
   app.addHook('onRequest', async (request, reply) => {
     for (const [k, v] of Object.entries(headers)) reply.raw.setHeader(k, v);

@@ -1,4 +1,4 @@
-import { type PeerScope, type RegistryResource, grantsAllow, verifyPeerToken } from '../control/peer-token.js';
+import { type PeerScope, type PeerTokenPayload, type RegistryResource, type RevokedTokens, grantsAllow, verifyPeerToken } from '../control/peer-token.js';
 
 /** What one /v2/ request needs: a scope, on a repository, the catalog or /v2/ itself. */
 export interface RequiredAccess {
@@ -29,11 +29,34 @@ export function presentedToken(authorization: string | undefined): string | unde
  * secret (see control/peer-token.ts), as the Basic password (any username) or a Bearer token. Peer tokens
  * hold for the whole machine; registry tokens (the /token flow) only for the repositories they name.
  */
-export function peerAuthorizer(machineId: string, secret: string): RegistryAuthorizer {
+export function peerAuthorizer(machineId: string, secret: string, revoked?: RevocationSet): RegistryAuthorizer {
   return (authorization, need) => {
     const token = presentedToken(authorization);
     if (token === undefined) return false;
     const payload = verifyPeerToken(secret, machineId, token, need.scope);
-    return payload !== undefined && grantsAllow(payload, need.scope, need.resource);
+    return payload !== undefined && !revoked?.refuses(payload) && grantsAllow(payload, need.scope, need.resource);
   };
+}
+
+/** How long an agent remembers a revocation: longer than any token it could refuse lives. */
+const REMEMBER_REVOCATION_MS = 24 * 3600 * 1000;
+
+/**
+ * The revocations an agent has been told of (pushed by the control plane when they happen, and repeated in
+ * every heartbeat answer). Only added to: an answer from a control plane that restarted and forgot one
+ * does not bring a revoked token back.
+ */
+export class RevocationSet {
+  private readonly keys = new Map<string, number>();
+  private readonly operations = new Map<string, number>();
+
+  add(revoked: RevokedTokens, now = Date.now()): void {
+    for (const k of revoked.keys) this.keys.set(k, now + REMEMBER_REVOCATION_MS);
+    for (const o of revoked.operations) this.operations.set(o, now + REMEMBER_REVOCATION_MS);
+    for (const m of [this.keys, this.operations]) for (const [id, until] of m) if (until <= now) m.delete(id);
+  }
+
+  refuses(payload: PeerTokenPayload): boolean {
+    return (payload.kid !== undefined && this.keys.has(payload.kid)) || (payload.op !== undefined && this.operations.has(payload.op));
+  }
 }

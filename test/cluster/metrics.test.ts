@@ -43,8 +43,12 @@ describe('control-plane /metrics', () => {
   });
 
   it('shows machines, inventories and event-loop lag', async () => {
-    const samples = await metrics();
-    expect(valueOf(samples, 'stowage_machines', { status: 'online' })).toBe(3);
+    // A loaded machine may delay a heartbeat past the offline window for a moment: wait for all three.
+    const samples = await until('a scrape with the three machines online', async () => {
+      const s = await metrics();
+      return valueOf(s, 'stowage_machines', { status: 'online' }) === 3 ? s : undefined;
+    });
+    expect(valueOf(samples, 'stowage_machines')).toBe(3);
     expect(valueOf(samples, 'stowage_inventory_images', { machine: 'agent-1' })).toBeGreaterThanOrEqual(1);
     expect(valueOf(samples, 'stowage_inventory_bytes', { machine: 'agent-1' })).toBeGreaterThan(LAYERS * LAYER_BYTES);
     expect(samples.some((s) => s.name === 'stowage_nodejs_eventloop_lag_seconds')).toBe(true);

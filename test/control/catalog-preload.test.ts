@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { RegistryStore } from '../../src/control/catalog/registries.js';
+import { until } from '../harness/cluster.js';
 import { freePort } from '../harness/registry.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { tmpDir } from '../harness/tmp.js';
@@ -60,6 +61,11 @@ async function installedAgents(name: string, tag = '1'): Promise<string[] | null
   return r.body.data?.images.find((i) => i.name === name && i.tag === tag)?.installed_agents ?? null;
 }
 
+/** What the agent itself holds of a platform manifest (asked over its API, not the control plane's records). */
+function agentRecord(machine: string, digest: string) {
+  return plane.ctx.runner.agents.getImage(plane.ctx.machines.require(machine), digest);
+}
+
 async function mutate(kind: 'preload_image' | 'unload_image', reference: string, targets: string) {
   const r = await plane.gql<Record<string, { ok: boolean; msg: string; task_id: string }>>(
     root,
@@ -79,7 +85,7 @@ beforeAll(async () => {
   await Promise.all([startAgent('gpu-1', 'gpu', ['zone=a']), startAgent('gpu-2', 'gpu'), startAgent('cpu-1', 'cpu', ['zone=a'])]);
   const r = await plane.gql<{ rescan_images: { task_id: string } }>(root, `mutation { rescan_images(registry: "${reg.host}") { ok task_id } }`);
   await collectTaskEvents(plane.url, root, r.body.data!.rescan_images.task_id);
-}, 120_000);
+}, 900_000);
 
 afterAll(async () => {
   for (const a of agents) a.kill('SIGKILL');
@@ -118,10 +124,16 @@ describe('preload_image and unload_image', () => {
     expect(events.at(-1)?.event).toBe('bgtask_done');
     expect(await installedAgents('test/app', 'sib')).toEqual([]);
     expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
-    // The agent kept the image under its other tag: its own inventory still reports test/app:1.
-    await new Promise((r) => setTimeout(r, 1500));
-    const held = plane.ctx.availability.query({ machine: 'gpu-1', presentOnly: true }).filter((a) => a.digest === images.app.manifestDigest);
-    expect(held.flatMap((a) => a.references)).toContain(`${reg.host}/test/app:1`);
+    // The agent itself kept the image under its other tag, and only that one.
+    const onAgent = await agentRecord('gpu-1', images.app.manifestDigest);
+    expect(onAgent?.references).toContain(`${reg.host}/test/app:1`);
+    expect(onAgent?.references).not.toContain(`${reg.host}/test/app:sib`);
+    // Its inventory reports, as they come in, say the same.
+    await until('the control plane to record what gpu-1 holds', async () => {
+      const held = plane.ctx.availability.query({ machine: 'gpu-1', presentOnly: true }).filter((a) => a.digest === images.app.manifestDigest);
+      const refs = held.flatMap((a) => a.references);
+      return refs.includes(`${reg.host}/test/app:1`) && !refs.includes(`${reg.host}/test/app:sib`) ? true : undefined;
+    });
     expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
     await plane.gql(root, `mutation { forget_image(reference: "${reg.host}/test/app:sib") { ok } }`);
   });
@@ -151,8 +163,10 @@ describe('preload_image and unload_image', () => {
       ['gpu-2', 'absent'],
     ]);
     expect(await installedAgents('test/app')).toEqual(['cpu-1']);
-    // The agents' own inventory agrees a moment later (not only the control plane's bookkeeping).
-    await new Promise((r) => setTimeout(r, 1500));
+    // Not only the control plane's bookkeeping: the agents themselves no longer hold it, cpu-1 still does.
+    expect(await agentRecord('gpu-1', images.app.manifestDigest)).toBeUndefined();
+    expect(await agentRecord('gpu-2', images.app.manifestDigest)).toBeUndefined();
+    expect((await agentRecord('cpu-1', images.app.manifestDigest))?.references).toContain(`${reg.host}/test/app:1`);
     expect(await installedAgents('test/app')).toEqual(['cpu-1']);
   });
 

@@ -102,8 +102,24 @@ const DAEMON_START_MS = 180_000;
 const JOIN_MS = 180_000;
 const REPORT_MS = 120_000;
 
-/** Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). */
-function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+/**
+ * Spawns a daemon and resolves with the first stdout line matching `ready` (rejects if it exits first). A
+ * daemon restarted on its old port may find it still taken for a moment (by another test's connection):
+ * that start is tried again until the deadline.
+ */
+async function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+  const end = Date.now() + DAEMON_START_MS;
+  for (;;) {
+    try {
+      return await spawnDaemonOnce(args, ready, env);
+    } catch (err) {
+      if (!/EADDRINUSE/.test((err as Error).message) || Date.now() > end) throw err;
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+}
+
+function spawnDaemonOnce(args: string[], ready: RegExp, env: Record<string, string>): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [STOWD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';

@@ -29,8 +29,9 @@ export interface Containerd {
   restart(): Promise<void>;
 }
 
-export async function startContainerd(): Promise<Containerd> {
-  const dir = await tmpDir('stowage-ctd-');
+/** `dir`: where its config, root, state and socket (`<dir>/c.sock`) go; a fresh temp dir by default. */
+export async function startContainerd(opts: { dir?: string } = {}): Promise<Containerd> {
+  const dir = opts.dir ?? (await tmpDir('stowage-ctd-'));
   const socket = join(dir, 'c.sock');
   const config = join(dir, 'config.toml');
   await writeFile(

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -38,13 +39,45 @@ export interface StartRegistryOptions {
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago. */
+/**
+ * A port that is free now, picked below the kernel's ephemeral range where it can be: a daemon restarted on
+ * its old port must not find it taken as the local port of some outgoing connection made meanwhile.
+ */
 export async function freePort(): Promise<number> {
+  const low = ephemeralLow();
+  if (low > FIXED_PORTS_FROM + 1000) {
+    for (let i = 0; i < 100; i++) {
+      const port = FIXED_PORTS_FROM + Math.floor(Math.random() * (low - FIXED_PORTS_FROM));
+      if (await canListen(port)) return port;
+    }
+  }
+  return listenOnce(0);
+}
+
+const FIXED_PORTS_FROM = 10_000;
+
+function ephemeralLow(): number {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function canListen(port: number): Promise<boolean> {
+  return listenOnce(port).then(
+    () => true,
+    () => false,
+  );
+}
+
+function listenOnce(port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const port = (srv.address() as { port: number }).port;
-      srv.close(() => resolve(port));
+    srv.listen(port, '127.0.0.1', () => {
+      const bound = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(bound));
     });
   });
 }

@@ -70,6 +70,8 @@ describe('agent /metrics', () => {
     const before1 = await metricsOf('agent-1');
     expect(valueOf(before1, 'stowage_agent_inventory_images')).toBeGreaterThanOrEqual(1);
     expect(before1.some((s) => s.name === 'stowage_nodejs_eventloop_lag_seconds')).toBe(true);
+    // The Docker API is timed too: `docker load` put the image there, by route pattern.
+    expect(valueOf(before1, 'stowage_http_request_duration_seconds_count', { server: 'docker', route: '/images/load', method: 'POST' })).toBeGreaterThanOrEqual(1);
 
     const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', { digest, from: 'agent-1', to: ['agent-2'] });
     expect(created.status).toBe(202);

@@ -1,4 +1,4 @@
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
@@ -18,6 +18,7 @@ let cluster: Cluster;
 let source: Containerd;
 let dying: Containerd;
 let missingSocket: string;
+let late: Containerd | undefined;
 let image: RunnableImage;
 
 async function operation(id: string): Promise<Operation> {
@@ -38,7 +39,7 @@ async function online(machine: string): Promise<boolean> {
 beforeAll(async () => {
   source = await startContainerd();
   dying = await startContainerd();
-  missingSocket = join(await tmpDir('stowage-nosock-'), 'containerd.sock');
+  missingSocket = join(await tmpDir('stowage-nosock-'), 'c.sock');
   // 32 MiB of layers: at RATE bytes/s into agent-2, the transfer is under way for seconds.
   image = await makeRunnableImage(REF, { extraLayers: 2, extraBytes: 16 * 1024 * 1024 });
   const sockets = [source.socket, dying.socket, missingSocket];
@@ -54,6 +55,7 @@ afterAll(async () => {
   await cluster?.close();
   await source?.stop();
   await dying?.stop();
+  await late?.stop();
 });
 
 describe('containerd hand-over failures', () => {
@@ -118,5 +120,20 @@ describe('containerd hand-over failures', () => {
     const status = await cluster.api<{ records: Availability[] }>('GET', '/api/v1/images/status?machine=agent-3');
     expect(status.body.records.filter((r) => r.presence.state === 'present')).toEqual([]);
     expect(await online('agent-3')).toBe(true);
+  }, 300_000);
+
+  it('a containerd that appears later at the missing socket is picked up: the next distribute to that agent works', async () => {
+    late = await startContainerd({ dir: dirname(missingSocket) });
+    expect(late.socket).toBe(missingSocket);
+    // The agent follows it: an image imported there directly is reported.
+    const direct = await makeRunnableImage('docker.io/stowage-test/late:1');
+    const imported = await late.ctr(['images', 'import', direct.tar]);
+    expect(imported.code, imported.stderr).toBe(0);
+    await cluster.waitForImage('agent-3', direct.manifestDigest, { timeoutMs: 120_000 });
+    const op = await cluster.settle(await distribute('agent-3'), 180_000);
+    expect(op.targets[0]?.status, JSON.stringify(op.targets[0]?.failure)).toBe('present');
+    const ran = await late.ctr(['run', '--rm', REF, 't-late']);
+    expect(ran.stdout).toBe(image.message);
+    await cluster.waitForImage('agent-3', image.manifestDigest, { timeoutMs: 120_000 });
   }, 300_000);
 });

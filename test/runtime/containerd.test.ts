@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runOk } from '../harness/run.js';
@@ -30,6 +32,17 @@ function ctrDigests(out: string, ref: string): string[] {
     .split('\n')
     .filter((line) => line.startsWith(`${ref} `))
     .map((line) => /sha256:[a-f0-9]{64}/.exec(line)?.[0] ?? '');
+}
+
+/** What unload_image asks of an agent: POST /agent/v1/unload with its machine secret (from its identity.json). */
+async function unloadOn(agent: { peerUrl: string; dataDir: string }, ref: string): Promise<{ status: number; body: unknown }> {
+  const { machine_secret } = JSON.parse(await readFile(join(agent.dataDir, 'identity.json'), 'utf8')) as { machine_secret: string };
+  const res = await request(`${agent.peerUrl}/agent/v1/unload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${machine_secret}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ref }),
+  });
+  return { status: res.statusCode, body: await res.body.json() };
 }
 
 beforeAll(async () => {
@@ -155,5 +168,13 @@ describe('agents beside containerd', () => {
     for await (const chunk of whole.body) size += (chunk as Buffer).length;
     expect(size).toBeGreaterThan(image.layerBytes);
     expect(cluster.agents[0]!.process.exitCode).toBeNull();
+  }, 300_000);
+
+  it('unload removes the image from containerd and from image status', async () => {
+    const res = await unloadOn(cluster.agents[2]!, image.manifestDigest);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    const ls = await ctds[2]!.ctr(['images', 'ls']);
+    expect(ctrDigests(ls.stdout, REF)).toEqual([]);
+    await cluster.waitForImage('agent-3', image.manifestDigest, { absent: true });
   }, 300_000);
 });

@@ -1,3 +1,6 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { type Cluster, startCluster } from '../harness/cluster.js';
@@ -34,6 +37,17 @@ async function podmanImages(i: number): Promise<PodmanImage[]> {
   const r = await services[i]!.podman(['images', '--format', 'json']);
   expect(r.code, r.stderr).toBe(0);
   return JSON.parse(r.stdout) as PodmanImage[];
+}
+
+/** What unload_image asks of an agent: POST /agent/v1/unload with its machine secret (from its identity.json). */
+async function unloadOn(agent: { peerUrl: string; dataDir: string }, ref: string): Promise<{ status: number; body: unknown }> {
+  const { machine_secret } = JSON.parse(await readFile(join(agent.dataDir, 'identity.json'), 'utf8')) as { machine_secret: string };
+  const res = await request(`${agent.peerUrl}/agent/v1/unload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${machine_secret}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ref }),
+  });
+  return { status: res.statusCode, body: await res.body.json() };
 }
 
 beforeAll(async () => {
@@ -101,5 +115,12 @@ describe('agents beside Podman', () => {
     const rmi = await services[1]!.podman(['rmi', '--force', direct.configDigest.slice('sha256:'.length)]);
     expect(rmi.code, rmi.stderr).toBe(0);
     await cluster.waitForImage('agent-2', direct.manifestDigest, { absent: true });
+  }, 300_000);
+
+  it('unload removes the image from Podman and from image status', async () => {
+    const res = await unloadOn(cluster.agents[2]!, image.manifestDigest);
+    expect(res.status, JSON.stringify(res.body)).toBe(200);
+    expect((await podmanImages(2)).some((img) => `sha256:${img.Id.replace(/^sha256:/, '')}` === image.configDigest)).toBe(false);
+    await cluster.waitForImage('agent-3', image.manifestDigest, { absent: true });
   }, 300_000);
 });

@@ -1,11 +1,15 @@
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LoopStallMonitor } from '../../src/metrics/loop-stall.js';
 import { writeGzipBomb, writeManyEntriesTar, writeZstdBomb } from '../harness/bombs.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
+import { type TestRegistry, startRegistry } from '../harness/registry.js';
+import { skopeo } from '../harness/images.js';
 import { run } from '../harness/run.js';
+import { digestOf } from '../../src/oci/digest.js';
+import { MediaType } from '../../src/oci/media-types.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -20,6 +24,7 @@ const GiB = 1024 * MiB;
 const MAX_STALL_MS = 100;
 
 let cluster: Cluster;
+let registry: TestRegistry;
 let secret: string;
 let files: { zstd: string; gzip: string; entries: string };
 
@@ -44,8 +49,35 @@ async function stallDuring(work: () => Promise<void>): Promise<Stall> {
   return scrapeStall();
 }
 
+/** An OCI layout of one image whose only layer is `layer` (as zstd), pushed to the registry as `name`. */
+async function pushBombImage(layer: Buffer, name: string): Promise<void> {
+  const dir = await tmpDir('stowage-bomb-image-');
+  await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+  await writeFile(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  const blob = async (bytes: Buffer) => {
+    const digest = digestOf(bytes);
+    await writeFile(join(dir, 'blobs', 'sha256', digest.slice('sha256:'.length)), bytes);
+    return { digest, size: bytes.length };
+  };
+  const l = await blob(layer);
+  const config = await blob(Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [digestOf(Buffer.alloc(0))] }, config: {} })));
+  const manifest = await blob(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.OciManifest,
+        config: { mediaType: MediaType.OciConfig, ...config },
+        layers: [{ mediaType: MediaType.OciLayerZstd, ...l }],
+      }),
+    ),
+  );
+  await writeFile(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: MediaType.OciManifest, ...manifest, annotations: { 'org.opencontainers.image.ref.name': 'x' } }] }));
+  await skopeo(['copy', '--preserve-digests', `oci:${dir}:x`, `docker://${registry.host}/${name}`]);
+}
+
 beforeAll(async () => {
-  cluster = await startCluster({ agents: 1 });
+  registry = await startRegistry();
+  cluster = await startCluster({ agents: 1, agentArgs: () => ['--insecure-registry', registry.host] });
   // The agent writes its identity once the join answer is in, which may be just after it shows online.
   secret = await until('the agent identity file', async () => {
     const identity = JSON.parse(await readFile(join(cluster.agents[0]!.dataDir, 'identity.json'), 'utf8')) as { machine_secret?: string };
@@ -56,12 +88,14 @@ beforeAll(async () => {
   await writeZstdBomb(files.zstd, GiB);
   await writeGzipBomb(files.gzip, 256 * MiB);
   await writeManyEntriesTar(files.entries, 100_001);
+  await pushBombImage(await readFile(files.zstd), 'bomb/zst:1');
   // The probe starts on the first scrape; give it a moment of ticks before measuring anything.
   await scrapeStall();
 }, 300_000);
 
 afterAll(async () => {
   await cluster?.close();
+  await registry?.stop();
 });
 
 describe('the stall probe', () => {
@@ -102,6 +136,33 @@ describe('the agent event loop under hostile compressed input', () => {
     console.info(`${file}: agent's longest stall ${stall.maxStallMs.toFixed(1)} ms over ${stall.ticks} probe ticks`);
     expect(stall.ticks).toBeGreaterThan(0);
     expect(stall.maxStallMs).toBeLessThan(MAX_STALL_MS);
+  }, 300_000);
+
+  it('docker pull of a registry image whose layer is a zstd bomb: no stall passes 100 ms, the agent answers', async () => {
+    let out = '';
+    const stall = await stallDuring(async () => {
+      const r = await docker(['pull', `${registry.host}/bomb/zst:1`]);
+      out = `exit ${r.code}: ${r.stderr}${r.stdout}`;
+    });
+    // The pull stores the layer as it is (nothing decompresses it yet); the build below unpacks it.
+    console.info(`pull zstd bomb (${out.trim().slice(0, 200)}): agent's longest stall ${stall.maxStallMs.toFixed(1)} ms`);
+    expect(stall.maxStallMs).toBeLessThan(MAX_STALL_MS);
+    expect((await docker(['version', '--format', '{{.Server.Version}}'])).code).toBe(0);
+  }, 300_000);
+
+  it('docker build FROM that image (its layers unpacked for COPY): no stall passes 100 ms', async () => {
+    const context = await tmpDir('stowage-bomb-build-');
+    await writeFile(join(context, 'Dockerfile'), `FROM ${registry.host}/bomb/zst:1\nCOPY a /a\nRUN ls /\n`);
+    await writeFile(join(context, 'a'), 'a\n');
+    let out = '';
+    const stall = await stallDuring(async () => {
+      const r = await run('docker', ['build', '-q', context], { DOCKER_HOST: cluster.agents[0]!.dockerHost, DOCKER_BUILDKIT: '0' }, { timeoutMs: 240_000 });
+      out = `exit ${r.code}: ${r.stderr}${r.stdout}`;
+    });
+    console.info(`build FROM zstd bomb: agent's longest stall ${stall.maxStallMs.toFixed(1)} ms`);
+    expect(out).toMatch(/^exit 1: [\s\S]*decompression bomb/);
+    expect(stall.maxStallMs).toBeLessThan(MAX_STALL_MS);
+    expect((await docker(['version', '--format', '{{.Server.Version}}'])).code).toBe(0);
   }, 300_000);
 
   it('docker import (fromSrc) of a zstd bomb is refused and no stall passes 100 ms', async () => {

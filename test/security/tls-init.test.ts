@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { parseAgentConfig } from '../../src/agent/config.js';
 import { certificateFingerprint } from '../../src/cluster/pki.js';
 import { freePort } from '../harness/registry.js';
 import { run } from '../harness/run.js';
@@ -93,5 +94,14 @@ describe('stowd init and an HTTPS control plane', () => {
     expect(JSON.parse(viaFlag.stdout)).toEqual({ machines: [] });
     const viaEnv = await run(process.execPath, [STOWCTL, 'machine', 'list', '--json'], { ...env, STOWAGE_CACERT: caFile });
     expect(viaEnv.code, viaEnv.stderr).toBe(0);
+  }, 300_000);
+
+  it('opens the Docker API beyond loopback only with TLS client certificates, which need a TLS cluster', async () => {
+    expect(() => parseAgentConfig({ dataDir: '/tmp/x', engine: { tcp: { host: '0.0.0.0', port: 2375 } } })).toThrow(/loopback/);
+    expect(parseAgentConfig({ dataDir: '/tmp/x', engine: { tcp: { host: '0.0.0.0', port: 2376, tlsVerify: true } } }).engine.tcp).toEqual({ host: '0.0.0.0', port: 2376, tlsVerify: true });
+    const dir = await tmpDir('stowage-tlsverify-');
+    const r = await run(process.execPath, [STOWD, 'agent', '--data-dir', join(dir, 'a'), '--peer-port', '0', '--docker-port', '0', '--docker-host', '0.0.0.0', '--docker-tlsverify'], {}, { timeoutMs: 120_000 });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('needs a machine certificate');
   }, 300_000);
 });

@@ -22,8 +22,9 @@ import { tmpDir } from '../harness/tmp.js';
  */
 
 const STOWD = join(import.meta.dirname, '..', '..', 'bin', 'stowd.js');
+const STOWCTL = join(import.meta.dirname, '..', '..', 'bin', 'stowctl.js');
 /** Short on purpose: agents renew at two thirds of it, so a renewal happens while the test runs. */
-const MACHINE_CERT_LIFETIME_S = 60;
+const MACHINE_CERT_LIFETIME_S = 90;
 const IMAGE = 'example.test/tls/app:1.0';
 
 const children: ChildProcess[] = [];
@@ -32,14 +33,16 @@ let controlUrl: string;
 let caPem: string;
 let adminToken: string;
 let dispatcher: Agent;
-const agents: Array<{ name: string; dataDir: string; peerPort: number; dockerPort: number }> = [];
+const agents: Array<{ name: string; dataDir: string; peerPort: number; dockerPort: number; args: string[]; child?: ChildProcess }> = [];
 let clientCertDir: string;
+let joinToken: string;
 let digest: string;
 
-function startDaemon(args: string[], ready: RegExp): Promise<RegExpExecArray> {
+function startDaemon(args: string[], ready: RegExp, started?: (child: ChildProcess) => void): Promise<RegExpExecArray> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [STOWD, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     children.push(child);
+    started?.(child);
     let out = '';
     let err = '';
     const timer = setTimeout(() => reject(new Error(`stowd ${args[0]} did not start: ${err}`)), 180_000);
@@ -102,33 +105,19 @@ beforeAll(async () => {
   controlUrl = ready[1] ?? '';
   caPem = await readFile(join(controlDir, 'tls', 'ca.pem'), 'utf8');
   adminToken = (await readFile(join(controlDir, 'admin.token'), 'utf8')).trim();
-  const joinToken = (await readFile(join(controlDir, 'join.token'), 'utf8')).trim();
+  joinToken = (await readFile(join(controlDir, 'join.token'), 'utf8')).trim();
   dispatcher = new Agent({ connect: { ca: caPem } });
   clientCertDir = join(root, 'alice');
   await runOk(process.execPath, [STOWD, 'client-cert', '--dir', controlDir, '--user', 'alice', '--out', clientCertDir], { timeoutMs: 120_000 });
 
   for (const name of ['agent-1', 'agent-2']) {
-    const agent = { name, dataDir: join(root, name), peerPort: await freePort(), dockerPort: await freePort() };
+    const dataDir = join(root, name);
+    const peerPort = await freePort();
+    const dockerPort = await freePort();
+    const args = ['agent', '--data-dir', dataDir, '--peer-port', String(peerPort), '--docker-port', String(dockerPort), '--docker-tlsverify', '--control-url', controlUrl, '--name', name];
+    const agent: (typeof agents)[number] = { name, dataDir, peerPort, dockerPort, args };
     agents.push(agent);
-    await startDaemon(
-      [
-        'agent',
-        '--data-dir',
-        agent.dataDir,
-        '--peer-port',
-        String(agent.peerPort),
-        '--docker-port',
-        String(agent.dockerPort),
-        '--docker-tlsverify',
-        '--control-url',
-        controlUrl,
-        '--join-token',
-        joinToken,
-        '--name',
-        name,
-      ],
-      /agent ready/,
-    );
+    await startDaemon([...args, '--join-token', joinToken], /agent ready/, (child) => (agent.child = child));
   }
   await until(
     'both agents to join over TLS',
@@ -203,6 +192,21 @@ describe('a cluster made with stowd init', () => {
     expect(listed.split('\n')).toContain(IMAGE);
   }, 300_000);
 
+  it('lets stowctl push into the cluster with a client certificate, and not without one', async () => {
+    const ref = 'example.test/tls/pushed:2';
+    const { tar } = await makeImageTar(ref, { layers: 1, layerBytes: 64 * 1024 });
+    const env = { STOWAGE_HOST: controlUrl, STOWAGE_TOKEN: adminToken, STOWAGE_CACERT: join(root, 'control', 'tls', 'ca.pem') };
+    const push = ['--json', 'image', 'push', ref, '--archive', tar, '--to', 'agent-2'];
+    const refused = await run(process.execPath, [STOWCTL, ...push], env, { timeoutMs: 300_000 });
+    expect(refused.code).toBe(1);
+    expect((JSON.parse(refused.stdout) as { error: { details?: { stage?: string } } }).error.details?.stage).toBe('upload');
+    const pushed = await run(process.execPath, [STOWCTL, ...push], { ...env, STOWAGE_CERT: join(clientCertDir, 'cert.pem'), STOWAGE_KEY: join(clientCertDir, 'key.pem') }, { timeoutMs: 300_000 });
+    expect(pushed.code, pushed.stdout + pushed.stderr).toBe(0);
+    expect((JSON.parse(pushed.stdout) as { operation: Operation }).operation.status).toBe('succeeded');
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: dockerEnv(agents[1]!) });
+    expect(listed.split('\n')).toContain(ref);
+  }, 600_000);
+
   it('refuses clients without the CA, and peers presenting no certificate or one from another CA', async () => {
     const untrusted = await run('curl', ['-sS', `${controlUrl}/healthz`]);
     expect(untrusted.code).toBe(60); // the control plane's certificate cannot be verified without the CA
@@ -227,6 +231,25 @@ describe('a cluster made with stowd init', () => {
       expect(plain.stdout).not.toBe('401');
     }
   }, 120_000);
+
+  it('never joins a control plane whose CA is not the one the join token pins', async () => {
+    // The same secret, pinning another CA: as if the control-plane address led somewhere else.
+    const otherPin = `${joinToken.slice(0, joinToken.indexOf('@sha256:'))}@sha256:${'ab'.repeat(32)}`;
+    const dataDir = join(root, 'agent-pinned');
+    const child = spawn(process.execPath, [STOWD, 'agent', '--data-dir', dataDir, '--peer-port', String(await freePort()), '--control-url', controlUrl, '--name', 'agent-pinned'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, STOWAGE_JOIN_TOKEN: otherPin },
+    });
+    children.push(child);
+    let err = '';
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.stdout.resume();
+    await until('the agent to refuse the CA', async () => (err.includes('is not the one the join token pins') ? true : undefined), { timeoutMs: 180_000 });
+    child.kill('SIGKILL');
+    const machines = await api<{ machines: Array<{ id: string }> }>('GET', '/api/v1/machines');
+    expect(machines.body.machines.map((m) => m.id)).not.toContain('agent-pinned');
+    await expect(stat(join(dataDir, 'identity.json'))).rejects.toThrow();
+  }, 300_000);
 
   it('renews machine certificates before they expire, and serves the new one', async () => {
     const agent = agents[1]!;
@@ -256,5 +279,25 @@ describe('a cluster made with stowd init', () => {
     // The machine is still in the cluster with the new certificate.
     const machines = await api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
     expect(machines.body.machines.find((m) => m.id === agent.name)?.status).toBe('online');
+  }, 300_000);
+
+  it('brings a restarted agent back with the CA and certificate it kept, without the join token', async () => {
+    const agent = agents[0]!;
+    const old = agent.child!;
+    old.kill('SIGKILL');
+    const restartedAt = Date.now();
+    await new Promise((resolve) => (old.exitCode !== null || old.signalCode !== null ? resolve(undefined) : old.once('exit', resolve)));
+    await startDaemon(agent.args, /agent ready/, (child) => (agent.child = child));
+    const listed = await runOk('docker', ['images', '--format', '{{.Repository}}:{{.Tag}}'], { env: dockerEnv(agent) });
+    expect(listed.split('\n')).toContain(IMAGE);
+    await until(
+      'agent-1 to call in again over TLS',
+      async () => {
+        const r = await api<{ machines: Array<{ id: string; status: string; last_seen_at: string }> }>('GET', '/api/v1/machines');
+        const m = r.body.machines.find((x) => x.id === agent.name);
+        return m?.status === 'online' && Date.parse(m.last_seen_at) > restartedAt ? true : undefined;
+      },
+      { timeoutMs: 180_000 },
+    );
   }, 300_000);
 });

@@ -13,6 +13,8 @@ export interface Principal {
   name: string;
   role: Role;
   domain: string | null;
+  /** The API key it authenticated with (see keyId). */
+  keyId?: string;
 }
 
 function hashKey(token: string): string {
@@ -30,6 +32,24 @@ export function createUser(db: Db, user: { name: string; role: Role; domain?: st
   return { userId: id, name: user.name, role: user.role, domain: user.domain ?? null };
 }
 
+/** An API key's public ID: the start of its hash, safe to show and to name the key by (e.g. to revoke it). */
+export function keyId(token: string): string {
+  return hashKey(token).slice(0, 16);
+}
+
+/**
+ * Deletes the API key named by the key itself or by its ID; it authenticates nothing from the next request
+ * on. Returns its ID and owner, or undefined when no key matches.
+ */
+export function revokeApiKey(db: Db, keyOrId: string): { keyId: string; userId: string } | undefined {
+  const id = keyOrId.startsWith('stk_') ? keyId(keyOrId) : keyOrId;
+  if (!/^[0-9a-f]{16}$/.test(id)) return undefined;
+  const row = prepared(db, "SELECT key_hash, user_id FROM api_keys WHERE substr(key_hash, 1, 16) = ?").get(id) as { key_hash: string; user_id: string } | undefined;
+  if (!row) return undefined;
+  prepared(db, 'DELETE FROM api_keys WHERE key_hash = ?').run(row.key_hash);
+  return { keyId: id, userId: row.user_id };
+}
+
 /** A new API key for the user; the token is returned once and only its hash is kept. */
 export function createApiKey(db: Db, userId: string, token = newSecret('stk_')): string {
   prepared(db, 'INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)').run(hashKey(token), userId, nowIso());
@@ -40,7 +60,7 @@ export function authenticateApiKey(db: Db, token: string): Principal | undefined
   if (!token.startsWith('stk_') || token.length > 256) return undefined;
   const row = prepared(db, 'SELECT u.id, u.name, u.role, u.domain FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?')
     .get(hashKey(token)) as { id: string; name: string; role: Role; domain: string | null } | undefined;
-  return row ? { userId: row.id, name: row.name, role: row.role, domain: row.domain } : undefined;
+  return row ? { userId: row.id, name: row.name, role: row.role, domain: row.domain, keyId: keyId(token) } : undefined;
 }
 
 export function userByName(db: Db, name: string): Principal | undefined {

@@ -113,6 +113,8 @@ export function issueRegistryToken(
   const acc = grantFor(new TenancyStore(db), principal, machine, req.scopes);
   const writes = acc.some((g) => g.actions.includes('push') || g.actions.includes('delete'));
   const payload: PeerTokenPayload = { m: machine.id, s: writes ? 'push' : 'pull', exp: Math.floor(now / 1000) + ttlSeconds, acc, sub: principal.name };
+  // Named by its key, so revoking the key revokes this token on the agents too.
+  if (principal.keyId) payload.kid = principal.keyId;
   // Whoever may push to a repository may point its tags, as on any registry; acc still bounds where.
   if (writes) payload.t = true;
   return { kind: 'token', token: mintPeerToken(machine.secret, payload), expiresIn: ttlSeconds, issuedAt: new Date(now).toISOString() };

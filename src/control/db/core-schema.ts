@@ -91,4 +91,6 @@ export const coreMigrations: Migration[] = [
       CREATE INDEX operation_targets_position ON operation_targets(operation_id, position);
     `,
   },
+  // What each machine holds, counted and summed for the metrics' inventory gauges from the index alone.
+  { id: '0066-availability-inventory-index', sql: 'CREATE INDEX availability_inventory ON availability(machine_id, state, size_bytes)' },
 ];

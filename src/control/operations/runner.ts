@@ -51,6 +51,9 @@ export class OperationRunner {
     private readonly metrics: ControlMetrics,
   ) {}
 
+  /** Told once of each operation that ended (succeeded, failed or cancelled). */
+  onEnded: ((opId: string) => void) | undefined;
+
   /** The log of one operation's work: every line names it (operation_id). */
   logFor(opId: string): Logger {
     return this.log.child({ operation_id: opId });
@@ -93,6 +96,7 @@ export class OperationRunner {
   private recordEnd(opId: string, log: Logger): void {
     const ended = this.operations.summary(opId);
     if (!ended || !isTerminal(ended.status)) return;
+    this.onEnded?.(opId);
     const seconds = Math.max(0, (Date.parse(ended.finished_at ?? ended.updated_at) - Date.parse(ended.created_at)) / 1000);
     this.metrics.operationDuration.observe({ kind: ended.kind, status: ended.status }, seconds);
     this.metrics.operationsEnded.inc({ kind: ended.kind, status: ended.status });
@@ -119,6 +123,7 @@ export class OperationRunner {
     const failure: Failure = { code: 'CANCELLED', message: `cancelled by ${by}`, stage: op.stage };
     const ended = this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
+    this.onEnded?.(opId);
     return ended;
   }
 

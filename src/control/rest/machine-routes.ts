@@ -79,7 +79,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
     const beat = parseWith(heartbeatSchema, request.body);
     const { inventory_seq, ...info } = beat;
     const machine = ctx.machines.heartbeat(request.params.id, info);
-    return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs };
+    return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs, revoked: ctx.revocations.active() };
   });
 
   // Where other machines hold these blobs, with pull tokens for them: an agent's pull-through mirror asks
@@ -98,5 +98,14 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   app.get<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
     requireUser(ctx, request, CLUSTER_ROLES);
     return { machine: publicMachine(ctx.machines.require(request.params.id)) };
+  });
+
+  // Revokes a machine: its secret dies with its record, so from the next request on it is refused by the
+  // control plane (heartbeats, inventories, certificates, the token service) and it is never a source or
+  // target again; its name may not join again.
+  app.delete<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
+    requireUser(ctx, request, CLUSTER_ROLES);
+    ctx.machines.revoke(request.params.id);
+    return { revoked: { machine_id: request.params.id } };
   });
 }

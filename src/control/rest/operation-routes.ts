@@ -51,7 +51,10 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   app.post<{ Params: { id: string } }>('/api/v1/operations/:id/cancel', async (request) => {
     const user = requireUser(ctx, request);
     visibleOperation(ctx, user, request.params.id);
-    return { operation: ctx.runner.cancel(request.params.id, user.name) };
+    const operation = ctx.runner.cancel(request.params.id, user.name);
+    // Its grants are refused on the online agents before this answers (the runner told them already; this waits).
+    await ctx.revocations.revokeOperation(operation.id);
+    return { operation };
   });
 
   app.get('/api/v1/operations', async (request) => {

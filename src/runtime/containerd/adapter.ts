@@ -29,6 +29,8 @@ export interface ContainerdOptions {
 }
 
 const RESUBSCRIBE_MS = 1_000;
+/** How long one attempt to subscribe waits for containerd's socket to connect. */
+const CONNECT_WAIT_MS = 5_000;
 /** A full re-list now and then, in case an event was missed while the stream was being re-opened. */
 const RELIST_MS = 30_000;
 
@@ -89,29 +91,42 @@ export class ContainerdRuntime implements RuntimeAdapter {
   /** Follows /images/ events of our namespace; each one re-lists. Re-opens the stream when it ends. */
   private subscribe(): void {
     if (this.closed) return;
-    const ns = this.opts.namespace.replace(/"/g, '');
-    const call = this.client.subscribe([`namespace=="${ns}",topic~="^/images/"`]);
-    this.stream = call;
-    let opened = false;
-    call.on('data', () => {
-      opened = true;
-      void this.sync().catch(() => undefined);
-    });
-    call.on('metadata', () => {
-      // The stream is up: whatever happened while it was down is picked up by one re-list.
-      opened = true;
-      void this.sync().catch(() => undefined);
-    });
-    const again = (): void => {
-      if (this.closed || this.stream !== call) return;
-      this.stream = undefined;
-      if (opened) this.log(`containerd event stream at ${this.opts.socket} ended; re-subscribing`);
+    const retry = (): void => {
       const t = setTimeout(() => this.subscribe(), RESUBSCRIBE_MS);
       t.unref();
       this.timers.push(t);
     };
-    call.on('error', again);
-    call.on('end', again);
+    // Subscribed only on a connected channel: a call made while gRPC backs off fails at once, and the
+    // stream would be retried blind.
+    void this.client.eventsReady(CONNECT_WAIT_MS).then((ready) => {
+      if (this.closed) return;
+      if (!ready) {
+        retry();
+        return;
+      }
+      const ns = this.opts.namespace.replace(/"/g, '');
+      const call = this.client.subscribe([`namespace=="${ns}",topic~="^/images/"`]);
+      this.stream = call;
+      let opened = false;
+      call.on('data', () => {
+        opened = true;
+        void this.sync().catch(() => undefined);
+      });
+      // containerd sends nothing on the stream before the first event: what happened while it was not
+      // subscribed is picked up by a re-list now and one a moment later (the subscription is registered by then).
+      void this.sync().catch(() => undefined);
+      const later = setTimeout(() => void this.sync().catch(() => undefined), RESUBSCRIBE_MS);
+      later.unref();
+      this.timers.push(later);
+      const again = (): void => {
+        if (this.closed || this.stream !== call) return;
+        this.stream = undefined;
+        if (opened) this.log(`containerd event stream at ${this.opts.socket} ended; re-subscribing`);
+        retry();
+      };
+      call.on('error', again);
+      call.on('end', again);
+    });
   }
 
   sync(): Promise<void> {

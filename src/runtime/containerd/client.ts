@@ -82,6 +82,8 @@ function serviceCtor(path: string): ServiceCtor {
 }
 
 const MAX_MESSAGE = 32 * 1024 * 1024;
+/** How long a call that met a disconnected channel waits for containerd to be reachable again. */
+const RECONNECT_MS = 5_000;
 
 /** gRPC status → a StowageError saying the runtime is the trouble. */
 export function runtimeError(err: unknown, what: string): StowageError {
@@ -138,7 +140,26 @@ export class ContainerdClient {
     return md;
   }
 
-  private unary<T>(svc: ServiceClient, method: string, req: unknown, what: string, lease?: string, timeoutMs = 60_000): Promise<T> {
+  /**
+   * One unary call. A containerd that was down (restarted, or started after the agent) leaves the channel in
+   * a back-off where calls fail at once: on such a failure the channel is asked to connect now, and when it
+   * does within RECONNECT_MS the call is made once more.
+   */
+  private async unary<T>(svc: ServiceClient, method: string, req: unknown, what: string, lease?: string, timeoutMs = 60_000): Promise<T> {
+    try {
+      return await this.unaryOnce<T>(svc, method, req, what, lease, timeoutMs);
+    } catch (err) {
+      if (!isGrpcCode(err, grpc.status.UNAVAILABLE) || !(await this.reconnect(svc))) throw err;
+      return this.unaryOnce<T>(svc, method, req, what, lease, timeoutMs);
+    }
+  }
+
+  /** Whether the channel of `svc` is (or gets) connected within RECONNECT_MS. */
+  private reconnect(svc: ServiceClient): Promise<boolean> {
+    return new Promise((resolve) => svc.waitForReady(new Date(Date.now() + RECONNECT_MS), (err) => resolve(!err)));
+  }
+
+  private unaryOnce<T>(svc: ServiceClient, method: string, req: unknown, what: string, lease?: string, timeoutMs = 60_000): Promise<T> {
     return new Promise((resolve, reject) => {
       const fn = svc[method] as Unary;
       const deadline = new Date(Date.now() + timeoutMs);
@@ -242,6 +263,11 @@ export class ContainerdClient {
   }
 
   // events
+
+  /** Whether the events channel is (or gets) connected within `timeoutMs`. */
+  eventsReady(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => this.eventsSvc.waitForReady(new Date(Date.now() + timeoutMs), (err) => resolve(!err)));
+  }
 
   subscribe(filters: string[]): grpc.ClientReadableStream<{ namespace: string; topic: string }> {
     const md = new grpc.Metadata(); // events of every namespace come through; the filter picks ours
