@@ -5,6 +5,7 @@ import {
   type MachineInfo,
   blobSourcesResponseSchema,
   errorBodySchema,
+  fullInventoryResponseSchema,
   heartbeatResponseSchema,
   joinResponseSchema,
 } from '../control/wire.js';
@@ -291,7 +292,14 @@ export class ControlLink {
   private async putFull(identity: Identity): Promise<void> {
     const inventory = this.snapshot();
     const seq = this.seq + 1;
-    await this.call('PUT', `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory`, identity.machine_secret, { seq, items: [...inventory.values()] });
+    const res = await this.call(
+      'PUT',
+      `/api/v1/machines/${encodeURIComponent(identity.machine_id)}/inventory`,
+      identity.machine_secret,
+      { seq, items: [...inventory.values()] },
+      fullInventoryResponseSchema,
+    );
+    if (res.revoked) this.opts.onRevoked?.(res.revoked);
     this.seq = seq;
     this.acked = inventory;
   }

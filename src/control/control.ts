@@ -68,7 +68,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
   // Kept as long as the longest-lived token it may refuse, plus a margin for clocks.
   const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
-  const revocations = new Revocations(agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
+  const revocations = new Revocations(db, agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
   // An operation's peer grants (stowctl's upload grant, transfer pull tokens) end with it.
   runner.onEnded = (opId) => void revocations.revokeOperation(opId).catch((err: unknown) => log.warn({ err, operation_id: opId }, 'revoking the grants of an ended operation failed'));
   const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics, revocations };

@@ -133,6 +133,8 @@ export const heartbeatSchema = machineInfoSchema.partial().extend({
 });
 /** The answer: resync=true when the control plane's seq differs (it then wants a full inventory). */
 export const revokedTokensSchema = z.object({ keys: z.array(z.string().max(64)).max(100_000), operations: z.array(z.string().max(128)).max(100_000) });
+/** The answer to a full inventory: an agent that restarted learns the revocations before its first heartbeat. */
+export const fullInventoryResponseSchema = z.object({ revoked: revokedTokensSchema.optional() });
 export const heartbeatResponseSchema = z.object({
   resync: z.boolean(),
   heartbeat_interval_ms: z.number().int().positive(),

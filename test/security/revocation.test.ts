@@ -90,6 +90,25 @@ describe('revocation', () => {
     expect(await status(uploads, { authorization: basic(grant.password) }, 'POST')).toBe(401);
   }, 120_000);
 
+  it('an agent that was down when a key was revoked refuses its tokens once back, across a control-plane restart too', async () => {
+    const created = await cluster.api<{ api_key: string }>('POST', '/api/v1/admin/users', { name: 'carol', role: 'superadmin' });
+    const key = created.body.api_key;
+    const tokenUrl = `${cluster.controlUrl}/token?service=agent-1&scope=${encodeURIComponent('repository:test/app:pull')}`;
+    const { token } = (await (await request(tokenUrl, { headers: { authorization: basic(key) } })).body.json()) as { token: string };
+    await cluster.killAgent('agent-1');
+    const revoked = await cluster.stowctl(['api-key', 'revoke', key]);
+    expect(revoked.code).toBe(0);
+    // Neither process remembers it from memory now: the control plane kept it in its database.
+    await cluster.killControl();
+    await cluster.startControl();
+    const agent = await cluster.startAgent('agent-1');
+    const manifest = `${agent.peerUrl}/v2/test/app/manifests/1`;
+    const accept = { accept: 'application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json' };
+    await until('the restarted agent to refuse the revoked token', async () => ((await status(manifest, { authorization: `Bearer ${token}`, ...accept }, 'HEAD')) === 401 ? true : undefined));
+    const other = (await (await request(tokenUrl, { headers: { authorization: basic(cluster.adminToken) } })).body.json()) as { token: string };
+    expect(await status(manifest, { authorization: `Bearer ${other.token}`, ...accept }, 'HEAD')).toBe(200);
+  }, 240_000);
+
   it('a revoked machine is refused at once and may not join again under its name (stowctl machine revoke)', async () => {
     const agent = cluster.agents[0]!;
     const identity = await until('the agent identity', async () => {

@@ -65,7 +65,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
     ctx.machines.replaceInventory(request.params.id, body.seq, body.items);
-    return { seq: body.seq };
+    return { seq: body.seq, revoked: ctx.revocations.active() };
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/inventory/delta', machineFirst, async (request) => {
