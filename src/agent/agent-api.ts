@@ -2,13 +2,14 @@ import { PassThrough } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { bearerToken } from '../control/auth/api-keys.js';
-import { type ErrorBody, revokedTokensSchema, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
+import { type ErrorBody, incomingRequestSchema, revokedTokensSchema, transferRequestSchema, unloadRequestSchema } from '../control/wire.js';
 import { type RevokedTokens, secretsEqual } from '../control/peer-token.js';
 import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import { isDigest } from '../oci/digest.js';
 import { parsePlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import { describeIssues } from '../validation.js';
+import type { IncomingUploads } from './incoming.js';
 import { computeInventory } from './inventory.js';
 import { planTransfer } from './transfer-request.js';
 import type { TransferManager } from './transfers.js';
@@ -24,6 +25,8 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
  *   GET  /agent/v1/images/:digest   the inventory item of one platform image (404 IMAGE_NOT_FOUND)
  *   GET  /agent/v1/inventory        {seq, items}
  *   GET  /agent/v1/stats            {blob_bytes_served, mirror_bytes_from_peers?, mirror_bytes_from_upstream?}
+ *   POST /agent/v1/incoming         {operation_id, manifest, ttl_seconds}: an image is being pushed here (204)
+ *   DELETE /agent/v1/incoming/:op   the push ended (204, or 404)
  *   POST /agent/v1/unload           {ref, platform?} → {removed}
  *
  * Errors are `{error: {code, message}}` with the code's status.
@@ -37,6 +40,8 @@ export interface AgentApiOptions {
   /** Where images land; unload takes them out of it too. */
   runtime: RuntimeAdapter;
   transfers: TransferManager;
+  /** Images being pushed here, announced so peers can read their blobs as they arrive. */
+  incoming?: IncomingUploads | undefined;
   /** The seq of the inventory last acknowledged by the control plane. */
   inventorySeq: () => number;
   /** Counters of what this machine did for others (GET /agent/v1/stats). */
@@ -132,6 +137,18 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
   app.get('/inventory', async () => {
     const seq = opts.inventorySeq();
     return { seq, items: [...computeInventory(opts.images, (rec) => opts.runtime.holds(rec)).values()] };
+  });
+
+  app.post('/incoming', async (req: FastifyRequest, reply: FastifyReply) => {
+    const body = parseBody(incomingRequestSchema, req.body);
+    if (!opts.incoming) throw new StowageError('UNSUPPORTED', 'this agent takes no push announcements');
+    await opts.incoming.announce(body.operation_id, body.manifest, body.ttl_seconds * 1000);
+    return reply.code(204).send();
+  });
+
+  app.delete('/incoming/:op', async (req: FastifyRequest<{ Params: { op: string } }>, reply: FastifyReply) => {
+    if (!opts.incoming?.withdraw(req.params.op)) throw new StowageError('OPERATION_NOT_FOUND', 'no such push is announced here');
+    return reply.code(204).send();
   });
 
   app.post('/unload', async (req: FastifyRequest) => {

@@ -19,6 +19,7 @@ import { startIngestSweeper } from './ingest-sweeper.js';
 import { cachedStoreUsage } from './disk-usage.js';
 import { type Identity, identityPath, readIdentity } from './identity.js';
 import { ensurePrivateDir, restrictFilesSync } from '../private-files.js';
+import { IncomingUploads } from './incoming.js';
 import { type RunningMirror, startMirror } from './mirror-server.js';
 import { AgentMetrics, metricsAuthorizer } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
@@ -144,9 +145,12 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
       const served = { blobBytes: 0 };
       let mirror: RunningMirror | undefined;
+      const incoming = new IncomingUploads(store);
+      closers.push(async () => incoming.close());
       await peer.register(registryRoutes, {
         store,
         images,
+        pendingManifest: (digest) => incoming.manifest(digest),
         authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
         tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
         onBlobBytesServed: (n) => {
@@ -162,6 +166,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         images,
         runtime,
         transfers,
+        incoming,
         inventorySeq: () => link?.inventorySeq ?? 0,
         revoke: (tokens) => revoked.add(tokens),
         stats: () => ({

@@ -21,6 +21,8 @@ export async function runPush(ctx: CommandContext, img: LocalImage, o: { to: str
   const platform = o.platform ?? img.platform;
   if (platform) body.platform = platform;
   if (o.expected !== undefined) body.expected_digest = o.expected;
+  // With the manifest in hand, the control plane starts the other targets while this upload runs.
+  if (img.kind === 'manifest' && o.to.length > 1) body.manifest = (await img.handles.store.readBytes(img.digest)).toString('utf8');
   const api = await ctx.api();
   const res = await api.call('POST', '/api/v1/operations/push', pushResponseSchema, { body });
   let op = res.operation;

@@ -4,6 +4,7 @@ import { StowageError } from '../errors.js';
 import type { MachineRecord } from './machines.js';
 import type { RevokedTokens } from './peer-token.js';
 import {
+  type IncomingRequest,
   type InventoryItem,
   type TransferEvent,
   type TransferRequest,
@@ -104,6 +105,20 @@ export class AgentsClient {
     return unloadResponseSchema.parse(await res.body.json()).removed;
   }
 
+  /** Tells the agent an image is being pushed to it (its manifest, blobs to expect), for `ttlSeconds` at most. */
+  async announceIncoming(machine: MachineRecord, body: IncomingRequest): Promise<void> {
+    const res = await this.call(machine, 'POST', '/agent/v1/incoming', body);
+    if (res.statusCode !== 204) throw await agentError(machine, res);
+    await res.body.dump();
+  }
+
+  /** Withdraws the announcement (the push ended); false when the agent had none. */
+  async withdrawIncoming(machine: MachineRecord, operationId: string): Promise<boolean> {
+    const res = await this.call(machine, 'DELETE', `/agent/v1/incoming/${encodeURIComponent(operationId)}`);
+    await res.body.dump();
+    return res.statusCode === 204;
+  }
+
   /** Tells the agent to refuse these tokens from now on. */
   async revoke(machine: MachineRecord, tokens: RevokedTokens, signal?: AbortSignal): Promise<void> {
     const res = await this.call(machine, 'POST', '/agent/v1/revocations', tokens, signal);
@@ -116,7 +131,7 @@ export class AgentsClient {
     await this.dispatcher.destroy();
   }
 
-  private async call(machine: MachineRecord, method: 'GET' | 'POST', path: string, body?: unknown, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
+  private async call(machine: MachineRecord, method: 'GET' | 'POST' | 'DELETE', path: string, body?: unknown, signal?: AbortSignal): Promise<Dispatcher.ResponseData> {
     try {
       return await request(new URL(path, machine.agent_url), {
         method,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { type OperationStatus, machineStatuses, operationKinds, operationStatuses, targetStatuses } from './wire-values.js';
 
 /**
@@ -247,6 +248,11 @@ export const pushRequestSchema = z.object({
   size_bytes: safeCount,
   to: z.array(z.string().min(1)).min(1).max(1000),
   expected_digest: digestString.optional(),
+  /**
+   * The platform manifest `digest` names, as its JSON text: with it, the other targets start pulling from
+   * the first while stowctl still uploads to it (what has arrived there flows on at once).
+   */
+  manifest: z.string().min(1).max(MAX_MANIFEST_BYTES).optional(),
 });
 export type PushRequest = z.infer<typeof pushRequestSchema>;
 
@@ -327,6 +333,18 @@ export type TransferEvent = z.infer<typeof transferEventSchema>;
 export const agentImageSchema = inventoryItemSchema;
 
 /** POST /agent/v1/unload {ref, platform?}: removes the tags and records of an image; GC follows. */
+/**
+ * POST /agent/v1/incoming: an image is being uploaded to this machine (a push). The agent keeps its manifest
+ * and announces its blobs, so peers may read them from its /v2/ while they arrive; DELETE
+ * /agent/v1/incoming/:operation_id (or the end of ttl_seconds) withdraws the announcement.
+ */
+export const incomingRequestSchema = z.object({
+  operation_id: z.string().min(1).max(200),
+  manifest: z.string().min(1).max(MAX_MANIFEST_BYTES),
+  ttl_seconds: z.number().int().min(1).max(7 * 24 * 3600),
+});
+export type IncomingRequest = z.infer<typeof incomingRequestSchema>;
+
 export const unloadRequestSchema = z.object({ ref: z.string().min(1), platform: platformString.optional() });
 export const unloadResponseSchema = z.object({ removed: z.array(digestString) });
 

@@ -61,6 +61,11 @@ export interface RegistryRoutesOptions {
   /** Hears the size of every chunk of blob bytes sent (a counter of what this endpoint uploaded). */
   onBlobBytesServed?: ((bytes: number) => void) | undefined;
   /**
+   * The manifest of an image still being pushed here (agent/incoming.ts), by digest: served to GETs so peers
+   * can start pulling; a HEAD, which asks whether the image is here, does not see it.
+   */
+  pendingManifest?: ((digest: Digest) => Buffer | undefined) | undefined;
+  /**
    * Where standard clients get a token (the Docker/OCI token flow): a 401 then answers
    * `Bearer realm="<realm>",service="<service>",scope="…"`. Absent (or answering undefined, e.g. before
    * the machine has joined): `Basic realm="stowage"`.
@@ -313,10 +318,11 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     try {
       bytes = await store.readBytes(digest, MAX_MANIFEST_BYTES);
     } catch (err) {
-      if (isStowageError(err, 'BLOB_NOT_FOUND') || isStowageError(err, 'TOO_LARGE')) {
+      const pending = !head && isStowageError(err, 'BLOB_NOT_FOUND') ? opts.pendingManifest?.(digest) : undefined;
+      if (pending) bytes = pending;
+      else if (isStowageError(err, 'BLOB_NOT_FOUND') || isStowageError(err, 'TOO_LARGE')) {
         return sendError(reply, 404, 'MANIFEST_UNKNOWN', `manifest unknown: ${name}@${digest}`, { name, digest });
-      }
-      throw err;
+      } else throw err;
     }
     let type = mediaType;
     if (type === undefined) {

@@ -7,6 +7,9 @@ import { mintPeerToken } from '../peer-token.js';
 import type { Failure, Operation, PushRequest, UploadGrant } from '../wire.js';
 import { transferFromSource, uniqueTargets } from './distribute.js';
 import { onlineMachineFor, toFailure } from './runner.js';
+import { type EarlyFanout, fanOutWhileUploading } from './push-fanout.js';
+import { digestOf } from '../../oci/digest.js';
+import { parseManifestBytes } from '../../oci/manifest.js';
 
 /**
  * push: stowctl holds the image; it uploads it once, over the OCI distribution protocol, to the first
@@ -24,6 +27,8 @@ export interface PushParams {
   repository: string;
   /** stowctl's report, kept before it is acted on: a restart in between acts on it, not waits for another. */
   upload_report?: UploadReport;
+  /** The pushed platform manifest's JSON text, when stowctl sent it: the fan-out then starts with the upload. */
+  manifest?: string | undefined;
 }
 
 /**
@@ -106,6 +111,7 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
     upload_machine: uploadTo.id,
     upload_deadline: deadline,
     repository,
+    ...(targets.length > 1 && req.manifest !== undefined ? { manifest: checkedManifest(req.manifest, req.digest) } : {}),
   };
   const op = ctx.operations.create({
     kind: 'push',
@@ -138,13 +144,22 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
 export async function runPush(ctx: ControlContext, opId: string): Promise<void> {
   const op = ctx.operations.require(opId);
   const params = ctx.operations.params<PushParams>(opId);
+  let early: EarlyFanout | undefined;
   if (op.stage === 'uploading') {
     ctx.operations.setStage(opId, 'uploading');
     const signal = ctx.runner.signalFor(opId);
+    // The other targets start now, reading from the upload target what has reached it so far.
+    early = params.upload_report === undefined ? await fanOutWhileUploading(ctx, opId, params) : undefined;
     const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params), signal));
-    if (signal.aborted) return;
+    if (signal.aborted) {
+      void early?.withdraw();
+      return;
+    }
     const failure = report.outcome === 'uploaded' ? await confirmUpload(ctx, opId, params) : report.failure;
+    // Whole, or never to be: blobs that did not arrive fail the targets still waiting for them.
+    await early?.withdraw();
     if (failure) {
+      await early?.done;
       ctx.operations.abandon(opId, 'failed', failure);
       return;
     }
@@ -159,6 +174,13 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     }
   }
   ctx.operations.setStage(opId, 'transferring');
+  if (early) {
+    await early.done;
+    // A target that did not get the image while it was uploaded gets it now, from the whole upload.
+    for (const t of ctx.operations.require(opId).targets) {
+      if (t.status === 'failed') ctx.operations.updateTarget(opId, t.machine_id, { status: 'pending', failure: null, bytesTransferred: 0 });
+    }
+  }
   // The other targets pull from the upload target, as in a distribute.
   await transferFromSource(ctx, opId, { digest: params.digest, from: params.upload_machine, platform: params.platform });
   ctx.operations.finish(opId);
@@ -202,6 +224,16 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
   }
 }
 
+
+/** The manifest text when it is the platform manifest `digest` names; BAD_REQUEST otherwise. */
+function checkedManifest(manifest: string, digest: string): string {
+  const bytes = Buffer.from(manifest, 'utf8');
+  if (digestOf(bytes) !== digest) {
+    throw new StowageError('BAD_REQUEST', `the manifest sent is not ${digest} (its digest is ${digestOf(bytes)})`);
+  }
+  if (parseManifestBytes(bytes).kind !== 'manifest') throw new StowageError('BAD_REQUEST', 'manifest: only a platform manifest is sent along, not an index');
+  return manifest;
+}
 
 /** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
 function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {

@@ -1,0 +1,57 @@
+import { StowageError } from '../errors.js';
+import { type Digest, digestOf } from '../oci/digest.js';
+import { parseManifestBytes } from '../oci/manifest.js';
+import type { ContentStoreApi } from '../store/types.js';
+
+/**
+ * Images being pushed to this machine, announced by the control plane before their blobs arrive: the
+ * manifest is kept (peers GET it by digest from /v2/; it is stored only by the push's own manifest PUT, so
+ * nothing says the image is here before it is) and every blob not yet here is expected
+ * (store/live-blobs.ts), so a peer that asks for it waits for the upload's bytes instead of being told it
+ * does not exist. Withdrawn when the push ends (or its time is up): a blob that never came fails its readers.
+ */
+export class IncomingUploads {
+  private readonly announced = new Map<string, { digest: Digest; releases: Array<() => void>; timer: NodeJS.Timeout }>();
+  private readonly manifests = new Map<Digest, Buffer>();
+
+  constructor(private readonly store: ContentStoreApi) {}
+
+  /** Announces the image `manifest` (its JSON text) for `operationId`, for `ttlMs` at most. */
+  async announce(operationId: string, manifest: string, ttlMs: number): Promise<void> {
+    const bytes = Buffer.from(manifest, 'utf8');
+    const parsed = parseManifestBytes(bytes);
+    if (parsed.kind !== 'manifest') throw new StowageError('BAD_REQUEST', 'only a platform manifest can be announced, not an index');
+    this.withdraw(operationId);
+    const digest = digestOf(bytes);
+    const releases: Array<() => void> = [];
+    for (const d of [parsed.manifest.config, ...parsed.manifest.layers]) {
+      if (await this.store.has(d.digest)) continue;
+      const release = this.store.expectBlob?.(d.digest, d.size);
+      if (release) releases.push(release);
+    }
+    const timer = setTimeout(() => this.withdraw(operationId), ttlMs);
+    timer.unref();
+    this.announced.set(operationId, { digest, releases, timer });
+    this.manifests.set(digest, bytes);
+  }
+
+  /** The manifest of an image announced and not yet withdrawn. */
+  manifest(digest: Digest): Buffer | undefined {
+    return this.manifests.get(digest);
+  }
+
+  /** Ends the announcement: blobs that did not arrive fail whoever waits for them. */
+  withdraw(operationId: string): boolean {
+    const entry = this.announced.get(operationId);
+    if (!entry) return false;
+    this.announced.delete(operationId);
+    if (![...this.announced.values()].some((e) => e.digest === entry.digest)) this.manifests.delete(entry.digest);
+    clearTimeout(entry.timer);
+    for (const release of entry.releases) release();
+    return true;
+  }
+
+  close(): void {
+    for (const id of [...this.announced.keys()]) this.withdraw(id);
+  }
+}

@@ -1,0 +1,105 @@
+import { formatReference, parseReference } from '../../oci/reference.js';
+import { forEachLimited } from '../../registry/pool.js';
+import type { ControlContext } from '../context.js';
+import { nowIso } from '../db/database.js';
+import type { MachineRecord } from '../machines.js';
+import type { Availability } from '../wire.js';
+import { FanoutChain } from './fanout.js';
+import type { PushParams } from './push.js';
+import { onlineMachineFor, toFailure } from './runner.js';
+import { isTargetDone } from './store.js';
+import { peerTransferRequest, renewEveryMs } from './transfer-plan.js';
+
+/**
+ * The fan-out of a push while stowctl still uploads: the upload target is told what is coming (its manifest
+ * is kept and its blobs announced, see agent/incoming.ts), so the other targets pull from it at once, along
+ * a chain as in a distribute, reading each blob as it arrives there. Every byte is still verified by each
+ * target. Nothing depends on it: a target that did not get the image this way gets it again once the
+ * upload is whole.
+ */
+
+export interface EarlyFanout {
+  /** Ends the announcement on the upload target: blobs that did not arrive fail whoever waits for them. */
+  withdraw(): Promise<void>;
+  /** Settles when every target of the early fan-out has ended (present or failed). */
+  done: Promise<void>;
+}
+
+const CONCURRENT_TARGETS = 64;
+
+/** Starts the early fan-out, or answers undefined when there is nothing to start (or the agent cannot take it). */
+export async function fanOutWhileUploading(ctx: ControlContext, opId: string, params: PushParams): Promise<EarlyFanout | undefined> {
+  if (params.manifest === undefined) return undefined;
+  const others = ctx.operations
+    .require(opId)
+    .targets.filter((t) => t.machine_id !== params.upload_machine && !isTargetDone(t.status))
+    .map((t) => ({ id: t.machine_id, wasRunning: t.status === 'running' }));
+  const source = ctx.machines.get(params.upload_machine);
+  if (others.length === 0 || source?.status !== 'online') return undefined;
+  const log = ctx.runner.logFor(opId);
+  try {
+    const ttl = Math.max(1, Math.ceil((params.upload_deadline - Date.now()) / 1000));
+    await ctx.runner.agents.announceIncoming(source, { operation_id: opId, manifest: params.manifest, ttl_seconds: ttl });
+  } catch (err) {
+    log.warn({ err, machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
+    return undefined;
+  }
+  let withdrawn: Promise<void> | undefined;
+  const withdraw = (): Promise<void> =>
+    (withdrawn ??= ctx.runner.agents.withdrawIncoming(source, opId).then(
+      () => undefined,
+      () => undefined,
+    ));
+  return { withdraw, done: chainFrom(ctx, opId, source, others, params) };
+}
+
+/** Each target pulls the pushed image from `source` and the targets before it (fanout.ts). */
+async function chainFrom(
+  ctx: ControlContext,
+  opId: string,
+  source: MachineRecord,
+  targets: ReadonlyArray<{ id: string; wasRunning: boolean }>,
+  params: PushParams,
+): Promise<void> {
+  const chain = new FanoutChain(targets.map((t) => t.id));
+  const ttl = ctx.config.peerTokenTtlSeconds;
+  const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
+  await forEachLimited(targets, CONCURRENT_TARGETS, async ({ id, wasRunning }) => {
+    let holder = false;
+    try {
+      await chain.upstreamReady(id);
+      const target = await onlineMachineFor(ctx, opId, id);
+      const platform = params.platform ?? target.platform;
+      // What the upload target will hold once the upload is whole.
+      const record: Availability = {
+        machine_id: source.id,
+        digest: params.digest,
+        index_digest: null,
+        config_digest: null,
+        platform,
+        references,
+        size_bytes: 0,
+        presence: { state: 'present' },
+        machine_status: 'online',
+        updated_at: nowIso(),
+      };
+      const peers = (): MachineRecord[] =>
+        chain
+          .peersOf(id)
+          .map((m) => ctx.machines.get(m))
+          .filter((m): m is MachineRecord => m !== undefined && m.status === 'online');
+      const request = () => peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: peers() });
+      const result = await ctx.runner.runTransfer(opId, target, request, {
+        platform,
+        resumed: wasRunning,
+        onStarted: () => chain.started(id),
+        renewEveryMs: renewEveryMs(ttl),
+      });
+      holder = result.status === 'present' || result.status === 'skipped_present';
+    } catch (err) {
+      ctx.runner.failTarget(opId, id, undefined, params.platform ?? 'unknown', toFailure(err, 'plan'));
+    } finally {
+      chain.ended(id, holder);
+    }
+  });
+}

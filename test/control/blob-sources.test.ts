@@ -1,0 +1,64 @@
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { blobSources } from '../../src/control/blob-sources.js';
+import { openDatabase } from '../../src/control/db/database.js';
+import { Machines } from '../../src/control/machines.js';
+import { verifyPeerToken } from '../../src/control/peer-token.js';
+import type { InventoryItem, JoinRequest } from '../../src/control/wire.js';
+import { until } from '../harness/cluster.js';
+import { tmpDir } from '../harness/tmp.js';
+
+/**
+ * Where a blob can be read in the cluster (what an agent's pull-through mirror asks): from the layers and
+ * configs the machines' inventories report, online holders only, never the asking machine, each with a pull
+ * token that its own /v2/ accepts.
+ */
+
+const hex = (c: string) => `sha256:${c.repeat(64)}`;
+const LAYER_A = hex('a');
+const LAYER_B = hex('b');
+const CONFIG = hex('c');
+const NOWHERE = hex('d');
+
+function item(digest: string, layers: string[] | undefined, config = CONFIG): InventoryItem {
+  return { digest, config_digest: config, platform: 'linux/amd64', references: ['docker.io/team/app:1'], size_bytes: 10, ...(layers ? { layers } : {}) };
+}
+
+function joinReq(name: string, inventory: InventoryItem[]): JoinRequest {
+  return { join_token: 'x', name, agent_url: `http://${name}.test:5080`, platform: 'linux/amd64', labels: {}, inventory, inventory_seq: 1 };
+}
+
+describe('blob sources', () => {
+  it('names the online machines holding each blob, with pull tokens for them, and never the one asking', async () => {
+    const db = openDatabase(join(await tmpDir('stowage-blob-sources-'), 'control.db'));
+    const machines = new Machines(db, 60_000);
+    machines.join(joinReq('holder', [item(hex('1'), [LAYER_A, LAYER_B])]));
+    const asker = machines.join(joinReq('asker', [item(hex('2'), [LAYER_A])]));
+    machines.join(joinReq('old-agent', [item(hex('3'), undefined)])); // reports no layers: holds nothing known
+
+    const { sources } = blobSources(db, machines, 'asker', [LAYER_A, LAYER_B, CONFIG, NOWHERE], 300);
+    expect(Object.keys(sources).sort()).toEqual([LAYER_A, LAYER_B, CONFIG, NOWHERE].sort());
+    expect(sources[LAYER_A]?.map((s) => s.machine_id)).toEqual(['holder']);
+    expect(sources[LAYER_B]?.map((s) => s.machine_id)).toEqual(['holder']);
+    // Every machine has the config; the asker is left out.
+    expect(sources[CONFIG]?.map((s) => s.machine_id).sort()).toEqual(['holder', 'old-agent']);
+    expect(sources[NOWHERE]).toEqual([]);
+
+    const from = sources[LAYER_A]![0]!;
+    expect(from).toMatchObject({ registry_url: 'http://holder.test:5080', repository: 'team/app', username: 'stowage' });
+    const holder = machines.require('holder');
+    expect(verifyPeerToken(holder.secret, 'holder', from.password!, 'pull')).toBeDefined();
+    expect(verifyPeerToken(holder.secret, 'holder', from.password!, 'push')).toBeUndefined();
+    expect(verifyPeerToken(asker.machine.secret, 'asker', from.password!, 'pull')).toBeUndefined();
+
+    // A machine not heard from lately is no source.
+    const impatient = new Machines(db, 1);
+    await until('holder to count as offline', async () => (impatient.get('holder')?.status === 'offline' ? true : undefined));
+    expect(blobSources(db, impatient, 'asker', [LAYER_A], 300).sources[LAYER_A]).toEqual([]);
+
+    // A delta that drops the image drops the holder.
+    machines.applyDelta('holder', { base_seq: 1, seq: 2, upserted: [], removed: [hex('1')] });
+    expect(blobSources(db, machines, 'asker', [LAYER_A], 300).sources[LAYER_A]).toEqual([]);
+    db.close();
+  });
+});
