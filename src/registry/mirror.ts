@@ -54,7 +54,7 @@ const MAX_CACHED_MANIFESTS = 256;
 const MAX_KNOWN_SIZES = 20_000;
 const HOLDERS_FRESH_MS = 30_000;
 /** How long a blob waits for the control plane's answer before it is taken from upstream. */
-const HOLDERS_PATIENCE_MS = 5_000;
+const HOLDERS_PATIENCE_MS = 15_000;
 
 export class PullThroughMirror {
   readonly stats: MirrorStats = { bytesFromPeers: 0, bytesFromUpstream: 0 };
