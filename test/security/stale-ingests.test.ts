@@ -73,7 +73,10 @@ describe('abandoned ingests on an agent', () => {
     const load = slowLoad(port, archive, 8, 300, (n) => (pieces = n)).catch(() => undefined);
     await until('half the archive to arrive', async () => (pieces >= 4 ? true : undefined));
     await until('a partial ingest on disk', async () => ((await readdir(ingestDir(dataDir))).length > 0 ? true : undefined));
+    const gone = new Promise((resolve) => agent.once('exit', resolve));
     agent.kill('SIGKILL');
+    // Restarted on the same port: the killed process must have let go of it first.
+    await gone;
     await load;
     const killed = await readdir(ingestDir(dataDir));
     expect(killed.length).toBeGreaterThan(0);
