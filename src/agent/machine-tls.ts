@@ -1,10 +1,9 @@
 import { type KeyObject, X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Agent, type Dispatcher, request } from 'undici';
 import { certificateExpiry, certificateFingerprint, createCsr, issuedBy } from '../cluster/pki.js';
 import { clusterDispatcher } from '../cluster/tls-client.js';
-import { parseJoinToken, tlsDir, writePrivateFile } from '../cluster/tls-files.js';
+import { parseJoinToken, readOptional, tlsDir, writePrivateFile } from '../cluster/tls-files.js';
 import { certificateResponseSchema } from '../control/wire.js';
 import { StowageError } from '../errors.js';
 import { ensurePrivateDir } from '../private-files.js';
@@ -197,11 +196,3 @@ function certifiesKey(certPem: string, keyPem: string): boolean {
   return spki(new X509Certificate(certPem).publicKey).equals(spki(createPublicKey(createPrivateKey(keyPem))));
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}

@@ -34,7 +34,8 @@ export async function writePrivateFile(path: string, text: string): Promise<void
   }
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
+/** A text file's contents, or undefined when it does not exist. */
+export async function readOptional(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {

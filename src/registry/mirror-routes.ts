@@ -5,7 +5,7 @@ import { isValidTag } from '../oci/reference.js';
 import { sendError } from './distribution-errors.js';
 import type { MirrorBlob, PullThroughMirror } from './mirror.js';
 import { isRepositoryPath } from './names.js';
-import { parseRange } from './routes.js';
+import { parseRange, registerVersionCheck } from './routes.js';
 import { v2Target } from './v2-path.js';
 
 /**
@@ -46,9 +46,7 @@ export async function mirrorRoutes(app: FastifyInstance, opts: MirrorRoutesOptio
     return sendError(reply, 500, 'UNKNOWN', 'internal error');
   });
 
-  const versionCheck = async (_req: FastifyRequest, reply: FastifyReply) => reply.code(200).type('application/json; charset=utf-8').send({});
-  app.route({ method: ['GET', 'HEAD'], url: '/v2/', exposeHeadRoute: false, handler: versionCheck });
-  app.route({ method: ['GET', 'HEAD'], url: '/v2', exposeHeadRoute: false, handler: versionCheck });
+  registerVersionCheck(app);
   const readOnly = async (req: FastifyRequest, reply: FastifyReply) =>
     sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported: this mirror is read-only`);
   for (const url of ['/v2/', '/v2/*']) app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, handler: readOnly });

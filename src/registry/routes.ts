@@ -167,6 +167,13 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
+/** The distribution API's version check: GET/HEAD `/v2/` (and `/v2`) answer 200 with `{}`. */
+export function registerVersionCheck(app: FastifyInstance): void {
+  const versionCheck = async (_req: FastifyRequest, reply: FastifyReply) => reply.code(200).type('application/json; charset=utf-8').send({});
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/', exposeHeadRoute: false, handler: versionCheck });
+  app.route({ method: ['GET', 'HEAD'], url: '/v2', exposeHeadRoute: false, handler: versionCheck });
+}
+
 export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesOptions): Promise<void> {
   const { store, images } = opts;
 
@@ -192,9 +199,7 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
     return sendError(reply, 500, 'UNKNOWN', 'internal error');
   });
 
-  const versionCheck = async (_req: FastifyRequest, reply: FastifyReply) => reply.code(200).type('application/json; charset=utf-8').send({});
-  app.route({ method: ['GET', 'HEAD'], url: '/v2/', exposeHeadRoute: false, handler: versionCheck });
-  app.route({ method: ['GET', 'HEAD'], url: '/v2', exposeHeadRoute: false, handler: versionCheck });
+  registerVersionCheck(app);
 
   // Writes are refused before any body is read: anonymously always, and on /v2/ itself in any case.
   const refuse = async (req: FastifyRequest, reply: FastifyReply) => {
