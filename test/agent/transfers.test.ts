@@ -6,7 +6,7 @@ import { type RunningAgent, startAgent } from '../../src/agent/agent.js';
 import { parseAgentConfig } from '../../src/agent/config.js';
 import { mintPeerToken, newSecret } from '../../src/control/peer-token.js';
 import { type InventoryItem, type TransferEvent, errorBodySchema, inventoryItemSchema, transferEventSchema } from '../../src/control/wire.js';
-import { digestHex, type Digest } from '../../src/oci/digest.js';
+import { digestHex, digestOf, type Digest } from '../../src/oci/digest.js';
 import { freePort, makeImageTar, makeMultiPlatformLayout, skopeo } from '../harness/images.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { run } from '../harness/run.js';
@@ -246,6 +246,51 @@ describe('agent transfers between two joined agents', () => {
     expect(notJson.status).toBe(400);
     expect(errorBodySchema.safeParse(await notJson.json()).success).toBe(true);
     expect((await api(b, '/images/sha256:nothex')).status).toBe(400);
+    expect(await inventoryOf(b)).toEqual(before);
+  });
+
+  it('refuses bad push announcements (401, 400, 404) and serves nothing for them; a good one is served until withdrawn', async () => {
+    const sha = (c: string) => `sha256:${c.repeat(64)}`;
+    const manifest = (mediaType: string) =>
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha('c'), size: 10 },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha('d'), size: 20 }],
+      });
+    const good = manifest('application/vnd.oci.image.manifest.v1+json');
+    const goodDigest = digestOf(Buffer.from(good, 'utf8'));
+    const served = async (digest: string) => {
+      const res = await fetch(`${b.agent.peerUrl}/v2/any/name/manifests/${digest}`, {
+        headers: { authorization: `Basic ${Buffer.from(`x:${peerToken(b)}`).toString('base64')}`, accept: 'application/vnd.oci.image.manifest.v1+json' },
+      });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    const before = await inventoryOf(b);
+
+    for (const secret of ['sms_wrong', a.secret]) expect((await api(b, '/incoming', { secret, body: { operation_id: 'op-x', manifest: good, ttl_seconds: 60 } })).status).toBe(401);
+    const index = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+    for (const body of [
+      {},
+      { operation_id: 'op-x', manifest: good, ttl_seconds: 0 },
+      { operation_id: 'op-x', manifest: '{not json', ttl_seconds: 60 },
+      { operation_id: 'op-x', manifest: index, ttl_seconds: 60 },
+      { operation_id: '', manifest: good, ttl_seconds: 60 },
+    ]) {
+      const res = await api(b, '/incoming', { body });
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(errorBodySchema.parse(await res.json()).error.message.length).toBeGreaterThan(0);
+    }
+    expect(await served(goodDigest)).toBe(404);
+    const unknown = await api(b, '/incoming/op-none', { method: 'DELETE' });
+    expect(unknown.status).toBe(404);
+    expect(errorBodySchema.parse(await unknown.json()).error.code).toBe('OPERATION_NOT_FOUND');
+
+    expect((await api(b, '/incoming', { body: { operation_id: 'op-x', manifest: good, ttl_seconds: 60 } })).status).toBe(204);
+    expect(await served(goodDigest)).toBe(200);
+    expect((await api(b, '/incoming/op-x', { method: 'DELETE' })).status).toBe(204);
+    expect(await served(goodDigest)).toBe(404);
     expect(await inventoryOf(b)).toEqual(before);
   });
 
