@@ -1,6 +1,9 @@
 import { join } from 'node:path';
+import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { blobSources } from '../../src/control/blob-sources.js';
+import { parseControlConfig } from '../../src/control/config.js';
+import { startControl } from '../../src/control/control.js';
 import { openDatabase } from '../../src/control/db/database.js';
 import { Machines } from '../../src/control/machines.js';
 import { verifyPeerToken } from '../../src/control/peer-token.js';
@@ -60,5 +63,48 @@ describe('blob sources', () => {
     machines.applyDelta('holder', { base_seq: 1, seq: 2, upserted: [], removed: [hex('1')] });
     expect(blobSources(db, machines, 'asker', [LAYER_A], 300).sources[LAYER_A]).toEqual([]);
     db.close();
+  });
+  it('over REST answers only the machine itself, with its secret, for well-formed digests; a refusal changes nothing', async () => {
+    const control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-blob-sources-rest-'), listen: { port: 0 } }));
+    try {
+      const holder = control.ctx.machines.join(joinReq('holder', [item(hex('1'), [LAYER_A])]));
+      const asker = control.ctx.machines.join(joinReq('asker', []));
+      const ask = async (id: string, authorization: string | undefined, body: string) => {
+        const res = await request(`${control.url}/api/v1/machines/${id}/blob-sources`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+          body,
+        });
+        return { status: res.statusCode, body: (await res.body.json()) as { sources?: Record<string, Array<{ machine_id: string }>>; error?: { code: string; message: string } } };
+      };
+      const good = JSON.stringify({ digests: [LAYER_A] });
+      // What a refused request could have changed (status is left out: it moves with the clock).
+      const recorded = () => control.ctx.machines.list().map((m) => [m.id, m.agent_url, m.inventory_seq, m.last_seen_at]);
+      const machinesBefore = recorded();
+
+      const ok = await ask('asker', `Bearer ${asker.secret}`, good);
+      expect(ok.status).toBe(200);
+      expect(ok.body.sources?.[LAYER_A]?.map((x) => x.machine_id)).toEqual(['holder']);
+
+      // Another machine's secret, none, a user's key, an unknown machine: 401 before the body is read.
+      for (const [id, authorization] of [
+        ['holder', `Bearer ${asker.secret}`],
+        ['asker', undefined],
+        ['asker', `Bearer ${control.adminToken}`],
+        ['nowhere', `Bearer ${asker.secret}`],
+        ['asker', `Bearer ${holder.secret}`],
+      ] as const) {
+        const r = await ask(id, authorization, good);
+        expect([r.status, r.body.error?.code], `${id} ${authorization ?? 'none'}`).toEqual([401, 'UNAUTHORIZED']);
+      }
+      for (const body of ['{nope', '{}', JSON.stringify({ digests: [] }), JSON.stringify({ digests: ['sha256:nothex'] }), JSON.stringify({ digests: ['../../etc/passwd'] })]) {
+        const r = await ask('asker', `Bearer ${asker.secret}`, body);
+        expect(r.status, body).toBe(400);
+        expect(r.body.error?.message.length).toBeGreaterThan(0);
+      }
+      expect(recorded()).toEqual(machinesBefore);
+    } finally {
+      await control.close();
+    }
   });
 });
