@@ -47,9 +47,12 @@ export async function mirrorRoutes(app: FastifyInstance, opts: MirrorRoutesOptio
   });
 
   registerVersionCheck(app);
-  const readOnly = async (req: FastifyRequest, reply: FastifyReply) =>
-    sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported: this mirror is read-only`);
-  for (const url of ['/v2/', '/v2/*']) app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, handler: readOnly });
+  // Refused before any body is read or parsed (a write with an unknown content type is a 405 too, not a 415).
+  const readOnly = async (req: FastifyRequest, reply: FastifyReply) => {
+    await sendError(reply, 405, 'UNSUPPORTED', `${req.method} is not supported: this mirror is read-only`);
+    return reply;
+  };
+  for (const url of ['/v2/', '/v2/*']) app.route({ method: ['POST', 'PUT', 'PATCH', 'DELETE'], url, onRequest: readOnly, handler: readOnly });
 
   app.route({
     method: ['GET', 'HEAD'],

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { access, mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, open, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -179,6 +179,32 @@ describe('pull-through registry mirror', () => {
     for (const blob of [app.img.configDigest, ...app.img.layers.map((l) => l.digest)]) {
       await until(`${blob} to be stored on agent-2`, async () => ((await exists(storedBlob('agent-2', blob))) ? true : undefined), SLOW);
     }
+  }, 240_000);
+
+  it('refuses bad names, digests, registries and every write with a clear 4xx, storing nothing', async () => {
+    const blobDir = join(cluster.agents.find((a) => a.name === 'agent-2')!.dataDir, 'store', 'blobs', 'sha256');
+    const held = async () => (await readdir(blobDir).catch(() => [] as string[])).sort();
+    const before = await held();
+    const ns = `?ns=${encodeURIComponent(registry.host)}`;
+    const layer = `sha256:${'e'.repeat(64)}`;
+    const cases: Array<[string, string, number, string]> = [
+      ['GET', `/v2/UPPER/case/blobs/${layer}${ns}`, 400, 'NAME_INVALID'],
+      ['GET', `/v2/a/..%2F..%2Fetc/manifests/x${ns}`, 400, 'NAME_INVALID'],
+      ['GET', `/v2/test/app/blobs/sha256:nothex${ns}`, 400, 'DIGEST_INVALID'],
+      ['GET', `/v2/test/app/manifests/1?ns=${encodeURIComponent('evil.example/../x')}`, 400, 'NAME_INVALID'],
+      ['GET', `/v2/test/app/manifests/bad%20tag${ns}`, 404, 'MANIFEST_UNKNOWN'],
+      ['POST', `/v2/test/app/blobs/uploads/${ns}`, 405, 'UNSUPPORTED'],
+      ['PUT', `/v2/test/app/manifests/1${ns}`, 405, 'UNSUPPORTED'],
+      ['PATCH', `/v2/test/app/blobs/uploads/x${ns}`, 405, 'UNSUPPORTED'],
+      ['DELETE', `/v2/test/app/blobs/${layer}${ns}`, 405, 'UNSUPPORTED'],
+    ];
+    for (const [method, path, status, code] of cases) {
+      const res = await request(`${mirrorUrl}${path}`, { method: method as 'GET', ...(method === 'PUT' || method === 'PATCH' || method === 'POST' ? { body: 'x' } : {}) });
+      const body = (await res.body.json()) as { errors?: Array<{ code: string; message: string }> };
+      expect([res.statusCode, body.errors?.[0]?.code], `${method} ${path}`).toEqual([status, code]);
+      expect(body.errors?.[0]?.message.length).toBeGreaterThan(0);
+    }
+    expect(await held()).toEqual(before);
   }, 240_000);
 
   it('refuses a blob whose bytes from the registry do not match its digest, and stores nothing', async () => {
