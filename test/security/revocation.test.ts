@@ -109,6 +109,33 @@ describe('revocation', () => {
     expect(await status(manifest, { authorization: `Bearer ${other.token}`, ...accept }, 'HEAD')).toBe(200);
   }, 240_000);
 
+  it('refuses a revocation that is malformed, of an unknown key or machine, or not the caller\'s to make, changing nothing', async () => {
+    expect((await cluster.api('PUT', '/api/v1/admin/domains/lab', { allowed_registries: [] })).status).toBe(200);
+    const made = await cluster.api<{ api_key: string }>('POST', '/api/v1/admin/users', { name: 'erin', role: 'user', domain: 'lab' });
+    expect(made.status).toBe(200);
+    const erin = made.body.api_key;
+    const whoami = `${cluster.controlUrl}/api/v1/whoami`;
+    const revoke = (authorization: string, body: unknown) => status(`${cluster.controlUrl}/api/v1/api-keys/revoke`, { authorization }, 'POST', body);
+    const revokeMachine = (authorization: string, id: string) =>
+      request(`${cluster.controlUrl}/api/v1/machines/${encodeURIComponent(id)}`, { method: 'DELETE', headers: { authorization } }).then(async (r) => {
+        await r.body.dump();
+        return r.statusCode;
+      });
+
+    expect(await revoke(`Bearer ${cluster.adminToken}`, {})).toBe(400);
+    expect(await revoke(`Bearer ${cluster.adminToken}`, { key: 'f'.repeat(16) })).toBe(404);
+    // A user may revoke only their own key: the operator's stays good.
+    expect(await revoke(`Bearer ${erin}`, { key: cluster.adminToken })).toBe(403);
+    expect(await revoke('Bearer stk_not-a-key', { key: erin })).toBe(401);
+    expect(await status(whoami, { authorization: `Bearer ${cluster.adminToken}` })).toBe(200);
+    expect(await status(whoami, { authorization: `Bearer ${erin}` })).toBe(200);
+    // Machines are the operator's to revoke; an unknown one is not found.
+    expect(await revokeMachine(`Bearer ${erin}`, 'agent-1')).toBe(403);
+    expect(await revokeMachine(`Bearer ${cluster.adminToken}`, 'nowhere')).toBe(404);
+    const machines = await cluster.api<{ machines: Array<{ id: string }> }>('GET', '/api/v1/machines');
+    expect(machines.body.machines.map((m) => m.id)).toContain('agent-1');
+  }, 120_000);
+
   it('a revoked machine is refused at once and may not join again under its name (stowctl machine revoke)', async () => {
     const agent = cluster.agents[0]!;
     const identity = await until('the agent identity', async () => {
