@@ -122,7 +122,11 @@ describe('preload_image and unload_image', () => {
     const un = await mutate('unload_image', `${reg.host}/test/app:sib`, 'gpu-1');
     const { events } = await collectTaskEvents(plane.url, root, un.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_done');
-    expect(await installedAgents('test/app', 'sib')).toEqual([]);
+    // An inventory report gpu-1 sent before the unload can land after it: the control plane's view is awaited.
+    await until('the catalog to show test/app:sib on no agent', async () => {
+      const agents = await installedAgents('test/app', 'sib');
+      return agents !== null && agents.length === 0 ? true : undefined;
+    });
     expect(await installedAgents('test/app')).toEqual(['gpu-1', 'gpu-2']);
     // The agent itself kept the image under its other tag, and only that one.
     const onAgent = await agentRecord('gpu-1', images.app.manifestDigest);
