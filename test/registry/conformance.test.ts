@@ -44,7 +44,10 @@ async function runSuite(rootUrl: string, namespace: string, env: Record<string, 
 
 function expectClean(r: SuiteResult): void {
   // The failing specs' names in the message, so a red run says what broke.
-  expect({ failed: r.failed, failures: r.failures, code: r.code }, r.output.slice(-4000)).toEqual({ failed: 0, failures: [], code: 0 });
+  // The first failure's own report (its request and answer) comes first: the summary at the end names it only.
+  const first = r.output.indexOf('[FAILED]');
+  const detail = first >= 0 ? `${r.output.slice(first, first + 3000)}\n…\n` : '';
+  expect({ failed: r.failed, failures: r.failures, code: r.code }, detail + r.output.slice(-3000)).toEqual({ failed: 0, failures: [], code: 0 });
   expect(r.passed).toBeGreaterThan(0);
 }
 
