@@ -206,20 +206,26 @@ program
   .description('run the control plane: state, REST + GraphQL API, operations')
   .option('-c, --config <file>', 'control-plane configuration file (JSON)')
   .option('--data-dir <dir>', 'data directory', '.stowage/control')
+  .option('--database <location>', 'state store: a SQLite file (default <data-dir>/control.db) or a postgres:// URL (or STOWAGE_DATABASE)')
   .option('--host <address>', 'address to listen on', '127.0.0.1')
   .option('--port <port>', 'port of the API', integer, 5070)
   .option('--insecure-http', 'serve plain HTTP (without it: HTTPS with the certificates `stowd init` made)')
   .option('--machine-cert-lifetime <seconds>', 'lifetime of the machine certificates signed for agents (renewed at two thirds)', integer)
-  .action(async (opts: { config?: string; dataDir: string; host: string; port: number; insecureHttp?: boolean; machineCertLifetime?: number }, command: Command) => {
+  .action(async (opts: { config?: string; dataDir: string; database?: string; host: string; port: number; insecureHttp?: boolean; machineCertLifetime?: number }, command: Command) => {
     if (opts.config) {
-      const clashing = ['dataDir', 'host', 'port', 'machineCertLifetime'].filter((name) => command.getOptionValueSource(name) === 'cli');
-      if (clashing.length > 0) command.error('stowd control: --data-dir, --host, --port and --machine-cert-lifetime cannot be combined with --config', { exitCode: 2 });
+      const clashing = ['dataDir', 'database', 'host', 'port', 'machineCertLifetime'].filter((name) => command.getOptionValueSource(name) === 'cli');
+      if (clashing.length > 0) {
+        command.error('stowd control: --data-dir, --database, --host, --port and --machine-cert-lifetime cannot be combined with --config', { exitCode: 2 });
+      }
     }
+    // A URL with a password is better kept out of the process list: the environment may carry it instead.
+    const database = opts.database ?? process.env['STOWAGE_DATABASE'];
     const joinToken = process.env['STOWAGE_JOIN_TOKEN'];
     let config = opts.config
       ? await loadControlConfig(opts.config)
       : parseControlConfig({
           dataDir: opts.dataDir,
+          ...(database ? { database } : {}),
           listen: { host: opts.host, port: opts.port },
           ...(joinToken ? { joinToken } : {}),
           ...(opts.machineCertLifetime !== undefined ? { machineCertLifetimeSeconds: opts.machineCertLifetime } : {}),

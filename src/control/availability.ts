@@ -1,5 +1,5 @@
+import { type RawBuilder, sql } from 'kysely';
 import { type Db, nowIso } from './db/database.js';
-import { prepared } from './db/statements.js';
 import type { Machines } from './machines.js';
 import type { Availability, Failure, Presence } from './wire.js';
 
@@ -46,106 +46,100 @@ export class AvailabilityStore {
     this.frozen = true;
   }
 
-  query(filter: StatusFilter = {}): Availability[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.digest) {
-      where.push('(digest = ? OR index_digest = ?)');
-      args.push(filter.digest, filter.digest);
-    }
-    if (filter.machine) {
-      where.push('machine_id = ?');
-      args.push(filter.machine);
-    }
-    if (filter.presentOnly) where.push(`state = 'present'`);
-    const rows = prepared(this.db, `SELECT * FROM availability ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY machine_id, digest, platform`)
-      .all(...args) as AvailabilityRow[];
+  async query(filter: StatusFilter = {}): Promise<Availability[]> {
+    const where: RawBuilder<unknown>[] = [];
+    if (filter.digest) where.push(sql`(digest = ${filter.digest} OR index_digest = ${filter.digest})`);
+    if (filter.machine) where.push(sql`machine_id = ${filter.machine}`);
+    if (filter.presentOnly) where.push(sql`state = 'present'`);
+    const rows = await this.db.all<AvailabilityRow>(
+      sql`SELECT * FROM availability ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``} ORDER BY machine_id, digest, platform`,
+    );
     // Few machines (one, or the holders of one image): look those up; many: read them all at once.
     const machineIds = new Set(rows.map((r) => r.machine_id));
-    const status = machineIds.size <= STATUS_LOOKUPS_MAX ? this.machines.statusesOf(machineIds) : this.machines.statuses();
+    const status = machineIds.size <= STATUS_LOOKUPS_MAX ? await this.machines.statusesOf(machineIds) : await this.machines.statuses();
     return rows.map((r) => toAvailability(r, status.get(r.machine_id) ?? 'offline'));
   }
 
   /** The present records of `digest` (manifest or index) on `machine`. */
-  presentOn(machine: string, digest: string): Availability[] {
+  presentOn(machine: string, digest: string): Promise<Availability[]> {
     return this.query({ machine, digest, presentOnly: true });
   }
 
   /** Notes a transfer under way, unless the machine already reports the image. */
-  markTransferring(machine: string, digest: string, platform: string, operationId: string): void {
+  async markTransferring(machine: string, digest: string, platform: string, operationId: string): Promise<void> {
     if (this.frozen) return;
-    prepared(this.db,
-        `INSERT INTO availability (machine_id, digest, platform, state, operation_id, updated_at) VALUES (?, ?, ?, 'transferring', ?, ?)
-         ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'transferring', operation_id = excluded.operation_id,
-           failure = NULL, updated_at = excluded.updated_at WHERE state != 'present'`,
-      )
-      .run(machine, digest, platform, operationId, nowIso());
+    await this.db.run(
+      sql`INSERT INTO availability (machine_id, digest, platform, state, operation_id, updated_at) VALUES (${machine}, ${digest}, ${platform}, 'transferring', ${operationId}, ${nowIso()})
+          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'transferring', operation_id = excluded.operation_id,
+            failure = NULL, updated_at = excluded.updated_at WHERE availability.state != 'present'`,
+    );
   }
 
-  markFailed(machine: string, digest: string, platform: string, operationId: string, failure: Failure): void {
+  async markFailed(machine: string, digest: string, platform: string, operationId: string, failure: Failure): Promise<void> {
     if (this.frozen) return;
-    prepared(this.db,
-        `INSERT INTO availability (machine_id, digest, platform, state, operation_id, failure, updated_at) VALUES (?, ?, ?, 'failed', ?, ?, ?)
-         ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'failed', operation_id = excluded.operation_id,
-           failure = excluded.failure, updated_at = excluded.updated_at WHERE state != 'present'`,
-      )
-      .run(machine, digest, platform, operationId, JSON.stringify(failure), nowIso());
+    await this.db.run(
+      sql`INSERT INTO availability (machine_id, digest, platform, state, operation_id, failure, updated_at)
+          VALUES (${machine}, ${digest}, ${platform}, 'failed', ${operationId}, ${JSON.stringify(failure)}, ${nowIso()})
+          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'failed', operation_id = excluded.operation_id,
+            failure = excluded.failure, updated_at = excluded.updated_at WHERE availability.state != 'present'`,
+    );
   }
 
   /** A transfer's own report that the image is in (the inventory delta may lag it by a few ms). */
-  markPresent(
+  async markPresent(
     machine: string,
     item: { digest: string; platform: string; config_digest: string; size_bytes: number; references: string[]; index_digest?: string | undefined },
-  ): void {
+  ): Promise<void> {
     if (this.frozen) return;
-    prepared(this.db,
-        `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, updated_at)
-         VALUES (@machine, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, 'present', @now)
-         ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'present', operation_id = NULL, failure = NULL,
-           index_digest = COALESCE(availability.index_digest, @index_digest), config_digest = @config_digest, size_bytes = @size_bytes,
-           refs = @refs, updated_at = @now`,
-      )
-      .run({
-        machine,
-        digest: item.digest,
-        platform: item.platform,
-        index_digest: item.index_digest ?? null,
-        config_digest: item.config_digest,
-        refs: JSON.stringify(this.mergedRefs(machine, item.digest, item.platform, item.references)),
-        size_bytes: item.size_bytes,
-        now: nowIso(),
-      });
+    await this.db.transaction(async (tx) => {
+      // The row is read and rewritten in one transaction (locked on PostgreSQL): a concurrent report's tags are not lost.
+      const refs = JSON.stringify(await mergedRefs(tx, machine, item.digest, item.platform, item.references));
+      const now = nowIso();
+      await tx.run(
+        sql`INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, updated_at)
+            VALUES (${machine}, ${item.digest}, ${item.platform}, ${item.index_digest ?? null}, ${item.config_digest}, ${refs}, ${item.size_bytes}, 'present', ${now})
+            ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'present', operation_id = NULL, failure = NULL,
+              index_digest = COALESCE(availability.index_digest, excluded.index_digest), config_digest = excluded.config_digest,
+              size_bytes = excluded.size_bytes, refs = excluded.refs, updated_at = excluded.updated_at`,
+      );
+    });
   }
 
   /** An unload's own report that the image is gone (the agent's inventory delta may lag it). */
-  markAbsent(machine: string, digest: string, platform: string): void {
-    prepared(this.db, 'DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').run(machine, digest, platform);
+  async markAbsent(machine: string, digest: string, platform: string): Promise<void> {
+    await this.db.run(sql`DELETE FROM availability WHERE machine_id = ${machine} AND digest = ${digest} AND platform = ${platform}`);
   }
 
   /** An unload's own report that one tag of an image is gone from a machine that keeps its other tags. */
-  dropReference(machine: string, digest: string, platform: string, reference: string): void {
-    const row = prepared(this.db, 'SELECT refs FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?').get(machine, digest, platform) as
-      | { refs: string }
-      | undefined;
-    if (!row) return;
-    const refs = (JSON.parse(row.refs) as string[]).filter((r) => r !== reference);
-    prepared(this.db, 'UPDATE availability SET refs = ?, updated_at = ? WHERE machine_id = ? AND digest = ? AND platform = ?').run(JSON.stringify(refs), nowIso(), machine, digest, platform);
-  }
-
-  /** The references a present record already lists plus `added`: an agent adds tags, it does not drop them here. */
-  private mergedRefs(machine: string, digest: string, platform: string, added: readonly string[]): string[] {
-    const row = prepared(this.db, `SELECT refs, state FROM availability WHERE machine_id = ? AND digest = ? AND platform = ?`).get(machine, digest, platform) as
-      | { refs: string; state: string }
-      | undefined;
-    const existing = row?.state === 'present' ? (JSON.parse(row.refs) as string[]) : [];
-    return [...new Set([...existing, ...added])].sort();
+  async dropReference(machine: string, digest: string, platform: string, reference: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const row = await tx.get<{ refs: string }>(
+        sql`SELECT refs FROM availability WHERE machine_id = ${machine} AND digest = ${digest} AND platform = ${platform}${tx.forUpdate}`,
+      );
+      if (!row) return;
+      const refs = (JSON.parse(row.refs) as string[]).filter((r) => r !== reference);
+      await tx.run(
+        sql`UPDATE availability SET refs = ${JSON.stringify(refs)}, updated_at = ${nowIso()} WHERE machine_id = ${machine} AND digest = ${digest} AND platform = ${platform}`,
+      );
+    });
   }
 
   /** Drops a transfer record that ended without the image (e.g. the operation was abandoned). */
-  clearTransfer(machine: string, digest: string, platform: string): void {
+  async clearTransfer(machine: string, digest: string, platform: string): Promise<void> {
     if (this.frozen) return;
-    prepared(this.db, `DELETE FROM availability WHERE machine_id = ? AND digest = ? AND platform = ? AND state = 'transferring'`).run(machine, digest, platform);
+    await this.db.run(
+      sql`DELETE FROM availability WHERE machine_id = ${machine} AND digest = ${digest} AND platform = ${platform} AND state = 'transferring'`,
+    );
   }
+}
+
+/** The references a present record already lists plus `added`: an agent adds tags, it does not drop them here. */
+async function mergedRefs(tx: Db, machine: string, digest: string, platform: string, added: readonly string[]): Promise<string[]> {
+  const row = await tx.get<{ refs: string; state: string }>(
+    sql`SELECT refs, state FROM availability WHERE machine_id = ${machine} AND digest = ${digest} AND platform = ${platform}${tx.forUpdate}`,
+  );
+  const existing = row?.state === 'present' ? (JSON.parse(row.refs) as string[]) : [];
+  return [...new Set([...existing, ...added])].sort();
 }
 
 function toAvailability(r: AvailabilityRow, machineStatus: Availability['machine_status']): Availability {
@@ -160,7 +154,7 @@ function toAvailability(r: AvailabilityRow, machineStatus: Availability['machine
     config_digest: r.config_digest,
     platform: r.platform,
     references: JSON.parse(r.refs) as string[],
-    size_bytes: r.size_bytes,
+    size_bytes: Number(r.size_bytes),
     presence,
     machine_status: machineStatus,
     updated_at: r.updated_at,

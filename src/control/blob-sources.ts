@@ -1,4 +1,6 @@
+import { sql } from 'kysely';
 import type { Db } from './db/database.js';
+import { inList } from './db/in-list.js';
 import type { MachineRecord, Machines } from './machines.js';
 import { pullToken } from './peer-client.js';
 import { repositoryOf } from './operations/transfer-plan.js';
@@ -19,32 +21,32 @@ interface HolderRow {
 
 const DEFAULT_PER_DIGEST = 3;
 
-export function blobSources(
+export async function blobSources(
   db: Db,
   machines: Machines,
   requester: string,
   digests: readonly string[],
   ttlSeconds: number,
   perDigest = DEFAULT_PER_DIGEST,
-): BlobSourcesResponse {
+): Promise<BlobSourcesResponse> {
   const wanted = [...new Set(digests)];
   const sources: BlobSourcesResponse['sources'] = Object.fromEntries(wanted.map((d) => [d, []]));
   if (wanted.length === 0) return { sources };
-  const marks = wanted.map(() => '?').join(', ');
-  const rows = db
-    .prepare(
-      `SELECT j.value AS blob, a.machine_id, a.refs FROM availability a, json_each(COALESCE(a.layers, '[]')) j
-         WHERE a.state = 'present' AND a.machine_id != ? AND j.value IN (${marks})
-       UNION ALL
-       SELECT a.config_digest AS blob, a.machine_id, a.refs FROM availability a
-         WHERE a.state = 'present' AND a.machine_id != ? AND a.config_digest IN (${marks})
-       ORDER BY 1`,
-    )
-    .all(requester, ...wanted, requester, ...wanted) as HolderRow[];
+  // The layers column is a JSON array of digests: each dialect has its own function listing its elements.
+  const layers =
+    db.dialect === 'postgres' ? sql`jsonb_array_elements_text(COALESCE(a.layers, '[]')::jsonb) AS j(value)` : sql`json_each(COALESCE(a.layers, '[]')) j`;
+  const rows = await db.all<HolderRow>(
+    sql`SELECT j.value AS blob, a.machine_id, a.refs FROM availability a, ${layers}
+          WHERE a.state = 'present' AND a.machine_id != ${requester} AND j.value IN ${inList(wanted)}
+        UNION ALL
+        SELECT a.config_digest AS blob, a.machine_id, a.refs FROM availability a
+          WHERE a.state = 'present' AND a.machine_id != ${requester} AND a.config_digest IN ${inList(wanted)}
+        ORDER BY 1`,
+  );
   const online = new Map<string, MachineRecord | undefined>();
-  const holder = (id: string): MachineRecord | undefined => {
+  const holder = async (id: string): Promise<MachineRecord | undefined> => {
     if (!online.has(id)) {
-      const m = machines.get(id);
+      const m = await machines.get(id);
       online.set(id, m?.status === 'online' ? m : undefined);
     }
     return online.get(id);
@@ -52,7 +54,7 @@ export function blobSources(
   for (const row of rows) {
     const list = sources[row.blob];
     if (!list || list.length >= perDigest || list.some((s) => s.machine_id === row.machine_id)) continue;
-    const m = holder(row.machine_id);
+    const m = await holder(row.machine_id);
     if (!m) continue;
     list.push({
       machine_id: m.id,

@@ -5,8 +5,13 @@ import { catalogSeedSchema } from './tenancy/seed.js';
 /** The control plane's configuration file (JSON). Every field has an embedded default. */
 export const controlConfigSchema = z
   .object({
-    /** Where the SQLite state and the bootstrap tokens live. */
+    /** Where the SQLite state (unless `database` says otherwise), the secrets key and the bootstrap tokens live. */
     dataDir: z.string().min(1),
+    /**
+     * The state store: a SQLite file path (default <dataDir>/control.db) or a PostgreSQL URL
+     * (postgres://user:password@host:port/database), which several control-plane replicas may share.
+     */
+    database: z.string().min(1).optional(),
     listen: z.object({ host: z.string().default('127.0.0.1'), port: z.number().int().min(0).max(65535).default(5070) }).default({}),
     /**
      * The key that seals machine secrets and registry passwords in the database (created, 0600, if

@@ -1,12 +1,12 @@
 import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { type Logger, pino } from 'pino';
 import { AgentsClient } from './agents-client.js';
 import { type Principal, authenticateApiKey, createApiKey, createUser, userByName } from './auth/api-keys.js';
 import { AvailabilityStore } from './availability.js';
 import type { ControlConfig } from './config.js';
 import type { ControlContext } from './context.js';
-import { openDatabase } from './db/database.js';
+import { type Db, openDatabase } from './db/database.js';
 import { Machines } from './machines.js';
 import { ControlMetrics } from './metrics.js';
 import { runDistribute } from './operations/distribute.js';
@@ -54,9 +54,19 @@ async function fileSecret(path: string, create: () => string | Promise<string>):
 export async function startControl(config: ControlConfig): Promise<RunningControl> {
   await ensurePrivateDir(config.dataDir);
   const log = pino({ level: process.env['STOWAGE_LOG_LEVEL'] ?? 'warn' }, process.stderr);
-  const db = openDatabase(join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile });
-  new RegistryStore(db).sealPlainPasswords();
+  const db = await openDatabase(config.database ?? join(config.dataDir, 'control.db'), { secretsKeyFile: config.secretsKeyFile, dataDir: config.dataDir });
+  try {
+    return await startOn(db, config, log);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+}
+
+async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<RunningControl> {
+  await new RegistryStore(db).sealPlainPasswords();
   const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
+  await machines.sealPlainSecrets();
   machines.onWriteLost = (err) => log.warn({ err }, 'a heartbeat could not be recorded (disk full); the machine stays online from memory');
   const availability = new AvailabilityStore(db, machines);
   const operations = new OperationStore(db);
@@ -68,7 +78,8 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
   // Kept as long as the longest-lived token it may refuse, plus a margin for clocks.
   const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
-  const revocations = new Revocations(db, agents, () => machines.list().filter((m) => m.status === 'online'), log, tokenLifetimeMs);
+  const revocations = new Revocations(db, agents, async () => (await machines.list()).filter((m) => m.status === 'online'), log, tokenLifetimeMs);
+  await revocations.load();
   // An operation's peer grants (stowctl's upload grant, transfer pull tokens) end with it.
   runner.onEnded = (opId) => void revocations.revokeOperation(opId).catch((err: unknown) => log.warn({ err, operation_id: opId }, 'revoking the grants of an ended operation failed'));
   const ctx: ControlContext = { config, db, machines, availability, operations, runner, uploads: new UploadWaiters(), log, metrics, revocations };
@@ -77,27 +88,27 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
   runner.register('push', (id) => runPush(ctx, id));
 
   const joinToken = config.joinToken ?? (await fileSecret(join(config.dataDir, 'join.token'), () => newSecret('sjt_')));
-  const admin = (): Principal => userByName(db, 'admin') ?? createUser(db, { name: 'admin', role: 'superadmin' });
-  const adminToken = await fileSecret(join(config.dataDir, 'admin.token'), () => createApiKey(db, admin().userId));
+  const admin = async (): Promise<Principal> => (await userByName(db, 'admin')) ?? createUser(db, { name: 'admin', role: 'superadmin' });
+  const adminToken = await fileSecret(join(config.dataDir, 'admin.token'), async () => createApiKey(db, (await admin()).userId));
   // A database restored from an older backup (or lost) must not lock the operator out of a token on disk.
-  if (!authenticateApiKey(db, adminToken)) createApiKey(db, admin().userId, adminToken);
+  if (!(await authenticateApiKey(db, adminToken))) await createApiKey(db, (await admin()).userId, adminToken);
 
   // The superadmin's Backend.AI keypair, made once beside its token (its secret is shown nowhere else).
   const keypairs = new KeypairStore(db);
-  await fileSecret(join(config.dataDir, 'admin.keypair'), () => JSON.stringify(keypairs.create(admin().userId)));
+  await fileSecret(join(config.dataDir, 'admin.keypair'), async () => JSON.stringify(await keypairs.create((await admin()).userId)));
 
   if (config.seed) {
-    const keys = applyCatalogSeed(db, config.seed);
+    const keys = await applyCatalogSeed(db, config.seed);
     await ensurePrivateDir(join(config.dataDir, 'tokens'));
     for (const [name, token] of Object.entries(keys)) {
       await writeFile(join(config.dataDir, 'tokens', `${name}.token`), `${token}\n`, { mode: 0o600 });
-      const user = userByName(db, name);
-      if (user) await writeFile(join(config.dataDir, 'tokens', `${name}.keypair`), `${JSON.stringify(keypairs.create(user.userId))}\n`, { mode: 0o600 });
+      const user = await userByName(db, name);
+      if (user) await writeFile(join(config.dataDir, 'tokens', `${name}.keypair`), `${JSON.stringify(await keypairs.create(user.userId))}\n`, { mode: 0o600 });
     }
   }
 
   const app = await buildControlApp(ctx, joinToken);
-  const resumed = runner.resumeAll();
+  const resumed = await runner.resumeAll();
   let url: string;
   try {
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -106,7 +117,9 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
     machines.listening();
   } catch (err) {
     await app.close();
-    db.close();
+    // Work resumed above stops writing; the caller closes the database under it.
+    operations.freeze();
+    availability.freeze();
     throw err;
   }
   return {
@@ -124,7 +137,7 @@ export async function startControl(config: ControlConfig): Promise<RunningContro
       await agents.close();
       await ctx.tls?.agentDispatcher.close();
       await runner.idle();
-      db.close();
+      await db.close();
     },
   };
 }

@@ -18,7 +18,7 @@ export interface InspectQuery {
 }
 
 export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promise<ImageInspect> {
-  const present = ctx.availability.query({ presentOnly: true, machine: q.machine, digest: q.digest });
+  const present = await ctx.availability.query({ presentOnly: true, machine: q.machine, digest: q.digest });
   const matching = q.reference ? present.filter((r) => r.references.includes(q.reference as string)) : present;
   if (matching.length === 0) {
     const what = [q.digest, q.reference].filter(Boolean).join(' / ');
@@ -29,7 +29,7 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
   if (!readFrom) throw new StowageError('MACHINE_OFFLINE', `every machine holding ${q.digest ?? q.reference} is offline`);
   // A reference may name an index on one machine; the digest to show is what was asked, else the index, else the manifest.
   const digest = (q.digest ?? readFrom.index_digest ?? readFrom.digest) as Digest;
-  const machine = ctx.machines.require(readFrom.machine_id);
+  const machine = await ctx.machines.require(readFrom.machine_id);
   const client = peerRegistryClient(machine, ctx.tls?.agentDispatcher);
   const repo = repositoryOf(readFrom.references);
   const top = await client.getManifest(repo, digest);
@@ -54,6 +54,6 @@ export async function inspectImage(ctx: ControlContext, q: InspectQuery): Promis
     });
   }
   const references = [...new Set(matching.flatMap((r) => r.references))].sort();
-  const availability = ctx.availability.query({ digest });
+  const availability = await ctx.availability.query({ digest });
   return { digest, kind: top.parsed.kind === 'index' ? 'index' : 'manifest', media_type: top.mediaType, references, read_from: machine.id, platforms, availability };
 }

@@ -1,8 +1,9 @@
+import { sql } from 'kysely';
 import { ulid } from 'ulid';
 import { StowageError, isStorageFull } from '../errors.js';
 import { SecretBox } from './auth/secret-box.js';
 import { type Db, nowIso, registerMigrations, secretBox } from './db/database.js';
-import { prepared } from './db/statements.js';
+import { inList } from './db/in-list.js';
 import { newSecret, secretsEqual } from './peer-token.js';
 import type { InventoryDelta, InventoryItem, JoinRequest, Machine, MachineInfo } from './wire.js';
 
@@ -60,66 +61,58 @@ export class Machines {
     private readonly db: Db,
     readonly offlineAfterMs: number,
     readonly unknownAfterRestartMs: number = offlineAfterMs,
-  ) {
-    this.sealPlainSecrets();
-  }
+  ) {}
 
-  /** Machine secrets are stored sealed (see SecretBox); rows written before that are sealed once. */
-  private sealPlainSecrets(): void {
+  /** Machine secrets are stored sealed (see SecretBox); rows written before that are sealed once (run at start). */
+  async sealPlainSecrets(): Promise<void> {
     const box = secretBox(this.db);
-    const rows = prepared(this.db, 'SELECT id, secret FROM machines').all() as Array<{ id: string; secret: string }>;
+    const rows = await this.db.all<{ id: string; secret: string }>(sql`SELECT id, secret FROM machines`);
     const plain = rows.filter((r) => !SecretBox.isSealed(r.secret));
     if (plain.length === 0) return;
-    const update = prepared(this.db, 'UPDATE machines SET secret = ? WHERE id = ?');
-    this.db.transaction(() => {
-      for (const r of plain) update.run(box.seal(r.secret, machinePurpose(r.id)), r.id);
-    })();
+    await this.db.transaction(async (tx) => {
+      for (const r of plain) await tx.run(sql`UPDATE machines SET secret = ${box.seal(r.secret, machinePurpose(r.id))} WHERE id = ${r.id}`);
+    });
     // secure_delete zeroed the old row contents; this drops the WAL pages that still held them.
-    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    if (this.db.dialect === 'sqlite') await this.db.all(sql`PRAGMA wal_checkpoint(TRUNCATE)`);
   }
 
-  join(req: JoinRequest): { machine: MachineRecord; secret: string } {
+  async join(req: JoinRequest): Promise<{ machine: MachineRecord; secret: string }> {
     const id = req.name ?? `m-${ulid().toLowerCase().slice(-10)}`;
-    if (this.db.prepare('SELECT 1 FROM revoked_machines WHERE id = ?').get(id)) {
+    if (await this.db.get(sql`SELECT 1 FROM revoked_machines WHERE id = ${id}`)) {
       throw new StowageError('FORBIDDEN', `machine "${id}" was revoked and may not join again under that name`, { details: { machine_id: id } });
     }
     const secret = newSecret('sms_');
     const now = nowIso();
-    this.db.transaction(() => {
+    const sealed = secretBox(this.db).seal(secret, machinePurpose(id));
+    const labels = JSON.stringify(req.labels ?? {});
+    const scalingGroup = req.scaling_group ?? null;
+    const version = req.version ?? null;
+    this.heard(id);
+    await this.db.transaction(async (tx) => {
       // Joining again under a taken name takes it over (the join token is the authority): the old secret dies.
-      prepared(this.db,
-          `INSERT INTO machines (id, secret, agent_url, platform, labels, scaling_group, version, inventory_seq, joined_at, last_seen_at)
-           VALUES (@id, @secret, @agent_url, @platform, @labels, @scaling_group, @version, 0, @now, @now)
-           ON CONFLICT(id) DO UPDATE SET secret = @secret, agent_url = @agent_url, platform = @platform, labels = @labels,
-             scaling_group = @scaling_group, version = @version, last_seen_at = @now`,
-        )
-        .run({
-          id,
-          secret: secretBox(this.db).seal(secret, machinePurpose(id)),
-          agent_url: req.agent_url,
-          platform: req.platform,
-          labels: JSON.stringify(req.labels ?? {}),
-          scaling_group: req.scaling_group ?? null,
-          version: req.version ?? null,
-          now,
-        });
-      this.replaceInventory(id, req.inventory_seq, req.inventory);
-    })();
-    return { machine: this.require(id), secret };
+      await tx.run(
+        sql`INSERT INTO machines (id, secret, agent_url, platform, labels, scaling_group, version, inventory_seq, joined_at, last_seen_at)
+            VALUES (${id}, ${sealed}, ${req.agent_url}, ${req.platform}, ${labels}, ${scalingGroup}, ${version}, 0, ${now}, ${now})
+            ON CONFLICT(id) DO UPDATE SET secret = excluded.secret, agent_url = excluded.agent_url, platform = excluded.platform,
+              labels = excluded.labels, scaling_group = excluded.scaling_group, version = excluded.version, last_seen_at = excluded.last_seen_at`,
+      );
+      await writeInventory(tx, id, req.inventory_seq, req.inventory);
+    });
+    return { machine: await this.require(id), secret };
   }
 
   /** The machine whose secret this is, or undefined (constant-time compare). */
-  authenticate(id: string, secret: string | undefined): MachineRecord | undefined {
-    return this.hasSecret(id, secret) ? this.get(id) : undefined;
+  async authenticate(id: string, secret: string | undefined): Promise<MachineRecord | undefined> {
+    return (await this.hasSecret(id, secret)) ? this.get(id) : undefined;
   }
 
   /**
    * Whether `secret` is the machine's (constant-time compare), reading only its sealed secret: what every
    * heartbeat and inventory report checks. The opened secret is kept while the sealed one is unchanged.
    */
-  hasSecret(id: string, secret: string | undefined): boolean {
+  async hasSecret(id: string, secret: string | undefined): Promise<boolean> {
     if (!secret) return false;
-    const row = prepared(this.db, 'SELECT secret FROM machines WHERE id = ?').get(id) as { secret: string } | undefined;
+    const row = await this.db.get<{ secret: string }>(sql`SELECT secret FROM machines WHERE id = ${id}`);
     if (!row) return false;
     return secretsEqual(secret, this.openSecret(id, row.secret));
   }
@@ -139,21 +132,22 @@ export class Machines {
     this.upSince = Date.now();
   }
 
-  get(id: string): MachineRecord | undefined {
-    const row = prepared(this.db, `SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m WHERE id = ?`)
-      .get(id) as MachineRow | undefined;
+  async get(id: string): Promise<MachineRecord | undefined> {
+    const row = await this.db.get<MachineRow>(
+      sql`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m WHERE id = ${id}`,
+    );
     return row ? this.toRecord(row) : undefined;
   }
 
-  require(id: string): MachineRecord {
-    const m = this.get(id);
+  async require(id: string): Promise<MachineRecord> {
+    const m = await this.get(id);
     if (!m) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
     return m;
   }
 
   /** The machine, which must be online (a source or a target of a transfer). */
-  requireOnline(id: string): MachineRecord {
-    const m = this.require(id);
+  async requireOnline(id: string): Promise<MachineRecord> {
+    const m = await this.require(id);
     if (m.status !== 'online') {
       const why = m.status === 'unknown' ? 'has not been heard from since the control plane restarted' : 'is offline';
       throw new StowageError('MACHINE_OFFLINE', `machine "${id}" ${why} (last seen ${m.last_seen_at})`, {
@@ -168,13 +162,14 @@ export class Machines {
    * in (or for the grace period to end, when it is offline) instead of failing a machine that is alive.
    */
   async requireOnlineOnceKnown(id: string, signal?: AbortSignal): Promise<MachineRecord> {
-    while (this.get(id)?.status === 'unknown' && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, KNOWN_POLL_MS));
+    while ((await this.get(id))?.status === 'unknown' && !signal?.aborted) await new Promise((resolve) => setTimeout(resolve, KNOWN_POLL_MS));
     return this.requireOnline(id);
   }
 
-  list(): MachineRecord[] {
-    const rows = prepared(this.db, `SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m ORDER BY id`)
-      .all() as MachineRow[];
+  async list(): Promise<MachineRecord[]> {
+    const rows = await this.db.all<MachineRow>(
+      sql`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m ORDER BY id`,
+    );
     return rows.map((r) => this.toRecord(r));
   }
 
@@ -183,33 +178,24 @@ export class Machines {
    * inventory seq the control plane holds. With 1,000 machines every 5 s this is the control plane's
    * steadiest load, so it reads nothing first.
    */
-  heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): { inventory_seq: number } {
+  async heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): Promise<{ inventory_seq: number }> {
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
-    const full = info.agent_url !== undefined;
+    const full = info.agent_url !== undefined ? 1 : 0;
     let row: { inventory_seq: number } | undefined;
     try {
-      // all(), not get(): the statement must run to its end, where the write commits and a failure shows.
-      [row] = prepared(
-        this.db,
-        `UPDATE machines SET last_seen_at = @now, agent_url = COALESCE(@agent_url, agent_url), platform = COALESCE(@platform, platform),
-           labels = COALESCE(@labels, labels), scaling_group = CASE WHEN @full THEN @scaling_group ELSE scaling_group END,
-           version = CASE WHEN @full THEN @version ELSE version END, disk_used_bytes = COALESCE(@disk_used_bytes, disk_used_bytes)
-         WHERE id = @id RETURNING inventory_seq`,
-      ).all({
-        id,
-        now: nowIso(),
-        agent_url: info.agent_url ?? null,
-        platform: info.platform ?? null,
-        labels: info.labels === undefined ? null : JSON.stringify(info.labels),
-        full: full ? 1 : 0,
-        scaling_group: info.scaling_group ?? null,
-        version: info.version ?? null,
-        disk_used_bytes: info.disk_used_bytes ?? null,
-      }) as Array<{ inventory_seq: number }>;
+      row = await this.db.get<{ inventory_seq: number }>(
+        sql`UPDATE machines SET last_seen_at = ${nowIso()}, agent_url = COALESCE(${info.agent_url ?? null}, agent_url),
+              platform = COALESCE(${info.platform ?? null}, platform),
+              labels = COALESCE(${info.labels === undefined ? null : JSON.stringify(info.labels)}, labels),
+              scaling_group = CASE WHEN ${full} = 1 THEN ${info.scaling_group ?? null} ELSE scaling_group END,
+              version = CASE WHEN ${full} = 1 THEN ${info.version ?? null} ELSE version END,
+              disk_used_bytes = COALESCE(${info.disk_used_bytes ?? null}, disk_used_bytes)
+            WHERE id = ${id} RETURNING inventory_seq`,
+      );
     } catch (err) {
       // The machine is alive whether or not a full disk let us write it down: heardAt keeps it online.
       if (!isStorageFull(err)) throw err;
-      row = prepared(this.db, 'SELECT inventory_seq FROM machines WHERE id = ?').get(id) as { inventory_seq: number } | undefined;
+      row = await this.db.get<{ inventory_seq: number }>(sql`SELECT inventory_seq FROM machines WHERE id = ${id}`);
       if (row) this.onWriteLost?.(err);
     }
     if (!row) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
@@ -228,75 +214,60 @@ export class Machines {
    * Revokes a machine: forgets it, its secret and what it held, and refuses its name at join from now on;
    * MACHINE_NOT_FOUND when there is none.
    */
-  revoke(id: string): void {
-    this.require(id);
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM machines WHERE id = ?').run(id);
-      this.db.prepare('INSERT OR REPLACE INTO revoked_machines (id, revoked_at) VALUES (?, ?)').run(id, nowIso());
-    })();
+  async revoke(id: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      if ((await tx.run(sql`DELETE FROM machines WHERE id = ${id}`)) === 0) {
+        throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
+      }
+      await tx.run(
+        sql`INSERT INTO revoked_machines (id, revoked_at) VALUES (${id}, ${nowIso()}) ON CONFLICT(id) DO UPDATE SET revoked_at = excluded.revoked_at`,
+      );
+    });
     this.heardAt.delete(id);
   }
 
   /** Replaces what the control plane believes the machine holds (present rows only; transfers in flight stay). */
-  replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): void {
+  async replaceInventory(id: string, seq: number, items: readonly InventoryItem[]): Promise<void> {
     this.heard(id);
-    this.db.transaction(() => {
-      prepared(this.db, `DELETE FROM availability WHERE machine_id = ? AND state = 'present'`).run(id);
-      const upsert = this.upsertStatement();
-      const now = nowIso();
-      for (const item of items) upsert.run(row(id, item, now));
-      prepared(this.db, 'UPDATE machines SET inventory_seq = ?, last_seen_at = ? WHERE id = ?').run(seq, now, id);
-    })();
+    await this.db.transaction((tx) => writeInventory(tx, id, seq, items));
   }
 
   /** Applies a delta; INVENTORY_RESYNC when it does not follow what we hold (the agent then sends it all). */
-  applyDelta(id: string, delta: InventoryDelta): void {
+  async applyDelta(id: string, delta: InventoryDelta): Promise<void> {
     this.heard(id);
-    this.db.transaction(() => {
-      const m = this.require(id);
+    await this.db.transaction(async (tx) => {
+      // Locked until the end: two deltas of one machine apply one after the other, each against the seq the other left.
+      const m = await tx.get<{ inventory_seq: number }>(sql`SELECT inventory_seq FROM machines WHERE id = ${id}${tx.forUpdate}`);
+      if (!m) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
       if (m.inventory_seq !== delta.base_seq) {
         throw new StowageError('INVENTORY_RESYNC', `inventory of ${id} is at ${m.inventory_seq}, not ${delta.base_seq}: send it whole`, {
           details: { seq: m.inventory_seq },
         });
       }
       const now = nowIso();
-      const remove = prepared(this.db, `DELETE FROM availability WHERE machine_id = ? AND digest = ? AND state = 'present'`);
-      for (const digest of delta.removed) remove.run(id, digest);
-      const upsert = this.upsertStatement();
-      for (const item of delta.upserted) upsert.run(row(id, item, now));
-      prepared(this.db, 'UPDATE machines SET inventory_seq = ?, last_seen_at = ? WHERE id = ?').run(delta.seq, now, id);
-    })();
-  }
-
-  private upsertStatement() {
-    // A reported image wins over a transfer record of the same image: the agent is the authority.
-    return prepared(
-      this.db,
-      `INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, layers, state, operation_id, failure, updated_at)
-       VALUES (@machine_id, @digest, @platform, @index_digest, @config_digest, @refs, @size_bytes, @layers, 'present', NULL, NULL, @updated_at)
-       ON CONFLICT(machine_id, digest, platform) DO UPDATE SET index_digest = @index_digest, config_digest = @config_digest, refs = @refs,
-         size_bytes = @size_bytes, layers = COALESCE(@layers, availability.layers), state = 'present', operation_id = NULL, failure = NULL,
-         updated_at = @updated_at`,
-    );
+      for (const digest of delta.removed) await tx.run(sql`DELETE FROM availability WHERE machine_id = ${id} AND digest = ${digest} AND state = 'present'`);
+      for (const item of delta.upserted) await upsertPresent(tx, id, item, now);
+      await tx.run(sql`UPDATE machines SET inventory_seq = ${delta.seq}, last_seen_at = ${now} WHERE id = ${id}`);
+    });
   }
 
   /** Online, offline or unknown, by machine ID: what availability records show, without list()'s image counts. */
-  statuses(): Map<string, Machine['status']> {
-    const rows = prepared(this.db, 'SELECT id, last_seen_at FROM machines').all() as Array<{ id: string; last_seen_at: string }>;
+  async statuses(): Promise<Map<string, Machine['status']>> {
+    const rows = await this.db.all<{ id: string; last_seen_at: string }>(sql`SELECT id, last_seen_at FROM machines`);
     return new Map(rows.map((r) => [r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at))]));
   }
 
   /**
-   * The statuses of some machines: one lookup each, where statuses() reads every machine (a status query
-   * or a distribute step names a few machines of a large fleet).
+   * The statuses of some machines: read by ID, where statuses() reads every machine (a status query or a
+   * distribute step names a few machines of a large fleet).
    */
-  statusesOf(ids: Iterable<string>): Map<string, Machine['status']> {
-    const lookup = prepared(this.db, 'SELECT last_seen_at FROM machines WHERE id = ?');
+  async statusesOf(ids: Iterable<string>): Promise<Map<string, Machine['status']>> {
+    const wanted = [...new Set(ids)];
     const out = new Map<string, Machine['status']>();
-    for (const id of ids) {
-      if (out.has(id)) continue;
-      const row = lookup.get(id) as { last_seen_at: string } | undefined;
-      if (row) out.set(id, this.statusOf(this.lastSeen(id, row.last_seen_at)));
+    for (let i = 0; i < wanted.length; i += STATUS_CHUNK) {
+      const chunk = wanted.slice(i, i + STATUS_CHUNK);
+      const rows = await this.db.all<{ id: string; last_seen_at: string }>(sql`SELECT id, last_seen_at FROM machines WHERE id IN ${inList(chunk)}`);
+      for (const r of rows) out.set(r.id, this.statusOf(this.lastSeen(r.id, r.last_seen_at)));
     }
     return out;
   }
@@ -328,29 +299,39 @@ export class Machines {
       last_seen_at: lastSeenAt,
       joined_at: r.joined_at,
       version: r.version,
-      image_count: r.image_count ?? 0,
+      image_count: Number(r.image_count ?? 0),
       disk_used_bytes: r.disk_used_bytes ?? null,
       inventory_seq: r.inventory_seq,
     };
   }
 }
 
-function machinePurpose(id: string): string {
-  return `machine:${id}`;
+/** Machines whose statuses one query reads. */
+const STATUS_CHUNK = 256;
+
+/** The machine's whole inventory, in the caller's transaction. */
+async function writeInventory(tx: Db, id: string, seq: number, items: readonly InventoryItem[]): Promise<void> {
+  await tx.run(sql`DELETE FROM availability WHERE machine_id = ${id} AND state = 'present'`);
+  const now = nowIso();
+  for (const item of items) await upsertPresent(tx, id, item, now);
+  await tx.run(sql`UPDATE machines SET inventory_seq = ${seq}, last_seen_at = ${now} WHERE id = ${id}`);
 }
 
-function row(machineId: string, item: InventoryItem, now: string) {
-  return {
-    machine_id: machineId,
-    digest: item.digest,
-    platform: item.platform,
-    index_digest: item.index_digest ?? null,
-    config_digest: item.config_digest,
-    refs: JSON.stringify(item.references),
-    size_bytes: item.size_bytes,
-    layers: item.layers ? JSON.stringify(item.layers) : null,
-    updated_at: now,
-  };
+/** A reported image wins over a transfer record of the same image: the agent is the authority. */
+function upsertPresent(tx: Db, machineId: string, item: InventoryItem, now: string): Promise<number> {
+  const layers = item.layers ? JSON.stringify(item.layers) : null;
+  return tx.run(
+    sql`INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, layers, state, operation_id, failure, updated_at)
+        VALUES (${machineId}, ${item.digest}, ${item.platform}, ${item.index_digest ?? null}, ${item.config_digest}, ${JSON.stringify(item.references)},
+          ${item.size_bytes}, ${layers}, 'present', NULL, NULL, ${now})
+        ON CONFLICT(machine_id, digest, platform) DO UPDATE SET index_digest = excluded.index_digest, config_digest = excluded.config_digest,
+          refs = excluded.refs, size_bytes = excluded.size_bytes, layers = COALESCE(excluded.layers, availability.layers), state = 'present',
+          operation_id = NULL, failure = NULL, updated_at = excluded.updated_at`,
+  );
+}
+
+function machinePurpose(id: string): string {
+  return `machine:${id}`;
 }
 
 /** The public shape (no secret). */

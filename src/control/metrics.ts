@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import { DURATION_BUCKETS, MetricsRegistry } from '../metrics/registry.js';
 import type { Db } from './db/database.js';
@@ -45,15 +46,15 @@ export class ControlMetrics extends MetricsRegistry {
 
   constructor(db: Db, machines: Machines) {
     super();
-    const byKindStatus = db.prepare('SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status');
     new Gauge({
       name: 'stowage_operations',
       help: 'Operations in the state store, by kind and status',
       labelNames: ['kind', 'status'] as const,
       registers: [this.registry],
-      collect() {
+      async collect() {
+        const rows = await db.all<{ kind: string; status: string; n: number }>(sql`SELECT kind, status, COUNT(*) AS n FROM operations GROUP BY kind, status`);
         this.reset();
-        for (const r of byKindStatus.all() as Array<{ kind: string; status: string; n: number }>) this.set({ kind: r.kind, status: r.status }, r.n);
+        for (const r of rows) this.set({ kind: r.kind, status: r.status }, Number(r.n));
       },
     });
     new Gauge({
@@ -61,31 +62,34 @@ export class ControlMetrics extends MetricsRegistry {
       help: 'Machines by status',
       labelNames: ['status'] as const,
       registers: [this.registry],
-      collect() {
+      async collect() {
         const counts: Record<string, number> = { online: 0, offline: 0, unknown: 0 };
-        for (const status of machines.statuses().values()) counts[status] = (counts[status] ?? 0) + 1;
+        for (const status of (await machines.statuses()).values()) counts[status] = (counts[status] ?? 0) + 1;
         for (const [status, n] of Object.entries(counts)) this.set({ status }, n);
       },
     });
     // One read per scrape feeds both inventory gauges (the covering index availability_inventory makes it
     // an index scan); machines that hold nothing show 0.
-    const inventoryRows = db.prepare(`SELECT machine_id AS machine, COUNT(*) AS images, SUM(size_bytes) AS bytes FROM availability WHERE state = 'present' GROUP BY machine_id`);
-    const machineIds = db.prepare('SELECT id FROM machines');
-    const readInventories = (): InventoryRow[] => {
-      const held = new Map((inventoryRows.all() as InventoryRow[]).map((r) => [r.machine, r]));
-      return (machineIds.all() as Array<{ id: string }>).map((m) => held.get(m.id) ?? { machine: m.id, images: 0, bytes: 0 });
+    const readInventories = async (): Promise<InventoryRow[]> => {
+      const rows = await db.all<InventoryRow>(
+        sql`SELECT machine_id AS machine, COUNT(*) AS images, SUM(size_bytes) AS bytes FROM availability WHERE state = 'present' GROUP BY machine_id`,
+      );
+      const held = new Map(rows.map((r) => [r.machine, { machine: r.machine, images: Number(r.images), bytes: Number(r.bytes) }]));
+      const ids = await db.all<{ id: string }>(sql`SELECT id FROM machines`);
+      return ids.map((m) => held.get(m.id) ?? { machine: m.id, images: 0, bytes: 0 });
     };
-    // The registry collects in registration order: the images gauge reads, the bytes gauge takes that read.
-    let read: InventoryRow[] | undefined;
+    // The registry starts collecting in registration order: the images gauge starts the read, the bytes gauge awaits that same read.
+    let read: Promise<InventoryRow[]> | undefined;
     new Gauge({
       name: 'stowage_inventory_images',
       help: 'Platform images each machine reports holding',
       labelNames: ['machine'] as const,
       registers: [this.registry],
-      collect() {
-        this.reset();
+      async collect() {
         read = readInventories();
-        for (const r of read) this.set({ machine: r.machine }, r.images);
+        const rows = await read;
+        this.reset();
+        for (const r of rows) this.set({ machine: r.machine }, r.images);
       },
     });
     new Gauge({
@@ -93,10 +97,10 @@ export class ControlMetrics extends MetricsRegistry {
       help: 'Sum of the sizes of the images each machine reports holding',
       labelNames: ['machine'] as const,
       registers: [this.registry],
-      collect() {
-        this.reset();
-        const rows = read ?? readInventories();
+      async collect() {
+        const rows = await (read ?? readInventories());
         read = undefined;
+        this.reset();
         for (const r of rows) this.set({ machine: r.machine }, r.bytes);
       },
     });

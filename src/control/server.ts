@@ -41,8 +41,8 @@ export async function buildControlApp(ctx: ControlContext, joinToken: string): P
   if (tls) app.get('/api/v1/ca', async (_request, reply) => reply.type('application/x-pem-file').send(tls.ca.certPem));
   app.addHook('onRequest', async (request) => refuseWithoutCredential(ctx.db, request));
   app.get('/healthz', async () => ({ ok: true }));
-  metricsRoute(app, ctx.metrics, (request) => {
-    if (!ctx.config.metrics.anonymous) requireUser(ctx, request, ['superadmin', 'admin']);
+  metricsRoute(app, ctx.metrics, async (request) => {
+    if (!ctx.config.metrics.anonymous) await requireUser(ctx, request, ['superadmin', 'admin']);
   });
   machineRoutes(app, ctx, joinToken);
   imageRoutes(app, ctx);

@@ -34,10 +34,10 @@ export function instrumentHttp(app: FastifyInstance, metrics: MetricsRegistry, s
  * GET /metrics in the Prometheus text format. `authorize` throws a StowageError (401/403) for a caller
  * that may not read them; it answers with the daemon's own error shape.
  */
-export function metricsRoute(app: FastifyInstance, metrics: MetricsRegistry, authorize: (request: FastifyRequest) => void): void {
+export function metricsRoute(app: FastifyInstance, metrics: MetricsRegistry, authorize: (request: FastifyRequest) => void | Promise<void>): void {
   app.get('/metrics', async (request, reply) => {
     try {
-      authorize(request);
+      await authorize(request);
     } catch (err) {
       if (!(err instanceof StowageError)) throw err;
       const headers = err.status === 401 ? { 'www-authenticate': 'Bearer' } : {};

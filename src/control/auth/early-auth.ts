@@ -10,7 +10,7 @@ import type { Db } from '../db/database.js';
  * the agent routes under /api/v1/machines/, which check the join token or machine secret themselves
  * before their body (machine-routes.ts).
  */
-export function refuseWithoutCredential(db: Db, request: FastifyRequest): void {
+export async function refuseWithoutCredential(db: Db, request: FastifyRequest): Promise<void> {
   if (request.method === 'GET' || request.method === 'HEAD' || request.method === 'OPTIONS') return;
   const path = request.url.split('?', 1)[0] ?? '';
   const guarded = (path.startsWith('/api/v1/') && !path.startsWith('/api/v1/machines/')) || path === '/admin/gql';
@@ -20,5 +20,5 @@ export function refuseWithoutCredential(db: Db, request: FastifyRequest): void {
     throw new StowageError('UNAUTHORIZED', 'a credential is required (Authorization: Bearer stk_…)');
   }
   const token = bearerToken(authorization);
-  if (token !== undefined && !authenticateApiKey(db, token)) throw new StowageError('UNAUTHORIZED', 'unknown or revoked API token');
+  if (token !== undefined && !(await authenticateApiKey(db, token))) throw new StowageError('UNAUTHORIZED', 'unknown or revoked API token');
 }

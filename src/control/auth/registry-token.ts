@@ -52,17 +52,22 @@ export function parseScopes(values: readonly string[]): RequestedScope[] {
 }
 
 /** Whether the principal may use this machine at all (see the table above). */
-export function mayUseMachine(tenancy: TenancyStore, principal: Principal, machine: MachineRecord): boolean {
+export async function mayUseMachine(tenancy: TenancyStore, principal: Principal, machine: MachineRecord): Promise<boolean> {
   if (principal.role === 'superadmin') return true;
   const sg = machine.scaling_group;
   if (sg === null) return false;
-  const groups = principal.role === 'admin' ? (principal.domain ? tenancy.groupsIn(principal.domain) : []) : tenancy.groupsOf(principal.userId);
+  const groups = principal.role === 'admin' ? (principal.domain ? await tenancy.groupsIn(principal.domain) : []) : await tenancy.groupsOf(principal.userId);
   return groups.some((g) => g.allowed_scaling_groups.includes(sg));
 }
 
 /** The actions of each requested scope the principal gets on the machine; scopes granting nothing are left out. */
-export function grantFor(tenancy: TenancyStore, principal: Principal, machine: MachineRecord, scopes: readonly RequestedScope[]): AccessGrant[] {
-  if (!mayUseMachine(tenancy, principal, machine)) return [];
+export async function grantFor(
+  tenancy: TenancyStore,
+  principal: Principal,
+  machine: MachineRecord,
+  scopes: readonly RequestedScope[],
+): Promise<AccessGrant[]> {
+  if (!(await mayUseMachine(tenancy, principal, machine))) return [];
   const writer = principal.role === 'superadmin' || principal.role === 'admin';
   const out: AccessGrant[] = [];
   for (const s of scopes) {
@@ -91,15 +96,15 @@ export interface TokenRequest {
 }
 
 /** Issues a token for one request (see the module comment). */
-export function issueRegistryToken(
+export async function issueRegistryToken(
   db: Db,
-  machineById: (id: string) => MachineRecord | undefined,
+  machineById: (id: string) => Promise<MachineRecord | undefined>,
   req: TokenRequest,
   ttlSeconds: number,
   now = Date.now(),
-): TokenOutcome {
+): Promise<TokenOutcome> {
   if (req.password === undefined) return { kind: 'unauthenticated' };
-  const machine = req.service === undefined ? undefined : machineById(req.service);
+  const machine = req.service === undefined ? undefined : await machineById(req.service);
   if (isPeerToken(req.password)) {
     // Checked here as the agent will check it: only a genuine, unexpired token of this very machine.
     if (!machine) return { kind: 'unknown-service' };
@@ -107,10 +112,10 @@ export function issueRegistryToken(
     if (!payload) return { kind: 'unauthenticated' };
     return { kind: 'token', token: req.password, expiresIn: Math.max(1, payload.exp - Math.floor(now / 1000)), issuedAt: new Date(now).toISOString() };
   }
-  const principal = authenticateApiKey(db, req.password);
+  const principal = await authenticateApiKey(db, req.password);
   if (!principal) return { kind: 'unauthenticated' };
   if (!machine) return { kind: 'unknown-service' };
-  const acc = grantFor(new TenancyStore(db), principal, machine, req.scopes);
+  const acc = await grantFor(new TenancyStore(db), principal, machine, req.scopes);
   const writes = acc.some((g) => g.actions.includes('push') || g.actions.includes('delete'));
   const payload: PeerTokenPayload = { m: machine.id, s: writes ? 'push' : 'pull', exp: Math.floor(now / 1000) + ttlSeconds, acc, sub: principal.name };
   // Named by its key, so revoking the key revokes this token on the agents too.

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AgentsClient } from '../agents-client.js';
 import { type Db, registerMigrations } from '../db/database.js';
@@ -29,25 +30,28 @@ export class Revocations {
   constructor(
     private readonly db: Db,
     private readonly agents: AgentsClient,
-    private readonly onlineMachines: () => MachineRecord[],
+    private readonly onlineMachines: () => Promise<MachineRecord[]>,
     private readonly log: Logger,
     /** How long a revocation is kept: longer than any token it refuses can live. */
     private readonly keepMs: number,
-  ) {
-    const rows = db.prepare('SELECT kind, id, until_ms FROM revoked_tokens WHERE until_ms > ?').all(Date.now()) as Array<{ kind: Kind; id: string; until_ms: number }>;
-    for (const r of rows) this.entries[r.kind]?.set(r.id, r.until_ms);
+  ) {}
+
+  /** Reads the revocations still in force (at start). */
+  async load(): Promise<void> {
+    const rows = await this.db.all<{ kind: Kind; id: string; until_ms: number }>(sql`SELECT kind, id, until_ms FROM revoked_tokens WHERE until_ms > ${Date.now()}`);
+    for (const r of rows) this.entries[r.kind]?.set(r.id, Number(r.until_ms));
   }
 
   /** Revokes the tokens of an API key on every online agent; resolves once they confirmed (or timed out). */
-  revokeKey(keyId: string): Promise<void> {
-    this.record('key', keyId);
-    return this.push({ keys: [keyId], operations: [] });
+  async revokeKey(keyId: string): Promise<void> {
+    await this.record('key', keyId);
+    await this.push({ keys: [keyId], operations: [] });
   }
 
   /** Revokes the peer grants of an operation that ended. */
-  revokeOperation(operationId: string): Promise<void> {
-    this.record('operation', operationId);
-    return this.push({ keys: [], operations: [operationId] });
+  async revokeOperation(operationId: string): Promise<void> {
+    await this.record('operation', operationId);
+    await this.push({ keys: [], operations: [operationId] });
   }
 
   /** Everything still revoked, for the answers to agents' reports. */
@@ -56,13 +60,16 @@ export class Revocations {
     return { keys: [...this.entries.key.keys()], operations: [...this.entries.operation.keys()] };
   }
 
-  private record(kind: Kind, id: string): void {
+  private async record(kind: Kind, id: string): Promise<void> {
     const now = Date.now();
     const until = now + this.keepMs;
+    // In force at once (in memory), before the database has it.
     this.entries[kind].set(id, until);
     try {
-      this.db.prepare('INSERT OR REPLACE INTO revoked_tokens (kind, id, until_ms) VALUES (?, ?, ?)').run(kind, id, until);
-      this.db.prepare('DELETE FROM revoked_tokens WHERE until_ms <= ?').run(now);
+      await this.db.run(
+        sql`INSERT INTO revoked_tokens (kind, id, until_ms) VALUES (${kind}, ${id}, ${until}) ON CONFLICT (kind, id) DO UPDATE SET until_ms = excluded.until_ms`,
+      );
+      await this.db.run(sql`DELETE FROM revoked_tokens WHERE until_ms <= ${now}`);
     } catch (err) {
       // In force all the same (memory, and the agents told now); only a restart before expiry forgets it.
       this.log.warn({ err, kind, id }, 'a revocation could not be written to the database');
@@ -71,7 +78,7 @@ export class Revocations {
 
   private async push(tokens: RevokedTokens): Promise<void> {
     await Promise.all(
-      this.onlineMachines().map(async (machine) => {
+      (await this.onlineMachines()).map(async (machine) => {
         try {
           await this.agents.revoke(machine, tokens, AbortSignal.timeout(PUSH_TIMEOUT_MS));
         } catch (err) {

@@ -20,17 +20,23 @@ export interface CatalogOpParams extends ImageKey {
   [key: string]: unknown;
 }
 
-export function createPreload(ctx: ControlContext, reference: string, selector: string, actor: string): Operation {
+export function createPreload(ctx: ControlContext, reference: string, selector: string, actor: string): Promise<Operation> {
   return createCatalogOp(ctx, 'preload', reference, selector, actor);
 }
 
 /** Shared by preload and unload: resolve the image and the targets, then record the operation. */
-export function createCatalogOp(ctx: ControlContext, kind: 'preload' | 'unload', reference: string, selector: string, actor: string): Operation {
+export async function createCatalogOp(
+  ctx: ControlContext,
+  kind: 'preload' | 'unload',
+  reference: string,
+  selector: string,
+  actor: string,
+): Promise<Operation> {
   const catalog = new CatalogStore(ctx.db);
-  const key = catalog.requireKey(reference);
-  const rows = catalog.rowsOf(key);
-  new RegistryStore(ctx.db).require(key.registry);
-  const targets = selectTargets(ctx.machines.list(), selector);
+  const key = await catalog.requireKey(reference);
+  const rows = await catalog.rowsOf(key);
+  await new RegistryStore(ctx.db).require(key.registry);
+  const targets = selectTargets(await ctx.machines.list(), selector);
   const params: CatalogOpParams = { registry: key.registry, name: key.name, tag: key.tag };
   const single = rows.length === 1 ? rows[0] : undefined;
   return ctx.operations.create({
@@ -64,10 +70,10 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
   // Cancelled: no new target and no new transfer starts; cancel() has recorded how targets ended.
   const signal = ctx.runner.signalFor(opId);
   if (signal.aborted) return;
-  ctx.operations.setStage(opId, 'transferring');
-  const key = ctx.operations.params<CatalogOpParams>(opId);
-  const rows = new CatalogStore(ctx.db).rowsOf(key);
-  const registry = new RegistryStore(ctx.db).get(key.registry);
+  await ctx.operations.setStage(opId, 'transferring');
+  const key = await ctx.operations.params<CatalogOpParams>(opId);
+  const rows = await new CatalogStore(ctx.db).rowsOf(key);
+  const registry = await new RegistryStore(ctx.db).get(key.registry);
   await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
     let platform = 'unknown';
     try {
@@ -76,10 +82,10 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
       const row = rowFor(rows, key, target);
       platform = row.platform;
       const references = [formatKey(key)];
-      const peer = peerRequest(ctx, opId, row, target, references);
+      const peer = await peerRequest(ctx, opId, row, target, references);
       if (peer) {
         // Renewed before the peer token expires (the same request, minted again).
-        const again = (): TransferRequest => peerRequest(ctx, opId, row, target, references) ?? peer;
+        const again = async (): Promise<TransferRequest> => (await peerRequest(ctx, opId, row, target, references)) ?? peer;
         const r = await ctx.runner.runTransfer(opId, target, again, { platform, resumed: wasRunning, renewEveryMs: renewEveryMs(ctx.config.peerTokenTtlSeconds) });
         if (r.status !== 'failed' || !registry || signal.aborted) return;
         ctx.runner.logFor(opId).warn({ machine: machineId }, 'preload from a peer failed; trying the registry');
@@ -89,19 +95,25 @@ export async function runPreload(ctx: ControlContext, opId: string): Promise<voi
       await ctx.runner.runTransfer(opId, target, registryRequest(opId, registry, row, references), { platform, resumed: wasRunning });
     } catch (err) {
       if (signal.aborted) return;
-      ctx.runner.failTarget(opId, machineId, undefined, platform, toFailure(err, 'plan'));
+      await ctx.runner.failTarget(opId, machineId, undefined, platform, toFailure(err, 'plan'));
     }
   });
   if (signal.aborted) return;
-  ctx.operations.finish(opId);
+  await ctx.operations.finish(opId);
 }
 
 /** A transfer from an online peer holding the digest, if there is one. */
-function peerRequest(ctx: ControlContext, opId: string, row: CatalogImage, target: MachineRecord, references: string[]): TransferRequest | undefined {
-  const record = ctx.availability
-    .query({ digest: row.digest, presentOnly: true })
-    .find((a) => a.digest === row.digest && a.machine_id !== target.id && a.machine_status === 'online');
-  const source = record ? ctx.machines.get(record.machine_id) : undefined;
+async function peerRequest(
+  ctx: ControlContext,
+  opId: string,
+  row: CatalogImage,
+  target: MachineRecord,
+  references: string[],
+): Promise<TransferRequest | undefined> {
+  const record = (await ctx.availability.query({ digest: row.digest, presentOnly: true })).find(
+    (a) => a.digest === row.digest && a.machine_id !== target.id && a.machine_status === 'online',
+  );
+  const source = record ? await ctx.machines.get(record.machine_id) : undefined;
   if (!record || !source) return undefined;
   const req = peerTransferRequest({ operationId: opId, source, digest: row.digest, record, ttlSeconds: ctx.config.peerTokenTtlSeconds });
   return { ...req, references };

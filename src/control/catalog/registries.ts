@@ -1,10 +1,11 @@
+import { sql } from 'kysely';
 import { z } from 'zod';
 import { StowageError } from '../../errors.js';
 import { RegistryClient } from '../../registry/client.js';
 import { SecretBox } from '../auth/secret-box.js';
 import { type Db, nowIso, secretBox } from '../db/database.js';
 import './schema.js';
-import { CatalogStore } from './store.js';
+import { dropOrphanAliases } from './store.js';
 
 /**
  * Registries the control plane scans and preloads from. A registry is named by its host[:port] exactly as
@@ -58,7 +59,7 @@ export class RegistryStore {
   constructor(private readonly db: Db) {}
 
   /** Adds or replaces a registry. */
-  put(input: RegistryInput): RegistryRecord {
+  async put(input: RegistryInput): Promise<RegistryRecord> {
     const parsed = registryInputSchema.safeParse(input);
     if (!parsed.success) {
       const issue = parsed.error.issues[0];
@@ -67,66 +68,61 @@ export class RegistryStore {
     const r = parsed.data;
     const url = (r.url ?? `${r.insecure ? 'http' : 'https'}://${r.name}`).replace(/\/+$/, '');
     const now = nowIso();
-    this.db
-      .prepare(
-        `INSERT INTO registries (name, url, username, password, insecure, project, created_at, updated_at)
-         VALUES (@name, @url, @username, @password, @insecure, @project, @now, @now)
-         ON CONFLICT(name) DO UPDATE SET url = @url, username = @username,
-           password = CASE WHEN @password IS NULL AND @username IS registries.username THEN registries.password ELSE @password END, insecure = @insecure,
-           project = @project, updated_at = @now`,
-      )
-      .run({
-        name: r.name,
-        url,
-        username: r.username ?? null,
-        // Sealed (see SecretBox): the database alone does not give the registry's password away.
-        password: r.password === undefined ? null : secretBox(this.db).seal(r.password, passwordPurpose(r.name)),
-        insecure: r.insecure ? 1 : 0,
-        project: r.project ?? null,
-        now,
-      });
+    const username = r.username ?? null;
+    // Sealed (see SecretBox): the database alone does not give the registry's password away.
+    const password = r.password === undefined ? null : secretBox(this.db).seal(r.password, passwordPurpose(r.name));
+    const insecure = r.insecure ? 1 : 0;
+    const project = r.project ?? null;
+    // An update without a password keeps the stored one, for the same user.
+    await this.db.run(
+      sql`INSERT INTO registries (name, url, username, password, insecure, project, created_at, updated_at)
+          VALUES (${r.name}, ${url}, ${username}, ${password}, ${insecure}, ${project}, ${now}, ${now})
+          ON CONFLICT(name) DO UPDATE SET url = excluded.url, username = excluded.username,
+            password = CASE WHEN excluded.password IS NULL AND excluded.username IS NOT DISTINCT FROM registries.username
+              THEN registries.password ELSE excluded.password END,
+            insecure = excluded.insecure, project = excluded.project, updated_at = excluded.updated_at`,
+    );
     return this.require(r.name);
   }
 
-  get(name: string): RegistryRecord | undefined {
-    const row = this.db.prepare('SELECT * FROM registries WHERE name = ?').get(name) as RegistryRow | undefined;
+  async get(name: string): Promise<RegistryRecord | undefined> {
+    const row = await this.db.get<RegistryRow>(sql`SELECT * FROM registries WHERE name = ${name}`);
     return row ? this.toRecord(row) : undefined;
   }
 
-  require(name: string): RegistryRecord {
-    const r = this.get(name);
+  async require(name: string): Promise<RegistryRecord> {
+    const r = await this.get(name);
     if (!r) throw new StowageError('REGISTRY_NOT_FOUND', `no registry "${name}" is configured`, { details: { registry: name } });
     return r;
   }
 
-  list(): RegistryRecord[] {
-    return (this.db.prepare('SELECT * FROM registries ORDER BY name').all() as RegistryRow[]).map((r) => this.toRecord(r));
+  async list(): Promise<RegistryRecord[]> {
+    return (await this.db.all<RegistryRow>(sql`SELECT * FROM registries ORDER BY name`)).map((r) => this.toRecord(r));
   }
 
   /** Seals passwords stored in the clear by versions before sealing; run once at start. */
-  sealPlainPasswords(): void {
-    const rows = this.db.prepare('SELECT name, password FROM registries WHERE password IS NOT NULL').all() as Array<{ name: string; password: string }>;
+  async sealPlainPasswords(): Promise<void> {
+    const rows = await this.db.all<{ name: string; password: string }>(sql`SELECT name, password FROM registries WHERE password IS NOT NULL`);
     const plain = rows.filter((r) => !SecretBox.isSealed(r.password));
     if (plain.length === 0) return;
-    const update = this.db.prepare('UPDATE registries SET password = ? WHERE name = ?');
-    this.db.transaction(() => {
-      for (const r of plain) update.run(secretBox(this.db).seal(r.password, passwordPurpose(r.name)), r.name);
-    })();
-    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    await this.db.transaction(async (tx) => {
+      for (const r of plain) await tx.run(sql`UPDATE registries SET password = ${secretBox(tx).seal(r.password, passwordPurpose(r.name))} WHERE name = ${r.name}`);
+    });
+    if (this.db.dialect === 'sqlite') await this.db.all(sql`PRAGMA wal_checkpoint(TRUNCATE)`);
   }
 
   private toRecord(r: RegistryRow): RegistryRecord {
     const password = r.password === null ? null : secretBox(this.db).open(r.password, passwordPurpose(r.name));
-    return { name: r.name, url: r.url, username: r.username, password, insecure: r.insecure === 1, project: r.project };
+    return { name: r.name, url: r.url, username: r.username, password, insecure: Number(r.insecure) === 1, project: r.project };
   }
 
   /** Removes the registry, (by cascade) its catalog rows and the aliases left naming nothing: one transaction. */
-  delete(name: string): boolean {
-    return this.db.transaction(() => {
-      const gone = this.db.prepare('DELETE FROM registries WHERE name = ?').run(name).changes > 0;
-      if (gone) new CatalogStore(this.db).dropOrphanAliases();
+  delete(name: string): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const gone = (await tx.run(sql`DELETE FROM registries WHERE name = ${name}`)) > 0;
+      if (gone) await dropOrphanAliases(tx);
       return gone;
-    })();
+    });
   }
 }
 

@@ -33,9 +33,9 @@ const PROGRESS_STEPS = 20;
 const MAX_PROBLEMS_SHOWN = 20;
 const PROJECT_RE = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/;
 
-export function createRescan(ctx: ControlContext, registries: readonly string[], actor: string, project?: string | null): Operation {
+export async function createRescan(ctx: ControlContext, registries: readonly string[], actor: string, project?: string | null): Promise<Operation> {
   const store = new RegistryStore(ctx.db);
-  for (const r of registries) store.require(r);
+  for (const r of registries) await store.require(r);
   if (registries.length === 0) throw new StowageError('REGISTRY_NOT_FOUND', 'no registry to rescan: none is configured that this caller may rescan');
   if (project !== undefined && project !== null && !PROJECT_RE.test(project)) {
     throw new StowageError('BAD_REQUEST', `invalid project "${project.slice(0, 100)}": a repository path prefix such as "stable" or "team/ml"`);
@@ -53,16 +53,16 @@ export function createRescan(ctx: ControlContext, registries: readonly string[],
 export async function runRescan(ctx: ControlContext, opId: string): Promise<void> {
   const signal = ctx.runner.signalFor(opId);
   if (signal.aborted) return;
-  const raw = ctx.operations.params<RescanParams & LegacyRescanParams>(opId);
+  const raw = await ctx.operations.params<RescanParams & LegacyRescanParams>(opId);
   const names = raw.registries ?? (raw.registry ? [raw.registry] : []);
   const store = new RegistryStore(ctx.db);
-  ctx.operations.setStage(opId, 'scanning');
+  await ctx.operations.setStage(opId, 'scanning');
   const summaries: string[] = [];
   const failures: Array<{ registry: string; error: unknown }> = [];
   for (const name of names) {
     if (signal.aborted) return;
     try {
-      const reg = store.require(name);
+      const reg = await store.require(name);
       summaries.push(await rescanOne(ctx, opId, reg, raw.project ?? null, signal));
     } catch (err) {
       if (signal.aborted) return;
@@ -73,14 +73,16 @@ export async function runRescan(ctx: ControlContext, opId: string): Promise<void
   }
   if (signal.aborted) return;
   if (failures.length > 0 && failures.length === names.length) throw failures[0]?.error;
-  const op = ctx.operations.require(opId);
-  ctx.operations.setProgress(opId, op.progress.total, op.progress.total, summaries.join('; '));
-  ctx.operations.finish(opId, { status: failures.length > 0 ? 'partially_failed' : 'succeeded' });
+  const op = await ctx.operations.require(opId);
+  await ctx.operations.setProgress(opId, op.progress.total, op.progress.total, summaries.join('; '));
+  await ctx.operations.finish(opId, { status: failures.length > 0 ? 'partially_failed' : 'succeeded' });
 }
 
 async function rescanOne(ctx: ControlContext, opId: string, reg: RegistryRecord, project: string | null, signal: AbortSignal): Promise<string> {
   let lastWrite = 0;
   let lastStep = -1;
+  // Progress is written one change after the other, and the result only after the last of them.
+  let progressWritten: Promise<unknown> = Promise.resolve();
   // scanRegistry rejects once the signal aborts: a cancelled scan records nothing (its walk is partial).
   const result: ScanResult = await scanRegistry(registryClient(reg), {
     registry: reg.name,
@@ -94,12 +96,15 @@ async function rescanOne(ctx: ControlContext, opId: string, reg: RegistryRecord,
       if (now - lastWrite < PROGRESS_WRITE_MS && step === lastStep && p.current !== p.total) return;
       lastWrite = now;
       lastStep = step;
-      ctx.operations.setProgress(opId, p.current, p.total, p.message);
+      progressWritten = progressWritten
+        .then(() => ctx.operations.setProgress(opId, p.current, p.total, p.message))
+        .catch((err: unknown) => ctx.runner.logFor(opId).warn({ err }, 'writing scan progress failed'));
     },
   });
+  await progressWritten;
   if (signal.aborted) return '';
   const scope = project ? { project } : undefined;
-  const { added, removed } = new CatalogStore(ctx.db).applyScan(reg.name, result.rows, result.unreadable, scope);
+  const { added, removed } = await new CatalogStore(ctx.db).applyScan(reg.name, result.rows, result.unreadable, scope);
   let message = `scanned ${result.tags} tags of ${reg.name}${project ? ` (project ${project})` : ''}: ${added} images recorded, ${removed} removed`;
   if (result.vanished.length > 0) message += `; ${result.vanished.length} deleted during the scan`;
   if (result.skipped.length > 0) message += `; ${result.skipped.length} without an ai.backend.kernelspec label not recorded`;
@@ -108,6 +113,6 @@ async function rescanOne(ctx: ControlContext, opId: string, reg: RegistryRecord,
     const more = result.problems.length > MAX_PROBLEMS_SHOWN ? `; and ${result.problems.length - MAX_PROBLEMS_SHOWN} more` : '';
     message += `; skipped ${result.problems.length}: ${shown}${more}`;
   }
-  ctx.operations.setProgress(opId, result.tags, result.tags, message);
+  await ctx.operations.setProgress(opId, result.tags, result.tags, message);
   return message;
 }

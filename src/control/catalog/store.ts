@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { StowageError } from '../../errors.js';
 import { defaultPlatform, parsePlatform, platformMatches } from '../../oci/platform.js';
 import { parseReference } from '../../oci/reference.js';
 import { type Db, nowIso } from '../db/database.js';
+import { inList } from '../db/in-list.js';
 import type { ResourceLimit } from './labels.js';
 import './schema.js';
 
@@ -74,69 +76,61 @@ export class CatalogStore {
    * see, except those of repositories or tags the scan could not read (`unreadable`, "repo" or "repo:tag"),
    * which keep what an earlier scan found. Aliases left pointing at nothing go too. One transaction.
    */
-  applyScan(
+  async applyScan(
     registry: string,
     rows: readonly ScannedImage[],
     unreadable: ReadonlySet<string>,
     scope?: { project: string },
-  ): { added: number; removed: number } {
+  ): Promise<{ added: number; removed: number }> {
+    for (const r of rows) {
+      if (r.registry !== registry) throw new StowageError('INTERNAL', `scan row of ${r.registry} recorded under ${registry}`);
+    }
     const now = nowIso();
-    let added = 0;
     let removed = 0;
-    this.db.transaction(() => {
+    await this.db.transaction(async (tx) => {
       const seen = new Set(rows.map((r) => `${r.name}:${r.tag}@${r.platform}`));
-      const existing = this.db.prepare('SELECT name, tag, platform FROM catalog_images WHERE registry = ?').all(registry) as Array<{
-        name: string;
-        tag: string;
-        platform: string;
-      }>;
-      const del = this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? AND platform = ?');
+      const existing = await tx.all<{ name: string; tag: string; platform: string }>(
+        sql`SELECT name, tag, platform FROM catalog_images WHERE registry = ${registry}${tx.forUpdate}`,
+      );
       for (const e of existing) {
         if (seen.has(`${e.name}:${e.tag}@${e.platform}`) || unreadable.has(e.name) || unreadable.has(`${e.name}:${e.tag}`)) continue;
         // A scan of one project says nothing about the registry's other repositories.
         if (scope && !e.name.startsWith(`${scope.project}/`)) continue;
-        removed += del.run(registry, e.name, e.tag, e.platform).changes;
+        removed += await tx.run(
+          sql`DELETE FROM catalog_images WHERE registry = ${registry} AND name = ${e.name} AND tag = ${e.tag} AND platform = ${e.platform}`,
+        );
       }
-      const upsert = this.db.prepare(
-        `INSERT INTO catalog_images (id, registry, name, tag, platform, digest, index_digest, config_digest, architecture, labels, size_bytes,
-           resource_limits, accelerators, is_operation, scanned_at)
-         VALUES (@id, @registry, @name, @tag, @platform, @digest, @index_digest, @config_digest, @architecture, @labels, @size_bytes,
-           @resource_limits, @accelerators, @is_operation, @now)
-         ON CONFLICT(registry, name, tag, platform) DO UPDATE SET digest = @digest, index_digest = @index_digest,
-           config_digest = @config_digest, architecture = @architecture, labels = @labels, size_bytes = @size_bytes,
-           resource_limits = @resource_limits, accelerators = @accelerators, is_operation = @is_operation, scanned_at = @now`,
-      );
       for (const r of rows) {
-        if (r.registry !== registry) throw new StowageError('INTERNAL', `scan row of ${r.registry} recorded under ${registry}`);
-        upsert.run({
-          ...r,
-          id: randomUUID(),
-          labels: JSON.stringify(r.labels),
-          resource_limits: JSON.stringify(r.resource_limits),
-          accelerators: JSON.stringify(r.accelerators),
-          is_operation: r.is_operation ? 1 : 0,
-          now,
-        });
+        await tx.run(
+          sql`INSERT INTO catalog_images (id, registry, name, tag, platform, digest, index_digest, config_digest, architecture, labels, size_bytes,
+                resource_limits, accelerators, is_operation, scanned_at)
+              VALUES (${randomUUID()}, ${registry}, ${r.name}, ${r.tag}, ${r.platform}, ${r.digest}, ${r.index_digest}, ${r.config_digest},
+                ${r.architecture}, ${JSON.stringify(r.labels)}, ${r.size_bytes}, ${JSON.stringify(r.resource_limits)}, ${JSON.stringify(r.accelerators)},
+                ${r.is_operation ? 1 : 0}, ${now})
+              ON CONFLICT(registry, name, tag, platform) DO UPDATE SET digest = excluded.digest, index_digest = excluded.index_digest,
+                config_digest = excluded.config_digest, architecture = excluded.architecture, labels = excluded.labels, size_bytes = excluded.size_bytes,
+                resource_limits = excluded.resource_limits, accelerators = excluded.accelerators, is_operation = excluded.is_operation,
+                scanned_at = excluded.scanned_at`,
+        );
       }
-      added = rows.length;
-      this.dropOrphanAliases();
-    })();
-    return { added, removed };
+      await dropOrphanAliases(tx);
+    });
+    return { added: rows.length, removed };
   }
 
   /** Every row, optionally of some registries only. */
-  list(opts: { registries?: readonly string[] | undefined } = {}): CatalogImage[] {
+  async list(opts: { registries?: readonly string[] | undefined } = {}): Promise<CatalogImage[]> {
     if (opts.registries !== undefined && opts.registries.length === 0) return [];
-    const where = opts.registries ? `WHERE registry IN (${opts.registries.map(() => '?').join(',')})` : '';
-    const rows = this.db.prepare(`SELECT * FROM catalog_images ${where} ORDER BY registry, name, tag, platform`).all(...(opts.registries ?? [])) as ImageRow[];
+    const where = opts.registries ? sql`WHERE registry IN ${inList(opts.registries)}` : sql``;
+    const rows = await this.db.all<ImageRow>(sql`SELECT * FROM catalog_images ${where} ORDER BY registry, name, tag, platform`);
     return rows.map(toImage);
   }
 
   /** The rows of one tag (every platform). */
-  rowsOf(key: ImageKey): CatalogImage[] {
-    const rows = this.db
-      .prepare('SELECT * FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? ORDER BY platform')
-      .all(key.registry, key.name, key.tag) as ImageRow[];
+  async rowsOf(key: ImageKey): Promise<CatalogImage[]> {
+    const rows = await this.db.all<ImageRow>(
+      sql`SELECT * FROM catalog_images WHERE registry = ${key.registry} AND name = ${key.name} AND tag = ${key.tag} ORDER BY platform`,
+    );
     return rows.map(toImage);
   }
 
@@ -145,10 +139,10 @@ export class CatalogStore {
    * (a platform manifest or index digest), else an alias. A catalog image always wins over an alias
    * spelled like it. Empty when nothing matches.
    */
-  resolve(reference: string): CatalogImage[] {
-    const direct = this.resolveReference(reference);
+  async resolve(reference: string): Promise<CatalogImage[]> {
+    const direct = await this.resolveReference(reference);
     if (direct.length > 0) return direct;
-    const alias = this.aliasTarget(reference);
+    const alias = await this.aliasTarget(reference);
     if (alias) return this.rowsOf(alias);
     return this.resolveShort(reference);
   }
@@ -158,13 +152,19 @@ export class CatalogStore {
    * every registry: the repositories named exactly so, else those ending in "/<name>". Several
    * repositories matching is ambiguous (BAD_REQUEST naming them); none is an empty answer.
    */
-  resolveShort(reference: string): CatalogImage[] {
+  async resolveShort(reference: string): Promise<CatalogImage[]> {
     const m = /^([a-z0-9][a-z0-9._/-]{0,254}?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$/.exec(reference);
     if (!m) return [];
     const name = m[1] as string;
     const tag = m[2] ?? 'latest';
-    const exact = this.db.prepare('SELECT * FROM catalog_images WHERE name = ? AND tag = ? ORDER BY registry, platform').all(name, tag) as ImageRow[];
-    const rows = exact.length > 0 ? exact : (this.db.prepare("SELECT * FROM catalog_images WHERE tag = ? AND name LIKE ? ESCAPE '\\' ORDER BY registry, name, platform").all(tag, `%/${name.replace(/[%_\\]/g, (c) => `\\${c}`)}`) as ImageRow[]);
+    const exact = await this.db.all<ImageRow>(sql`SELECT * FROM catalog_images WHERE name = ${name} AND tag = ${tag} ORDER BY registry, platform`);
+    const suffix = `%/${name.replace(/[%_\\]/g, (c) => `\\${c}`)}`;
+    const rows =
+      exact.length > 0
+        ? exact
+        : await this.db.all<ImageRow>(
+            sql`SELECT * FROM catalog_images WHERE tag = ${tag} AND name LIKE ${suffix} ESCAPE '\\' ORDER BY registry, name, platform`,
+          );
     const keys = [...new Set(rows.map((r) => `${r.registry}/${r.name}`))];
     if (keys.length > 1) {
       throw new StowageError('BAD_REQUEST', `"${reference}" matches several images (${keys.slice(0, 5).map((k) => `${k}:${tag}`).join(', ')}): name the registry`, {
@@ -175,24 +175,24 @@ export class CatalogStore {
   }
 
   /** The row with this id (Image.id), if any. */
-  byId(id: string): CatalogImage | undefined {
-    const row = this.db.prepare('SELECT * FROM catalog_images WHERE id = ?').get(id) as ImageRow | undefined;
+  async byId(id: string): Promise<CatalogImage | undefined> {
+    const row = await this.db.get<ImageRow>(sql`SELECT * FROM catalog_images WHERE id = ${id}`);
     return row ? toImage(row) : undefined;
   }
 
   /** Removes one row (forget_image_by_id / purge_image_by_id), and aliases left naming nothing. */
-  forgetRow(id: string): CatalogImage {
-    const row = this.byId(id);
-    if (!row) throw new StowageError('IMAGE_NOT_FOUND', `no image with id ${id} in the catalog`, { details: { id } });
-    this.db.transaction(() => {
-      this.db.prepare('DELETE FROM catalog_images WHERE id = ?').run(id);
-      this.dropOrphanAliases();
-    })();
-    return row;
+  async forgetRow(id: string): Promise<CatalogImage> {
+    return this.db.transaction(async (tx) => {
+      const row = await tx.get<ImageRow>(sql`SELECT * FROM catalog_images WHERE id = ${id}${tx.forUpdate}`);
+      if (!row) throw new StowageError('IMAGE_NOT_FOUND', `no image with id ${id} in the catalog`, { details: { id } });
+      await tx.run(sql`DELETE FROM catalog_images WHERE id = ${id}`);
+      await dropOrphanAliases(tx);
+      return toImage(row);
+    });
   }
 
   /** The rows a reference names as an image reference, aliases aside. */
-  resolveReference(reference: string): CatalogImage[] {
+  async resolveReference(reference: string): Promise<CatalogImage[]> {
     let ref;
     try {
       ref = parseReference(reference);
@@ -200,9 +200,10 @@ export class CatalogStore {
       return [];
     }
     if (ref.digest !== undefined) {
-      const rows = this.db
-        .prepare('SELECT * FROM catalog_images WHERE registry = ? AND name = ? AND (digest = ? OR index_digest = ?) ORDER BY tag, platform')
-        .all(ref.domain, ref.path, ref.digest, ref.digest) as ImageRow[];
+      const rows = await this.db.all<ImageRow>(
+        sql`SELECT * FROM catalog_images WHERE registry = ${ref.domain} AND name = ${ref.path} AND (digest = ${ref.digest} OR index_digest = ${ref.digest})
+            ORDER BY tag, platform`,
+      );
       const images = rows.map(toImage);
       const tag = ref.tag;
       return tag === undefined ? images : images.filter((i) => i.tag === tag);
@@ -211,22 +212,22 @@ export class CatalogStore {
   }
 
   /** The key a reference resolves to, or IMAGE_NOT_FOUND. */
-  requireKey(reference: string): ImageKey {
-    const rows = this.resolve(reference);
+  async requireKey(reference: string): Promise<ImageKey> {
+    const rows = await this.resolve(reference);
     const first = rows[0];
     if (!first) throw new StowageError('IMAGE_NOT_FOUND', `no image "${reference}" in the catalog`, { details: { reference } });
     return { registry: first.registry, name: first.name, tag: first.tag };
   }
 
-  aliasTarget(alias: string): ImageKey | undefined {
-    const row = this.db.prepare('SELECT registry, name, tag FROM catalog_aliases WHERE alias = ?').get(alias) as ImageKey | undefined;
+  async aliasTarget(alias: string): Promise<ImageKey | undefined> {
+    const row = await this.db.get<ImageKey>(sql`SELECT registry, name, tag FROM catalog_aliases WHERE alias = ${alias}`);
     return row ? { registry: row.registry, name: row.name, tag: row.tag } : undefined;
   }
 
   /** Every alias by "registry/name:tag". */
-  aliasMap(): Map<string, string[]> {
+  async aliasMap(): Promise<Map<string, string[]>> {
     const out = new Map<string, string[]>();
-    for (const a of this.db.prepare('SELECT alias, registry, name, tag FROM catalog_aliases ORDER BY alias').all() as Array<ImageKey & { alias: string }>) {
+    for (const a of await this.db.all<ImageKey & { alias: string }>(sql`SELECT alias, registry, name, tag FROM catalog_aliases ORDER BY alias`)) {
       const k = formatKey(a);
       out.set(k, [...(out.get(k) ?? []), a.alias]);
     }
@@ -237,28 +238,26 @@ export class CatalogStore {
    * Points `alias` at `target` (which must resolve); an existing alias is moved. An alias that names a
    * catalog image itself is CONFLICT: it would never resolve, and would invite acting on the wrong image.
    */
-  addAlias(alias: string, target: string): ImageKey {
+  async addAlias(alias: string, target: string): Promise<ImageKey> {
     if (!ALIAS_RE.test(alias)) {
       throw new StowageError('BAD_REQUEST', `invalid alias "${alias.slice(0, 100)}": letters, digits and . _ : / @ - only, up to 255`);
     }
-    const shadowed = this.resolveReference(alias)[0];
+    const shadowed = (await this.resolveReference(alias))[0];
     if (shadowed) {
       throw new StowageError('CONFLICT', `"${alias.slice(0, 255)}" already names the catalog image ${formatKey(shadowed)}; an alias cannot shadow an image`, {
         details: { alias, image: formatKey(shadowed) },
       });
     }
-    const key = this.requireKey(target);
-    this.db
-      .prepare(
-        `INSERT INTO catalog_aliases (alias, registry, name, tag, created_at) VALUES (?, ?, ?, ?, ?)
-         ON CONFLICT(alias) DO UPDATE SET registry = excluded.registry, name = excluded.name, tag = excluded.tag`,
-      )
-      .run(alias, key.registry, key.name, key.tag, nowIso());
+    const key = await this.requireKey(target);
+    await this.db.run(
+      sql`INSERT INTO catalog_aliases (alias, registry, name, tag, created_at) VALUES (${alias}, ${key.registry}, ${key.name}, ${key.tag}, ${nowIso()})
+          ON CONFLICT(alias) DO UPDATE SET registry = excluded.registry, name = excluded.name, tag = excluded.tag`,
+    );
     return key;
   }
 
-  removeAlias(alias: string): void {
-    if (this.db.prepare('DELETE FROM catalog_aliases WHERE alias = ?').run(alias).changes === 0) {
+  async removeAlias(alias: string): Promise<void> {
+    if ((await this.db.run(sql`DELETE FROM catalog_aliases WHERE alias = ${alias}`)) === 0) {
       throw new StowageError('IMAGE_NOT_FOUND', `no alias "${alias}"`, { details: { alias } });
     }
   }
@@ -267,33 +266,31 @@ export class CatalogStore {
    * Removes the rows of the tag a reference names: those of one OCI architecture when `architecture` is
    * given (IMAGE_NOT_FOUND when the tag has none), else every platform; aliases left naming nothing go too.
    */
-  forget(reference: string, architecture?: string): ImageKey {
-    const key = this.requireKey(reference);
-    this.db.transaction(() => {
+  async forget(reference: string, architecture?: string): Promise<ImageKey> {
+    const key = await this.requireKey(reference);
+    await this.db.transaction(async (tx) => {
       if (architecture === undefined) {
-        this.db.prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ?').run(key.registry, key.name, key.tag);
+        await tx.run(sql`DELETE FROM catalog_images WHERE registry = ${key.registry} AND name = ${key.name} AND tag = ${key.tag}`);
       } else {
-        const gone = this.db
-          .prepare('DELETE FROM catalog_images WHERE registry = ? AND name = ? AND tag = ? AND architecture = ?')
-          .run(key.registry, key.name, key.tag, architecture).changes;
+        const gone = await tx.run(
+          sql`DELETE FROM catalog_images WHERE registry = ${key.registry} AND name = ${key.name} AND tag = ${key.tag} AND architecture = ${architecture}`,
+        );
         if (gone === 0) {
           throw new StowageError('IMAGE_NOT_FOUND', `${formatKey(key)} has no ${architecture} image in the catalog`, { details: { reference, architecture } });
         }
       }
-      this.dropOrphanAliases();
-    })();
+      await dropOrphanAliases(tx);
+    });
     return key;
   }
+}
 
-  /** Removes aliases whose tag has no catalog row left (call inside the transaction that removed rows). */
-  dropOrphanAliases(): number {
-    return this.db
-      .prepare(
-        `DELETE FROM catalog_aliases WHERE NOT EXISTS (SELECT 1 FROM catalog_images i WHERE i.registry = catalog_aliases.registry
-           AND i.name = catalog_aliases.name AND i.tag = catalog_aliases.tag)`,
-      )
-      .run().changes;
-  }
+/** Removes aliases whose tag has no catalog row left (call inside the transaction that removed rows). */
+export function dropOrphanAliases(tx: Db): Promise<number> {
+  return tx.run(
+    sql`DELETE FROM catalog_aliases WHERE NOT EXISTS (SELECT 1 FROM catalog_images i WHERE i.registry = catalog_aliases.registry
+          AND i.name = catalog_aliases.name AND i.tag = catalog_aliases.tag)`,
+  );
 }
 
 /** The row `image(reference)` shows for a multi-platform tag: this host's platform, else the first. */
@@ -322,9 +319,9 @@ function toImage(r: ImageRow): CatalogImage {
     config_digest: r.config_digest,
     architecture: r.architecture,
     labels: JSON.parse(r.labels) as Record<string, string>,
-    size_bytes: r.size_bytes,
+    size_bytes: Number(r.size_bytes),
     resource_limits: JSON.parse(r.resource_limits) as ResourceLimit[],
     accelerators: JSON.parse(r.accelerators) as string[],
-    is_operation: r.is_operation === 1,
+    is_operation: Number(r.is_operation) === 1,
   };
 }

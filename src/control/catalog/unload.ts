@@ -12,7 +12,7 @@ import { CatalogStore, formatKey } from './store.js';
  * the tag is `absent` at once without a call.
  */
 
-export function createUnload(ctx: ControlContext, reference: string, selector: string, actor: string): Operation {
+export function createUnload(ctx: ControlContext, reference: string, selector: string, actor: string): Promise<Operation> {
   return createCatalogOp(ctx, 'unload', reference, selector, actor);
 }
 
@@ -21,38 +21,40 @@ export async function runUnload(ctx: ControlContext, opId: string): Promise<void
   // has recorded how they ended); what an agent did remove is still marked absent, as it is.
   const signal = ctx.runner.signalFor(opId);
   if (signal.aborted) return;
-  ctx.operations.setStage(opId, 'unloading');
-  const key = ctx.operations.params<CatalogOpParams>(opId);
-  const digests = new Set(new CatalogStore(ctx.db).rowsOf(key).map((r) => r.digest));
+  await ctx.operations.setStage(opId, 'unloading');
+  const key = await ctx.operations.params<CatalogOpParams>(opId);
+  const digests = new Set((await new CatalogStore(ctx.db).rowsOf(key)).map((r) => r.digest));
   const reference = formatKey(key);
   await ctx.runner.forEachOpenTarget(opId, async (machineId) => {
     try {
       if (signal.aborted) return;
-      const held = ctx.availability.query({ machine: machineId, presentOnly: true }).filter((a) => digests.has(a.digest) && a.references.includes(reference));
+      const held = (await ctx.availability.query({ machine: machineId, presentOnly: true })).filter(
+        (a) => digests.has(a.digest) && a.references.includes(reference),
+      );
       if (held.length === 0) {
-        ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
+        await ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
         return;
       }
       const target = await onlineMachineFor(ctx, opId, machineId);
-      ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
+      await ctx.operations.updateTarget(opId, machineId, { status: 'running', failure: null });
       for (const record of held) {
         if (signal.aborted) return;
         // undefined: the agent no longer has it, which is what we want.
         if (record.references.length > 1) {
           await ctx.runner.agents.unload(target, { ref: reference });
-          ctx.availability.dropReference(machineId, record.digest, record.platform, reference);
+          await ctx.availability.dropReference(machineId, record.digest, record.platform, reference);
         } else {
           await ctx.runner.agents.unload(target, { ref: record.digest });
-          ctx.availability.markAbsent(machineId, record.digest, record.platform);
+          await ctx.availability.markAbsent(machineId, record.digest, record.platform);
         }
       }
       if (signal.aborted) return;
-      ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
+      await ctx.operations.updateTarget(opId, machineId, { status: 'absent' });
     } catch (err) {
       if (signal.aborted) return;
-      ctx.operations.updateTarget(opId, machineId, { status: 'failed', failure: toFailure(err, 'unload') });
+      await ctx.operations.updateTarget(opId, machineId, { status: 'failed', failure: toFailure(err, 'unload') });
     }
   });
   if (signal.aborted) return;
-  ctx.operations.finish(opId);
+  await ctx.operations.finish(opId);
 }

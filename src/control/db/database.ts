@@ -1,21 +1,52 @@
-import { dirname, join } from 'node:path';
-import Database from 'better-sqlite3';
-import { ensurePrivateDirSync, ensurePrivateFileSync, restrictFilesSync } from '../../private-files.js';
-import { SecretBox } from '../auth/secret-box.js';
+import type { RawBuilder } from 'kysely';
+import type { SecretBox } from '../auth/secret-box.js';
 import { coreMigrations } from './core-schema.js';
 
 /**
- * The control plane's state store: one SQLite file (WAL), schema by ordered migrations. Each area of the
- * control plane owns its migrations (core-schema.ts, catalog/, tenancy/); ids sort in the order they apply
- * and an applied id is never applied again.
+ * The control plane's state store, one async interface over two databases: SQLite (one file, the embedded
+ * default; sqlite.ts) and PostgreSQL (shared by replicas; postgres.ts). Queries are written once with
+ * kysely's `sql` tag (values become placeholders of the dialect: `?` or `$n`) in SQL both accept: ON CONFLICT
+ * upserts, no INSERT OR IGNORE/REPLACE, no json_each, booleans as 0/1 integers, times as ISO-8601 text.
+ *
+ * Transactions: `db.transaction(async (tx) => …)` runs its work on one connection and commits at the end
+ * (rolls back on a throw). Inside it, use `tx`, never the outer `db`: on SQLite there is one connection and
+ * the transaction holds it (the outer `db` would wait for it forever); on PostgreSQL the outer `db` is
+ * another pooled connection, outside the transaction. A transaction inside a transaction is the same one.
+ * Never await anything but the database inside a transaction: on SQLite every other query waits for it.
+ * Read-modify-write sequences go in one transaction and lock what they read (`forUpdate`), or are one
+ * UPDATE statement.
+ *
+ * Schema: ordered migrations, each area registering its own (core-schema.ts, catalog/, tenancy/, …); an
+ * applied id is never applied again. A migration's `sql` is its SQLite text; for PostgreSQL, the ids
+ * in postgres-schema.ts's baseline are covered by its consolidated schema, and every later migration
+ * must carry its PostgreSQL text in `postgres` as well (opening a PostgreSQL database refuses one without).
  */
 
-export type Db = Database.Database;
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Db {
+  readonly dialect: Dialect;
+  /** The box that seals and opens the secrets this database stores (machine secrets, passwords, keypairs). */
+  readonly secrets: SecretBox;
+  /** " FOR UPDATE" on PostgreSQL (locks the rows a transaction read), nothing on SQLite (the transaction holds the only connection). */
+  readonly forUpdate: RawBuilder<unknown>;
+  all<R>(query: RawBuilder<R>): Promise<R[]>;
+  /** The first row, or undefined. */
+  get<R>(query: RawBuilder<R>): Promise<R | undefined>;
+  /** Runs a statement; resolves to the number of rows it changed. */
+  run(query: RawBuilder<unknown>): Promise<number>;
+  transaction<T>(work: (tx: Db) => Promise<T>): Promise<T>;
+  /** Closes the database (its pool); waits for queries under way. */
+  close(): Promise<void>;
+}
 
 export interface Migration {
   /** "0001-core", "0100-catalog": sorts in application order. */
   id: string;
+  /** The SQLite text. */
   sql: string;
+  /** The PostgreSQL text; required of every migration after the PostgreSQL baseline (postgres-schema.ts). */
+  postgres?: string;
 }
 
 const registered: Migration[] = [...coreMigrations];
@@ -27,55 +58,52 @@ export function registerMigrations(migrations: readonly Migration[]): void {
   }
 }
 
-export interface OpenDatabaseOptions {
-  /** The key that seals stored secrets (see SecretBox); default: secrets.key beside the database file. */
-  secretsKeyFile?: string | undefined;
+/** Every registered migration, in the order they apply. */
+export function migrations(): Migration[] {
+  return [...registered].sort((a, b) => a.id.localeCompare(b.id));
 }
 
-const boxes = new WeakMap<Db, SecretBox>();
+export interface OpenDatabaseOptions {
+  /** The key that seals stored secrets (see SecretBox); default: secrets.key beside the SQLite file, or in `dataDir`. */
+  secretsKeyFile?: string | undefined;
+  /** Where the secrets key is kept by default for a PostgreSQL database (it has no file of its own). */
+  dataDir?: string | undefined;
+}
 
 /** The box that seals and opens the secrets this database stores. */
 export function secretBox(db: Db): SecretBox {
-  const box = boxes.get(db);
-  if (!box) throw new Error('database opened without openDatabase(): no secrets key');
-  return box;
+  return db.secrets;
 }
 
 /**
- * Opens (creating) the state store. The file, its -wal and -shm are 0600 in a 0700 directory (SQLite
- * gives -wal/-shm the database file's mode), deleted rows are overwritten, and the secrets key is loaded.
+ * Opens (creating and migrating) the state store: a `postgres://` or `postgresql://` URL, else a SQLite
+ * file path (or ":memory:").
  */
-export function openDatabase(path: string, opts: OpenDatabaseOptions = {}): Db {
-  const inMemory = path === ':memory:';
-  if (!inMemory) {
-    ensurePrivateDirSync(dirname(path));
-    ensurePrivateFileSync(path);
+export async function openDatabase(location: string, opts: OpenDatabaseOptions = {}): Promise<Db> {
+  if (isPostgresUrl(location)) {
+    const { openPostgres } = await import('./postgres.js');
+    return openPostgres(location, opts);
   }
-  const db = new Database(path);
-  db.pragma('journal_mode = WAL');
-  if (!inMemory) restrictFilesSync([`${path}-wal`, `${path}-shm`]);
-  db.pragma('secure_delete = ON');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  migrate(db);
-  boxes.set(db, inMemory ? SecretBox.ephemeral() : SecretBox.fromKeyFile(opts.secretsKeyFile ?? join(dirname(path), 'secrets.key')));
-  return db;
+  const { openSqlite } = await import('./sqlite.js');
+  return openSqlite(location, opts);
 }
 
-function migrate(db: Db): void {
-  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (id TEXT PRIMARY KEY, applied_at TEXT NOT NULL)');
-  const applied = new Set(db.prepare('SELECT id FROM schema_migrations').pluck().all() as string[]);
-  const pending = [...registered].sort((a, b) => a.id.localeCompare(b.id)).filter((m) => !applied.has(m.id));
-  const record = db.prepare('INSERT INTO schema_migrations (id, applied_at) VALUES (?, ?)');
-  for (const m of pending) {
-    db.transaction(() => {
-      db.exec(m.sql);
-      record.run(m.id, new Date().toISOString());
-    })();
-  }
+export function isPostgresUrl(location: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(location);
 }
 
 export function nowIso(): string {
   return new Date().toISOString();
+}
+
+/** A write refused for a duplicate key (SQLite or PostgreSQL). */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
+}
+
+/** A write refused because a row it references does not exist (SQLite or PostgreSQL). */
+export function isForeignKeyViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'SQLITE_CONSTRAINT_FOREIGNKEY' || code === '23503';
 }

@@ -10,7 +10,7 @@ export interface GqlContext {
   catalog: CatalogStore;
   tenancy: TenancyStore;
   /** Online agents holding each (reference, platform manifest digest), read once per request (see presentAgents). */
-  present?: Map<string, PresentAgent[]>;
+  present?: Promise<Map<string, PresentAgent[]>>;
 }
 
 export interface PresentAgent {
@@ -32,11 +32,16 @@ export function installKey(reference: string, digest: string): string {
 }
 
 /** installKey → online agents reporting it present, from the live inventory (one read per request). */
-export function presentAgents(g: GqlContext): Map<string, PresentAgent[]> {
-  if (g.present) return g.present;
-  const groups = new Map(g.ctx.machines.list().map((m) => [m.id, m.scaling_group] as const));
+export function presentAgents(g: GqlContext): Promise<Map<string, PresentAgent[]>> {
+  // Resolvers of one request run at once: the first starts the read, the others await the same one.
+  g.present ??= readPresentAgents(g);
+  return g.present;
+}
+
+async function readPresentAgents(g: GqlContext): Promise<Map<string, PresentAgent[]>> {
+  const groups = new Map((await g.ctx.machines.list()).map((m) => [m.id, m.scaling_group] as const));
   const map = new Map<string, PresentAgent[]>();
-  for (const a of g.ctx.availability.query({ presentOnly: true })) {
+  for (const a of await g.ctx.availability.query({ presentOnly: true })) {
     if (a.machine_status !== 'online') continue;
     for (const ref of a.references) {
       const key = installKey(ref, a.digest);
@@ -45,6 +50,5 @@ export function presentAgents(g: GqlContext): Map<string, PresentAgent[]> {
       map.set(key, list);
     }
   }
-  g.present = map;
   return map;
 }

@@ -26,9 +26,9 @@ interface Result {
 const REFUSALS: readonly ErrorCode[] = ['FORBIDDEN', 'UNAUTHORIZED', 'INTERNAL'];
 
 /** Input problems become {ok: false}; refusals (and `alsoErrors`) and internal errors stay errors. */
-function attempt(fn: () => Result, alsoErrors: readonly ErrorCode[] = []): Result {
+async function attempt(fn: () => Promise<Result>, alsoErrors: readonly ErrorCode[] = []): Promise<Result> {
   try {
-    return fn();
+    return await fn();
   } catch (err) {
     if (isStowageError(err) && !REFUSALS.includes(err.code) && !alsoErrors.includes(err.code)) {
       return { ok: false, msg: `${err.code}: ${err.message}`, task_id: null };
@@ -38,19 +38,20 @@ function attempt(fn: () => Result, alsoErrors: readonly ErrorCode[] = []): Resul
 }
 
 /** rescan_images(registry, project): one registry, or (none named) every registry the caller may rescan. */
-export function rescanImages(_root: unknown, args: { registry?: string | null; project?: string | null }, g: GqlContext): Result {
+export async function rescanImages(_root: unknown, args: { registry?: string | null; project?: string | null }, g: GqlContext): Promise<Result> {
   let registries: string[];
   if (args.registry !== undefined && args.registry !== null) {
-    mayRescan(g.tenancy, g.principal, args.registry);
+    await mayRescan(g.tenancy, g.principal, args.registry);
     registries = [args.registry];
   } else {
-    registries = rescannableRegistries(g.tenancy, g.principal, new RegistryStore(g.ctx.db).list().map((r) => r.name));
+    registries = await rescannableRegistries(g.tenancy, g.principal, (await new RegistryStore(g.ctx.db).list()).map((r) => r.name));
   }
-  return attempt(() => {
-    const op = createRescan(g.ctx, registries, g.principal.name, args.project);
+  return attempt(async () => {
+    const op = await createRescan(g.ctx, registries, g.principal.name, args.project);
+    const taskId = await taskIdFor(g.ctx.db, op.id);
     g.ctx.runner.start(op.id);
     const what = registries.length === 1 ? registries[0] : `${registries.length} registries`;
-    return { ok: true, msg: `rescanning ${what}${args.project ? ` (project ${args.project})` : ''}`, task_id: taskIdFor(g.ctx.db, op.id) };
+    return { ok: true, msg: `rescanning ${what}${args.project ? ` (project ${args.project})` : ''}`, task_id: taskId };
   });
 }
 
@@ -71,89 +72,91 @@ function catalogOpInput(args: CatalogOpArgs): { reference: string; selector: str
   return { reference: refs[0] as string, selector };
 }
 
-export function preloadImage(_root: unknown, args: CatalogOpArgs, g: GqlContext): Result {
+export async function preloadImage(_root: unknown, args: CatalogOpArgs, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'preload_image');
-  return attempt(() => {
+  return attempt(async () => {
     const { reference, selector } = catalogOpInput(args);
-    const op = createPreload(g.ctx, reference, selector, g.principal.name);
+    const op = await createPreload(g.ctx, reference, selector, g.principal.name);
+    const taskId = await taskIdFor(g.ctx.db, op.id);
     g.ctx.runner.start(op.id);
-    return { ok: true, msg: `preloading ${op.artifact.reference ?? reference} to ${op.targets.length} agent(s)`, task_id: taskIdFor(g.ctx.db, op.id) };
+    return { ok: true, msg: `preloading ${op.artifact.reference ?? reference} to ${op.targets.length} agent(s)`, task_id: taskId };
   });
 }
 
-export function unloadImage(_root: unknown, args: CatalogOpArgs, g: GqlContext): Result {
+export async function unloadImage(_root: unknown, args: CatalogOpArgs, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'unload_image');
-  return attempt(() => {
+  return attempt(async () => {
     const { reference, selector } = catalogOpInput(args);
-    const op = createUnload(g.ctx, reference, selector, g.principal.name);
+    const op = await createUnload(g.ctx, reference, selector, g.principal.name);
+    const taskId = await taskIdFor(g.ctx.db, op.id);
     g.ctx.runner.start(op.id);
-    return { ok: true, msg: `unloading ${op.artifact.reference ?? reference} from ${op.targets.length} agent(s)`, task_id: taskIdFor(g.ctx.db, op.id) };
+    return { ok: true, msg: `unloading ${op.artifact.reference ?? reference} from ${op.targets.length} agent(s)`, task_id: taskId };
   });
 }
 
 /** forget_image(reference, architecture): that architecture's row, or with none given, every architecture of the tag. */
-export function forgetImage(_root: unknown, args: { reference: string; architecture?: string | null }, g: GqlContext): Result {
+export async function forgetImage(_root: unknown, args: { reference: string; architecture?: string | null }, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'forget_image');
-  return attempt(() => {
+  return attempt(async () => {
     const arch = args.architecture ? ociArchitecture(args.architecture) : undefined;
-    const key = g.catalog.forget(args.reference, arch);
+    const key = await g.catalog.forget(args.reference, arch);
     return { ok: true, msg: `forgot ${formatKey(key)}${args.architecture ? ` (${args.architecture})` : ''}` };
   });
 }
 
 /** The row an image_id names, refused as unknown when the caller may not see it. */
-function visibleRow(g: GqlContext, imageId: string) {
-  const row = g.catalog.byId(imageIdOf(imageId));
-  const scope = imageScope(g.tenancy, g.principal, {});
+async function visibleRow(g: GqlContext, imageId: string) {
+  const row = await g.catalog.byId(imageIdOf(imageId));
+  const scope = await imageScope(g.tenancy, g.principal, {});
   if (!row || (scope.registries !== undefined && !scope.registries.includes(row.registry))) throw imageNotFound(`id ${imageId}`);
   return row;
 }
 
-export function forgetImageById(_root: unknown, args: { image_id: string }, g: GqlContext): Result {
+export async function forgetImageById(_root: unknown, args: { image_id: string }, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'forget_image_by_id');
-  return attempt(() => {
-    const row = g.catalog.forgetRow(visibleRow(g, args.image_id).id);
+  return attempt(async () => {
+    const row = await g.catalog.forgetRow((await visibleRow(g, args.image_id)).id);
     return { ok: true, msg: `forgot ${formatKey(row)} (${row.architecture})` };
   });
 }
 
 /** purge_image_by_id: the row goes from the catalog; removing it from the registry too is not supported. */
-export function purgeImageById(
+export async function purgeImageById(
   _root: unknown,
   args: { image_id: string; options?: { remove_from_registry?: boolean | null } | null },
   g: GqlContext,
-): { image: ImageView } {
+): Promise<{ image: ImageView }> {
   requireRole(g.principal, ['superadmin'], 'purge_image_by_id');
-  const row = visibleRow(g, args.image_id);
+  const row = await visibleRow(g, args.image_id);
   if (args.options?.remove_from_registry) {
     throw new StowageError('UNSUPPORTED', 'removing images from a registry is not supported; purge without remove_from_registry forgets the catalog row');
   }
-  const view = toView(row, g.catalog.aliasMap());
-  g.catalog.forgetRow(row.id);
+  const view = toView(row, await g.catalog.aliasMap());
+  await g.catalog.forgetRow(row.id);
   return { image: view };
 }
 
-export function untagImageFromRegistry(_root: unknown, args: { image_id: string }, g: GqlContext): Result {
+export async function untagImageFromRegistry(_root: unknown, args: { image_id: string }, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'untag_image_from_registry');
-  return attempt(() => {
-    const row = visibleRow(g, args.image_id);
+  return attempt(async () => {
+    const row = await visibleRow(g, args.image_id);
     throw new StowageError('UNSUPPORTED', `untagging ${formatKey(row)} in its registry is not supported`);
   });
 }
 
 /** An alias spelled like a catalog image is refused as an error (CONFLICT), not {ok: false}: nothing changes. */
-export function aliasImage(_root: unknown, args: { alias: string; target: string }, g: GqlContext): Result {
+export async function aliasImage(_root: unknown, args: { alias: string; target: string }, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'alias_image');
-  return attempt(() => {
-    const key = g.catalog.addAlias(args.alias, args.target);
+  return attempt(async () => {
+    const key = await g.catalog.addAlias(args.alias, args.target);
     return { ok: true, msg: `${args.alias} → ${formatKey(key)}` };
   }, ['CONFLICT']);
 }
 
-export function dealiasImage(_root: unknown, args: { alias: string }, g: GqlContext): Result {
+export async function dealiasImage(_root: unknown, args: { alias: string }, g: GqlContext): Promise<Result> {
   requireRole(g.principal, ['superadmin'], 'dealias_image');
-  return attempt(() => {
-    g.catalog.removeAlias(args.alias);
+  return attempt(async () => {
+    await g.catalog.removeAlias(args.alias);
     return { ok: true, msg: `removed alias ${args.alias}` };
   });
 }

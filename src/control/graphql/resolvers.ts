@@ -58,28 +58,32 @@ export function imageNotFound(what: string): StowageError {
   return new StowageError('IMAGE_NOT_FOUND', `No such environment image. (${what})`, { details: { image: what } });
 }
 
-export function image(_root: unknown, args: { id?: string | null; reference?: string | null; architecture?: string | null }, g: GqlContext): ImageView {
-  const scope = imageScope(g.tenancy, g.principal, {});
+export async function image(
+  _root: unknown,
+  args: { id?: string | null; reference?: string | null; architecture?: string | null },
+  g: GqlContext,
+): Promise<ImageView> {
+  const scope = await imageScope(g.tenancy, g.principal, {});
   const visible = (r: CatalogImage) => scope.registries === undefined || scope.registries.includes(r.registry);
   if (args.id !== undefined && args.id !== null) {
-    const row = g.catalog.byId(imageIdOf(args.id));
+    const row = await g.catalog.byId(imageIdOf(args.id));
     // Another domain's image is as unknown as a missing one.
     if (!row || !visible(row)) throw imageNotFound(`id ${args.id}`);
-    return toView(row, g.catalog.aliasMap());
+    return toView(row, await g.catalog.aliasMap());
   }
   if (args.reference === undefined || args.reference === null) throw new StowageError('BAD_REQUEST', 'image needs a reference or an id');
   const arch = ociArchitecture(args.architecture ?? defaultBackendAiArchitecture());
-  const rows = g.catalog.resolve(args.reference).filter((r) => visible(r) && r.architecture === arch);
+  const rows = (await g.catalog.resolve(args.reference)).filter((r) => visible(r) && r.architecture === arch);
   const row = perArchitecture(rows)[0];
   if (!row) throw imageNotFound(`${args.reference} for ${backendAiArchitecture(arch)}`);
-  return toView(row, g.catalog.aliasMap());
+  return toView(row, await g.catalog.aliasMap());
 }
 
-export function images(_root: unknown, args: ImagesArgs, g: GqlContext): ImageView[] {
-  const scope = imageScope(g.tenancy, g.principal, args);
-  let rows = perArchitecture(g.catalog.list({ registries: scope.registries }));
+export async function images(_root: unknown, args: ImagesArgs, g: GqlContext): Promise<ImageView[]> {
+  const scope = await imageScope(g.tenancy, g.principal, args);
+  let rows = perArchitecture(await g.catalog.list({ registries: scope.registries }));
   if (args.is_operation !== undefined && args.is_operation !== null) rows = rows.filter((r) => r.is_operation === args.is_operation);
-  const present = presentAgents(g);
+  const present = await presentAgents(g);
   const holders = (r: CatalogImage) => present.get(installKey(formatKey(r), r.digest)) ?? [];
   const groups = scope.scalingGroups;
   if (groups !== undefined) rows = rows.filter((r) => holders(r).some((a) => a.scaling_group !== null && groups.includes(a.scaling_group)));
@@ -87,7 +91,7 @@ export function images(_root: unknown, args: ImagesArgs, g: GqlContext): ImageVi
     const want = args.is_installed;
     rows = rows.filter((r) => holders(r).length > 0 === want);
   }
-  const aliases = g.catalog.aliasMap();
+  const aliases = await g.catalog.aliasMap();
   return rows.map((r) => toView(r, aliases));
 }
 
@@ -95,22 +99,22 @@ export function images(_root: unknown, args: ImagesArgs, g: GqlContext): ImageVi
  * Images customized from a session by the caller (Backend.AI labels them
  * `ai.backend.customized-image.owner = user:<user id>`), within what the caller may see.
  */
-export function customizedImages(_root: unknown, _args: unknown, g: GqlContext): ImageView[] {
-  const scope = imageScope(g.tenancy, g.principal, {});
+export async function customizedImages(_root: unknown, _args: unknown, g: GqlContext): Promise<ImageView[]> {
+  const scope = await imageScope(g.tenancy, g.principal, {});
   const owner = `user:${g.principal.userId}`;
-  const rows = perArchitecture(g.catalog.list({ registries: scope.registries })).filter((r) => r.labels['ai.backend.customized-image.owner'] === owner);
-  const aliases = g.catalog.aliasMap();
+  const rows = perArchitecture(await g.catalog.list({ registries: scope.registries })).filter((r) => r.labels['ai.backend.customized-image.owner'] === owner);
+  const aliases = await g.catalog.aliasMap();
   return rows.map((r) => toView(r, aliases));
 }
 
-export function installed(view: ImageView, _args: unknown, g: GqlContext): boolean {
-  return (presentAgents(g).get(installKey(view.reference, view.manifest_digest))?.length ?? 0) > 0;
+export async function installed(view: ImageView, _args: unknown, g: GqlContext): Promise<boolean> {
+  return ((await presentAgents(g)).get(installKey(view.reference, view.manifest_digest))?.length ?? 0) > 0;
 }
 
 /** Which agents hold it: superadmins and domain admins (null for users). */
-export function installedAgents(view: ImageView, _args: unknown, g: GqlContext): string[] | null {
+export async function installedAgents(view: ImageView, _args: unknown, g: GqlContext): Promise<string[] | null> {
   if (g.principal.role === 'user') return null;
-  return (presentAgents(g).get(installKey(view.reference, view.manifest_digest)) ?? []).map((a) => a.machine_id).sort();
+  return ((await presentAgents(g)).get(installKey(view.reference, view.manifest_digest)) ?? []).map((a) => a.machine_id).sort();
 }
 
 /**

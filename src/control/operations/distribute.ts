@@ -20,10 +20,10 @@ export interface DistributeParams {
 }
 
 /** Checks the request against what the cluster knows, then records the operation (nothing runs yet). */
-export function createDistribute(ctx: ControlContext, req: DistributeRequest, actor: string): Operation {
-  const source = ctx.machines.requireOnline(req.from);
-  const targets = uniqueTargets(ctx, req.to);
-  const records = sourceRecords(ctx.availability, source.id, req.digest);
+export async function createDistribute(ctx: ControlContext, req: DistributeRequest, actor: string): Promise<Operation> {
+  const source = await ctx.machines.requireOnline(req.from);
+  const targets = await uniqueTargets(ctx, req.to);
+  const records = await sourceRecords(ctx.availability, source.id, req.digest);
   const record = chooseRecord(records, req.digest, req.platform, undefined);
   const params: DistributeParams = { digest: req.digest, from: source.id, platform: req.platform };
   return ctx.operations.create({
@@ -42,9 +42,11 @@ export function createDistribute(ctx: ControlContext, req: DistributeRequest, ac
 }
 
 /** Validates target machine ids: all must exist, duplicates collapse. */
-export function uniqueTargets(ctx: ControlContext, ids: readonly string[]): string[] {
+export async function uniqueTargets(ctx: ControlContext, ids: readonly string[]): Promise<string[]> {
   const unique = [...new Set(ids)];
-  const unknown = unique.filter((id) => !ctx.machines.get(id));
+  // One read of every machine's status (IDs only) instead of one lookup per target.
+  const known = await ctx.machines.statusesOf(unique);
+  const unknown = unique.filter((id) => !known.has(id));
   if (unknown.length > 0) {
     throw new StowageError('MACHINE_NOT_FOUND', `no machine ${unknown.map((id) => `"${id}"`).join(', ')}`, { details: { machine_ids: unknown } });
   }
@@ -52,10 +54,10 @@ export function uniqueTargets(ctx: ControlContext, ids: readonly string[]): stri
 }
 
 export async function runDistribute(ctx: ControlContext, opId: string): Promise<void> {
-  const op = ctx.operations.setStage(opId, 'transferring');
-  const params = ctx.operations.params<DistributeParams>(opId);
+  const op = await ctx.operations.setStage(opId, 'transferring');
+  const params = await ctx.operations.params<DistributeParams>(opId);
   await transferFromSource(ctx, op.id, params);
-  ctx.operations.finish(opId);
+  await ctx.operations.finish(opId);
 }
 
 /**
@@ -63,7 +65,7 @@ export async function runDistribute(ctx: ControlContext, opId: string): Promise<
  * (fanout.ts): each takes its blobs from the targets before it, nearest first, and the source.
  */
 export async function transferFromSource(ctx: ControlContext, opId: string, params: DistributeParams): Promise<void> {
-  const open = ctx.operations.require(opId).targets.filter((t) => !isTargetDone(t.status)).map((t) => t.machine_id);
+  const open = (await ctx.operations.require(opId)).targets.filter((t) => !isTargetDone(t.status)).map((t) => t.machine_id);
   const chain = new FanoutChain(open);
   const ttl = ctx.config.peerTokenTtlSeconds;
   await ctx.runner.forEachOpenTarget(opId, async (machineId, wasRunning) => {
@@ -73,13 +75,9 @@ export async function transferFromSource(ctx: ControlContext, opId: string, para
       await chain.upstreamReady(machineId);
       const target = await onlineMachineFor(ctx, opId, machineId);
       const source = await onlineMachineFor(ctx, opId, params.from);
-      const record = chooseRecord(sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
-      const peers = (): MachineRecord[] =>
-        chain
-          .peersOf(machineId)
-          .map((id) => ctx.machines.get(id))
-          .filter((m): m is MachineRecord => m !== undefined && m.status === 'online');
-      const request = () => peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: peers() });
+      const record = chooseRecord(await sourceRecords(ctx.availability, source.id, params.digest), params.digest, params.platform, target);
+      const request = async () =>
+        peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: await onlinePeers(ctx, chain.peersOf(machineId)) });
       const result = await ctx.runner.runTransfer(opId, target, request, {
         platform: record.platform,
         resumed: wasRunning,
@@ -89,9 +87,19 @@ export async function transferFromSource(ctx: ControlContext, opId: string, para
       holder = result.status === 'present' || result.status === 'skipped_present';
     } catch (err) {
       // Nothing was asked of the target: no availability record, just the target's failure.
-      ctx.runner.failTarget(opId, machineId, undefined, platformGuess, toFailure(err, 'plan'));
+      await ctx.runner.failTarget(opId, machineId, undefined, platformGuess, toFailure(err, 'plan'));
     } finally {
       chain.ended(machineId, holder);
     }
   });
+}
+
+/** The machines of `ids` that are online, in that order (a target's peers, nearest first). */
+export async function onlinePeers(ctx: ControlContext, ids: readonly string[]): Promise<MachineRecord[]> {
+  const peers: MachineRecord[] = [];
+  for (const id of ids) {
+    const m = await ctx.machines.get(id);
+    if (m !== undefined && m.status === 'online') peers.push(m);
+  }
+  return peers;
 }

@@ -6,6 +6,7 @@ import type { MachineRecord } from '../machines.js';
 import type { Availability } from '../wire.js';
 import { FanoutChain } from './fanout.js';
 import type { PushParams } from './push.js';
+import { onlinePeers } from './distribute.js';
 import { onlineMachineFor, toFailure } from './runner.js';
 import { isTargetDone } from './store.js';
 import { peerTransferRequest, renewEveryMs } from './transfer-plan.js';
@@ -30,11 +31,10 @@ const CONCURRENT_TARGETS = 64;
 /** Starts the early fan-out, or answers undefined when there is nothing to start (or the agent cannot take it). */
 export async function fanOutWhileUploading(ctx: ControlContext, opId: string, params: PushParams): Promise<EarlyFanout | undefined> {
   if (params.manifest === undefined) return undefined;
-  const others = ctx.operations
-    .require(opId)
-    .targets.filter((t) => t.machine_id !== params.upload_machine && !isTargetDone(t.status))
+  const others = (await ctx.operations.require(opId)).targets
+    .filter((t) => t.machine_id !== params.upload_machine && !isTargetDone(t.status))
     .map((t) => ({ id: t.machine_id, wasRunning: t.status === 'running' }));
-  const source = ctx.machines.get(params.upload_machine);
+  const source = await ctx.machines.get(params.upload_machine);
   if (others.length === 0 || source?.status !== 'online') return undefined;
   const log = ctx.runner.logFor(opId);
   try {
@@ -83,12 +83,8 @@ async function chainFrom(
         machine_status: 'online',
         updated_at: nowIso(),
       };
-      const peers = (): MachineRecord[] =>
-        chain
-          .peersOf(id)
-          .map((m) => ctx.machines.get(m))
-          .filter((m): m is MachineRecord => m !== undefined && m.status === 'online');
-      const request = () => peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: peers() });
+      const request = async () =>
+        peerTransferRequest({ operationId: opId, source, digest: params.digest, record, ttlSeconds: ttl, peers: await onlinePeers(ctx, chain.peersOf(id)) });
       const result = await ctx.runner.runTransfer(opId, target, request, {
         platform,
         resumed: wasRunning,
@@ -97,7 +93,7 @@ async function chainFrom(
       });
       holder = result.status === 'present' || result.status === 'skipped_present';
     } catch (err) {
-      ctx.runner.failTarget(opId, id, undefined, params.platform ?? 'unknown', toFailure(err, 'plan'));
+      await ctx.runner.failTarget(opId, id, undefined, params.platform ?? 'unknown', toFailure(err, 'plan'));
     } finally {
       chain.ended(id, holder);
     }

@@ -97,12 +97,19 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
     });
   }
   const reference = req.reference === undefined ? undefined : parseReference(req.reference);
-  const targets = uniqueTargets(ctx, req.to);
-  const uploadTo = targets.map((id) => ctx.machines.get(id) as MachineRecord).find((m) => m.status === 'online');
+  const targets = await uniqueTargets(ctx, req.to);
+  let uploadTo: MachineRecord | undefined;
+  for (const id of targets) {
+    const m = await ctx.machines.get(id);
+    if (m?.status === 'online') {
+      uploadTo = m;
+      break;
+    }
+  }
   if (!uploadTo) throw new StowageError('MACHINE_OFFLINE', 'every target is offline: nowhere to upload to', { details: { machine_ids: targets } });
   const repository = reference?.path ?? 'stowage/push';
   // The records say so, and the agent confirms: an upload skipped on a stale record would be missed.
-  const already = ctx.availability.presentOn(uploadTo.id, req.digest).length > 0 && (await manifestOn(ctx, uploadTo, repository, req.digest).catch(() => false));
+  const already = (await ctx.availability.presentOn(uploadTo.id, req.digest)).length > 0 && (await manifestOn(ctx, uploadTo, repository, req.digest).catch(() => false));
   const deadline = Date.now() + ctx.config.uploadTimeoutMs;
   const params: PushParams = {
     digest: req.digest,
@@ -113,7 +120,7 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
     repository,
     ...(targets.length > 1 && req.manifest !== undefined ? { manifest: checkedManifest(req.manifest, req.digest) } : {}),
   };
-  const op = ctx.operations.create({
+  const op = await ctx.operations.create({
     kind: 'push',
     actor,
     artifact: { digest: req.digest, reference: req.reference ?? null, platform: req.platform ?? null, size_bytes: req.size_bytes },
@@ -123,11 +130,11 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
     stage: already ? 'transferring' : 'uploading',
   });
   if (already) {
-    ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'skipped_present', bytesTransferred: 0, bytesTotal: 0 });
-    return { operation: ctx.operations.require(op.id), upload: null };
+    await ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'skipped_present', bytesTransferred: 0, bytesTotal: 0 });
+    return { operation: await ctx.operations.require(op.id), upload: null };
   }
-  ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'running' });
-  const operation = ctx.operations.require(op.id);
+  await ctx.operations.updateTarget(op.id, uploadTo.id, { status: 'running' });
+  const operation = await ctx.operations.require(op.id);
   const upload: UploadGrant = {
     machine_id: uploadTo.id,
     registry_url: uploadTo.agent_url,
@@ -142,11 +149,11 @@ export async function createPush(ctx: ControlContext, req: PushRequest, actor: s
 }
 
 export async function runPush(ctx: ControlContext, opId: string): Promise<void> {
-  const op = ctx.operations.require(opId);
-  const params = ctx.operations.params<PushParams>(opId);
+  const op = await ctx.operations.require(opId);
+  const params = await ctx.operations.params<PushParams>(opId);
   let early: EarlyFanout | undefined;
   if (op.stage === 'uploading') {
-    ctx.operations.setStage(opId, 'uploading');
+    await ctx.operations.setStage(opId, 'uploading');
     const signal = ctx.runner.signalFor(opId);
     // The other targets start now, reading from the upload target what has reached it so far.
     early = params.upload_report === undefined ? await fanOutWhileUploading(ctx, opId, params) : undefined;
@@ -160,30 +167,30 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     await early?.withdraw();
     if (failure) {
       await early?.done;
-      ctx.operations.abandon(opId, 'failed', failure);
+      await ctx.operations.abandon(opId, 'failed', failure);
       return;
     }
     const bytes = report.outcome === 'uploaded' ? report.bytes_transferred : 0;
-    ctx.operations.updateTarget(opId, params.upload_machine, { status: 'present', bytesTransferred: bytes, bytesTotal: bytes });
+    await ctx.operations.updateTarget(opId, params.upload_machine, { status: 'present', bytesTransferred: bytes, bytesTotal: bytes });
   } else if (params.reference !== undefined) {
     // Nothing was uploaded (the machine had the image): it still gets the pushed tag. Idempotent on resume.
     const failure = await confirmUpload(ctx, opId, params);
     if (failure) {
-      ctx.operations.abandon(opId, 'failed', failure);
+      await ctx.operations.abandon(opId, 'failed', failure);
       return;
     }
   }
-  ctx.operations.setStage(opId, 'transferring');
+  await ctx.operations.setStage(opId, 'transferring');
   if (early) {
     await early.done;
     // A target that did not get the image while it was uploaded gets it now, from the whole upload.
-    for (const t of ctx.operations.require(opId).targets) {
-      if (t.status === 'failed') ctx.operations.updateTarget(opId, t.machine_id, { status: 'pending', failure: null, bytesTransferred: 0 });
+    for (const t of (await ctx.operations.require(opId)).targets) {
+      if (t.status === 'failed') await ctx.operations.updateTarget(opId, t.machine_id, { status: 'pending', failure: null, bytesTransferred: 0 });
     }
   }
   // The other targets pull from the upload target, as in a distribute.
   await transferFromSource(ctx, opId, { digest: params.digest, from: params.upload_machine, platform: params.platform });
-  ctx.operations.finish(opId);
+  await ctx.operations.finish(opId);
 }
 
 /**
@@ -210,7 +217,7 @@ async function confirmUpload(ctx: ControlContext, opId: string, params: PushPara
     );
     // A runtime that would not take the image is the runtime's failure, not the upload's.
     if (outcome.type === 'error') return { ...outcome.failure, stage: outcome.failure.stage === 'runtime' ? 'runtime' : 'verify' };
-    ctx.availability.markPresent(machine.id, {
+    await ctx.availability.markPresent(machine.id, {
       digest: outcome.digest,
       platform: outcome.platform,
       config_digest: outcome.config_digest,
@@ -236,8 +243,8 @@ function checkedManifest(manifest: string, digest: string): string {
 }
 
 /** Whether the upload target's /v2/ has the manifest: stowctl puts it last, after every blob. */
-function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {
-  return manifestOn(ctx, ctx.machines.require(params.upload_machine), params.repository, params.digest);
+async function uploadIsWhole(ctx: ControlContext, params: PushParams): Promise<boolean> {
+  return manifestOn(ctx, await ctx.machines.require(params.upload_machine), params.repository, params.digest);
 }
 
 async function manifestOn(ctx: ControlContext, machine: MachineRecord, repository: string, digest: string): Promise<boolean> {

@@ -63,38 +63,43 @@ export class OperationRunner {
     this.handlers.set(kind, handler);
   }
 
-  /** Runs the operation's handler in the background (once: a second start while it runs is a no-op). */
+  /**
+   * Runs the operation's handler in the background (once: a second start while it runs is a no-op). It is
+   * marked running before anything is read, so two starts at once run it once.
+   */
   start(opId: string): void {
     if (this.running.has(opId)) return;
-    const op = this.operations.get(opId);
-    if (!op || isTerminal(op.status)) return;
-    const handler = this.handlers.get(op.kind);
     const log = this.logFor(opId);
     this.controllers.set(opId, new AbortController());
-    log.info({ kind: op.kind, status: op.status, targets: op.targets.length }, 'operation started');
     const work = (async () => {
-      if (!handler) throw new Error(`no handler for ${op.kind} operations`);
-      await handler(opId);
-    })()
-      .catch((err: unknown) => {
+      let started = false;
+      try {
+        const op = await this.operations.get(opId);
+        if (!op || isTerminal(op.status)) return;
+        started = true;
+        const handler = this.handlers.get(op.kind);
+        log.info({ kind: op.kind, status: op.status, targets: op.targets.length }, 'operation started');
+        if (!handler) throw new Error(`no handler for ${op.kind} operations`);
+        await handler(opId);
+      } catch (err) {
         if (this.signalFor(opId).aborted) return; // cancelled: cancel() has recorded how it ended
         // A StowageError is an outcome the operation records (a registry down, a bad image); others are bugs.
         if (isStowageError(err)) log.info({ code: err.code }, err.message);
         else log.error({ err }, 'operation failed');
-        this.operations.abandon(opId, 'failed', toFailure(err, 'internal'));
-      })
-      .finally(() => {
-        this.running.delete(opId);
+        await this.operations.abandon(opId, 'failed', toFailure(err, 'internal')).catch((e: unknown) => log.error({ err: e }, 'recording the failure failed'));
+      } finally {
         this.controllers.delete(opId);
-        this.recordEnd(opId, log);
+        if (started) await this.recordEnd(opId, log).catch((e: unknown) => log.warn({ err: e }, 'recording the end failed'));
+        this.running.delete(opId);
         this.resumed.delete(opId);
-      });
+      }
+    })();
     this.running.set(opId, work);
   }
 
   /** Counts and times an operation that has ended (one left running by a shutdown is not counted). */
-  private recordEnd(opId: string, log: Logger): void {
-    const ended = this.operations.summary(opId);
+  private async recordEnd(opId: string, log: Logger): Promise<void> {
+    const ended = await this.operations.summary(opId);
     if (!ended || !isTerminal(ended.status)) return;
     this.onEnded?.(opId);
     const seconds = Math.max(0, (Date.parse(ended.finished_at ?? ended.updated_at) - Date.parse(ended.created_at)) / 1000);
@@ -117,19 +122,19 @@ export class OperationRunner {
    * Cancels an operation that has not ended: it ends `cancelled` at once; targets not finished fail with
    * CANCELLED (a transfer an agent already runs may still complete there, and its inventory will say so).
    */
-  cancel(opId: string, by: string): Operation {
-    const op = this.operations.require(opId);
+  async cancel(opId: string, by: string): Promise<Operation> {
+    const op = await this.operations.require(opId);
     if (isTerminal(op.status)) throw new StowageError('CONFLICT', `operation ${opId} already ended ${op.status}`);
     const failure: Failure = { code: 'CANCELLED', message: `cancelled by ${by}`, stage: op.stage };
-    const ended = this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
+    const ended = await this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
     this.onEnded?.(opId);
     return ended;
   }
 
   /** After a restart: every operation left pending or running is carried on by its handler. */
-  resumeAll(): number {
-    const ops = this.operations.unfinished();
+  async resumeAll(): Promise<number> {
+    const ops = await this.operations.unfinished();
     for (const op of ops) {
       this.resumed.add(op.id);
       this.start(op.id);
@@ -144,7 +149,7 @@ export class OperationRunner {
 
   /** Runs `fn` for every target of the operation that has not ended, a bounded number at once. */
   async forEachOpenTarget(opId: string, fn: (machineId: string, wasRunning: boolean) => Promise<void>): Promise<void> {
-    const open = this.operations.require(opId).targets.filter((t) => !isTargetDone(t.status));
+    const open = (await this.operations.require(opId)).targets.filter((t) => !isTargetDone(t.status));
     const signal = this.signalFor(opId);
     await forEachLimited(open, this.targetConcurrency, async (t) => {
       if (!signal.aborted) await fn(t.machine_id, t.status === 'running');
@@ -159,16 +164,16 @@ export class OperationRunner {
   async runTransfer(
     opId: string,
     target: MachineRecord,
-    request: TransferRequest | (() => TransferRequest),
+    request: TransferRequest | (() => Promise<TransferRequest>),
     opts: TransferRunOptions,
   ): Promise<TransferTargetResult> {
-    const build = typeof request === 'function' ? request : () => request;
-    const req = build();
+    const build = typeof request === 'function' ? request : async () => request;
+    const req = await build();
     const log = this.logFor(opId).child({ machine: target.id });
-    const kind = this.operations.summary(opId)?.kind ?? 'unknown';
+    const kind = (await this.operations.summary(opId))?.kind ?? 'unknown';
     const startedAt = performance.now();
     // Bytes count as they are reported, by the operation's source machine (or the registry) and the target.
-    const bytes = this.metrics.transferBytes.labels({ source: this.sourceLabel(opId, req), target: target.id });
+    const bytes = this.metrics.transferBytes.labels({ source: await this.sourceLabel(opId, req), target: target.id });
     let counted = 0;
     const count = (total: number): void => {
       if (total > counted) bytes.inc(total - counted);
@@ -182,10 +187,12 @@ export class OperationRunner {
       return result;
     };
     log.info({ ref: req.ref, peers: req.peers?.length ?? 0 }, 'target transfer requested');
-    this.operations.updateTarget(opId, target.id, { status: 'running', failure: null });
+    await this.operations.updateTarget(opId, target.id, { status: 'running', failure: null });
     const wanted = req.ref.startsWith('sha256:') ? req.ref : undefined;
-    if (wanted) this.availability.markTransferring(target.id, wanted, opts.platform, opId);
+    if (wanted) await this.availability.markTransferring(target.id, wanted, opts.platform, opId);
     let lastWrite = 0;
+    // Progress is written one change after the other, and the result only after the last of them.
+    let progressWritten: Promise<unknown> = Promise.resolve();
     let started = false;
     // Whether image bytes had reached the target: a target that goes away then failed moving blobs.
     let moved = false;
@@ -204,13 +211,16 @@ export class OperationRunner {
         const now = Date.now();
         if (now - lastWrite < PROGRESS_WRITE_MS) return;
         lastWrite = now;
-        this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total });
+        progressWritten = progressWritten
+          .then(() => this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total }))
+          .catch((err: unknown) => log.warn({ err }, 'writing transfer progress failed'));
       });
-      if (outcome.type === 'error') return ended(this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure), outcome.failure);
+      await progressWritten;
+      if (outcome.type === 'error') return ended(await this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure), outcome.failure);
       count(outcome.bytes_transferred);
       const status: TargetStatus = outcome.status === 'skipped_present' && opts.resumed ? 'present' : outcome.status;
-      if (wanted && wanted !== outcome.digest) this.availability.clearTransfer(target.id, wanted, opts.platform);
-      this.availability.markPresent(target.id, {
+      if (wanted && wanted !== outcome.digest) await this.availability.clearTransfer(target.id, wanted, opts.platform);
+      await this.availability.markPresent(target.id, {
         digest: outcome.digest,
         platform: outcome.platform,
         config_digest: outcome.config_digest,
@@ -218,7 +228,7 @@ export class OperationRunner {
         references: req.references,
         ...(wanted && wanted !== outcome.digest ? { index_digest: wanted } : {}),
       });
-      this.operations.updateTarget(opId, target.id, {
+      await this.operations.updateTarget(opId, target.id, {
         status,
         bytesTransferred: outcome.bytes_transferred,
         bytesTotal: status === 'skipped_present' ? 0 : outcome.bytes_transferred,
@@ -227,19 +237,21 @@ export class OperationRunner {
     } catch (err) {
       if (this.signalFor(opId).aborted) {
         // Cancelled: no claim either way; the agent's own inventory will tell if it finished anyway.
-        if (wanted) this.availability.clearTransfer(target.id, wanted, opts.platform);
+        await progressWritten;
+        if (wanted) await this.availability.clearTransfer(target.id, wanted, opts.platform);
         return ended({ status: 'failed' }, { code: 'CANCELLED', message: 'the operation was cancelled', stage: 'transfer' });
       }
       const failure = toFailure(err, moved ? 'blobs' : 'connect');
-      return ended(this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
+      await progressWritten;
+      return ended(await this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
     } finally {
       clearInterval(renew);
     }
   }
 
   /** The source a transfer's bytes count under: the operation's source machine, else the registry's host. */
-  private sourceLabel(opId: string, req: TransferRequest): string {
-    const machine = this.operations.summary(opId)?.source_machine;
+  private async sourceLabel(opId: string, req: TransferRequest): Promise<string> {
+    const machine = (await this.operations.summary(opId))?.source_machine;
     if (machine) return machine;
     try {
       return new URL(req.source.registry_url).host;
@@ -249,17 +261,17 @@ export class OperationRunner {
   }
 
   /** Sends a running transfer its request again (fresh tokens, current peers); failures wait for the next turn. */
-  private async renew(opId: string, target: MachineRecord, build: () => TransferRequest): Promise<void> {
+  private async renew(opId: string, target: MachineRecord, build: () => Promise<TransferRequest>): Promise<void> {
     try {
-      await this.agents.refreshTransfer(target, build());
+      await this.agents.refreshTransfer(target, await build());
     } catch (err) {
       this.logFor(opId).info({ machine: target.id, err: (err as Error).message }, 'renewing a transfer failed; trying again later');
     }
   }
 
-  failTarget(opId: string, machineId: string, digest: string | undefined, platform: string, failure: Failure): TransferTargetResult {
-    if (digest) this.availability.markFailed(machineId, digest, platform, opId, failure);
-    this.operations.updateTarget(opId, machineId, { status: 'failed', failure });
+  async failTarget(opId: string, machineId: string, digest: string | undefined, platform: string, failure: Failure): Promise<TransferTargetResult> {
+    if (digest) await this.availability.markFailed(machineId, digest, platform, opId, failure);
+    await this.operations.updateTarget(opId, machineId, { status: 'failed', failure });
     return { status: 'failed' };
   }
 }

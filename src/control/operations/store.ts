@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
+import { type RawBuilder, sql } from 'kysely';
 import { ulid } from 'ulid';
 import { StowageError } from '../../errors.js';
 import { type Db, nowIso } from '../db/database.js';
-import { prepared } from '../db/statements.js';
 import {
   type Artifact,
   type Failure,
@@ -95,122 +95,127 @@ export class OperationStore {
     this.frozen = true;
   }
 
-  create(op: NewOperation): Operation {
+  async create(op: NewOperation): Promise<Operation> {
     const id = `op-${ulid()}`;
     const now = nowIso();
-    this.db.transaction(() => {
-      prepared(this.db,
-          `INSERT INTO operations (id, kind, status, stage, actor, artifact, source_machine, params, created_at, updated_at)
-           VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)`,
-        )
-        .run(id, op.kind, op.stage ?? 'created', op.actor, JSON.stringify(op.artifact), op.sourceMachine ?? null, JSON.stringify(op.params ?? {}), now, now);
-      const insert = prepared(this.db, `INSERT INTO operation_targets (operation_id, machine_id, position, status) VALUES (?, ?, ?, 'pending')`);
-      op.targets.forEach((machine, i) => insert.run(id, machine, i));
-    })();
+    await this.db.transaction(async (tx) => {
+      await tx.run(
+        sql`INSERT INTO operations (id, kind, status, stage, actor, artifact, source_machine, params, created_at, updated_at)
+            VALUES (${id}, ${op.kind}, 'pending', ${op.stage ?? 'created'}, ${op.actor}, ${JSON.stringify(op.artifact)}, ${op.sourceMachine ?? null},
+              ${JSON.stringify(op.params ?? {})}, ${now}, ${now})`,
+      );
+      for (const [i, machine] of op.targets.entries()) {
+        await tx.run(sql`INSERT INTO operation_targets (operation_id, machine_id, position, status) VALUES (${id}, ${machine}, ${i}, 'pending')`);
+      }
+    });
     return this.emit(id);
   }
 
-  get(id: string): Operation | undefined {
-    const row = prepared(this.db, 'SELECT * FROM operations WHERE id = ?').get(id) as OperationRow | undefined;
+  async get(id: string): Promise<Operation | undefined> {
+    const row = await this.db.get<OperationRow>(sql`SELECT * FROM operations WHERE id = ${id}`);
     return row ? this.toOperation(row) : undefined;
   }
 
-  require(id: string): Operation {
-    const op = this.get(id);
+  async require(id: string): Promise<Operation> {
+    const op = await this.get(id);
     if (!op) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
     return op;
   }
 
   /** The operation's own row, without its targets: cheap where the targets are not needed. */
-  summary(id: string): OperationSummary | undefined {
-    return prepared(this.db, 'SELECT kind, status, source_machine, created_at, updated_at, finished_at FROM operations WHERE id = ?').get(id) as
-      | OperationSummary
-      | undefined;
+  summary(id: string): Promise<OperationSummary | undefined> {
+    return this.db.get<OperationSummary>(sql`SELECT kind, status, source_machine, created_at, updated_at, finished_at FROM operations WHERE id = ${id}`);
   }
 
-  params<T>(id: string): T {
-    const row = prepared(this.db, 'SELECT params FROM operations WHERE id = ?').get(id) as { params: string } | undefined;
+  async params<T>(id: string): Promise<T> {
+    const row = await this.db.get<{ params: string }>(sql`SELECT params FROM operations WHERE id = ${id}`);
     if (!row) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
     return JSON.parse(row.params) as T;
   }
 
-  list(filter: ListFilter = {}): Operation[] {
-    const where: string[] = [];
-    const args: unknown[] = [];
-    if (filter.kind) {
-      where.push('kind = ?');
-      args.push(filter.kind);
-    }
-    if (filter.status) {
-      where.push('status = ?');
-      args.push(filter.status);
-    }
+  async list(filter: ListFilter = {}): Promise<Operation[]> {
+    const where: RawBuilder<unknown>[] = [];
+    if (filter.kind) where.push(sql`kind = ${filter.kind}`);
+    if (filter.status) where.push(sql`status = ${filter.status}`);
     const limit = Math.min(Math.max(filter.limit ?? 50, 1), 1000);
-    const sql = `SELECT * FROM operations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT ?`;
-    return (prepared(this.db, sql).all(...args, limit) as OperationRow[]).map((r) => this.toOperation(r));
+    const rows = await this.db.all<OperationRow>(
+      sql`SELECT * FROM operations ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``} ORDER BY id DESC LIMIT ${limit}`,
+    );
+    return Promise.all(rows.map((r) => this.toOperation(r)));
   }
 
   /** Operations a restart must pick up again. */
-  unfinished(): Operation[] {
-    return (prepared(this.db, `SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`).all() as OperationRow[]).map((r) =>
-      this.toOperation(r),
-    );
+  async unfinished(): Promise<Operation[]> {
+    const rows = await this.db.all<OperationRow>(sql`SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`);
+    return Promise.all(rows.map((r) => this.toOperation(r)));
   }
 
-  setStage(id: string, stage: string, status: OperationStatus = 'running'): Operation {
+  async setStage(id: string, stage: string, status: OperationStatus = 'running'): Promise<Operation> {
     if (this.frozen) return this.require(id);
-    prepared(this.db, 'UPDATE operations SET stage = ?, status = ?, updated_at = ? WHERE id = ?').run(stage, status, nowIso(), id);
+    await this.db.run(sql`UPDATE operations SET stage = ${stage}, status = ${status}, updated_at = ${nowIso()} WHERE id = ${id}`);
     return this.emit(id);
   }
 
-  setArtifact(id: string, artifact: Artifact): Operation {
+  async setArtifact(id: string, artifact: Artifact): Promise<Operation> {
     if (this.frozen) return this.require(id);
-    prepared(this.db, 'UPDATE operations SET artifact = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(artifact), nowIso(), id);
+    await this.db.run(sql`UPDATE operations SET artifact = ${JSON.stringify(artifact)}, updated_at = ${nowIso()} WHERE id = ${id}`);
     return this.emit(id);
   }
 
-  setParams(id: string, params: Record<string, unknown>): void {
+  async setParams(id: string, params: Record<string, unknown>): Promise<void> {
     if (this.frozen) return;
-    prepared(this.db, 'UPDATE operations SET params = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(params), nowIso(), id);
+    await this.db.run(sql`UPDATE operations SET params = ${JSON.stringify(params)}, updated_at = ${nowIso()} WHERE id = ${id}`);
   }
 
-  setProgress(id: string, current: number, total: number, message: string): Operation {
+  async setProgress(id: string, current: number, total: number, message: string): Promise<Operation> {
     if (this.frozen) return this.require(id);
-    prepared(this.db, 'UPDATE operations SET progress = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ current, total, message }), nowIso(), id);
+    await this.db.run(sql`UPDATE operations SET progress = ${JSON.stringify({ current, total, message })}, updated_at = ${nowIso()} WHERE id = ${id}`);
     return this.emit(id);
   }
 
   /**
    * Changes one target. Only that target is read and written, and only it is emitted ("target", a
    * TargetChange): with thousands of targets, progress must not re-read and re-send the whole operation.
+   * Read and written in one transaction (the row locked on PostgreSQL), so concurrent changes of one
+   * target apply one after the other.
    */
-  updateTarget(
+  async updateTarget(
     id: string,
     machineId: string,
     change: { status?: TargetStatus; bytesTransferred?: number; bytesTotal?: number | null; failure?: Failure | null },
-  ): TargetResult {
-    const current = prepared(this.db, 'SELECT * FROM operation_targets WHERE operation_id = ? AND machine_id = ?').get(id, machineId) as TargetRow | undefined;
-    if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
-    if (this.frozen) return toTargetResult(current);
+  ): Promise<TargetResult> {
     const now = nowIso();
-    const status = change.status ?? current.status;
-    const next: TargetRow = {
-      machine_id: machineId,
-      status,
-      bytes_transferred: change.bytesTransferred ?? current.bytes_transferred,
-      bytes_total: change.bytesTotal === undefined ? current.bytes_total : change.bytesTotal,
-      failure: change.failure === undefined ? current.failure : change.failure === null ? null : JSON.stringify(change.failure),
-      started_at: current.started_at ?? (status === 'running' ? now : null),
-      finished_at: isTargetDone(status) ? (current.finished_at ?? now) : null,
-    };
-    this.db.transaction(() => {
-      prepared(
-        this.db,
-        `UPDATE operation_targets SET status = ?, bytes_transferred = ?, bytes_total = ?, failure = ?, started_at = ?, finished_at = ?
-         WHERE operation_id = ? AND machine_id = ?`,
-      ).run(next.status, next.bytes_transferred, next.bytes_total, next.failure, next.started_at, next.finished_at, id, machineId);
-      prepared(this.db, 'UPDATE operations SET updated_at = ? WHERE id = ?').run(now, id);
-    })();
+    const frozen = this.frozen;
+    const next = await this.db.transaction(async (tx) => {
+      const current = await tx.get<TargetRow>(
+        sql`SELECT machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at FROM operation_targets
+            WHERE operation_id = ${id} AND machine_id = ${machineId}${frozen ? sql`` : tx.forUpdate}`,
+      );
+      if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
+      if (frozen) return undefined;
+      const status = change.status ?? current.status;
+      const row: TargetRow = {
+        machine_id: machineId,
+        status,
+        bytes_transferred: change.bytesTransferred ?? current.bytes_transferred,
+        bytes_total: change.bytesTotal === undefined ? current.bytes_total : change.bytesTotal,
+        failure: change.failure === undefined ? current.failure : change.failure === null ? null : JSON.stringify(change.failure),
+        started_at: current.started_at ?? (status === 'running' ? now : null),
+        finished_at: isTargetDone(status) ? (current.finished_at ?? now) : null,
+      };
+      await tx.run(
+        sql`UPDATE operation_targets SET status = ${row.status}, bytes_transferred = ${row.bytes_transferred}, bytes_total = ${row.bytes_total},
+              failure = ${row.failure}, started_at = ${row.started_at}, finished_at = ${row.finished_at}
+            WHERE operation_id = ${id} AND machine_id = ${machineId}`,
+      );
+      await tx.run(sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id}`);
+      return row;
+    });
+    if (!next) {
+      const current = await this.db.get<TargetRow>(sql`SELECT * FROM operation_targets WHERE operation_id = ${id} AND machine_id = ${machineId}`);
+      if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
+      return toTargetResult(current);
+    }
     const target = toTargetResult(next);
     const event: TargetChange = { operation_id: id, updated_at: now, target };
     this.events.emit('target', event);
@@ -218,35 +223,43 @@ export class OperationStore {
   }
 
   /** Ends the operation; its status follows from the targets unless given. */
-  finish(id: string, opts: { status?: OperationStatus; error?: Failure; stage?: string } = {}): Operation {
-    const op = this.require(id);
-    if (this.frozen || isTerminal(op.status)) return op;
-    const status = opts.status ?? statusFromTargets(op.targets);
-    const now = nowIso();
-    prepared(this.db, 'UPDATE operations SET status = ?, stage = ?, error = ?, updated_at = ?, finished_at = ? WHERE id = ?')
-      .run(status, opts.stage ?? 'done', opts.error ? JSON.stringify(opts.error) : null, now, now, id);
-    return this.emit(id);
+  async finish(id: string, opts: { status?: OperationStatus; error?: Failure; stage?: string } = {}): Promise<Operation> {
+    if (this.frozen) return this.require(id);
+    const ended = await this.db.transaction(async (tx) => {
+      // Locked: of two finishes at once, the second sees the first's end and changes nothing.
+      const row = await tx.get<{ status: OperationStatus }>(sql`SELECT status FROM operations WHERE id = ${id}${tx.forUpdate}`);
+      if (!row) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
+      if (isTerminal(row.status)) return false;
+      const status = opts.status ?? statusFromTargets((await targetsOf(tx, id)).map(toTargetResult));
+      const now = nowIso();
+      await tx.run(
+        sql`UPDATE operations SET status = ${status}, stage = ${opts.stage ?? 'done'}, error = ${opts.error ? JSON.stringify(opts.error) : null},
+              updated_at = ${now}, finished_at = ${now} WHERE id = ${id}`,
+      );
+      return true;
+    });
+    return ended ? this.emit(id) : this.require(id);
   }
 
   /**
    * Ends the operation with `status`, failing every target not finished with `failure` first: no target is
    * left pending or running under an operation that ended.
    */
-  abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Operation {
-    for (const t of this.require(id).targets) {
-      if (!isTargetDone(t.status)) this.updateTarget(id, t.machine_id, { status: 'failed', failure });
+  async abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Promise<Operation> {
+    for (const t of (await this.require(id)).targets) {
+      if (!isTargetDone(t.status)) await this.updateTarget(id, t.machine_id, { status: 'failed', failure });
     }
     return this.finish(id, { status, error: failure, ...(stage ? { stage } : {}) });
   }
 
-  private emit(id: string): Operation {
-    const op = this.require(id);
+  private async emit(id: string): Promise<Operation> {
+    const op = await this.require(id);
     this.events.emit('changed', op);
     return op;
   }
 
-  private toOperation(row: OperationRow): Operation {
-    const targets = (prepared(this.db, 'SELECT * FROM operation_targets WHERE operation_id = ? ORDER BY position').all(row.id) as TargetRow[]).map(toTargetResult);
+  private async toOperation(row: OperationRow): Promise<Operation> {
+    const targets = (await targetsOf(this.db, row.id)).map(toTargetResult);
     return {
       id: row.id,
       kind: row.kind,
@@ -263,6 +276,14 @@ export class OperationStore {
       ...(row.error ? { error: JSON.parse(row.error) as Failure } : {}),
     };
   }
+}
+
+/** An operation's targets, in order. */
+function targetsOf(db: Db, id: string): Promise<TargetRow[]> {
+  return db.all<TargetRow>(
+    sql`SELECT machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at FROM operation_targets
+        WHERE operation_id = ${id} ORDER BY position`,
+  );
 }
 
 function toTargetResult(t: TargetRow): TargetResult {

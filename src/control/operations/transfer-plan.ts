@@ -11,8 +11,8 @@ import type { Availability, TransferRequest, TransferSource } from '../wire.js';
  */
 
 /** The source's present records of `digest`: the manifest itself, or every platform of the index. */
-export function sourceRecords(availability: AvailabilityStore, source: string, digest: string): Availability[] {
-  const records = availability.presentOn(source, digest);
+export async function sourceRecords(availability: AvailabilityStore, source: string, digest: string): Promise<Availability[]> {
+  const records = await availability.presentOn(source, digest);
   if (records.length === 0) {
     throw new StowageError('IMAGE_NOT_FOUND', `machine "${source}" does not hold ${digest}`, { details: { machine_id: source, digest } });
   }

@@ -5,9 +5,9 @@ import type { ControlContext } from '../context.js';
 import type { MachineRecord } from '../machines.js';
 
 /** The calling user; 401 without a valid API key, 403 when the role is not among `roles`. */
-export function requireUser(ctx: ControlContext, request: FastifyRequest, roles?: readonly Role[]): Principal {
+export async function requireUser(ctx: ControlContext, request: FastifyRequest, roles?: readonly Role[]): Promise<Principal> {
   const token = bearerToken(request.headers.authorization);
-  const principal = token === undefined ? undefined : authenticateApiKey(ctx.db, token);
+  const principal = token === undefined ? undefined : await authenticateApiKey(ctx.db, token);
   if (!principal) throw new StowageError('UNAUTHORIZED', 'a valid API token is required (Authorization: Bearer stk_…)');
   if (roles && !roles.includes(principal.role)) {
     throw new StowageError('FORBIDDEN', `${principal.name} (${principal.role}) may not do this; it needs ${roles.join(' or ')}`);
@@ -16,15 +16,15 @@ export function requireUser(ctx: ControlContext, request: FastifyRequest, roles?
 }
 
 /** That the caller is the agent `machineId`, by the secret it got at join, reading nothing else; 401 otherwise. */
-export function requireMachineSecret(ctx: ControlContext, request: FastifyRequest, machineId: string): void {
-  if (!ctx.machines.hasSecret(machineId, bearerToken(request.headers.authorization))) {
+export async function requireMachineSecret(ctx: ControlContext, request: FastifyRequest, machineId: string): Promise<void> {
+  if (!(await ctx.machines.hasSecret(machineId, bearerToken(request.headers.authorization)))) {
     throw new StowageError('UNAUTHORIZED', `not authenticated as machine "${machineId}"`);
   }
 }
 
 /** The calling agent, authenticated by the secret it got at join; 401 otherwise. */
-export function requireMachine(ctx: ControlContext, request: FastifyRequest, machineId: string): MachineRecord {
-  const machine = ctx.machines.authenticate(machineId, bearerToken(request.headers.authorization));
+export async function requireMachine(ctx: ControlContext, request: FastifyRequest, machineId: string): Promise<MachineRecord> {
+  const machine = await ctx.machines.authenticate(machineId, bearerToken(request.headers.authorization));
   if (!machine) throw new StowageError('UNAUTHORIZED', `not authenticated as machine "${machineId}"`);
   return machine;
 }

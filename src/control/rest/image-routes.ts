@@ -14,16 +14,16 @@ const inspectQuery = z
 /** Where images are (status) and what they are (inspect). */
 export function imageRoutes(app: FastifyInstance, ctx: ControlContext): void {
   app.get('/api/v1/images/status', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
+    await requireUser(ctx, request, CLUSTER_ROLES);
     const q = parseWith(statusQuery, request.query);
-    if (q.machine !== undefined) ctx.machines.require(q.machine);
-    return { records: ctx.availability.query({ digest: q.digest, machine: q.machine }) };
+    if (q.machine !== undefined) await ctx.machines.require(q.machine);
+    return { records: await ctx.availability.query({ digest: q.digest, machine: q.machine }) };
   });
 
   app.get('/api/v1/images/inspect', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
+    await requireUser(ctx, request, CLUSTER_ROLES);
     const q = parseWith(inspectQuery, request.query);
-    if (q.machine !== undefined) ctx.machines.require(q.machine);
+    if (q.machine !== undefined) await ctx.machines.require(q.machine);
     return inspectImage(ctx, q);
   });
 }

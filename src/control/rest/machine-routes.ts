@@ -41,7 +41,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
     if (!secretsEqual(parseJoinSecret(req.join_token), joinToken)) throw new StowageError('UNAUTHORIZED', 'wrong join token');
     if (ctx.tls && req.csr === undefined) throw new StowageError('BAD_REQUEST', 'this control plane serves TLS: the join needs a csr for the machine certificate');
     const { csr, ...joinRequest } = req;
-    const { machine, secret } = ctx.machines.join(joinRequest);
+    const { machine, secret } = await ctx.machines.join(joinRequest);
     const certificate = ctx.tls && csr !== undefined ? await machineCertificate(machine, csr) : undefined;
     ctx.log.info({ machine: machine.id, agent_url: machine.agent_url }, 'machine joined');
     return reply.code(201).send({
@@ -54,31 +54,31 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
 
   // A machine renews its certificate (new key, new CSR) before the current one expires.
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/certificate', async (request) => {
-    const machine = requireMachine(ctx, request, request.params.id);
+    const machine = await requireMachine(ctx, request, request.params.id);
     const { csr } = parseWith(certificateRequestSchema, request.body);
     return { certificate: await machineCertificate(machine, csr) };
   });
 
   // The machine is authenticated before its (large) body is read.
-  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
+  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
 
   app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
-    ctx.machines.replaceInventory(request.params.id, body.seq, body.items);
+    await ctx.machines.replaceInventory(request.params.id, body.seq, body.items);
     return { seq: body.seq, revoked: ctx.revocations.active() };
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/inventory/delta', machineFirst, async (request) => {
     const delta = parseWith(inventoryDeltaSchema, request.body);
-    ctx.machines.applyDelta(request.params.id, delta);
+    await ctx.machines.applyDelta(request.params.id, delta);
     return { seq: delta.seq };
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
-    requireMachineSecret(ctx, request, request.params.id);
+    await requireMachineSecret(ctx, request, request.params.id);
     const beat = parseWith(heartbeatSchema, request.body);
     const { inventory_seq, ...info } = beat;
-    const machine = ctx.machines.heartbeat(request.params.id, info);
+    const machine = await ctx.machines.heartbeat(request.params.id, info);
     return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs, revoked: ctx.revocations.active() };
   });
 
@@ -91,21 +91,21 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   app.get('/api/v1/machines', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
-    return { machines: ctx.machines.list().map(publicMachine) };
+    await requireUser(ctx, request, CLUSTER_ROLES);
+    return { machines: (await ctx.machines.list()).map(publicMachine) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
-    return { machine: publicMachine(ctx.machines.require(request.params.id)) };
+    await requireUser(ctx, request, CLUSTER_ROLES);
+    return { machine: publicMachine(await ctx.machines.require(request.params.id)) };
   });
 
   // Revokes a machine: its secret dies with its record, so from the next request on it is refused by the
   // control plane (heartbeats, inventories, certificates, the token service) and it is never a source or
   // target again; its name may not join again.
   app.delete<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
-    ctx.machines.revoke(request.params.id);
+    await requireUser(ctx, request, CLUSTER_ROLES);
+    await ctx.machines.revoke(request.params.id);
     return { revoked: { machine_id: request.params.id } };
   });
 }

@@ -19,15 +19,15 @@ const listQuery = z.object({
 /** Creating, following and listing operations. */
 export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void {
   app.post('/api/v1/operations/distribute', async (request, reply) => {
-    const user = requireUser(ctx, request, CLUSTER_ROLES);
+    const user = await requireUser(ctx, request, CLUSTER_ROLES);
     const req = parseWith(distributeRequestSchema, request.body);
-    const operation = createDistribute(ctx, req, user.name);
+    const operation = await createDistribute(ctx, req, user.name);
     ctx.runner.start(operation.id);
     return reply.code(202).send({ operation });
   });
 
   app.post('/api/v1/operations/push', async (request, reply) => {
-    const user = requireUser(ctx, request, CLUSTER_ROLES);
+    const user = await requireUser(ctx, request, CLUSTER_ROLES);
     const req = parseWith(pushRequestSchema, request.body);
     const created = await createPush(ctx, req, user.name);
     ctx.runner.start(created.operation.id);
@@ -35,48 +35,48 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/operations/:id/upload-finished', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
+    await requireUser(ctx, request, CLUSTER_ROLES);
     const report = parseWith(uploadFinishedSchema, request.body);
-    const op = ctx.operations.require(request.params.id);
-    const params = op.kind === 'push' ? ctx.operations.params<PushParams>(op.id) : undefined;
+    const op = await ctx.operations.require(request.params.id);
+    const params = op.kind === 'push' ? await ctx.operations.params<PushParams>(op.id) : undefined;
     if (!params || op.stage !== 'uploading' || params.upload_report) {
       throw new StowageError('CONFLICT', `operation ${op.id} is not waiting for an upload (it is ${op.kind}, ${op.status}, ${op.stage})`);
     }
     // Kept first, so a restart acts on this report instead of waiting for one that will not come again.
-    ctx.operations.setParams(op.id, { ...params, upload_report: report });
+    await ctx.operations.setParams(op.id, { ...params, upload_report: report });
     ctx.uploads.report(op.id, report);
-    return { operation: ctx.operations.require(op.id) };
+    return { operation: await ctx.operations.require(op.id) };
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/operations/:id/cancel', async (request) => {
-    const user = requireUser(ctx, request);
-    visibleOperation(ctx, user, request.params.id);
-    const operation = ctx.runner.cancel(request.params.id, user.name);
+    const user = await requireUser(ctx, request);
+    await visibleOperation(ctx, user, request.params.id);
+    const operation = await ctx.runner.cancel(request.params.id, user.name);
     // Its grants are refused on the online agents before this answers (the runner told them already; this waits).
     await ctx.revocations.revokeOperation(operation.id);
     return { operation };
   });
 
   app.get('/api/v1/operations', async (request) => {
-    requireUser(ctx, request, CLUSTER_ROLES);
+    await requireUser(ctx, request, CLUSTER_ROLES);
     const q = parseWith(listQuery, request.query);
-    return { operations: ctx.operations.list(q) };
+    return { operations: await ctx.operations.list(q) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/operations/:id', async (request) => {
-    return { operation: visibleOperation(ctx, requireUser(ctx, request), request.params.id) };
+    return { operation: await visibleOperation(ctx, await requireUser(ctx, request), request.params.id) };
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/operations/:id/events', async (request, reply) => {
-    visibleOperation(ctx, requireUser(ctx, request), request.params.id);
+    await visibleOperation(ctx, await requireUser(ctx, request), request.params.id);
     await streamTaskEvents(ctx, reply, request.params.id, { heartbeatMs: ctx.config.events.keepaliveMs, throttleMs: ctx.config.events.throttleMs });
     return reply;
   });
 }
 
 /** The operation, when the caller may see it; another user's operation is as unknown as a missing one. */
-function visibleOperation(ctx: ControlContext, principal: Principal, id: string): Operation {
-  const op = ctx.operations.get(id);
+async function visibleOperation(ctx: ControlContext, principal: Principal, id: string): Promise<Operation> {
+  const op = await ctx.operations.get(id);
   if (!op || !canSeeOperation(principal, op.actor)) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
   return op;
 }

@@ -30,7 +30,7 @@ export function tokenRoutes(app: FastifyInstance, ctx: ControlContext): void {
   app.get('/token', async (req, reply) => {
     const query = req.query as Record<string, unknown>;
     const service = strings(query['service'])[0];
-    const outcome = issueRegistryToken(
+    const outcome = await issueRegistryToken(
       ctx.db,
       (id) => ctx.machines.get(id),
       { service, scopes: parseScopes(strings(query['scope'])), password: basicPassword(req.headers.authorization) },

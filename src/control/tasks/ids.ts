@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { type Db, nowIso, registerMigrations } from '../db/database.js';
 
 /**
@@ -23,16 +24,20 @@ registerMigrations([
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The operation's task UUID, made the first time it is asked for. */
-export function taskIdFor(db: Db, operationId: string): string {
-  const known = db.prepare('SELECT task_id FROM task_ids WHERE operation_id = ?').pluck().get(operationId) as string | undefined;
-  if (known) return known;
-  const id = randomUUID();
-  db.prepare('INSERT INTO task_ids (task_id, operation_id, created_at) VALUES (?, ?, ?)').run(id, operationId, nowIso());
-  return id;
+export async function taskIdFor(db: Db, operationId: string): Promise<string> {
+  const known = await db.get<{ task_id: string }>(sql`SELECT task_id FROM task_ids WHERE operation_id = ${operationId}`);
+  if (known) return known.task_id;
+  // Two first asks at once: one insert wins, and both answer what it wrote.
+  await db.run(
+    sql`INSERT INTO task_ids (task_id, operation_id, created_at) VALUES (${randomUUID()}, ${operationId}, ${nowIso()}) ON CONFLICT (operation_id) DO NOTHING`,
+  );
+  const made = await db.get<{ task_id: string }>(sql`SELECT task_id FROM task_ids WHERE operation_id = ${operationId}`);
+  if (!made) throw new Error(`no task id recorded for ${operationId}`);
+  return made.task_id;
 }
 
 /** The operation a task ID names: a task UUID (any case), or an operation ID as it is. */
-export function operationIdOf(db: Db, taskId: string): string | undefined {
+export async function operationIdOf(db: Db, taskId: string): Promise<string | undefined> {
   if (!UUID_RE.test(taskId)) return taskId;
-  return (db.prepare('SELECT operation_id FROM task_ids WHERE task_id = ?').pluck().get(taskId.toLowerCase()) as string | undefined) ?? undefined;
+  return (await db.get<{ operation_id: string }>(sql`SELECT operation_id FROM task_ids WHERE task_id = ${taskId.toLowerCase()}`))?.operation_id;
 }

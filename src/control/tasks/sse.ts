@@ -55,7 +55,7 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
   ctx.operations.events.on('changed', onChange);
   ctx.operations.events.on('target', onTarget);
 
-  const snapshot = ctx.operations.get(taskId);
+  const snapshot = await ctx.operations.get(taskId);
   if (!snapshot) {
     unsubscribe();
     await reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${publicId}` } });
@@ -175,9 +175,9 @@ export const taskEventRoutes: FastifyPluginAsync<{ ctx: ControlContext } & Strea
     if (typeof taskId !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(taskId)) {
       return reply.code(400).send({ error: { code: 'BAD_REQUEST', message: 'task_id is required (a task UUID or an operation ID)' } });
     }
-    const opId = operationIdOf(ctx.db, taskId);
+    const opId = await operationIdOf(ctx.db, taskId);
     // Another user's task is as unknown as a missing one.
-    const op = opId === undefined ? undefined : ctx.operations.get(opId);
+    const op = opId === undefined ? undefined : await ctx.operations.get(opId);
     if (!op || !canSeeOperation(principal, op.actor)) {
       return reply.code(404).send({ error: { code: 'OPERATION_NOT_FOUND', message: `no background task ${taskId}` } });
     }

@@ -53,7 +53,7 @@ export const adminRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (a
     (fn: (req: FastifyRequest, who: Principal) => unknown) =>
     async (req: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
       try {
-        const who = authenticateRequest(ctx, req);
+        const who = await authenticateRequest(ctx, req);
         if (!who) throw new StowageError('UNAUTHORIZED', 'credentials are required: Authorization: Bearer <API key>, or a Backend.AI keypair signature');
         if (who.role !== 'superadmin') throw new StowageError('FORBIDDEN', `the admin API needs the superadmin role; ${who.name} is ${who.role}`);
         return await fn(req, who);
@@ -63,19 +63,27 @@ export const adminRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (a
       }
     };
 
-  app.get('/api/v1/admin/registries', route(() => ({ registries: registries.list().map(publicRegistry) })));
+  app.get('/api/v1/admin/registries', route(async () => ({ registries: (await registries.list()).map(publicRegistry) })));
   app.put(
     '/api/v1/admin/registries/:name',
-    route((req) => publicRegistry(registries.put({ ...(req.body as Record<string, unknown>), name: param(req, 'name') } as RegistryInput))),
+    route(async (req) => publicRegistry(await registries.put({ ...(req.body as Record<string, unknown>), name: param(req, 'name') } as RegistryInput))),
   );
   app.delete(
     '/api/v1/admin/registries/:name',
-    route((req) => {
-      if (!registries.delete(param(req, 'name'))) registries.require(param(req, 'name'));
+    route(async (req) => {
+      if (!(await registries.delete(param(req, 'name')))) await registries.require(param(req, 'name'));
       return { deleted: param(req, 'name') };
     }),
   );
-  app.get('/api/v1/admin/domains', route(() => ({ domains: tenancy.listDomains(), groups: tenancy.listDomains().flatMap((d) => tenancy.groupsIn(d.name)) })));
+  app.get(
+    '/api/v1/admin/domains',
+    route(async () => {
+      const domains = await tenancy.listDomains();
+      const groups = [];
+      for (const d of domains) groups.push(...(await tenancy.groupsIn(d.name)));
+      return { domains, groups };
+    }),
+  );
   app.put(
     '/api/v1/admin/domains/:name',
     route((req) => tenancy.putDomain(param(req, 'name'), parse(z.object({ allowed_registries: z.array(z.string()) }).strict(), req.body).allowed_registries)),
@@ -92,24 +100,23 @@ export const adminRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (a
   );
   app.post(
     '/api/v1/admin/users',
-    route((req) => {
+    route(async (req) => {
       const u = parse(userSchema, req.body);
-      if (u.domain) tenancy.requireDomain(u.domain);
-      let out!: { user: Principal; api_key: string; keypair: IssuedKeypair };
-      ctx.db.transaction(() => {
-        const user = createUser(ctx.db, { name: u.name, role: u.role, domain: u.domain ?? null });
-        for (const g of u.groups) tenancy.addMember(u.domain ?? '', g, user.userId);
+      if (u.domain) await tenancy.requireDomain(u.domain);
+      const out: { user: Principal; api_key: string; keypair: IssuedKeypair } = await ctx.db.transaction(async (tx) => {
+        const user = await createUser(tx, { name: u.name, role: u.role, domain: u.domain ?? null });
+        for (const g of u.groups) await new TenancyStore(tx).addMember(u.domain ?? '', g, user.userId);
         // Secrets are in this answer only: the API key is kept hashed, the keypair's secret sealed.
-        out = { user, api_key: createApiKey(ctx.db, user.userId), keypair: new KeypairStore(ctx.db).create(user.userId) };
-      })();
+        return { user, api_key: await createApiKey(tx, user.userId), keypair: await new KeypairStore(tx).create(user.userId) };
+      });
       return out;
     }),
   );
   app.post(
     '/api/v1/admin/domains/:domain/groups/:name/members',
-    route((req) => {
+    route(async (req) => {
       const { user_id } = parse(z.object({ user_id: z.string().min(1) }).strict(), req.body);
-      tenancy.addMember(param(req, 'domain'), param(req, 'name'), user_id);
+      await tenancy.addMember(param(req, 'domain'), param(req, 'name'), user_id);
       return { domain: param(req, 'domain'), group: param(req, 'name'), user_id };
     }),
   );

@@ -7,7 +7,7 @@ import type { Db } from '../db/database.js';
 import { isSignedRequest, verifySignedRequest } from './hmac.js';
 
 /** The caller of a request, from `Authorization: Bearer <api key>`; undefined without a valid key. */
-export function principalOf(db: Db, req: FastifyRequest): Principal | undefined {
+export async function principalOf(db: Db, req: FastifyRequest): Promise<Principal | undefined> {
   const token = bearerToken(req.headers.authorization);
   return token ? authenticateApiKey(db, token) : undefined;
 }
@@ -18,10 +18,13 @@ export function principalOf(db: Db, req: FastifyRequest): Principal | undefined 
  * line and headers, so it runs in onRequest, before any body is read. A signed request that does not
  * verify is refused (UNAUTHORIZED, saying why); no credential at all is undefined.
  */
-export function authenticateRequest(ctx: ControlContext, req: FastifyRequest): Principal | undefined {
+export async function authenticateRequest(ctx: ControlContext, req: FastifyRequest): Promise<Principal | undefined> {
   if (isSignedRequest(req.headers)) {
-    const { principal, accessKey } = verifySignedRequest({ method: req.method, url: req.raw.url ?? req.url, headers: req.headers }, (ak) => new KeypairStore(ctx.db).credentials(ak));
-    new KeypairStore(ctx.db).markUsed(accessKey);
+    const keypairs = new KeypairStore(ctx.db);
+    const { principal, accessKey } = await verifySignedRequest({ method: req.method, url: req.raw.url ?? req.url, headers: req.headers }, (ak) =>
+      keypairs.credentials(ak),
+    );
+    await keypairs.markUsed(accessKey);
     return principal;
   }
   return principalOf(ctx.db, req);
@@ -35,7 +38,7 @@ const callers = new WeakMap<FastifyRequest, Principal>();
  */
 export function requireCaller(ctx: ControlContext) {
   return async (req: FastifyRequest): Promise<void> => {
-    const principal = authenticateRequest(ctx, req);
+    const principal = await authenticateRequest(ctx, req);
     if (!principal) {
       throw new StowageError('UNAUTHORIZED', 'credentials are required: Authorization: Bearer <API key>, or a Backend.AI keypair signature');
     }

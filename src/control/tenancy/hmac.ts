@@ -31,7 +31,7 @@ export interface SignedRequestLine {
   headers: IncomingHttpHeaders;
 }
 
-export type CredentialLookup = (accessKey: string) => { principal: Principal; secret: string } | undefined;
+export type CredentialLookup = (accessKey: string) => Promise<{ principal: Principal; secret: string } | undefined>;
 
 /** Does the request carry Backend.AI's signature (rather than a bearer token)? */
 export function isSignedRequest(headers: IncomingHttpHeaders): boolean {
@@ -103,7 +103,11 @@ export function expectedSignature(req: SignedRequestLine, secret: string, hash =
  * Checks a signed request; the caller on success, UNAUTHORIZED (saying why) otherwise. `lookup` finds
  * the access key's owner and secret (an unknown or inactive key reads as a wrong signature).
  */
-export function verifySignedRequest(req: SignedRequestLine, lookup: CredentialLookup, now = Date.now()): { principal: Principal; accessKey: string } {
+export async function verifySignedRequest(
+  req: SignedRequestLine,
+  lookup: CredentialLookup,
+  now = Date.now(),
+): Promise<{ principal: Principal; accessKey: string }> {
   const { method, accessKey, signature } = authParams(header(req.headers, 'authorization') ?? '');
   const [mac, hashName] = method.toLowerCase().split('-');
   const hash = HASHES[hashName ?? ''];
@@ -117,7 +121,7 @@ export function verifySignedRequest(req: SignedRequestLine, lookup: CredentialLo
   if (version.major < FIRST_UNSIGNED_BODY.major || (version.major === FIRST_UNSIGNED_BODY.major && version.date < FIRST_UNSIGNED_BODY.date)) {
     throw refuse(`API versions before v4.20181215 sign the request body; this server speaks ${API_VERSION}`);
   }
-  const found = lookup(accessKey);
+  const found = await lookup(accessKey);
   const expected = found ? expectedSignature(req, found.secret, hash) : '';
   const given = Buffer.from(signature);
   if (!found || given.length !== expected.length || !timingSafeEqual(given, Buffer.from(expected))) {

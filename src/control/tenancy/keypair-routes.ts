@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import { StowageError, isStowageError } from '../../errors.js';
 import type { Principal } from '../auth/api-keys.js';
@@ -19,15 +20,15 @@ import { KeypairStore } from './keypairs.js';
 export const keypairRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async (app, opts) => {
   const { ctx } = opts;
 
-  const mayManage = (who: Principal, userId: string): void => {
+  const mayManage = async (who: Principal, userId: string): Promise<void> => {
     if (who.role === 'superadmin') return;
-    const domain = ctx.db.prepare('SELECT domain FROM users WHERE id = ?').pluck().get(userId) as string | null | undefined;
+    const domain = (await ctx.db.get<{ domain: string | null }>(sql`SELECT domain FROM users WHERE id = ${userId}`))?.domain;
     if (who.role !== 'admin' || domain === undefined || domain === null || domain !== who.domain) {
       throw new StowageError('FORBIDDEN', `${who.name} may not manage the keypairs of user ${userId}`);
     }
   };
-  const ownerOf = (accessKey: string): string => {
-    const kp = new KeypairStore(ctx.db).get(accessKey);
+  const ownerOf = async (accessKey: string): Promise<string> => {
+    const kp = await new KeypairStore(ctx.db).get(accessKey);
     if (!kp) throw new StowageError('BAD_REQUEST', `no keypair ${accessKey.slice(0, 40)}`, { status: 404 });
     return kp.user_id;
   };
@@ -50,34 +51,34 @@ export const keypairRoutes: FastifyPluginAsync<{ ctx: ControlContext }> = async 
   app.get(
     '/api/v1/admin/keypairs',
     first,
-    route((req, who) => {
+    route(async (req, who) => {
       const userId = (req.query as Record<string, unknown>)['user_id'];
       const filter = { ...(typeof userId === 'string' ? { userId } : {}), ...(who.role === 'admin' ? { domain: who.domain ?? '\u0000' } : {}) };
-      return { keypairs: new KeypairStore(ctx.db).list(filter) };
+      return { keypairs: await new KeypairStore(ctx.db).list(filter) };
     }),
   );
   app.post(
     '/api/v1/admin/users/:id/keypairs',
     first,
-    route((req, who) => {
-      mayManage(who, param(req, 'id'));
+    route(async (req, who) => {
+      await mayManage(who, param(req, 'id'));
       return new KeypairStore(ctx.db).create(param(req, 'id'));
     }),
   );
   app.post(
     '/api/v1/admin/keypairs/:access_key/rotate',
     first,
-    route((req, who) => {
-      mayManage(who, ownerOf(param(req, 'access_key')));
+    route(async (req, who) => {
+      await mayManage(who, await ownerOf(param(req, 'access_key')));
       return new KeypairStore(ctx.db).rotate(param(req, 'access_key'));
     }),
   );
   app.delete(
     '/api/v1/admin/keypairs/:access_key',
     first,
-    route((req, who) => {
-      mayManage(who, ownerOf(param(req, 'access_key')));
-      new KeypairStore(ctx.db).delete(param(req, 'access_key'));
+    route(async (req, who) => {
+      await mayManage(who, await ownerOf(param(req, 'access_key')));
+      await new KeypairStore(ctx.db).delete(param(req, 'access_key'));
       return { deleted: param(req, 'access_key') };
     }),
   );

@@ -1,7 +1,8 @@
 import { randomInt } from 'node:crypto';
+import { type RawBuilder, sql } from 'kysely';
 import { StowageError } from '../../errors.js';
 import type { Principal, Role } from '../auth/api-keys.js';
-import { type Db, nowIso, registerMigrations, secretBox } from '../db/database.js';
+import { type Db, isForeignKeyViolation, nowIso, registerMigrations, secretBox } from '../db/database.js';
 
 /**
  * Backend.AI keypairs: an access key (public, "AKIA…", 20 characters) and a secret key (40 characters)
@@ -73,58 +74,56 @@ export class KeypairStore {
   constructor(private readonly db: Db) {}
 
   /** A new keypair for the user; the secret is returned once. */
-  create(userId: string): IssuedKeypair {
+  async create(userId: string): Promise<IssuedKeypair> {
     const issued = { access_key: `AKIA${randomString(UPPER_DIGITS, 16)}`, secret_key: randomString(SECRET_CHARS, 40) };
+    if (!(await this.db.get(sql`SELECT 1 FROM users WHERE id = ${userId}`))) throw new StowageError('BAD_REQUEST', `no user ${userId}`);
     try {
-      this.db
-        .prepare('INSERT INTO keypairs (access_key, user_id, secret_sealed, created_at) VALUES (?, ?, ?, ?)')
-        .run(issued.access_key, userId, this.seal(issued.access_key, issued.secret_key), nowIso());
+      await this.db.run(
+        sql`INSERT INTO keypairs (access_key, user_id, secret_sealed, created_at)
+            VALUES (${issued.access_key}, ${userId}, ${this.seal(issued.access_key, issued.secret_key)}, ${nowIso()})`,
+      );
     } catch (err) {
-      if (String((err as Error).message).includes('FOREIGN KEY')) throw new StowageError('BAD_REQUEST', `no user ${userId}`);
+      // The user went between the check and the insert.
+      if (isForeignKeyViolation(err)) throw new StowageError('BAD_REQUEST', `no user ${userId}`);
       throw err;
     }
     return issued;
   }
 
   /** A new secret for an existing access key (the old secret stops working at once); shown once. */
-  rotate(accessKey: string): IssuedKeypair {
+  async rotate(accessKey: string): Promise<IssuedKeypair> {
     const secret = randomString(SECRET_CHARS, 40);
-    const changed = this.db.prepare('UPDATE keypairs SET secret_sealed = ?, rotated_at = ? WHERE access_key = ?').run(this.seal(accessKey, secret), nowIso(), accessKey).changes;
+    const changed = await this.db.run(
+      sql`UPDATE keypairs SET secret_sealed = ${this.seal(accessKey, secret)}, rotated_at = ${nowIso()} WHERE access_key = ${accessKey}`,
+    );
     if (changed === 0) throw new StowageError('BAD_REQUEST', `no keypair ${accessKey.slice(0, 40)}`, { status: 404 });
     return { access_key: accessKey, secret_key: secret };
   }
 
-  setActive(accessKey: string, active: boolean): void {
-    const changed = this.db.prepare('UPDATE keypairs SET is_active = ? WHERE access_key = ?').run(active ? 1 : 0, accessKey).changes;
+  async setActive(accessKey: string, active: boolean): Promise<void> {
+    const changed = await this.db.run(sql`UPDATE keypairs SET is_active = ${active ? 1 : 0} WHERE access_key = ${accessKey}`);
     if (changed === 0) throw new StowageError('BAD_REQUEST', `no keypair ${accessKey.slice(0, 40)}`, { status: 404 });
   }
 
-  delete(accessKey: string): void {
-    if (this.db.prepare('DELETE FROM keypairs WHERE access_key = ?').run(accessKey).changes === 0) {
+  async delete(accessKey: string): Promise<void> {
+    if ((await this.db.run(sql`DELETE FROM keypairs WHERE access_key = ${accessKey}`)) === 0) {
       throw new StowageError('BAD_REQUEST', `no keypair ${accessKey.slice(0, 40)}`, { status: 404 });
     }
   }
 
-  get(accessKey: string): Keypair | undefined {
-    const row = this.row(accessKey);
+  async get(accessKey: string): Promise<Keypair | undefined> {
+    const row = await this.row(accessKey);
     return row ? toKeypair(row) : undefined;
   }
 
   /** Keypairs (never their secrets), of one domain's users when `domain` is given. */
-  list(filter: { domain?: string; userId?: string } = {}): Keypair[] {
-    const where: string[] = [];
-    const args: string[] = [];
-    if (filter.domain !== undefined) {
-      where.push('u.domain = ?');
-      args.push(filter.domain);
-    }
-    if (filter.userId !== undefined) {
-      where.push('k.user_id = ?');
-      args.push(filter.userId);
-    }
-    const rows = this.db
-      .prepare(`${SELECT} ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY u.name, k.created_at`)
-      .all(...args) as KeypairRow[];
+  async list(filter: { domain?: string; userId?: string } = {}): Promise<Keypair[]> {
+    const where: RawBuilder<unknown>[] = [];
+    if (filter.domain !== undefined) where.push(sql`u.domain = ${filter.domain}`);
+    if (filter.userId !== undefined) where.push(sql`k.user_id = ${filter.userId}`);
+    const rows = await this.db.all<KeypairRow>(
+      sql`${sql.raw(SELECT)} ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``} ORDER BY u.name, k.created_at`,
+    );
     return rows.map(toKeypair);
   }
 
@@ -132,19 +131,19 @@ export class KeypairStore {
    * What a signature check needs: the active keypair's owner and its secret (unsealed), or undefined
    * for an unknown or inactive access key. Called before the request body is read.
    */
-  credentials(accessKey: string): { principal: Principal; secret: string } | undefined {
+  async credentials(accessKey: string): Promise<{ principal: Principal; secret: string } | undefined> {
     if (!ACCESS_KEY_RE.test(accessKey)) return undefined;
-    const row = this.row(accessKey);
-    if (!row || row.is_active !== 1) return undefined;
+    const row = await this.row(accessKey);
+    if (!row || Number(row.is_active) !== 1) return undefined;
     return { principal: { userId: row.user_id, name: row.user_name, role: row.role, domain: row.domain }, secret: secretBox(this.db).open(row.secret_sealed, `keypair:${accessKey}`) };
   }
 
-  markUsed(accessKey: string): void {
-    this.db.prepare('UPDATE keypairs SET last_used_at = ? WHERE access_key = ?').run(nowIso(), accessKey);
+  async markUsed(accessKey: string): Promise<void> {
+    await this.db.run(sql`UPDATE keypairs SET last_used_at = ${nowIso()} WHERE access_key = ${accessKey}`);
   }
 
-  private row(accessKey: string): KeypairRow | undefined {
-    return this.db.prepare(`${SELECT} WHERE k.access_key = ?`).get(accessKey) as KeypairRow | undefined;
+  private row(accessKey: string): Promise<KeypairRow | undefined> {
+    return this.db.get<KeypairRow>(sql`${sql.raw(SELECT)} WHERE k.access_key = ${accessKey}`);
   }
 
   private seal(accessKey: string, secret: string): string {
@@ -160,7 +159,7 @@ function toKeypair(r: KeypairRow): Keypair {
     access_key: r.access_key,
     user_id: r.user_id,
     user_name: r.user_name,
-    is_active: r.is_active === 1,
+    is_active: Number(r.is_active) === 1,
     created_at: r.created_at,
     rotated_at: r.rotated_at,
     last_used_at: r.last_used_at,

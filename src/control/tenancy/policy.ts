@@ -39,7 +39,7 @@ export function requireRole(principal: Principal, roles: readonly Role[], action
   }
 }
 
-export function imageScope(tenancy: TenancyStore, principal: Principal, args: ScopeArgs): ImageScope {
+export async function imageScope(tenancy: TenancyStore, principal: Principal, args: ScopeArgs): Promise<ImageScope> {
   const superadmin = principal.role === 'superadmin';
   let domainName: string | null;
   if (superadmin) {
@@ -53,7 +53,7 @@ export function imageScope(tenancy: TenancyStore, principal: Principal, args: Sc
 
   let registries: string[] | undefined;
   if (domainName !== null) {
-    const domain = superadmin ? tenancy.requireDomain(domainName) : tenancy.getDomain(domainName);
+    const domain = superadmin ? await tenancy.requireDomain(domainName) : await tenancy.getDomain(domainName);
     registries = domain?.allowed_registries ?? [];
   } else if (!superadmin) {
     registries = [];
@@ -62,15 +62,15 @@ export function imageScope(tenancy: TenancyStore, principal: Principal, args: Sc
   let scalingGroups: string[] | undefined;
   let group: Group | undefined;
   if (args.group) {
-    group = findGroup(tenancy, principal, domainName, args.group);
+    group = await findGroup(tenancy, principal, domainName, args.group);
     scalingGroups = group.allowed_scaling_groups;
     // A superadmin naming a group without its domain still sees only what that domain allows.
-    if (registries === undefined) registries = tenancy.requireDomain(group.domain).allowed_registries;
+    if (registries === undefined) registries = (await tenancy.requireDomain(group.domain)).allowed_registries;
   }
   if (args.scaling_group) {
     const sg = args.scaling_group;
     if (!superadmin) {
-      const usable = group ? [group] : principal.role === 'admin' && principal.domain ? tenancy.groupsIn(principal.domain) : tenancy.groupsOf(principal.userId);
+      const usable = group ? [group] : principal.role === 'admin' && principal.domain ? await tenancy.groupsIn(principal.domain) : await tenancy.groupsOf(principal.userId);
       if (!usable.some((g) => g.allowed_scaling_groups.includes(sg))) {
         throw new StowageError('FORBIDDEN', `${principal.name} may not use scaling group "${sg}"`);
       }
@@ -80,27 +80,27 @@ export function imageScope(tenancy: TenancyStore, principal: Principal, args: Sc
   return { registries, scalingGroups };
 }
 
-function findGroup(tenancy: TenancyStore, principal: Principal, domainName: string | null, name: string): Group {
+async function findGroup(tenancy: TenancyStore, principal: Principal, domainName: string | null, name: string): Promise<Group> {
   if (principal.role === 'superadmin') {
     if (domainName !== null) return tenancy.requireGroup(domainName, name);
-    const found = tenancy.groupsNamed(name);
+    const found = await tenancy.groupsNamed(name);
     if (found.length === 1) return found[0] as Group;
     if (found.length === 0) throw new StowageError('GROUP_NOT_FOUND', `no group "${name}"`);
     throw new StowageError('BAD_REQUEST', `group "${name}" exists in several domains (${found.map((g) => g.domain).join(', ')}): name the domain too`);
   }
-  const group = domainName !== null ? tenancy.getGroup(domainName, name) : undefined;
+  const group = domainName !== null ? await tenancy.getGroup(domainName, name) : undefined;
   // A user learns nothing about groups they are not in: unknown and forbidden read the same.
-  if (!group || (principal.role === 'user' && !tenancy.isMember(group.domain, group.name, principal.userId))) {
+  if (!group || (principal.role === 'user' && !(await tenancy.isMember(group.domain, group.name, principal.userId)))) {
     throw new StowageError('FORBIDDEN', `${principal.name} may not use group "${name}"`);
   }
   return group;
 }
 
 /** May this principal rescan that registry? Superadmins any; admins those their domain allows. */
-export function mayRescan(tenancy: TenancyStore, principal: Principal, registry: string): void {
+export async function mayRescan(tenancy: TenancyStore, principal: Principal, registry: string): Promise<void> {
   requireRole(principal, ['superadmin', 'admin'], 'rescan_images');
   if (principal.role === 'superadmin') return;
-  const allowed = principal.domain ? (tenancy.getDomain(principal.domain)?.allowed_registries ?? []) : [];
+  const allowed = principal.domain ? ((await tenancy.getDomain(principal.domain))?.allowed_registries ?? []) : [];
   if (!allowed.includes(registry)) {
     throw new StowageError('FORBIDDEN', `registry "${registry}" is not allowed in domain "${principal.domain ?? '(none)'}"`);
   }
@@ -110,9 +110,9 @@ export function mayRescan(tenancy: TenancyStore, principal: Principal, registry:
  * The registries a rescan without a registry covers (Backend.AI: "all"): every configured one for a
  * superadmin, the configured ones the domain allows for an admin; users are refused.
  */
-export function rescannableRegistries(tenancy: TenancyStore, principal: Principal, configured: readonly string[]): string[] {
+export async function rescannableRegistries(tenancy: TenancyStore, principal: Principal, configured: readonly string[]): Promise<string[]> {
   requireRole(principal, ['superadmin', 'admin'], 'rescan_images');
   if (principal.role === 'superadmin') return [...configured];
-  const allowed = principal.domain ? (tenancy.getDomain(principal.domain)?.allowed_registries ?? []) : [];
+  const allowed = principal.domain ? ((await tenancy.getDomain(principal.domain))?.allowed_registries ?? []) : [];
   return configured.filter((r) => allowed.includes(r));
 }

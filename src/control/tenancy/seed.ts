@@ -40,22 +40,22 @@ export const catalogSeedSchema = z
 export type CatalogSeed = z.input<typeof catalogSeedSchema>;
 
 /** Applies the seed in one transaction; returns API keys of the users it created, by name. */
-export function applyCatalogSeed(db: Db, input: CatalogSeed): Record<string, string> {
+export async function applyCatalogSeed(db: Db, input: CatalogSeed): Promise<Record<string, string>> {
   const seed = catalogSeedSchema.parse(input);
-  const registries = new RegistryStore(db);
-  const tenancy = new TenancyStore(db);
   const keys: Record<string, string> = {};
-  db.transaction(() => {
-    for (const r of seed.registries) registries.put(r);
-    for (const d of seed.domains) tenancy.putDomain(d.name, d.allowed_registries);
-    for (const g of seed.groups) tenancy.putGroup(g.domain, g.name, g.allowed_scaling_groups);
+  await db.transaction(async (tx) => {
+    const registries = new RegistryStore(tx);
+    const tenancy = new TenancyStore(tx);
+    for (const r of seed.registries) await registries.put(r);
+    for (const d of seed.domains) await tenancy.putDomain(d.name, d.allowed_registries);
+    for (const g of seed.groups) await tenancy.putGroup(g.domain, g.name, g.allowed_scaling_groups);
     for (const u of seed.users) {
-      if (userByName(db, u.name)) continue;
-      if (u.domain) tenancy.requireDomain(u.domain);
-      const user = createUser(db, { name: u.name, role: u.role, domain: u.domain ?? null });
-      for (const g of u.groups) tenancy.addMember(u.domain ?? '', g, user.userId);
-      keys[u.name] = createApiKey(db, user.userId);
+      if (await userByName(tx, u.name)) continue;
+      if (u.domain) await tenancy.requireDomain(u.domain);
+      const user = await createUser(tx, { name: u.name, role: u.role, domain: u.domain ?? null });
+      for (const g of u.groups) await tenancy.addMember(u.domain ?? '', g, user.userId);
+      keys[u.name] = await createApiKey(tx, user.userId);
     }
-  })();
+  });
   return keys;
 }

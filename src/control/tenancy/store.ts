@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { z } from 'zod';
 import { StowageError } from '../../errors.js';
 import { type Db, nowIso } from '../db/database.js';
@@ -35,82 +36,90 @@ function checkList(what: string, items: readonly string[]): string[] {
 export class TenancyStore {
   constructor(private readonly db: Db) {}
 
-  putDomain(name: string, allowedRegistries: readonly string[]): Domain {
+  async putDomain(name: string, allowedRegistries: readonly string[]): Promise<Domain> {
     checkName('domain', name);
     const list = checkList('allowed_registries', allowedRegistries);
-    this.db
-      .prepare(`INSERT INTO domains (name, allowed_registries, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET allowed_registries = excluded.allowed_registries`)
-      .run(name, JSON.stringify(list), nowIso());
+    await this.db.run(
+      sql`INSERT INTO domains (name, allowed_registries, created_at) VALUES (${name}, ${JSON.stringify(list)}, ${nowIso()})
+          ON CONFLICT(name) DO UPDATE SET allowed_registries = excluded.allowed_registries`,
+    );
     return { name, allowed_registries: list };
   }
 
-  getDomain(name: string): Domain | undefined {
-    const row = this.db.prepare('SELECT name, allowed_registries FROM domains WHERE name = ?').get(name) as { name: string; allowed_registries: string } | undefined;
-    return row ? { name: row.name, allowed_registries: JSON.parse(row.allowed_registries) as string[] } : undefined;
+  async getDomain(name: string): Promise<Domain | undefined> {
+    const row = await this.db.get<DomainRow>(sql`SELECT name, allowed_registries FROM domains WHERE name = ${name}`);
+    return row ? toDomain(row) : undefined;
   }
 
-  requireDomain(name: string): Domain {
-    const d = this.getDomain(name);
+  async requireDomain(name: string): Promise<Domain> {
+    const d = await this.getDomain(name);
     if (!d) throw new StowageError('DOMAIN_NOT_FOUND', `no domain "${name}"`, { details: { domain: name } });
     return d;
   }
 
-  listDomains(): Domain[] {
-    return (this.db.prepare('SELECT name FROM domains ORDER BY name').pluck().all() as string[]).map((n) => this.requireDomain(n));
+  async listDomains(): Promise<Domain[]> {
+    return (await this.db.all<DomainRow>(sql`SELECT name, allowed_registries FROM domains ORDER BY name`)).map(toDomain);
   }
 
-  putGroup(domain: string, name: string, allowedScalingGroups: readonly string[]): Group {
+  async putGroup(domain: string, name: string, allowedScalingGroups: readonly string[]): Promise<Group> {
     checkName('group', name);
-    this.requireDomain(domain);
+    await this.requireDomain(domain);
     const list = checkList('allowed_scaling_groups', allowedScalingGroups);
-    this.db
-      .prepare(
-        `INSERT INTO groups (domain, name, allowed_scaling_groups, created_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT(domain, name) DO UPDATE SET allowed_scaling_groups = excluded.allowed_scaling_groups`,
-      )
-      .run(domain, name, JSON.stringify(list), nowIso());
+    await this.db.run(
+      sql`INSERT INTO groups (domain, name, allowed_scaling_groups, created_at) VALUES (${domain}, ${name}, ${JSON.stringify(list)}, ${nowIso()})
+          ON CONFLICT(domain, name) DO UPDATE SET allowed_scaling_groups = excluded.allowed_scaling_groups`,
+    );
     return { domain, name, allowed_scaling_groups: list };
   }
 
-  getGroup(domain: string, name: string): Group | undefined {
-    const row = this.db.prepare('SELECT * FROM groups WHERE domain = ? AND name = ?').get(domain, name) as GroupRow | undefined;
+  async getGroup(domain: string, name: string): Promise<Group | undefined> {
+    const row = await this.db.get<GroupRow>(sql`SELECT * FROM groups WHERE domain = ${domain} AND name = ${name}`);
     return row ? toGroup(row) : undefined;
   }
 
-  requireGroup(domain: string, name: string): Group {
-    const g = this.getGroup(domain, name);
+  async requireGroup(domain: string, name: string): Promise<Group> {
+    const g = await this.getGroup(domain, name);
     if (!g) throw new StowageError('GROUP_NOT_FOUND', `no group "${name}" in domain "${domain}"`, { details: { domain, group: name } });
     return g;
   }
 
   /** Groups of that name in any domain (a superadmin may name a group without its domain when it is unique). */
-  groupsNamed(name: string): Group[] {
-    return (this.db.prepare('SELECT * FROM groups WHERE name = ? ORDER BY domain').all(name) as GroupRow[]).map(toGroup);
+  async groupsNamed(name: string): Promise<Group[]> {
+    return (await this.db.all<GroupRow>(sql`SELECT * FROM groups WHERE name = ${name} ORDER BY domain`)).map(toGroup);
   }
 
-  groupsIn(domain: string): Group[] {
-    return (this.db.prepare('SELECT * FROM groups WHERE domain = ? ORDER BY name').all(domain) as GroupRow[]).map(toGroup);
+  async groupsIn(domain: string): Promise<Group[]> {
+    return (await this.db.all<GroupRow>(sql`SELECT * FROM groups WHERE domain = ${domain} ORDER BY name`)).map(toGroup);
   }
 
-  addMember(domain: string, group: string, userId: string): void {
-    this.requireGroup(domain, group);
-    const user = this.db.prepare('SELECT domain FROM users WHERE id = ?').get(userId) as { domain: string | null } | undefined;
+  async addMember(domain: string, group: string, userId: string): Promise<void> {
+    await this.requireGroup(domain, group);
+    const user = await this.db.get<{ domain: string | null }>(sql`SELECT domain FROM users WHERE id = ${userId}`);
     if (!user) throw new StowageError('BAD_REQUEST', `no user ${userId}`);
     if (user.domain !== domain) throw new StowageError('BAD_REQUEST', `user ${userId} is not in domain "${domain}"`);
-    this.db.prepare('INSERT OR IGNORE INTO group_members (domain, group_name, user_id) VALUES (?, ?, ?)').run(domain, group, userId);
+    await this.db.run(sql`INSERT INTO group_members (domain, group_name, user_id) VALUES (${domain}, ${group}, ${userId}) ON CONFLICT DO NOTHING`);
   }
 
-  isMember(domain: string, group: string, userId: string): boolean {
-    return this.db.prepare('SELECT 1 FROM group_members WHERE domain = ? AND group_name = ? AND user_id = ?').get(domain, group, userId) !== undefined;
+  async isMember(domain: string, group: string, userId: string): Promise<boolean> {
+    return (await this.db.get(sql`SELECT 1 FROM group_members WHERE domain = ${domain} AND group_name = ${group} AND user_id = ${userId}`)) !== undefined;
   }
 
-  groupsOf(userId: string): Group[] {
+  async groupsOf(userId: string): Promise<Group[]> {
     return (
-      this.db
-        .prepare('SELECT g.* FROM groups g JOIN group_members m ON m.domain = g.domain AND m.group_name = g.name WHERE m.user_id = ? ORDER BY g.name')
-        .all(userId) as GroupRow[]
+      await this.db.all<GroupRow>(
+        sql`SELECT g.* FROM groups g JOIN group_members m ON m.domain = g.domain AND m.group_name = g.name WHERE m.user_id = ${userId} ORDER BY g.name`,
+      )
     ).map(toGroup);
   }
+}
+
+interface DomainRow {
+  name: string;
+  allowed_registries: string;
+}
+
+function toDomain(r: DomainRow): Domain {
+  return { name: r.name, allowed_registries: JSON.parse(r.allowed_registries) as string[] };
 }
 
 interface GroupRow {
