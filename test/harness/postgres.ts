@@ -225,3 +225,11 @@ export async function freshDatabase(prefix = 'stowage'): Promise<string> {
 export function testDatabaseIsPostgres(): boolean {
   return process.env['STOWAGE_TEST_DATABASE'] === 'postgres';
 }
+
+/**
+ * The control-plane configuration's `database` for a test control plane: a fresh PostgreSQL database in the
+ * control-postgres project, nothing (the SQLite file in its data directory) otherwise.
+ */
+export async function controlDatabase(): Promise<{ database?: string }> {
+  return testDatabaseIsPostgres() ? { database: await freshDatabase() } : {};
+}
