@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { createApiKey, userByName } from '../../src/control/auth/api-keys.js';
@@ -132,8 +133,8 @@ beforeAll(async () => {
   await makeTestImage(plain, { layers: 1, layerBytes: 128, tag: 'x', labels: { 'org.example': 'yes' } });
   await skopeo(['copy', `oci:${plain}:x`, `docker://${reg.host}/test/plain:1`]);
   plane = await startCatalogPlane({ offlineAfterMs: 3_600_000 });
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
-  applyCatalogSeed(plane.ctx.db, {
+  await new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
+  await applyCatalogSeed(plane.ctx.db, {
     domains: [{ name: 'research', allowed_registries: [reg.host] }],
     users: [
       { name: 'root', role: 'superadmin' },
@@ -142,7 +143,8 @@ beforeAll(async () => {
     ],
   });
   const keypairs = new KeypairStore(plane.ctx.db);
-  kp = Object.fromEntries(['root', 'ada', 'alice'].map((n) => [n, keypairs.create(userByName(plane.ctx.db, n)!.userId)]));
+  kp = {};
+  for (const n of ['root', 'ada', 'alice']) kp[n] = await keypairs.create((await userByName(plane.ctx.db, n))!.userId);
   root = client('root');
   expect(await root.negotiate()).toMatchObject({ version: SDK_2309 });
 }, 120_000);
@@ -182,7 +184,7 @@ describe('Backend.AI 23.09 client SDK and CLI, signed', () => {
       expect(u.retry).toBe(5);
       expect(JSON.parse(u.data)).toMatchObject({ task_id, message: expect.any(String), current_progress: expect.any(Number), total_progress: expect.any(Number) });
     }
-    expect(operationOfTask(plane, task_id)?.status).toBe('succeeded');
+    expect((await operationOfTask(plane, task_id))?.status).toBe('succeeded');
 
     // Subscribing after the end: the final event and server_close at once.
     const again = await follow(root, task_id);
@@ -297,7 +299,7 @@ describe('the web UI image queries, signed', () => {
       references: [`${reg.host}/test/app:1`],
       size_bytes: 1,
     };
-    plane.ctx.machines.join({ join_token: 'x', name: 'gpu-1', agent_url: 'http://127.0.0.1:9', platform: 'linux/amd64', labels: {}, scaling_group: 'gpu', inventory: [item], inventory_seq: 1 });
+    await plane.ctx.machines.join({ join_token: 'x', name: 'gpu-1', agent_url: 'http://127.0.0.1:9', platform: 'linux/amd64', labels: {}, scaling_group: 'gpu', inventory: [item], inventory_seq: 1 });
     const web = client('alice');
     await web.negotiate();
     const launcher = await web.query<{ images: Img[] }>(WEB_LIST_INSTALLED(WEB_LAUNCHER_FIELDS), { installed: true, is_operation: false });
@@ -332,12 +334,12 @@ describe('roles and credentials', () => {
     const preload = await admin.query(MANAGER_PRELOAD, { references: [`${reg.host}/test/app:1`], target_agents: ['gpu-1'] });
     expect(preload.status).toBe(200);
     expect(preload.body.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
-    const before = plane.ctx.operations.list({ limit: 1000 }).length;
+    const before = (await plane.ctx.operations.list({ limit: 1000 })).length;
     // An admin may rescan its domain's registries, with no registry named too.
     const own = await admin.query<{ rescan_images: { ok: boolean; task_id: string } }>(SDK23_RESCAN, { registry: null });
     expect(own.body.data?.rescan_images.ok).toBe(true);
     await follow(admin, own.body.data!.rescan_images.task_id);
-    expect(plane.ctx.operations.list({ limit: 1000 }).length).toBe(before + 1);
+    expect((await plane.ctx.operations.list({ limit: 1000 })).length).toBe(before + 1);
     // Another user's task is unknown on the event stream.
     const peek = await user.connectEvents(own.body.data!.rescan_images.task_id);
     expect(peek.status).toBe(404);
@@ -370,12 +372,12 @@ describe('roles and credentials', () => {
     const moved = await request(`${plane.url}/events/background-task?task_id=b`, { headers: { authorization: headers, date: new Date().toISOString(), 'x-backendai-version': SDK_2309 } });
     expect(moved.statusCode).toBe(401);
     await moved.body.dump();
-    const bearer = createApiKey(plane.ctx.db, userByName(plane.ctx.db, 'root')!.userId);
+    const bearer = await createApiKey(plane.ctx.db, (await userByName(plane.ctx.db, 'root'))!.userId);
     expect((await plane.gql(bearer, '{ images { name } }')).status).toBe(200);
   });
 
   it('keypairs are listed without secrets and rotated by admins; the old secret stops working at once', async () => {
-    const bearer = createApiKey(plane.ctx.db, userByName(plane.ctx.db, 'ada')!.userId);
+    const bearer = await createApiKey(plane.ctx.db, (await userByName(plane.ctx.db, 'ada'))!.userId);
     const list = await plane.rest<{ keypairs: Array<Record<string, unknown>> }>(bearer, 'GET', '/api/v1/admin/keypairs');
     expect(list.status).toBe(200);
     // A domain admin sees its domain's users only, and never a secret.
@@ -391,7 +393,7 @@ describe('roles and credentials', () => {
     const refused = await plane.rest<{ error: { code: string } }>(bearer, 'POST', `/api/v1/admin/keypairs/${kp['root']!.access_key}/rotate`);
     expect(refused.status).toBe(403);
     // The database holds no secret in the clear.
-    const stored = plane.ctx.db.prepare('SELECT secret_sealed FROM keypairs').pluck().all() as string[];
+    const stored = (await plane.ctx.db.all<{ secret_sealed: string }>(sql`SELECT secret_sealed FROM keypairs`)).map((r) => r.secret_sealed);
     for (const k of Object.values(kp)) expect(stored.some((s) => s.includes(k.secret_key))).toBe(false);
   });
 });

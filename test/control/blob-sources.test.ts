@@ -33,13 +33,13 @@ function joinReq(name: string, inventory: InventoryItem[]): JoinRequest {
 
 describe('blob sources', () => {
   it('names the online machines holding each blob, with pull tokens for them, and never the one asking', async () => {
-    const db = openDatabase(join(await tmpDir('stowage-blob-sources-'), 'control.db'));
+    const db = await openDatabase(join(await tmpDir('stowage-blob-sources-'), 'control.db'));
     const machines = new Machines(db, 60_000);
-    machines.join(joinReq('holder', [item(hex('1'), [LAYER_A, LAYER_B])]));
-    const asker = machines.join(joinReq('asker', [item(hex('2'), [LAYER_A])]));
-    machines.join(joinReq('old-agent', [item(hex('3'), undefined)])); // reports no layers: holds nothing known
+    await machines.join(joinReq('holder', [item(hex('1'), [LAYER_A, LAYER_B])]));
+    const asker = await machines.join(joinReq('asker', [item(hex('2'), [LAYER_A])]));
+    await machines.join(joinReq('old-agent', [item(hex('3'), undefined)])); // reports no layers: holds nothing known
 
-    const { sources } = blobSources(db, machines, 'asker', [LAYER_A, LAYER_B, CONFIG, NOWHERE], 300);
+    const { sources } = await blobSources(db, machines, 'asker', [LAYER_A, LAYER_B, CONFIG, NOWHERE], 300);
     expect(Object.keys(sources).sort()).toEqual([LAYER_A, LAYER_B, CONFIG, NOWHERE].sort());
     expect(sources[LAYER_A]?.map((s) => s.machine_id)).toEqual(['holder']);
     expect(sources[LAYER_B]?.map((s) => s.machine_id)).toEqual(['holder']);
@@ -49,26 +49,26 @@ describe('blob sources', () => {
 
     const from = sources[LAYER_A]![0]!;
     expect(from).toMatchObject({ registry_url: 'http://holder.test:5080', repository: 'team/app', username: 'stowage' });
-    const holder = machines.require('holder');
+    const holder = await machines.require('holder');
     expect(verifyPeerToken(holder.secret, 'holder', from.password!, 'pull')).toBeDefined();
     expect(verifyPeerToken(holder.secret, 'holder', from.password!, 'push')).toBeUndefined();
     expect(verifyPeerToken(asker.machine.secret, 'asker', from.password!, 'pull')).toBeUndefined();
 
     // A machine not heard from lately is no source.
     const impatient = new Machines(db, 1);
-    await until('holder to count as offline', async () => (impatient.get('holder')?.status === 'offline' ? true : undefined));
-    expect(blobSources(db, impatient, 'asker', [LAYER_A], 300).sources[LAYER_A]).toEqual([]);
+    await until('holder to count as offline', async () => ((await impatient.get('holder'))?.status === 'offline' ? true : undefined));
+    expect((await blobSources(db, impatient, 'asker', [LAYER_A], 300)).sources[LAYER_A]).toEqual([]);
 
     // A delta that drops the image drops the holder.
-    machines.applyDelta('holder', { base_seq: 1, seq: 2, upserted: [], removed: [hex('1')] });
-    expect(blobSources(db, machines, 'asker', [LAYER_A], 300).sources[LAYER_A]).toEqual([]);
-    db.close();
+    await machines.applyDelta('holder', { base_seq: 1, seq: 2, upserted: [], removed: [hex('1')] });
+    expect((await blobSources(db, machines, 'asker', [LAYER_A], 300)).sources[LAYER_A]).toEqual([]);
+    await db.close();
   });
   it('over REST answers only the machine itself, with its secret, for well-formed digests; a refusal changes nothing', async () => {
     const control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-blob-sources-rest-'), listen: { port: 0 } }));
     try {
-      const holder = control.ctx.machines.join(joinReq('holder', [item(hex('1'), [LAYER_A])]));
-      const asker = control.ctx.machines.join(joinReq('asker', []));
+      const holder = await control.ctx.machines.join(joinReq('holder', [item(hex('1'), [LAYER_A])]));
+      const asker = await control.ctx.machines.join(joinReq('asker', []));
       const ask = async (id: string, authorization: string | undefined, body: string) => {
         const res = await request(`${control.url}/api/v1/machines/${id}/blob-sources`, {
           method: 'POST',
@@ -79,8 +79,8 @@ describe('blob sources', () => {
       };
       const good = JSON.stringify({ digests: [LAYER_A] });
       // What a refused request could have changed (status is left out: it moves with the clock).
-      const recorded = () => control.ctx.machines.list().map((m) => [m.id, m.agent_url, m.inventory_seq, m.last_seen_at]);
-      const machinesBefore = recorded();
+      const recorded = async () => (await control.ctx.machines.list()).map((m) => [m.id, m.agent_url, m.inventory_seq, m.last_seen_at]);
+      const machinesBefore = await recorded();
 
       const ok = await ask('asker', `Bearer ${asker.secret}`, good);
       expect(ok.status).toBe(200);
@@ -102,7 +102,7 @@ describe('blob sources', () => {
         expect(r.status, body).toBe(400);
         expect(r.body.error?.message.length).toBeGreaterThan(0);
       }
-      expect(recorded()).toEqual(machinesBefore);
+      expect(await recorded()).toEqual(machinesBefore);
     } finally {
       await control.close();
     }

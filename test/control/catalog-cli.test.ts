@@ -22,8 +22,8 @@ beforeAll(async () => {
   reg = await startRegistry();
   await pushLabelledImages(reg.host);
   plane = await startCatalogPlane();
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
-  token = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
+  await new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
+  token = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'root', role: 'superadmin' })).userId);
 });
 afterAll(async () => {
   await plane?.close();
@@ -66,7 +66,7 @@ describe('stowctl catalog …', () => {
     expect(w.stderr).toContain('\r\x1b[2K');
     expect(w.stderr).toMatch(/█+ 5\/5/);
 
-    new RegistryStore(plane.ctx.db).put({ name: '127.0.0.1:1', url: 'http://127.0.0.1:1' });
+    await new RegistryStore(plane.ctx.db).put({ name: '127.0.0.1:1', url: 'http://127.0.0.1:1' });
     const failed = await stowctl(['catalog', 'rescan', '127.0.0.1:1']);
     expect(failed.code).toBe(1);
     expect(failed.stdout).toMatch(/^failed: /);
@@ -94,7 +94,7 @@ describe('stowctl catalog …', () => {
   });
 
   it('passes refusals through with their code', async () => {
-    const userKey = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'plain', role: 'user' }).userId);
+    const userKey = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'plain', role: 'user' })).userId);
     const saved = token;
     token = userKey;
     try {

@@ -269,9 +269,9 @@ export async function collectTaskEvents(
 }
 
 /** The operation a task ID (a mutation's task_id UUID) names. */
-export function operationOfTask(plane: CatalogPlane, taskId: string): Operation | undefined {
-  const opId = operationIdOf(plane.ctx.db, taskId);
-  return opId === undefined ? undefined : plane.ctx.operations.get(opId);
+export async function operationOfTask(plane: CatalogPlane, taskId: string): Promise<Operation | undefined> {
+  const opId = await operationIdOf(plane.ctx.db, taskId);
+  return opId === undefined ? undefined : await plane.ctx.operations.get(opId);
 }
 
 /**

@@ -62,8 +62,8 @@ async function installedAgents(name: string, tag = '1'): Promise<string[] | null
 }
 
 /** What the agent itself holds of a platform manifest (asked over its API, not the control plane's records). */
-function agentRecord(machine: string, digest: string) {
-  return plane.ctx.runner.agents.getImage(plane.ctx.machines.require(machine), digest);
+async function agentRecord(machine: string, digest: string) {
+  return plane.ctx.runner.agents.getImage(await plane.ctx.machines.require(machine), digest);
 }
 
 async function mutate(kind: 'preload_image' | 'unload_image', reference: string, targets: string) {
@@ -80,8 +80,8 @@ beforeAll(async () => {
   reg = await startRegistry();
   images = await pushLabelledImages(reg.host);
   plane = await startCatalogPlane({ joinToken: JOIN_TOKEN });
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
-  root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
+  await new RegistryStore(plane.ctx.db).put({ name: reg.host, url: reg.url });
+  root = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'root', role: 'superadmin' })).userId);
   await Promise.all([startAgent('gpu-1', 'gpu', ['zone=a']), startAgent('gpu-2', 'gpu'), startAgent('cpu-1', 'cpu', ['zone=a'])]);
   const r = await plane.gql<{ rescan_images: { task_id: string } }>(root, `mutation { rescan_images(registry: "${reg.host}") { ok task_id } }`);
   await collectTaskEvents(plane.url, root, r.body.data!.rescan_images.task_id);
@@ -100,7 +100,7 @@ describe('preload_image and unload_image', () => {
     expect(res.ok).toBe(true);
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_done');
-    const op = operationOfTask(plane, res.task_id)!;
+    const op = (await operationOfTask(plane, res.task_id))!;
     expect(op.kind).toBe('preload');
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['gpu-1', 'present'],
@@ -134,7 +134,7 @@ describe('preload_image and unload_image', () => {
     expect(onAgent?.references).not.toContain(`${reg.host}/test/app:sib`);
     // Its inventory reports, as they come in, say the same.
     await until('the control plane to record what gpu-1 holds', async () => {
-      const held = plane.ctx.availability.query({ machine: 'gpu-1', presentOnly: true }).filter((a) => a.digest === images.app.manifestDigest);
+      const held = (await plane.ctx.availability.query({ machine: 'gpu-1', presentOnly: true })).filter((a) => a.digest === images.app.manifestDigest);
       const refs = held.flatMap((a) => a.references);
       return refs.includes(`${reg.host}/test/app:1`) && !refs.includes(`${reg.host}/test/app:sib`) ? true : undefined;
     });
@@ -148,7 +148,7 @@ describe('preload_image and unload_image', () => {
     await reg.stop();
     const res = await mutate('preload_image', ref, 'label:zone=a');
     await collectTaskEvents(plane.url, root, res.task_id);
-    const op = operationOfTask(plane, res.task_id)!;
+    const op = (await operationOfTask(plane, res.task_id))!;
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['cpu-1', 'present'],
       ['gpu-1', 'skipped_present'],
@@ -160,7 +160,7 @@ describe('preload_image and unload_image', () => {
     const res = await mutate('unload_image', `${reg.host}/test/app:1`, 'scaling_group:gpu');
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_done');
-    const op = operationOfTask(plane, res.task_id)!;
+    const op = (await operationOfTask(plane, res.task_id))!;
     expect(op.kind).toBe('unload');
     expect(op.targets.map((t) => [t.machine_id, t.status])).toEqual([
       ['gpu-1', 'absent'],
@@ -178,21 +178,21 @@ describe('preload_image and unload_image', () => {
     // cpu-1 still holds test/app:1; its agent call is under way when the operation is cancelled.
     const res = await mutate('unload_image', `${reg.host}/test/app:1`, 'cpu-1');
     expect(res.ok).toBe(true);
-    plane.ctx.runner.cancel(operationOfTask(plane, res.task_id)!.id, 'root');
+    await plane.ctx.runner.cancel((await operationOfTask(plane, res.task_id))!.id, 'root');
     const { events } = await collectTaskEvents(plane.url, root, res.task_id);
     expect(events.map((e) => e.event)).toEqual(['bgtask_cancelled']);
     await plane.ctx.runner.idle();
-    const op = operationOfTask(plane, res.task_id)!;
+    const op = (await operationOfTask(plane, res.task_id))!;
     expect(op.status).toBe('cancelled');
     expect(op.targets.map((t) => [t.machine_id, t.status, t.failure?.code])).toEqual([['cpu-1', 'failed', 'CANCELLED']]);
   });
 
   it('refuses bad selectors and unknown images with ok: false and records nothing', async () => {
-    const before = plane.ctx.operations.list({ limit: 1000 }).length;
+    const before = (await plane.ctx.operations.list({ limit: 1000 })).length;
     expect((await mutate('preload_image', `${reg.host}/test/app:1`, 'nosuch-machine')).msg).toMatch(/MACHINE_NOT_FOUND/);
     expect((await mutate('preload_image', `${reg.host}/test/app:1`, 'scaling_group:none')).msg).toMatch(/selects no online machine/);
     expect((await mutate('preload_image', `${reg.host}/test/nope:1`, '*')).msg).toMatch(/IMAGE_NOT_FOUND/);
     expect((await mutate('unload_image', `${reg.host}/test/app:1`, 'label:zone')).msg).toMatch(/label:key=value/);
-    expect(plane.ctx.operations.list({ limit: 1000 }).length).toBe(before);
+    expect((await plane.ctx.operations.list({ limit: 1000 })).length).toBe(before);
   });
 });

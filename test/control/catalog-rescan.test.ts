@@ -61,8 +61,8 @@ async function rescan(token: string): Promise<string> {
   return r.body.data!.rescan_images.task_id;
 }
 
-function listRows() {
-  return new CatalogStore(plane.ctx.db).rowsOf({ registry: reg.host, name: 'test/list', tag: '1' });
+async function listRows() {
+  return await new CatalogStore(plane.ctx.db).rowsOf({ registry: reg.host, name: 'test/list', tag: '1' });
 }
 
 async function listImages(token: string, args = ''): Promise<GqlImage[]> {
@@ -77,8 +77,8 @@ beforeAll(async () => {
   docker = await pushDockerFormatImages(reg.host);
   proxy = await startRegistryProxy(reg.url, { delayMs: 40 });
   plane = await startCatalogPlane({ throttleMs: 0 });
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url: proxy.url });
-  root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
+  await new RegistryStore(plane.ctx.db).put({ name: reg.host, url: proxy.url });
+  root = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'root', role: 'superadmin' })).userId);
 });
 
 afterAll(async () => {
@@ -111,12 +111,12 @@ describe('rescan_images', () => {
     const progress = events.map((e) => e.data.current_progress);
     expect([...progress].sort((a, b) => a - b)).toEqual(progress);
     expect(taskId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
-    expect(operationOfTask(plane, taskId)?.status).toBe('succeeded');
-    expect(operationOfTask(plane, taskId)?.kind).toBe('rescan');
+    expect((await operationOfTask(plane, taskId))?.status).toBe('succeeded');
+    expect((await operationOfTask(plane, taskId))?.kind).toBe('rescan');
   });
 
   it('subscribing after completion yields the final event at once', async () => {
-    const [op] = plane.ctx.operations.list({ kind: 'rescan' });
+    const [op] = await plane.ctx.operations.list({ kind: 'rescan' });
     // The stream ends by itself after the final event (collectTaskEvents fails if it is still open at the deadline).
     const { events } = await collectTaskEvents(plane.url, root, op!.id, 60_000);
     expect(events.map((e) => e.event)).toEqual(['bgtask_done']);
@@ -133,7 +133,7 @@ describe('rescan_images', () => {
         `test/old:1@${images.old.configDigest}`,
         `test/system:1@${images.system.configDigest}`,
         `test/v2s2:1@${docker.v2s2.configDigest}`,
-        ...listRows().map((r) => `test/list:1@${r.config_digest}`),
+        ...(await listRows()).map((r) => `test/list:1@${r.config_digest}`),
       ].sort(),
     );
     const app = all.find((i) => i.name === 'test/app')!;
@@ -175,7 +175,7 @@ describe('rescan_images', () => {
       ],
     });
     const list = all.filter((i) => i.name === 'test/list');
-    const rows = listRows();
+    const rows = await listRows();
     expect(list.map((i) => i.digest).sort()).toEqual(rows.map((r) => r.config_digest).sort());
     for (const l of list) {
       expect(l.resource_limits).toEqual([
@@ -260,7 +260,7 @@ describe('rescan_images', () => {
 
   it('an unreachable registry fails the task with bgtask_failed and changes nothing', async () => {
     const before = await listImages(root);
-    new RegistryStore(plane.ctx.db).put({ name: '127.0.0.1:1', url: 'http://127.0.0.1:1' });
+    await new RegistryStore(plane.ctx.db).put({ name: '127.0.0.1:1', url: 'http://127.0.0.1:1' });
     const r = await plane.gql<{ rescan_images: { ok: boolean; task_id: string } }>(root, 'mutation { rescan_images(registry: "127.0.0.1:1") { ok msg task_id } }');
     const { events } = await collectTaskEvents(plane.url, root, r.body.data!.rescan_images.task_id);
     expect(events.at(-1)?.event).toBe('bgtask_failed');
@@ -269,20 +269,20 @@ describe('rescan_images', () => {
   });
 
   it('an unknown registry is ok: false, not a task', async () => {
-    const ops = plane.ctx.operations.list().length;
+    const ops = (await plane.ctx.operations.list()).length;
     const r = await plane.gql<{ rescan_images: { ok: boolean; msg: string; task_id: string | null } }>(
       root,
       'mutation { rescan_images(registry: "nowhere.example:5000") { ok msg task_id } }',
     );
     expect(r.body.data?.rescan_images).toEqual({ ok: false, msg: expect.stringContaining('REGISTRY_NOT_FOUND'), task_id: null });
-    expect(plane.ctx.operations.list().length).toBe(ops);
+    expect((await plane.ctx.operations.list()).length).toBe(ops);
   });
 });
 
 describe('scanRegistry', () => {
   it('follows Link pagination of _catalog and tags/list', async () => {
     const store = new RegistryStore(plane.ctx.db);
-    const result = await scanRegistry(registryClient(store.require(reg.host)), { registry: reg.host, pageSize: 1, concurrency: 2 });
+    const result = await scanRegistry(registryClient(await store.require(reg.host)), { registry: reg.host, pageSize: 1, concurrency: 2 });
     expect(result.tags).toBe(6); // old:1 is gone
     expect(new Set(result.rows.map((r) => r.name))).toEqual(new Set(['test/app', 'test/list', 'test/multi', 'test/system', 'test/v2s2']));
     expect([...result.unreadable]).toEqual(['test/broken:1']);

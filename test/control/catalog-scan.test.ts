@@ -37,8 +37,8 @@ async function putManifest(repo: string, ref: string, mediaType: string, bytes: 
 }
 
 /** Points the registry record at `url` (the record's name, and so its rows, stay the registry's host). */
-function reachVia(url: string): void {
-  new RegistryStore(plane.ctx.db).put({ name: reg.host, url });
+async function reachVia(url: string): Promise<void> {
+  await new RegistryStore(plane.ctx.db).put({ name: reg.host, url });
 }
 
 async function proxy(opts: Parameters<typeof startRegistryProxy>[1]): Promise<RegistryProxy> {
@@ -53,17 +53,16 @@ async function rescan(): Promise<string> {
   return r.body.data!.rescan_images.task_id;
 }
 
-const rowKeys = () =>
-  new CatalogStore(plane.ctx.db)
-    .list()
+const rowKeys = async () =>
+  (await new CatalogStore(plane.ctx.db).list())
     .map((r) => `${r.name}:${r.tag}@${r.platform}=${r.digest}`)
     .sort();
 
 beforeAll(async () => {
   reg = await startRegistry();
   plane = await startCatalogPlane({ throttleMs: 0 });
-  root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
-  reachVia(reg.url);
+  root = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'root', role: 'superadmin' })).userId);
+  await reachVia(reg.url);
 });
 
 afterAll(async () => {
@@ -84,29 +83,29 @@ describe('tags that change during a scan', () => {
     multiChild = multi.children[1]!.manifestDigest;
     const first = await rescan();
     expect((await collectTaskEvents(plane.url, root, first)).events.at(-1)?.event).toBe('bgtask_done');
-    expect(rowKeys().filter((k) => k.startsWith('test/gone:1@'))).toHaveLength(1);
+    expect((await rowKeys()).filter((k) => k.startsWith('test/gone:1@'))).toHaveLength(1);
   });
 
-  afterAll(() => reachVia(reg.url));
+  afterAll(async () => reachVia(reg.url));
 
   it('a tag whose manifest answers 404 after tags/list listed it is removed; a 404 on a child manifest keeps the tag', async () => {
     const p = await proxy({
       fault: (method, path) => (method === 'GET' && (path === '/v2/test/gone/manifests/1' || path === `/v2/test/multi/manifests/${multiChild}`) ? 404 : undefined),
     });
-    reachVia(p.url);
-    const before = rowKeys();
+    await reachVia(p.url);
+    const before = await rowKeys();
     const taskId = await rescan();
     const { events } = await collectTaskEvents(plane.url, root, taskId);
     const last = events.at(-1)!;
     expect(last.event).toBe('bgtask_done');
     // tags/list still listed test/gone:1: the proxy only hid its manifest.
     expect(p.requests).toContain('GET /v2/test/gone/manifests/1');
-    expect(rowKeys()).toEqual(before.filter((k) => !k.startsWith('test/gone:1@')));
+    expect(await rowKeys()).toEqual(before.filter((k) => !k.startsWith('test/gone:1@')));
     expect(last.data.message).toMatch(/1 deleted during the scan/);
     // The child's 404 is a bad tag: named, skipped, its old rows kept.
     expect(last.data.message).toMatch(/skipped 1: test\/multi:1: MANIFEST_NOT_FOUND/);
     expect(last.data.message).not.toContain('test/gone');
-    expect(rowKeys().filter((k) => k.startsWith('test/multi:1@'))).toHaveLength(2);
+    expect((await rowKeys()).filter((k) => k.startsWith('test/multi:1@'))).toHaveLength(2);
   });
 });
 
@@ -126,7 +125,7 @@ describe('index entries', () => {
       }),
     );
     await putManifest('test/same', '1', MediaType.OciIndex, index);
-    const result = await scanRegistry(registryClient(new RegistryStore(plane.ctx.db).require(reg.host)), { registry: reg.host });
+    const result = await scanRegistry(registryClient(await new RegistryStore(plane.ctx.db).require(reg.host)), { registry: reg.host });
     const rows = result.rows.filter((r) => r.name === 'test/same' && r.tag === '1').sort((x, y) => x.platform.localeCompare(y.platform));
     expect(rows.map((r) => [r.platform, r.architecture, r.digest, r.labels['which']])).toEqual([
       ['linux/amd64', 'amd64', a.manifestDigest, 'a'],
@@ -142,26 +141,28 @@ describe('cancelling a rescan', () => {
     const bytes = Buffer.from(await manifest.body.arrayBuffer());
     for (let i = 0; i < MANY_TAGS; i++) await putManifest('test/app', `t${String(i).padStart(2, '0')}`, MediaType.OciManifest, bytes);
     await push('test/doomed:1');
-    reachVia(reg.url);
+    await reachVia(reg.url);
     const first = await rescan();
     expect((await collectTaskEvents(plane.url, root, first)).events.at(-1)?.event).toBe('bgtask_done');
-    const before = rowKeys();
+    const before = await rowKeys();
     expect(before.filter((k) => k.startsWith('test/app:'))).toHaveLength(MANY_TAGS + 1);
     expect(before.some((k) => k.startsWith('test/doomed:1@'))).toBe(true);
     await skopeo(['delete', `docker://${reg.host}/test/doomed:1`]);
 
     // Slow the registry down, then cancel once some tags are done.
     const p = await proxy({ delayMs: 60 });
-    reachVia(p.url);
+    await reachVia(p.url);
     const taskId = await rescan();
     let requestsAtCancel = -1;
+    let cancelled: Promise<unknown> | undefined;
     const { events } = await collectTaskEvents(plane.url, root, taskId, 30_000, (e: ReceivedEvent) => {
       if (requestsAtCancel < 0 && e.event === 'bgtask_updated' && e.data.current_progress > 0) {
         requestsAtCancel = p.requests.length;
-        plane.ctx.runner.cancel(operationOfTask(plane, taskId)!.id, 'root');
+        cancelled = (async () => await plane.ctx.runner.cancel((await operationOfTask(plane, taskId))!.id, 'root'))();
       }
     });
     expect(requestsAtCancel).toBeGreaterThan(0);
+    await cancelled;
     const last = events.at(-1)!;
     expect(last.event).toBe('bgtask_cancelled');
     expect(last.data.current_progress).toBeLessThan(last.data.total_progress);
@@ -173,7 +174,7 @@ describe('cancelling a rescan', () => {
     expect(p.requests.length - requestsAtCancel, p.requests.slice(requestsAtCancel).join('\n')).toBeLessThanOrEqual(8);
     expect(p.requests.filter((r) => r.includes('/manifests/')).length).toBeLessThan(MANY_TAGS);
     // Nothing recorded: the vanished tag is still there (the walk was incomplete), and the operation stays cancelled.
-    expect(rowKeys()).toEqual(before);
-    expect(operationOfTask(plane, taskId)).toMatchObject({ status: 'cancelled' });
+    expect(await rowKeys()).toEqual(before);
+    expect(await operationOfTask(plane, taskId)).toMatchObject({ status: 'cancelled' });
   });
 });

@@ -1,6 +1,7 @@
 import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import Fastify from 'fastify';
+import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createUser } from '../../src/control/auth/api-keys.js';
 import { openDatabase } from '../../src/control/db/database.js';
@@ -57,36 +58,36 @@ afterEach(() => {
 describe('the control plane on a full disk', () => {
   it('keeps a heartbeating machine online though its heartbeat cannot be written; a write that needs space is 507', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
-    const db = openDatabase(join(mountPoint, 'control.db'));
+    const db = await openDatabase(join(mountPoint, 'control.db'));
     const machines = new Machines(db, OFFLINE_AFTER_MS);
     const lost: unknown[] = [];
     machines.onWriteLost = (err) => lost.push(err);
     machines.listening();
-    machines.join(joinReq('m1'));
-    machines.join(joinReq('m2'));
-    const recorded = () => db.prepare('SELECT last_seen_at FROM machines WHERE id = ?').pluck().get('m1') as string;
-    const seenBefore = recorded();
+    await machines.join(joinReq('m1'));
+    await machines.join(joinReq('m2'));
+    const recorded = async () => (await db.get<{ last_seen_at: string }>(sql`SELECT last_seen_at FROM machines WHERE id = ${'m1'}`))?.last_seen_at;
+    const seenBefore = await recorded();
 
-    db.pragma('wal_checkpoint(TRUNCATE)');
+    await db.all(sql`PRAGMA wal_checkpoint(TRUNCATE)`);
     await fillDisk(mountPoint);
 
     // Well past the offline window: m1 calls in, m2 does not.
     vi.setSystemTime(Date.now() + OFFLINE_AFTER_MS * 2);
-    expect(() => machines.heartbeat('m1', {})).not.toThrow();
+    await machines.heartbeat('m1', {});
     expect(lost).toHaveLength(1);
-    expect(recorded()).toBe(seenBefore); // the write really failed
-    expect(machines.get('m1')?.status).toBe('online');
-    expect(machines.get('m2')?.status).toBe('offline');
-    expect(machines.statuses()).toEqual(new Map([['m1', 'online'], ['m2', 'offline']]));
+    expect(await recorded()).toBe(seenBefore); // the write really failed
+    expect((await machines.get('m1'))?.status).toBe('online');
+    expect((await machines.get('m2'))?.status).toBe('offline');
+    expect(await machines.statuses()).toEqual(new Map([['m1', 'online'], ['m2', 'offline']]));
 
     // Without another heartbeat it goes offline in its turn: memory is not a licence to stay online.
     vi.setSystemTime(Date.now() + OFFLINE_AFTER_MS * 2);
-    expect(machines.get('m1')?.status).toBe('offline');
+    expect((await machines.get('m1'))?.status).toBe('offline');
 
     // A write that needs room fails with SQLite's disk-full error, which the REST edge answers as 507.
     let failure: unknown;
     try {
-      createUser(db, { name: 'new-user-on-a-full-disk', role: 'user' });
+      await createUser(db, { name: 'new-user-on-a-full-disk', role: 'user' });
     } catch (err) {
       failure = err;
     }
@@ -102,6 +103,6 @@ describe('the control plane on a full disk', () => {
       error: { code: 'INSUFFICIENT_STORAGE', message: expect.stringMatching(/^no space left on the disk holding the control plane's database \(SQLITE_FULL\)/) },
     });
     await app.close();
-    db.close();
+    await db.close();
   });
 });

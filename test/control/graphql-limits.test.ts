@@ -11,7 +11,7 @@ let root: string;
 
 beforeAll(async () => {
   plane = await startCatalogPlane();
-  root = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'root', role: 'superadmin' }).userId);
+  root = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'root', role: 'superadmin' })).userId);
 });
 afterAll(async () => plane?.close());
 
@@ -81,13 +81,13 @@ describe('schema', () => {
 
 describe('limits', () => {
   const rejected = async (query: string, code: string, pattern: RegExp) => {
-    const before = plane.ctx.operations.list().length;
+    const before = (await plane.ctx.operations.list()).length;
     const r = await plane.gql(root, query);
     expect(r.status).toBe(400);
     expect(r.body.data).toBeUndefined();
     expect(r.body.errors?.[0]?.extensions?.code).toBe(code);
     expect(r.body.errors?.[0]?.message).toMatch(pattern);
-    expect(plane.ctx.operations.list().length).toBe(before);
+    expect((await plane.ctx.operations.list()).length).toBe(before);
   };
 
   it('rejects a query nested too deep', async () => {
@@ -113,11 +113,11 @@ describe('limits', () => {
   });
 
   it('rejects a body past the body limit with 400 QUERY_TOO_COMPLEX, in the GraphQL error shape', async () => {
-    const before = plane.ctx.operations.list().length;
+    const before = (await plane.ctx.operations.list()).length;
     const r = await plane.gql(root, 'mutation { rescan_images(registry: "x") { ok } }', { pad: 'x'.repeat(100_000) });
     expect(r.status).toBe(400);
     expect(r.body).toEqual({ errors: [{ message: expect.stringMatching(/request body is larger than 65536 bytes/), extensions: { code: 'QUERY_TOO_COMPLEX' } }] });
-    expect(plane.ctx.operations.list().length).toBe(before);
+    expect((await plane.ctx.operations.list()).length).toBe(before);
   });
 
   it('answers a body that is not JSON in the GraphQL error shape', async () => {

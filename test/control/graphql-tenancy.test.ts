@@ -26,7 +26,7 @@ interface Img {
 }
 
 /** An agent holding each [platform manifest digest, tag reference] (an image is installed by its reference, as in Backend.AI). */
-function join(name: string, scalingGroup: string, held: Array<[string, string]>): void {
+async function join(name: string, scalingGroup: string, held: Array<[string, string]>): Promise<void> {
   const inventory: InventoryItem[] = held.map(([d, ref]) => ({
     digest: d as InventoryItem['digest'],
     config_digest: d as InventoryItem['digest'],
@@ -34,7 +34,7 @@ function join(name: string, scalingGroup: string, held: Array<[string, string]>)
     references: [ref],
     size_bytes: 1,
   }));
-  plane.ctx.machines.join({
+  await plane.ctx.machines.join({
     join_token: 'x',
     name,
     agent_url: 'http://127.0.0.1:9',
@@ -56,7 +56,7 @@ beforeAll(async () => {
   images = await pushLabelledImages(reg.host);
   // The agents below never heartbeat: they must not turn offline while the file runs on a loaded machine.
   plane = await startCatalogPlane({ offlineAfterMs: 3_600_000 });
-  keys = applyCatalogSeed(plane.ctx.db, {
+  keys = await applyCatalogSeed(plane.ctx.db, {
     registries: [{ name: reg.host, url: reg.url }],
     domains: [
       { name: 'research', allowed_registries: [reg.host] },
@@ -79,8 +79,8 @@ beforeAll(async () => {
   await plane.ctx.runner.idle();
   // app on a gpu agent; system on a cpu agent; multi's amd64 child on both.
   const amd64: [string, string] = [images.multi.children[0]!.manifestDigest, `${reg.host}/test/multi:1`];
-  join('gpu-1', 'gpu', [[images.app.manifestDigest, `${reg.host}/test/app:1`], amd64]);
-  join('cpu-1', 'cpu', [[images.system.manifestDigest, `${reg.host}/test/system:1`], amd64]);
+  await join('gpu-1', 'gpu', [[images.app.manifestDigest, `${reg.host}/test/app:1`], amd64]);
+  await join('cpu-1', 'cpu', [[images.system.manifestDigest, `${reg.host}/test/system:1`], amd64]);
 });
 
 afterAll(async () => {
@@ -157,14 +157,14 @@ describe('images visibility', () => {
 });
 
 describe('mutations', () => {
-  const snapshot = () => ({
-    images: new CatalogStore(plane.ctx.db).list(),
-    aliases: [...new CatalogStore(plane.ctx.db).aliasMap().entries()],
-    operations: plane.ctx.operations.list({ limit: 1000 }).length,
+  const snapshot = async () => ({
+    images: await new CatalogStore(plane.ctx.db).list(),
+    aliases: [...(await new CatalogStore(plane.ctx.db).aliasMap()).entries()],
+    operations: (await plane.ctx.operations.list({ limit: 1000 })).length,
   });
 
   it('are refused with FORBIDDEN for users and other domains, and change nothing', async () => {
-    const before = snapshot();
+    const before = await snapshot();
     const ref = `${reg.host}/test/app:1`;
     const attempts: Array<[string, string]> = [
       ['olga', `mutation { rescan_images(registry: "${reg.host}") { ok msg task_id } }`],
@@ -186,7 +186,7 @@ describe('mutations', () => {
       const data = r.body.data as Record<string, unknown>;
       expect(Object.values(data)).toEqual([null]);
     }
-    expect(snapshot()).toEqual(before);
+    expect(await snapshot()).toEqual(before);
   });
 
   it('an admin may rescan the registries of its domain', async () => {
@@ -194,7 +194,7 @@ describe('mutations', () => {
     expect(r.body.errors).toBeUndefined();
     expect(r.body.data?.rescan_images.ok).toBe(true);
     await plane.ctx.runner.idle();
-    expect(operationOfTask(plane, r.body.data!.rescan_images.task_id)).toMatchObject({ status: 'succeeded', actor: 'ada' });
+    expect(await operationOfTask(plane, r.body.data!.rescan_images.task_id)).toMatchObject({ status: 'succeeded', actor: 'ada' });
   });
 });
 

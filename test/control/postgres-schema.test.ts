@@ -1,3 +1,4 @@
+import { type RawBuilder, sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // The whole control plane, so that every area has registered its SQLite migrations.
@@ -42,20 +43,21 @@ let sqliteMigrationIds: string[];
 let client: pg.Client;
 
 beforeAll(async () => {
-  const db = openDatabase(':memory:');
+  const db = await openDatabase(':memory:');
   sqliteCatalog = {};
-  const tables = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").pluck().all() as string[];
+  const names = async (query: RawBuilder<{ name: string }>): Promise<string[]> => (await db.all(query)).map((r) => r.name);
+  const tables = await names(sql`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name`);
   for (const table of tables.filter((t) => !RUNNER_TABLES.has(t))) {
-    const cols = db.prepare(`PRAGMA table_info("${table}")`).all() as Array<{ name: string; type: string; notnull: number; dflt_value: string | null; pk: number }>;
+    const cols = await db.all<{ name: string; type: string; notnull: number; dflt_value: string | null; pk: number }>(sql`SELECT * FROM pragma_table_info(${table})`);
     sqliteCatalog[table] = Object.fromEntries(
       // A PRIMARY KEY column is NOT NULL in PostgreSQL; SQLite only says so when the DDL does.
       cols.map((c) => [c.name, { type: sqliteType(c.type), notNull: c.notnull === 1 || c.pk > 0, hasDefault: c.dflt_value !== null, primaryKey: c.pk > 0 }]),
     );
   }
   // Named indexes (those a UNIQUE or PRIMARY KEY makes are sqlite_autoindex_…, compared as columns above).
-  sqliteIndexes = db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name").pluck().all() as string[];
-  sqliteMigrationIds = db.prepare('SELECT id FROM schema_migrations ORDER BY id').pluck().all() as string[];
-  db.close();
+  sqliteIndexes = await names(sql`SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex_%' ORDER BY name`);
+  sqliteMigrationIds = (await db.all<{ id: string }>(sql`SELECT id FROM schema_migrations ORDER BY id`)).map((r) => r.id);
+  await db.close();
 
   client = new pg.Client({ connectionString: await freshDatabase('stowage_schema') });
   await client.connect();
@@ -116,10 +118,10 @@ describe('the PostgreSQL schema matches the SQLite one', () => {
          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
         WHERE c.contype = 'f' GROUP BY c.oid, c.conrelid, c.confrelid, c.confdeltype ORDER BY 1`,
     );
-    const db = openDatabase(':memory:');
+    const db = await openDatabase(':memory:');
     const expected: string[] = [];
     for (const table of Object.keys(sqliteCatalog)) {
-      const fks = db.prepare(`PRAGMA foreign_key_list("${table}")`).all() as Array<{ id: number; table: string; from: string; on_delete: string }>;
+      const fks = await db.all<{ id: number; table: string; from: string; on_delete: string }>(sql`SELECT * FROM pragma_foreign_key_list(${table})`);
       const byId = new Map<number, { to: string; from: string[]; onDelete: string }>();
       for (const f of fks) {
         const e = byId.get(f.id) ?? { to: f.table, from: [], onDelete: f.on_delete };
@@ -130,7 +132,7 @@ describe('the PostgreSQL schema matches the SQLite one', () => {
       const code: Record<string, string> = { CASCADE: 'c', 'NO ACTION': 'a', 'SET NULL': 'n', RESTRICT: 'r', 'SET DEFAULT': 'd' };
       for (const e of byId.values()) expected.push(`${table}(${e.from.join(',')}) -> ${e.to} ${code[e.onDelete]}`);
     }
-    db.close();
+    await db.close();
     expect(r.rows.map((x) => x.fk)).toEqual(expected.sort());
   });
 

@@ -27,15 +27,15 @@ async function call(token: string, method: 'GET' | 'POST', path: string, body?: 
 beforeAll(async () => {
   control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-roles-'), listen: { port: 0 } }));
   const db = control.ctx.db;
-  keys['admin'] = createApiKey(db, createUser(db, { name: 'dom-admin', role: 'admin', domain: 'research' }).userId);
-  keys['user'] = createApiKey(db, createUser(db, { name: 'dom-user', role: 'user', domain: 'research' }).userId);
-  theirs = control.ctx.operations.create({
+  keys['admin'] = await createApiKey(db, (await createUser(db, { name: 'dom-admin', role: 'admin', domain: 'research' })).userId);
+  keys['user'] = await createApiKey(db, (await createUser(db, { name: 'dom-user', role: 'user', domain: 'research' })).userId);
+  theirs = (await control.ctx.operations.create({
     kind: 'rescan',
     actor: 'admin',
     artifact: { digest: null, reference: null, platform: null, size_bytes: null },
     targets: [],
-  }).id;
-  control.ctx.operations.finish(theirs, { status: 'succeeded' });
+  })).id;
+  await control.ctx.operations.finish(theirs, { status: 'succeeded' });
 });
 
 afterAll(async () => {
@@ -55,13 +55,13 @@ describe('cluster REST roles', () => {
 
   for (const role of ['admin', 'user'] as const) {
     it(`refuses a domain ${role} with 403 and records nothing`, async () => {
-      const before = control.ctx.operations.list({ limit: 1000 }).length;
+      const before = (await control.ctx.operations.list({ limit: 1000 })).length;
       for (const [what, method, path, body] of refused) {
         const r = await call(keys[role]!, method, path, body);
         expect(r.status, what).toBe(403);
         expect(r.body.error?.code, what).toBe('FORBIDDEN');
       }
-      expect(control.ctx.operations.list({ limit: 1000 })).toHaveLength(before);
+      expect(await control.ctx.operations.list({ limit: 1000 })).toHaveLength(before);
       // Someone else's operation and its events are not there for them.
       expect((await call(keys[role]!, 'GET', `/api/v1/operations/${theirs}`)).status).toBe(404);
       expect((await call(keys[role]!, 'GET', `/api/v1/operations/${theirs}/events`)).status).toBe(404);
@@ -85,11 +85,11 @@ describe('cluster REST roles', () => {
       expect(res.statusCode, authorization).toBe(401);
       expect(((await res.body.json()) as { error: { code: string } }).error.code).toBe('UNAUTHORIZED');
     }
-    expect(control.ctx.machines.list()).toEqual([]);
+    expect(await control.ctx.machines.list()).toEqual([]);
   });
 
   it('refuses a push to an unknown machine or with a digest other than the expected one, recording nothing', async () => {
-    const before = control.ctx.operations.list({ limit: 1000 }).length;
+    const before = (await control.ctx.operations.list({ limit: 1000 })).length;
     const unknown = await call(control.adminToken, 'POST', '/api/v1/operations/push', { digest, size_bytes: 1, to: ['nowhere'] });
     expect([unknown.status, unknown.body.error?.code]).toEqual([404, 'MACHINE_NOT_FOUND']);
     const mismatch = await call(control.adminToken, 'POST', '/api/v1/operations/push', {
@@ -101,6 +101,6 @@ describe('cluster REST roles', () => {
     expect([mismatch.status, mismatch.body.error?.code]).toEqual([400, 'DIGEST_MISMATCH']);
     const malformed = await call(control.adminToken, 'POST', '/api/v1/operations/push', { digest: 'sha256:xyz', size_bytes: 1, to: ['a'] });
     expect([malformed.status, malformed.body.error?.code]).toEqual([400, 'BAD_REQUEST']);
-    expect(control.ctx.operations.list({ limit: 1000 })).toHaveLength(before);
+    expect(await control.ctx.operations.list({ limit: 1000 })).toHaveLength(before);
   });
 });

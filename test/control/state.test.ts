@@ -1,15 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { sql } from 'kysely';
 import { describe, expect, it, vi } from 'vitest';
 import { authenticateApiKey, createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { parseControlConfig } from '../../src/control/config.js';
-import { openDatabase } from '../../src/control/db/database.js';
 import { Machines } from '../../src/control/machines.js';
 import { OperationStore, statusFromTargets } from '../../src/control/operations/store.js';
 import type { InventoryItem, JoinRequest, TargetResult } from '../../src/control/wire.js';
 import { isStowageError } from '../../src/errors.js';
-import { tmpDir } from '../harness/tmp.js';
+import { freshTestDb, testDatabase } from '../harness/control-db.js';
 
 /** The control plane's state on a real SQLite file: keys, machines and inventories, operations. */
 
@@ -25,67 +25,65 @@ function joinReq(name: string, inventory: InventoryItem[] = []): JoinRequest {
   return { join_token: 'x', name, agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, inventory, inventory_seq: 1 };
 }
 
-async function freshDb() {
-  return openDatabase(join(await tmpDir('stowage-control-'), 'control.db'));
-}
+const freshDb = () => freshTestDb();
 
 describe('control-plane state', () => {
   it('applies each migration once: reopening the file finds its data and applies nothing again', async () => {
-    const dir = await tmpDir('stowage-control-');
-    const db = openDatabase(join(dir, 'c.db'));
-    const user = createUser(db, { name: 'ops', role: 'admin' });
-    const applied = db.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get();
-    db.close();
-    const again = openDatabase(join(dir, 'c.db'));
-    expect(again.prepare('SELECT COUNT(*) FROM schema_migrations').pluck().get()).toBe(applied);
-    expect(again.prepare('SELECT name FROM users WHERE id = ?').pluck().get(user.userId)).toBe('ops');
-    again.close();
+    const store = await testDatabase();
+    const db = await store.open();
+    const user = await createUser(db, { name: 'ops', role: 'admin' });
+    const applied = await db.get(sql`SELECT COUNT(*) AS n FROM schema_migrations`);
+    await db.close();
+    const again = await store.open();
+    expect(await again.get(sql`SELECT COUNT(*) AS n FROM schema_migrations`)).toEqual(applied);
+    expect(await again.get(sql`SELECT name FROM users WHERE id = ${user.userId}`)).toEqual({ name: 'ops' });
+    await again.close();
   });
 
   it('keeps only hashes of API keys and authenticates the token alone', async () => {
     const db = await freshDb();
-    const user = createUser(db, { name: 'alice', role: 'user', domain: 'research' });
-    const token = createApiKey(db, user.userId);
+    const user = await createUser(db, { name: 'alice', role: 'user', domain: 'research' });
+    const token = await createApiKey(db, user.userId);
     expect(token).toMatch(/^stk_/);
-    const stored = db.prepare('SELECT key_hash FROM api_keys').pluck().all() as string[];
+    const stored = (await db.all<{ key_hash: string }>(sql`SELECT key_hash FROM api_keys`)).map((r) => r.key_hash);
     expect(stored).toHaveLength(1);
     expect(stored[0]).not.toContain(token.slice(4));
-    expect(authenticateApiKey(db, token)).toMatchObject({ name: 'alice', role: 'user', domain: 'research' });
-    expect(authenticateApiKey(db, `${token}x`)).toBeUndefined();
-    expect(authenticateApiKey(db, 'not-a-key')).toBeUndefined();
-    db.close();
+    expect(await authenticateApiKey(db, token)).toMatchObject({ name: 'alice', role: 'user', domain: 'research' });
+    expect(await authenticateApiKey(db, `${token}x`)).toBeUndefined();
+    expect(await authenticateApiKey(db, 'not-a-key')).toBeUndefined();
+    await db.close();
   });
 
   it('refuses an inventory delta that does not follow the last one, and applies one that does', async () => {
     const db = await freshDb();
     const machines = new Machines(db, 60_000);
-    machines.join(joinReq('m1', [item(D1, ['docker.io/library/a:1'])]));
+    await machines.join(joinReq('m1', [item(D1, ['docker.io/library/a:1'])]));
     let caught: unknown;
     try {
-      machines.applyDelta('m1', { base_seq: 5, seq: 6, upserted: [item(D2)], removed: [] });
+      await machines.applyDelta('m1', { base_seq: 5, seq: 6, upserted: [item(D2)], removed: [] });
     } catch (err) {
       caught = err;
     }
     expect(isStowageError(caught, 'INVENTORY_RESYNC')).toBe(true);
     // Nothing of the refused delta landed.
-    expect(db.prepare('SELECT digest FROM availability').pluck().all()).toEqual([D1]);
+    expect(await db.all(sql`SELECT digest FROM availability`)).toEqual([{ digest: D1 }]);
 
-    machines.applyDelta('m1', { base_seq: 1, seq: 2, upserted: [item(D2)], removed: [D1] });
-    expect(db.prepare('SELECT digest FROM availability').pluck().all()).toEqual([D2]);
-    expect(machines.require('m1').inventory_seq).toBe(2);
-    db.close();
+    await machines.applyDelta('m1', { base_seq: 1, seq: 2, upserted: [item(D2)], removed: [D1] });
+    expect(await db.all(sql`SELECT digest FROM availability`)).toEqual([{ digest: D2 }]);
+    expect((await machines.require('m1')).inventory_seq).toBe(2);
+    await db.close();
   });
 
   it('a second join under the same name rotates the secret; the old one stops working', async () => {
     const db = await freshDb();
     const machines = new Machines(db, 60_000);
-    const first = machines.join(joinReq('m1'));
-    expect(machines.authenticate('m1', first.secret)).toBeDefined();
-    const second = machines.join(joinReq('m1'));
-    expect(machines.authenticate('m1', first.secret)).toBeUndefined();
-    expect(machines.authenticate('m1', second.secret)).toBeDefined();
-    expect(machines.authenticate('m1', undefined)).toBeUndefined();
-    db.close();
+    const first = await machines.join(joinReq('m1'));
+    expect(await machines.authenticate('m1', first.secret)).toBeDefined();
+    const second = await machines.join(joinReq('m1'));
+    expect(await machines.authenticate('m1', first.secret)).toBeUndefined();
+    expect(await machines.authenticate('m1', second.secret)).toBeDefined();
+    expect(await machines.authenticate('m1', undefined)).toBeUndefined();
+    await db.close();
   });
 
   it('a machine not heard from for offlineAfterMs is offline, and a heartbeat brings it back', async () => {
@@ -94,16 +92,16 @@ describe('control-plane state', () => {
     vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2026-01-01T00:00:00Z') });
     try {
       const machines = new Machines(db, 150);
-      machines.join(joinReq('m1'));
-      expect(machines.require('m1').status).toBe('online');
+      await machines.join(joinReq('m1'));
+      expect((await machines.require('m1')).status).toBe('online');
       vi.advanceTimersByTime(151);
-      expect(machines.require('m1').status).toBe('offline');
-      expect(() => machines.requireOnline('m1')).toThrow(/offline/);
-      machines.heartbeat('m1', {});
-      expect(machines.require('m1').status).toBe('online');
+      expect((await machines.require('m1')).status).toBe('offline');
+      await expect(machines.requireOnline('m1')).rejects.toThrow(/offline/);
+      await machines.heartbeat('m1', {});
+      expect((await machines.require('m1')).status).toBe('online');
     } finally {
       vi.useRealTimers();
-      db.close();
+      await db.close();
     }
   });
 
@@ -111,17 +109,17 @@ describe('control-plane state', () => {
     const db = await freshDb();
     try {
       const machines = new Machines(db, 60_000);
-      machines.join({ ...joinReq('m1'), labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0' });
+      await machines.join({ ...joinReq('m1'), labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0' });
       // A partial heartbeat (an older agent) keeps what it does not name.
-      expect(machines.heartbeat('m1', { disk_used_bytes: 42 })).toEqual({ inventory_seq: 1 });
-      expect(machines.require('m1')).toMatchObject({ labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0', disk_used_bytes: 42 });
+      expect(await machines.heartbeat('m1', { disk_used_bytes: 42 })).toEqual({ inventory_seq: 1 });
+      expect(await machines.require('m1')).toMatchObject({ labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0', disk_used_bytes: 42 });
       // A full one replaces it all: a scaling group it no longer names is one it left.
-      machines.heartbeat('m1', { agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' } });
-      expect(machines.require('m1')).toMatchObject({ agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' }, scaling_group: null, version: null, disk_used_bytes: 42 });
-      expect(() => machines.heartbeat('nobody', {})).toThrow(/no machine "nobody"/);
-      expect(machines.hasSecret('m1', 'wrong')).toBe(false);
+      await machines.heartbeat('m1', { agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' } });
+      expect(await machines.require('m1')).toMatchObject({ agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' }, scaling_group: null, version: null, disk_used_bytes: 42 });
+      await expect(machines.heartbeat('nobody', {})).rejects.toThrow(/no machine "nobody"/);
+      expect(await machines.hasSecret('m1', 'wrong')).toBe(false);
     } finally {
-      db.close();
+      await db.close();
     }
   });
 
@@ -129,18 +127,18 @@ describe('control-plane state', () => {
     const db = await freshDb();
     try {
       const ops = new OperationStore(db);
-      const op = ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
+      const op = await ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
       const snapshots: unknown[] = [];
       const targets: Array<{ operation_id: string; target: TargetResult }> = [];
       ops.events.on('changed', (o) => snapshots.push(o));
       ops.events.on('target', (t) => targets.push(t));
-      ops.updateTarget(op.id, 'b', { status: 'running', bytesTransferred: 7, bytesTotal: 10 });
+      await ops.updateTarget(op.id, 'b', { status: 'running', bytesTransferred: 7, bytesTotal: 10 });
       expect(snapshots).toHaveLength(0);
       expect(targets).toMatchObject([{ operation_id: op.id, target: { machine_id: 'b', status: 'running', bytes_transferred: 7, bytes_total: 10 } }]);
-      ops.finish(op.id, { status: 'cancelled' });
+      await ops.finish(op.id, { status: 'cancelled' });
       expect(snapshots).toHaveLength(1);
     } finally {
-      db.close();
+      await db.close();
     }
   });
 
@@ -150,55 +148,55 @@ describe('control-plane state', () => {
     vi.useFakeTimers({ toFake: ['Date'], now: Date.parse('2026-01-01T00:00:00Z') });
     try {
       const before = new Machines(db, 10_000, 30_000);
-      before.join(joinReq('m1'));
-      before.join(joinReq('m2'));
+      await before.join(joinReq('m1'));
+      await before.join(joinReq('m2'));
       vi.advanceTimersByTime(5_000);
       // A new control-plane process on the same state, heard from by no one yet.
       const restarted = new Machines(db, 10_000, 30_000);
       restarted.listening();
       vi.advanceTimersByTime(1);
-      expect(restarted.require('m1').status).toBe('unknown');
-      expect(restarted.statuses().get('m1')).toBe('unknown');
+      expect((await restarted.require('m1')).status).toBe('unknown');
+      expect((await restarted.statuses()).get('m1')).toBe('unknown');
       let caught: unknown;
       try {
-        restarted.requireOnline('m1');
+        await restarted.requireOnline('m1');
       } catch (err) {
         caught = err;
       }
       expect(isStowageError(caught, 'MACHINE_OFFLINE')).toBe(true);
       expect((caught as Error).message).toMatch(/"m1" has not been heard from since the control plane restarted/);
-      restarted.heartbeat('m2', {});
-      expect(restarted.require('m2').status).toBe('online');
+      await restarted.heartbeat('m2', {});
+      expect((await restarted.require('m2')).status).toBe('online');
       // Unknown for the whole grace period (longer than offlineAfterMs), offline after it.
       vi.advanceTimersByTime(29_000);
-      expect(restarted.require('m1').status).toBe('unknown');
+      expect((await restarted.require('m1')).status).toBe('unknown');
       vi.advanceTimersByTime(1_000);
-      expect(restarted.require('m1').status).toBe('offline');
-      expect(() => restarted.requireOnline('m1')).toThrow(/"m1" is offline/);
-      expect(restarted.require('m2').status).toBe('offline');
-      restarted.heartbeat('m1', {});
-      expect(restarted.require('m1').status).toBe('online');
+      expect((await restarted.require('m1')).status).toBe('offline');
+      await expect(restarted.requireOnline('m1')).rejects.toThrow(/"m1" is offline/);
+      expect((await restarted.require('m2')).status).toBe('offline');
+      await restarted.heartbeat('m1', {});
+      expect((await restarted.require('m1')).status).toBe('online');
     } finally {
       vi.useRealTimers();
-      db.close();
+      await db.close();
     }
   });
 
   it('work resumed after a restart waits for an unknown machine to call in, and fails it MACHINE_OFFLINE once the grace period ends', async () => {
     const db = await freshDb();
     try {
-      new Machines(db, 10_000).join(joinReq('m1'));
-      new Machines(db, 10_000).join(joinReq('m2'));
+      await new Machines(db, 10_000).join(joinReq('m1'));
+      await new Machines(db, 10_000).join(joinReq('m2'));
       // Last heard from well before this "process" started.
-      db.prepare('UPDATE machines SET last_seen_at = ?').run('2020-01-01T00:00:00.000Z');
+      await db.run(sql`UPDATE machines SET last_seen_at = ${'2020-01-01T00:00:00.000Z'}`);
       const restarted = new Machines(db, 10_000, 120_000);
       restarted.listening();
       let settled = false;
       const waiting = restarted.requireOnlineOnceKnown('m1').finally(() => (settled = true));
       await new Promise((resolve) => setImmediate(resolve));
-      expect(restarted.require('m1').status).toBe('unknown');
+      expect((await restarted.require('m1')).status).toBe('unknown');
       expect(settled).toBe(false);
-      restarted.heartbeat('m1', {});
+      await restarted.heartbeat('m1', {});
       expect((await waiting).status).toBe('online');
 
       // A machine that never calls in: the wait ends with the grace period, as MACHINE_OFFLINE.
@@ -210,26 +208,28 @@ describe('control-plane state', () => {
       aborted.listening();
       await expect(aborted.requireOnlineOnceKnown('m2', AbortSignal.abort())).rejects.toThrow(/has not been heard from since the control plane restarted/);
     } finally {
-      db.close();
+      await db.close();
     }
   });
 
   it('operations are durable: a new store on the same file lists the unfinished ones with their targets', async () => {
-    const dir = await tmpDir('stowage-control-');
-    const db = openDatabase(join(dir, 'c.db'));
+    const store = await testDatabase();
+    const db = await store.open();
     const ops = new OperationStore(db);
-    const op = ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
-    ops.updateTarget(op.id, 'a', { status: 'running', bytesTransferred: 5 });
-    ops.updateTarget(op.id, 'b', { status: 'present', bytesTransferred: 9 });
-    db.close();
-    const reopened = new OperationStore(openDatabase(join(dir, 'c.db')));
-    const [left] = reopened.unfinished();
+    const op = await ops.create({ kind: 'distribute', actor: 'admin', artifact: { digest: D1, reference: null, platform: null, size_bytes: 1 }, targets: ['a', 'b'] });
+    await ops.updateTarget(op.id, 'a', { status: 'running', bytesTransferred: 5 });
+    await ops.updateTarget(op.id, 'b', { status: 'present', bytesTransferred: 9 });
+    await db.close();
+    const db2 = await store.open();
+    const reopened = new OperationStore(db2);
+    const [left] = await reopened.unfinished();
     expect(left?.id).toBe(op.id);
     expect(left?.targets.map((t) => [t.machine_id, t.status, t.bytes_transferred])).toEqual([
       ['a', 'running', 5],
       ['b', 'present', 9],
     ]);
     expect(left?.targets[1]?.finished_at).not.toBeNull();
+    await db2.close();
   });
 
   it('derives the operation status from its targets', () => {

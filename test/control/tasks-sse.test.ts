@@ -12,23 +12,23 @@ let key: string;
 
 beforeAll(async () => {
   plane = await startCatalogPlane({ heartbeatMs: 50, throttleMs: 0 });
-  key = createApiKey(plane.ctx.db, createUser(plane.ctx.db, { name: 'u', role: 'user', domain: null }).userId);
+  key = await createApiKey(plane.ctx.db, (await createUser(plane.ctx.db, { name: 'u', role: 'user', domain: null })).userId);
 });
 afterAll(async () => plane?.close());
 
-const newTask = () =>
-  plane.ctx.operations.create({ kind: 'rescan', actor: 'u', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
+const newTask = async () =>
+  await plane.ctx.operations.create({ kind: 'rescan', actor: 'u', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
 
 describe('background task events', () => {
   it('delivers every update in order, heartbeats while quiet, and ends with bgtask_done', async () => {
-    const op = newTask();
+    const op = await newTask();
     // The updates go out once a heartbeat has arrived on the quiet stream (however slow the machine).
     let heartbeat!: () => void;
     const firstHeartbeat = new Promise<void>((resolve) => (heartbeat = resolve));
     const stream = collectTaskEvents(plane.url, key, op.id, 120_000, undefined, () => heartbeat());
     await firstHeartbeat;
-    for (let i = 1; i <= 5; i++) plane.ctx.operations.setProgress(op.id, i, 5, `step ${i}`);
-    plane.ctx.operations.finish(op.id, { status: 'succeeded' });
+    for (let i = 1; i <= 5; i++) await plane.ctx.operations.setProgress(op.id, i, 5, `step ${i}`);
+    await plane.ctx.operations.finish(op.id, { status: 'succeeded' });
     const { events, comments, serverClose } = await stream;
     expect(events.map((e) => e.event)).toEqual([...Array(6).fill('bgtask_updated'), 'bgtask_done']);
     expect(serverClose).toBe(true);
@@ -40,19 +40,19 @@ describe('background task events', () => {
   });
 
   it('maps failed and cancelled outcomes, also when subscribing after the end', async () => {
-    const failed = newTask();
-    plane.ctx.operations.finish(failed.id, { status: 'failed', error: { code: 'REGISTRY_ERROR', message: 'registry down' } });
+    const failed = await newTask();
+    await plane.ctx.operations.finish(failed.id, { status: 'failed', error: { code: 'REGISTRY_ERROR', message: 'registry down' } });
     const f = await collectTaskEvents(plane.url, key, failed.id);
     expect(f.events.map((e) => e.event)).toEqual(['bgtask_failed']);
     expect(f.events[0]?.data.message).toBe('REGISTRY_ERROR: registry down');
 
-    const cancelled = newTask();
-    plane.ctx.operations.finish(cancelled.id, { status: 'cancelled' });
+    const cancelled = await newTask();
+    await plane.ctx.operations.finish(cancelled.id, { status: 'cancelled' });
     expect((await collectTaskEvents(plane.url, key, cancelled.id)).events.map((e) => e.event)).toEqual(['bgtask_cancelled']);
   });
 
   it('counts finished targets as progress for operations with targets', async () => {
-    const op = plane.ctx.operations.create({
+    const op = await plane.ctx.operations.create({
       kind: 'preload',
       actor: 'u',
       artifact: { digest: null, reference: 'r', platform: null, size_bytes: null },
@@ -60,9 +60,9 @@ describe('background task events', () => {
     });
     const { stream, connected } = subscribeTaskEvents(plane.url, key, op.id);
     await connected;
-    plane.ctx.operations.updateTarget(op.id, 'a', { status: 'present' });
-    plane.ctx.operations.updateTarget(op.id, 'b', { status: 'failed', failure: { code: 'X', message: 'y' } });
-    plane.ctx.operations.finish(op.id);
+    await plane.ctx.operations.updateTarget(op.id, 'a', { status: 'present' });
+    await plane.ctx.operations.updateTarget(op.id, 'b', { status: 'failed', failure: { code: 'X', message: 'y' } });
+    await plane.ctx.operations.finish(op.id);
     const { events } = await stream;
     // A partial success ends as Backend.AI's: bgtask_done, with the failures in `errors`.
     expect(events.map((e) => [e.event, e.data.current_progress, e.data.total_progress])).toEqual([
@@ -76,11 +76,11 @@ describe('background task events', () => {
   });
 
   it('refuses without a key, and answers 404 for an unknown task', async () => {
-    const op = newTask();
+    const op = await newTask();
     expect((await collectTaskEvents(plane.url, 'stk_wrong', op.id)).status).toBe(401);
     expect((await collectTaskEvents(plane.url, key, 'op-unknown')).status).toBe(404);
     expect((await collectTaskEvents(plane.url, key, 'bad id!')).status).toBe(400);
-    plane.ctx.operations.finish(op.id, { status: 'succeeded' });
+    await plane.ctx.operations.finish(op.id, { status: 'succeeded' });
   });
 });
 
@@ -88,18 +88,18 @@ describe('throttling', () => {
   it('coalesces a burst of updates into the latest, and never delays the final event', async () => {
     const throttled = await startCatalogPlane({ throttleMs: 300 });
     try {
-      const k = createApiKey(throttled.ctx.db, createUser(throttled.ctx.db, { name: 't', role: 'user' }).userId);
-      const op = throttled.ctx.operations.create({ kind: 'rescan', actor: 't', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
+      const k = await createApiKey(throttled.ctx.db, (await createUser(throttled.ctx.db, { name: 't', role: 'user' })).userId);
+      const op = await throttled.ctx.operations.create({ kind: 'rescan', actor: 't', artifact: { digest: null, reference: 'r', platform: null, size_bytes: null }, targets: [] });
       let sawLast: () => void = () => {};
       const lastSeen = new Promise<void>((resolve) => (sawLast = resolve));
       const { stream, connected } = subscribeTaskEvents(throttled.url, k, op.id, (e) => {
         if (e.data.message === 'step 20') sawLast();
       });
       await connected;
-      for (let i = 1; i <= 20; i++) throttled.ctx.operations.setProgress(op.id, i, 20, `step ${i}`);
+      for (let i = 1; i <= 20; i++) await throttled.ctx.operations.setProgress(op.id, i, 20, `step ${i}`);
       // The throttle delivers the latest state of the burst by itself; only then does the task end.
       await lastSeen;
-      throttled.ctx.operations.finish(op.id, { status: 'succeeded' });
+      await throttled.ctx.operations.finish(op.id, { status: 'succeeded' });
       const { events } = await stream;
       expect(events.length).toBeLessThan(6);
       expect(events.filter((e) => e.event === 'bgtask_updated').at(-1)?.data.message).toBe('step 20');

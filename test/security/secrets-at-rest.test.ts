@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { copyFile, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -92,24 +93,26 @@ describe('a database written before sealing', () => {
   it('has its plain machine secrets and registry passwords sealed at the next start, still usable', async () => {
     const dir = await tmpDir('legacy-db-');
     const path = join(dir, 'control.db');
-    const first = openDatabase(path);
-    const { secret } = new Machines(first, 20_000).join({ join_token: 'unused', name: 'old-1', agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, inventory_seq: 0, inventory: [] });
-    new RegistryStore(first).put({ name: 'old.registry:5000', username: 'u', password: REGISTRY_PASSWORD });
+    const first = await openDatabase(path);
+    const { secret } = await new Machines(first, 20_000).join({ join_token: 'unused', name: 'old-1', agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, inventory_seq: 0, inventory: [] });
+    await new RegistryStore(first).put({ name: 'old.registry:5000', username: 'u', password: REGISTRY_PASSWORD });
     // As an older version left them: in the clear.
-    first.prepare('UPDATE machines SET secret = ? WHERE id = ?').run(secret, 'old-1');
-    first.prepare('UPDATE registries SET password = ? WHERE name = ?').run(REGISTRY_PASSWORD, 'old.registry:5000');
-    first.close();
+    await first.run(sql`UPDATE machines SET secret = ${secret} WHERE id = ${'old-1'}`);
+    await first.run(sql`UPDATE registries SET password = ${REGISTRY_PASSWORD} WHERE name = ${'old.registry:5000'}`);
+    await first.close();
 
-    const db = openDatabase(path);
+    const db = await openDatabase(path);
+    // What a start does first (control.ts).
     const machines = new Machines(db, 20_000);
+    await machines.sealPlainSecrets();
     const registries = new RegistryStore(db);
-    registries.sealPlainPasswords();
-    expect(machines.authenticate('old-1', secret)?.id).toBe('old-1');
-    expect(registries.get('old.registry:5000')?.password).toBe(REGISTRY_PASSWORD);
-    const raw = db.prepare("SELECT (SELECT secret FROM machines WHERE id = 'old-1') AS s, (SELECT password FROM registries) AS p").get() as { s: string; p: string };
+    await registries.sealPlainPasswords();
+    expect((await machines.authenticate('old-1', secret))?.id).toBe('old-1');
+    expect((await registries.get('old.registry:5000'))?.password).toBe(REGISTRY_PASSWORD);
+    const raw = (await db.get<{ s: string; p: string }>(sql`SELECT (SELECT secret FROM machines WHERE id = 'old-1') AS s, (SELECT password FROM registries) AS p`))!;
     expect(raw.s.startsWith('sbx1.')).toBe(true);
     expect(raw.p.startsWith('sbx1.')).toBe(true);
-    db.close();
+    await db.close();
     const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
     expect(bytes.includes(secret)).toBe(false);
     expect(bytes.includes(REGISTRY_PASSWORD)).toBe(false);
