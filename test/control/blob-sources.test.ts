@@ -4,11 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { blobSources } from '../../src/control/blob-sources.js';
 import { parseControlConfig } from '../../src/control/config.js';
 import { startControl } from '../../src/control/control.js';
-import { openDatabase } from '../../src/control/db/database.js';
 import { Machines } from '../../src/control/machines.js';
 import { verifyPeerToken } from '../../src/control/peer-token.js';
 import type { InventoryItem, JoinRequest } from '../../src/control/wire.js';
 import { until } from '../harness/cluster.js';
+import { freshTestDb } from '../harness/control-db.js';
+import { controlDatabase } from '../harness/postgres.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -33,7 +34,7 @@ function joinReq(name: string, inventory: InventoryItem[]): JoinRequest {
 
 describe('blob sources', () => {
   it('names the online machines holding each blob, with pull tokens for them, and never the one asking', async () => {
-    const db = await openDatabase(join(await tmpDir('stowage-blob-sources-'), 'control.db'));
+    const db = await freshTestDb('stowage-blob-sources-');
     const machines = new Machines(db, 60_000);
     await machines.join(joinReq('holder', [item(hex('1'), [LAYER_A, LAYER_B])]));
     const asker = await machines.join(joinReq('asker', [item(hex('2'), [LAYER_A])]));
@@ -65,7 +66,7 @@ describe('blob sources', () => {
     await db.close();
   });
   it('over REST answers only the machine itself, with its secret, for well-formed digests; a refusal changes nothing', async () => {
-    const control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-blob-sources-rest-'), listen: { port: 0 } }));
+    const control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-blob-sources-rest-'), ...(await controlDatabase()), listen: { port: 0 } }));
     try {
       const holder = await control.ctx.machines.join(joinReq('holder', [item(hex('1'), [LAYER_A])]));
       const asker = await control.ctx.machines.join(joinReq('asker', []));

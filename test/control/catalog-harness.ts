@@ -9,6 +9,7 @@ import { startControl } from '../../src/control/control.js';
 import { operationIdOf } from '../../src/control/tasks/ids.js';
 import type { Operation } from '../../src/control/wire.js';
 import { type TestImageInfo, type TestIndexInfo, makeMultiPlatformLayout, makeTestImage, skopeo } from '../harness/images.js';
+import { controlDatabase } from '../harness/postgres.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -34,6 +35,8 @@ export async function startCatalogPlane(opts: { heartbeatMs?: number; throttleMs
   const control = await startControl(
     parseControlConfig({
       dataDir: dir,
+      // In the control-postgres project, a fresh PostgreSQL database.
+      ...(await controlDatabase()),
       listen: { host: '127.0.0.1', port: 0 },
       heartbeatIntervalMs: 500,
       offlineAfterMs: opts.offlineAfterMs ?? 5_000,

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { parseControlConfig } from '../../src/control/config.js';
 import { type RunningControl, startControl } from '../../src/control/control.js';
+import { controlDatabase } from '../harness/postgres.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
@@ -25,7 +26,7 @@ async function call(token: string, method: 'GET' | 'POST', path: string, body?: 
 }
 
 beforeAll(async () => {
-  control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-roles-'), listen: { port: 0 } }));
+  control = await startControl(parseControlConfig({ dataDir: await tmpDir('stowage-roles-'), ...(await controlDatabase()), listen: { port: 0 } }));
   const db = control.ctx.db;
   keys['admin'] = await createApiKey(db, (await createUser(db, { name: 'dom-admin', role: 'admin', domain: 'research' })).userId);
   keys['user'] = await createApiKey(db, (await createUser(db, { name: 'dom-user', role: 'user', domain: 'research' })).userId);
