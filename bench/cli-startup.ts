@@ -41,7 +41,7 @@ function median(xs: number[]): number {
 
 async function main(): Promise<void> {
   const runs = arg('runs', 25);
-  if (!existsSync(join(ROOT, 'dist', 'stowctl.js'))) {
+  if (!['stowctl.js', 'stowctl-fast.cjs', 'stowctl-help.txt'].every((f) => existsSync(join(ROOT, 'dist', f)))) {
     console.log('dist/ is missing: building it (npm run build) so the bench measures what operators run');
     const b = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
     if (b.status !== 0) throw new Error('npm run build failed');

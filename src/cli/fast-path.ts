@@ -3,7 +3,7 @@ import { imageStatus } from './commands/image-status.js';
 import { CommandContext, type GlobalOptions } from './context.js';
 import { DryRunStop } from './errors.js';
 import { digestArg, machineArg } from './flags.js';
-import type { CliIo } from './io.js';
+import { type CliIo, processIo } from './io.js';
 import { reportError } from './report.js';
 import { viewOptionsFromArgv } from './view.js';
 
@@ -12,7 +12,8 @@ import { viewOptionsFromArgv } from './view.js';
  * most of what a short stowctl call spends): `stowctl --help` and `stowctl image status`. Anything else,
  * and any spelling of these this parser does not know for sure reads the same as commander, returns
  * undefined, and main() (commander) takes the command. The answers are main()'s own: the same action
- * (commands/status.ts), context and error report (report.ts); test/cli/fast-path.test.ts compares them.
+ * (commands/image-status.ts), context and error report (report.ts); test/cli/fast-path.test.ts compares
+ * them. Built, this module is also dist/stowctl-fast.cjs, which bin/stowctl.js runs first (tsup.config.ts).
  */
 
 /** The help text the build rendered through commander (tsup.config.ts), beside the built code. */
@@ -42,7 +43,7 @@ const STATUS_OPTIONS: Record<string, { name: string; check: (value: string) => s
   '--machine': { name: 'machine', check: machineArg('--machine') },
 };
 
-export async function fastPath(argv: readonly string[], io: CliIo, helpFile: URL = BUILT_HELP): Promise<number | undefined> {
+export async function fastPath(argv: readonly string[], io: CliIo = processIo(), helpFile: URL = BUILT_HELP): Promise<number | undefined> {
   if (argv.length === 1 && (argv[0] === '--help' || argv[0] === '-h')) return builtHelp(io, helpFile);
   const parsed = parseImageStatus(argv);
   if (!parsed) return undefined;
