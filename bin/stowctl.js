@@ -10,14 +10,17 @@
 const { existsSync } = require('node:fs');
 const { join } = require('node:path');
 
-const fast = join(__dirname, '..', 'dist', 'stowctl-fast.cjs');
-if (process.env.STOWAGE_FROM_SOURCE !== '1' && existsSync(fast)) {
-  require(fast)
+const dist = join(__dirname, '..', 'dist');
+const fromSource = process.env.STOWAGE_FROM_SOURCE === '1';
+if (!fromSource && existsSync(join(dist, 'stowctl-fast.cjs'))) {
+  require(join(dist, 'stowctl-fast.cjs'))
     .fastPath(process.argv.slice(2))
     .then((code) => {
       if (code === undefined) return import('../dist/stowctl.js');
       process.exitCode = code;
     });
+} else if (!fromSource && existsSync(join(dist, 'stowctl.js'))) {
+  import('../dist/stowctl.js'); // a build from before the fast path
 } else {
   import('tsx/esm/api').then(({ register }) => {
     register();
