@@ -22,7 +22,7 @@ export default defineConfig((): Options[] => {
     {
       ...common,
       format: ['cjs'],
-      entry: { 'stowctl-fast': 'src/cli/fast-path.ts' },
+      entry: { 'stowctl-fast': 'src/bin/stowctl-fast.ts' },
       shims: true,
       esbuildOptions(options) {
         options.supported = { ...options.supported, 'dynamic-import': false };
