@@ -30,6 +30,7 @@
 #   --kill-targets L  KILL_TARGETS=max N   N for case D (N >= 3)
 #   --kill-at F       KILL_AT=0.5          case D: the fraction of the image the victim has received when killed
 #   --cases LIST      CASES="distribute registry push kill"   which cases run (A B C D)
+#   --cpu-prof        CPU_PROF=0   every agent writes a V8 CPU profile when stopped (OUT_DIR/prof/<name>/)
 #   --layers K        LAYERS=4
 #   --repeat R        REPEAT=1     measurements per N and case (the table shows the median)
 #   --downlink        DOWNLINK=0   also shape each machine's downlink (the bridge port's egress)
@@ -72,6 +73,7 @@ REPEAT="${REPEAT:-1}"
 PUSH_TARGETS="${PUSH_TARGETS:-}"
 KILL_TARGETS="${KILL_TARGETS:-}"
 KILL_AT="${KILL_AT:-0.5}"
+CPU_PROF="${CPU_PROF:-0}"
 CASES="${CASES:-distribute registry push kill}"
 DOWNLINK="${DOWNLINK:-0}"
 STOWAGE_DIR="${STOWAGE_DIR:-$(cd "$SCRIPT_DIR/.." && pwd)}"
@@ -94,6 +96,7 @@ while [[ $# -gt 0 ]]; do
     --kill-targets) KILL_TARGETS="${2//,/ }"; shift 2 ;;
     --kill-at) KILL_AT="$2"; shift 2 ;;
     --cases) CASES="${2//,/ }"; shift 2 ;;
+    --cpu-prof) CPU_PROF=1; shift ;;
     --downlink) DOWNLINK=1; shift ;;
     --stowage) STOWAGE_DIR="$2"; shift 2 ;;
     --out) OUT_DIR="$2"; shift 2 ;;
@@ -325,8 +328,9 @@ JOIN_TOKEN="$(tr -d '\n' < "$WORK/control/data/join.token")"
 
 declare -A AGENT_PID=()
 start_agent() { # start_agent NS IP NAME (does not wait)
-  local ns=$1 ip=$2 name=$3
-  STOWAGE_JOIN_TOKEN="$JOIN_TOKEN" ip netns exec "$ns" node "$STOWD" agent --data-dir "$WORK/agents/$name" \
+  local ns=$1 ip=$2 name=$3 prof=()
+  if [[ "$CPU_PROF" == 1 ]]; then prof=(--cpu-prof --cpu-prof-dir "$OUT_DIR/prof/$name"); fi
+  STOWAGE_JOIN_TOKEN="$JOIN_TOKEN" ip netns exec "$ns" node "${prof[@]}" "$STOWD" agent --data-dir "$WORK/agents/$name" \
     --peer-host "$ip" --peer-port "$PEER_PORT" --control-url "http://$CTL_IP:$CTL_PORT" --name "$name" \
     > "$WORK/logs/agent-$name.log" 2>&1 &
   AGENT_PID[$name]=$!
@@ -467,6 +471,35 @@ rx_delta() { # rx_delta "BEFORE" "AFTER": "t1=MiB,t2=MiB…"
 }
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}'; }
 
+# Where the time goes: every 0.25 s, the MiB each target has received so far (its bridge port's tx, read in
+# the hub namespace: one process per sample), in FILE as "seconds t1 … tN". Stopped by timeline_stop.
+timeline_start() { # timeline_start N FILE
+  local n=$1 file=$2 i ports=()
+  for ((i = 1; i <= n; i++)); do ports+=("/sys/class/net/p-t$i/statistics/tx_bytes"); done
+  ( printf 'seconds'; for ((i = 1; i <= n; i++)); do printf '\tt%d' "$i"; done; echo
+    local base t0 now0
+    base="$(ip netns exec "$HUB" cat "${ports[@]}" | tr '\n' ' ')"
+    t0=$(now)
+    while :; do
+      now0=$(now)
+      ip netns exec "$HUB" cat "${ports[@]}" | awk -v base="$base" -v t="$(sub "$now0" "$t0")" '
+        BEGIN { split(base, b, " ") } { v[NR] = ($1 - b[NR]) / 1048576 }
+        END { printf "%s", t; for (i = 1; i <= NR; i++) printf "\t%.1f", v[i]; print "" }'
+      sleep 0.25
+    done ) > "$file" 2>/dev/null &
+  TIMELINE_PID=$!
+  PIDS+=("$TIMELINE_PID")
+}
+timeline_stop() { stop_pid "$TIMELINE_PID"; }
+
+# CPU seconds a process has used so far, "user+system" ("0+0" once it is gone); cpu_total sums them over processes.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f+%.2f", $14 / hz, $15 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0+0; }
+cpu_total() {
+  local p all=()
+  for p in "$@"; do all+=("$(cpu_s "$p")"); done
+  echo "${all[@]}" | awk '{ for (i = 1; i <= NF; i++) { split($i, x, "+"); u += x[1]; s += x[2] } printf "%.2f+%.2f", u, s }'
+}
+
 # op_summary FILE RXDELTA [VICTIM KILL_EPOCH]: "seconds<TAB>per target<TAB>note" of the operation stowctl
 # printed (created_at to finished_at). Fails unless every target is present, but VICTIM, which must be failed.
 op_summary() {
@@ -491,8 +524,10 @@ op_summary() {
 # measured, the baseline next to the computed ideal.
 run_tcp_baseline() {
   local sink out port=5099
+  : > "$WORK/logs/tcp-sink.log" # a log left by an earlier run in the same --out must not say "ready"
   ip netns exec "$(target_ns 1)" node -e '
     const srv = require("net").createServer((s) => { s.on("data", () => {}); s.on("end", () => { s.end(); srv.close(); }); });
+    srv.on("close", () => { const u = process.cpuUsage(); console.log(`sink cpu ${(u.user / 1e6).toFixed(2)}+${(u.system / 1e6).toFixed(2)}`); });
     srv.listen(Number(process.argv[2]), process.argv[1], () => console.log("sink ready"));' "$(target_ip 1)" "$port" > "$WORK/logs/tcp-sink.log" 2>&1 &
   sink=$!
   PIDS+=("$sink")
@@ -515,11 +550,25 @@ run_tcp_baseline() {
     });
     s.on("data", () => {});
     // The sink closes its side once it has read the last byte.
-    s.on("close", () => console.log((Number(process.hrtime.bigint() - t0) / 1e9).toFixed(3)));' "$(target_ip 1)" "$port" "$IMAGE_BYTES")"
+    s.on("close", () => {
+      const u = process.cpuUsage();
+      console.log((Number(process.hrtime.bigint() - t0) / 1e9).toFixed(3) + " " + (u.user / 1e6).toFixed(2) + "+" + (u.system / 1e6).toFixed(2));
+    });' "$(target_ip 1)" "$port" "$IMAGE_BYTES")"
   wait "$sink" || true
   forget_pid "$sink"
-  printf 'tcp\t1\t1\t%s\t\t%s\t\t\n' "$out" "$IMAGE_BYTES" >> "$RESULTS"
-  log "one copy over one shaped link, plain TCP: ${out}s"
+  local secs="${out%% *}" note
+  # What moving one copy costs the two ends without Stowage (node, kernel, the emulated link): the floor.
+  note="cpu: sender ${out#* } s, $(grep -o 'sink cpu .*' "$WORK/logs/tcp-sink.log" || echo 'sink cpu ?') s (user+sys); load $(cut -d' ' -f1 /proc/loadavg)"
+  printf 'tcp\t1\t1\t%s\t\t%s\t\t%s\n' "$secs" "$IMAGE_BYTES" "$note" >> "$RESULTS"
+  log "one copy over one shaped link, plain TCP: ${secs}s; $note"
+}
+
+agent_pids() { local name; for name in "$@"; do echo "${AGENT_PID[$name]}"; done; }
+cpu_note() { # cpu_note CPU0 CPU1 CTL0 CTL1 WALL: what the agents and the control plane used of the box's cores
+  awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" -v w="$5" -v n="$(nproc)" -v l="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
+    split(a, a2, "+"); split(b, b2, "+"); split(c, c2, "+"); split(d, d2, "+");
+    printf "cpu: agents %.1f s (user %.1f, sys %.1f), control %.1f s in %.1f s wall (%d cores); load %s",
+      b2[1] + b2[2] - a2[1] - a2[2], b2[1] - a2[1], b2[2] - a2[2], d2[1] + d2[2] - c2[1] - c2[2], w, n, l }'
 }
 
 start_targets() { # start_targets N TAG: agents t1-TAG … tN-TAG in t1 … tN; sets NAMES
@@ -547,20 +596,26 @@ run_stowage() { # run_stowage N REP
   start_targets "$n" "n$n-r$rep"
   local names=("${NAMES[@]}") out="$OUT_DIR/runs/stowage-n$n-r$rep.json" t0 t1 rc=0 rx0 rx1 tx0 tx1
   log "A: stowctl image distribute to $n target(s) (rep $rep)"
+  local pids cpu0 ctl0
+  pids=($(agent_pids src "${names[@]}"))
+  cpu0=$(cpu_total "${pids[@]}"); ctl0=$(cpu_s "$CTL_PID")
+  timeline_start "$n" "$OUT_DIR/runs/stowage-n$n-r$rep-timeline.tsv"
   rx0="$(rx_snapshot "$n")"; tx0="$(ns_bytes "$SRC" tx)"
   t0=$(now)
   stowctl_bg "$CTL" "$out" "$WORK/logs/stowctl-n$n-r$rep.log" image distribute --digest "$DIGEST" --from src --to "$(IFS=,; echo "${names[*]}")"
   wait "$STOWCTL_PID" || rc=$?
   t1=$(now)
   forget_pid "$STOWCTL_PID"
+  timeline_stop
   rx1="$(rx_snapshot "$n")"; tx1="$(ns_bytes "$SRC" tx)"
   [[ $rc -eq 0 ]] || { cat "$out" "$WORK/logs/stowctl-n$n-r$rep.log" >&2; die "stowctl image distribute failed ($rc)"; }
-  local parsed op_s per wall
+  local parsed op_s per wall cpu
   parsed="$(op_summary "$out" "$(rx_delta "$rx0" "$rx1")")" || die "distribute did not leave every target present (see $out)"
   IFS=$'\t' read -r op_s per _ <<< "$parsed"
   wall=$(sub "$t1" "$t0")
-  printf 'stowage\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$n" "$rep" "$op_s" "$wall" "$((tx1 - tx0))" "$per" >> "$RESULTS"
-  log "A: N=$n operation ${op_s}s (stowctl wall ${wall}s), src sent $(mib $((tx1 - tx0))) MiB; per target (done at / received): $per"
+  cpu="$(cpu_note "$cpu0" "$(cpu_total "${pids[@]}")" "$ctl0" "$(cpu_s "$CTL_PID")" "$wall")"
+  printf 'stowage\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$rep" "$op_s" "$wall" "$((tx1 - tx0))" "$per" "$cpu" >> "$RESULTS"
+  log "A: N=$n operation ${op_s}s (stowctl wall ${wall}s), src sent $(mib $((tx1 - tx0))) MiB; $cpu; per target (done at / received): $per"
   stop_agents "${names[@]}"
 }
 
@@ -569,21 +624,27 @@ run_push() { # run_push N REP: stowctl, on a machine of its own, pushes the arch
   start_targets "$n" "push$n-r$rep"
   local names=("${NAMES[@]}") out="$OUT_DIR/runs/push-n$n-r$rep.json" err="$WORK/logs/stowctl-push-n$n-r$rep.log" t0 t1 rc=0 rx0 rx1 tx0 tx1 srctx0 srctx1
   log "C: stowctl image push --archive to $n target(s), from $CLI (rep $rep)"
+  local pids cpu0 ctl0
+  pids=($(agent_pids "${names[@]}"))
+  cpu0=$(cpu_total "${pids[@]}"); ctl0=$(cpu_s "$CTL_PID")
+  timeline_start "$n" "$OUT_DIR/runs/push-n$n-r$rep-timeline.tsv"
   rx0="$(rx_snapshot "$n")"; tx0="$(ns_bytes "$CLI" tx)"; srctx0="$(ns_bytes "$SRC" tx)"
   t0=$(now)
   stowctl_bg "$CLI" "$out" "$err" image push --archive "$WORK/image.tar" --to "$(IFS=,; echo "${names[*]}")" "$IMAGE_REPO:$IMAGE_TAG"
   wait "$STOWCTL_PID" || rc=$?
   t1=$(now)
   forget_pid "$STOWCTL_PID"
+  timeline_stop
   rx1="$(rx_snapshot "$n")"; tx1="$(ns_bytes "$CLI" tx)"; srctx1="$(ns_bytes "$SRC" tx)"
   [[ $rc -eq 0 ]] || { cat "$out" "$err" >&2; die "stowctl image push failed ($rc)"; }
-  local parsed op_s per wall
+  local parsed op_s per wall cpu
   parsed="$(op_summary "$out" "$(rx_delta "$rx0" "$rx1")")" || die "push did not leave every target present (see $out)"
   IFS=$'\t' read -r op_s per _ <<< "$parsed"
   wall=$(sub "$t1" "$t0")
+  cpu="$(cpu_note "$cpu0" "$(cpu_total "${pids[@]}")" "$ctl0" "$(cpu_s "$CTL_PID")" "$wall")"
   # The source agent takes no part in a push: what it sent meanwhile shows nothing leaked to it.
-  printf 'push\t%s\t%s\t%s\t%s\t%s\t%s\tsrc sent %s MiB\n' "$n" "$rep" "$op_s" "$wall" "$((tx1 - tx0))" "$per" "$(mib $((srctx1 - srctx0)))" >> "$RESULTS"
-  log "C: N=$n push ${op_s}s from the upload start (stowctl wall ${wall}s), stowctl sent $(mib $((tx1 - tx0))) MiB; per target: $per"
+  printf 'push\t%s\t%s\t%s\t%s\t%s\t%s\tsrc sent %s MiB; %s\n' "$n" "$rep" "$op_s" "$wall" "$((tx1 - tx0))" "$per" "$(mib $((srctx1 - srctx0)))" "$cpu" >> "$RESULTS"
+  log "C: N=$n push ${op_s}s from the upload start (stowctl wall ${wall}s), stowctl sent $(mib $((tx1 - tx0))) MiB; $cpu; per target: $per"
   stop_agents "${names[@]}"
 }
 
@@ -596,6 +657,10 @@ run_kill() { # run_kill N REP: distribute to N; the mid-chain target is SIGKILLe
   vns="$(target_ns "$v")"
   at="$(awk -v b="$IMAGE_BYTES" -v f="$KILL_AT" 'BEGIN{printf "%d", b * f}')"
   log "D: stowctl image distribute to $n target(s), t$v SIGKILLed after $(mib "$at") MiB (rep $rep)"
+  local pids=() cpu0 ctl0 name
+  for name in src "${names[@]}"; do [[ "$name" == "$victim" ]] || pids+=("${AGENT_PID[$name]}"); done
+  cpu0=$(cpu_total "${pids[@]}"); ctl0=$(cpu_s "$CTL_PID")
+  timeline_start "$n" "$OUT_DIR/runs/kill-n$n-r$rep-timeline.tsv"
   rx0="$(rx_snapshot "$n")"; tx0="$(ns_bytes "$SRC" tx)"; vrx0="$(ns_bytes "$vns" rx)"
   t0=$(now)
   stowctl_bg "$CTL" "$out" "$err" image distribute --digest "$DIGEST" --from src --to "$(IFS=,; echo "${names[*]}")"
@@ -612,6 +677,7 @@ run_kill() { # run_kill N REP: distribute to N; the mid-chain target is SIGKILLe
   wait "$STOWCTL_PID" || rc=$?
   t1=$(now)
   forget_pid "$STOWCTL_PID"
+  timeline_stop
   rx1="$(rx_snapshot "$n")"; tx1="$(ns_bytes "$SRC" tx)"
   [[ -n "$killed" ]] || { cat "$out" >&2; die "the distribution ended before t$v had received $(mib "$at") MiB: nothing was killed"; }
   # stowctl exits non-zero: a target failed, as it should have.
@@ -620,6 +686,7 @@ run_kill() { # run_kill N REP: distribute to N; the mid-chain target is SIGKILLe
   parsed="$(op_summary "$out" "$(rx_delta "$rx0" "$rx1")" "t$v" "$killed")" || die "after the kill, not every other target ended present, or t$v not failed (see $out)"
   IFS=$'\t' read -r op_s per note <<< "$parsed"
   wall=$(sub "$t1" "$t0")
+  note="$note; $(cpu_note "$cpu0" "$(cpu_total "${pids[@]}")" "$ctl0" "$(cpu_s "$CTL_PID")" "$wall") (the survivors)"
   printf 'kill\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$n" "$rep" "$op_s" "$wall" "$((tx1 - tx0))" "$per" "$note" >> "$RESULTS"
   log "D: N=$n operation ${op_s}s (stowctl wall ${wall}s, exit $rc), src sent $(mib $((tx1 - tx0))) MiB; $note; per target: $per"
   stop_agents "${names[@]}"
@@ -733,6 +800,7 @@ node -e '
   }
   lines.push("copies_out: bytes the source (src), the registry or stowctl sent through its eth0 during the run, divided by the image size.");
   lines.push("per target: done at (s from the start; Stowage: from the operation created_at; registry: from launching skopeo) / MiB received on its eth0:");
+  for (const r of rows.filter((r) => r[0] === "tcp")) lines.push(`  plain TCP, one copy: ${r[3]} s [${r[7]}]`);
   for (const r of rows.filter((r) => r[0] !== "tcp")) lines.push(`  ${r[0].padEnd(8)} N=${r[1]} rep ${r[2]}: ${r[6]}${r[7] ? "  [" + r[7] + "]" : ""}`);
   console.log(lines.join("\n"));
 ' "$RESULTS" "$SIZE" "$RATE" "$IMAGE_BYTES" "$REG_BYTES" "$TARGETS" "$REPEAT" "$LOAD0" "$(cat /proc/loadavg | cut -d' ' -f1-3)" | tee "$OUT_DIR/table.txt"
