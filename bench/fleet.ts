@@ -19,6 +19,10 @@
  *
  *   npm run bench:fleet -- [--agents 1000] [--images 1000] [--platforms 10] [--per-agent 100]
  *                          [--heartbeat-ms 5000] [--window 30] [--status-requests 500]
+ *                          [--database postgres://user:pw@host/db]
+ *
+ * With --database (an empty PostgreSQL database the bench may fill), the fleet runs twice, on SQLite and
+ * then on PostgreSQL, and the table has a column for each.
  *
  * Targets (issue 15): status p99 < 50 ms; distribute to 1,000 < 10 s; heartbeats < 10 % of a core.
  */
@@ -48,6 +52,12 @@ const PER_AGENT = Math.min(arg('per-agent', 100), IMAGES);
 const HEARTBEAT_MS = arg('heartbeat-ms', 5000);
 const WINDOW_S = arg('window', 30);
 const STATUS_REQUESTS = arg('status-requests', 500);
+const DATABASE = (() => {
+  const i = process.argv.indexOf('--database');
+  const url = i >= 0 ? process.argv[i + 1] : undefined;
+  if (i >= 0 && !/^postgres(ql)?:\/\//.test(url ?? '')) throw new Error('--database takes a postgres:// URL');
+  return url;
+})();
 const IMAGE_BYTES = 64 * 1024 * 1024;
 
 const STOWD = join(import.meta.dirname, '..', 'bin', 'stowd.js');
@@ -168,13 +178,13 @@ function cpuSeconds(pid: number): number {
   return ticks / 100; // USER_HZ is 100 on Linux
 }
 
-async function startControl(): Promise<{ url: string; child: ChildProcess; adminToken: string; joinToken: string }> {
+async function startControl(database: string | undefined): Promise<{ url: string; child: ChildProcess; adminToken: string; joinToken: string }> {
   const dir = await tmpDir('stowage-fleet-');
   const port = await freePort();
   const config = join(dir, 'control.json');
   await writeFile(
     config,
-    JSON.stringify({ dataDir: join(dir, 'control'), listen: { host: '127.0.0.1', port }, insecureHttp: true, heartbeatIntervalMs: HEARTBEAT_MS, offlineAfterMs: HEARTBEAT_MS * 4 }),
+    JSON.stringify({ dataDir: join(dir, 'control'), ...(database ? { database } : {}), listen: { host: '127.0.0.1', port }, insecureHttp: true, heartbeatIntervalMs: HEARTBEAT_MS, offlineAfterMs: HEARTBEAT_MS * 4 }),
   );
   const child = spawn(process.execPath, [STOWD, 'control', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STOWAGE_FROM_SOURCE: '1' } });
   await new Promise<void>((resolve, reject) => {
@@ -207,8 +217,11 @@ async function finalEventAt(base: string, token: string, opId: string): Promise<
   throw new Error('the event stream ended without a final event');
 }
 
-async function main(): Promise<void> {
-  const control = await startControl();
+type Row = [measure: string, value: string, target: string];
+
+/** One fleet against one control plane (SQLite, or PostgreSQL at `database`): the table's rows. */
+async function measure(database: string | undefined): Promise<{ rows: Row[]; note: string }> {
+  const control = await startControl(database);
   const pid = control.child.pid as number;
   const agents: SimAgent[] = [];
   const heartbeats: NodeJS.Timeout[] = [];
@@ -311,7 +324,7 @@ async function main(): Promise<void> {
     const present = op.body.operation.targets.filter((t) => t.status === 'present').length;
     const tracked = Math.max(...agents.slice(1).map((a) => a.transferRequestedAt ?? Number.NaN));
 
-    const rows: Array<[string, string, string]> = [
+    const rows: Row[] = [
       ['image status p50', `${percentile(latencies, 50).toFixed(1)} ms`, ''],
       ['image status p99', `${percentile(latencies, 99).toFixed(1)} ms`, 'target < 50 ms'],
       [`distribute to ${targets.length}: planned`, `${((planned - t0) / 1000).toFixed(2)} s`, ''],
@@ -320,17 +333,33 @@ async function main(): Promise<void> {
       ['GET /metrics (median of 5)', `${percentile(scrapes, 50).toFixed(1)} ms`, ''],
       [`heartbeats of ${AGENTS} every ${HEARTBEAT_MS / 1000} s`, `${(heartbeatShare * 100).toFixed(1)} % of a core`, 'target < 10 %'],
     ];
-    console.log(`\nfleet: ${AGENTS} agents, ${IMAGES} images × ${PLATFORMS} platforms, ${PER_AGENT} images per agent, store sqlite`);
-    console.log(`(status answers carried ${(records / STATUS_REQUESTS).toFixed(0)} records on average; distribute ended ${final.event} with ${present}/${targets.length} present; ${heartbeatErrors} heartbeat errors)\n`);
-    const width = Math.max(...rows.map((r) => r[0].length));
-    console.log(`${'measure'.padEnd(width)}  ${'value'.padStart(18)}  `);
-    for (const [name, value, target] of rows) console.log(`${name.padEnd(width)}  ${value.padStart(18)}  ${target}`);
+    const note = `${database ? 'postgresql' : 'sqlite'}: status answers carried ${(records / STATUS_REQUESTS).toFixed(0)} records on average; distribute ended ${final.event} with ${present}/${targets.length} present; ${heartbeatErrors} heartbeat errors`;
+    return { rows, note };
   } finally {
     for (const t of heartbeats) clearInterval(t);
     control.child.kill('SIGKILL');
     await Promise.all(agents.map((a) => new Promise((resolve) => a.server.close(resolve))));
-    await http.close();
   }
+}
+
+async function main(): Promise<void> {
+  const stores: Array<{ name: string; database: string | undefined }> = [{ name: 'sqlite', database: undefined }];
+  if (DATABASE) stores.push({ name: 'postgresql', database: DATABASE });
+  const results: Array<{ rows: Row[]; note: string }> = [];
+  for (const store of stores) {
+    console.error(`fleet on ${store.name}…`);
+    results.push(await measure(store.database));
+  }
+  await http.close();
+  console.log(`\nfleet: ${AGENTS} agents, ${IMAGES} images × ${PLATFORMS} platforms, ${PER_AGENT} images per agent`);
+  for (const r of results) console.log(`(${r.note})`);
+  console.log('');
+  const first = results[0] as { rows: Row[]; note: string };
+  const width = Math.max(...first.rows.map((r) => r[0].length));
+  console.log(`${'measure'.padEnd(width)}  ${stores.map((s) => s.name.padStart(18)).join('  ')}  `);
+  first.rows.forEach(([name, , target], i) => {
+    console.log(`${name.padEnd(width)}  ${results.map((r) => (r.rows[i]?.[1] ?? '').padStart(18)).join('  ')}  ${target}`);
+  });
 }
 
 await main();

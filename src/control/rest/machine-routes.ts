@@ -60,7 +60,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   // The machine is authenticated before its (large) body is read.
-  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
+  const machineFirst = { bodyLimit: INVENTORY_BODY_LIMIT, onRequest: async (request: FastifyRequest<{ Params: { id: string } }>) => requireMachineSecret(ctx, request, request.params.id) };
 
   app.put<{ Params: { id: string } }>('/api/v1/machines/:id/inventory', machineFirst, async (request) => {
     const body = parseWith(fullInventorySchema, request.body);
