@@ -13,7 +13,7 @@
  *    mid-chain target is SIGKILLed halfway (every other target present, the dead one failed).
  *
  *   npm run bench:fanout -- [--loopback-size MiB] [--size MiB] [--rate mbit] [--targets 1,2,4,8] [--no-net] [--no-loopback]
- *     [--repeat R] [--cases distribute,registry,push,kill] [--push-targets 8] [--kill-targets 8] [--kill-at 0.5]
+ *     [--repeat R] [--cases distribute,registry,push,kill] [--push-targets 8] [--kill-targets 8] [--kill-at 0.5] [--cpu-prof]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
@@ -123,6 +123,7 @@ function network(): void {
     const value = arg(name, '');
     if (value) args.push(`--${name}`, value);
   }
+  if (flag('cpu-prof')) args.push('--cpu-prof');
   const result = spawnSync('bash', [script, ...args], { stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`bench/fanout-net.sh exited with ${result.status}`);
 }
