@@ -429,7 +429,8 @@ async function downloadBlob(
                   details: { expected: total },
                 });
               }
-              await opts.onBlobBytes?.(chunk.length, host);
+              const paced = opts.onBlobBytes?.(chunk.length, host);
+              if (paced) await paced;
               yield chunk;
               emit(received);
             }
