@@ -2,7 +2,9 @@
  * How fast stowctl answers: wall time of `stowctl --help` and `stowctl image status` (against a real
  * control plane on loopback with a few machines' records) against `node -e 0`, the floor any Node CLI
  * pays, measured in the same run. Runs are interleaved (baseline, help, status, baseline, …) so a noisy
- * neighbour slows all three alike; the median of each is printed with its ratio to the baseline.
+ * neighbour slows all three alike; the median of each is printed with its ratio to the baseline's, and
+ * the median of the ratios within each round (which a load that comes and goes during the run moves
+ * less). The load average is printed too: on a busy machine every figure is higher and looser.
  *
  *   npm run bench:cli -- --runs 30
  *
@@ -10,6 +12,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { type Cluster, startCluster } from '../test/harness/cluster.js';
 
@@ -38,7 +41,7 @@ function median(xs: number[]): number {
 
 async function main(): Promise<void> {
   const runs = arg('runs', 25);
-  if (!existsSync(join(ROOT, 'dist', 'stowctl.js'))) {
+  if (!['stowctl.js', 'stowctl-fast.cjs', 'stowctl-help.txt'].every((f) => existsSync(join(ROOT, 'dist', f)))) {
     console.log('dist/ is missing: building it (npm run build) so the bench measures what operators run');
     const b = spawnSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' });
     if (b.status !== 0) throw new Error('npm run build failed');
@@ -54,12 +57,16 @@ async function main(): Promise<void> {
     ];
     // One warm-up round (file-system cache), not counted.
     for (const c of cases) timed(c.args, env);
+    const load = (): string => loadavg().map((l) => l.toFixed(2)).join(' ');
+    const loadBefore = load();
     for (let i = 0; i < runs; i++) for (const c of cases) c.times.push(timed(c.args, env));
-    const base = median(cases[0]!.times);
-    console.log(`${runs} interleaved runs each, median wall time`);
+    const base = cases[0]!.times;
+    console.log(`${runs} interleaved runs each; load average ${loadBefore} before, ${load()} after`);
+    console.log(`${''.padEnd(22)} ${'median'.padStart(10)}   ${'ratio of medians'.padStart(16)}   median ratio in a round`);
     for (const c of cases) {
       const m = median(c.times);
-      console.log(`${c.name.padEnd(22)} ${m.toFixed(1).padStart(7)} ms   ${(m / base).toFixed(2)}× node -e 0`);
+      const perRound = median(c.times.map((t, i) => t / base[i]!));
+      console.log(`${c.name.padEnd(22)} ${m.toFixed(1).padStart(7)} ms   ${`${(m / median(base)).toFixed(2)}×`.padStart(16)}   ${perRound.toFixed(2)}×`);
     }
   } finally {
     await cluster?.close();

@@ -11,9 +11,13 @@
  * 2. Network (root only; skipped otherwise or with --no-net): bench/fanout-net.sh, every machine in its own
  *    network namespace with a tbf-shaped uplink: Stowage distribute against a docker-registry and N parallel
  *    `skopeo copy`, N = 1, 2, 4, 8 by default, as multiples of one copy at line rate, plus the copies of the
- *    image the source (or the registry) sent.
+ *    image the source (or the registry) sent. Two more rows at the largest N: `stowctl image push` from a
+ *    machine of its own (timed from the upload start; copies stowctl sent), and a distribute in which a
+ *    mid-chain target is SIGKILLed halfway (every other target present, the dead one failed).
  *
- *   npm run bench:fanout -- [--loopback-size MiB] [--loopback-repeat N] [--size MiB] [--rate mbit] [--targets 1,2,4,8] [--no-net] [--no-loopback] [--no-disk] [--no-tmpfs] [--from-source] [--profile DIR]
+ *   npm run bench:fanout -- [--loopback-size MiB] [--loopback-repeat N] [--size MiB] [--rate mbit] [--targets 1,2,4,8] [--no-net] [--no-loopback]
+ *     [--no-disk] [--no-tmpfs] [--from-source] [--profile DIR]
+ *     [--repeat R] [--cases distribute,registry,push,kill] [--push-targets 8] [--kill-targets 8] [--kill-at 0.5]
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
@@ -216,8 +220,10 @@ function network(): void {
   }
   const script = join(import.meta.dirname, 'fanout-net.sh');
   const args = ['--size', arg('size', '256'), '--rate', arg('rate', '200'), '--targets', arg('targets', '1,2,4,8')];
-  const repeat = arg('repeat', '');
-  if (repeat) args.push('--repeat', repeat);
+  for (const name of ['repeat', 'cases', 'push-targets', 'kill-targets', 'kill-at']) {
+    const value = arg(name, '');
+    if (value) args.push(`--${name}`, value);
+  }
   const result = spawnSync('bash', [script, ...args], { stdio: 'inherit' });
   if (result.status !== 0) throw new Error(`bench/fanout-net.sh exited with ${result.status}`);
 }

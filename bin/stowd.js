@@ -1,14 +1,15 @@
 #!/usr/bin/env node
 // Runs the built daemon (dist/, built by `npm ci` through `prepare`, or `npm run build`), else the
 // TypeScript source through tsx. STOWAGE_FROM_SOURCE=1 forces the source (the tests set it, so an
-// old build never hides a change).
-import { existsSync } from 'node:fs';
+// old build never hides a change). CommonJS, as everything in bin/ (bin/package.json, see bin/stowctl.js).
+const { existsSync } = require('node:fs');
+const { join } = require('node:path');
 
-const built = new URL('../dist/stowd.js', import.meta.url);
-if (process.env.STOWAGE_FROM_SOURCE !== '1' && existsSync(built)) {
-  await import(built.href);
+if (process.env.STOWAGE_FROM_SOURCE !== '1' && existsSync(join(__dirname, '..', 'dist', 'stowd.js'))) {
+  import('../dist/stowd.js');
 } else {
-  const { register } = await import('tsx/esm/api');
-  register();
-  await import('../src/bin/stowd.ts');
+  import('tsx/esm/api').then(({ register }) => {
+    register();
+    return import('../src/bin/stowd.ts');
+  });
 }

@@ -24,7 +24,7 @@ import type { RuntimeAdapter } from '../runtime/runtime.js';
  *   POST /agent/v1/transfers/refresh  renewed tokens / new peers for a running transfer (204, or 404)
  *   GET  /agent/v1/images/:digest   the inventory item of one platform image (404 IMAGE_NOT_FOUND)
  *   GET  /agent/v1/inventory        {seq, items}
- *   GET  /agent/v1/stats            {blob_bytes_served, mirror_bytes_from_peers?, mirror_bytes_from_upstream?}
+ *   GET  /agent/v1/stats            {blob_bytes_served, mirror_bytes_from_peers?, mirror_bytes_from_upstream?, mirror_blobs_from_…?}
  *   POST /agent/v1/incoming         {operation_id, manifest, ttl_seconds}: an image is being pushed here (204)
  *   DELETE /agent/v1/incoming/:op   the push ended (204, or 404)
  *   POST /agent/v1/unload           {ref, platform?} → {removed}
@@ -56,6 +56,9 @@ export interface AgentStats {
   /** With a pull-through mirror: the blob bytes it took from peers, and from upstream registries. */
   mirror_bytes_from_peers?: number;
   mirror_bytes_from_upstream?: number;
+  /** With a pull-through mirror: the blobs it brought in whole and verified, by where their last bytes came from. */
+  mirror_blobs_from_peers?: number;
+  mirror_blobs_from_upstream?: number;
 }
 
 function errorBody(code: string, message: string, details?: Record<string, unknown>): ErrorBody {

@@ -171,7 +171,14 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         revoke: (tokens) => revoked.add(tokens),
         stats: () => ({
           blob_bytes_served: served.blobBytes,
-          ...(mirror ? { mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers, mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream } : {}),
+          ...(mirror
+            ? {
+                mirror_bytes_from_peers: mirror.mirror.stats.bytesFromPeers,
+                mirror_bytes_from_upstream: mirror.mirror.stats.bytesFromUpstream,
+                mirror_blobs_from_peers: mirror.mirror.stats.blobsFromPeers,
+                mirror_blobs_from_upstream: mirror.mirror.stats.blobsFromUpstream,
+              }
+            : {}),
         }),
       });
       let peerAddress = await peer.listen({ host: config.peer.host, port: config.peer.port });
@@ -210,6 +217,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
           stallTimeoutMs: config.transfer.stallTimeoutMs,
           log: agentLog,
           peerTls: tls && (() => tls.peerDispatcher()),
+          metrics,
         });
         const started = mirror;
         closers.push(() => started.close());
@@ -223,7 +231,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
     let mirrorUrl: string | undefined;
     if (config.mirror) {
       // Standalone: no peers to ask, a caching mirror of the upstream registry.
-      const standalone = await startMirror(config.mirror, ctx, async () => ({}), { stallTimeoutMs: config.transfer.stallTimeoutMs, log: agentLog });
+      const standalone = await startMirror(config.mirror, ctx, async () => ({}), { stallTimeoutMs: config.transfer.stallTimeoutMs, log: agentLog, metrics });
       closers.push(() => standalone.close());
       mirrorUrl = standalone.url;
     }

@@ -19,6 +19,18 @@ export class AgentMetrics extends MetricsRegistry {
     help: "Blob bytes this machine's /v2/ sent to peers and clients",
     registers: [this.registry],
   });
+  readonly mirrorBytes = new Counter({
+    name: 'stowage_agent_mirror_bytes_total',
+    help: 'Blob bytes the pull-through mirror brought in, by where they came from (peer or upstream)',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly mirrorBlobs = new Counter({
+    name: 'stowage_agent_mirror_blobs_total',
+    help: 'Blobs the pull-through mirror brought in whole and verified, by where their last bytes came from (peer or upstream)',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
   readonly transfers = new Counter({
     name: 'stowage_agent_transfers_total',
     help: 'Transfers into this machine that ended, by outcome (present, skipped_present, failed)',

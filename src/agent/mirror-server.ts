@@ -6,6 +6,7 @@ import type { Digest } from '../oci/digest.js';
 import { type PeerHolder, PullThroughMirror } from '../registry/mirror.js';
 import { mirrorRoutes } from '../registry/mirror-routes.js';
 import type { AgentConfig } from './config.js';
+import type { AgentMetrics } from './metrics.js';
 
 /** The agent's pull-through registry mirror (registry/mirror.ts) on its own loopback listener. */
 export interface RunningMirror {
@@ -19,7 +20,12 @@ export async function startMirror(
   config: NonNullable<AgentConfig['mirror']>,
   ctx: EngineContext,
   holders: (digests: readonly Digest[]) => Promise<Record<string, PeerHolder[] | undefined>>,
-  opts: { stallTimeoutMs?: number | undefined; log: (line: string) => void; peerTls?: (() => Dispatcher | undefined) | undefined },
+  opts: {
+    stallTimeoutMs?: number | undefined;
+    log: (line: string) => void;
+    peerTls?: (() => Dispatcher | undefined) | undefined;
+    metrics?: Pick<AgentMetrics, 'mirrorBytes' | 'mirrorBlobs'> | undefined;
+  },
 ): Promise<RunningMirror> {
   const mirror = new PullThroughMirror({
     store: ctx.store,
@@ -29,6 +35,8 @@ export async function startMirror(
     stallTimeoutMs: opts.stallTimeoutMs,
     log: opts.log,
     peerTls: opts.peerTls,
+    onBlobBytes: (n, from) => opts.metrics?.mirrorBytes.inc({ source: from }, n),
+    onBlobStored: (from) => opts.metrics?.mirrorBlobs.inc({ source: from }),
   });
   const app = Fastify({ logger: false });
   await app.register(mirrorRoutes, { mirror, defaultUpstream: config.defaultUpstream });

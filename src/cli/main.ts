@@ -11,11 +11,10 @@ import { registerStatus } from './commands/status.js';
 import { registerTaskCommands } from './commands/task.js';
 import type { Action, Bind } from './commands/types.js';
 import { CommandContext, type GlobalOptions } from './context.js';
-import { DryRunStop, toCliError, usageError } from './errors.js';
+import { DryRunStop, usageError } from './errors.js';
 import { type CliIo, processIo, writeLine } from './io.js';
-import { toJson } from './output.js';
+import { printErrorObject, reportError } from './report.js';
 import { OUTPUT_MODES, isMachineOutput, viewOptionsFromArgv } from './view.js';
-import { toYaml } from './yaml.js';
 
 /**
  * stowctl: the operator CLI over the control plane's REST API. main() never exits the process: it
@@ -96,7 +95,6 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
   // Errors come as objects only where the output is JSON or YAML; a --format template's error is text on
   // stderr, as docker prints it (the template is the user's layout, not something a script parses).
   const errorsAsObjects = early.mode === 'json' || early.mode === 'yaml';
-  const printError = (error: unknown): void => writeLine(io.stdout, early.mode === 'yaml' ? toYaml({ error }) : toJson({ error }));
 
   const bind: Bind = (fn: Action) => async (...commanderArgs: unknown[]) => {
     const cmd = commanderArgs[commanderArgs.length - 1] as Command;
@@ -118,17 +116,11 @@ export async function main(argv: readonly string[], io: CliIo = processIo()): Pr
       // --help and --version; a bare `stowctl image` (help shown as an error) is a usage error.
       if (err.exitCode === 0) return 0;
       const e = usageError(err.code === 'commander.help' ? 'a command is required' : err.message.replace(/^error: /, ''));
-      if (errorsAsObjects) printError(e.toJSON());
+      if (errorsAsObjects) printErrorObject(io, early.mode, e.toJSON());
       else if (machine) writeLine(io.stderr, `stowctl: ${e.message}`);
       return 2;
     }
-    const e = toCliError(err);
-    if (ctx ? ctx.view.mode === 'json' || ctx.view.mode === 'yaml' : errorsAsObjects) {
-      printError(e.toJSON());
-    } else {
-      writeLine(io.stderr, `stowctl: ${e.message}${e.code !== 'USAGE' ? ` [${e.code}]` : ''}`);
-    }
-    return e.exitCode;
+    return reportError(err, io, early, ctx);
   }
 }
 

@@ -1,7 +1,7 @@
 import type { Operation, PushRequest, UploadGrant } from '../control/wire.js';
 import { clusterDispatcher } from '../cluster/tls-client.js';
 import { RegistryClient } from '../registry/client.js';
-import { pushImage } from '../registry/push.js';
+import { type PushOptions, pushImage } from '../registry/push.js';
 import type { CommandContext } from './context.js';
 import { CliError, toCliError } from './errors.js';
 import { finish } from './finish.js';
@@ -35,20 +35,9 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
   const view = uploadView(ctx.progress, ctx.io.stderr, `upload → ${grant.machine_id}`);
   let failure: CliError | undefined;
   try {
-    const url = new URL(grant.registry_url);
     // An agent of a TLS cluster takes only clients with a certificate from the cluster CA (--cert/--key).
-    const https = url.protocol === 'https:';
-    const tls = https ? await ctx.tlsFiles() : undefined;
-    const client = new RegistryClient({
-      host: url.host,
-      insecure: url.protocol === 'http:',
-      ...(https && tls ? { forceHttps: true, dispatcher: clusterDispatcher(tls) } : {}),
-      credentials: { username: grant.username, password: grant.password },
-      // Every blob in one streamed PUT, never PATCH chunks: the agent then writes it through the digest's own
-      // ingest, so the other targets read it while it arrives (registry/whole-blob-upload.ts).
-      chunkThreshold: Number.MAX_SAFE_INTEGER,
-    });
-    await pushImage(client, img.handles, img.digest, grant.repository, grant.tag, { onProgress: (e) => view.onEvent(e) });
+    const tls = new URL(grant.registry_url).protocol === 'https:' ? await ctx.tlsFiles() : undefined;
+    await uploadImage(grant, img.handles, img.digest, { tls, onProgress: (e) => view.onEvent(e) });
   } catch (err) {
     failure = toCliError(err);
   } finally {
@@ -72,6 +61,30 @@ async function upload(ctx: CommandContext, api: ApiClient, img: LocalImage, op: 
     });
   }
   return reportUpload(api, path, { outcome: 'uploaded', bytes_transferred: view.bytesSent() });
+}
+
+/**
+ * The upload itself: the image's blobs, then its manifest, to the granted agent's /v2/. Every blob goes in
+ * one streamed PUT, never PATCH chunks: the agent writes it through the digest's own ingest, so the other
+ * targets read it while it arrives (registry/whole-blob-upload.ts); and in the order a pull reads them
+ * (config first), so they can start at once (registry/push.ts).
+ */
+export async function uploadImage(
+  grant: UploadGrant,
+  handles: LocalImage['handles'],
+  digest: LocalImage['digest'],
+  opts: { tls?: Parameters<typeof clusterDispatcher>[0] | undefined; onProgress?: PushOptions['onProgress'] } = {},
+): Promise<void> {
+  const url = new URL(grant.registry_url);
+  const https = url.protocol === 'https:';
+  const client = new RegistryClient({
+    host: url.host,
+    insecure: url.protocol === 'http:',
+    ...(https && opts.tls ? { forceHttps: true, dispatcher: clusterDispatcher(opts.tls) } : {}),
+    credentials: { username: grant.username, password: grant.password },
+    chunkThreshold: Number.MAX_SAFE_INTEGER,
+  });
+  await pushImage(client, handles, digest, grant.repository, grant.tag, { onProgress: opts.onProgress });
 }
 
 const REPORT_PATIENCE_MS = 60_000;

@@ -35,12 +35,21 @@ export interface MirrorOptions {
   log?: (line: string) => void;
   /** In a TLS cluster: the dispatcher presenting this machine's certificate to peers' https:// /v2/. */
   peerTls?: (() => Dispatcher | undefined) | undefined;
+  /** Blob bytes as they arrive, by where they came from (the agent's /metrics counts them). */
+  onBlobBytes?: ((bytes: number, from: MirrorSource) => void) | undefined;
+  /** A blob brought in whole and verified, by where its last bytes came from. */
+  onBlobStored?: ((from: MirrorSource) => void) | undefined;
 }
+
+export type MirrorSource = 'peer' | 'upstream';
 
 /** What the mirror moved, by where it came from (GET /agent/v1/stats). */
 export interface MirrorStats {
   bytesFromPeers: number;
   bytesFromUpstream: number;
+  /** Blobs brought in whole and verified, by where their last bytes came from. */
+  blobsFromPeers: number;
+  blobsFromUpstream: number;
 }
 
 /** A blob as the mirror can serve it: its size and a stream of (a range of) it. */
@@ -57,7 +66,7 @@ const HOLDERS_FRESH_MS = 30_000;
 const HOLDERS_PATIENCE_MS = 15_000;
 
 export class PullThroughMirror {
-  readonly stats: MirrorStats = { bytesFromPeers: 0, bytesFromUpstream: 0 };
+  readonly stats: MirrorStats = { bytesFromPeers: 0, bytesFromUpstream: 0, blobsFromPeers: 0, blobsFromUpstream: 0 };
   private readonly manifests = new Map<Digest, FetchedManifest>();
   /** Blob sizes from the manifests served: a blob fetch needs its size before its first byte. */
   private readonly sizes = new Map<Digest, number>();
@@ -126,14 +135,20 @@ export class PullThroughMirror {
     const task = (async () => {
       const peers = await withPatience(this.holdersOf(digest), HOLDERS_PATIENCE_MS, []);
       const sources: BlobSource[] = [...peers.map((p) => ({ client: this.peerClient(p), path: p.repository })), { client: this.opts.upstream(host), path: name }];
+      let last = 'upstream' as MirrorSource; // set by the callback below (a cast: TS does not see it change)
       await fetchBlobInto(desc, this.opts.store, {
         blobSources: () => sources,
         stallTimeoutMs: this.opts.stallTimeoutMs,
         onBlobBytes: (n, from) => {
-          if (this.peerHosts.has(from)) this.stats.bytesFromPeers += n;
+          last = this.peerHosts.has(from) ? 'peer' : 'upstream';
+          if (last === 'peer') this.stats.bytesFromPeers += n;
           else this.stats.bytesFromUpstream += n;
+          this.opts.onBlobBytes?.(n, last);
         },
       });
+      if (last === 'peer') this.stats.blobsFromPeers += 1;
+      else this.stats.blobsFromUpstream += 1;
+      this.opts.onBlobStored?.(last);
     })();
     const settled = task
       .catch((err: unknown) => {

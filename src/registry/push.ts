@@ -9,8 +9,8 @@ import { forEachLimited } from './pool.js';
 
 /**
  * Pushes a local image (a platform manifest, or an index with its present children) to a repository
- * of a registry: blobs first (skipping what the registry has, mounting from `mountFrom` when given),
- * then child manifests by digest, then the top manifest under `tag`.
+ * of a registry: blobs first, config before layers (skipping what the registry has, mounting from
+ * `mountFrom` when given), then child manifests by digest, then the top manifest under `tag`.
  */
 
 export type PushStatus = 'Preparing' | 'Waiting' | 'Layer already exists' | 'Mounted from' | 'Pushing' | 'Pushed';
@@ -93,10 +93,13 @@ async function pushManifest(
   const parsed = parseManifestBytes(bytes);
   if (parsed.kind !== 'manifest') throw new StowageError('INVALID_MANIFEST', `${digest} is an index where an image manifest was expected`);
   const m = parsed.manifest;
-  // Top layer first, as dockerd lists and uploads them.
-  const layers = [...new Map(m.layers.map((l) => [l.digest, l])).values()].reverse();
+  // Uploaded in the order a pull reads them (registry/pull.ts): the config, then the layers bottom first.
+  // A machine pulling from the receiver while this push arrives (a push's fan-out) then plans at once and
+  // reads each layer as it comes in, instead of waiting for a config sent last or a layer not begun.
+  const layers = [...new Map(m.layers.map((l) => [l.digest, l])).values()];
   const concurrency = Math.max(1, opts.concurrency ?? 3);
-  for (const l of layers) opts.onProgress?.({ id: shortId(l.digest), status: 'Preparing' });
+  // Listed top layer first, as dockerd lists them.
+  for (const l of [...layers].reverse()) opts.onProgress?.({ id: shortId(l.digest), status: 'Preparing' });
   for (const l of layers.slice(concurrency)) opts.onProgress?.({ id: shortId(l.digest), status: 'Waiting' });
 
   const pushOne = async (d: { digest: Digest; size: number }, report: boolean): Promise<PushBlobResult> => {
@@ -122,11 +125,11 @@ async function pushManifest(
     return result;
   };
 
+  await pushOne(m.config, false);
   await forEachLimited(layers, concurrency, async (l) => {
     opts.signal?.throwIfAborted();
     await pushOne(l, true);
   });
-  await pushOne(m.config, false);
   await client.putManifest(repo, ref, bytes, parsed.mediaType);
   return { size: bytes.length, mediaType: parsed.mediaType };
 }

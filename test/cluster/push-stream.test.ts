@@ -3,17 +3,22 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readLocalImage } from '../../src/cli/local-image.js';
+import { uploadImage } from '../../src/cli/push-upload.js';
 import type { Availability, Operation, UploadGrant } from '../../src/control/wire.js';
-import { digestHex } from '../../src/oci/digest.js';
+import { type Digest, digestHex } from '../../src/oci/digest.js';
+import { parseManifestBytes } from '../../src/oci/manifest.js';
+import type { ContentStoreApi } from '../../src/store/types.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
-import { type TestImageInfo, makeTestImage } from '../harness/images.js';
+import { type TestImageInfo, makeImageTar, makeTestImage } from '../harness/images.js';
 import { tmpDir } from '../harness/tmp.js';
 
 /**
  * push streams, on real processes: the test is stowctl (it creates the push with the manifest, then uploads
  * to the first target by hand), so it decides how far the upload has got, not a clock. The other targets
  * pull from the first while it is still receiving the image, and end with it whole and verified; an upload
- * cut off in the middle fails them without leaving a truncated blob anywhere.
+ * cut off in the middle fails them without leaving a truncated blob anywhere. stowctl's own upload code
+ * sends blobs in an order the others can follow: with its last layer held back, they already pull.
  */
 
 const MiB = 1024 * 1024;
@@ -147,6 +152,73 @@ describe('push streams', () => {
     for (const machine of ['agent-1', 'agent-2', 'agent-3']) await cluster.waitForImage(machine, img.manifestDigest);
     const status = await cluster.api<{ records: Availability[] }>('GET', `/api/v1/images/status?digest=${img.manifestDigest}`);
     for (const r of status.body.records) expect(r.references).toContain('example.test/stream/app:1');
+  }, 240_000);
+
+  it("stowctl's upload feeds the others as it goes: with its last layer held back, they have planned and pull the layers before it", async () => {
+    const name = 'example.test/stream/order:1';
+    const { tar } = await makeImageTar(name, { layers: 3, layerBytes: MiB });
+    const local = await readLocalImage({ image: name, archive: tar });
+    try {
+      const manifestBytes = await local.handles.store.readBytes(local.digest);
+      const parsed = parseManifestBytes(manifestBytes);
+      if (parsed.kind !== 'manifest') throw new Error('expected a platform manifest');
+      const layers = parsed.manifest.layers;
+      const top = layers.at(-1)!;
+      const res = await cluster.api<{ operation: Operation; upload: UploadGrant | null }>('POST', '/api/v1/operations/push', {
+        digest: local.digest,
+        reference: name,
+        platform: 'linux/amd64',
+        size_bytes: local.sizeBytes,
+        to: ['agent-1', 'agent-2', 'agent-3'],
+        manifest: manifestBytes.toString('utf8'),
+      });
+      expect(res.status).toBe(201);
+      const operation = res.body.operation;
+      const grant = res.body.upload!;
+
+      // The local store as stowctl reads it, except that the top layer (the one a pull reads last) waits for the test.
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const real = local.handles.store;
+      const store = new Proxy(real, {
+        get(target, prop) {
+          if (prop === 'createReadStream') {
+            return async (digest: Digest, range?: { start: number; end?: number }) => {
+              if (digest === top.digest) await held;
+              return target.createReadStream(digest, range);
+            };
+          }
+          const value = Reflect.get(target, prop, target) as unknown;
+          return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+        },
+      }) as ContentStoreApi;
+      const uploading = uploadImage(grant, { store, images: local.handles.images }, local.digest);
+
+      // The upload cannot be whole (the top layer has not begun), yet both other targets have planned the
+      // image (they know their total) and received the layers below the top one.
+      const below = layers.slice(0, -1).reduce((n, l) => n + l.size, 0);
+      for (const machine of ['agent-2', 'agent-3']) {
+        await until(
+          `${machine} to pull the layers below the held one`,
+          async () => {
+            const t = (await op(operation.id)).targets.find((x) => x.machine_id === machine);
+            return t?.bytes_total != null && t.bytes_transferred >= below ? true : undefined;
+          },
+          SLOW,
+        );
+      }
+      expect((await op(operation.id)).targets.find((t) => t.machine_id === 'agent-1')?.status).toBe('running');
+
+      release();
+      await uploading;
+      await reportUpload(operation.id, { outcome: 'uploaded', bytes_transferred: local.sizeBytes });
+      const final = await cluster.settle(operation.id, SLOW.timeoutMs);
+      expect(final.status, JSON.stringify(final, null, 1)).toBe('succeeded');
+      expect(final.targets.map((t) => t.status)).toEqual(['present', 'present', 'present']);
+      for (const machine of ['agent-1', 'agent-2', 'agent-3']) await cluster.waitForImage(machine, local.digest);
+    } finally {
+      await local.close();
+    }
   }, 240_000);
 
   it('an upload cut off in the middle fails the targets pulling from it, and leaves no truncated blob anywhere', async () => {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import type { Availability, Operation } from '../../src/control/wire.js';
 import { runOk } from './run.js';
+import { controlDatabase } from './postgres.js';
 import { freePort } from './registry.js';
 import { tmpDir } from './tmp.js';
 
@@ -192,7 +193,16 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const { writeFile } = await import('node:fs/promises');
   await writeFile(
     controlConfig,
-    JSON.stringify({ dataDir: controlDir, listen: { host: '127.0.0.1', port: controlPort }, insecureHttp: true, heartbeatIntervalMs: heartbeat, offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4, ...opts.control }),
+    JSON.stringify({
+      dataDir: controlDir,
+      // In the control-postgres project, the state lives in a fresh PostgreSQL database (kept across restarts).
+      ...(await controlDatabase()),
+      listen: { host: '127.0.0.1', port: controlPort },
+      insecureHttp: true,
+      heartbeatIntervalMs: heartbeat,
+      offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4,
+      ...opts.control,
+    }),
   );
   let control: ChildProcess | undefined;
   const children = new Set<ChildProcess>();

@@ -8,6 +8,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
 import { type Containerd, startContainerd } from '../harness/containerd.js';
 import { type TestImageInfo, freePort, makeTestImage, skopeo } from '../harness/images.js';
+import { type Sample, scrape, valueOf } from '../harness/prometheus.js';
 import { type TestRegistry, startRegistry } from '../harness/registry.js';
 import { runOk } from '../harness/run.js';
 import { tmpDir } from '../harness/tmp.js';
@@ -49,12 +50,24 @@ interface Stats {
   mirror_bytes_from_upstream?: number;
 }
 
+async function secretOf(name: string): Promise<string> {
+  const agent = cluster.agents.find((a) => a.name === name)!;
+  return (JSON.parse(await readFile(join(agent.dataDir, 'identity.json'), 'utf8')) as { machine_secret: string }).machine_secret;
+}
+
 async function stats(name: string): Promise<Stats> {
   const agent = cluster.agents.find((a) => a.name === name)!;
-  const identity = JSON.parse(await readFile(join(agent.dataDir, 'identity.json'), 'utf8')) as { machine_secret: string };
-  const res = await request(`${agent.peerUrl}/agent/v1/stats`, { headers: { authorization: `Bearer ${identity.machine_secret}` } });
+  const res = await request(`${agent.peerUrl}/agent/v1/stats`, { headers: { authorization: `Bearer ${await secretOf(name)}` } });
   expect(res.statusCode).toBe(200);
   return (await res.body.json()) as Stats;
+}
+
+/** The agent's /metrics samples, read with its machine secret. */
+async function metricsOf(name: string): Promise<Sample[]> {
+  const agent = cluster.agents.find((a) => a.name === name)!;
+  const r = await scrape(agent.peerUrl, await secretOf(name));
+  expect(r.status).toBe(200);
+  return r.samples;
 }
 
 function storedBlob(name: string, digest: string): string {
@@ -160,6 +173,7 @@ describe('pull-through registry mirror', () => {
     );
     const peerBefore = await stats('agent-1');
     const mirrorBefore = await stats('agent-2');
+    const metricsBefore = await metricsOf('agent-2');
     const pulled = await containerd.ctr(['images', 'pull', '--all-platforms', '--hosts-dir', hostsDir, `${registry.host}/test/app:1`]);
     expect(pulled.code, pulled.stderr).toBe(0);
 
@@ -175,6 +189,20 @@ describe('pull-through registry mirror', () => {
     expect(peerAfter.blob_bytes_served - peerBefore.blob_bytes_served).toBe(held0.size + held1.size);
     expect((mirrorAfter.mirror_bytes_from_peers ?? 0) - (mirrorBefore.mirror_bytes_from_peers ?? 0)).toBe(held0.size + held1.size);
     expect((mirrorAfter.mirror_bytes_from_upstream ?? 0) - (mirrorBefore.mirror_bytes_from_upstream ?? 0)).toBe(fresh.size + app.img.configSize);
+    // The same counts on the agent's /metrics, blobs and bytes by source. A blob counts once stored, after its last byte.
+    const metricsAfter = await until(
+      "agent-2's /metrics to count the pulled blobs",
+      async () => {
+        const s = await metricsOf('agent-2');
+        const blobs = (source: string) => valueOf(s, 'stowage_agent_mirror_blobs_total', { source }) - valueOf(metricsBefore, 'stowage_agent_mirror_blobs_total', { source });
+        return blobs('peer') === 2 && blobs('upstream') === 2 ? s : undefined;
+      },
+      SLOW,
+    );
+    const bytes = (source: string) =>
+      valueOf(metricsAfter, 'stowage_agent_mirror_bytes_total', { source }) - valueOf(metricsBefore, 'stowage_agent_mirror_bytes_total', { source });
+    expect(bytes('peer')).toBe(held0.size + held1.size);
+    expect(bytes('upstream')).toBe(fresh.size + app.img.configSize);
     // The mirror keeps what it verified: the blobs land in agent-2's store (the rename follows the last byte).
     for (const blob of [app.img.configDigest, ...app.img.layers.map((l) => l.digest)]) {
       await until(`${blob} to be stored on agent-2`, async () => ((await exists(storedBlob('agent-2', blob))) ? true : undefined), SLOW);

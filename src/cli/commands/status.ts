@@ -1,14 +1,13 @@
 import type { Command } from 'commander';
 import { usageError } from '../errors.js';
 import { digestArg, machineArg } from '../flags.js';
-import { availabilityView } from '../render.js';
-import { statusResponseCheck } from '../status-check.js';
+import { imageStatus } from './image-status.js';
 import type { Bind } from './types.js';
 
 /**
  * `image status` and `image inspect`: read-only questions about where an image is. What inspect runs is
- * imported when it runs; status, the command run most, has its small zod-free check and renderer loaded
- * with the declarations, so it starts without waiting for more files.
+ * imported when it runs; status (image-status.ts), the command run most, is small and zod-free, and
+ * fast-path.ts usually runs it before commander is even loaded.
  */
 export function registerStatus(image: Command, bind: Bind): void {
   image
@@ -17,15 +16,7 @@ export function registerStatus(image: Command, bind: Bind): void {
     .argument('[image]', 'only this image: reference, digest, unique digest prefix or image ID')
     .option('--digest <digest>', 'only this manifest or index digest', digestArg('--digest'))
     .option('--machine <id>', 'only this machine', machineArg('--machine'))
-    .action(
-      bind(async (ctx, opts, [name]) => {
-        const api = await ctx.api();
-        const query = { digest: opts['digest'] as string | undefined, machine: opts['machine'] as string | undefined };
-        const res = await api.call('GET', '/api/v1/images/status', statusResponseCheck, { query });
-        const records = name === undefined ? res.records : (await import('../resolve.js')).matchRecords(name, res.records);
-        ctx.list(name === undefined ? res : { records }, availabilityView(records));
-      }),
-    );
+    .action(bind(imageStatus));
 
   image
     .command('inspect')
