@@ -1,11 +1,7 @@
 import { fastPath } from '../cli/fast-path.js';
-import { processIo } from '../cli/io.js';
+import { exitOnSignals, processIo } from '../cli/io.js';
 
-// Ctrl-C and SIGTERM go through process.exit, so exit hooks (the temporary image store's removal) run.
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => process.exit(signal === 'SIGINT' ? 130 : 143));
-}
-
+exitOnSignals();
 // The commands run most answer without commander (fast-path.ts); everything else loads the full CLI.
 const argv = process.argv.slice(2);
 const io = processIo();

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { z } from 'zod';
@@ -60,7 +60,8 @@ function configError(message: string, details?: Record<string, unknown>): CliErr
 async function readConfigFile(path: string, explicit: boolean): Promise<ConfigFile | undefined> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // node:fs, which Node has loaded already: node:fs/promises would load a dozen more modules first.
+    text = await new Promise<string>((resolve, reject) => readFile(path, 'utf8', (err, data) => (err ? reject(err) : resolve(data))));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' && !explicit) return undefined;

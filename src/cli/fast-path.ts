@@ -13,7 +13,7 @@ import { viewOptionsFromArgv } from './view.js';
  * and any spelling of these this parser does not know for sure reads the same as commander, returns
  * undefined, and main() (commander) takes the command. The answers are main()'s own: the same action
  * (commands/image-status.ts), context and error report (report.ts); test/cli/fast-path.test.ts compares
- * them. Built, this module is also dist/stowctl-fast.cjs, which bin/stowctl.js runs first (tsup.config.ts).
+ * them. Built, it is also in dist/stowctl-fast.cjs, which bin/stowctl.js runs first (src/bin/stowctl-fast.ts).
  */
 
 /** The help text the build rendered through commander (tsup.config.ts), beside the built code. */

@@ -22,3 +22,18 @@ export function processIo(): CliIo {
 export function writeLine(stream: OutStream, line = ''): void {
   stream.write(`${line}\n`);
 }
+
+const SIGNALS_SET = Symbol.for('stowctl.exitOnSignals');
+
+/**
+ * Ctrl-C and SIGTERM go through process.exit (130, 143), so exit hooks (the temporary image store's
+ * removal) run. Once per process: the built fast path and, when it hands over, the full CLI both ask.
+ */
+export function exitOnSignals(): void {
+  const p = process as NodeJS.Process & { [SIGNALS_SET]?: true };
+  if (p[SIGNALS_SET]) return;
+  p[SIGNALS_SET] = true;
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => process.exit(signal === 'SIGINT' ? 130 : 143));
+  }
+}
