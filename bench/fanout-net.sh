@@ -9,7 +9,7 @@
 #   Case D  distribute to N with one mid-chain target (t<N/2>, the others after it pull from it) SIGKILLed
 #           once it has received KILL_AT of the image: the others must end present, it failed
 #
-# Every "machine" (control plane, registry, source agent, targets t1..tMAX) is its own network namespace,
+# Every "machine" (control plane, registry, source agent, stowctl's, targets t1..tMAX) is its own network namespace,
 # joined by veth pairs to one Linux bridge that lives in a namespace of its own (<prefix>-hub). The root
 # namespace gets no address, route or interface: nothing here can reach a real network. Each machine's
 # egress (its eth0, inside its namespace) is shaped with

@@ -248,12 +248,16 @@ export class TransferManager {
       const presentBefore = new Set<Digest>();
       const recorded = new Set<string>();
       // Every received blob byte (image and referrers alike) passes the agent's rate cap and counts as progress.
-      const countBytes = async (n: number, source: string = plan.host): Promise<void> => {
-        this.deps.metrics?.receivedBytes.inc({ source }, n);
-        await limiter?.take(n);
+      const counted = (n: number): void => {
         t.bytesTransferred += n;
         if (t.bytesTotal !== null && t.bytesTotal < t.bytesTransferred) t.bytesTotal = t.bytesTransferred;
         t.progress();
+      };
+      // Synchronous without a cap: no promise per network read.
+      const countBytes = (n: number, source: string = plan.host): Promise<void> | void => {
+        this.deps.metrics?.receivedBytes.inc({ source }, n);
+        if (!limiter) return counted(n);
+        return limiter.take(n).then(() => counted(n));
       };
       const result = await pullImage(
         client,

@@ -7,6 +7,7 @@ import { MAX_MANIFEST_BYTES, checkManifestSize, isIndexMediaType } from '../oci/
 import { type Platform, choosePlatform, defaultPlatform } from '../oci/platform.js';
 import { type ImageReference, formatReference, parseReference, repository } from '../oci/reference.js';
 import type { ContentStoreApi, ImageIndexApi, ImageRecord, Lease } from '../store/types.js';
+import { bodyChunks } from './body-chunks.js';
 import { type FetchedManifest, type RegistryClient, registryEndpoint } from './client.js';
 import { forEachLimited } from './pool.js';
 
@@ -420,7 +421,7 @@ async function downloadBlob(
         let received = start;
         const counted = async function* (): AsyncIterable<Uint8Array> {
           try {
-            for await (const chunk of body as AsyncIterable<Buffer>) {
+            for await (const chunk of bodyChunks(body)) {
               stall.fed();
               opts.signal?.throwIfAborted();
               received += chunk.length;
@@ -429,7 +430,8 @@ async function downloadBlob(
                   details: { expected: total },
                 });
               }
-              await opts.onBlobBytes?.(chunk.length, host);
+              const paced = opts.onBlobBytes?.(chunk.length, host);
+              if (paced) await paced;
               yield chunk;
               emit(received);
             }

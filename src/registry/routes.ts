@@ -5,6 +5,7 @@ import { type Digest, isDigest } from '../oci/digest.js';
 import { parseManifestBytes } from '../oci/manifest.js';
 import { MAX_MANIFEST_BYTES, MediaType } from '../oci/media-types.js';
 import { type ImageReference, formatReference, isValidTag, parseReference } from '../oci/reference.js';
+import { BlobFileStream } from '../store/blob-file-stream.js';
 import type { LiveBlobReader } from '../store/live-blobs.js';
 import type { ContentStoreApi, ImageIndexApi, TagRecord } from '../store/types.js';
 import { type DistributionCode, STOWAGE_ERROR_HEADER, STOWAGE_MESSAGE_HEADER, headerSafe, sendError } from './distribution-errors.js';
@@ -392,6 +393,8 @@ export async function registryRoutes(app: FastifyInstance, opts: RegistryRoutesO
 
 /** `body` as it is read, each chunk's size told to `count`; an error or a close on either side ends both. */
 function counting(body: Readable, count: (bytes: number) => void): Readable {
+  // A blob file counts what it sends itself, so it can still be piped into the response with no stage between.
+  if (body instanceof BlobFileStream) return body.countWith(count);
   const counted = new Transform({
     transform(chunk: Buffer, _encoding, done) {
       count(chunk.length);

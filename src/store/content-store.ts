@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { StowageError, storageFullOr } from '../errors.js';
 import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
+import { BlobFileStream } from './blob-file-stream.js';
 import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
 import { checkExpected, openFileIngest } from './ingest.js';
 import { type LiveBlobReader, LiveBlobs } from './live-blobs.js';
@@ -79,8 +80,8 @@ export class ContentStore implements ContentStoreApi {
         await fh.close();
         return Readable.from([]);
       }
-      // Large reads: a blob goes out in 1 MiB pieces, not 64 KiB ones.
-      return fh.createReadStream({ start, end: last, highWaterMark: 1024 * 1024 });
+      // Large reads (1 MiB), and reused buffers when served over HTTP (see BlobFileStream).
+      return new BlobFileStream(fh, start, last);
     } catch (err) {
       await fh.close();
       throw err;

@@ -73,6 +73,10 @@ export interface ClusterOptions {
   prepareAgentDataDir?: (index: number, dataDir: string) => Promise<void>;
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
+  /** Where the cluster's temp directory (every data directory) is made; default the OS temp dir. */
+  tmpParent?: string;
+  /** Node flags for every daemon (e.g. --cpu-prof for a benchmark's profile). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -108,11 +112,11 @@ const REPORT_MS = 120_000;
  * daemon restarted on its old port may find it still taken for a moment (by another test's connection):
  * that start is tried again until the deadline.
  */
-async function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+async function spawnDaemon(args: string[], ready: RegExp, env: Record<string, string> = {}, nodeArgs: string[] = []): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
   const end = Date.now() + DAEMON_START_MS;
   for (;;) {
     try {
-      return await spawnDaemonOnce(args, ready, env);
+      return await spawnDaemonOnce(args, ready, env, nodeArgs);
     } catch (err) {
       if (!/EADDRINUSE/.test((err as Error).message) || Date.now() > end) throw err;
       await new Promise((res) => setTimeout(res, 1000));
@@ -120,9 +124,9 @@ async function spawnDaemon(args: string[], ready: RegExp, env: Record<string, st
   }
 }
 
-function spawnDaemonOnce(args: string[], ready: RegExp, env: Record<string, string>): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
+function spawnDaemonOnce(args: string[], ready: RegExp, env: Record<string, string>, nodeArgs: string[]): Promise<{ child: ChildProcess; match: RegExpExecArray }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [STOWD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, STOWD, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => {
@@ -180,7 +184,7 @@ function exited(child: ChildProcess): Promise<void> {
 }
 
 export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
-  const root = await tmpDir('stowage-cluster-');
+  const root = await tmpDir('stowage-cluster-', opts.tmpParent);
   const controlPort = await freePort();
   const controlDir = join(root, 'control');
   const controlUrl = `http://127.0.0.1:${controlPort}`;
@@ -204,7 +208,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const children = new Set<ChildProcess>();
 
   const startControlProcess = async (): Promise<void> => {
-    const { child } = await spawnDaemon(['control', '--config', controlConfig], /control plane ready at (\S+)/);
+    const { child } = await spawnDaemon(['control', '--config', controlConfig], /control plane ready at (\S+)/, {}, opts.nodeArgs);
     control = child;
     children.add(child);
   };
@@ -256,7 +260,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     for (const [k, v] of Object.entries(opts.labels?.[index] ?? {})) args.push('--label', `${k}=${v}`);
     if (opts.maxTransferRate) args.push('--max-transfer-rate', String(opts.maxTransferRate));
     args.push(...(opts.agentArgs?.(index) ?? []));
-    const { child } = await spawnDaemon(args, /agent ready/);
+    const { child } = await spawnDaemon(args, /agent ready/, {}, opts.nodeArgs);
     children.add(child);
     const agent: ClusterAgent = { name, peerUrl: `http://127.0.0.1:${ports.peer}`, dockerHost: `tcp://127.0.0.1:${ports.docker}`, dataDir, process: child };
     const i = agents.findIndex((a) => a.name === name);

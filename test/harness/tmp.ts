@@ -11,9 +11,12 @@ import { afterAll } from 'vitest';
 
 const live = new Set<string>();
 
-/** Creates a fresh directory under the OS temp dir; it is deleted when the test file finishes. */
-export async function tmpDir(prefix = 'stowage-test-'): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
+/**
+ * Creates a fresh directory under the OS temp dir (or under `parent`, e.g. a tmpfs); it is deleted when the
+ * test file finishes.
+ */
+export async function tmpDir(prefix = 'stowage-test-', parent: string = tmpdir()): Promise<string> {
+  const dir = await mkdtemp(join(parent, prefix));
   live.add(dir);
   return dir;
 }

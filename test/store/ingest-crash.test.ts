@@ -27,19 +27,25 @@ beforeEach(async () => {
 async function writeThenGetKilled(storeRoot: string, contentFile: string, killAfterChunks: number): Promise<void> {
   const script = join(dir, 'slow-writer.mts');
   const storeModule = pathToFileURL(join(repoRoot, 'src/store/content-store.ts')).href;
+  const ingestModule = pathToFileURL(join(repoRoot, 'src/store/ingest.ts')).href;
   await writeFile(
     script,
     `
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { ContentStore } from ${JSON.stringify(storeModule)};
+import { ingestDirName } from ${JSON.stringify(ingestModule)};
 const [root, file, key] = process.argv.slice(2);
 const data = await readFile(file);
 const store = await ContentStore.open(root);
 const ingest = await store.openIngest(key);
+const dataFile = join(root, 'ingest', ingestDirName(key), 'data');
 let n = 0;
 await ingest.write((async function* () {
   for (let i = 0; i < data.length; i += ${CHUNK}) {
-    // Reaching here means the previous chunk has been written to the file.
+    // Writes are batched (a quiet source's bytes go out within milliseconds): wait until the chunks handed
+    // over so far are in the file, so that reaching the report below means they are.
+    while ((await stat(dataFile)).size < i) await new Promise((r) => setTimeout(r, 5));
     process.stdout.write('chunks ' + n + '\\n');
     await new Promise((r) => setTimeout(r, 20));
     n++;
