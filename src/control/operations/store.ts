@@ -3,6 +3,7 @@ import { type RawBuilder, sql } from 'kysely';
 import { ulid } from 'ulid';
 import { StowageError } from '../../errors.js';
 import { type Db, nowIso } from '../db/database.js';
+import { inList } from '../db/in-list.js';
 import {
   type Artifact,
   type Failure,
@@ -141,13 +142,13 @@ export class OperationStore {
     const rows = await this.db.all<OperationRow>(
       sql`SELECT * FROM operations ${where.length ? sql`WHERE ${sql.join(where, sql` AND `)}` : sql``} ORDER BY id DESC LIMIT ${limit}`,
     );
-    return Promise.all(rows.map((r) => this.toOperation(r)));
+    return this.toOperations(rows);
   }
 
   /** Operations a restart must pick up again. */
   async unfinished(): Promise<Operation[]> {
     const rows = await this.db.all<OperationRow>(sql`SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`);
-    return Promise.all(rows.map((r) => this.toOperation(r)));
+    return this.toOperations(rows);
   }
 
   async setStage(id: string, stage: string, status: OperationStatus = 'running'): Promise<Operation> {
@@ -259,23 +260,47 @@ export class OperationStore {
   }
 
   private async toOperation(row: OperationRow): Promise<Operation> {
-    const targets = (await targetsOf(this.db, row.id)).map(toTargetResult);
-    return {
-      id: row.id,
-      kind: row.kind,
-      status: row.status,
-      stage: row.stage,
-      actor: row.actor,
-      artifact: JSON.parse(row.artifact) as Artifact,
-      source_machine: row.source_machine,
-      targets,
-      progress: JSON.parse(row.progress) as Operation['progress'],
-      created_at: row.created_at,
-      updated_at: row.updated_at,
-      finished_at: row.finished_at,
-      ...(row.error ? { error: JSON.parse(row.error) as Failure } : {}),
-    };
+    return toOperation(row, await targetsOf(this.db, row.id));
   }
+
+  /** Many operations with their targets: one read of the targets per 256 operations, not one each. */
+  private async toOperations(rows: readonly OperationRow[]): Promise<Operation[]> {
+    const byOperation = new Map<string, TargetRow[]>();
+    for (let i = 0; i < rows.length; i += OPERATIONS_PER_READ) {
+      const ids = rows.slice(i, i + OPERATIONS_PER_READ).map((r) => r.id);
+      const targets = await this.db.all<TargetRow & { operation_id: string }>(
+        sql`SELECT operation_id, machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at FROM operation_targets
+            WHERE operation_id IN ${inList(ids)} ORDER BY operation_id, position`,
+      );
+      for (const t of targets) {
+        const list = byOperation.get(t.operation_id);
+        if (list) list.push(t);
+        else byOperation.set(t.operation_id, [t]);
+      }
+    }
+    return rows.map((r) => toOperation(r, byOperation.get(r.id) ?? []));
+  }
+}
+
+const OPERATIONS_PER_READ = 256;
+
+function toOperation(row: OperationRow, targetRows: readonly TargetRow[]): Operation {
+  const targets = targetRows.map(toTargetResult);
+  return {
+    id: row.id,
+    kind: row.kind,
+    status: row.status,
+    stage: row.stage,
+    actor: row.actor,
+    artifact: JSON.parse(row.artifact) as Artifact,
+    source_machine: row.source_machine,
+    targets,
+    progress: JSON.parse(row.progress) as Operation['progress'],
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    finished_at: row.finished_at,
+    ...(row.error ? { error: JSON.parse(row.error) as Failure } : {}),
+  };
 }
 
 /** An operation's targets, in order. */
