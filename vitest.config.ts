@@ -3,10 +3,9 @@ import { defineConfig } from 'vitest/config';
 /**
  * The control-plane test files run a second time with their state in a real PostgreSQL 15 (project
  * `control-postgres`: STOWAGE_TEST_DATABASE=postgres, one server for the run, a fresh database per control
- * plane; test/harness/postgres.ts). Switched off until the control plane's PostgreSQL store is on main
- * (issue 15); STOWAGE_TEST_POSTGRES=1 turns it on before that, =0 off after.
+ * plane; test/harness/postgres.ts). STOWAGE_TEST_POSTGRES=0 leaves it out (a machine without PostgreSQL).
  */
-const POSTGRES_PROJECT_ENABLED = false;
+const POSTGRES_PROJECT_ENABLED = true;
 const runOnPostgres = process.env['STOWAGE_TEST_POSTGRES'] ? process.env['STOWAGE_TEST_POSTGRES'] === '1' : POSTGRES_PROJECT_ENABLED;
 
 /**

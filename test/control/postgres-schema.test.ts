@@ -3,9 +3,10 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 // The whole control plane, so that every area has registered its SQLite migrations.
 import '../../src/control/control.js';
-import { openDatabase } from '../../src/control/db/database.js';
+import { migrations, openDatabase } from '../../src/control/db/database.js';
 import { POSTGRES_BASELINE_COVERS, postgresMigrations } from '../../src/control/db/postgres-schema.js';
 import { freshDatabase } from '../harness/postgres.js';
+import { tmpDir } from '../harness/tmp.js';
 
 /**
  * The PostgreSQL schema (postgres-schema.ts) is the SQLite one, translated: applied to a real PostgreSQL 15
@@ -59,13 +60,11 @@ beforeAll(async () => {
   sqliteMigrationIds = (await db.all<{ id: string }>(sql`SELECT id FROM schema_migrations ORDER BY id`)).map((r) => r.id);
   await db.close();
 
-  client = new pg.Client({ connectionString: await freshDatabase('stowage_schema') });
+  // PostgreSQL's own runner: the baseline, then the `postgres` text of every migration after it.
+  const url = await freshDatabase('stowage_schema');
+  await (await openDatabase(url, { dataDir: await tmpDir('stowage-schema-') })).close();
+  client = new pg.Client({ connectionString: url });
   await client.connect();
-  for (const m of postgresMigrations) {
-    await client.query('BEGIN');
-    await client.query(m.sql);
-    await client.query('COMMIT');
-  }
 });
 
 afterAll(async () => {
@@ -83,7 +82,7 @@ async function postgresCatalog(): Promise<Catalog> {
   );
   const pk = new Set(pks.rows.map((r) => `${r.table_name}.${r.column_name}`));
   const catalog: Catalog = {};
-  for (const c of cols.rows) {
+  for (const c of cols.rows.filter((r) => !RUNNER_TABLES.has(r.table_name))) {
     catalog[c.table_name] ??= {};
     catalog[c.table_name]![c.column_name] = {
       type: postgresType(c.data_type),
@@ -136,9 +135,13 @@ describe('the PostgreSQL schema matches the SQLite one', () => {
     expect(r.rows.map((x) => x.fk)).toEqual(expected.sort());
   });
 
-  it('stands for every SQLite migration: the baseline covers those it consolidates, later ones carry their own PostgreSQL text', () => {
-    const postgresIds = new Set<string>([...POSTGRES_BASELINE_COVERS, ...postgresMigrations.map((m) => m.id)]);
+  it('stands for every SQLite migration: the baseline covers those it consolidates, later ones carry their own PostgreSQL text', async () => {
+    const later = migrations().filter((m) => m.postgres !== undefined).map((m) => m.id);
+    const postgresIds = new Set<string>([...POSTGRES_BASELINE_COVERS, ...postgresMigrations.map((m) => m.id), ...later]);
     expect(sqliteMigrationIds.filter((id) => !postgresIds.has(id))).toEqual([]);
+    // And PostgreSQL's runner recorded each of them.
+    const applied = new Set((await client.query<{ id: string }>('SELECT id FROM schema_migrations')).rows.map((r) => r.id));
+    expect([...postgresMigrations.map((m) => m.id), ...later].filter((id) => !applied.has(id))).toEqual([]);
   });
 
   it('keeps what the CHECK constraints refuse: a user of an unknown role, an availability row in an unknown state', async () => {

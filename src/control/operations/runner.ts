@@ -41,6 +41,8 @@ export class OperationRunner {
   private readonly controllers = new Map<string, AbortController>();
   /** Operations this process took over from a previous run (their machines may not have called in yet). */
   private readonly resumed = new Set<string>();
+  /** Cancels being recorded: a cancelled handler's end waits for its record. */
+  private readonly cancelling = new Map<string, Promise<unknown>>();
 
   constructor(
     private readonly operations: OperationStore,
@@ -88,6 +90,7 @@ export class OperationRunner {
         else log.error({ err }, 'operation failed');
         await this.operations.abandon(opId, 'failed', toFailure(err, 'internal')).catch((e: unknown) => log.error({ err: e }, 'recording the failure failed'));
       } finally {
+        await this.cancelling.get(opId)?.catch(() => {});
         this.controllers.delete(opId);
         if (started) await this.recordEnd(opId, log).catch((e: unknown) => log.warn({ err: e }, 'recording the end failed'));
         this.running.delete(opId);
@@ -126,10 +129,18 @@ export class OperationRunner {
     const op = await this.operations.require(opId);
     if (isTerminal(op.status)) throw new StowageError('CONFLICT', `operation ${opId} already ended ${op.status}`);
     const failure: Failure = { code: 'CANCELLED', message: `cancelled by ${by}`, stage: op.stage };
-    const ended = await this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
+    // The handler is stopped at once (nothing new starts while the cancel is recorded; its writes after the
+    // record are dropped, see abandon), and its end waits for the record (metrics, onEnded).
+    const recorded = this.operations.abandon(opId, 'cancelled', failure, 'cancelled');
+    this.cancelling.set(opId, recorded);
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
-    this.onEnded?.(opId);
-    return ended;
+    try {
+      const ended = await recorded;
+      this.onEnded?.(opId);
+      return ended;
+    } finally {
+      this.cancelling.delete(opId);
+    }
   }
 
   /** After a restart: every operation left pending or running is carried on by its handler. */

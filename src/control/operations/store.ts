@@ -188,12 +188,15 @@ export class OperationStore {
     const now = nowIso();
     const frozen = this.frozen;
     const next = await this.db.transaction(async (tx) => {
+      // The operation's row first (locked by the UPDATE, as abandon() and finish() lock it): an operation
+      // that has ended takes no more target writes, so a handler's write cannot undo a cancel's.
+      const open = frozen ? 0 : await tx.run(sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`);
       const current = await tx.get<TargetRow>(
         sql`SELECT machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at FROM operation_targets
-            WHERE operation_id = ${id} AND machine_id = ${machineId}${frozen ? sql`` : tx.forUpdate}`,
+            WHERE operation_id = ${id} AND machine_id = ${machineId}${open > 0 ? tx.forUpdate : sql``}`,
       );
       if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
-      if (frozen) return undefined;
+      if (open === 0) return undefined;
       const status = change.status ?? current.status;
       const row: TargetRow = {
         machine_id: machineId,
@@ -209,7 +212,6 @@ export class OperationStore {
               failure = ${row.failure}, started_at = ${row.started_at}, finished_at = ${row.finished_at}
             WHERE operation_id = ${id} AND machine_id = ${machineId}`,
       );
-      await tx.run(sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id}`);
       return row;
     });
     if (!next) {
@@ -247,10 +249,33 @@ export class OperationStore {
    * left pending or running under an operation that ended.
    */
   async abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Promise<Operation> {
-    for (const t of (await this.require(id)).targets) {
-      if (!isTargetDone(t.status)) await this.updateTarget(id, t.machine_id, { status: 'failed', failure });
-    }
-    return this.finish(id, { status, error: failure, ...(stage ? { stage } : {}) });
+    if (this.frozen) return this.require(id);
+    const now = nowIso();
+    // One transaction, the operation's row locked: no target write of a handler lands between the targets
+    // failing and the operation ending (updateTarget drops writes to an ended operation).
+    const failed = await this.db.transaction(async (tx) => {
+      const row = await tx.get<{ status: OperationStatus }>(sql`SELECT status FROM operations WHERE id = ${id}${tx.forUpdate}`);
+      if (!row) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
+      if (isTerminal(row.status)) return undefined;
+      const open = (await targetsOf(tx, id)).filter((t) => !isTargetDone(t.status));
+      const rows: TargetRow[] = [];
+      for (const t of open) {
+        const next: TargetRow = { ...t, status: 'failed', failure: JSON.stringify(failure), finished_at: now };
+        await tx.run(
+          sql`UPDATE operation_targets SET status = 'failed', failure = ${next.failure}, finished_at = ${now}
+              WHERE operation_id = ${id} AND machine_id = ${t.machine_id}`,
+        );
+        rows.push(next);
+      }
+      await tx.run(
+        sql`UPDATE operations SET status = ${status}, stage = ${stage ?? 'done'}, error = ${JSON.stringify(failure)},
+              updated_at = ${now}, finished_at = ${now} WHERE id = ${id}`,
+      );
+      return rows;
+    });
+    if (!failed) return this.require(id);
+    for (const row of failed) this.events.emit('target', { operation_id: id, updated_at: now, target: toTargetResult(row) } satisfies TargetChange);
+    return this.emit(id);
   }
 
   private async emit(id: string): Promise<Operation> {
