@@ -151,10 +151,17 @@ export class OperationStore {
     return this.toOperations(rows);
   }
 
+  /**
+   * Moves the operation to a stage. One that has ended stays as it ended: a handler's setStage in flight
+   * when a cancel was recorded must not set it running again (nothing would end it then).
+   */
   async setStage(id: string, stage: string, status: OperationStatus = 'running'): Promise<Operation> {
     if (this.frozen) return this.require(id);
-    await this.db.run(sql`UPDATE operations SET stage = ${stage}, status = ${status}, updated_at = ${nowIso()} WHERE id = ${id}`);
-    return this.emit(id);
+    const changed = await this.db.run(
+      sql`UPDATE operations SET stage = ${stage}, status = ${status}, updated_at = ${nowIso()}
+          WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`,
+    );
+    return changed > 0 ? this.emit(id) : this.require(id);
   }
 
   async setArtifact(id: string, artifact: Artifact): Promise<Operation> {
