@@ -28,6 +28,16 @@ export const controlConfigSchema = z
      * offline; work the restart interrupted waits this long for its machines to call in.
      */
     unknownAfterRestartMs: z.number().int().min(0).default(60_000),
+    /**
+     * This control plane's name among the replicas sharing a PostgreSQL database (the owner of the
+     * operations it runs); default <hostname>:<listen port>, the same across restarts. Must differ per replica.
+     */
+    replicaId: z.string().min(1).max(200).optional(),
+    /**
+     * How long an operation stays with the replica running it without a renewal (renewed every third of
+     * it): after a replica dies, another takes its operations over within about this long.
+     */
+    operationLeaseMs: z.number().int().min(300).default(30_000),
     /** Targets of one operation worked on at once. */
     targetConcurrency: z.number().int().min(1).max(256).default(16),
     /** How long stowctl has to finish a push upload before the operation fails. */

@@ -1,4 +1,5 @@
 import { chmod, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { type Logger, pino } from 'pino';
 import { AgentsClient } from './agents-client.js';
@@ -25,6 +26,9 @@ import { KeypairStore } from './tenancy/keypairs.js';
 import { hasClusterCa, loadControlTls } from '../cluster/tls-files.js';
 import { clusterDispatcher } from '../cluster/tls-client.js';
 import { applyCatalogSeed } from './tenancy/seed.js';
+import { type EventBus, LocalEventBus, PostgresEventBus } from './replicas/event-bus.js';
+import { OperationLeases } from './replicas/leases.js';
+import { relayReplicaEvents } from './replicas/relay.js';
 
 export interface RunningControl {
   url: string;
@@ -34,6 +38,8 @@ export interface RunningControl {
   ctx: ControlContext;
   /** Operations picked up again at start. */
   resumed: number;
+  /** This control plane's name among replicas (the owner of the operations it runs). */
+  replica: string;
   close(): Promise<void>;
 }
 
@@ -69,13 +75,16 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
   await machines.sealPlainSecrets();
   machines.onWriteLost = (err) => log.warn({ err }, 'a heartbeat could not be recorded (disk full); the machine stays online from memory');
   const availability = new AvailabilityStore(db, machines);
-  const operations = new OperationStore(db);
+  // Several replicas may share a PostgreSQL database: each runs the operations it holds the lease of.
+  const replica = config.replicaId ?? `${hostname()}:${config.listen.port === 0 ? `pid-${process.pid}` : config.listen.port}`;
+  const leases = new OperationLeases(db, replica, config.operationLeaseMs);
+  const operations = new OperationStore(db, () => leases.newLease());
   // TLS once `stowd init` made the cluster CA here (unless plain HTTP is asked for explicitly).
   const tlsMaterial = !config.insecureHttp && (await hasClusterCa(config.dataDir)) ? await loadControlTls(config.dataDir) : undefined;
   const clientTls = tlsMaterial && { ca: tlsMaterial.ca.certPem, cert: tlsMaterial.server.certPem, key: tlsMaterial.server.keyPem };
   const agents = new AgentsClient(clientTls ? { tls: clientTls } : {});
   const metrics = new ControlMetrics(db, machines);
-  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics);
+  const runner = new OperationRunner(operations, availability, agents, log, config.targetConcurrency, metrics, leases);
   // Kept as long as the longest-lived token it may refuse, plus a margin for clocks.
   const tokenLifetimeMs = Math.max(config.registryTokenTtlSeconds * 1000, config.peerTokenTtlSeconds * 1000, config.uploadTimeoutMs) + 5 * 60_000;
   const revocations = new Revocations(db, agents, async () => (await machines.list()).filter((m) => m.status === 'online'), log, tokenLifetimeMs);
@@ -107,8 +116,19 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
     }
   }
 
-  const app = await buildControlApp(ctx, joinToken);
+  // Listening to the other replicas before anything is resumed or served: no event of theirs is missed.
+  const bus: EventBus =
+    db.dialect === 'postgres' && config.database ? await PostgresEventBus.open(config.database, db, replica, log.child({ replica })) : new LocalEventBus();
+  relayReplicaEvents(bus, { operations, runner, uploads: ctx.uploads, revocations, log });
+  let app: Awaited<ReturnType<typeof buildControlApp>>;
+  try {
+    app = await buildControlApp(ctx, joinToken);
+  } catch (err) {
+    await bus.close();
+    throw err;
+  }
   const resumed = await runner.resumeAll();
+  const stopLeases = runner.keepLeases();
   let url: string;
   try {
     url = await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -118,8 +138,10 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
   } catch (err) {
     await app.close();
     // Work resumed above stops writing; the caller closes the database under it.
+    stopLeases();
     operations.freeze();
     availability.freeze();
+    await bus.close();
     throw err;
   }
   return {
@@ -128,15 +150,20 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
     joinToken,
     ctx,
     resumed,
+    replica,
     async close() {
       await app.close();
-      // Like a crash, but tidy: work in flight stays pending/running in the database for the next start.
+      // Like a crash, but tidy: work in flight stays pending/running in the database for the next start
+      // (or for another replica, which takes it over at once: the leases are released once it has stopped here).
+      stopLeases();
       operations.freeze();
       availability.freeze();
       ctx.uploads.closeAll();
       await agents.close();
       await ctx.tls?.agentDispatcher.close();
       await runner.idle();
+      await leases.releaseAll().catch((err: unknown) => log.warn({ err }, 'releasing the operation leases failed; other replicas take them when they expire'));
+      await bus.close();
       await db.close();
     },
   };

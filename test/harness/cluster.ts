@@ -1,8 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { cp, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { Availability, Operation } from '../../src/control/wire.js';
+import { type Balancer, startBalancer } from './balancer.js';
 import { runOk } from './run.js';
 import { controlDatabase } from './postgres.js';
 import { freePort } from './registry.js';
@@ -16,6 +17,10 @@ import { tmpDir } from './tmp.js';
  *   cluster.agents[0].dockerHost   // tcp://127.0.0.1:…  for the docker CLI
  *   await cluster.stowctl(['image', 'status', '--json'])
  *   await cluster.killControl(); await cluster.startControl();
+ *
+ * Replicas (`balancer: true`, a PostgreSQL `database` in `control`): the control plane sits behind a TCP
+ * load balancer (balancer.ts), agents and api() go through it, and startReplica() adds control planes on the
+ * same database behind it.
  */
 
 const STOWD = join(import.meta.dirname, '..', '..', 'bin', 'stowd.js');
@@ -29,14 +34,31 @@ export interface ClusterAgent {
   process: ChildProcess;
 }
 
+/** Another control-plane replica on the cluster's database (startReplica). */
+export interface ControlReplica {
+  url: string;
+  process: ChildProcess;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
 export interface Cluster {
+  /** Where agents, stowctl and api() reach the control plane: the balancer's URL with `balancer`, else the control plane's. */
   controlUrl: string;
+  /** The first control plane's own URL (the same as controlUrl without a balancer). */
+  replicaUrl: string;
   adminToken: string;
   joinToken: string;
   root: string;
   agents: ClusterAgent[];
   /** Calls the REST API as the superadmin. */
   api<T = unknown>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** Calls the REST API of one control plane (a replica's URL) as the superadmin. */
+  apiAt<T = unknown>(baseUrl: string, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /**
+   * Starts another control plane on the cluster's PostgreSQL database, with a copy of the first one's data
+   * directory (the same secrets key, join token, admin token), behind the balancer.
+   */
+  startReplica(): Promise<ControlReplica>;
   stowctl(args: string[], opts?: { env?: Record<string, string>; input?: string }): Promise<{ code: number; stdout: string; stderr: string }>;
   /** Waits until the machine's reported inventory holds `digest` (or, with absent, does not). */
   waitForImage(machine: string, digest: string, opts?: { absent?: boolean; timeoutMs?: number }): Promise<void>;
@@ -73,6 +95,8 @@ export interface ClusterOptions {
   prepareAgentDataDir?: (index: number, dataDir: string) => Promise<void>;
   /** More control-plane configuration (e.g. seed), merged into the generated file. */
   control?: Record<string, unknown>;
+  /** Puts the control plane behind a TCP load balancer (for replicas: see startReplica). */
+  balancer?: boolean;
   /** Where the cluster's temp directory (every data directory) is made; default the OS temp dir. */
   tmpParent?: string;
   /** Node flags for every daemon (e.g. --cpu-prof for a benchmark's profile). */
@@ -187,13 +211,13 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const root = await tmpDir('stowage-cluster-', opts.tmpParent);
   const controlPort = await freePort();
   const controlDir = join(root, 'control');
-  const controlUrl = `http://127.0.0.1:${controlPort}`;
+  const replicaUrl = `http://127.0.0.1:${controlPort}`;
+  const balancer: Balancer | undefined = opts.balancer ? await startBalancer([`127.0.0.1:${controlPort}`]) : undefined;
+  const controlUrl = balancer?.url ?? replicaUrl;
   const heartbeat = opts.heartbeatIntervalMs ?? 500;
   const controlConfig = join(root, 'control.json');
   const { writeFile } = await import('node:fs/promises');
-  await writeFile(
-    controlConfig,
-    JSON.stringify({
+  const controlSettings = {
       dataDir: controlDir,
       // In the control-postgres project, the state lives in a fresh PostgreSQL database (kept across restarts).
       ...(await controlDatabase()),
@@ -202,8 +226,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
       heartbeatIntervalMs: heartbeat,
       offlineAfterMs: opts.offlineAfterMs ?? heartbeat * 4,
       ...opts.control,
-    }),
-  );
+  };
+  await writeFile(controlConfig, JSON.stringify(controlSettings));
   let control: ChildProcess | undefined;
   const children = new Set<ChildProcess>();
 
@@ -219,14 +243,37 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const agents: ClusterAgent[] = [];
   const agentPorts = new Map<string, { peer: number; docker: number }>();
 
-  const api = async <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
-    const res = await request(`${controlUrl}${path}`, {
+  const apiAt = async <T>(baseUrl: string, method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown): Promise<{ status: number; body: T }> => {
+    const res = await request(`${baseUrl}${path}`, {
       method,
       headers: { authorization: `Bearer ${adminToken}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     });
     const text = await res.body.text();
     return { status: res.statusCode, body: (text ? JSON.parse(text) : undefined) as T };
+  };
+  const api = <T>(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown) => apiAt<T>(controlUrl, method, path, body);
+  let replicas = 0;
+  const startReplica = async (): Promise<ControlReplica> => {
+    if (!String(controlSettings.database ?? '').startsWith('postgres')) throw new Error('replicas share a PostgreSQL database: pass control.database');
+    const n = ++replicas + 1;
+    const port = await freePort();
+    const dataDir = join(root, `control-${n}`);
+    // What replicas must share (secrets.key, join.token, admin.token, the TLS files) comes with the copy.
+    await cp(controlDir, dataDir, { recursive: true });
+    const config = join(root, `control-${n}.json`);
+    await writeFile(config, JSON.stringify({ ...controlSettings, dataDir, listen: { host: '127.0.0.1', port } }));
+    const { child } = await spawnDaemon(['control', '--config', config], /control plane ready at (\S+)/, {}, opts.nodeArgs);
+    children.add(child);
+    if (balancer) balancer.backends = [...balancer.backends, `127.0.0.1:${port}`];
+    return {
+      url: `http://127.0.0.1:${port}`,
+      process: child,
+      async kill(signal = 'SIGKILL') {
+        child.kill(signal);
+        await exited(child);
+      },
+    };
   };
   /**
    * A restarted control plane calls a machine `unknown` until it is heard from again (and chooses it for
@@ -271,11 +318,14 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
 
   const cluster: Cluster = {
     controlUrl,
+    replicaUrl,
     adminToken,
     joinToken,
     root,
     agents,
     api,
+    apiAt,
+    startReplica,
     async stowctl(args, o = {}) {
       return new Promise((resolve) => {
         const child = spawn(process.execPath, [STOWCTL, ...args], {
@@ -343,6 +393,7 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     async close() {
       for (const child of children) child.kill('SIGKILL');
       await Promise.all([...children].map(exited));
+      await balancer?.close();
     },
   };
   try {

@@ -1,4 +1,4 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, readdirSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -116,6 +116,7 @@ export async function startPostgres(): Promise<PostgresServer> {
     running.set(dataDir, { pgCtl, dataDir, root });
     const start = await runTool(pgCtl, ['start', '-D', dataDir, '-w', '-t', String(START_MS / 1000), '-l', join(root, 'server.log'), '-o', options], START_MS + 10_000);
     if (start.code === 0) {
+      const watchdog = stopWhenGone(pgCtl, dataDir, root);
       const adminUrl = `postgres://${SUPERUSER}:${password}@127.0.0.1:${port}/postgres`;
       await untilConnects(adminUrl);
       return {
@@ -123,6 +124,7 @@ export async function startPostgres(): Promise<PostgresServer> {
         port,
         dataDir,
         async stop() {
+          watchdog.kill();
           const stopped = await runTool(pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '120'], 130_000);
           if (stopped.code !== 0) await runTool(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w'], 60_000);
           running.delete(dataDir);
@@ -136,6 +138,19 @@ export async function startPostgres(): Promise<PostgresServer> {
   }
   await rm(root, { recursive: true, force: true });
   throw new Error(`PostgreSQL did not start: ${lastError}`);
+}
+
+/**
+ * The postmaster runs on its own (pg_ctl detaches it): should this process be killed outright, with no exit
+ * hook run, a small shell stops the server and removes its directory once this process is gone.
+ */
+function stopWhenGone(pgCtl: string, dataDir: string, root: string): ChildProcess {
+  const [file, argv] = asServerUser(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w']);
+  const stop = [file, ...argv].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const script = `while kill -0 ${process.pid} 2>/dev/null; do sleep 2; done; ${stop} >/dev/null 2>&1; rm -rf '${root}'`;
+  const child = spawn('sh', ['-c', script], { detached: true, stdio: 'ignore' });
+  child.unref();
+  return child;
 }
 
 function postgresUser(): { uid: number; gid: number } {

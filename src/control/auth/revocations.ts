@@ -36,7 +36,10 @@ export class Revocations {
     private readonly keepMs: number,
   ) {}
 
-  /** Reads the revocations still in force (at start). */
+  /** Told of each revocation written to the database (other replicas read it then: replicas/relay.ts). */
+  onRecorded: (() => void) | undefined;
+
+  /** Reads the revocations still in force (at start, and when another replica recorded one). */
   async load(): Promise<void> {
     const rows = await this.db.all<{ kind: Kind; id: string; until_ms: number }>(sql`SELECT kind, id, until_ms FROM revoked_tokens WHERE until_ms > ${Date.now()}`);
     for (const r of rows) this.entries[r.kind]?.set(r.id, Number(r.until_ms));
@@ -70,6 +73,7 @@ export class Revocations {
         sql`INSERT INTO revoked_tokens (kind, id, until_ms) VALUES (${kind}, ${id}, ${until}) ON CONFLICT (kind, id) DO UPDATE SET until_ms = excluded.until_ms`,
       );
       await this.db.run(sql`DELETE FROM revoked_tokens WHERE until_ms <= ${now}`);
+      this.onRecorded?.();
     } catch (err) {
       // In force all the same (memory, and the agents told now); only a restart before expiry forgets it.
       this.log.warn({ err, kind, id }, 'a revocation could not be written to the database');

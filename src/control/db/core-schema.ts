@@ -93,4 +93,10 @@ export const coreMigrations: Migration[] = [
   },
   // What each machine holds, counted and summed for the metrics' inventory gauges from the index alone.
   { id: '0066-availability-inventory-index', sql: 'CREATE INDEX availability_inventory ON availability(machine_id, state, size_bytes)' },
+  // Which control-plane replica runs an unfinished operation, and until when without a renewal (replicas/leases.ts).
+  {
+    id: '0400-operation-leases',
+    sql: 'ALTER TABLE operations ADD COLUMN owner TEXT; ALTER TABLE operations ADD COLUMN lease_until TEXT;',
+    postgres: 'ALTER TABLE operations ADD COLUMN owner TEXT; ALTER TABLE operations ADD COLUMN lease_until TEXT;',
+  },
 ];

@@ -74,6 +74,12 @@ export class UploadWaiters {
     });
   }
 
+  /**
+   * Told of a report no handler here waits for: the push may run on another replica (it reads the report
+   * the route stored in its params).
+   */
+  onUnheard: ((opId: string) => void) | undefined;
+
   /** False when no handler waits for this operation's upload (not a push, or not uploading). */
   report(opId: string, report: UploadReport): boolean {
     const wake = this.waiting.get(opId);

@@ -6,6 +6,7 @@ import type { AvailabilityStore } from '../availability.js';
 import type { MachineRecord, Machines } from '../machines.js';
 import type { ControlMetrics } from '../metrics.js';
 import type { Failure, Operation, OperationKind, TargetStatus, TransferRequest } from '../wire.js';
+import type { OperationLeases } from '../replicas/leases.js';
 import { type OperationStore, isTargetDone, isTerminal } from './store.js';
 
 /**
@@ -13,6 +14,10 @@ import { type OperationStore, isTargetDone, isTerminal } from './store.js';
  * whatever state the database holds to its end, so the same handler starts new work and resumes work a
  * restart interrupted (resumeAll). Handlers must be idempotent: transfers are (an agent that already has
  * an image answers at once, and a second request for one in flight joins it).
+ *
+ * With leases (replicas/leases.ts), an operation runs on the replica that holds its lease: start() claims
+ * it first (and leaves it alone when another replica holds it), keepLeases() renews what runs here and takes
+ * over, through the same resume path, operations whose replica stopped renewing.
  */
 
 export type KindHandler = (opId: string) => Promise<void>;
@@ -51,10 +56,14 @@ export class OperationRunner {
     private readonly log: Logger,
     private readonly targetConcurrency: number,
     private readonly metrics: ControlMetrics,
+    /** Set when operations are claimed with leases (every control plane: see replicas/leases.ts). */
+    private readonly leases?: OperationLeases,
   ) {}
 
   /** Told once of each operation that ended (succeeded, failed or cancelled). */
   onEnded: ((opId: string) => void) | undefined;
+  /** Told of each cancel made here (another replica may be running the operation: see cancelledElsewhere). */
+  onCancelled: ((opId: string, by: string) => void) | undefined;
 
   /** The log of one operation's work: every line names it (operation_id). */
   logFor(opId: string): Logger {
@@ -67,15 +76,20 @@ export class OperationRunner {
 
   /**
    * Runs the operation's handler in the background (once: a second start while it runs is a no-op). It is
-   * marked running before anything is read, so two starts at once run it once.
+   * marked running before anything is read, so two starts at once run it once. With leases it runs only
+   * if this replica can claim it (`claimed`: it already did).
    */
-  start(opId: string): void {
+  start(opId: string, opts: { claimed?: boolean } = {}): void {
     if (this.running.has(opId)) return;
     const log = this.logFor(opId);
     this.controllers.set(opId, new AbortController());
     const work = (async () => {
       let started = false;
       try {
+        if (this.leases && !opts.claimed && !(await this.leases.claim(opId))) {
+          log.info('operation left to the replica holding its lease');
+          return;
+        }
         const op = await this.operations.get(opId);
         if (!op || isTerminal(op.status)) return;
         started = true;
@@ -136,6 +150,8 @@ export class OperationRunner {
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', failure.message));
     try {
       const ended = await recorded;
+      // The replica running it (maybe another) stops its run.
+      this.onCancelled?.(opId, by);
       this.onEnded?.(opId);
       return ended;
     } finally {
@@ -143,14 +159,61 @@ export class OperationRunner {
     }
   }
 
-  /** After a restart: every operation left pending or running is carried on by its handler. */
+  /**
+   * After a restart: every operation left pending or running is carried on by its handler (with leases:
+   * those this replica can claim; the claim loop of keepLeases takes the others as their leases expire).
+   */
   async resumeAll(): Promise<number> {
-    const ops = await this.operations.unfinished();
-    for (const op of ops) {
-      this.resumed.add(op.id);
-      this.start(op.id);
+    const ids = this.leases ? await this.leases.claimAtStart() : (await this.operations.unfinished()).map((op) => op.id);
+    for (const id of ids) {
+      this.resumed.add(id);
+      this.start(id, { claimed: true });
     }
-    return ops.length;
+    return ids.length;
+  }
+
+  /**
+   * Every third of the lease: renews the leases of what runs here (stopping the run of any another replica
+   * took over meanwhile) and takes over operations whose lease expired. Returns the function that stops it.
+   */
+  keepLeases(): () => void {
+    const leases = this.leases;
+    if (!leases) return () => {};
+    let busy = false;
+    const timer = setInterval(() => {
+      if (busy) return;
+      busy = true;
+      this.leaseTurn(leases)
+        .catch((err: unknown) => this.log.warn({ err }, 'renewing or claiming operation leases failed; trying again'))
+        .finally(() => (busy = false));
+    }, Math.max(50, Math.floor(leases.leaseMs / 3)));
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
+  private async leaseTurn(leases: OperationLeases): Promise<void> {
+    const mine = [...this.running.keys()];
+    if (mine.length > 0) {
+      const held = await leases.renew(mine);
+      for (const id of mine) {
+        if (held.has(id) || !this.running.has(id)) continue;
+        // Another replica carries it on now: this run stops, and writes nothing more about it.
+        this.logFor(id).warn('lease lost to another replica; stopping this run of the operation');
+        this.operations.disown(id);
+        this.controllers.get(id)?.abort(new StowageError('CANCELLED', 'the operation was taken over by another replica'));
+      }
+    }
+    for (const id of await leases.claimFree()) {
+      if (this.running.has(id)) continue;
+      this.logFor(id).info({ replica: leases.replica }, 'taking over an operation whose lease expired');
+      this.resumed.add(id);
+      this.start(id, { claimed: true });
+    }
+  }
+
+  /** Stops this replica's run of an operation another replica cancelled (it has recorded the end). */
+  cancelledElsewhere(opId: string, by: string): void {
+    this.controllers.get(opId)?.abort(new StowageError('CANCELLED', `cancelled by ${by}`));
   }
 
   /** Resolves when nothing runs (tests, shutdown). */

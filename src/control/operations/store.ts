@@ -20,7 +20,15 @@ import {
  * finds every unfinished one (see recovery in runner.ts). Changes are emitted on `events` for the SSE
  * streams: "changed" with a whole snapshot when the operation itself changes (created, stage, progress,
  * end), "target" with just that target (a TargetChange) when one target does.
+ *
+ * Replicas (several control planes on one PostgreSQL): every change made here is also told to `onChange`
+ * (the event bus, replicas/event-bus.ts, which tells the other replicas); a change another replica made
+ * comes back through relayOperation/relayTarget, which re-read it and emit it here like a local one, so
+ * an SSE stream on any replica sees all work.
  */
+
+/** A change of an operation, as the event bus carries it between replicas (IDs only: receivers re-read). */
+export type OperationChange = { kind: 'operation'; id: string } | { kind: 'target'; id: string; machine: string };
 
 interface OperationRow {
   id: string;
@@ -87,8 +95,17 @@ export class OperationStore {
 
   /** Once frozen (shutdown), writes are dropped: what runs stays as the database last recorded it. */
   private frozen = false;
+  /** Operations another replica took over from this one: its writes about them are dropped likewise. */
+  private readonly disowned = new Set<string>();
 
-  constructor(private readonly db: Db) {
+  /** Told of every change made here (after it is written), for the other replicas. */
+  onChange: ((change: OperationChange) => void) | undefined;
+
+  constructor(
+    private readonly db: Db,
+    /** The lease a new operation starts with: the replica that creates it runs it (replicas/leases.ts). */
+    private readonly newLease?: () => { owner: string; lease_until: string },
+  ) {
     this.events.setMaxListeners(0);
   }
 
@@ -96,14 +113,42 @@ export class OperationStore {
     this.frozen = true;
   }
 
+  /** Drops this process's writes about the operation from now on (another replica runs it). */
+  disown(id: string): void {
+    this.disowned.add(id);
+  }
+
+  private readOnly(id: string): boolean {
+    return this.frozen || this.disowned.has(id);
+  }
+
+  /** Emits here a change of the operation another replica made (re-read from the database). */
+  async relayOperation(id: string): Promise<void> {
+    const op = await this.get(id);
+    if (op) this.events.emit('changed', op);
+  }
+
+  /** Emits here a change of one target another replica made (re-read from the database). */
+  async relayTarget(id: string, machineId: string): Promise<void> {
+    const row = await this.db.get<TargetRow & { op_updated_at: string }>(
+      sql`SELECT t.machine_id, t.status, t.bytes_transferred, t.bytes_total, t.failure, t.started_at, t.finished_at, o.updated_at AS op_updated_at
+          FROM operation_targets t JOIN operations o ON o.id = t.operation_id WHERE t.operation_id = ${id} AND t.machine_id = ${machineId}`,
+    );
+    if (!row) return;
+    const { op_updated_at, ...target } = row;
+    const event: TargetChange = { operation_id: id, updated_at: op_updated_at, target: toTargetResult(target) };
+    this.events.emit('target', event);
+  }
+
   async create(op: NewOperation): Promise<Operation> {
     const id = `op-${ulid()}`;
     const now = nowIso();
+    const lease = this.newLease?.();
     await this.db.transaction(async (tx) => {
       await tx.run(
-        sql`INSERT INTO operations (id, kind, status, stage, actor, artifact, source_machine, params, created_at, updated_at)
+        sql`INSERT INTO operations (id, kind, status, stage, actor, artifact, source_machine, params, created_at, updated_at, owner, lease_until)
             VALUES (${id}, ${op.kind}, 'pending', ${op.stage ?? 'created'}, ${op.actor}, ${JSON.stringify(op.artifact)}, ${op.sourceMachine ?? null},
-              ${JSON.stringify(op.params ?? {})}, ${now}, ${now})`,
+              ${JSON.stringify(op.params ?? {})}, ${now}, ${now}, ${lease?.owner ?? null}, ${lease?.lease_until ?? null})`,
       );
       for (const [i, machine] of op.targets.entries()) {
         await tx.run(sql`INSERT INTO operation_targets (operation_id, machine_id, position, status) VALUES (${id}, ${machine}, ${i}, 'pending')`);
@@ -156,7 +201,7 @@ export class OperationStore {
    * when a cancel was recorded must not set it running again (nothing would end it then).
    */
   async setStage(id: string, stage: string, status: OperationStatus = 'running'): Promise<Operation> {
-    if (this.frozen) return this.require(id);
+    if (this.readOnly(id)) return this.require(id);
     const changed = await this.db.run(
       sql`UPDATE operations SET stage = ${stage}, status = ${status}, updated_at = ${nowIso()}
           WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`,
@@ -165,18 +210,18 @@ export class OperationStore {
   }
 
   async setArtifact(id: string, artifact: Artifact): Promise<Operation> {
-    if (this.frozen) return this.require(id);
+    if (this.readOnly(id)) return this.require(id);
     await this.db.run(sql`UPDATE operations SET artifact = ${JSON.stringify(artifact)}, updated_at = ${nowIso()} WHERE id = ${id}`);
     return this.emit(id);
   }
 
   async setParams(id: string, params: Record<string, unknown>): Promise<void> {
-    if (this.frozen) return;
+    if (this.readOnly(id)) return;
     await this.db.run(sql`UPDATE operations SET params = ${JSON.stringify(params)}, updated_at = ${nowIso()} WHERE id = ${id}`);
   }
 
   async setProgress(id: string, current: number, total: number, message: string): Promise<Operation> {
-    if (this.frozen) return this.require(id);
+    if (this.readOnly(id)) return this.require(id);
     await this.db.run(sql`UPDATE operations SET progress = ${JSON.stringify({ current, total, message })}, updated_at = ${nowIso()} WHERE id = ${id}`);
     return this.emit(id);
   }
@@ -193,7 +238,7 @@ export class OperationStore {
     change: { status?: TargetStatus; bytesTransferred?: number; bytesTotal?: number | null; failure?: Failure | null },
   ): Promise<TargetResult> {
     const now = nowIso();
-    const frozen = this.frozen;
+    const frozen = this.readOnly(id);
     const next = await this.db.transaction(async (tx) => {
       // The operation's row first (locked by the UPDATE, as abandon() and finish() lock it): an operation
       // that has ended takes no more target writes, so a handler's write cannot undo a cancel's.
@@ -229,12 +274,13 @@ export class OperationStore {
     const target = toTargetResult(next);
     const event: TargetChange = { operation_id: id, updated_at: now, target };
     this.events.emit('target', event);
+    this.onChange?.({ kind: 'target', id, machine: machineId });
     return target;
   }
 
   /** Ends the operation; its status follows from the targets unless given. */
   async finish(id: string, opts: { status?: OperationStatus; error?: Failure; stage?: string } = {}): Promise<Operation> {
-    if (this.frozen) return this.require(id);
+    if (this.readOnly(id)) return this.require(id);
     const ended = await this.db.transaction(async (tx) => {
       // Locked: of two finishes at once, the second sees the first's end and changes nothing.
       const row = await tx.get<{ status: OperationStatus }>(sql`SELECT status FROM operations WHERE id = ${id}${tx.forUpdate}`);
@@ -256,7 +302,7 @@ export class OperationStore {
    * left pending or running under an operation that ended.
    */
   async abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Promise<Operation> {
-    if (this.frozen) return this.require(id);
+    if (this.readOnly(id)) return this.require(id);
     const now = nowIso();
     // One transaction, the operation's row locked: no target write of a handler lands between the targets
     // failing and the operation ending (updateTarget drops writes to an ended operation).
@@ -288,6 +334,7 @@ export class OperationStore {
   private async emit(id: string): Promise<Operation> {
     const op = await this.require(id);
     this.events.emit('changed', op);
+    this.onChange?.({ kind: 'operation', id });
     return op;
   }
 

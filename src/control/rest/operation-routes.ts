@@ -44,7 +44,7 @@ export function operationRoutes(app: FastifyInstance, ctx: ControlContext): void
     }
     // Kept first, so a restart acts on this report instead of waiting for one that will not come again.
     await ctx.operations.setParams(op.id, { ...params, upload_report: report });
-    ctx.uploads.report(op.id, report);
+    if (!ctx.uploads.report(op.id, report)) ctx.uploads.onUnheard?.(op.id);
     return { operation: await ctx.operations.require(op.id) };
   });
 

@@ -1,0 +1,133 @@
+import { sql } from 'kysely';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Db } from '../db/database.js';
+import type { OperationChange } from '../operations/store.js';
+
+/**
+ * What one control-plane replica tells the others, so that any replica can serve any request: changes of
+ * operations (an SSE stream on replica A follows work replica B runs), a cancel (the replica running the
+ * operation stops it), stowctl's upload report (the replica whose push waits for it wakes up) and token
+ * revocations (every replica repeats them in its answers to agents' reports). Events carry IDs only; a
+ * receiver re-reads what it needs from the database, which is the single truth.
+ *
+ * SQLite (one replica): nothing to tell (LocalEventBus). PostgreSQL: LISTEN/NOTIFY on one channel, one
+ * dedicated connection listening per replica; a notification is delivered only once its transaction has
+ * committed, so what the receiver re-reads is at least as new as the change it was told of. A replica
+ * ignores its own notifications (it acted on the change already). Events sent while a listener is
+ * reconnecting are lost: SSE streams then catch up with the next change of the operation.
+ */
+
+export type ReplicaEvent =
+  | OperationChange
+  | { kind: 'cancel'; id: string; by: string }
+  | { kind: 'upload'; id: string }
+  /** A token revocation was recorded: every replica repeats it in its answers to agents' reports. */
+  | { kind: 'revocations' };
+
+export interface EventBus {
+  /** Tells the other replicas (fire and forget: a failure is logged). */
+  publish(event: ReplicaEvent): void;
+  /** Called with every event another replica published. */
+  onRemote: ((event: ReplicaEvent) => void) | undefined;
+  close(): Promise<void>;
+}
+
+/** One replica (SQLite): there is nobody to tell. */
+export class LocalEventBus implements EventBus {
+  onRemote: ((event: ReplicaEvent) => void) | undefined;
+  publish(): void {}
+  async close(): Promise<void> {}
+}
+
+const CHANNEL = 'stowage_events';
+const RECONNECT_MS = 1_000;
+
+interface Envelope {
+  from: string;
+  event: ReplicaEvent;
+}
+
+/** LISTEN/NOTIFY between the replicas sharing the PostgreSQL database at `url`. */
+export class PostgresEventBus implements EventBus {
+  onRemote: ((event: ReplicaEvent) => void) | undefined;
+  private client: pg.Client | undefined;
+  private closed = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  private constructor(
+    private readonly url: string,
+    private readonly db: Db,
+    private readonly replica: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Resolves once the listener is connected: from then on no other replica's event is missed. */
+  static async open(url: string, db: Db, replica: string, log: Logger): Promise<PostgresEventBus> {
+    const bus = new PostgresEventBus(url, db, replica, log);
+    await bus.listen();
+    return bus;
+  }
+
+  publish(event: ReplicaEvent): void {
+    if (this.closed) return;
+    const envelope: Envelope = { from: this.replica, event };
+    this.db.get(sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify(envelope)})`).catch((err: unknown) => {
+      this.log.warn({ err, event }, 'telling the other replicas of a change failed');
+    });
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url });
+    const lost = (err?: Error): void => {
+      if (this.client !== client) return;
+      this.client = undefined;
+      client.end().catch(() => undefined);
+      if (this.closed) return;
+      this.log.warn({ err }, `the replicas' event listener lost its connection; reconnecting`);
+      this.reconnectLater();
+    };
+    client.on('error', lost);
+    client.on('end', () => lost());
+    client.on('notification', (msg) => {
+      if (msg.channel !== CHANNEL || !msg.payload) return;
+      let envelope: Envelope;
+      try {
+        envelope = JSON.parse(msg.payload) as Envelope;
+      } catch {
+        return;
+      }
+      if (envelope.from === this.replica) return;
+      this.onRemote?.(envelope.event);
+    });
+    this.client = client;
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (err) {
+      this.client = undefined;
+      client.end().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  private reconnectLater(): void {
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      if (this.closed) return;
+      this.listen().catch((err: unknown) => {
+        this.log.warn({ err }, `reconnecting the replicas' event listener failed; trying again`);
+        this.reconnectLater();
+      });
+    }, RECONNECT_MS);
+    this.retry.unref();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retry) clearTimeout(this.retry);
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => undefined);
+  }
+}
