@@ -128,7 +128,7 @@ export class MachineTls {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.renewTimer);
-    await Promise.all([this.control?.close(), this.peers?.close()].map((p) => p?.catch(() => undefined)));
+    await Promise.allSettled([this.control, this.peers].flatMap((dispatcher) => (dispatcher ? [dispatcher.close()] : [])));
   }
 
   private async renew(): Promise<void> {
