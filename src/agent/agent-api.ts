@@ -144,7 +144,7 @@ export async function agentApiRoutes(app: FastifyInstance, opts: AgentApiOptions
 
   app.post('/incoming', async (req: FastifyRequest, reply: FastifyReply) => {
     const body = parseBody(incomingRequestSchema, req.body);
-    if (!opts.incoming) throw new StowageError('UNSUPPORTED', 'this agent takes no push announcements');
+    if (!opts.incoming) throw new StowageError('UNSUPPORTED', "this agent takes no push announcements: its store (the runtime's) cannot serve blobs while they arrive");
     await opts.incoming.announce(body.operation_id, body.manifest, body.ttl_seconds * 1000);
     return reply.code(204).send();
   });

@@ -145,12 +145,15 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       const tokenRealm = `${config.control.url.replace(/\/+$/, '')}/token`;
       const served = { blobBytes: 0 };
       let mirror: RunningMirror | undefined;
-      const incoming = new IncomingUploads(store);
-      closers.push(async () => incoming.close());
+      // Announced pushes need a store that serves blobs while they arrive. containerd's cannot: a target sent
+      // ahead would find a layer not there yet, fail, and be pulled again, reporting only its second attempt's
+      // bytes. Such an agent takes no announcement, and the other targets pull once the upload is whole.
+      const incoming = store.expectBlob ? new IncomingUploads(store) : undefined;
+      if (incoming) closers.push(async () => incoming.close());
       await peer.register(registryRoutes, {
         store,
         images,
-        pendingManifest: (digest) => incoming.manifest(digest),
+        pendingManifest: (digest) => incoming?.manifest(digest),
         authorize: (authorization, need) => authorizer?.(authorization, need) ?? false,
         tokenService: () => (identity ? { realm: tokenRealm, service: identity.machine_id } : undefined),
         onBlobBytesServed: (n) => {

@@ -140,6 +140,8 @@ export interface RunnableImage {
   message: string;
   /** Total bytes of the layers. */
   layerBytes: number;
+  /** Bytes of the config blob. */
+  configBytes: number;
 }
 
 /**
@@ -191,5 +193,5 @@ export async function makeRunnableImage(name: string, opts: { message?: string; 
   // An OCI-layout archive keeps the manifest digest as built here (a docker-archive would be re-encoded).
   await runOk('tar', ['-C', layout, '-cf', tarPath, '.']);
   await access(tarPath);
-  return { tar: tarPath, layout, manifestDigest: manifest.digest, configDigest: config.digest, message, layerBytes: layers.reduce((n, l) => n + l.size, 0) };
+  return { tar: tarPath, layout, manifestDigest: manifest.digest, configDigest: config.digest, message, layerBytes: layers.reduce((n, l) => n + l.size, 0), configBytes: config.size };
 }

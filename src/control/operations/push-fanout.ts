@@ -1,3 +1,4 @@
+import { StowageError } from '../../errors.js';
 import { formatReference, parseReference } from '../../oci/reference.js';
 import { forEachLimited } from '../../registry/pool.js';
 import type { ControlContext } from '../context.js';
@@ -41,7 +42,9 @@ export async function fanOutWhileUploading(ctx: ControlContext, opId: string, pa
     const ttl = Math.max(1, Math.ceil((params.upload_deadline - Date.now()) / 1000));
     await ctx.runner.agents.announceIncoming(source, { operation_id: opId, manifest: params.manifest, ttl_seconds: ttl });
   } catch (err) {
-    log.warn({ err, machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
+    // An agent whose store cannot serve arriving blobs (containerd's) refuses as a matter of course.
+    const refused = err instanceof StowageError && err.details?.['agent_code'] === 'UNSUPPORTED';
+    log[refused ? 'info' : 'warn']({ err, machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
     return undefined;
   }
   let withdrawn: Promise<void> | undefined;
