@@ -91,6 +91,17 @@ export class AvailabilityStore {
     item: { digest: string; platform: string; config_digest: string; size_bytes: number; references: string[]; index_digest?: string | undefined },
   ): Promise<void> {
     if (this.frozen) return;
+    const now = nowIso();
+    // The common case, one statement: no present record yet (none, or the transfer's own), so no tags to keep.
+    const written = await this.db.get(
+      sql`INSERT INTO availability (machine_id, digest, platform, index_digest, config_digest, refs, size_bytes, state, updated_at)
+          VALUES (${machine}, ${item.digest}, ${item.platform}, ${item.index_digest ?? null}, ${item.config_digest}, ${JSON.stringify([...new Set(item.references)].sort())}, ${item.size_bytes}, 'present', ${now})
+          ON CONFLICT(machine_id, digest, platform) DO UPDATE SET state = 'present', operation_id = NULL, failure = NULL,
+            index_digest = COALESCE(availability.index_digest, excluded.index_digest), config_digest = excluded.config_digest,
+            size_bytes = excluded.size_bytes, refs = excluded.refs, updated_at = excluded.updated_at
+          WHERE availability.state != 'present' RETURNING 1 AS written`,
+    );
+    if (written) return;
     await this.db.transaction(async (tx) => {
       // The row is read and rewritten in one transaction (locked on PostgreSQL): a concurrent report's tags are not lost.
       const refs = JSON.stringify(await mergedRefs(tx, machine, item.digest, item.platform, item.references));

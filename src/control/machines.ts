@@ -139,6 +139,19 @@ export class Machines {
     return row ? this.toRecord(row) : undefined;
   }
 
+  /** The machines of `ids` that exist, in that order: one query (a distribute target's peers). */
+  async getMany(ids: readonly string[]): Promise<MachineRecord[]> {
+    if (ids.length === 0) return [];
+    const rows = await this.db.all<MachineRow>(
+      sql`SELECT m.*, (SELECT COUNT(*) FROM availability a WHERE a.machine_id = m.id AND a.state = 'present') AS image_count FROM machines m WHERE id IN ${inList(ids)}`,
+    );
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.flatMap((id) => {
+      const row = byId.get(id);
+      return row ? [this.toRecord(row)] : [];
+    });
+  }
+
   async require(id: string): Promise<MachineRecord> {
     const m = await this.get(id);
     if (!m) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
@@ -178,9 +191,24 @@ export class Machines {
    * inventory seq the control plane holds. With 1,000 machines every 5 s this is the control plane's
    * steadiest load, so it reads nothing first.
    */
-  async heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }): Promise<{ inventory_seq: number }> {
+  /**
+   * The sealed secret this process verified `secret` against before (constant-time compare), if any: a
+   * heartbeat under it is written with `WHERE secret = <that sealed value>`, one statement, and a machine
+   * revoked or re-joined since (by any replica: the row is gone or its secret changed) matches nothing.
+   */
+  verifiedSecret(id: string, secret: string | undefined): string | undefined {
+    const opened = this.openedSecrets.get(id);
+    return secret && opened && secretsEqual(secret, opened.plain) ? opened.sealed : undefined;
+  }
+
+  /**
+   * Records a heartbeat. With `sealed` (see verifiedSecret) only while the machine still has that secret:
+   * undefined when it does not (the caller authenticates the request afresh); without, MACHINE_NOT_FOUND.
+   */
+  async heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }, sealed?: string): Promise<{ inventory_seq: number } | undefined> {
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined ? 1 : 0;
+    const sameSecret = sealed === undefined ? sql`` : sql` AND secret = ${sealed}`;
     let row: { inventory_seq: number } | undefined;
     try {
       row = await this.db.get<{ inventory_seq: number }>(
@@ -190,15 +218,18 @@ export class Machines {
               scaling_group = CASE WHEN ${full} = 1 THEN ${info.scaling_group ?? null} ELSE scaling_group END,
               version = CASE WHEN ${full} = 1 THEN ${info.version ?? null} ELSE version END,
               disk_used_bytes = COALESCE(${info.disk_used_bytes ?? null}, disk_used_bytes)
-            WHERE id = ${id} RETURNING inventory_seq`,
+            WHERE id = ${id}${sameSecret} RETURNING inventory_seq`,
       );
     } catch (err) {
       // The machine is alive whether or not a full disk let us write it down: heardAt keeps it online.
       if (!isStorageFull(err)) throw err;
-      row = await this.db.get<{ inventory_seq: number }>(sql`SELECT inventory_seq FROM machines WHERE id = ${id}`);
+      row = await this.db.get<{ inventory_seq: number }>(sql`SELECT inventory_seq FROM machines WHERE id = ${id}${sameSecret}`);
       if (row) this.onWriteLost?.(err);
     }
-    if (!row) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
+    if (!row) {
+      if (sealed !== undefined) return undefined;
+      throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`, { details: { machine_id: id } });
+    }
     this.heard(id);
     return row;
   }

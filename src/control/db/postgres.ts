@@ -11,8 +11,8 @@ import { POSTGRES_BASELINE_COVERS, postgresMigrations } from './postgres-schema.
  * queries run on the others), so several control-plane replicas can share one database.
  */
 
-/** Connections per control plane: enough for concurrent transfers' progress writes and the API. */
-const POOL_MAX = 10;
+/** Connections per control plane: every statement of a transfer target is one round trip, so the targets run at once (16 by default) and the API each want one. */
+const POOL_MAX = 20;
 /** Taken while migrating: replicas starting at once apply each migration once. */
 const MIGRATION_LOCK = 0x5354_4f57; // "STOW"
 

@@ -96,10 +96,5 @@ export async function transferFromSource(ctx: ControlContext, opId: string, para
 
 /** The machines of `ids` that are online, in that order (a target's peers, nearest first). */
 export async function onlinePeers(ctx: ControlContext, ids: readonly string[]): Promise<MachineRecord[]> {
-  const peers: MachineRecord[] = [];
-  for (const id of ids) {
-    const m = await ctx.machines.get(id);
-    if (m !== undefined && m.status === 'online') peers.push(m);
-  }
-  return peers;
+  return (await ctx.machines.getMany(ids)).filter((m) => m.status === 'online');
 }

@@ -244,10 +244,11 @@ export class OperationRunner {
     const build = typeof request === 'function' ? request : async () => request;
     const req = await build();
     const log = this.logFor(opId).child({ machine: target.id });
-    const kind = (await this.operations.summary(opId))?.kind ?? 'unknown';
+    const summary = await this.operations.summary(opId);
+    const kind = summary?.kind ?? 'unknown';
     const startedAt = performance.now();
     // Bytes count as they are reported, by the operation's source machine (or the registry) and the target.
-    const bytes = this.metrics.transferBytes.labels({ source: await this.sourceLabel(opId, req), target: target.id });
+    const bytes = this.metrics.transferBytes.labels({ source: sourceLabel(summary?.source_machine, req), target: target.id });
     let counted = 0;
     const count = (total: number): void => {
       if (total > counted) bytes.inc(total - counted);
@@ -323,17 +324,6 @@ export class OperationRunner {
     }
   }
 
-  /** The source a transfer's bytes count under: the operation's source machine, else the registry's host. */
-  private async sourceLabel(opId: string, req: TransferRequest): Promise<string> {
-    const machine = (await this.operations.summary(opId))?.source_machine;
-    if (machine) return machine;
-    try {
-      return new URL(req.source.registry_url).host;
-    } catch {
-      return 'unknown';
-    }
-  }
-
   /** Sends a running transfer its request again (fresh tokens, current peers); failures wait for the next turn. */
   private async renew(opId: string, target: MachineRecord, build: () => Promise<TransferRequest>): Promise<void> {
     try {
@@ -347,6 +337,16 @@ export class OperationRunner {
     if (digest) await this.availability.markFailed(machineId, digest, platform, opId, failure);
     await this.operations.updateTarget(opId, machineId, { status: 'failed', failure });
     return { status: 'failed' };
+  }
+}
+
+/** The source a transfer's bytes count under: the operation's source machine, else the registry's host. */
+function sourceLabel(machine: string | null | undefined, req: TransferRequest): string {
+  if (machine) return machine;
+  try {
+    return new URL(req.source.registry_url).host;
+  } catch {
+    return 'unknown';
   }
 }
 

@@ -232,40 +232,48 @@ export class OperationStore {
    * Read and written in one transaction (the row locked on PostgreSQL), so concurrent changes of one
    * target apply one after the other.
    */
+  /**
+   * The target's change, written only while the operation is open (undefined once it ended, or without
+   * such a target). The operation's row is updated (locked) first, as abandon() and finish() lock it: an
+   * operation that has ended takes no more target writes, so a handler's write cannot undo a cancel's.
+   * One statement on PostgreSQL (a round trip each, and the operation's row locked for that statement only).
+   */
+  private async writeTarget(
+    id: string,
+    machineId: string,
+    change: { status?: TargetStatus; bytesTransferred?: number; bytesTotal?: number | null; failure?: Failure | null },
+    now: string,
+  ): Promise<TargetRow | undefined> {
+    const status = change.status ?? null;
+    const done = sql.join(['present', 'skipped_present', 'absent', 'failed'].map((s) => sql`${s}`));
+    // Every right-hand side reads the row as it was: the new status is COALESCE(status given, status held).
+    const next = sql`COALESCE(${status}, status)`;
+    const setTarget = sql`SET status = ${next}, bytes_transferred = COALESCE(${change.bytesTransferred ?? null}, bytes_transferred),
+          bytes_total = ${change.bytesTotal === undefined ? sql`bytes_total` : sql`${change.bytesTotal}`},
+          failure = ${change.failure === undefined ? sql`failure` : sql`${change.failure === null ? null : JSON.stringify(change.failure)}`},
+          started_at = COALESCE(started_at, CASE WHEN ${next} = 'running' THEN ${now} END),
+          finished_at = CASE WHEN ${next} IN (${done}) THEN COALESCE(finished_at, ${now}) END`;
+    const returning = sql`RETURNING machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at`;
+    const openOp = sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`;
+    if (this.db.dialect === 'postgres') {
+      return this.db.get<TargetRow>(
+        sql`WITH open AS (${openOp} RETURNING id)
+            UPDATE operation_targets ${setTarget} WHERE operation_id = (SELECT id FROM open) AND machine_id = ${machineId} ${returning}`,
+      );
+    }
+    return this.db.transaction(async (tx) => {
+      if ((await tx.run(openOp)) === 0) return undefined;
+      return tx.get<TargetRow>(sql`UPDATE operation_targets ${setTarget} WHERE operation_id = ${id} AND machine_id = ${machineId} ${returning}`);
+    });
+  }
+
   async updateTarget(
     id: string,
     machineId: string,
     change: { status?: TargetStatus; bytesTransferred?: number; bytesTotal?: number | null; failure?: Failure | null },
   ): Promise<TargetResult> {
     const now = nowIso();
-    const frozen = this.readOnly(id);
-    const next = await this.db.transaction(async (tx) => {
-      // The operation's row first (locked by the UPDATE, as abandon() and finish() lock it): an operation
-      // that has ended takes no more target writes, so a handler's write cannot undo a cancel's.
-      const open = frozen ? 0 : await tx.run(sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`);
-      const current = await tx.get<TargetRow>(
-        sql`SELECT machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at FROM operation_targets
-            WHERE operation_id = ${id} AND machine_id = ${machineId}${open > 0 ? tx.forUpdate : sql``}`,
-      );
-      if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);
-      if (open === 0) return undefined;
-      const status = change.status ?? current.status;
-      const row: TargetRow = {
-        machine_id: machineId,
-        status,
-        bytes_transferred: change.bytesTransferred ?? current.bytes_transferred,
-        bytes_total: change.bytesTotal === undefined ? current.bytes_total : change.bytesTotal,
-        failure: change.failure === undefined ? current.failure : change.failure === null ? null : JSON.stringify(change.failure),
-        started_at: current.started_at ?? (status === 'running' ? now : null),
-        finished_at: isTargetDone(status) ? (current.finished_at ?? now) : null,
-      };
-      await tx.run(
-        sql`UPDATE operation_targets SET status = ${row.status}, bytes_transferred = ${row.bytes_transferred}, bytes_total = ${row.bytes_total},
-              failure = ${row.failure}, started_at = ${row.started_at}, finished_at = ${row.finished_at}
-            WHERE operation_id = ${id} AND machine_id = ${machineId}`,
-      );
-      return row;
-    });
+    const next = this.readOnly(id) ? undefined : await this.writeTarget(id, machineId, change, now);
     if (!next) {
       const current = await this.db.get<TargetRow>(sql`SELECT * FROM operation_targets WHERE operation_id = ${id} AND machine_id = ${machineId}`);
       if (!current) throw new StowageError('OPERATION_NOT_FOUND', `operation ${id} has no target ${machineId}`);

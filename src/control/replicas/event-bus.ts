@@ -69,11 +69,28 @@ export class PostgresEventBus implements EventBus {
     return bus;
   }
 
+  /** Events published in this turn of the event loop: sent together, one statement (see flush). */
+  private pending: string[] = [];
+
   publish(event: ReplicaEvent): void {
     if (this.closed) return;
     const envelope: Envelope = { from: this.replica, event };
-    this.db.get(sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify(envelope)})`).catch((err: unknown) => {
-      this.log.warn({ err, event }, 'telling the other replicas of a change failed');
+    if (this.pending.length === 0) setImmediate(() => this.flush());
+    this.pending.push(JSON.stringify(envelope));
+  }
+
+  /**
+   * Sends what was published since the last flush in one round trip, in order. An event repeated in the
+   * batch is sent once, at its last place (PostgreSQL would drop the repeats of a transaction anyway):
+   * receivers re-read what it names, so the later state is what they see either way.
+   */
+  private flush(): void {
+    const batch = this.pending;
+    this.pending = [];
+    const payloads = batch.filter((p, i) => batch.indexOf(p, i + 1) === -1);
+    if (payloads.length === 0 || this.closed) return;
+    this.db.run(sql`SELECT pg_notify(${CHANNEL}, payload) FROM unnest(${payloads}::text[]) AS payload`).catch((err: unknown) => {
+      this.log.warn({ err, events: payloads.length }, 'telling the other replicas of changes failed');
     });
   }
 

@@ -75,10 +75,25 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   });
 
   app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
-    await requireMachineSecret(ctx, request, request.params.id);
-    const beat = parseWith(heartbeatSchema, request.body);
+    const id = request.params.id;
+    // A secret verified before is checked by the heartbeat's own UPDATE (one statement; see verifiedSecret).
+    const sealed = ctx.machines.verifiedSecret(id, bearerToken(request.headers.authorization));
+    if (sealed === undefined) await requireMachineSecret(ctx, request, id);
+    let beat;
+    try {
+      beat = parseWith(heartbeatSchema, request.body);
+    } catch (err) {
+      if (sealed !== undefined) await requireMachineSecret(ctx, request, id); // not authenticated comes first
+      throw err;
+    }
     const { inventory_seq, ...info } = beat;
-    const machine = await ctx.machines.heartbeat(request.params.id, info);
+    let machine = sealed === undefined ? undefined : await ctx.machines.heartbeat(id, info, sealed);
+    if (!machine) {
+      // Revoked or joined again since: authenticated afresh (401 for a secret no longer valid).
+      if (sealed !== undefined) await requireMachineSecret(ctx, request, id);
+      machine = await ctx.machines.heartbeat(id, info);
+    }
+    if (!machine) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`);
     return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs, revoked: ctx.revocations.active() };
   });
 
