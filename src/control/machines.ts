@@ -46,6 +46,16 @@ export interface MachineRecord extends Machine {
   inventory_seq: number;
 }
 
+type HeartbeatInfo = Partial<MachineInfo> & { disk_used_bytes?: number };
+
+interface PendingBeat {
+  id: string;
+  info: HeartbeatInfo;
+  sealed: string | undefined;
+  resolve: (row: { inventory_seq: number } | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
 /** How often work resumed after a restart looks again whether an unknown machine has called in. */
 const KNOWN_POLL_MS = 250;
 
@@ -205,7 +215,66 @@ export class Machines {
    * Records a heartbeat. With `sealed` (see verifiedSecret) only while the machine still has that secret:
    * undefined when it does not (the caller authenticates the request afresh); without, MACHINE_NOT_FOUND.
    */
-  async heartbeat(id: string, info: Partial<MachineInfo> & { disk_used_bytes?: number }, sealed?: string): Promise<{ inventory_seq: number } | undefined> {
+  heartbeat(id: string, info: HeartbeatInfo, sealed?: string): Promise<{ inventory_seq: number } | undefined> {
+    if (this.db.dialect !== 'postgres') return this.writeHeartbeat(id, info, sealed);
+    return new Promise((resolve, reject) => {
+      if (this.beats.length === 0) setImmediate(() => this.flushHeartbeats());
+      this.beats.push({ id, info, sealed, resolve, reject });
+    });
+  }
+
+  /** Heartbeats received in this turn of the event loop (PostgreSQL): written together, one statement. */
+  private beats: PendingBeat[] = [];
+
+  /**
+   * Writes the heartbeats of this turn with one UPDATE … FROM unnest(…) (each machine once: a repeat waits
+   * for the next batch), each under its own secret condition as writeHeartbeat does. Should the batch fail,
+   * each is written on its own (a full disk, a bad value: only that heartbeat sees its error).
+   */
+  private flushHeartbeats(): void {
+    const batch: PendingBeat[] = [];
+    const later: PendingBeat[] = [];
+    const ids = new Set<string>();
+    for (const b of this.beats) {
+      (ids.has(b.id) ? later : batch).push(b);
+      ids.add(b.id);
+    }
+    this.beats = later;
+    if (later.length > 0) setImmediate(() => this.flushHeartbeats());
+    const col = <T>(f: (b: PendingBeat) => T): T[] => batch.map(f);
+    const full = (b: PendingBeat): boolean => b.info.agent_url !== undefined;
+    const written = this.db.all<{ id: string; inventory_seq: number }>(
+      sql`UPDATE machines AS m SET last_seen_at = ${nowIso()}, agent_url = COALESCE(v.agent_url, m.agent_url), platform = COALESCE(v.platform, m.platform),
+            labels = COALESCE(v.labels, m.labels),
+            scaling_group = CASE WHEN v.full = 1 THEN v.scaling_group ELSE m.scaling_group END,
+            version = CASE WHEN v.full = 1 THEN v.version ELSE m.version END,
+            disk_used_bytes = COALESCE(v.disk_used_bytes, m.disk_used_bytes)
+          FROM unnest(${col((b) => b.id)}::text[], ${col((b) => b.info.agent_url ?? null)}::text[], ${col((b) => b.info.platform ?? null)}::text[],
+            ${col((b) => (b.info.labels === undefined ? null : JSON.stringify(b.info.labels)))}::text[], ${col((b) => (full(b) ? (b.info.scaling_group ?? null) : null))}::text[],
+            ${col((b) => (full(b) ? (b.info.version ?? null) : null))}::text[], ${col((b) => (full(b) ? 1 : 0))}::int[],
+            ${col((b) => b.info.disk_used_bytes ?? null)}::bigint[], ${col((b) => b.sealed ?? null)}::text[])
+            AS v(id, agent_url, platform, labels, scaling_group, version, full, disk_used_bytes, sealed)
+          WHERE m.id = v.id AND (v.sealed IS NULL OR m.secret = v.sealed) RETURNING m.id, m.inventory_seq`,
+    );
+    written.then(
+      (rows) => {
+        const seq = new Map(rows.map((r) => [r.id, r.inventory_seq]));
+        for (const b of batch) {
+          const inventory_seq = seq.get(b.id);
+          if (inventory_seq !== undefined) {
+            this.heard(b.id);
+            b.resolve({ inventory_seq });
+          } else if (b.sealed !== undefined) b.resolve(undefined);
+          else b.reject(new StowageError('MACHINE_NOT_FOUND', `no machine "${b.id}"`, { details: { machine_id: b.id } }));
+        }
+      },
+      () => {
+        for (const b of batch) this.writeHeartbeat(b.id, b.info, b.sealed).then(b.resolve, b.reject);
+      },
+    );
+  }
+
+  private async writeHeartbeat(id: string, info: HeartbeatInfo, sealed?: string): Promise<{ inventory_seq: number } | undefined> {
     // An agent sends all it is in each heartbeat: a scaling group it no longer names is one it left.
     const full = info.agent_url !== undefined ? 1 : 0;
     const sameSecret = sealed === undefined ? sql`` : sql` AND secret = ${sealed}`;
