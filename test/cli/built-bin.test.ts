@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tmpDir } from '../harness/tmp.js';
-import { type CliResult, DIGEST_A, cleanEnv, recordingServer, runCli } from './helpers.js';
+import { type CliResult, STATUS_RECORD, cleanEnv, recordingServer, runCli } from './helpers.js';
 
 /**
  * What `npm ci` installs is the built CLI: bin/stowctl.js (CommonJS) requiring dist/stowctl-fast.cjs for
@@ -24,18 +24,7 @@ function run(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<CliR
   });
 }
 
-const record = {
-  machine_id: 'm1',
-  digest: DIGEST_A,
-  index_digest: null,
-  config_digest: null,
-  platform: 'linux/amd64',
-  references: ['docker.io/library/app:1'],
-  size_bytes: 2048,
-  presence: { state: 'present' },
-  machine_status: 'online',
-  updated_at: '2026-01-01T00:00:00.000Z',
-};
+const record = STATUS_RECORD;
 
 describe('the built stowctl (bin/ + dist/)', () => {
   let buildRoot: string;

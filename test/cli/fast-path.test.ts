@@ -4,7 +4,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fastPath } from '../../src/cli/fast-path.js';
 import { tmpDir } from '../harness/tmp.js';
-import { Capture, type CliResult, DIGEST_A, cleanEnv, closedPort, recordingServer, runCli, runMain } from './helpers.js';
+import { Capture, type CliResult, DIGEST_A, STATUS_RECORD, cleanEnv, closedPort, recordingServer, runCli, runMain } from './helpers.js';
 
 /**
  * `stowctl --help` and `image status` are answered without commander (fast-path.ts). Whatever the flags,
@@ -12,18 +12,7 @@ import { Capture, type CliResult, DIGEST_A, cleanEnv, closedPort, recordingServe
  * the fast path does not know are left to main().
  */
 
-const record = {
-  machine_id: 'm1',
-  digest: DIGEST_A,
-  index_digest: null,
-  config_digest: null,
-  platform: 'linux/amd64',
-  references: ['docker.io/library/app:1'],
-  size_bytes: 2048,
-  presence: { state: 'present' },
-  machine_status: 'online',
-  updated_at: '2026-01-01T00:00:00.000Z',
-};
+const record = STATUS_RECORD;
 
 async function runFast(args: string[], env: NodeJS.ProcessEnv, helpFile?: URL): Promise<CliResult | undefined> {
   const stdout = new Capture();

@@ -103,3 +103,17 @@ export async function recordingServer(
 }
 
 export const DIGEST_A = `sha256:${'a'.repeat(64)}`;
+
+/** An image status record as the control plane answers it (one image on machine m1). */
+export const STATUS_RECORD = {
+  machine_id: 'm1',
+  digest: DIGEST_A,
+  index_digest: null,
+  config_digest: null,
+  platform: 'linux/amd64',
+  references: ['docker.io/library/app:1'],
+  size_bytes: 2048,
+  presence: { state: 'present' },
+  machine_status: 'online',
+  updated_at: '2026-01-01T00:00:00.000Z',
+};

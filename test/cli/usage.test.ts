@@ -2,7 +2,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tmpDir } from '../harness/tmp.js';
-import { DIGEST_A, cleanEnv, closedPort, recordingServer, runCli } from './helpers.js';
+import { DIGEST_A, STATUS_RECORD, cleanEnv, closedPort, recordingServer, runCli } from './helpers.js';
 
 /** stowctl as a child process: usage errors, local validation, --dry-run and the config precedence. */
 describe('stowctl usage, dry-run and config', () => {
@@ -139,18 +139,7 @@ describe('stowctl usage, dry-run and config', () => {
   });
 
   it('image status checks the answer it prints: a malformed record is BAD_RESPONSE, an error body keeps the server\'s code', async () => {
-    const record = {
-      machine_id: 'm1',
-      digest: DIGEST_A,
-      index_digest: null,
-      config_digest: null,
-      platform: 'linux/amd64',
-      references: ['docker.io/library/app:1'],
-      size_bytes: 2048,
-      presence: { state: 'present' },
-      machine_status: 'unknown',
-      updated_at: '2026-01-01T00:00:00.000Z',
-    };
+    const record = { ...STATUS_RECORD, machine_status: 'unknown' };
     const answers: Record<string, [number, unknown]> = {
       good: [200, { records: [record] }],
       bad: [200, { records: [record, { ...record, presence: { state: 'somewhere' } }] }],
