@@ -148,7 +148,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
       // Announced pushes need a store that serves blobs while they arrive. containerd's cannot: a target sent
       // ahead would find a layer not there yet, fail, and be pulled again, reporting only its second attempt's
       // bytes. Such an agent takes no announcement, and the other targets pull once the upload is whole.
-      const incoming = store.expectBlob ? new IncomingUploads(store) : undefined;
+      const incoming = store.expectBlob ? new IncomingUploads(store, log) : undefined;
       if (incoming) closers.push(async () => incoming.close());
       await peer.register(registryRoutes, {
         store,

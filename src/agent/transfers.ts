@@ -141,10 +141,19 @@ export class Transfer {
     for (const l of [...this.listeners]) l(event);
   }
 
-  /** A progress line now, or at the end of the current interval: at most one per interval. */
-  progress(): void {
-    if (this.final || this.progressTimer) return;
-    const wait = this.lastProgressAt + PROGRESS_INTERVAL_MS - Date.now();
+  /**
+   * A progress line now, or at the end of the current interval: at most one per interval. `urgent` sends it
+   * at once whatever the interval: the plan (the first line with a total) is what lets the next machine of a
+   * fan-out chain start, so throttling it would add up to an interval per hop.
+   */
+  progress(urgent = false): void {
+    if (this.final) return;
+    if (urgent) {
+      clearTimeout(this.progressTimer);
+      this.progressTimer = undefined;
+    }
+    if (this.progressTimer) return;
+    const wait = urgent ? 0 : this.lastProgressAt + PROGRESS_INTERVAL_MS - Date.now();
     const send = (): void => {
       this.progressTimer = undefined;
       if (this.final) return;
@@ -283,7 +292,7 @@ export class TransferManager {
               if (release) announced.push(release);
             }
             t.bytesTotal = (t.bytesTotal ?? t.bytesTransferred) + missing.reduce((n, l) => n + l.size, 0);
-            t.progress();
+            t.progress(true);
           },
           onBlobBytes: countBytes,
           onRecord: (target, records) => {

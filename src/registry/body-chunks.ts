@@ -6,6 +6,8 @@ import type { Readable } from 'node:stream';
  * garbage for the collector); here the stream flows and hands each chunk over as it was received. At most
  * about `maxQueued` bytes wait for the reader (the stream is paused beyond that). A stream that fails throws
  * its error after the chunks that came before it; one that is abandoned (the loop left early) is destroyed.
+ * A stream that already failed or was closed before the loop began (the connection cut while the caller was
+ * still getting ready) throws at once: it will never emit another event to wait for.
  */
 export async function* bodyChunks(stream: Readable, maxQueued = 1024 * 1024): AsyncGenerator<Buffer> {
   const queue: Buffer[] = [];
@@ -36,6 +38,8 @@ export async function* bodyChunks(stream: Readable, maxQueued = 1024 * 1024): As
   stream.on('end', onEnd);
   stream.on('error', onError);
   stream.on('close', onClose);
+  if (stream.readableEnded) ended = true;
+  else if (stream.errored || stream.destroyed) failure = stream.errored ?? new Error('the body was closed before its end');
   try {
     for (;;) {
       if (head < queue.length) {

@@ -1,4 +1,4 @@
-import { Readable, Transform } from 'node:stream';
+import { Readable, Transform, pipeline } from 'node:stream';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
 import { isPeerToken } from '../control/peer-token.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
@@ -171,6 +171,8 @@ interface SendOptions {
   scopes: string[];
   headers?: Record<string, string>;
   body?: string | Buffer | Readable | null;
+  /** Cuts the request, the wait for the answer included; the rejection (or the body's error) is its reason. */
+  signal?: AbortSignal | undefined;
 }
 
 export class RegistryClient {
@@ -292,9 +294,10 @@ export class RegistryClient {
 
   /**
    * Streams a blob from `start` (Range resume). The bytes are not verified here. When the registry
-   * ignores the Range and sends everything, the first `start` bytes are skipped locally.
+   * ignores the Range and sends everything, the first `start` bytes are skipped locally. `signal` cuts the
+   * request whenever it fires: while waiting for the answer (a peer that sends no headers) or the body.
    */
-  async getBlob(repo: string, digest: Digest, opts: { start?: number } = {}): Promise<Readable> {
+  async getBlob(repo: string, digest: Digest, opts: { start?: number; signal?: AbortSignal | undefined } = {}): Promise<Readable> {
     const path = this.repoPath(repo);
     parseDigest(digest);
     const start = opts.start ?? 0;
@@ -304,6 +307,7 @@ export class RegistryClient {
       url: `/v2/${path}/blobs/${digest}`,
       scopes: [repositoryScope(path, ['pull'])],
       headers: start > 0 ? { range: `bytes=${start}-` } : {},
+      signal: opts.signal,
     });
     if (start > 0 && res.statusCode === 206) {
       const cr = /^bytes (\d+)-/.exec(header(res.headers, 'content-range') ?? '');
@@ -319,7 +323,11 @@ export class RegistryClient {
       return Readable.from([]);
     }
     if (res.statusCode !== 200) await this.fail(res, 'BLOB_NOT_FOUND', `blob ${path}@${digest}`);
-    return start > 0 ? res.body.pipe(skipBytes(start)) : res.body;
+    if (start === 0) return res.body;
+    // pipeline, not pipe: a body that fails fails the skipped stream too (a pipe would leave it open forever).
+    const skipped = skipBytes(start);
+    pipeline(res.body, skipped, () => undefined);
+    return skipped;
   }
 
   /**
@@ -577,6 +585,7 @@ export class RegistryClient {
           headers,
           body: opts.body ?? null,
           dispatcher: this.dispatcher,
+          ...(opts.signal ? { signal: opts.signal } : {}),
         });
       } catch (err) {
         if (err instanceof StowageError) throw err;

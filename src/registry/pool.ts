@@ -18,3 +18,38 @@ export async function forEachLimited<T>(items: readonly T[], concurrency: number
   await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), items.length) }, worker));
   if (failed !== undefined) throw failed.err;
 }
+
+/**
+ * Runs `fn` over `items` in order, at most `sending` of them between their start and the moment they call
+ * `sent` (or end). After the first failure no new item starts; the started ones are awaited, then that
+ * failure is thrown.
+ */
+export async function forEachSending<T>(items: readonly T[], sending: number, fn: (item: T, sent: () => void) => Promise<void>): Promise<void> {
+  let free = Math.max(1, sending);
+  let wake: (() => void) | undefined;
+  let failed: { err: unknown } | undefined;
+  const running: Array<Promise<void>> = [];
+  for (const item of items) {
+    while (free === 0) await new Promise<void>((resolve) => (wake = resolve));
+    if (failed) break;
+    free--;
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      free++;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    running.push(
+      fn(item, release)
+        .catch((err: unknown) => {
+          failed ??= { err };
+        })
+        .finally(release),
+    );
+  }
+  await Promise.all(running);
+  if (failed) throw failed.err;
+}

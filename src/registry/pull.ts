@@ -416,11 +416,14 @@ async function downloadBlob(
     const start = ingest.offset;
     try {
       if (start < total) {
-        const body = await source.client.getBlob(source.path, desc.digest, { start });
-        const stall = stallGuard(body, opts.stallTimeoutMs, host, desc.digest);
-        let received = start;
-        const counted = async function* (): AsyncIterable<Uint8Array> {
-          try {
+        // Armed before the request: a source that answers nothing (no headers) is cut like one that stops sending.
+        // Aborted (the agent stopping) while the source sends nothing, the request ends now, not at the stall timeout.
+        const stall = stallGuard(opts.stallTimeoutMs, host, desc.digest, opts.signal);
+        try {
+          const body = await source.client.getBlob(source.path, desc.digest, { start, signal: stall.signal });
+          stall.watch(body);
+          let received = start;
+          const counted = async function* (): AsyncIterable<Uint8Array> {
             for await (const chunk of bodyChunks(body)) {
               stall.fed();
               opts.signal?.throwIfAborted();
@@ -435,19 +438,11 @@ async function downloadBlob(
               yield chunk;
               emit(received);
             }
-          } finally {
-            stall.stop();
-          }
-        };
-        emit(start, true);
-        // Aborted (the agent stopping) while the source sends nothing: the read ends now, not at the stall timeout.
-        const cut = (): void => void body.destroy(opts.signal?.reason instanceof Error ? opts.signal.reason : new Error('aborted'));
-        opts.signal?.addEventListener('abort', cut, { once: true });
-        try {
-          if (opts.signal?.aborted) cut();
+          };
+          emit(start, true);
           await ingest.write(counted());
         } finally {
-          opts.signal?.removeEventListener('abort', cut);
+          stall.stop();
         }
       }
       if (report) {
@@ -482,15 +477,46 @@ async function downloadBlob(
   }
 }
 
-/** Cuts `body` (as TRUNCATED, so the download resumes elsewhere) when no byte arrives for `ms`. */
-function stallGuard(body: Readable, ms: number | undefined, host: string, digest: Digest): { fed(): void; stop(): void } {
-  if (ms === undefined || ms <= 0) return { fed: () => undefined, stop: () => undefined };
+/**
+ * Cuts a blob request when nothing arrives for `ms` (as TRUNCATED, so the download resumes elsewhere), from
+ * the moment it is sent (a source that never answers) and between chunks, or when `parent` aborts (with its
+ * reason). `signal` goes to the request; `watch` names the body it answered, cut too (it may be a stream of
+ * the client's own).
+ */
+function stallGuard(
+  ms: number | undefined,
+  host: string,
+  digest: Digest,
+  parent: AbortSignal | undefined,
+): { signal: AbortSignal; watch(body: Readable): void; fed(): void; stop(): void } {
+  const controller = new AbortController();
+  let body: Readable | undefined;
   let timer: NodeJS.Timeout | undefined;
+  const cut = (reason: unknown): void => {
+    const err = reason instanceof Error ? reason : new Error('aborted');
+    controller.abort(err);
+    body?.destroy(err);
+  };
+  const onAbort = (): void => cut(parent?.reason);
+  parent?.addEventListener('abort', onAbort, { once: true });
   const arm = (): void => {
+    if (ms === undefined || ms <= 0) return;
     clearTimeout(timer);
-    timer = setTimeout(() => body.destroy(new StowageError('TRUNCATED', `${host} sent nothing of ${digest} for ${ms} ms`)), ms);
+    timer = setTimeout(() => cut(new StowageError('TRUNCATED', `${host} sent nothing of ${digest} for ${ms} ms`)), ms);
     timer.unref();
   };
   arm();
-  return { fed: arm, stop: () => clearTimeout(timer) };
+  if (parent?.aborted) onAbort();
+  return {
+    signal: controller.signal,
+    watch: (b) => {
+      body = b;
+      if (controller.signal.aborted) b.destroy(controller.signal.reason as Error);
+    },
+    fed: arm,
+    stop: () => {
+      clearTimeout(timer);
+      parent?.removeEventListener('abort', onAbort);
+    },
+  };
 }

@@ -5,7 +5,7 @@ import { MAX_MANIFEST_BYTES } from '../oci/media-types.js';
 import { formatPlatform } from '../oci/platform.js';
 import type { ContentStoreApi, ImageIndexApi } from '../store/types.js';
 import type { PushBlobResult, RegistryClient } from './client.js';
-import { forEachLimited } from './pool.js';
+import { forEachSending } from './pool.js';
 
 /**
  * Pushes a local image (a platform manifest, or an index with its present children) to a repository
@@ -102,11 +102,11 @@ async function pushManifest(
   for (const l of [...layers].reverse()) opts.onProgress?.({ id: shortId(l.digest), status: 'Preparing' });
   for (const l of layers.slice(concurrency)) opts.onProgress?.({ id: shortId(l.digest), status: 'Waiting' });
 
-  const pushOne = async (d: { digest: Digest; size: number }, report: boolean): Promise<PushBlobResult> => {
+  const pushOne = async (d: { digest: Digest; size: number }, report: boolean, bodySent?: () => void): Promise<PushBlobResult> => {
     const id = shortId(d.digest);
     let last = 0;
     const open = () => readLocal(digest, report ? 'layer' : 'config', d.digest, () => store.createReadStream(d.digest));
-    const result = await client.pushBlob(repo, d.digest, d.size, async () => abortable(await open(), opts.signal), {
+    const result = await client.pushBlob(repo, d.digest, d.size, async () => abortable(await open(), opts.signal, bodySent), {
       mountFrom: opts.mountFrom,
       onProgress: report
         ? (sent) => {
@@ -126,9 +126,11 @@ async function pushManifest(
   };
 
   await pushOne(m.config, false);
-  await forEachLimited(layers, concurrency, async (l) => {
+  // A layer's slot frees once its last byte is sent, not when the receiver answers (after its verification
+  // and fsync): the next layer keeps the link busy meanwhile.
+  await forEachSending(layers, concurrency, async (l, bodySent) => {
     opts.signal?.throwIfAborted();
-    await pushOne(l, true);
+    await pushOne(l, true, bodySent);
   });
   await client.putManifest(repo, ref, bytes, parsed.mediaType);
   return { size: bytes.length, mediaType: parsed.mediaType };
@@ -150,10 +152,11 @@ async function readLocal<T>(image: Digest, what: string, blob: Digest, read: () 
   }
 }
 
-/** The bytes of `source`, failing with the signal's reason once it is aborted. */
-async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): AsyncIterable<Uint8Array> {
+/** The bytes of `source`, failing with the signal's reason once it is aborted; `ended` once all were taken. */
+async function* abortable(source: AsyncIterable<Uint8Array>, signal: AbortSignal | undefined, ended?: () => void): AsyncIterable<Uint8Array> {
   for await (const chunk of source) {
     signal?.throwIfAborted();
     yield chunk;
   }
+  ended?.();
 }

@@ -1,9 +1,10 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readSse } from '../../src/cli/sse.js';
-import type { Availability, Machine, Operation, TaskEvent } from '../../src/control/wire.js';
+import type { Availability, Machine, Operation, TaskEvent, UploadGrant } from '../../src/control/wire.js';
 import { type Cluster, type ControlReplica, startCluster, until } from '../harness/cluster.js';
-import { makeImageTar } from '../harness/images.js';
+import { type TestImageInfo, makeImageTar, makeTestImage } from '../harness/images.js';
+import { tmpDir } from '../harness/tmp.js';
 import { freshDatabase } from '../harness/postgres.js';
 
 /**
@@ -42,6 +43,12 @@ afterAll(async () => {
 async function loadedImage(name: string): Promise<string> {
   const { tar } = await makeImageTar(name, { layers: LAYERS, layerBytes: LAYER_BYTES });
   return cluster.loadImage('agent-1', tar, name);
+}
+
+/** An image stowctl could push: its files in an OCI layout, not on any machine. */
+async function pushableImage(): Promise<{ img: TestImageInfo }> {
+  const dir = await tmpDir('stowage-replicas-push-');
+  return { img: await makeTestImage(dir, { layers: 1, layerBytes: 64 * 1024, tag: 'x' }) };
 }
 
 /** Collects an operation's SSE events from one replica until the stream ends. */
@@ -116,6 +123,35 @@ describe('control-plane replicas on one PostgreSQL', () => {
       ['agent-2', 'failed', 'CANCELLED'],
       ['agent-3', 'failed', 'CANCELLED'],
     ]);
+  }, 900_000);
+
+  it("stowctl's upload report sent to replica B ends the push replica A runs", async () => {
+    const { img } = await pushableImage();
+    const created = await cluster.apiAt<{ operation: Operation; upload: UploadGrant | null }>(cluster.replicaUrl, 'POST', '/api/v1/operations/push', {
+      digest: img.manifestDigest,
+      reference: 'example.test/replicas/push:1',
+      platform: 'linux/amd64',
+      size_bytes: img.manifestSize + img.configSize + img.layers.reduce((n, l) => n + l.size, 0),
+      to: ['agent-1', 'agent-2'],
+      manifest: img.manifestBytes.toString('utf8'),
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.upload?.machine_id).toBe('agent-1');
+    const id = created.body.operation.id;
+
+    // Nothing is uploaded: only the report, sent to B, can end A's wait (its own deadline is an hour away).
+    const reported = await cluster.apiAt(replicaB.url, 'POST', `/api/v1/operations/${id}/upload-finished`, {
+      outcome: 'failed',
+      failure: { code: 'CONNECTION_FAILED', message: 'stowctl lost its connection', stage: 'upload' },
+    });
+    expect(reported.status).toBe(200);
+
+    const final = await cluster.settle(id);
+    expect(final.status).toBe('failed');
+    const upload = final.targets.find((t) => t.machine_id === 'agent-1');
+    expect(upload?.status).toBe('failed');
+    expect(upload?.failure?.code).toBe('CONNECTION_FAILED');
+    expect(final.targets.every((t) => t.status === 'failed')).toBe(true);
   }, 900_000);
 
   it('SIGKILL of the replica running a distribute: the other takes it over and finishes it', async () => {

@@ -1,9 +1,13 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { type Dispatcher, request } from 'undici';
+import { Agent, type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Digest, digestOf } from '../../src/oci/digest.js';
+import { bodyChunks } from '../../src/registry/body-chunks.js';
 import { RegistryClient } from '../../src/registry/client.js';
+import { fetchBlobInto } from '../../src/registry/pull.js';
 import { registryRoutes } from '../../src/registry/routes.js';
 import type { ContentStoreApi, Ingest } from '../../src/store/types.js';
 import { until } from '../harness/cluster.js';
@@ -203,4 +207,50 @@ describe('a blob whose ingest fails', () => {
     expect(await body.ended).toBeInstanceOf(Error);
     expect(body.received().length).toBe(0);
   });
+});
+
+describe('a downloader of a blob still arriving', () => {
+  it('fails, not waits forever, on a body whose connection was cut before it began to read it', async () => {
+    const data = pseudoRandom(64 * 1024, 31);
+    const digest = digestOf(data);
+    const release = src.store.expectBlob?.(digest, data.length);
+    // The headers come at once (nothing has arrived yet); then the transfer gives up and the reader is cut,
+    // while the downloader is still getting ready (opening its ingest, say).
+    const body = await new RegistryClient({ host }).getBlob('test/app', digest);
+    release?.();
+    await until('the cut to reach the downloader', async () => (body.destroyed ? true : undefined));
+    const read = (async () => {
+      for await (const _ of bodyChunks(body)) void _;
+    })();
+    await expect(read).rejects.toThrow();
+  }, 60_000);
+
+  it('passes over a source that never answers (no headers), after the stall timeout, to the next one', async () => {
+    const data = pseudoRandom(128 * 1024, 32);
+    const digest = digestOf(data);
+    const ingest = await src.store.openIngest(digest);
+    await ingest.write(Readable.from([data]));
+    await ingest.commit({ digest, size: data.length });
+    // Takes the request, answers nothing; its client would wait for headers forever (no headers timeout).
+    let asked = 0;
+    const silent = createServer(() => void asked++);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const patient = new Agent({ headersTimeout: 0, bodyTimeout: 0 });
+    onTestFinished(async () => {
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
+      await patient.close();
+    });
+    const quiet = new RegistryClient({ host: `127.0.0.1:${(silent.address() as AddressInfo).port}`, dispatcher: patient });
+    const good = new RegistryClient({ host });
+    await fetchBlobInto({ mediaType: 'application/octet-stream', digest, size: data.length }, dst.store, {
+      blobSources: () => [
+        { client: quiet, path: 'test/app' },
+        { client: good, path: 'test/app' },
+      ],
+      stallTimeoutMs: 300,
+    });
+    expect(asked).toBe(1);
+    expect((await dst.store.readBytes(digest, 1024 * 1024)).equals(data)).toBe(true);
+  }, 60_000);
 });

@@ -45,6 +45,8 @@ export async function fanOutWhileUploading(ctx: ControlContext, opId: string, pa
     // An agent whose store cannot serve arriving blobs (containerd's) refuses as a matter of course.
     const refused = err instanceof StowageError && err.details?.['agent_code'] === 'UNSUPPORTED';
     log[refused ? 'info' : 'warn']({ err, machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
+    // The agent may still have taken it (the answer was lost or late): its blobs would stay expected until the TTL.
+    if (!refused) void ctx.runner.agents.withdrawIncoming(source, opId).catch(() => undefined);
     return undefined;
   }
   let withdrawn: Promise<void> | undefined;
