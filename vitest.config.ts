@@ -28,6 +28,7 @@ const CONTROL_PLANE_FILES = [
   'test/control/graphql-input.test.ts',
   'test/control/graphql-limits.test.ts',
   'test/control/graphql-tenancy.test.ts',
+  'test/control/heartbeat-route.test.ts',
   'test/control/leases.test.ts',
   'test/control/rest-roles.test.ts',
   'test/control/state.test.ts',

@@ -131,6 +131,7 @@ export const heartbeatSchema = machineInfoSchema.partial().extend({
   /** Bytes the machine's content store holds (older agents leave it out). */
   disk_used_bytes: safeCount.optional(),
 });
+export type Heartbeat = z.infer<typeof heartbeatSchema>;
 /** The answer: resync=true when the control plane's seq differs (it then wants a full inventory). */
 export const revokedTokensSchema = z.object({ keys: z.array(z.string().max(64)).max(100_000), operations: z.array(z.string().max(128)).max(100_000) });
 /** The answer to a full inventory: an agent that restarted learns the revocations before its first heartbeat. */

@@ -8,7 +8,8 @@ import { blobSources } from '../blob-sources.js';
 import { signCsr } from '../../cluster/pki.js';
 import { parseJoinSecret } from '../../cluster/join-token.js';
 import type { MachineRecord } from '../machines.js';
-import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, heartbeatSchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { blobSourcesRequestSchema, certificateRequestSchema, fullInventorySchema, inventoryDeltaSchema, joinRequestSchema } from '../wire.js';
+import { HeartbeatBodies } from './heartbeat-bodies.js';
 import { parseWith } from './errors.js';
 import { CLUSTER_ROLES, requireMachine, requireMachineSecret, requireUser } from './guards.js';
 
@@ -74,27 +75,32 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
     return { seq: delta.seq };
   });
 
-  app.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
-    const id = request.params.id;
-    // A secret verified before is checked by the heartbeat's own UPDATE (one statement; see verifiedSecret).
-    const sealed = ctx.machines.verifiedSecret(id, bearerToken(request.headers.authorization));
-    if (sealed === undefined) await requireMachineSecret(ctx, request, id);
-    let beat;
-    try {
-      beat = parseWith(heartbeatSchema, request.body);
-    } catch (err) {
-      if (sealed !== undefined) await requireMachineSecret(ctx, request, id); // not authenticated comes first
-      throw err;
-    }
-    const { inventory_seq, ...info } = beat;
-    let machine = sealed === undefined ? undefined : await ctx.machines.heartbeat(id, info, sealed);
-    if (!machine) {
-      // Revoked or joined again since: authenticated afresh (401 for a secret no longer valid).
-      if (sealed !== undefined) await requireMachineSecret(ctx, request, id);
-      machine = await ctx.machines.heartbeat(id, info);
-    }
-    if (!machine) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`);
-    return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs, revoked: ctx.revocations.active() };
+  // Heartbeats in a scope of their own: their bodies are read as text (see HeartbeatBodies).
+  const bodies = new HeartbeatBodies();
+  void app.register(async (scope) => {
+    bodies.readAsText(scope);
+    scope.post<{ Params: { id: string } }>('/api/v1/machines/:id/heartbeat', async (request) => {
+      const id = request.params.id;
+      // A secret verified before is checked by the heartbeat's own UPDATE (one statement; see verifiedSecret).
+      const sealed = ctx.machines.verifiedSecret(id, bearerToken(request.headers.authorization));
+      if (sealed === undefined) await requireMachineSecret(ctx, request, id);
+      let beat;
+      try {
+        beat = bodies.parse(id, request);
+      } catch (err) {
+        if (sealed !== undefined) await requireMachineSecret(ctx, request, id); // not authenticated comes first
+        throw err;
+      }
+      const { inventory_seq, ...info } = beat;
+      let machine = sealed === undefined ? undefined : await ctx.machines.heartbeat(id, info, sealed);
+      if (!machine) {
+        // Revoked or joined again since: authenticated afresh (401 for a secret no longer valid).
+        if (sealed !== undefined) await requireMachineSecret(ctx, request, id);
+        machine = await ctx.machines.heartbeat(id, info);
+      }
+      if (!machine) throw new StowageError('MACHINE_NOT_FOUND', `no machine "${id}"`);
+      return { resync: machine.inventory_seq !== inventory_seq, heartbeat_interval_ms: ctx.config.heartbeatIntervalMs, revoked: ctx.revocations.active() };
+    });
   });
 
   // Where other machines hold these blobs, with pull tokens for them: an agent's pull-through mirror asks
@@ -121,6 +127,7 @@ export function machineRoutes(app: FastifyInstance, ctx: ControlContext, fullJoi
   app.delete<{ Params: { id: string } }>('/api/v1/machines/:id', async (request) => {
     await requireUser(ctx, request, CLUSTER_ROLES);
     await ctx.machines.revoke(request.params.id);
+    bodies.forget(request.params.id);
     return { revoked: { machine_id: request.params.id } };
   });
 }
