@@ -15,14 +15,20 @@
  *                   bgtask_done)
  *   /metrics        the control plane's scrape with the fleet's series (median of 5)
  *   heartbeats      CPU the control-plane process used over --window seconds of heartbeats alone, as a
- *                   share of one core (/proc/<pid>/stat)
+ *                   share of one core (/proc/<pid>/stat), and per heartbeat answered in that window
  *
  *   npm run bench:fleet -- [--agents 1000] [--images 1000] [--platforms 10] [--per-agent 100]
  *                          [--heartbeat-ms 5000] [--window 30] [--status-requests 500]
- *                          [--database postgres://user:pw@host/db]
+ *                          [--database postgres://user:pw@host/db] [--store sqlite|postgresql] [--heartbeats-only]
+ *                          [--profile DIR]
  *
  * With --database (an empty PostgreSQL database the bench may fill), the fleet runs twice, on SQLite and
- * then on PostgreSQL, and the table has a column for each.
+ * then on PostgreSQL, and the table has a column for each; --store runs only one of them.
+ *
+ * --heartbeats-only ends the run after the heartbeat window (to compare builds quickly). --profile DIR: the
+ * control plane writes a V8 CPU profile there (--cpu-prof), heartbeats only (a clean stop writes the
+ * profile); the window's start and end are printed as offsets into the profile, so its samples can be
+ * told from the joins'.
  *
  * Targets (issue 15): status p99 < 50 ms; distribute to 1,000 < 10 s; heartbeats < 10 % of a core.
  */
@@ -32,6 +38,7 @@ import { readFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import type { InventoryItem, Operation } from '../src/control/wire.js';
@@ -58,6 +65,18 @@ const DATABASE = (() => {
   if (i >= 0 && !/^postgres(ql)?:\/\//.test(url ?? '')) throw new Error('--database takes a postgres:// URL');
   return url;
 })();
+const STORE = (() => {
+  const i = process.argv.indexOf('--store');
+  const store = i >= 0 ? process.argv[i + 1] : undefined;
+  if (i >= 0 && store !== 'sqlite' && store !== 'postgresql') throw new Error('--store takes sqlite or postgresql');
+  if (store === 'postgresql' && !DATABASE) throw new Error('--store postgresql needs --database');
+  return store;
+})();
+const PROFILE = (() => {
+  const i = process.argv.indexOf('--profile');
+  return i >= 0 ? process.argv[i + 1] : undefined;
+})();
+const HEARTBEATS_ONLY = process.argv.includes('--heartbeats-only') || PROFILE !== undefined;
 const IMAGE_BYTES = 64 * 1024 * 1024;
 
 const STOWD = join(import.meta.dirname, '..', 'bin', 'stowd.js');
@@ -186,7 +205,8 @@ async function startControl(database: string | undefined): Promise<{ url: string
     config,
     JSON.stringify({ dataDir: join(dir, 'control'), ...(database ? { database } : {}), listen: { host: '127.0.0.1', port }, insecureHttp: true, heartbeatIntervalMs: HEARTBEAT_MS, offlineAfterMs: HEARTBEAT_MS * 4 }),
   );
-  const child = spawn(process.execPath, [STOWD, 'control', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STOWAGE_FROM_SOURCE: '1' } });
+  const profile = PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`] : [];
+  const child = spawn(process.execPath, [...profile, STOWD, 'control', '--config', config], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, STOWAGE_FROM_SOURCE: '1' } });
   await new Promise<void>((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (c: Buffer) => {
@@ -221,11 +241,14 @@ type Row = [measure: string, value: string, target: string];
 
 /** One fleet against one control plane (SQLite, or PostgreSQL at `database`): the table's rows. */
 async function measure(database: string | undefined): Promise<{ rows: Row[]; note: string }> {
+  const controlStarted = performance.now();
   const control = await startControl(database);
   const pid = control.child.pid as number;
+  console.error(`control plane: pid ${pid}`);
   const agents: SimAgent[] = [];
   const heartbeats: NodeJS.Timeout[] = [];
   let heartbeatErrors = 0;
+  let heartbeatsAnswered = 0;
   try {
     // The simulated agents: a server each, then a real join with the full inventory.
     const joinStart = performance.now();
@@ -266,6 +289,7 @@ async function measure(database: string | undefined): Promise<{ rows: Row[]; not
         })
           .then((r) => {
             if (r.status !== 200) heartbeatErrors++;
+            else heartbeatsAnswered++;
           })
           .catch(() => heartbeatErrors++);
       const offset = (agent.index / AGENTS) * HEARTBEAT_MS;
@@ -281,8 +305,25 @@ async function measure(database: string | undefined): Promise<{ rows: Row[]; not
     await new Promise((r) => setTimeout(r, HEARTBEAT_MS));
     const cpu0 = cpuSeconds(pid);
     const wall0 = performance.now();
+    const beats0 = heartbeatsAnswered;
     await new Promise((r) => setTimeout(r, WINDOW_S * 1000));
-    const heartbeatShare = (cpuSeconds(pid) - cpu0) / ((performance.now() - wall0) / 1000);
+    const heartbeatCpu = cpuSeconds(pid) - cpu0;
+    const heartbeatShare = heartbeatCpu / ((performance.now() - wall0) / 1000);
+    const beatsInWindow = heartbeatsAnswered - beats0;
+    const cpuPerBeat = `${((heartbeatCpu / beatsInWindow) * 1e6).toFixed(0)} µs`;
+    const load = `load average ${loadavg()[0]?.toFixed(1)} (1 min) at the window's end`;
+    if (HEARTBEATS_ONLY) {
+      if (PROFILE) {
+        console.error(`heartbeat window: ${((wall0 - controlStarted) / 1000).toFixed(1)} s to ${((performance.now() - controlStarted) / 1000).toFixed(1)} s after the control plane started`);
+        control.child.kill('SIGTERM');
+        await new Promise((r) => control.child.once('exit', r));
+      }
+      const rows: Row[] = [
+        [`heartbeats of ${AGENTS} every ${HEARTBEAT_MS / 1000} s`, `${(heartbeatShare * 100).toFixed(1)} % of a core`, 'target < 10 %'],
+        ['control-plane CPU per heartbeat', cpuPerBeat, ''],
+      ];
+      return { rows, note: `${database ? 'postgresql' : 'sqlite'}: heartbeats only; ${beatsInWindow} heartbeats in the window, ${heartbeatErrors} heartbeat errors; ${load}` };
+    }
 
     // image status, one request after another, by index digest (every platform's records of the image).
     const next = random(42);
@@ -332,8 +373,9 @@ async function measure(database: string | undefined): Promise<{ rows: Row[]; not
       [`distribute to ${targets.length}: finished`, `${((final.at - t0) / 1000).toFixed(2)} s`, 'target < 10 s'],
       ['GET /metrics (median of 5)', `${percentile(scrapes, 50).toFixed(1)} ms`, ''],
       [`heartbeats of ${AGENTS} every ${HEARTBEAT_MS / 1000} s`, `${(heartbeatShare * 100).toFixed(1)} % of a core`, 'target < 10 %'],
+      ['control-plane CPU per heartbeat', cpuPerBeat, ''],
     ];
-    const note = `${database ? 'postgresql' : 'sqlite'}: status answers carried ${(records / STATUS_REQUESTS).toFixed(0)} records on average; distribute ended ${final.event} with ${present}/${targets.length} present; ${heartbeatErrors} heartbeat errors`;
+    const note = `${database ? 'postgresql' : 'sqlite'}: status answers carried ${(records / STATUS_REQUESTS).toFixed(0)} records on average; distribute ended ${final.event} with ${present}/${targets.length} present; ${beatsInWindow} heartbeats in the window, ${heartbeatErrors} heartbeat errors; ${load}`;
     return { rows, note };
   } finally {
     for (const t of heartbeats) clearInterval(t);
@@ -343,8 +385,9 @@ async function measure(database: string | undefined): Promise<{ rows: Row[]; not
 }
 
 async function main(): Promise<void> {
-  const stores: Array<{ name: string; database: string | undefined }> = [{ name: 'sqlite', database: undefined }];
-  if (DATABASE) stores.push({ name: 'postgresql', database: DATABASE });
+  const stores: Array<{ name: string; database: string | undefined }> = [];
+  if (STORE !== 'postgresql') stores.push({ name: 'sqlite', database: undefined });
+  if (DATABASE && STORE !== 'sqlite') stores.push({ name: 'postgresql', database: DATABASE });
   const results: Array<{ rows: Row[]; note: string }> = [];
   for (const store of stores) {
     console.error(`fleet on ${store.name}…`);

@@ -74,6 +74,7 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
   const machines = new Machines(db, config.offlineAfterMs, config.unknownAfterRestartMs);
   await machines.sealPlainSecrets();
   machines.onWriteLost = (err) => log.warn({ err }, 'a heartbeat could not be recorded (disk full); the machine stays online from memory');
+  machines.onBatchFailed = (err) => log.warn({ err }, 'heartbeats could not be written together; written one by one');
   const availability = new AvailabilityStore(db, machines);
   // Several replicas may share a PostgreSQL database: each runs the operations it holds the lease of.
   const replica = config.replicaId ?? `${hostname()}:${config.listen.port === 0 ? `pid-${process.pid}` : config.listen.port}`;

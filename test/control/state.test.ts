@@ -123,6 +123,42 @@ describe('control-plane state', () => {
     }
   });
 
+  it('heartbeats arriving together are each written as if alone (on PostgreSQL by one statement)', async () => {
+    const db = await freshDb();
+    try {
+      const machines = new Machines(db, 60_000);
+      const batchFailures: unknown[] = [];
+      machines.onBatchFailed = (err) => batchFailures.push(err);
+      const m1 = await machines.join({ ...joinReq('m1'), labels: { zone: 'a' }, scaling_group: 'gpu', version: '1.0' });
+      const m2 = await machines.join({ ...joinReq('m2'), scaling_group: 'cpu' });
+      const m3 = await machines.join(joinReq('m3'));
+      await machines.applyDelta('m2', { base_seq: 1, seq: 2, upserted: [item(D1)], removed: [] });
+      // Each secret verified once, as a first heartbeat request does; then m3 joins again: its old secret dies.
+      for (const [id, secret] of [['m1', m1.secret], ['m2', m2.secret], ['m3', m3.secret]] as const) expect(await machines.hasSecret(id, secret)).toBe(true);
+      const sealed = (id: string, secret: string): string | undefined => machines.verifiedSecret(id, secret);
+      const [s1, s2, s3] = [sealed('m1', m1.secret), sealed('m2', m2.secret), sealed('m3', m3.secret)];
+      await machines.join(joinReq('m3'));
+
+      const answers = await Promise.all([
+        machines.heartbeat('m1', { agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' } }, s1),
+        machines.heartbeat('m2', { disk_used_bytes: 42 }, s2),
+        machines.heartbeat('m3', {}, s3),
+        machines.heartbeat('m1', { disk_used_bytes: 7 }, s1),
+        machines.heartbeat('nobody', {}).catch((err: unknown) => err),
+      ]);
+      // Each its own machine's seq; the dead secret matches nothing (the route then authenticates afresh).
+      expect(answers.slice(0, 4)).toEqual([{ inventory_seq: 1 }, { inventory_seq: 2 }, undefined, { inventory_seq: 1 }]);
+      expect(isStowageError(answers[4], 'MACHINE_NOT_FOUND')).toBe(true);
+      // m1's full heartbeat replaced all it is, its second one (written after) kept that and added the disk.
+      expect(await machines.require('m1')).toMatchObject({ agent_url: 'http://127.0.0.1:2', platform: 'linux/arm64', labels: { zone: 'b' }, scaling_group: null, version: null, disk_used_bytes: 7 });
+      // m2's partial heartbeat kept what it did not name.
+      expect(await machines.require('m2')).toMatchObject({ agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, scaling_group: 'cpu', disk_used_bytes: 42 });
+      expect(batchFailures).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
   it('a target change emits that target alone, not the whole operation', async () => {
     const db = await freshDb();
     try {
