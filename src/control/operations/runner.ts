@@ -268,6 +268,19 @@ export class OperationRunner {
     let lastWrite = 0;
     // Progress is written one change after the other, and the result only after the last of them.
     let progressWritten: Promise<unknown> = Promise.resolve();
+    const writeProgress = (p: { bytes_transferred: number; bytes_total: number | null }): void => {
+      lastWrite = Date.now();
+      progressWritten = progressWritten
+        .then(() => this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total }))
+        .catch((err: unknown) => log.warn({ err }, 'writing transfer progress failed'));
+    };
+    // A report that came inside the throttle window is written at its end: a transfer that pauses after a
+    // burst (waiting for an upload, say) shows what it has, not what it had a keepalive (seconds) earlier.
+    let trailing: { timer: NodeJS.Timeout; latest: { bytes_transferred: number; bytes_total: number | null } } | undefined;
+    const stopTrailing = (): void => {
+      clearTimeout(trailing?.timer);
+      trailing = undefined;
+    };
     let started = false;
     // Whether image bytes had reached the target: a target that goes away then failed moving blobs.
     let moved = false;
@@ -276,20 +289,32 @@ export class OperationRunner {
     renew?.unref();
     try {
       const signal = this.signalFor(opId);
-      const outcome = await this.agents.transfer(target, req, signal, (p) => {
-        if (p.bytes_transferred > 0) moved = true;
-        if (!started && p.bytes_total !== null) {
-          started = true;
-          opts.onStarted?.();
-        }
-        count(p.bytes_transferred);
-        const now = Date.now();
-        if (now - lastWrite < PROGRESS_WRITE_MS) return;
-        lastWrite = now;
-        progressWritten = progressWritten
-          .then(() => this.operations.updateTarget(opId, target.id, { bytesTransferred: p.bytes_transferred, bytesTotal: p.bytes_total }))
-          .catch((err: unknown) => log.warn({ err }, 'writing transfer progress failed'));
-      });
+      const outcome = await this.agents
+        .transfer(target, req, signal, (p) => {
+          if (p.bytes_transferred > 0) moved = true;
+          if (!started && p.bytes_total !== null) {
+            started = true;
+            opts.onStarted?.();
+          }
+          count(p.bytes_transferred);
+          const now = Date.now();
+          if (now - lastWrite < PROGRESS_WRITE_MS) {
+            if (trailing) trailing.latest = p;
+            else {
+              const timer = setTimeout(() => {
+                const latest = trailing?.latest;
+                trailing = undefined;
+                if (latest) writeProgress(latest);
+              }, lastWrite + PROGRESS_WRITE_MS - now);
+              timer.unref();
+              trailing = { timer, latest: p };
+            }
+            return;
+          }
+          stopTrailing();
+          writeProgress(p);
+        })
+        .finally(stopTrailing);
       await progressWritten;
       if (outcome.type === 'error') return ended(await this.failTarget(opId, target.id, wanted, opts.platform, outcome.failure), outcome.failure);
       count(outcome.bytes_transferred);
@@ -321,6 +346,7 @@ export class OperationRunner {
       return ended(await this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
     } finally {
       clearInterval(renew);
+      stopTrailing();
     }
   }
 
