@@ -53,12 +53,6 @@ function peakRssMiB(pid: number | undefined): number {
   return Math.round(Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024);
 }
 
-/** CPU seconds (user + system, all threads) a process has used so far, from /proc (Linux). */
-function cpuSeconds(pid: number | undefined): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime and stime, in clock ticks (USER_HZ = 100)
-}
-
 /** The content store's blob directory under an agent's data directory (where the runtime adapter keeps it). */
 function findBlobDir(dir: string): string {
   const candidate = join(dir, 'blobs', 'sha256');
@@ -115,9 +109,6 @@ interface LoopbackRun {
   diskSeconds: number;
   idleRss: number;
   busyRss: number;
-  /** CPU seconds the sending and the receiving agent used during the transfer. */
-  sourceCpu: number;
-  targetCpu: number;
 }
 
 interface LoopbackRow {
@@ -158,7 +149,6 @@ async function loopback(sizeMiB: number, where: string, tmpParent: string | unde
       // target's): the machine's load drifts, the mean of the two is the baseline.
       const hashBefore = opensslSeconds(sourceFiles);
 
-      const cpuBefore = [cpuSeconds(cluster.agents[0]!.process.pid), cpuSeconds(target.process.pid)];
       const start = process.hrtime.bigint();
       const created = await cluster.api<{ operation: Operation }>('POST', '/api/v1/operations/distribute', {
         digest: record.digest,
@@ -167,8 +157,6 @@ async function loopback(sizeMiB: number, where: string, tmpParent: string | unde
       });
       const op = await settle(cluster, created.body.operation.id);
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      const sourceCpu = cpuSeconds(cluster.agents[0]!.process.pid) - cpuBefore[0]!;
-      const targetCpu = cpuSeconds(target.process.pid) - cpuBefore[1]!;
       if (op.status !== 'succeeded') throw new Error(`distribute did not succeed: ${JSON.stringify(op.targets)}`);
       const busyRss = peakRssMiB(target.process.pid);
 
@@ -178,7 +166,7 @@ async function loopback(sizeMiB: number, where: string, tmpParent: string | unde
       const hash = (hashBefore + opensslSeconds(files)) / 2;
       // And written to the same disk with one fsync per file, as the target must.
       const diskSeconds = diskWriteSeconds(files, target.dataDir);
-      runs.push({ bytes, seconds, opensslSeconds: hash, diskSeconds, idleRss, busyRss, sourceCpu, targetCpu });
+      runs.push({ bytes, seconds, opensslSeconds: hash, diskSeconds, idleRss, busyRss });
       // A clean exit (SIGTERM) writes the profile; then its copy goes, to keep the tmpfs small.
       await cluster.killAgent(target.name, PROFILE ? 'SIGTERM' : 'SIGKILL');
       rmSync(target.dataDir, { recursive: true, force: true });
@@ -216,7 +204,6 @@ function report(rows: LoopbackRow[]): void {
       console.log(
         `${label('stowage distribute to 1 target')}${secs(r.seconds)} ${mibs(r.bytes, r.seconds)}  x${(r.opensslSeconds / r.seconds).toFixed(2)} of openssl, x${(r.diskSeconds / r.seconds).toFixed(2)} of dd; the lower limit: ${limit}`,
       );
-      console.log(`${label('CPU used: sending, receiving agent')}${secs(r.sourceCpu)} ${secs(r.targetCpu)}  (x${(r.opensslSeconds / r.targetCpu).toFixed(2)} of openssl per CPU second received)`);
       console.log(`${label('target agent peak RSS')}${String(r.busyRss).padStart(7)} MiB after receiving the image (idle ${r.idleRss} MiB)`);
     }
     const ratio = median(runs.map((r) => r.opensslSeconds / r.seconds));

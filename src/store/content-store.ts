@@ -6,7 +6,6 @@ import { StowageError, storageFullOr } from '../errors.js';
 import { Digester, digestHex, isDigest, verifyContent, type Digest } from '../oci/digest.js';
 import { BlobFileStream } from './blob-file-stream.js';
 import { checkNotShort, fsyncDir, isErrno, pumpSource } from './fs-util.js';
-import { OffThreadDigester } from './hash-worker.js';
 import { checkExpected, openFileIngest } from './ingest.js';
 import { type LiveBlobReader, LiveBlobs } from './live-blobs.js';
 import type { BlobInfo, ByteSource, CommitOptions, ContentStoreApi, ExpectedContent, Ingest, Lease } from './types.js';
@@ -113,20 +112,15 @@ export class ContentStore implements ContentStoreApi {
     try {
       await mkdir(dir);
       const tmp = join(dir, 'data');
-      const digester = OffThreadDigester.create();
-      let actual: BlobInfo;
+      const digester = new Digester();
+      const fh = await open(tmp, 'wx');
       try {
-        const fh = await open(tmp, 'wx');
-        try {
-          await pumpSource(source, fh, digester, expected.size);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        actual = { digest: await digester.digest(), size: digester.size };
+        await pumpSource(source, fh, digester, expected.size);
+        await fh.sync();
       } finally {
-        digester.dispose();
+        await fh.close();
       }
+      const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
       checkNotShort(actual.size, expected.size);
       verifyContent(actual, expected);
       await this.publish(tmp, actual, opts.lease);

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { StowageError, isStowageError, storageFullOr } from '../errors.js';
-import { HASH_BUFFER_SIZE, HashBuffer } from './hash-worker.js';
+import type { Digester } from '../oci/digest.js';
 import type { ByteSource } from './types.js';
 
 export function isErrno(err: unknown, code: string): boolean {
@@ -29,17 +29,9 @@ async function writeAll(fh: FileHandle, chunks: Uint8Array[]): Promise<void> {
 }
 
 /** Bytes gathered before they go to the file in one write: few, large writes, not one per network read. */
-const WRITE_BATCH = HASH_BUFFER_SIZE;
-/** Batches hashed and written at once while the next one fills: slack for a hash thread or a disk that lags. */
-const IN_FLIGHT = 2;
+const WRITE_BATCH = 1024 * 1024;
 /** The longest bytes wait for the rest of their batch (see armIdleFlush). */
 const IDLE_FLUSH_MS = 5;
-
-/** What pumpSource hashes with: bytes counted as submitted, each batch hashed by the time its promise resolves. */
-export interface BatchDigester {
-  readonly size: number;
-  update(buffer: HashBuffer, length: number): Promise<void>;
-}
 
 /**
  * Copies `source` to the end of `fh`, hashing as it goes. Stops with SIZE_MISMATCH as soon as more
@@ -48,116 +40,71 @@ export interface BatchDigester {
  * before is written first); failures of the file itself propagate unchanged. `onWritten` hears the running
  * total after each write reaches the file.
  *
- * Pipelined: chunks are copied into reused WRITE_BATCH buffers (SharedArrayBuffers, which the hash thread
- * reads in place), and each full one is hashed and written (one write) while the next fills. The copy is
- * what keeps a fast transfer cheap: a network source hands over a fresh 64 KiB buffer per socket read, and
- * holding those until their batch is written lets them pile up as external memory, for which V8 runs full
- * collections of the whole heap, every few dozen megabytes. Copied at once, they are dropped at once.
- * The source may reuse a chunk's memory once the next chunk is asked for.
+ * Pipelined: each chunk is hashed as it arrives while the previous batch is being written, and chunks are
+ * written in batches of about WRITE_BATCH (one writev, no copy), so the file system is not asked once per
+ * network read. The source must not reuse a chunk's memory once it has handed it over (Node's streams do not).
  */
 export async function pumpSource(
   source: ByteSource,
   fh: FileHandle,
-  digester: BatchDigester,
+  digester: Digester,
   maxSize?: number,
   onWritten?: (total: number) => void,
 ): Promise<void> {
   const it = (source as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
   let finished = false;
-  /** Bytes received (hashed, or waiting in `batch` to be). */
-  let received = digester.size;
-  /** Bytes that reached the file. */
+  /** Bytes that reached the file (the digester has also hashed what is pending). */
   let written = digester.size;
-  /** The buffer being filled, and buffers free for the next batches. */
-  let batch: HashBuffer | undefined;
-  let batchBytes = 0;
-  const spare: HashBuffer[] = [];
-  /** Batches being hashed and written, oldest first (writes complete in order: one file, appended in turn). */
-  const inFlight: Promise<void>[] = [];
-  let lastWrite: Promise<void> = Promise.resolve();
+  let pending: Uint8Array[] = [];
+  let pendingBytes = 0;
+  let writing: Promise<void> | undefined;
   let writeError: unknown;
   let idleTimer: NodeJS.Timeout | undefined;
 
-  /** Hashes and writes the gathered bytes; the buffer comes back to `spare` once both are done. */
   const startWrite = (): void => {
-    const buf = batch as HashBuffer;
-    const bytes = batchBytes;
-    batch = undefined;
-    batchBytes = 0;
-    const view = buf.bytes.subarray(0, bytes);
-    const hashed = digester.update(buf, bytes);
-    // Written in order: each write waits for the one before (appending; a failure stops the rest).
-    const wrote = lastWrite
-      .then(() => {
-        throwIfWriteFailed();
-        return writeAll(fh, [view]);
-      })
-      .then(() => {
+    const batch = pending;
+    const bytes = pendingBytes;
+    pending = [];
+    pendingBytes = 0;
+    writing = writeAll(fh, batch).then(
+      () => {
         written += bytes;
+        writing = undefined;
         onWritten?.(written);
-      });
-    lastWrite = wrote.catch((err: unknown) => {
-      writeError ??= storageFullOr(err);
-    });
-    // The buffer is free again once both are over, even a failed batch's (nothing reads it any more).
-    const done: Promise<void> = Promise.allSettled([hashed, wrote]).then(([h, w]) => {
-      void inFlight.splice(inFlight.indexOf(done), 1);
-      spare.push(buf);
-      if (h.status === 'rejected') writeError ??= h.reason;
-      if (w.status === 'rejected') writeError ??= storageFullOr(w.reason);
-    });
-    inFlight.push(done);
+      },
+      (err: unknown) => {
+        writeError = storageFullOr(err);
+        writing = undefined;
+      },
+    );
   };
   const throwIfWriteFailed = (): void => {
     if (writeError !== undefined) throw writeError;
   };
-  const drain = async (): Promise<void> => {
-    while (inFlight.length > 0) await inFlight[0];
-  };
-  /** Waits for the batches in flight, then writes what is gathered and waits for that too. */
+  /** Waits for the write in flight, then writes what is pending and waits for that too. */
   const flush = async (): Promise<void> => {
     clearTimeout(idleTimer);
     idleTimer = undefined;
-    await drain();
+    await writing;
     throwIfWriteFailed();
-    if (batchBytes > 0) {
+    if (pendingBytes > 0) {
       startWrite();
-      await drain();
+      await writing;
       throwIfWriteFailed();
     }
   };
   /**
-   * Bytes gathered this long go to the file even short of a batch: a slow or paused source's bytes reach
-   * readers of the ingest within a few milliseconds. One timer per batch.
+   * Bytes pending this long go to the file even short of a batch (once the write in flight is done): a slow
+   * or paused source's bytes reach readers of the ingest within a few milliseconds. One timer per batch.
    */
   const armIdleFlush = (): void => {
     if (idleTimer !== undefined) return;
     idleTimer = setTimeout(() => {
       idleTimer = undefined;
-      if (batchBytes === 0 || writeError !== undefined) return;
-      if (inFlight.length >= IN_FLIGHT) armIdleFlush();
+      if (pendingBytes === 0 || writeError !== undefined) return;
+      if (writing) armIdleFlush();
       else startWrite();
     }, IDLE_FLUSH_MS);
-  };
-  /** Copies `chunk` into batches, handing each over as it fills (IN_FLIGHT at most: memory stays flat). */
-  const gather = async (chunk: Uint8Array): Promise<void> => {
-    let at = 0;
-    while (at < chunk.byteLength) {
-      if (!batch) {
-        while (spare.length === 0 && inFlight.length >= IN_FLIGHT) await inFlight[0];
-        throwIfWriteFailed();
-        batch = spare.pop() ?? HashBuffer.take();
-      }
-      const n = Math.min(chunk.byteLength - at, WRITE_BATCH - batchBytes);
-      batch.bytes.set(n === chunk.byteLength ? chunk : chunk.subarray(at, at + n), batchBytes);
-      batchBytes += n;
-      at += n;
-      if (batchBytes === WRITE_BATCH) {
-        while (inFlight.length >= IN_FLIGHT) await inFlight[0];
-        throwIfWriteFailed();
-        startWrite();
-      }
-    }
   };
 
   try {
@@ -170,9 +117,9 @@ export async function pumpSource(
         finished = true; // the iterator is already dead
         await flush(); // what arrived before the failure stays, for a resume
         if (isStowageError(err)) throw err;
-        throw new StowageError('TRUNCATED', `source failed after ${received} bytes: ${(err as Error)?.message ?? String(err)}`, {
+        throw new StowageError('TRUNCATED', `source failed after ${digester.size} bytes: ${(err as Error)?.message ?? String(err)}`, {
           cause: err,
-          details: { received },
+          details: { received: digester.size },
         });
       }
       if (next.done) {
@@ -182,21 +129,26 @@ export async function pumpSource(
       }
       const chunk = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
       if (chunk.byteLength === 0) continue;
-      if (maxSize !== undefined && received + chunk.byteLength > maxSize) {
+      if (maxSize !== undefined && digester.size + chunk.byteLength > maxSize) {
         throw new StowageError('SIZE_MISMATCH', `size mismatch: expected ${maxSize} bytes, got more`, {
-          details: { expected: maxSize, actual: received + chunk.byteLength },
+          details: { expected: maxSize, actual: digester.size + chunk.byteLength },
         });
       }
-      received += chunk.byteLength;
-      await gather(chunk);
-      if (batchBytes > 0) armIdleFlush();
+      digester.update(chunk);
+      pending.push(chunk);
+      pendingBytes += chunk.byteLength;
+      if (pendingBytes >= WRITE_BATCH) {
+        // At most one batch in flight and one gathering: memory stays flat when the file is slower than the source.
+        if (writing) await writing;
+        throwIfWriteFailed();
+        startWrite();
+      }
+      if (pendingBytes > 0) armIdleFlush();
     }
   } finally {
     clearTimeout(idleTimer);
     // The file stays open until no write is in flight (the caller closes it next).
-    await drain();
-    for (const b of spare) HashBuffer.give(b);
-    if (batch) HashBuffer.give(batch);
+    await writing;
     // Stop (and for a Readable, destroy) a source we are abandoning.
     if (!finished) await it.return?.();
   }

@@ -3,9 +3,8 @@ import { createReadStream } from 'node:fs';
 import { constants, mkdir, open, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StowageError, isStorageFull, storageFullOr } from '../errors.js';
-import { type Digest, isDigest, verifyContent } from '../oci/digest.js';
+import { type Digest, Digester, isDigest, verifyContent } from '../oci/digest.js';
 import { checkNotShort, isErrno, pumpSource } from './fs-util.js';
-import { OffThreadDigester } from './hash-worker.js';
 import type { LiveBlobs } from './live-blobs.js';
 import type { BlobInfo, ByteSource, CommitOptions, ExpectedContent, Ingest, Lease } from './types.js';
 
@@ -81,12 +80,11 @@ class FileIngest implements Ingest {
   private readonly checkLease: CheckLease;
   private size: number;
   /**
-   * Hash of the first `size` bytes (on the hash thread). Undefined until first needed, and again after
-   * anything that may have left the file and the hash out of step: then it is rebuilt by re-reading the
-   * file, which is also how a resumed ingest (whose hash state died with the previous process) gets its
-   * prefix hashed.
+   * Hash of the first `size` bytes. Undefined until first needed, and again after anything that may
+   * have left the file and the hash out of step: then it is rebuilt by re-reading the file, which is
+   * also how a resumed ingest (whose hash state died with the previous process) gets its prefix hashed.
    */
-  private digester: OffThreadDigester | undefined;
+  private digester: Digester | undefined;
   private closed = false;
   private readonly live: (LiveHooks & { digest: Digest }) | undefined;
 
@@ -141,12 +139,12 @@ class FileIngest implements Ingest {
       await pumpSource(source, fh, digester, undefined, live && ((total) => live.live.grew(live.digest, total)));
       this.size = digester.size;
       whole = true;
-      return { digest: await digester.peek(), size: digester.size };
+      return { digest: digester.peek(), size: digester.size };
     } catch (err) {
       // Whatever reached the disk stays (that is the point of resuming). A failed source leaves file
       // and hash in step; a failed write may not, and then the hash is rebuilt from the file.
       const onDisk = await fh.stat().then((s) => s.size, () => -1);
-      if (onDisk !== digester.size || !digester.usable) this.forgetHash();
+      if (onDisk !== digester.size) this.digester = undefined;
       this.size = onDisk === -1 ? digester.size : onDisk;
       throw err;
     } finally {
@@ -161,7 +159,7 @@ class FileIngest implements Ingest {
     return this.exclusive(() => this.removedWhenFull(async () => {
       const digester = await this.syncHash();
       this.digester = undefined; // digest() finalises it
-      const actual: BlobInfo = { digest: await digester.digest(), size: digester.size };
+      const actual: BlobInfo = { digest: digester.digest(), size: digester.size };
       // Short: the caller can still resume and append the rest, so keep the file.
       checkNotShort(actual.size, expected.size);
       try {
@@ -193,7 +191,6 @@ class FileIngest implements Ingest {
 
   private async remove(committed = false): Promise<void> {
     this.closed = true;
-    this.forgetHash();
     if (!committed) this.live?.live.dropped(this.live.digest, 'aborted or failed verification');
     await rm(this.dir, { recursive: true, force: true });
   }
@@ -228,19 +225,13 @@ class FileIngest implements Ingest {
   }
 
   /** Returns a digester covering exactly the bytes on disk, re-reading the file when unsure. */
-  private async syncHash(): Promise<OffThreadDigester> {
+  private async syncHash(): Promise<Digester> {
     const onDisk = (await this.onDataFile(() => stat(this.data))).size;
-    if (this.digester?.usable && this.digester.size === onDisk) return this.digester;
-    this.forgetHash();
-    const digester = await this.onDataFile(() => OffThreadDigester.ofFile(this.data));
+    if (this.digester && this.digester.size === onDisk) return this.digester;
+    const digester = new Digester();
+    for await (const chunk of createReadStream(this.data)) digester.update(chunk as Buffer);
     this.digester = digester;
     this.size = digester.size;
     return digester;
-  }
-
-  /** Drops the hash state (freeing it on the hash thread). */
-  private forgetHash(): void {
-    this.digester?.dispose();
-    this.digester = undefined;
   }
 }
