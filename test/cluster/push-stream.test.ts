@@ -221,6 +221,24 @@ describe('push streams', () => {
     }
   }, 240_000);
 
+  it("stowctl's report that comes while the push still announces its fan-out is acted on, not lost", async () => {
+    const image = await newImage();
+    const uploadTarget = cluster.agents.find((a) => a.name === 'agent-1')!.process;
+    // Frozen, the upload target holds the announcement (and so the push handler) while the report arrives.
+    uploadTarget.kill('SIGSTOP');
+    let operation: Operation;
+    try {
+      ({ operation } = await createPush(image, 'example.test/stream/early-report:1'));
+      await reportUpload(operation.id, { outcome: 'failed', failure: { code: 'CONNECTION_FAILED', message: 'stowctl gave up at once', stage: 'upload' } });
+    } finally {
+      uploadTarget.kill('SIGCONT');
+    }
+    // Its own deadline is an hour away: only the report can end it.
+    const final = await cluster.settle(operation.id, SLOW.timeoutMs);
+    expect(final.status).toBe('failed');
+    expect(final.targets.find((t) => t.machine_id === 'agent-1')?.failure?.code).toBe('CONNECTION_FAILED');
+  }, 240_000);
+
   it('an upload cut off in the middle fails the targets pulling from it, and leaves no truncated blob anywhere', async () => {
     const image = await newImage();
     const { img } = image;

@@ -40,7 +40,18 @@ export class UploadWaiters {
 
   constructor(private readonly probeEveryMs = 5_000) {}
 
-  wait(opId: string, deadline: number, probe: () => Promise<boolean>, signal?: AbortSignal): Promise<UploadReport> {
+  /**
+   * Waits for the report. `stored` reads the one the route may have kept before this waiter was registered
+   * (it came while the push was still announcing its fan-out, here or on another replica): it is looked at
+   * once the waiter is in place, so a report is never missed between the two.
+   */
+  wait(
+    opId: string,
+    deadline: number,
+    probe: () => Promise<boolean>,
+    signal?: AbortSignal,
+    stored?: () => Promise<UploadReport | undefined>,
+  ): Promise<UploadReport> {
     return new Promise((resolve) => {
       const settle = (report: UploadReport): void => {
         clearTimeout(timer);
@@ -71,6 +82,11 @@ export class UploadWaiters {
       poll.unref();
       this.waiting.set(opId, settle);
       if (signal?.aborted) onAbort();
+      stored?.()
+        .then((report) => {
+          if (report && this.waiting.get(opId) === settle) settle(report);
+        })
+        .catch(() => undefined);
     });
   }
 
@@ -163,7 +179,8 @@ export async function runPush(ctx: ControlContext, opId: string): Promise<void> 
     const signal = ctx.runner.signalFor(opId);
     // The other targets start now, reading from the upload target what has reached it so far.
     early = params.upload_report === undefined ? await fanOutWhileUploading(ctx, opId, params) : undefined;
-    const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params), signal));
+    const stored = async () => (await ctx.operations.params<PushParams>(opId)).upload_report;
+    const report = params.upload_report ?? (await ctx.uploads.wait(opId, params.upload_deadline, () => uploadIsWhole(ctx, params), signal, stored));
     if (signal.aborted) {
       void early?.withdraw();
       return;
