@@ -3,20 +3,8 @@
  * failure no new item is started; the ones running are awaited, then that first failure is thrown.
  */
 export async function forEachLimited<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failed: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failed === undefined && next < items.length) {
-      const item = items[next++] as T;
-      try {
-        await fn(item);
-      } catch (err) {
-        failed ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(Math.max(1, concurrency), items.length) }, worker));
-  if (failed !== undefined) throw failed.err;
+  // An item holds its slot until it ends: forEachSending without the early release.
+  await forEachSending(items, concurrency, (item) => fn(item));
 }
 
 /**
@@ -42,8 +30,14 @@ export async function forEachSending<T>(items: readonly T[], sending: number, fn
       wake = undefined;
       w?.();
     };
+    let started: Promise<void>;
+    try {
+      started = fn(item, release);
+    } catch (err) {
+      started = Promise.reject(err); // a function that throws before its first await fails like one that rejects
+    }
     running.push(
-      fn(item, release)
+      started
         .catch((err: unknown) => {
           failed ??= { err };
         })

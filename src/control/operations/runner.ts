@@ -346,7 +346,6 @@ export class OperationRunner {
       return ended(await this.failTarget(opId, target.id, wanted, opts.platform, failure), failure);
     } finally {
       clearInterval(renew);
-      stopTrailing();
     }
   }
 
