@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { type CatalogPlane, collectTaskEvents, startCatalogPlane, subscribeTaskEvents } from './catalog-harness.js';
@@ -73,6 +74,23 @@ describe('background task events', () => {
     ]);
     expect((events.at(-1)?.data as { errors?: string[] }).errors).toEqual(['b: X: y']);
     expect(events.at(-1)?.data.operation.status).toBe('partially_failed');
+  });
+
+  it('ends with the cancel even when it is stamped before the last progress (a replica whose clock runs ahead wrote that)', async () => {
+    const op = await newTask();
+    const { stream, connected } = subscribeTaskEvents(plane.url, key, op.id);
+    await connected;
+    // Progress as another replica writes it, its clock a minute ahead, relayed here as the event bus does.
+    const ahead = new Date(Date.now() + 60_000).toISOString();
+    await plane.ctx.db.run(sql`UPDATE operations SET progress = ${JSON.stringify({ current: 1, total: 4, message: 'tag 1' })}, updated_at = ${ahead} WHERE id = ${op.id}`);
+    await plane.ctx.operations.relayOperation(op.id);
+    await plane.ctx.operations.abandon(op.id, 'cancelled', { code: 'CANCELLED', message: 'cancelled by u' }, 'cancelled');
+    // A progress write the handler had in flight changes nothing once the end is recorded.
+    await plane.ctx.operations.setProgress(op.id, 2, 4, 'tag 2');
+    const { events } = await stream;
+    expect(events.map((e) => e.event)).toEqual(['bgtask_updated', 'bgtask_updated', 'bgtask_cancelled']);
+    expect(events.at(-1)?.data.current_progress).toBe(1);
+    expect((await plane.ctx.operations.require(op.id)).progress).toMatchObject({ current: 1, message: 'tag 1' });
   });
 
   it('refuses without a key, and answers 404 for an unknown task', async () => {

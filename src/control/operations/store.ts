@@ -27,6 +27,9 @@ import {
  * an SSE stream on any replica sees all work.
  */
 
+/** The condition that the operation has not ended: writes of a handler to an ended one change nothing. */
+const NOT_ENDED = sql.raw(`status NOT IN (${TERMINAL_OPERATION_STATUSES.map((s) => `'${s}'`).join(', ')})`);
+
 /** A change of an operation, as the event bus carries it between replicas (IDs only: receivers re-read). */
 export type OperationChange = { kind: 'operation'; id: string } | { kind: 'target'; id: string; machine: string };
 
@@ -204,7 +207,7 @@ export class OperationStore {
     if (this.readOnly(id)) return this.require(id);
     const changed = await this.db.run(
       sql`UPDATE operations SET stage = ${stage}, status = ${status}, updated_at = ${nowIso()}
-          WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`,
+          WHERE id = ${id} AND ${NOT_ENDED}`,
     );
     return changed > 0 ? this.emit(id) : this.require(id);
   }
@@ -222,8 +225,12 @@ export class OperationStore {
 
   async setProgress(id: string, current: number, total: number, message: string): Promise<Operation> {
     if (this.readOnly(id)) return this.require(id);
-    await this.db.run(sql`UPDATE operations SET progress = ${JSON.stringify({ current, total, message })}, updated_at = ${nowIso()} WHERE id = ${id}`);
-    return this.emit(id);
+    // An ended operation keeps the progress it ended with (a handler's write in flight at a cancel is dropped).
+    const changed = await this.db.run(
+      sql`UPDATE operations SET progress = ${JSON.stringify({ current, total, message })}, updated_at = ${nowIso()}
+          WHERE id = ${id} AND ${NOT_ENDED}`,
+    );
+    return changed > 0 ? this.emit(id) : this.require(id);
   }
 
   /**
@@ -254,7 +261,7 @@ export class OperationStore {
           started_at = COALESCE(started_at, CASE WHEN ${next} = 'running' THEN ${now} END),
           finished_at = CASE WHEN ${next} IN (${done}) THEN COALESCE(finished_at, ${now}) END`;
     const returning = sql`RETURNING machine_id, status, bytes_transferred, bytes_total, failure, started_at, finished_at`;
-    const openOp = sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id} AND status NOT IN ('succeeded', 'partially_failed', 'failed', 'cancelled')`;
+    const openOp = sql`UPDATE operations SET updated_at = ${now} WHERE id = ${id} AND ${NOT_ENDED}`;
     if (this.db.dialect === 'postgres') {
       return this.db.get<TargetRow>(
         sql`WITH open AS (${openOp} RETURNING id)
@@ -311,13 +318,15 @@ export class OperationStore {
    */
   async abandon(id: string, status: Extract<OperationStatus, 'failed' | 'cancelled'>, failure: Failure, stage?: string): Promise<Operation> {
     if (this.readOnly(id)) return this.require(id);
-    const now = nowIso();
+    let now = '';
     // One transaction, the operation's row locked: no target write of a handler lands between the targets
     // failing and the operation ending (updateTarget drops writes to an ended operation).
     const failed = await this.db.transaction(async (tx) => {
       const row = await tx.get<{ status: OperationStatus }>(sql`SELECT status FROM operations WHERE id = ${id}${tx.forUpdate}`);
       if (!row) throw new StowageError('OPERATION_NOT_FOUND', `no operation ${id}`);
       if (isTerminal(row.status)) return undefined;
+      // Stamped once the row is held: a write that slipped in while this waited is not stamped later.
+      now = nowIso();
       const open = (await targetsOf(tx, id)).filter((t) => !isTargetDone(t.status));
       const rows: TargetRow[] = [];
       for (const t of open) {

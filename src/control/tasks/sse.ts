@@ -3,7 +3,7 @@ import type { ControlContext } from '../context.js';
 import { canSeeOperation } from '../rest/guards.js';
 import { callerOf, requireCaller } from '../tenancy/authenticate.js';
 import type { Operation } from '../wire.js';
-import type { TargetChange } from '../operations/store.js';
+import { isTerminal, type TargetChange } from '../operations/store.js';
 import { taskEvent, taskEventName } from './events.js';
 import { operationIdOf } from './ids.js';
 
@@ -131,8 +131,8 @@ export async function streamTaskEvents(ctx: ControlContext, reply: FastifyReply,
     if (current.apply(change)) send(current.op);
   };
   send(current.op);
-  // Changes queued while the snapshot was read may be older than it: only those after it count.
-  for (const change of pending) if (change.updated_at >= snapshot.updated_at) apply(change);
+  // Changes queued while the snapshot was read may be older than it: apply keeps only what is newer.
+  for (const change of pending) apply(change);
   pending.length = 0;
   deliver = apply;
 }
@@ -146,8 +146,14 @@ class LiveOperation {
     this.op = this.adopt(snapshot);
   }
 
-  /** Applies a change; false when it is older than what is held (it changes nothing then). */
+  /**
+   * Applies a change; false when it is older than what is held (it changes nothing then). An operation's
+   * end is final whatever its timestamp: updated_at comes from the clock of whichever replica wrote it, and
+   * an end stamped a little before the last progress (clocks apart, or a write that waited for the row)
+   * must still end the stream rather than be taken for stale.
+   */
   apply(change: Operation | TargetChange): boolean {
+    if (isTerminal(this.op.status)) return false;
     if ('target' in change) {
       const i = this.index.get(change.target.machine_id);
       if (i === undefined || change.updated_at < this.op.updated_at) return false;
@@ -155,7 +161,7 @@ class LiveOperation {
       this.op.updated_at = change.updated_at;
       return true;
     }
-    if (change.updated_at < this.op.updated_at) return false;
+    if (change.updated_at < this.op.updated_at && !isTerminal(change.status)) return false;
     this.op = this.adopt(change);
     return true;
   }
