@@ -38,24 +38,42 @@ export async function fanOutWhileUploading(ctx: ControlContext, opId: string, pa
   const source = await ctx.machines.get(params.upload_machine);
   if (others.length === 0 || source?.status !== 'online') return undefined;
   const log = ctx.runner.logFor(opId);
-  try {
-    const ttl = Math.max(1, Math.ceil((params.upload_deadline - Date.now()) / 1000));
-    await ctx.runner.agents.announceIncoming(source, { operation_id: opId, manifest: params.manifest, ttl_seconds: ttl });
-  } catch (err) {
-    // An agent whose store cannot serve arriving blobs (containerd's) refuses as a matter of course.
-    const refused = err instanceof StowageError && err.details?.['agent_code'] === 'UNSUPPORTED';
-    log[refused ? 'info' : 'warn']({ err, machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
-    // The agent may still have taken it (the answer was lost or late): its blobs would stay expected until the TTL.
-    if (!refused) void ctx.runner.agents.withdrawIncoming(source, opId).catch(() => undefined);
+  if (!(await announce(ctx, opId, source, params.manifest, params.upload_deadline))) {
+    log.info({ machine: source.id }, 'the upload target takes no push announcement: the other targets wait for the whole upload');
     return undefined;
   }
   let withdrawn: Promise<void> | undefined;
-  const withdraw = (): Promise<void> =>
-    (withdrawn ??= ctx.runner.agents.withdrawIncoming(source, opId).then(
-      () => undefined,
-      () => undefined,
-    ));
+  const withdraw = (): Promise<void> => (withdrawn ??= withdrawAnnouncement(ctx, source, opId));
   return { withdraw, done: chainFrom(ctx, opId, source, others, params) };
+}
+
+/**
+ * Tells `machine` the image `manifest` is on its way to it (agent/incoming.ts): its /v2/ then serves the
+ * manifest and makes a peer that asks for a blob wait for its bytes. False when the agent refused or did
+ * not answer (it is withdrawn then, in case it took it after all).
+ */
+async function announce(ctx: ControlContext, opId: string, machine: MachineRecord, manifest: string, deadline: number): Promise<boolean> {
+  try {
+    const ttl = Math.max(1, Math.ceil((deadline - Date.now()) / 1000));
+    await ctx.runner.agents.announceIncoming(machine, { operation_id: opId, manifest, ttl_seconds: ttl });
+    return true;
+  } catch (err) {
+    // An agent whose store cannot serve arriving blobs (containerd's) refuses as a matter of course.
+    const refused = err instanceof StowageError && err.details?.['agent_code'] === 'UNSUPPORTED';
+    if (!refused) {
+      ctx.runner.logFor(opId).warn({ err, machine: machine.id }, 'announcing the push failed');
+      // The agent may still have taken it (the answer was lost or late): its blobs would stay expected until the TTL.
+      void withdrawAnnouncement(ctx, machine, opId);
+    }
+    return false;
+  }
+}
+
+async function withdrawAnnouncement(ctx: ControlContext, machine: MachineRecord, opId: string): Promise<void> {
+  await ctx.runner.agents.withdrawIncoming(machine, opId).then(
+    () => undefined,
+    () => undefined,
+  );
 }
 
 /** Each target pulls the pushed image from `source` and the targets before it (fanout.ts). */
@@ -71,9 +89,17 @@ async function chainFrom(
   const references = params.reference === undefined ? [] : [formatReference(parseReference(params.reference))];
   await forEachLimited(targets, CONCURRENT_TARGETS, async ({ id, wasRunning }) => {
     let holder = false;
+    let announced: MachineRecord | undefined;
     try {
-      await chain.upstreamReady(id);
       const target = await onlineMachineFor(ctx, opId, id);
+      // Every target is told at once what its transfer will bring: the next one may start right away and
+      // wait there for the bytes, instead of waiting for this one's transfer to start and plan (under load
+      // that was up to a second per hop, and a chain never makes up a late start).
+      if (params.manifest !== undefined && (await announce(ctx, opId, target, params.manifest, params.upload_deadline))) {
+        announced = target;
+        chain.started(id);
+      }
+      await chain.upstreamReady(id);
       const platform = params.platform ?? target.platform;
       // What the upload target will hold once the upload is whole.
       const record: Availability = {
@@ -101,6 +127,8 @@ async function chainFrom(
       await ctx.runner.failTarget(opId, id, undefined, params.platform ?? 'unknown', toFailure(err, 'plan'));
     } finally {
       chain.ended(id, holder);
+      // What did not arrive fails its waiting readers (they pass over to the next peer); what did is stored.
+      if (announced) await withdrawAnnouncement(ctx, announced, opId);
     }
   });
 }
