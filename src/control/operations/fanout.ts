@@ -10,7 +10,8 @@
  * until the machine upstream has verified the blob).
  *
  * A target starts once the one before it has announced the blobs it will fetch (its first progress with a
- * total) or has ended, so that what it asks for is known upstream. Its request lists its peers: every
+ * total, or for a push the control plane's announcement, see push-fanout.ts) or has ended, so that what it
+ * asks for is known upstream. Its request lists its peers: every
  * target before it that has not failed, nearest first; manifests always come from the source, which is
  * also the last resort for blobs. If a peer dies or stalls, the agent passes over it to the next one and
  * resumes from the bytes it has (Range). Renewed requests (token renewal) carry a peer list rebuilt
