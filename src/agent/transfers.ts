@@ -315,6 +315,8 @@ export class TransferManager {
       const subjects = [...(result.indexDigest ? [result.indexDigest] : []), ...result.images.map((r) => r.manifestDigest)];
       await pullReferrers(client, plan.source.path, subjects, { store, images }, {
         onBlobBytes: countBytes,
+        signal: this.abort.signal,
+        stallTimeoutMs: this.deps.stallTimeoutMs ?? DEFAULT_STALL_TIMEOUT_MS,
       }).catch(() => []);
       stage = 'runtime';
       await this.handOver(t, result.indexDigest ?? result.manifestDigest, result.images, presentBefore);

@@ -219,13 +219,14 @@ export class RegistryClient {
     await discard(res.body);
   }
 
-  async getManifest(repo: string, ref: string): Promise<FetchedManifest> {
+  async getManifest(repo: string, ref: string, opts: { signal?: AbortSignal | undefined } = {}): Promise<FetchedManifest> {
     const path = this.repoPath(repo);
     const wantDigest = this.checkRef(ref);
     const res = await this.send({
       method: 'GET',
       url: `/v2/${path}/manifests/${ref}`,
       scopes: [repositoryScope(path, ['pull'])],
+      signal: opts.signal,
       headers: { accept: MANIFEST_ACCEPT },
     });
     if (res.statusCode !== 200) await this.fail(res, 'MANIFEST_NOT_FOUND', `manifest ${path}:${ref}`);
@@ -253,10 +254,16 @@ export class RegistryClient {
    * The referrers of a manifest (OCI distribution 1.1): descriptors of the manifests whose subject it is.
    * A registry without the referrers API (404) has none to give: an empty list.
    */
-  async getReferrers(repo: string, digest: Digest): Promise<Descriptor[]> {
+  async getReferrers(repo: string, digest: Digest, opts: { signal?: AbortSignal | undefined } = {}): Promise<Descriptor[]> {
     const path = this.repoPath(repo);
     parseDigest(digest);
-    const res = await this.send({ method: 'GET', url: `/v2/${path}/referrers/${digest}`, scopes: [repositoryScope(path, ['pull'])], headers: { accept: MediaType.OciIndex } });
+    const res = await this.send({
+      method: 'GET',
+      url: `/v2/${path}/referrers/${digest}`,
+      scopes: [repositoryScope(path, ['pull'])],
+      headers: { accept: MediaType.OciIndex },
+      signal: opts.signal,
+    });
     if (res.statusCode === 404) {
       await discard(res.body);
       return [];

@@ -10,6 +10,7 @@ import type { ContentStoreApi, ImageIndexApi, ImageRecord, Lease } from '../stor
 import { bodyChunks } from './body-chunks.js';
 import { type FetchedManifest, type RegistryClient, registryEndpoint } from './client.js';
 import { forEachLimited } from './pool.js';
+import { stallGuard } from './stall-guard.js';
 
 /**
  * Pulls an image from a registry into the local store: manifest (or index + the wanted platform's
@@ -475,48 +476,4 @@ async function downloadBlob(
       throw err;
     }
   }
-}
-
-/**
- * Cuts a blob request when nothing arrives for `ms` (as TRUNCATED, so the download resumes elsewhere), from
- * the moment it is sent (a source that never answers) and between chunks, or when `parent` aborts (with its
- * reason). `signal` goes to the request; `watch` names the body it answered, cut too (it may be a stream of
- * the client's own).
- */
-function stallGuard(
-  ms: number | undefined,
-  host: string,
-  digest: Digest,
-  parent: AbortSignal | undefined,
-): { signal: AbortSignal; watch(body: Readable): void; fed(): void; stop(): void } {
-  const controller = new AbortController();
-  let body: Readable | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const cut = (reason: unknown): void => {
-    const err = reason instanceof Error ? reason : new Error('aborted');
-    controller.abort(err);
-    body?.destroy(err);
-  };
-  const onAbort = (): void => cut(parent?.reason);
-  parent?.addEventListener('abort', onAbort, { once: true });
-  const arm = (): void => {
-    if (ms === undefined || ms <= 0) return;
-    clearTimeout(timer);
-    timer = setTimeout(() => cut(new StowageError('TRUNCATED', `${host} sent nothing of ${digest} for ${ms} ms`)), ms);
-    timer.unref();
-  };
-  arm();
-  if (parent?.aborted) onAbort();
-  return {
-    signal: controller.signal,
-    watch: (b) => {
-      body = b;
-      if (controller.signal.aborted) b.destroy(controller.signal.reason as Error);
-    },
-    fed: arm,
-    stop: () => {
-      clearTimeout(timer);
-      parent?.removeEventListener('abort', onAbort);
-    },
-  };
 }
