@@ -96,6 +96,11 @@ export class UploadWaiters {
    */
   onUnheard: ((opId: string) => void) | undefined;
 
+  /** The pushes waiting here for their report. */
+  waitingFor(): string[] {
+    return [...this.waiting.keys()];
+  }
+
   /** False when no handler waits for this operation's upload (not a push, or not uploading). */
   report(opId: string, report: UploadReport): boolean {
     const wake = this.waiting.get(opId);

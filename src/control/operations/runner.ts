@@ -211,6 +211,16 @@ export class OperationRunner {
     }
   }
 
+  /** Operations this replica runs that the database says have ended (cancelled elsewhere, say). */
+  async runningHereEndedElsewhere(): Promise<string[]> {
+    const ended: string[] = [];
+    for (const id of this.controllers.keys()) {
+      const op = await this.operations.summary(id);
+      if (op && isTerminal(op.status)) ended.push(id);
+    }
+    return ended;
+  }
+
   /** Stops this replica's run of an operation another replica cancelled (it has recorded the end). */
   cancelledElsewhere(opId: string, by: string): void {
     this.controllers.get(opId)?.abort(new StowageError('CANCELLED', `cancelled by ${by}`));

@@ -15,7 +15,8 @@ import type { OperationChange } from '../operations/store.js';
  * dedicated connection listening per replica; a notification is delivered only once its transaction has
  * committed, so what the receiver re-reads is at least as new as the change it was told of. A replica
  * ignores its own notifications (it acted on the change already). Events sent while a listener is
- * reconnecting are lost: SSE streams then catch up with the next change of the operation.
+ * reconnecting are lost: once it listens again, the bus tells its own replica `resync` (with the time the
+ * connection was lost), and the replica re-reads what those events would have told it (relay.ts).
  */
 
 export type ReplicaEvent =
@@ -23,7 +24,9 @@ export type ReplicaEvent =
   | { kind: 'cancel'; id: string; by: string }
   | { kind: 'upload'; id: string }
   /** A token revocation was recorded: every replica repeats it in its answers to agents' reports. */
-  | { kind: 'revocations' };
+  | { kind: 'revocations' }
+  /** Never published: the listener was reconnected, and events since `since` (an ISO time) may have been missed. */
+  | { kind: 'resync'; since: string };
 
 export interface EventBus {
   /** Tells the other replicas (fire and forget: a failure is logged). */
@@ -42,6 +45,11 @@ export class LocalEventBus implements EventBus {
 
 const CHANNEL = 'stowage_events';
 const RECONNECT_MS = 1_000;
+/**
+ * How far before the lost connection a resync looks: changes are stamped with the clock of the replica
+ * that made them, which may run behind this one's.
+ */
+const RESYNC_MARGIN_MS = 60_000;
 
 interface Envelope {
   from: string;
@@ -53,6 +61,8 @@ export class PostgresEventBus implements EventBus {
   onRemote: ((event: ReplicaEvent) => void) | undefined;
   private client: pg.Client | undefined;
   private closed = false;
+  /** When the listener lost its connection (until it listens again). */
+  private lostAt: number | undefined;
   private retry: NodeJS.Timeout | undefined;
 
   private constructor(
@@ -95,10 +105,12 @@ export class PostgresEventBus implements EventBus {
   }
 
   private async listen(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.url });
+    // Named, so an operator (or a test) can tell each replica's listener in pg_stat_activity.
+    const client = new pg.Client({ connectionString: this.url, application_name: `stowage-events ${this.replica}`.slice(0, 63) });
     const lost = (err?: Error): void => {
       if (this.client !== client) return;
       this.client = undefined;
+      this.lostAt ??= Date.now();
       client.end().catch(() => undefined);
       if (this.closed) return;
       this.log.warn({ err }, `the replicas' event listener lost its connection; reconnecting`);
@@ -125,6 +137,12 @@ export class PostgresEventBus implements EventBus {
       this.client = undefined;
       client.end().catch(() => undefined);
       throw err;
+    }
+    if (this.lostAt !== undefined) {
+      const since = new Date(this.lostAt - RESYNC_MARGIN_MS).toISOString();
+      this.lostAt = undefined;
+      this.log.info({ since }, `the replicas' event listener is back; re-reading what it may have missed`);
+      this.onRemote?.({ kind: 'resync', since });
     }
   }
 

@@ -11,6 +11,7 @@ import type { EventBus, ReplicaEvent } from './event-bus.js';
  * events (only while an SSE stream listens: nothing to do otherwise), one after the other so they reach
  * streams in the order they came; a cancel stops this replica's run of the operation; an upload report
  * wakes the push waiting for it here; a revocation is read in, to be repeated to the agents reporting here.
+ * After the listener was reconnected (resync), all of that is re-read, as events may have been missed.
  */
 export function relayReplicaEvents(
   bus: EventBus,
@@ -23,6 +24,10 @@ export function relayReplicaEvents(
   revocations.onRecorded = () => bus.publish({ kind: 'revocations' });
 
   let queue: Promise<void> = Promise.resolve();
+  const relayUpload = async (id: string): Promise<void> => {
+    const report = (await operations.params<PushParams>(id)).upload_report;
+    if (report) uploads.report(id, report);
+  };
   const inOrder = (work: () => Promise<void>): void => {
     queue = queue.then(work).catch((err: unknown) => log.warn({ err }, 'acting on another replica’s event failed'));
   };
@@ -41,9 +46,19 @@ export function relayReplicaEvents(
         inOrder(() => revocations.load());
         return;
       case 'upload':
+        inOrder(() => relayUpload(event.id));
+        return;
+      case 'resync':
         inOrder(async () => {
-          const report = (await operations.params<PushParams>(event.id)).upload_report;
-          if (report) uploads.report(event.id, report);
+          // What the lost events would have told: each operation's latest state (an SSE stream whose
+          // operation ended meanwhile must still end), cancels of runs here, reports of pushes waiting here,
+          // revocations.
+          if (operations.events.listenerCount('changed') > 0) {
+            for (const id of await operations.changedSince(event.since)) await operations.relayOperation(id);
+          }
+          for (const id of await runner.runningHereEndedElsewhere()) runner.cancelledElsewhere(id, 'another replica');
+          for (const id of uploads.waitingFor()) await relayUpload(id);
+          await revocations.load();
         });
         return;
     }
