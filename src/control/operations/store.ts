@@ -193,13 +193,13 @@ export class OperationStore {
     return this.toOperations(rows);
   }
 
-  /** Operations a restart must pick up again. */
   /** IDs of the operations not ended, or changed at `since` (an ISO time) or later. */
   async changedSince(since: string): Promise<string[]> {
     const rows = await this.db.all<{ id: string }>(sql`SELECT id FROM operations WHERE status IN ('pending', 'running') OR updated_at >= ${since} ORDER BY id`);
     return rows.map((r) => r.id);
   }
 
+  /** Operations a restart must pick up again. */
   async unfinished(): Promise<Operation[]> {
     const rows = await this.db.all<OperationRow>(sql`SELECT * FROM operations WHERE status IN ('pending', 'running') ORDER BY id`);
     return this.toOperations(rows);
