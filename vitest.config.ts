@@ -13,7 +13,9 @@ const runOnPostgres = process.env['STOWAGE_TEST_POSTGRES'] ? process.env['STOWAG
  * catalog, tenancy, auth (API keys, keypairs, revocations), background tasks. Left out: files about agents,
  * the engine, archives, the registry and runtimes (no control-plane state), and those about SQLite's own
  * file (control/disk-full-state: a full disk under control.db; security/secrets-at-rest: the bytes of
- * control.db; cluster/recovery: control.db deleted or rolled back).
+ * control.db, with a PostgreSQL case of its own (a pg_dump); cluster/recovery: control.db deleted or rolled
+ * back). Files made for PostgreSQL (cluster/replicas, control/event-bus) start a server of their own when
+ * run outside this project.
  */
 const CONTROL_PLANE_FILES = [
   // In-process control planes: the stores behind REST, GraphQL and the Backend.AI surface.

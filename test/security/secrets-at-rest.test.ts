@@ -8,7 +8,11 @@ import { openDatabase } from '../../src/control/db/database.js';
 import { RegistryStore } from '../../src/control/catalog/registries.js';
 import { Machines } from '../../src/control/machines.js';
 import { mintPeerToken } from '../../src/control/peer-token.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import pg from 'pg';
 import { type Cluster, startCluster, until } from '../harness/cluster.js';
+import { freshDatabase, postgresBinDir } from '../harness/postgres.js';
 import { tmpDir } from '../harness/tmp.js';
 
 // Issue 13, defect 4: control.db and its -wal/-shm were 0644 in a 0755 directory and held every machine
@@ -116,5 +120,55 @@ describe('a database written before sealing', () => {
     const bytes = Buffer.concat([await readFile(path), await readFile(`${path}-wal`).catch(() => Buffer.alloc(0))]);
     expect(bytes.includes(secret)).toBe(false);
     expect(bytes.includes(REGISTRY_PASSWORD)).toBe(false);
+  });
+});
+
+describe('secrets at rest on a cluster whose state is in PostgreSQL', () => {
+  let cluster: Cluster;
+  let database: string;
+  let machineSecret: string;
+
+  beforeAll(async () => {
+    database = await freshDatabase();
+    cluster = await startCluster({
+      agents: 1,
+      control: { database, seed: { registries: [{ name: 'registry.test:5000', url: 'http://registry.test:5000', username: 'ci', password: REGISTRY_PASSWORD }] } },
+    });
+    const agentDir = cluster.agents[0]!.dataDir;
+    machineSecret = await until('the agent to keep its identity', async () => (JSON.parse(await readFile(join(agentDir, 'identity.json'), 'utf8')) as { machine_secret: string }).machine_secret);
+  }, 300_000);
+  afterAll(async () => {
+    await cluster?.close();
+  });
+
+  it('a dump of the database holds neither the machine secret nor the registry password, and its sealed secret opens nothing', async () => {
+    // What a backup or a thief with database access gets: everything in it, not the 0600 key file.
+    const bin = postgresBinDir();
+    if (!bin) throw new Error('PostgreSQL client tools are not installed');
+    const { stdout: dump } = await promisify(execFile)(join(bin, 'pg_dump'), ['--data-only', database], { maxBuffer: 64 * 1024 * 1024 });
+    expect(dump).toContain('agent-1');
+    expect(dump.includes(machineSecret)).toBe(false);
+    expect(dump.includes(REGISTRY_PASSWORD)).toBe(false);
+    expect(await modeOf(join(cluster.root, 'control', 'secrets.key'))).toBe(0o600);
+
+    const client = new pg.Client({ connectionString: database });
+    await client.connect();
+    const sealed = (await client.query<{ secret: string }>('SELECT secret FROM machines WHERE id = $1', ['agent-1'])).rows[0]!.secret;
+    await client.end();
+    expect(sealed.startsWith('sbx1.')).toBe(true);
+    const agentApi = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${sealed}` } });
+    await agentApi.body.dump();
+    expect(agentApi.statusCode).toBe(401);
+    const heartbeat = await request(`${cluster.controlUrl}/api/v1/machines/agent-1/heartbeat`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${sealed}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    await heartbeat.body.dump();
+    expect(heartbeat.statusCode).toBe(401);
+    // The real secret still works.
+    const real = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${machineSecret}` } });
+    await real.body.dump();
+    expect(real.statusCode).toBe(200);
   });
 });
