@@ -30,6 +30,9 @@ import { type EventBus, LocalEventBus, PostgresEventBus } from './replicas/event
 import { OperationLeases } from './replicas/leases.js';
 import { relayReplicaEvents } from './replicas/relay.js';
 
+/** How long a stop may take before it gives up on what it still waits for (see close). */
+const SHUTDOWN_GRACE_MS = 15_000;
+
 export interface RunningControl {
   url: string;
   /** The superadmin API token created at first start (read back from <dataDir>/admin.token later). */
@@ -153,19 +156,40 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
     resumed,
     replica,
     async close() {
-      await app.close();
-      // Like a crash, but tidy: work in flight stays pending/running in the database for the next start
-      // (or for another replica, which takes it over at once: the leases are released once it has stopped here).
-      stopLeases();
-      operations.freeze();
-      availability.freeze();
-      ctx.uploads.closeAll();
-      await agents.close();
-      await ctx.tls?.agentDispatcher.close();
-      await runner.idle();
-      await leases.releaseAll().catch((err: unknown) => log.warn({ err }, 'releasing the operation leases failed; other replicas take them when they expire'));
-      await bus.close();
-      await db.close();
+      let step = 'closing the HTTP server';
+      const freeze = (): void => {
+        stopLeases();
+        operations.freeze();
+        availability.freeze();
+      };
+      const steps = async (): Promise<void> => {
+        await app.close();
+        // Like a crash, but tidy: work in flight stays pending/running in the database for the next start
+        // (or for another replica, which takes it over at once: the leases are released once it has stopped here).
+        freeze();
+        ctx.uploads.closeAll();
+        step = 'cutting the calls to agents';
+        await agents.close();
+        await ctx.tls?.agentDispatcher.close();
+        step = 'waiting for the running operations to stop';
+        await runner.idle();
+        step = 'releasing the operation leases';
+        await leases.releaseAll().catch((err: unknown) => log.warn({ err }, 'releasing the operation leases failed; other replicas take them when they expire'));
+        step = "closing the replicas' event listener";
+        await bus.close();
+        step = 'closing the database';
+        await db.close();
+      };
+      // A stop must not hang on what it waits for (a request or a peer that never ends, a stuck database
+      // connection): after the grace period it gives up, with the store frozen, as a crash would leave it.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SHUTDOWN_GRACE_MS)));
+      const outcome = await Promise.race([steps().then(() => 'done' as const), late]);
+      clearTimeout(timer);
+      if (outcome === 'late') {
+        freeze();
+        log.error({ step, grace_ms: SHUTDOWN_GRACE_MS }, 'the control plane did not stop in time; stopping anyway (its work stays in the database for the next start)');
+      }
     },
   };
 }
