@@ -184,8 +184,14 @@ async function startOn(db: Db, config: ControlConfig, log: Logger): Promise<Runn
       // connection): after the grace period it gives up, with the store frozen, as a crash would leave it.
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), SHUTDOWN_GRACE_MS)));
-      const outcome = await Promise.race([steps().then(() => 'done' as const), late]);
+      // Settles either way, so steps that fail after the grace period are no unhandled rejection.
+      const finished = steps().then(
+        () => 'done' as const,
+        (err: unknown) => ({ err }),
+      );
+      const outcome = await Promise.race([finished, late]);
       clearTimeout(timer);
+      if (typeof outcome === 'object') throw outcome.err;
       if (outcome === 'late') {
         freeze();
         log.error({ step, grace_ms: SHUTDOWN_GRACE_MS }, 'the control plane did not stop in time; stopping anyway (its work stays in the database for the next start)');
