@@ -21,18 +21,49 @@ const REGISTRY_PASSWORD = 'registry-pw-that-must-not-leak-7f3a9c';
 
 const modeOf = async (path: string): Promise<number> => (await stat(path)).mode & 0o777;
 
+/** A cluster of one agent with a registry password seeded, and the machine secret the agent keeps. */
+async function seededCluster(database?: string): Promise<{ cluster: Cluster; machineSecret: string }> {
+  const cluster = await startCluster({
+    agents: 1,
+    control: {
+      ...(database ? { database } : {}),
+      seed: { registries: [{ name: 'registry.test:5000', url: 'http://registry.test:5000', username: 'ci', password: REGISTRY_PASSWORD }] },
+    },
+  });
+  const agentDir = cluster.agents[0]!.dataDir;
+  // Written by the agent once the join is answered, which may be just after the control plane saw it.
+  const machineSecret = await until('the agent to keep its identity', async () => (JSON.parse(await readFile(join(agentDir, 'identity.json'), 'utf8')) as { machine_secret: string }).machine_secret);
+  return { cluster, machineSecret };
+}
+
+/** The sealed secret, as a thief reads it from the database, is refused by the agent's API and the heartbeat route. */
+async function expectSealedSecretRefused(cluster: Cluster, sealed: string): Promise<void> {
+  expect(sealed.startsWith('sbx1.')).toBe(true);
+  const agentApi = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${sealed}` } });
+  await agentApi.body.dump();
+  expect(agentApi.statusCode).toBe(401);
+  const heartbeat = await request(`${cluster.controlUrl}/api/v1/machines/agent-1/heartbeat`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${sealed}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
+  await heartbeat.body.dump();
+  expect(heartbeat.statusCode).toBe(401);
+}
+
+/** The machine's real secret still opens its agent's API. */
+async function expectSecretAccepted(cluster: Cluster, machineSecret: string): Promise<void> {
+  const real = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${machineSecret}` } });
+  await real.body.dump();
+  expect(real.statusCode).toBe(200);
+}
+
 describe('secrets at rest on a running cluster', () => {
   let cluster: Cluster;
   let machineSecret: string;
 
   beforeAll(async () => {
-    cluster = await startCluster({
-      agents: 1,
-      control: { seed: { registries: [{ name: 'registry.test:5000', url: 'http://registry.test:5000', username: 'ci', password: REGISTRY_PASSWORD }] } },
-    });
-    const agentDir = cluster.agents[0]!.dataDir;
-    // Written by the agent once the join is answered, which may be just after the control plane saw it.
-    machineSecret = await until('the agent to keep its identity', async () => (JSON.parse(await readFile(join(agentDir, 'identity.json'), 'utf8')) as { machine_secret: string }).machine_secret);
+    ({ cluster, machineSecret } = await seededCluster());
   }, 120_000);
   afterAll(async () => {
     await cluster?.close();
@@ -66,28 +97,16 @@ describe('secrets at rest on a running cluster', () => {
     const stolen = new Database(copy, { readonly: true });
     const row = stolen.prepare('SELECT secret FROM machines WHERE id = ?').get('agent-1') as { secret: string };
     stolen.close();
-    expect(row.secret.startsWith('sbx1.')).toBe(true);
+    await expectSealedSecretRefused(cluster, row.secret);
 
     const agent = cluster.agents[0]!;
-    const agentApi = await request(`${agent.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${row.secret}` } });
-    await agentApi.body.dump();
-    expect(agentApi.statusCode).toBe(401);
     const forged = mintPeerToken(row.secret, { m: 'agent-1', s: 'push', t: true, exp: Math.floor(Date.now() / 1000) + 600 });
     const v2 = await request(`${agent.peerUrl}/v2/`, { headers: { authorization: `Basic ${Buffer.from(`x:${forged}`).toString('base64')}` } });
     await v2.body.dump();
     expect(v2.statusCode).toBe(401);
-    const heartbeat = await request(`${cluster.controlUrl}/api/v1/machines/agent-1/heartbeat`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${row.secret}`, 'content-type': 'application/json' },
-      body: '{}',
-    });
-    await heartbeat.body.dump();
-    expect(heartbeat.statusCode).toBe(401);
 
     // Nothing changed: the real secret still works and the machine is online.
-    const real = await request(`${agent.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${machineSecret}` } });
-    await real.body.dump();
-    expect(real.statusCode).toBe(200);
+    await expectSecretAccepted(cluster, machineSecret);
     const machines = await cluster.api<{ machines: Array<{ id: string; status: string }> }>('GET', '/api/v1/machines');
     expect(machines.body.machines.find((m) => m.id === 'agent-1')?.status).toBe('online');
   });
@@ -130,12 +149,7 @@ describe('secrets at rest on a cluster whose state is in PostgreSQL', () => {
 
   beforeAll(async () => {
     database = await freshDatabase();
-    cluster = await startCluster({
-      agents: 1,
-      control: { database, seed: { registries: [{ name: 'registry.test:5000', url: 'http://registry.test:5000', username: 'ci', password: REGISTRY_PASSWORD }] } },
-    });
-    const agentDir = cluster.agents[0]!.dataDir;
-    machineSecret = await until('the agent to keep its identity', async () => (JSON.parse(await readFile(join(agentDir, 'identity.json'), 'utf8')) as { machine_secret: string }).machine_secret);
+    ({ cluster, machineSecret } = await seededCluster(database));
   }, 300_000);
   afterAll(async () => {
     await cluster?.close();
@@ -155,20 +169,7 @@ describe('secrets at rest on a cluster whose state is in PostgreSQL', () => {
     await client.connect();
     const sealed = (await client.query<{ secret: string }>('SELECT secret FROM machines WHERE id = $1', ['agent-1'])).rows[0]!.secret;
     await client.end();
-    expect(sealed.startsWith('sbx1.')).toBe(true);
-    const agentApi = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${sealed}` } });
-    await agentApi.body.dump();
-    expect(agentApi.statusCode).toBe(401);
-    const heartbeat = await request(`${cluster.controlUrl}/api/v1/machines/agent-1/heartbeat`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${sealed}`, 'content-type': 'application/json' },
-      body: '{}',
-    });
-    await heartbeat.body.dump();
-    expect(heartbeat.statusCode).toBe(401);
-    // The real secret still works.
-    const real = await request(`${cluster.agents[0]!.peerUrl}/agent/v1/inventory`, { headers: { authorization: `Bearer ${machineSecret}` } });
-    await real.body.dump();
-    expect(real.statusCode).toBe(200);
+    await expectSealedSecretRefused(cluster, sealed);
+    await expectSecretAccepted(cluster, machineSecret);
   });
 });
