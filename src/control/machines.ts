@@ -434,6 +434,8 @@ const STATUS_CHUNK = 256;
 
 /** The machine's whole inventory, in the caller's transaction. */
 async function writeInventory(tx: Db, id: string, seq: number, items: readonly InventoryItem[]): Promise<void> {
+  // The machine's row first, as a delta takes it: locks taken in one order cannot deadlock each other.
+  await tx.get(sql`SELECT id FROM machines WHERE id = ${id}${tx.forUpdate}`);
   await tx.run(sql`DELETE FROM availability WHERE machine_id = ${id} AND state = 'present'`);
   const now = nowIso();
   for (const item of items) await upsertPresent(tx, id, item, now);

@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import { describe, expect, it, vi } from 'vitest';
 import { authenticateApiKey, createApiKey, createUser } from '../../src/control/auth/api-keys.js';
 import { parseControlConfig } from '../../src/control/config.js';
+import { AvailabilityStore } from '../../src/control/availability.js';
 import { Machines } from '../../src/control/machines.js';
 import { OperationStore, statusFromTargets } from '../../src/control/operations/store.js';
 import type { InventoryItem, JoinRequest, TargetResult } from '../../src/control/wire.js';
@@ -154,6 +155,31 @@ describe('control-plane state', () => {
       // m2's partial heartbeat kept what it did not name.
       expect(await machines.require('m2')).toMatchObject({ agent_url: 'http://127.0.0.1:1', platform: 'linux/amd64', labels: {}, scaling_group: 'cpu', disk_used_bytes: 42 });
       expect(batchFailures).toEqual([]);
+    } finally {
+      await db.close();
+    }
+  });
+
+  it("a transfer's report and the agent's inventory delta of the same images, at once, both land (no deadlock on PostgreSQL)", async () => {
+    const db = await freshDb();
+    try {
+      const machines = new Machines(db, 60_000);
+      const availability = new AvailabilityStore(db, machines);
+      await machines.join(joinReq('m1'));
+      // An index's platform manifests reported by the transfer that pulled them while the agent's delta names
+      // them too, round after round: the delta locks the machine's row, each report's insert checks that row.
+      let seq = 1;
+      for (let round = 0; round < 20; round++) {
+        const digests = [0, 1, 2].map((i) => `sha256:${String(round * 3 + i).padStart(64, 'd')}`);
+        await Promise.all([
+          machines.applyDelta('m1', { base_seq: seq, seq: seq + 1, upserted: digests.map((d) => item(d, ['example.test/app:1'])), removed: [] }),
+          ...digests.map((d) => availability.markPresent('m1', { ...item(d, ['example.test/app:1']), references: ['example.test/app:1'] })),
+        ]);
+        seq += 1;
+      }
+      const rows = await db.all<{ n: number | string }>(sql`SELECT COUNT(*) AS n FROM availability WHERE machine_id = 'm1' AND state = 'present'`);
+      expect(Number(rows[0]?.n)).toBe(60);
+      expect((await machines.require('m1')).inventory_seq).toBe(21);
     } finally {
       await db.close();
     }

@@ -28,7 +28,12 @@ export interface Db {
   readonly dialect: Dialect;
   /** The box that seals and opens the secrets this database stores (machine secrets, passwords, keypairs). */
   readonly secrets: SecretBox;
-  /** " FOR UPDATE" on PostgreSQL (locks the rows a transaction read), nothing on SQLite (the transaction holds the only connection). */
+  /**
+   * " FOR NO KEY UPDATE" on PostgreSQL (locks the rows a transaction read against other writers), nothing on
+   * SQLite (the transaction holds the only connection). Not FOR UPDATE: that lock also blocks the foreign-key
+   * checks of rows inserted beneath the locked one (an image reported on a machine whose row a delta holds),
+   * which deadlocks as soon as the holder waits for such a row. No caller changes a locked row's key.
+   */
   readonly forUpdate: RawBuilder<unknown>;
   all<R>(query: RawBuilder<R>): Promise<R[]>;
   /** The first row, or undefined. */

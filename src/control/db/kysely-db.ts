@@ -14,7 +14,7 @@ export class KyselyDb implements Db {
     private readonly inTransaction: boolean,
     private readonly onClose: () => Promise<void> = async () => {},
   ) {
-    this.forUpdate = dialect === 'postgres' ? sql` FOR UPDATE` : sql``;
+    this.forUpdate = dialect === 'postgres' ? sql` FOR NO KEY UPDATE` : sql``;
   }
 
   async all<R>(query: RawBuilder<R>): Promise<R[]> {

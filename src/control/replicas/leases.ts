@@ -58,7 +58,7 @@ export class OperationLeases {
     const now = new Date().toISOString();
     const mine = opts.mine ? sql`OR owner = ${this.replica}` : sql``;
     const free = opts.all ? sql`` : sql`AND (owner IS NULL ${mine} OR lease_until IS NULL OR lease_until < ${now})`;
-    const skipLocked = this.db.dialect === 'postgres' ? sql` FOR UPDATE SKIP LOCKED` : sql``;
+    const skipLocked = this.db.dialect === 'postgres' ? sql` FOR NO KEY UPDATE SKIP LOCKED` : sql``;
     const rows = await this.db.all<{ id: string }>(
       sql`UPDATE operations SET owner = ${this.replica}, lease_until = ${this.until()}
           WHERE id IN (SELECT id FROM operations WHERE status IN ('pending', 'running') ${free} ORDER BY id ${opts.all ? sql`` : sql`LIMIT ${CLAIM_BATCH}`}${skipLocked})
