@@ -1,5 +1,6 @@
 import { Readable, Transform, pipeline } from 'node:stream';
 import { Agent, type Dispatcher, interceptors, request } from 'undici';
+import type { ClientTls } from '../cluster/tls-client.js';
 import { isPeerToken } from '../control/peer-token.js';
 import { type ErrorCode, StowageError, isStowageError } from '../errors.js';
 import { type Digest, digestOf, isDigest, parseDigest } from '../oci/digest.js';
@@ -17,6 +18,7 @@ import {
   parseWwwAuthenticate,
   repositoryScope,
 } from './auth.js';
+import { directGet } from './direct-get.js';
 import { STOWAGE_ERROR_HEADER, STOWAGE_MESSAGE_HEADER } from './distribution-errors.js';
 import { isRepositoryPath } from './names.js';
 
@@ -48,6 +50,11 @@ export interface RegistryClientOptions {
   chunkSize?: number;
   /** Undici dispatcher; defaults to a shared Agent that follows redirects (blob CDNs). */
   dispatcher?: Dispatcher;
+  /**
+   * What an https: Stowage peer is reached with (the cluster CA, this machine's certificate) when its blobs
+   * are read directly (see `direct`); without it such a peer's blobs go through the dispatcher.
+   */
+  peerTls?: ClientTls | undefined;
   userAgent?: string;
 }
 
@@ -131,7 +138,7 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
 }
 
 /** Reads a response body whole, refusing more than `limit` bytes. */
-async function readBounded(body: Dispatcher.ResponseData['body'], limit: number, what: string): Promise<Buffer> {
+async function readBounded(body: Readable, limit: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
   for await (const chunk of body as AsyncIterable<Buffer>) {
@@ -145,9 +152,15 @@ async function readBounded(body: Dispatcher.ResponseData['body'], limit: number,
   return Buffer.concat(chunks);
 }
 
-async function discard(body: Dispatcher.ResponseData['body']): Promise<void> {
+/** Ends a response whose body is not wanted: undici reads a short one to keep the connection, else it is cut. */
+async function discard(body: Readable): Promise<void> {
+  const dump = (body as Partial<Dispatcher.ResponseData['body']>).dump;
+  if (!dump) {
+    body.destroy();
+    return;
+  }
   try {
-    await body.dump({ limit: 256 * 1024 });
+    await dump.call(body, { limit: 256 * 1024 });
   } catch {
     /* the connection is dropped instead */
   }
@@ -162,6 +175,13 @@ export function parseNextLink(link: string | string[] | undefined): string | und
     }
   }
   return undefined;
+}
+
+/** An answer with a streamed body: undici's, or directGet's (a blob from a Stowage peer). */
+interface BlobResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
 }
 
 interface SendOptions {
@@ -183,6 +203,11 @@ export class RegistryClient {
   private readonly origin: string;
   private readonly credentials: Credentials | undefined;
   private readonly dispatcher: Dispatcher;
+  /**
+   * Blob bodies are read by directGet, not undici: the registry is a Stowage agent (it was given a peer
+   * token), whose answers directGet understands, and whose blobs are what fan-out moves at line rate.
+   */
+  private readonly direct: { tls: ClientTls | undefined } | undefined;
   private readonly chunkThreshold: number;
   private readonly chunkSize: number;
   private readonly userAgent: string;
@@ -204,6 +229,8 @@ export class RegistryClient {
     const creds = opts.credentials;
     this.credentials = creds && !creds.registryToken && isPeerToken(creds.password) ? { ...creds, registryToken: creds.password } : creds;
     this.dispatcher = opts.dispatcher ?? defaultDispatcher();
+    const peer = this.credentials?.registryToken !== undefined && isPeerToken(this.credentials.registryToken);
+    if (peer && (scheme === 'http' || opts.peerTls)) this.direct = { tls: scheme === 'https' ? opts.peerTls : undefined };
     this.chunkThreshold = opts.chunkThreshold ?? DEFAULT_CHUNK_THRESHOLD;
     this.chunkSize = Math.max(1, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
     this.userAgent = opts.userAgent ?? 'stowage/0.1';
@@ -309,13 +336,11 @@ export class RegistryClient {
     parseDigest(digest);
     const start = opts.start ?? 0;
     if (!Number.isSafeInteger(start) || start < 0) throw new StowageError('BAD_REQUEST', `invalid blob offset ${start}`);
-    const res = await this.send({
-      method: 'GET',
-      url: `/v2/${path}/blobs/${digest}`,
-      scopes: [repositoryScope(path, ['pull'])],
-      headers: start > 0 ? { range: `bytes=${start}-` } : {},
-      signal: opts.signal,
-    });
+    const headers: Record<string, string> = start > 0 ? { range: `bytes=${start}-` } : {};
+    const url = `/v2/${path}/blobs/${digest}`;
+    const res = this.direct
+      ? await this.directBlobGet(url, headers, opts.signal)
+      : await this.send({ method: 'GET', url, scopes: [repositoryScope(path, ['pull'])], headers, signal: opts.signal });
     if (start > 0 && res.statusCode === 206) {
       const cr = /^bytes (\d+)-/.exec(header(res.headers, 'content-range') ?? '');
       if (!cr || Number(cr[1]) !== start) {
@@ -573,6 +598,21 @@ export class RegistryClient {
     return new URL(loc, this.baseUrl).toString();
   }
 
+  /** A blob GET to a Stowage peer by directGet, with the peer token (no challenge to answer). */
+  private async directBlobGet(url: string, headers: Record<string, string>, signal: AbortSignal | undefined): Promise<BlobResponse> {
+    const token = this.credentials?.registryToken as string;
+    const res = await directGet(new URL(url, this.baseUrl), {
+      headers: { 'user-agent': this.userAgent, authorization: `Bearer ${token}`, ...headers },
+      tls: this.direct?.tls,
+      signal,
+    });
+    if (res.statusCode === 401) {
+      await discard(res.body);
+      throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
+    }
+    return res;
+  }
+
   /** One request with auth: cached credentials first, and on a 401 one retry after answering the challenge. */
   private async send(opts: SendOptions): Promise<Dispatcher.ResponseData> {
     const url = new URL(opts.url, this.baseUrl);
@@ -706,7 +746,7 @@ export class RegistryClient {
   }
 
   /** Reads the registry's error body and throws the mapped StowageError. */
-  private async fail(res: Dispatcher.ResponseData, notFound: ErrorCode, what: string): Promise<never> {
+  private async fail(res: BlobResponse, notFound: ErrorCode, what: string): Promise<never> {
     let registryCode: string | undefined;
     let registryMessage: string | undefined;
     try {

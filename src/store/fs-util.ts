@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digester } from '../oci/digest.js';
+import { recycleChunk } from './recyclable-chunks.js';
 import type { ByteSource } from './types.js';
 
 export function isErrno(err: unknown, code: string): boolean {
@@ -66,8 +67,10 @@ export async function pumpSource(
     const bytes = pendingBytes;
     pending = [];
     pendingBytes = 0;
-    writing = writeAll(fh, batch).then(
+    writing = writeAll(fh, [...batch]).then(
       () => {
+        // Hashed on arrival, now on disk: their producer may reuse them.
+        for (const chunk of batch) recycleChunk(chunk);
         written += bytes;
         writing = undefined;
         onWritten?.(written);
