@@ -127,7 +127,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         limiter,
         concurrency: config.transfer.concurrency,
         stallTimeoutMs: config.transfer.stallTimeoutMs,
-        tlsDispatcher: tls && (() => tls.peerDispatcher()),
+        peerTls: tls && (() => tls.peerClient()),
         metrics,
         log,
       });
@@ -219,7 +219,7 @@ export async function startAgent(config: AgentConfig): Promise<RunningAgent> {
         mirror = await startMirror(config.mirror, ctx, (digests) => running.blobSources(digests), {
           stallTimeoutMs: config.transfer.stallTimeoutMs,
           log: agentLog,
-          peerTls: tls && (() => tls.peerDispatcher()),
+          peerTls: tls && (() => tls.peerClient()),
           metrics,
         });
         const started = mirror;

@@ -2,7 +2,7 @@ import { type KeyObject, X509Certificate, createPrivateKey, createPublicKey } fr
 import { join } from 'node:path';
 import { Agent, type Dispatcher, request } from 'undici';
 import { certificateExpiry, certificateFingerprint, createCsr, issuedBy } from '../cluster/pki.js';
-import { clusterDispatcher } from '../cluster/tls-client.js';
+import { type PeerTlsClient, clusterDispatcher } from '../cluster/tls-client.js';
 import { parseJoinToken, readOptional, tlsDir, writePrivateFile } from '../cluster/tls-files.js';
 import { certificateResponseSchema } from '../control/wire.js';
 import { StowageError } from '../errors.js';
@@ -30,7 +30,7 @@ export class MachineTls {
   private current: MachineCertificate | undefined;
   private pendingKey: string | undefined;
   private control: Dispatcher | undefined;
-  private peers: Dispatcher | undefined;
+  private peers: PeerTlsClient | undefined;
   private readonly listeners = new Set<(cert: MachineCertificate) => void>();
   private renewTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -75,9 +75,9 @@ export class MachineTls {
     return this.control;
   }
 
-  /** The dispatcher for peers' /v2/: presents this machine's certificate; undefined before there is one. */
-  peerDispatcher(): Dispatcher | undefined {
-    if (!this.peers && this.current) this.peers = clusterDispatcher(this.current);
+  /** How to reach peers' /v2/, presenting this machine's certificate; undefined before there is one. */
+  peerClient(): PeerTlsClient | undefined {
+    if (!this.peers && this.current) this.peers = { dispatcher: clusterDispatcher(this.current), tls: this.current };
     return this.peers;
   }
 
@@ -102,9 +102,9 @@ export class MachineTls {
     this.pendingKey = undefined;
     this.current = { ca, cert: certPem, key };
     const old = this.peers;
-    this.peers = clusterDispatcher(this.current);
+    this.peers = { dispatcher: clusterDispatcher(this.current), tls: this.current };
     // Transfers under way keep the old dispatcher's connections until they end.
-    if (old) setTimeout(() => void old.close().catch(() => undefined), 60_000).unref();
+    if (old) setTimeout(() => void old.dispatcher.close().catch(() => undefined), 60_000).unref();
     for (const l of this.listeners) l(this.current);
     this.scheduleRenewal();
   }
@@ -128,7 +128,7 @@ export class MachineTls {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.renewTimer);
-    await Promise.allSettled([this.control, this.peers].flatMap((dispatcher) => (dispatcher ? [dispatcher.close()] : [])));
+    await Promise.allSettled([this.control, this.peers?.dispatcher].flatMap((dispatcher) => (dispatcher ? [dispatcher.close()] : [])));
   }
 
   private async renew(): Promise<void> {

@@ -1,4 +1,4 @@
-import type { Dispatcher } from 'undici';
+import type { PeerTlsClient } from '../cluster/tls-client.js';
 import Fastify from 'fastify';
 import type { EngineContext } from '../engine/context.js';
 import { registryClientFor } from '../engine/registry-auth.js';
@@ -23,7 +23,7 @@ export async function startMirror(
   opts: {
     stallTimeoutMs?: number | undefined;
     log: (line: string) => void;
-    peerTls?: (() => Dispatcher | undefined) | undefined;
+    peerTls?: (() => PeerTlsClient | undefined) | undefined;
     metrics?: Pick<AgentMetrics, 'mirrorBytes' | 'mirrorBlobs'> | undefined;
   },
 ): Promise<RunningMirror> {

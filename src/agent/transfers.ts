@@ -1,4 +1,4 @@
-import type { Dispatcher } from 'undici';
+import type { PeerTlsClient } from '../cluster/tls-client.js';
 import type { Failure, TransferEvent } from '../control/wire.js';
 import { type ErrorCode, StowageError, isStowageError, storageFullOr } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
@@ -48,8 +48,8 @@ export interface TransferDeps {
   concurrency?: number | undefined;
   /** A blob download silent this long is cut and resumed from the next source (default 30 s). */
   stallTimeoutMs?: number | undefined;
-  /** The dispatcher presenting this machine's certificate, for https:// sources (mutual TLS with peers). */
-  tlsDispatcher?: (() => Dispatcher | undefined) | undefined;
+  /** What presents this machine's certificate to https:// sources (mutual TLS with peers). */
+  peerTls?: (() => PeerTlsClient | undefined) | undefined;
   metrics?: AgentMetrics | undefined;
   /** Transfer lines carry the operation ID (operation_id) of the control plane's operation. */
   log?: Logger | undefined;
@@ -76,7 +76,7 @@ export class Transfer {
 
   constructor(
     readonly plan: TransferPlan,
-    private readonly tlsDispatcher?: () => Dispatcher | undefined,
+    private readonly peerTls?: () => PeerTlsClient | undefined,
   ) {
     for (const r of plan.references) this.references.add(r);
     this.sources = { origin: plan, peers: plan.peers };
@@ -107,14 +107,14 @@ export class Transfer {
   }
 
   client(p: SourcePlan): RegistryClient {
-    const tls = p.https ? this.tlsDispatcher?.() : undefined;
+    const tls = p.https ? this.peerTls?.() : undefined;
     const key = `${p.insecure ? 'http' : 'https'}://${p.host}|${p.credentials?.username ?? ''}|${p.credentials?.password ?? ''}|${tls ? 'tls' : ''}`;
     let client = this.clients.get(key);
     if (!client) {
       client = new RegistryClient({
         host: p.host,
         insecure: p.insecure,
-        ...(tls ? { forceHttps: true, dispatcher: tls } : {}),
+        ...(tls ? { forceHttps: true, dispatcher: tls.dispatcher, peerTls: tls.tls } : {}),
         ...(p.credentials ? { credentials: p.credentials } : {}),
       });
       this.clients.set(key, client);
@@ -195,7 +195,7 @@ export class TransferManager {
       existing.transfer.refresh(plan);
       return existing.transfer;
     }
-    const transfer = new Transfer(plan, this.deps.tlsDispatcher);
+    const transfer = new Transfer(plan, this.deps.peerTls);
     const done = this.run(transfer).finally(() => {
       if (this.running.get(plan.key)?.transfer === transfer) this.running.delete(plan.key);
     });

@@ -11,6 +11,15 @@ export interface ClientTls {
 }
 
 /**
+ * How a cluster member reaches its peers over TLS: the dispatcher for requests in general, and the same
+ * material for the blob reads that bypass undici (registry/direct-get.ts).
+ */
+export interface PeerTlsClient {
+  dispatcher: Dispatcher;
+  tls: ClientTls;
+}
+
+/**
  * An undici dispatcher for a cluster member's requests: the cluster CA trusted beside the system roots
  * (transfers also reach public registries through it), its certificate presented, redirects followed
  * (blob CDNs), as the registry client's default dispatcher does.

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
+import type { PeerTlsClient } from '../cluster/tls-client.js';
 import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Descriptor } from '../oci/manifest.js';
@@ -33,8 +33,8 @@ export interface MirrorOptions {
   /** A blob download silent this long moves on to the next source. */
   stallTimeoutMs?: number | undefined;
   log?: (line: string) => void;
-  /** In a TLS cluster: the dispatcher presenting this machine's certificate to peers' https:// /v2/. */
-  peerTls?: (() => Dispatcher | undefined) | undefined;
+  /** In a TLS cluster: what presents this machine's certificate to peers' https:// /v2/. */
+  peerTls?: (() => PeerTlsClient | undefined) | undefined;
   /** Blob bytes as they arrive, by where they came from (the agent's /metrics counts them). */
   onBlobBytes?: ((bytes: number, from: MirrorSource) => void) | undefined;
   /** A blob brought in whole and verified, by where its last bytes came from. */
@@ -201,7 +201,7 @@ export class PullThroughMirror {
       client = new RegistryClient({
         host: url.host,
         insecure: url.protocol === 'http:',
-        ...(tls ? { forceHttps: true, dispatcher: tls } : {}),
+        ...(tls ? { forceHttps: true, dispatcher: tls.dispatcher, peerTls: tls.tls } : {}),
         ...(p.password !== undefined ? { credentials: { username: p.username ?? 'stowage', password: p.password } } : {}),
       });
       this.peerHosts.add(client.host);
