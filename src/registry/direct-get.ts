@@ -2,7 +2,7 @@ import { type Socket, isIP, connect as netConnect } from 'node:net';
 import { type ConnectionOptions, connect as tlsConnect, rootCertificates } from 'node:tls';
 import { Readable } from 'node:stream';
 import type { ClientTls } from '../cluster/tls-client.js';
-import { StowageError } from '../errors.js';
+import { StowageError, isStowageError } from '../errors.js';
 import { markRecyclable } from '../store/recyclable-chunks.js';
 
 /**
@@ -159,7 +159,7 @@ class ResponseReader {
       this.settled = true;
       this.reject(err);
     } else {
-      this.body?.failed(err);
+      this.body?.failed(err, isStowageError(err, 'TRUNCATED'));
     }
     this.socket?.destroy();
   }
@@ -218,11 +218,13 @@ class DirectBody extends Readable {
   ended(): void {
     if (this.finished) return;
     if (this.length === undefined) this.complete();
-    else this.failed(truncated(this.host));
+    else this.failed(truncated(this.host), true);
   }
 
-  failed(err: Error): void {
+  /** Ends the body with `err`; `keep` hands on what a chunk holds first (a cut: those bytes count for a resume). */
+  failed(err: Error, keep = false): void {
     if (this.finished || this.destroyed) return;
+    if (keep && this.fill > 0) this.handOn(Buffer.from(this.chunk.subarray(0, this.fill)));
     this.finished = true;
     this.destroy(err);
   }
