@@ -40,6 +40,9 @@ const CHUNK = 1024 * 1024;
 const MAX_HEAD = 64 * 1024;
 /** Chunks kept for reuse: those in flight between the socket and the disk (a few) come back. */
 const POOL_MAX = 8;
+/** Backstops for callers without a stall guard of their own (as undici's defaults): no answer, no bytes. */
+const HEADERS_TIMEOUT_MS = 60_000;
+const BODY_IDLE_TIMEOUT_MS = 300_000;
 /** How long received bytes may wait in a chunk that is not yet full. */
 const FLUSH_MS = 20;
 
@@ -104,6 +107,11 @@ class ResponseReader {
     socket.on('error', (err) => this.fail(this.body ? truncated(this.host, err) : unreachable(this.host, err)));
     socket.on('close', () => this.fail(this.body ? truncated(this.host) : unreachable(this.host, new Error('the connection closed before an answer'))));
     socket.on('end', () => this.body?.ended());
+    socket.setTimeout(HEADERS_TIMEOUT_MS);
+    socket.on('timeout', () => {
+      const waited = this.body ? `sent nothing for ${BODY_IDLE_TIMEOUT_MS} ms` : `sent no answer in ${HEADERS_TIMEOUT_MS} ms`;
+      this.fail(new StowageError('TRUNCATED', `${this.host} ${waited}`));
+    });
     if (signal?.aborted) this.onAbort();
     else signal?.addEventListener('abort', this.onAbort, { once: true });
   }
@@ -142,6 +150,7 @@ class ResponseReader {
       return false;
     }
     const socket = this.socket as Socket;
+    socket.setTimeout(BODY_IDLE_TIMEOUT_MS);
     this.body = new DirectBody(socket, length, this.host, () => this.done());
     this.settled = true;
     this.resolve({ statusCode: parsed.statusCode, headers: parsed.headers, body: this.body });
