@@ -7,8 +7,8 @@ import { markRecyclable } from '../store/recyclable-chunks.js';
 
 /**
  * One HTTP/1.1 GET on a connection of its own, its body read straight into large buffers: the path blob bytes
- * take from a Stowage peer. The socket reads into one buffer it reuses (`onread`), and the body is copied
- * from there into megabyte chunks handed on whole. Through undici each 64 KiB read is a fresh buffer, then
+ * take from a Stowage peer. The socket reads the body straight into megabyte chunks (`onread` with a buffer
+ * for each read: the free end of the current chunk), handed on whole once full, no copy made. Through undici each 64 KiB read is a fresh buffer, then
  * parsed by llhttp in WebAssembly: on loopback that costs more CPU than hashing the bytes, and its garbage
  * (V8 collects again and again for such buffers) more still.
  *
@@ -32,8 +32,8 @@ export interface DirectGetOptions {
   signal?: AbortSignal | undefined;
 }
 
-/** Bytes per socket read (one buffer, reused for every read). */
-const READ_BUFFER = 256 * 1024;
+/** The buffer the response head is read into (reused for every read until the head is whole). */
+const HEAD_READ_BUFFER = 16 * 1024;
 /** Bytes per body chunk handed on: large writes and few hash calls downstream. */
 const CHUNK = 1024 * 1024;
 /** A response head larger than this is refused. */
@@ -53,7 +53,7 @@ export function directGet(url: URL, opts: DirectGetOptions): Promise<DirectRespo
     const host = url.hostname.replace(/^\[|\]$/g, '');
     const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
     const reader = new ResponseReader(url.host, resolve, reject);
-    const onread = { buffer: Buffer.allocUnsafe(READ_BUFFER), callback: (n: number, buf: Buffer) => reader.received(buf.subarray(0, n)) };
+    const onread = { buffer: () => reader.nextBuffer(), callback: (n: number, buf: Buffer) => reader.received(buf, n) };
     let socket: Socket;
     if (url.protocol === 'https:') {
       const tls = opts.tls ?? {};
@@ -88,6 +88,7 @@ function requestHead(url: URL, headers: Record<string, string>): string {
 /** Reads one response: its head, then its body into a DirectBody. */
 class ResponseReader {
   private socket: Socket | undefined;
+  private readonly headBuffer = Buffer.allocUnsafe(HEAD_READ_BUFFER);
   private head: Buffer[] = [];
   private headBytes = 0;
   private body: DirectBody | undefined;
@@ -116,10 +117,19 @@ class ResponseReader {
     else signal?.addEventListener('abort', this.onAbort, { once: true });
   }
 
-  /** The socket's onread callback: false pauses the socket (the body's reader is behind). */
-  received(data: Buffer): boolean {
-    if (this.body) return this.body.received(data);
-    this.head.push(Buffer.from(data)); // the read buffer is reused: keep a copy
+  /** Where the socket reads next: the head buffer, then the body's chunk. */
+  nextBuffer(): Buffer {
+    return this.body ? this.body.nextBuffer() : this.headBuffer;
+  }
+
+  /** The socket's onread callback: `n` bytes read into `buf` (nextBuffer()); false pauses the socket. */
+  received(buf: Buffer, n: number): boolean {
+    if (this.body) return this.body.readInPlace(buf, n);
+    return this.headReceived(buf.subarray(0, n));
+  }
+
+  private headReceived(data: Buffer): boolean {
+    this.head.push(Buffer.from(data)); // the head buffer is reused: keep a copy
     this.headBytes += data.length;
     const all = Buffer.concat(this.head);
     const end = all.indexOf('\r\n\r\n');
@@ -137,7 +147,7 @@ class ResponseReader {
       // An interim answer (100 Continue): the real one follows.
       this.head = [];
       this.headBytes = 0;
-      return rest.length > 0 ? this.received(rest) : true;
+      return rest.length > 0 ? this.headReceived(rest) : true;
     }
     if (parsed.headers['transfer-encoding'] !== undefined) {
       this.fail(badResponse(this.host, 'a chunked body (a Stowage peer frames blobs by Content-Length)'));
@@ -154,7 +164,7 @@ class ResponseReader {
     this.body = new DirectBody(socket, length, this.host, () => this.done());
     this.settled = true;
     this.resolve({ statusCode: parsed.statusCode, headers: parsed.headers, body: this.body });
-    return rest.length > 0 ? this.body.received(rest) : true;
+    return rest.length > 0 ? this.body.copyIn(rest) : true;
   }
 
   private done(): void {
@@ -175,19 +185,23 @@ class ResponseReader {
 }
 
 /**
- * A response body as megabyte chunks; the socket is paused while they wait for their reader. Bytes that sit
- * in a chunk not yet full for FLUSH_MS go on anyway (copied out): on a slow link a megabyte takes a while, and
- * the next machine of a fan-out chain and the stall guard are waiting for them.
+ * A response body as megabyte chunks, read into by the socket; the socket is paused while they wait for their
+ * reader. Bytes that sit in a chunk not yet full for FLUSH_MS go on anyway (copied out): on a slow link a
+ * megabyte takes a while, and the next machine of a fan-out chain and the stall guard are waiting for them.
  */
 class DirectBody extends Readable {
   /** Chunks the ingest gave back (recyclable-chunks.ts), reused before any new one is allocated. */
   private readonly free: Buffer[] = [];
   private chunk: Buffer = this.newChunk();
+  /** Bytes of the chunk read so far, and of those the ones already handed on (copied by a flush). */
   private fill = 0;
+  private handed = 0;
   private bodyBytes = 0;
   private paused = false;
   private finished = false;
   private flushTimer: NodeJS.Timeout | undefined;
+  /** What the socket may still read into after the end (it is being destroyed): never a chunk handed on. */
+  private spare: Buffer | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -198,27 +212,53 @@ class DirectBody extends Readable {
     super({ highWaterMark: CHUNK });
   }
 
-  /** Copies a read out of the socket's reused buffer; false asks the socket to pause. */
-  received(data: Buffer): boolean {
+  /** The free end of the current chunk (never empty: a full chunk is handed on at once). */
+  nextBuffer(): Buffer {
+    if (this.finished || this.destroyed) return (this.spare ??= Buffer.allocUnsafe(1024));
+    return this.chunk.subarray(this.fill);
+  }
+
+  /** The socket read `n` bytes into `buf`, which nextBuffer() gave it; false asks it to pause. */
+  readInPlace(buf: Buffer, n: number): boolean {
     if (this.finished || this.destroyed) return false;
-    const wanted = this.length === undefined ? data.length : Math.min(data.length, this.length - this.bodyBytes);
+    if (buf.buffer !== this.chunk.buffer || buf.byteOffset !== this.chunk.byteOffset + this.fill) {
+      // Not where the chunk's free end is (cannot happen with Node's onread): take the bytes by copy.
+      return this.copyIn(buf.subarray(0, n));
+    }
+    return this.took(n);
+  }
+
+  /** Bytes read elsewhere (after the response head, in its buffer): copied into the chunk. */
+  copyIn(data: Buffer): boolean {
     let more = true;
     let off = 0;
-    while (off < wanted) {
-      const n = data.copy(this.chunk, this.fill, off, wanted);
+    while (off < data.length) {
+      const n = data.copy(this.chunk, this.fill, off);
       off += n;
-      this.fill += n;
-      if (this.fill === CHUNK) {
-        more = this.handOn(this.chunk) && more;
-        this.chunk = this.newChunk();
-      }
+      more = this.took(n) && more;
+      if (this.finished) return false;
     }
-    this.bodyBytes += wanted;
+    return more;
+  }
+
+  /** Accounts for `n` bytes just placed at the chunk's fill mark. */
+  private took(n: number): boolean {
+    // Bytes past the announced length are not the body's: left out (the connection is closed after it).
+    const useful = this.length === undefined ? n : Math.min(n, this.length - this.bodyBytes);
+    this.fill += useful;
+    this.bodyBytes += useful;
+    let more = true;
+    if (this.fill === CHUNK) {
+      more = this.handOn(this.handed === 0 ? this.chunk : this.chunk.subarray(this.handed));
+      this.chunk = this.newChunk();
+      this.fill = 0;
+      this.handed = 0;
+    }
     if (this.length !== undefined && this.bodyBytes === this.length) {
       this.complete();
       return false;
     }
-    if (this.fill > 0) this.flushTimer ??= setTimeout(() => this.flushPartial(), FLUSH_MS);
+    if (this.fill > this.handed) this.flushTimer ??= setTimeout(() => this.flushPartial(), FLUSH_MS);
     if (!more) this.paused = true;
     return more;
   }
@@ -230,10 +270,10 @@ class DirectBody extends Readable {
     else this.failed(truncated(this.host), true);
   }
 
-  /** Ends the body with `err`; `keep` hands on what a chunk holds first (a cut: those bytes count for a resume). */
+  /** Ends the body with `err`; `keep` hands on the bytes not yet handed on first (a cut: they count for a resume). */
   failed(err: Error, keep = false): void {
     if (this.finished || this.destroyed) return;
-    if (keep && this.fill > 0) this.handOn(Buffer.from(this.chunk.subarray(0, this.fill)));
+    if (keep && this.fill > this.handed) this.handOn(this.chunk.subarray(this.handed, this.fill));
     this.finished = true;
     this.destroy(err);
   }
@@ -260,27 +300,33 @@ class DirectBody extends Readable {
     });
   }
 
+  /** Hands on (as a copy: the socket goes on reading into the chunk) what waited too long for it to fill. */
   private flushPartial(): void {
     this.flushTimer = undefined;
-    if (this.finished || this.destroyed || this.fill === 0) return;
-    if (!this.handOn(Buffer.from(this.chunk.subarray(0, this.fill))) && !this.paused) {
+    if (this.finished || this.destroyed || this.fill === this.handed) return;
+    const waiting = Buffer.from(this.chunk.subarray(this.handed, this.fill));
+    this.handed = this.fill;
+    if (!this.handOn(waiting) && !this.paused) {
       this.paused = true;
       this.socket.pause();
     }
   }
 
   private complete(): void {
-    if (this.fill > 0) this.handOn(this.chunk.subarray(0, this.fill));
+    if (this.fill > this.handed) this.handOn(this.chunk.subarray(this.handed, this.fill));
     this.finished = true;
     this.push(null);
     this.onDone();
   }
 
-  /** Pushes what the current chunk holds (the chunk itself or a copy of it); the chunk starts empty again. */
+  /**
+   * Pushes bytes of the chunk. Only a whole chunk handed on as itself is given back by the ingest and
+   * reused; a part of one (after a flush, or the last bytes) is a view the chunk's reuse must never reach,
+   * and the chunk is then simply dropped.
+   */
   private handOn(buf: Buffer): boolean {
     clearTimeout(this.flushTimer);
     this.flushTimer = undefined;
-    this.fill = 0;
     return this.push(buf);
   }
 }
