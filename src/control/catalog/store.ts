@@ -88,6 +88,7 @@ export class CatalogStore {
     const now = nowIso();
     let removed = 0;
     await this.db.transaction(async (tx) => {
+      removed = 0; // counted afresh should the transaction run again
       const seen = new Set(rows.map((r) => `${r.name}:${r.tag}@${r.platform}`));
       const existing = await tx.all<{ name: string; tag: string; platform: string }>(
         sql`SELECT name, tag, platform FROM catalog_images WHERE registry = ${registry}${tx.forUpdate}`,

@@ -40,6 +40,11 @@ export interface Db {
   get<R>(query: RawBuilder<R>): Promise<R | undefined>;
   /** Runs a statement; resolves to the number of rows it changed. */
   run(query: RawBuilder<unknown>): Promise<number>;
+  /**
+   * Runs `work` in one transaction (inside one already begun: in that one). On PostgreSQL a transaction
+   * rolled back as a deadlock's victim (or for serialization) runs again, whole: `work` keeps its effects in
+   * the database, or starts afresh what it changes outside it.
+   */
   transaction<T>(work: (tx: Db) => Promise<T>): Promise<T>;
   /** Closes the database (its pool); waits for queries under way. */
   close(): Promise<void>;

@@ -2,6 +2,16 @@ import { type Kysely, type RawBuilder, type Transaction, sql } from 'kysely';
 import type { SecretBox } from '../auth/secret-box.js';
 import type { Db, Dialect } from './database.js';
 
+/** SQLSTATEs after which PostgreSQL expects the client to try again: a deadlock's victim, a serialization failure. */
+const TRY_AGAIN = new Set(['40P01', '40001']);
+/** Runs of one statement or transaction at most, the first included. */
+const ATTEMPTS = 4;
+
+function mustTryAgain(err: unknown): boolean {
+  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && TRY_AGAIN.has(code);
+}
+
 /** The Db interface over a kysely instance (or one of its transactions): the same for both dialects. */
 export class KyselyDb implements Db {
   readonly forUpdate: RawBuilder<unknown>;
@@ -18,22 +28,39 @@ export class KyselyDb implements Db {
   }
 
   async all<R>(query: RawBuilder<R>): Promise<R[]> {
-    return (await query.execute(this.executor)).rows;
+    return (await this.again(() => query.execute(this.executor))).rows;
   }
 
   async get<R>(query: RawBuilder<R>): Promise<R | undefined> {
-    return (await query.execute(this.executor)).rows[0];
+    return (await this.again(() => query.execute(this.executor))).rows[0];
   }
 
   async run(query: RawBuilder<unknown>): Promise<number> {
-    return Number((await query.execute(this.executor)).numAffectedRows ?? 0n);
+    return Number((await this.again(() => query.execute(this.executor))).numAffectedRows ?? 0n);
   }
 
   transaction<T>(work: (tx: Db) => Promise<T>): Promise<T> {
     if (this.inTransaction) return work(this);
-    return (this.executor as Kysely<unknown>)
-      .transaction()
-      .execute((trx) => work(new KyselyDb(this.dialect, trx, this.secrets, true)));
+    return this.again(() =>
+      (this.executor as Kysely<unknown>).transaction().execute((trx) => work(new KyselyDb(this.dialect, trx, this.secrets, true))),
+    );
+  }
+
+  /**
+   * Runs `op` again when PostgreSQL rolled it back as a deadlock's victim or for serialization, as it asks
+   * clients to (after a short random pause, so the two do not meet again). Inside a transaction a statement
+   * is not retried alone: the whole transaction is, by the transaction() that began it.
+   */
+  private async again<T>(op: () => Promise<T>): Promise<T> {
+    if (this.inTransaction) return op();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (!mustTryAgain(err) || attempt >= ATTEMPTS) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20 * attempt));
+      }
+    }
   }
 
   close(): Promise<void> {
