@@ -8,7 +8,7 @@ import { inList } from '../db/in-list.js';
  * Several `stowd control` replicas may share one PostgreSQL database. An unfinished operation belongs to the
  * replica named in its `owner` until `lease_until`; the owner renews its leases on a timer (every third of
  * the lease). A replica that dies stops renewing, and once its leases have expired any other replica's claim
- * loop takes the operations over in one statement (PostgreSQL: the candidate rows are locked with FOR UPDATE
+ * loop takes the operations over in one statement (PostgreSQL: the candidate rows are locked with FOR NO KEY UPDATE
  * SKIP LOCKED, so two replicas claiming at once take different rows, never the same) and carries them on
  * with the same resume path a restart uses (handlers are idempotent). A replica shutting down cleanly
  * releases its leases, so another takes them over at once.
