@@ -6,11 +6,11 @@ import { StowageError, isStowageError } from '../errors.js';
 import { markRecyclable } from '../store/recyclable-chunks.js';
 
 /**
- * One HTTP/1.1 GET on a connection of its own, its body read straight into large buffers: the path blob bytes
- * take from a Stowage peer. The socket reads the body straight into megabyte chunks (`onread` with a buffer
- * for each read: the free end of the current chunk), handed on whole once full, no copy made. Through undici each 64 KiB read is a fresh buffer, then
- * parsed by llhttp in WebAssembly: on loopback that costs more CPU than hashing the bytes, and its garbage
- * (V8 collects again and again for such buffers) more still.
+ * One HTTP/1.1 GET on a connection of its own: the path blob bytes take from a Stowage peer. The socket reads
+ * the body straight into megabyte chunks (`onread` with a buffer for each read: the free end of the current
+ * chunk), handed on whole once full, no copy made, and reused once the ingest gives them back. Through undici
+ * each 64 KiB read is a fresh buffer, then parsed by llhttp in WebAssembly: on loopback that costs more CPU
+ * than hashing the bytes, and its garbage (V8 collects again and again for such buffers) more still.
  *
  * Only what a Stowage agent answers is understood: a body framed by Content-Length (or by the close of the
  * connection), never chunked, no redirects. Callers use it for peers and keep undici for registries.
