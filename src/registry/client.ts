@@ -606,11 +606,14 @@ export class RegistryClient {
       tls: this.direct?.tls,
       signal,
     });
-    if (res.statusCode === 401) {
-      await discard(res.body);
-      throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
-    }
+    if (res.statusCode === 401) await this.givenTokenRefused(res.body);
     return res;
+  }
+
+  /** A 401 to the token we were given: all we have, no token service can make it good. */
+  private async givenTokenRefused(body: Readable): Promise<never> {
+    await discard(body);
+    throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
   }
 
   /** One request with auth: cached credentials first, and on a 401 one retry after answering the challenge. */
@@ -640,9 +643,7 @@ export class RegistryClient {
       }
       if (res.statusCode !== 401 || attempt > 0 || !sameOrigin) return res;
       if (this.credentials?.registryToken && sentAuth === `Bearer ${this.credentials.registryToken}`) {
-        // A token given to us is all we have: no token service can make a refused one good.
-        await discard(res.body);
-        throw new StowageError('UNAUTHORIZED', `registry ${this.host} refused the credentials: the token it was given is not valid there`, { details: { status: 401 } });
+        await this.givenTokenRefused(res.body);
       }
       const challenges = parseWwwAuthenticate(res.headers['www-authenticate']);
       const challenge = challenges.find((c) => c.scheme === 'bearer') ?? challenges.find((c) => c.scheme === 'basic');

@@ -1,16 +1,9 @@
 import { type Kysely, type RawBuilder, type Transaction, sql } from 'kysely';
 import type { SecretBox } from '../auth/secret-box.js';
-import type { Db, Dialect } from './database.js';
+import { type Db, type Dialect, mustTryAgain } from './database.js';
 
-/** SQLSTATEs after which PostgreSQL expects the client to try again: a deadlock's victim, a serialization failure. */
-const TRY_AGAIN = new Set(['40P01', '40001']);
 /** Runs of one statement or transaction at most, the first included. */
 const ATTEMPTS = 4;
-
-function mustTryAgain(err: unknown): boolean {
-  const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
-  return typeof code === 'string' && TRY_AGAIN.has(code);
-}
 
 /** The Db interface over a kysely instance (or one of its transactions): the same for both dialects. */
 export class KyselyDb implements Db {
