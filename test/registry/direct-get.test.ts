@@ -2,8 +2,7 @@ import { createHash } from 'node:crypto';
 import { type Server, type Socket, createServer as createNetServer } from 'node:net';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough, Readable } from 'node:stream';
-import Fastify, { type FastifyInstance } from 'fastify';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { mintPeerToken, newSecret } from '../../src/control/peer-token.js';
 import { isStowageError } from '../../src/errors.js';
@@ -11,10 +10,10 @@ import { type Digest, digestOf } from '../../src/oci/digest.js';
 import { bodyChunks } from '../../src/registry/body-chunks.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { directGet } from '../../src/registry/direct-get.js';
-import { registryRoutes } from '../../src/registry/routes.js';
 import { markRecyclable } from '../../src/store/recyclable-chunks.js';
 import type { ContentStoreApi } from '../../src/store/types.js';
 import { until } from '../harness/cluster.js';
+import { arriving, serveV2 } from '../harness/served-store.js';
 import { type FreshStore, freshStore } from '../harness/store.js';
 import { pseudoRandom } from '../harness/streams.js';
 
@@ -27,20 +26,18 @@ import { pseudoRandom } from '../harness/streams.js';
 
 let src: FreshStore;
 let dst: FreshStore;
-let app: FastifyInstance;
+let served: { host: string; close: () => Promise<void> };
 let host: string;
 
 beforeAll(async () => {
   src = await freshStore('stowage-direct-src-');
   dst = await freshStore('stowage-direct-dst-');
-  app = Fastify();
-  await app.register(async (scope) => registryRoutes(scope, { store: src.store, images: src.images }));
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  host = `127.0.0.1:${(app.server.address() as AddressInfo).port}`;
+  served = await serveV2(src);
+  host = served.host;
 });
 
 afterAll(async () => {
-  await app.close();
+  await served.close();
   src.close();
   dst.close();
 });
@@ -117,37 +114,27 @@ describe('a blob read directly from a peer', () => {
 
   it('passes on bytes of a blob still arriving at once, without waiting for a chunk to fill, and its end once verified', async () => {
     const data = pseudoRandom(2 * 1024 * 1024 + 3, 43);
-    const digest = digestOf(data);
-    const release = src.store.expectBlob?.(digest, data.length);
-    onTestFinished(() => release?.());
-    const up = await src.store.openIngest(digest);
-    const feed = new PassThrough();
-    const written = up.write(feed);
-    feed.write(data.subarray(0, 1000));
-    const body = reading(await peerClient().getBlob('test/app', digest));
+    const up = await arriving(src.store, data);
+    up.feed.write(data.subarray(0, 1000));
+    const body = reading(await peerClient().getBlob('test/app', up.digest));
     // A thousand bytes, far from a megabyte, and nothing more is coming until the test sends it.
     await until('the first bytes at the reader', async () => (body.received() === 1000 ? true : undefined));
-    feed.end(data.subarray(1000));
-    await written;
-    await up.commit({ digest, size: data.length });
+    up.feed.end(data.subarray(1000));
+    await up.written;
+    await up.ingest.commit({ digest: up.digest, size: data.length });
     const got = await body.ended;
     expect(Buffer.isBuffer(got) && got.equals(data)).toBe(true);
   });
 
   it('fails its reader when the ingest it tails is aborted: never a short body that looks whole', async () => {
     const data = pseudoRandom(2 * 1024 * 1024, 44);
-    const digest = digestOf(data);
-    const release = src.store.expectBlob?.(digest, data.length);
-    onTestFinished(() => release?.());
-    const up = await src.store.openIngest(digest);
-    const feed = new PassThrough();
-    const written = up.write(feed).catch((err: unknown) => err);
-    feed.write(data.subarray(0, 300_000));
-    const body = reading(await peerClient().getBlob('test/app', digest));
+    const up = await arriving(src.store, data);
+    up.feed.write(data.subarray(0, 300_000));
+    const body = reading(await peerClient().getBlob('test/app', up.digest));
     await until('bytes at the reader', async () => (body.received() === 300_000 ? true : undefined));
-    feed.destroy(new Error('ECONNRESET (simulated)'));
-    await written;
-    await up.abort();
+    up.feed.destroy(new Error('ECONNRESET (simulated)'));
+    await up.written;
+    await up.ingest.abort();
     const got = await body.ended;
     expect(isStowageError(got, 'TRUNCATED')).toBe(true);
     expect(body.received()).toBe(300_000);

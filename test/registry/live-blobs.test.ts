@@ -1,16 +1,14 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough, Readable } from 'node:stream';
-import Fastify, { type FastifyInstance } from 'fastify';
+import { Readable } from 'node:stream';
 import { Agent, type Dispatcher, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Digest, digestOf } from '../../src/oci/digest.js';
 import { bodyChunks } from '../../src/registry/body-chunks.js';
 import { RegistryClient } from '../../src/registry/client.js';
 import { fetchBlobInto } from '../../src/registry/pull.js';
-import { registryRoutes } from '../../src/registry/routes.js';
-import type { ContentStoreApi, Ingest } from '../../src/store/types.js';
 import { until } from '../harness/cluster.js';
+import { arriving, serveV2 } from '../harness/served-store.js';
 import { type FreshStore, freshStore } from '../harness/store.js';
 import { pseudoRandom } from '../harness/streams.js';
 
@@ -23,44 +21,21 @@ import { pseudoRandom } from '../harness/streams.js';
 
 let src: FreshStore;
 let dst: FreshStore;
-let app: FastifyInstance;
+let served: { host: string; close: () => Promise<void> };
 let host: string;
 
 beforeAll(async () => {
   src = await freshStore('stowage-live-src-');
   dst = await freshStore('stowage-live-dst-');
-  app = Fastify();
-  await app.register(async (scope) => registryRoutes(scope, { store: src.store, images: src.images }));
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const addr = app.server.address();
-  if (addr === null || typeof addr === 'string') throw new Error('no address');
-  host = `127.0.0.1:${addr.port}`;
+  served = await serveV2(src);
+  host = served.host;
 });
 
 afterAll(async () => {
-  await app.close();
+  await served.close();
   src.close();
   dst.close();
 });
-
-/**
- * An ingest of `data`'s digest on the source machine, fed by hand through `feed`, announced as a transfer
- * announces the blobs it plans to fetch (with their sizes).
- */
-async function arriving(
-  store: ContentStoreApi,
-  data: Buffer,
-): Promise<{ digest: Digest; ingest: Ingest; feed: PassThrough; written: Promise<unknown>; release: () => void }> {
-  const digest = digestOf(data);
-  const release = store.expectBlob?.(digest, data.length);
-  expect(release).toBeDefined();
-  const ingest = await store.openIngest(digest);
-  const feed = new PassThrough();
-  const written = ingest.write(feed).catch((err: unknown) => err);
-  // The transfer ends (committed or given up) after the test is done with the ingest.
-  onTestFinished(() => release?.());
-  return { digest, ingest, feed, written, release: () => release?.() };
-}
 
 /** Reads a response body as it comes, so a test can wait for "this many bytes received". */
 function reading(body: Dispatcher.ResponseData['body']): { received: () => Buffer; ended: Promise<Buffer | Error> } {
