@@ -3,7 +3,7 @@ import type { StoreHandles } from './pull.js';
 import type { RegistryClient } from './client.js';
 import { recordPushedManifest } from './record-manifest.js';
 import { bodyChunks } from './body-chunks.js';
-import { stallGuard } from './stall-guard.js';
+import { type StallGuard, stallGuard } from './stall-guard.js';
 
 /**
  * Brings along what refers to a pulled image: its signatures, SBOMs and other artifacts (the source's
@@ -30,30 +30,27 @@ export async function pullReferrers(client: RegistryClient, repo: string, subjec
   const { store, images } = handles;
   const recorded: Digest[] = [];
   // A source that stops answering must not hold the transfer up: every request is cut after the stall timeout.
-  const guarded = async <T>(digest: Digest, fetch: (signal: AbortSignal) => Promise<T>): Promise<T> => {
+  const guarded = async <T>(digest: Digest, fetch: (stall: StallGuard) => Promise<T>): Promise<T> => {
     const stall = stallGuard(opts.stallTimeoutMs, client.host, digest, opts.signal);
     try {
-      return await fetch(stall.signal);
+      return await fetch(stall);
     } finally {
       stall.stop();
     }
   };
   for (const subject of new Set(subjects)) {
-    const referrers = (await guarded(subject, (signal) => client.getReferrers(repo, subject, { signal }))).slice(0, MAX_REFERRERS);
+    const referrers = (await guarded(subject, ({ signal }) => client.getReferrers(repo, subject, { signal }))).slice(0, MAX_REFERRERS);
     for (const d of referrers) {
       if (images.getArtifact(d.digest) || images.getImage(d.digest) || images.getIndex(d.digest)) continue;
-      const m = await guarded(d.digest, (signal) => client.getManifest(repo, d.digest, { signal }));
+      const m = await guarded(d.digest, ({ signal }) => client.getManifest(repo, d.digest, { signal }));
       if (m.parsed.kind === 'manifest') {
         for (const blob of [m.parsed.manifest.config, ...m.parsed.manifest.layers]) {
           if (await store.has(blob.digest)) continue;
-          const stall = stallGuard(opts.stallTimeoutMs, client.host, blob.digest, opts.signal);
-          try {
+          await guarded(blob.digest, async (stall) => {
             const body = await client.getBlob(repo, blob.digest, { signal: stall.signal });
             stall.watch(body);
             await store.put(counted(bodyChunks(body), stall.fed, opts.onBlobBytes), { digest: blob.digest, size: blob.size });
-          } finally {
-            stall.stop();
-          }
+          });
         }
       }
       await recordPushedManifest(handles, { name: repo, ref: m.digest, bytes: m.bytes, contentType: m.mediaType });

@@ -2,6 +2,16 @@ import type { Readable } from 'node:stream';
 import { StowageError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 
+export interface StallGuard {
+  /** For the request: aborted when the guard cuts. */
+  signal: AbortSignal;
+  /** Names the body the request answered, cut too. */
+  watch(body: Readable): void;
+  /** Bytes arrived: the wait starts again. */
+  fed(): void;
+  stop(): void;
+}
+
 /**
  * Cuts a blob request when nothing arrives for `ms` (as TRUNCATED, so the download resumes elsewhere), from
  * the moment it is sent (a source that never answers) and between chunks, or when `parent` aborts (with its
@@ -13,7 +23,7 @@ export function stallGuard(
   host: string,
   digest: Digest,
   parent: AbortSignal | undefined,
-): { signal: AbortSignal; watch(body: Readable): void; fed(): void; stop(): void } {
+): StallGuard {
   const controller = new AbortController();
   let body: Readable | undefined;
   let timer: NodeJS.Timeout | undefined;
